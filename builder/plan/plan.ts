@@ -1,0 +1,132 @@
+/**
+ * Dockerfile → stage DAG (pure: no I/O). Resolves FROM <stage>, COPY --from=<stage|index|image>,
+ * the --target, and which stages the target needs; global ARGs are expanded in FROM lines.
+ */
+import type { ArgInstruction, FromInstruction, Instruction, ParsedDockerfile } from '../dockerfile/types.js';
+import { expandWord } from '../expand/shell-word.js';
+import { PlanError } from '../../util/errors.js';
+import { platformArgs } from './platform.js';
+
+export type StageBase = { kind: 'scratch' } | { kind: 'stage'; index: number } | { kind: 'image'; ref: string };
+
+export interface Stage {
+  index: number;
+  name?: string;
+  from: FromInstruction;
+  base: StageBase;
+  instructions: Instruction[];
+  /** stages whose results this stage reads (base stage and COPY --from) */
+  deps: number[];
+  /** COPY --from values naming images (resolved by the executor) */
+  imageDeps: string[];
+}
+
+export interface Plan {
+  stages: Stage[];
+  target: number;
+  /** stages the target needs, in an order where dependencies come first */
+  order: number[];
+  /** global ARG values (after --build-arg), for stages that redeclare them */
+  globalArgs: Map<string, string | undefined>;
+  buildArgs: Record<string, string>;
+  escape: '\\' | '`';
+  /** --build-arg names no ARG declared (Docker warns about them) */
+  unusedBuildArgs: string[];
+}
+
+export interface PlanOptions {
+  target?: string;
+  buildArgs?: Record<string, string>;
+}
+
+export function planBuild(df: ParsedDockerfile, opts: PlanOptions = {}): Plan {
+  const buildArgs = opts.buildArgs ?? {};
+  const globalArgs = new Map<string, string | undefined>(Object.entries(platformArgs()));
+  const declared = new Set<string>();
+  const stages: Stage[] = [];
+  const byName = new Map<string, number>();
+  let current: Stage | undefined;
+
+  const globalLookup = (name: string) => globalArgs.get(name);
+  for (const ins of df.instructions) {
+    if (ins.kind === 'from') {
+      const image = expandWord(ins.image, globalLookup, df.escape);
+      if (!image) throw new PlanError('MBUILD_PLAN', 'base name (FROM) cannot be empty', ins.range);
+      const lower = image.toLowerCase();
+      let base: StageBase;
+      if (lower === 'scratch') base = { kind: 'scratch' };
+      else if (byName.has(lower)) base = { kind: 'stage', index: byName.get(lower)! };
+      else base = { kind: 'image', ref: image };
+      current = { index: stages.length, name: ins.stageName, from: ins, base, instructions: [], deps: [], imageDeps: [] };
+      if (base.kind === 'stage') current.deps.push(base.index);
+      if (ins.stageName) {
+        if (byName.has(ins.stageName)) throw new PlanError('MBUILD_PLAN', `duplicate stage name "${ins.stageName}"`, ins.range);
+        byName.set(ins.stageName, current.index);
+      }
+      stages.push(current);
+      continue;
+    }
+    if (!current) {
+      if (ins.kind !== 'arg') throw new PlanError('MBUILD_PLAN', `${ins.kind.toUpperCase()} before the first FROM`, ins.range);
+      for (const a of (ins as ArgInstruction).args) {
+        declared.add(a.name);
+        const value = a.name in buildArgs ? buildArgs[a.name] : a.default !== undefined ? expandWord(a.default, globalLookup, df.escape) : undefined;
+        globalArgs.set(a.name, value);
+      }
+      continue;
+    }
+    if (ins.kind === 'arg') for (const a of ins.args) declared.add(a.name);
+    if ((ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined) {
+      const from = ins.from;
+      if (from.includes('$')) throw new PlanError('MBUILD_PLAN', `--from does not take variables: "${from}"`, ins.range);
+      const lower = from.toLowerCase();
+      let dep: number | undefined;
+      if (/^\d+$/.test(from)) {
+        dep = Number(from);
+        if (dep >= current.index) throw new PlanError('MBUILD_UNKNOWN_STAGE', `COPY --from=${from}: stage ${from} is not an earlier stage`, ins.range);
+      } else if (byName.has(lower)) {
+        dep = byName.get(lower)!;
+      } else if (current.name === lower) {
+        throw new PlanError('MBUILD_UNKNOWN_STAGE', `COPY --from=${from}: a stage cannot copy from itself`, ins.range);
+      }
+      if (dep !== undefined) {
+        if (!current.deps.includes(dep)) current.deps.push(dep);
+      } else if (!current.imageDeps.includes(from)) {
+        current.imageDeps.push(from);
+      }
+    }
+    current.instructions.push(ins);
+  }
+  if (stages.length === 0) throw new PlanError('MBUILD_PLAN', 'the Dockerfile has no FROM instruction');
+
+  let target = stages.length - 1;
+  if (opts.target !== undefined) {
+    const t = byName.get(opts.target.toLowerCase());
+    if (t === undefined) {
+      throw new PlanError('MBUILD_UNKNOWN_STAGE', `target stage "${opts.target}" could not be found (stages: ${[...byName.keys()].join(', ') || 'none named'})`);
+    }
+    target = t;
+  }
+
+  // dependencies first; stages the target does not need are left out
+  const order: number[] = [];
+  const state = new Map<number, 'visiting' | 'done'>();
+  const visit = (i: number) => {
+    const s = state.get(i);
+    if (s === 'done') return;
+    if (s === 'visiting') throw new PlanError('MBUILD_PLAN', `circular dependency between stages at stage ${stages[i].name ?? i}`, stages[i].from.range);
+    state.set(i, 'visiting');
+    for (const d of stages[i].deps) visit(d);
+    state.set(i, 'done');
+    order.push(i);
+  };
+  visit(target);
+
+  const unusedBuildArgs = Object.keys(buildArgs).filter((k) => !declared.has(k) && !PREDEFINED_ARGS.has(k));
+  return { stages, target, order, globalArgs, buildArgs, escape: df.escape, unusedBuildArgs };
+}
+
+/** ARGs Docker passes without a declaration (proxy settings); never recorded in the image. */
+export const PREDEFINED_ARGS = new Set([
+  'HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy',
+]);

@@ -1,0 +1,187 @@
+/**
+ * COPY and ADD. The stage's layers are mounted with a fresh upper layer and the sources are copied
+ * into that merged root, so parent directories, symlinks and replaced files behave exactly as in
+ * the image: destinations are resolved inside the image root, never on the host.
+ */
+import { createReadStream, promises as fs, type Stats } from 'node:fs';
+import path from 'node:path';
+import type { CopyInstruction } from '../dockerfile/types.js';
+import type { StepRun } from '../build/context.js';
+import { lookupFor, type StageState } from '../build/state.js';
+import { expandWord } from '../expand/shell-word.js';
+import { resolveSources, walkSource, type SourceEntry } from '../context/sources.js';
+import { resolveInScope } from '../context/scope.js';
+import type { IgnoreMatcher } from '../context/dockerignore.js';
+import { readUserDb, resolveChown } from '../build/users.js';
+import { extractArchive } from '../../snapshotter/diff/apply.js';
+import { decompressStream, isArchive } from '../../snapshotter/diff/decompress.js';
+import { CopySourceMissingError, MbuildError } from '../../util/errors.js';
+import { downloadToFile } from './download.js';
+
+interface Owner { uid: number; gid: number }
+
+interface CopyPlan {
+  dest: string; // absolute image path
+  destIsDir: boolean;
+  owner?: Owner; // undefined → 0:0
+  chmod?: number;
+  isAdd: boolean;
+}
+
+export function parseChmod(spec: string, ins: CopyInstruction): number {
+  if (!/^[0-7]{1,4}$/.test(spec)) throw new MbuildError('MBUILD_PARSE', `invalid --chmod value "${spec}": use an octal mode such as 0755`, { range: ins.range });
+  return Number.parseInt(spec, 8);
+}
+
+export async function copyStep({ ctx, state }: StepRun, ins: CopyInstruction): Promise<void> {
+  const lookup = lookupFor(state);
+  const x = (w: string) => expandWord(w, lookup, ctx.escape);
+  const sources = ins.sources.map(x);
+  const rawDest = x(ins.dest);
+  const workdir = state.config.WorkingDir || '/';
+  const destIsDir = rawDest.endsWith('/') || rawDest === '.' || rawDest.endsWith('/.') || rawDest === '';
+  const dest = path.posix.isAbsolute(rawDest) ? path.posix.normalize(rawDest) : path.posix.join('/', workdir, rawDest);
+  if (sources.length > 1 && !destIsDir) {
+    throw new MbuildError('MBUILD_COPY_DEST', `When using ${ins.kind.toUpperCase()} with more than one source file, the destination must be a directory and end with a /`, { range: ins.range });
+  }
+  const plan: CopyPlan = { dest, destIsDir, chmod: ins.chmod ? parseChmod(ins.chmod, ins) : undefined, isAdd: ins.kind === 'add' };
+
+  const urls = ins.kind === 'add' && ins.from === undefined ? sources.filter((s) => /^https?:\/\//i.test(s)) : [];
+  const local = sources.filter((s) => !urls.includes(s));
+
+  const copyFrom = async (srcRoot: string, ignore: IgnoreMatcher | undefined, fromImage: boolean) => {
+    let entries: SourceEntry[] = [];
+    try {
+      entries = await resolveSources(srcRoot, local, ignore);
+    } catch (err) {
+      if (err instanceof CopySourceMissingError || (err as MbuildError).code === 'MBUILD_COPY_SOURCE_MISSING') {
+        const where = fromImage ? `--from=${ins.from}` : 'the build context';
+        throw new CopySourceMissingError(`${ins.kind.toUpperCase()} failed: ${(err as Error).message.replace(/\s*$/, '')} in ${where}`, ins.range);
+      }
+      throw err;
+    }
+    const downloads = await Promise.all(urls.map((u) => downloadToFile(ctx.store, u)));
+    try {
+      const layer = await ctx.snap.mutate(state.layers, async (root) => {
+        if (ins.chown) plan.owner = resolveChown(x(ins.chown), await readUserDb(root), ins.range);
+        for (const e of entries) await copyEntry(root, srcRoot, e, plan, fromImage ? undefined : ignore);
+        for (const d of downloads) await copyDownload(root, d, plan);
+      });
+      state.layers.push(layer);
+    } finally {
+      for (const d of downloads) await fs.rm(path.dirname(d.file), { recursive: true, force: true });
+    }
+  };
+
+  if (ins.from === undefined) {
+    await copyFrom(ctx.contextDir, ctx.ignore, false);
+  } else {
+    const src: StageState = /^\d+$/.test(ins.from) || ctx.stageIndexOf(ins.from) !== undefined
+      ? await ctx.stageResult(ctx.stageIndexOf(ins.from)!)
+      : await ctx.imageState(ins.from);
+    await ctx.snap.view(src.layers, (srcRoot) => copyFrom(srcRoot, undefined, true));
+  }
+}
+
+async function lstatOrNull(p: string): Promise<Stats | null> {
+  try {
+    return await fs.lstat(p);
+  } catch {
+    return null;
+  }
+}
+
+/** Create the directories of an image path that do not exist yet (0755, owned by --chown's owner). */
+async function ensureDir(root: string, imagePath: string, owner: Owner | undefined, top?: { stat: Stats; chmod?: number }): Promise<string> {
+  const parts = imagePath.split('/').filter(Boolean);
+  let cur = '/';
+  for (let i = 0; i < parts.length; i++) {
+    cur = path.posix.join(cur, parts[i]);
+    const host = await resolveInScope(root, cur, true);
+    const st = await lstatOrNull(host);
+    if (st) {
+      if (!st.isDirectory()) throw new MbuildError('MBUILD_COPY_DEST', `cannot copy to ${imagePath}: ${cur} is not a directory`);
+      continue;
+    }
+    await fs.mkdir(host);
+    const isTop = i === parts.length - 1 && top;
+    await fs.lchown(host, owner?.uid ?? 0, owner?.gid ?? 0);
+    await fs.chmod(host, isTop ? (top.chmod ?? top.stat.mode & 0o7777) : 0o755);
+  }
+  return resolveInScope(root, imagePath, true);
+}
+
+async function copyEntry(root: string, srcRoot: string, e: SourceEntry, plan: CopyPlan, ignore: IgnoreMatcher | undefined): Promise<void> {
+  if (e.isDir) {
+    const srcStat = await fs.stat(e.hostPath);
+    const destHost = await ensureDir(root, plan.dest, plan.owner, { stat: srcStat, chmod: plan.chmod });
+    const dirs: { host: string; stat: Stats }[] = [];
+    for await (const item of walkSource(srcRoot, e, ignore)) {
+      // resolve the parent in the image root (the final component is never followed)
+      const parentHost = await resolveInScope(root, path.posix.join(plan.dest, path.posix.dirname(item.rel)), true);
+      const dst = path.join(parentHost, path.posix.basename(item.rel));
+      const created = await copyOne(item.hostPath, dst, item.stat, plan);
+      if (created && item.stat.isDirectory()) dirs.push({ host: dst, stat: item.stat });
+    }
+    // directory times last, after their contents were written
+    for (const d of dirs.reverse()) await fs.utimes(d.host, d.stat.atime, d.stat.mtime).catch(() => undefined);
+    return;
+  }
+  const st = await fs.stat(e.hostPath);
+  if (plan.isAdd && st.isFile() && (await isArchive(e.hostPath))) {
+    const destHost = await ensureDir(root, plan.dest, plan.owner);
+    const input = await decompressStream(createReadStream(e.hostPath));
+    await extractArchive(input, destHost);
+    return;
+  }
+  const base = path.posix.basename(e.rel.replace(/\/+$/, '')) || path.posix.basename(e.hostPath);
+  let targetPath = plan.dest;
+  if (plan.destIsDir) targetPath = path.posix.join(plan.dest, base);
+  else {
+    const existing = await lstatOrNull(await resolveInScope(root, plan.dest, true));
+    if (existing?.isDirectory()) targetPath = path.posix.join(plan.dest, base);
+  }
+  const parentHost = await ensureDir(root, path.posix.dirname(targetPath), plan.owner);
+  await copyOne(e.hostPath, path.join(parentHost, path.posix.basename(targetPath)), st, plan);
+}
+
+/** Copy one file, symlink or directory entry to dst (never following a final symlink at dst). Returns true if dst was created. */
+async function copyOne(src: string, dst: string, st: Stats, plan: CopyPlan): Promise<boolean> {
+  const existing = await lstatOrNull(dst);
+  const uid = plan.owner?.uid ?? 0;
+  const gid = plan.owner?.gid ?? 0;
+  if (st.isDirectory()) {
+    if (existing?.isDirectory()) return false;
+    if (existing) await fs.rm(dst, { recursive: true, force: true });
+    await fs.mkdir(dst);
+    await fs.lchown(dst, uid, gid);
+    await fs.chmod(dst, plan.chmod ?? st.mode & 0o7777);
+    return true;
+  }
+  if (existing) await fs.rm(dst, { recursive: existing.isDirectory(), force: true });
+  if (st.isSymbolicLink()) {
+    await fs.symlink(await fs.readlink(src), dst);
+    await fs.lchown(dst, uid, gid);
+    await fs.lutimes(dst, st.atime, st.mtime);
+    return true;
+  }
+  if (!st.isFile()) return false; // sockets, fifos and devices in a context are not copied
+  await fs.copyFile(src, dst);
+  await fs.lchown(dst, uid, gid);
+  await fs.chmod(dst, plan.chmod ?? st.mode & 0o7777);
+  await fs.utimes(dst, st.atime, st.mtime);
+  return true;
+}
+
+async function copyDownload(root: string, d: { file: string; name: string; mtime?: Date }, plan: CopyPlan): Promise<void> {
+  let targetPath = plan.destIsDir ? path.posix.join(plan.dest, d.name) : plan.dest;
+  if (!plan.destIsDir) {
+    const existing = await lstatOrNull(await resolveInScope(root, plan.dest, true));
+    if (existing?.isDirectory()) targetPath = path.posix.join(plan.dest, d.name);
+  }
+  const parentHost = await ensureDir(root, path.posix.dirname(targetPath), plan.owner);
+  const st = await fs.stat(d.file);
+  const dst = path.join(parentHost, path.posix.basename(targetPath));
+  await copyOne(d.file, dst, st, { ...plan, chmod: plan.chmod ?? 0o600 });
+  if (d.mtime) await fs.utimes(dst, d.mtime, d.mtime);
+}

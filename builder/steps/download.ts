@@ -1,0 +1,29 @@
+/** ADD <url>: download into the store's temp area (loaded lazily: only builds with URLs pay for undici). */
+import { createWriteStream, promises as fs } from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Store } from '../../store/store.js';
+import { MbuildError } from '../../util/errors.js';
+
+export async function downloadToFile(store: Store, url: string): Promise<{ file: string; name: string; mtime?: Date }> {
+  const { request } = await import('undici');
+  const dir = await store.mkTemp('add');
+  const name = decodeURIComponent(new URL(url).pathname.split('/').filter(Boolean).pop() ?? '') || 'index.html';
+  const file = path.join(dir, 'download');
+  try {
+    const res = await request(url, { maxRedirections: 10 } as Parameters<typeof request>[1]);
+    if (res.statusCode >= 400) {
+      res.body.resume();
+      throw new MbuildError('MBUILD_ADD_URL', `ADD ${url}: the server answered ${res.statusCode}`);
+    }
+    await pipeline(res.body as unknown as Readable, createWriteStream(file, { mode: 0o600 }));
+    const lm = res.headers['last-modified'];
+    const mtime = typeof lm === 'string' && !Number.isNaN(Date.parse(lm)) ? new Date(lm) : undefined;
+    return { file, name, mtime };
+  } catch (err) {
+    await fs.rm(dir, { recursive: true, force: true });
+    if (err instanceof MbuildError) throw err;
+    throw new MbuildError('MBUILD_ADD_URL', `ADD ${url}: ${(err as Error).message}`, { cause: err });
+  }
+}

@@ -1,0 +1,85 @@
+/** RUN: the command in a sandbox over the stage's layers; its overlay upperdir becomes the layer. */
+import type { RunInstruction } from '../dockerfile/types.js';
+import type { StepRun } from '../build/context.js';
+import { DEFAULT_SHELL, runEnv } from '../build/state.js';
+import { readUserDb, resolveUser } from '../build/users.js';
+import { runSandboxed } from '../sandbox/run.js';
+import { MbuildError, RunFailedError } from '../../util/errors.js';
+import type { NetworkMode } from '../build/context.js';
+
+const HOSTNAME = 'mbuild';
+
+function networkFor(ins: RunInstruction, dflt: NetworkMode): NetworkMode {
+  const n = ins.network;
+  if (n === undefined || n === 'default') return dflt;
+  if (n === 'host' || n === 'none') return n;
+  throw new MbuildError('MBUILD_PARSE', `RUN --network=${n} is not supported (use default, host or none)`, { range: ins.range });
+}
+
+export function describeRun(ins: RunInstruction, shell: string[] | undefined): string {
+  return ins.cmd.shell ? `RUN ${[...(shell ?? DEFAULT_SHELL), ins.cmd.command].join(' ')} # buildkit` : `RUN ${JSON.stringify(ins.cmd.args)} # buildkit`;
+}
+
+export async function runStep({ ctx, state, step }: StepRun, ins: RunInstruction): Promise<void> {
+  if (ins.mounts.length) throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN --mount is not supported yet', { range: ins.range });
+  const args = ins.cmd.shell ? [...(state.config.Shell ?? DEFAULT_SHELL), ins.cmd.command] : ins.cmd.args;
+  if (args.length === 0) throw new MbuildError('MBUILD_PARSE', 'RUN needs a command', { range: ins.range });
+  const userSpec = state.config.User || '0';
+  const user = userSpec === '0' || userSpec === 'root' ? { uid: 0, gid: 0, groups: [] } : resolveUser(userSpec, await ctx.snap.view(state.layers, readUserDb), ins.range);
+  const network = networkFor(ins, ctx.network);
+  const tail: string[] = [];
+  let partial = '';
+  const remember = (chunk: Buffer) => {
+    const lines = (partial + chunk.toString()).split('\n');
+    partial = lines.pop() ?? '';
+    tail.push(...lines);
+    if (tail.length > 20) tail.splice(0, tail.length - 20);
+  };
+  const active = await ctx.snap.prepare();
+  try {
+    const result = await runSandboxed({
+      lowerDirs: ctx.snap.lowerDirs(state.layers).map((d) => `${ctx.snap.dir}/${d}`),
+      upperDir: active.upper,
+      workDir: active.work,
+      args,
+      env: runEnv(state),
+      cwd: state.config.WorkingDir || '/',
+      uid: user.uid,
+      gid: user.gid,
+      groups: user.groups,
+      hostname: HOSTNAME,
+      network,
+      hosts: `127.0.0.1\tlocalhost ${HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n`,
+      resolvConf: network === 'none' ? '' : await hostResolvConf(),
+      onOutput: (chunk) => {
+        step.output(chunk);
+        remember(chunk);
+      },
+    });
+    if (partial) tail.push(partial);
+    if (result.exitCode !== 0) {
+      const what = ins.cmd.shell ? ins.cmd.command : JSON.stringify(ins.cmd.args);
+      const how = result.signal ? `was killed by ${result.signal}` : `exited with code ${result.exitCode}`;
+      throw new RunFailedError(`RUN ${truncate(what)} ${how}`, ins.range, tail.slice(-5));
+    }
+    state.layers.push(await ctx.snap.commit(active));
+  } catch (err) {
+    await ctx.snap.remove(active.id);
+    throw err;
+  }
+}
+
+function truncate(s: string): string {
+  const one = s.replace(/\s+/g, ' ').trim();
+  return one.length > 80 ? one.slice(0, 77) + '...' : one;
+}
+
+let resolvCache: string | undefined;
+/** The host's resolv.conf, minus loopback resolvers a new network namespace could not reach. */
+async function hostResolvConf(): Promise<string> {
+  if (resolvCache !== undefined) return resolvCache;
+  const { readFile } = await import('node:fs/promises');
+  const text = await readFile('/etc/resolv.conf', 'utf8').catch(() => '');
+  resolvCache = text;
+  return text;
+}

@@ -1,0 +1,230 @@
+/**
+ * Snapshots in the manner of containerd's overlay snapshotter: every layer is a directory in
+ * overlay format (whiteouts as 0:0 char devices, opaque dirs by xattr) usable as a lowerdir.
+ *
+ *   ROOT/snapshots/<id>/fs      the layer's files
+ *   ROOT/snapshots/<id>/meta.json  { diffId, blob } once known
+ *   ROOT/snapshots/empty        an empty lowerdir for FROM scratch
+ *
+ * Image layers get ids derived from their chain id (shared by every image that has them);
+ * build steps get private ids (`b-<pid>-...`) removed when the build ends. In-progress work
+ * is under `tmp-<pid>-...` and swept by the next start if its process is gone.
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import { PassThrough, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
+import type { Store, ResolvedImage } from '../store/store.js';
+import { MediaType } from '../store/oci.js';
+import { sha256 } from '../store/digest.js';
+import { mountOverlay, unmount, relativeTo } from './mount.js';
+import { applyLayerTar } from './diff/apply.js';
+import { writeLayerTar, isEmptyLayerDir } from './diff/layer-tar.js';
+import { decompressStream } from './diff/decompress.js';
+import { DigestMismatchError } from '../util/errors.js';
+
+export interface LayerBlob {
+  diffId: string;
+  digest: string;
+  size: number;
+  mediaType: string;
+}
+
+export interface Layer {
+  id: string;
+  /** overlay-format directory of this layer's changes */
+  dir: string;
+  blob?: LayerBlob;
+  /** true once known to hold no change (such layers are left out of images) */
+  empty?: boolean;
+}
+
+export interface Active {
+  id: string;
+  base: string;
+  upper: string;
+  work: string;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export class Snapshotter {
+  readonly dir: string;
+  readonly emptyDir: string;
+  private readonly unpacking = new Map<string, Promise<Layer>>();
+
+  constructor(readonly store: Store) {
+    this.dir = path.join(store.root, 'snapshots');
+    this.emptyDir = path.join(this.dir, 'empty');
+  }
+
+  async init(): Promise<void> {
+    await fs.mkdir(this.emptyDir, { recursive: true, mode: 0o755 });
+    await this.sweep();
+  }
+
+  /** Remove what killed builds left behind (their pid is gone). */
+  async sweep(): Promise<void> {
+    for (const name of await fs.readdir(this.dir).catch(() => [] as string[])) {
+      const m = /^(?:tmp|b)-(\d+)-/.exec(name);
+      if (m && !pidAlive(Number(m[1]))) await fs.rm(path.join(this.dir, name), { recursive: true, force: true });
+    }
+  }
+
+  /** The layers of an image, unpacked on first use. */
+  async fromImage(img: ResolvedImage): Promise<Layer[]> {
+    const diffIds = img.config.rootfs?.diff_ids ?? [];
+    if (diffIds.length !== img.manifest.layers.length) {
+      throw new DigestMismatchError(`image ${img.name ?? img.manifestDigest}: ${img.manifest.layers.length} layers but ${diffIds.length} diff_ids`);
+    }
+    const layers: Layer[] = [];
+    let chain = '';
+    for (let i = 0; i < diffIds.length; i++) {
+      chain = i === 0 ? diffIds[0] : sha256(`${chain} ${diffIds[i]}`);
+      const desc = img.manifest.layers[i];
+      const blob: LayerBlob = { diffId: diffIds[i], digest: desc.digest, size: desc.size, mediaType: desc.mediaType };
+      layers.push(await this.unpackOnce('c-' + chain.slice(7, 39), blob));
+    }
+    return layers;
+  }
+
+  private unpackOnce(id: string, blob: LayerBlob): Promise<Layer> {
+    let p = this.unpacking.get(id);
+    if (!p) {
+      p = this.unpack(id, blob);
+      this.unpacking.set(id, p);
+      p.catch(() => this.unpacking.delete(id));
+    }
+    return p;
+  }
+
+  private async unpack(id: string, blob: LayerBlob): Promise<Layer> {
+    const final = path.join(this.dir, id);
+    const layer: Layer = { id, dir: path.join(final, 'fs'), blob };
+    try {
+      await fs.access(path.join(final, 'meta.json'));
+      return layer;
+    } catch {
+      /* not unpacked yet */
+    }
+    const tmp = path.join(this.dir, `tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+    await fs.mkdir(path.join(tmp, 'fs'), { recursive: true, mode: 0o755 });
+    try {
+      const hash = createHash('sha256');
+      const tap = new Transform({
+        transform(chunk, _e, cb) {
+          hash.update(chunk);
+          cb(null, chunk);
+        },
+      });
+      const raw = await decompressStream(this.store.content.open(blob.digest));
+      const tarStream = new PassThrough();
+      const applying = applyLayerTar(tarStream, path.join(tmp, 'fs'));
+      await Promise.all([pipeline(raw, tap, tarStream), applying]);
+      const got = 'sha256:' + hash.digest('hex');
+      if (got !== blob.diffId) throw new DigestMismatchError(`layer ${blob.digest}: uncompressed digest ${got} does not match diff_id ${blob.diffId}`);
+      await fs.writeFile(path.join(tmp, 'meta.json'), JSON.stringify({ blob }));
+      await fs.rename(tmp, final).catch(async (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err;
+        await fs.rm(tmp, { recursive: true, force: true }); // another build unpacked it first
+      });
+      return layer;
+    } catch (err) {
+      await fs.rm(tmp, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** A new writable layer for one build step. */
+  async prepare(): Promise<Active> {
+    const id = `b-${process.pid}-${randomBytes(6).toString('hex')}`;
+    const base = path.join(this.dir, id);
+    const active = { id, base, upper: path.join(base, 'fs'), work: path.join(base, 'work') };
+    await fs.mkdir(active.upper, { recursive: true });
+    await fs.chmod(active.upper, 0o755);
+    await fs.mkdir(active.work, { recursive: true });
+    return active;
+  }
+
+  async commit(active: Active): Promise<Layer> {
+    await fs.rm(active.work, { recursive: true, force: true });
+    return { id: active.id, dir: active.upper, empty: await isEmptyLayerDir(active.upper) };
+  }
+
+  async remove(id: string): Promise<void> {
+    await fs.rm(path.join(this.dir, id), { recursive: true, force: true });
+  }
+
+  /** lowerdir list (top-most first, relative to the snapshots dir) for a stack of layers. */
+  lowerDirs(layers: Layer[]): string[] {
+    const dirs = layers.filter((l) => !l.empty).map((l) => l.dir).reverse();
+    return relativeTo(this.dir, dirs.length ? dirs : [this.emptyDir]);
+  }
+
+  /** Mount the layers with a new upper layer, let fn change the root, and commit the change. */
+  async mutate(layers: Layer[], fn: (root: string) => Promise<void>): Promise<Layer> {
+    const active = await this.prepare();
+    const target = path.join(active.base, 'merged');
+    await fs.mkdir(target);
+    try {
+      await mountOverlay(target, { lowerDirs: this.lowerDirs(layers), upperDir: path.relative(this.dir, active.upper), workDir: path.relative(this.dir, active.work), cwd: this.dir });
+      try {
+        await fn(target);
+      } finally {
+        await unmount(target);
+      }
+      await fs.rmdir(target);
+      return await this.commit(active);
+    } catch (err) {
+      await this.remove(active.id);
+      throw err;
+    }
+  }
+
+  /** A read-only view of the layers' merged filesystem for the duration of fn. */
+  async view<T>(layers: Layer[], fn: (root: string) => Promise<T>): Promise<T> {
+    const lowers = this.lowerDirs(layers);
+    if (lowers.length === 1) return fn(path.resolve(this.dir, lowers[0]));
+    const target = path.join(this.dir, `tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+    await fs.mkdir(target);
+    try {
+      await mountOverlay(target, { lowerDirs: lowers, cwd: this.dir });
+      try {
+        return await fn(target);
+      } finally {
+        await unmount(target);
+      }
+    } finally {
+      await fs.rmdir(target).catch(() => undefined);
+    }
+  }
+
+  /** The layer as a gzip blob in the content store (made once, on demand). */
+  async ensureBlob(layer: Layer): Promise<LayerBlob> {
+    if (layer.blob) return layer.blob;
+    const diffHash = createHash('sha256');
+    const tap = new Transform({
+      transform(chunk, _e, cb) {
+        diffHash.update(chunk);
+        cb(null, chunk);
+      },
+    });
+    const tarOut = new PassThrough();
+    const gz = createGzip();
+    const writing = writeLayerTar(layer.dir, tarOut).then(() => tarOut.end(), (err) => tarOut.destroy(err));
+    const storing = this.store.content.ingest(tarOut.pipe(tap).pipe(gz));
+    const [, info] = await Promise.all([writing, storing]);
+    layer.blob = { diffId: 'sha256:' + diffHash.digest('hex'), digest: info.digest, size: info.size, mediaType: MediaType.layerGzip };
+    return layer.blob;
+  }
+}
+

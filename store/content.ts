@@ -1,0 +1,140 @@
+/** Blobs by digest under ROOT/blobs/sha256/HEX; every write is verified and lands by rename. */
+import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { assertDigest, hex, sha256 } from './digest.js';
+import { DigestMismatchError } from '../util/errors.js';
+import { syncDir, tempSibling } from './fsutil.js';
+
+export interface BlobInfo {
+  digest: string;
+  size: number;
+}
+
+export class ContentStore {
+  readonly dir: string;
+  constructor(readonly root: string) {
+    this.dir = path.join(root, 'blobs', 'sha256');
+  }
+
+  path(digest: string): string {
+    return path.join(this.dir, hex(digest));
+  }
+
+  async has(digest: string): Promise<boolean> {
+    try {
+      await fs.access(this.path(digest));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async size(digest: string): Promise<number> {
+    return (await fs.stat(this.path(digest))).size;
+  }
+
+  open(digest: string): Readable {
+    return createReadStream(this.path(digest));
+  }
+
+  async readBytes(digest: string, maxBytes = 4 << 20): Promise<Buffer> {
+    const p = this.path(digest);
+    const st = await fs.stat(p);
+    if (st.size > maxBytes) throw new DigestMismatchError(`blob ${digest} is ${st.size} bytes, more than the ${maxBytes} allowed for it`);
+    return fs.readFile(p);
+  }
+
+  async readJson<T>(digest: string): Promise<T> {
+    return JSON.parse((await this.readBytes(digest)).toString('utf8')) as T;
+  }
+
+  /** Store JSON (bytes as given by JSON.stringify) and return its descriptor fields. */
+  async putJson(value: unknown): Promise<BlobInfo & { bytes: Buffer }> {
+    const bytes = Buffer.from(JSON.stringify(value));
+    const info = await this.ingest(bytes);
+    return { ...info, bytes };
+  }
+
+  /**
+   * Stream `input` into the store. When `expected` is given, digest and size are checked while
+   * streaming and the blob is refused (nothing committed) on any mismatch.
+   */
+  async ingest(input: Readable | Buffer, expected: { digest?: string; size?: number } = {}): Promise<BlobInfo> {
+    if (expected.digest) assertDigest(expected.digest);
+    if (Buffer.isBuffer(input)) {
+      const digest = sha256(input);
+      checkExpected(digest, input.length, expected);
+      if (!(await this.has(digest))) await this.commitBytes(digest, input);
+      return { digest, size: input.length };
+    }
+    await fs.mkdir(this.dir, { recursive: true });
+    const final = expected.digest ? this.path(expected.digest) : path.join(this.dir, 'ingest');
+    const tmp = tempSibling(final);
+    const hash = createHash('sha256');
+    let size = 0;
+    const meter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        size += chunk.length;
+        if (expected.size !== undefined && size > expected.size) {
+          cb(new DigestMismatchError(`blob is larger than its declared size ${expected.size}`));
+          return;
+        }
+        hash.update(chunk);
+        cb(null, chunk);
+      },
+    });
+    try {
+      const out = createWriteStream(tmp, { mode: 0o644 });
+      await pipeline(input, meter, out);
+      const digest = 'sha256:' + hash.digest('hex');
+      checkExpected(digest, size, expected);
+      const fh = await fs.open(tmp, 'r');
+      await fh.sync();
+      await fh.close();
+      await fs.rename(tmp, this.path(digest));
+      await syncDir(this.dir);
+      return { digest, size };
+    } catch (err) {
+      await fs.rm(tmp, { force: true });
+      throw err;
+    }
+  }
+
+  private async commitBytes(digest: string, bytes: Buffer): Promise<void> {
+    await fs.mkdir(this.dir, { recursive: true });
+    const dest = this.path(digest);
+    const tmp = tempSibling(dest);
+    const fh = await fs.open(tmp, 'w', 0o644);
+    try {
+      await fh.writeFile(bytes);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fs.rename(tmp, dest);
+  }
+
+  async list(): Promise<string[]> {
+    try {
+      return (await fs.readdir(this.dir)).filter((n) => /^[a-f0-9]{64}$/.test(n)).map((n) => 'sha256:' + n);
+    } catch {
+      return [];
+    }
+  }
+
+  async remove(digest: string): Promise<void> {
+    await fs.rm(this.path(digest), { force: true });
+  }
+}
+
+function checkExpected(digest: string, size: number, expected: { digest?: string; size?: number }): void {
+  if (expected.size !== undefined && size !== expected.size) {
+    throw new DigestMismatchError(`blob size mismatch: got ${size} bytes, expected ${expected.size}`);
+  }
+  if (expected.digest && digest !== expected.digest) {
+    throw new DigestMismatchError(`blob digest mismatch: got ${digest}, expected ${expected.digest}`);
+  }
+}

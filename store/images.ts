@@ -1,0 +1,56 @@
+/** Image names → manifest digests, in ROOT/images.json, read-modify-write under a cross-process lock. */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { writeFileAtomic } from './fsutil.js';
+import { withLock } from './lock.js';
+import { assertDigest } from './digest.js';
+
+export interface ImageRecord {
+  name: string; // canonical, e.g. docker.io/library/busybox:latest
+  digest: string; // manifest digest
+  created: string; // when it got this name (ISO time)
+}
+
+export class ImageIndex {
+  private readonly file: string;
+  private readonly lockFile: string;
+  constructor(root: string) {
+    this.file = path.join(root, 'images.json');
+    this.lockFile = path.join(root, 'locks', 'images.lock');
+  }
+
+  async list(): Promise<ImageRecord[]> {
+    try {
+      const data = JSON.parse(await fs.readFile(this.file, 'utf8')) as { images?: ImageRecord[] };
+      return (data.images ?? []).filter((r) => typeof r.name === 'string' && typeof r.digest === 'string');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+  }
+
+  async get(name: string): Promise<ImageRecord | undefined> {
+    return (await this.list()).find((r) => r.name === name);
+  }
+
+  async put(records: ImageRecord | ImageRecord[]): Promise<void> {
+    const list = Array.isArray(records) ? records : [records];
+    for (const r of list) assertDigest(r.digest, 'manifest digest');
+    await withLock(this.lockFile, async () => {
+      const names = new Set(list.map((r) => r.name));
+      const next = (await this.list()).filter((r) => !names.has(r.name)).concat(list);
+      next.sort((a, b) => a.name.localeCompare(b.name));
+      await writeFileAtomic(this.file, JSON.stringify({ images: next }, null, 1) + '\n');
+    });
+  }
+
+  async remove(name: string): Promise<boolean> {
+    return withLock(this.lockFile, async () => {
+      const all = await this.list();
+      const next = all.filter((r) => r.name !== name);
+      if (next.length === all.length) return false;
+      await writeFileAtomic(this.file, JSON.stringify({ images: next }, null, 1) + '\n');
+      return true;
+    });
+  }
+}

@@ -1,0 +1,72 @@
+/** The local store under --root: content (blobs), image names, snapshots and build cache. */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { ContentStore } from './content.js';
+import { ImageIndex } from './images.js';
+import type { ImageConfig, Manifest } from './oci.js';
+import { normalizeName } from './reference.js';
+import { ImageNotFoundError } from '../util/errors.js';
+import { isDigest } from './digest.js';
+
+export function defaultRoot(): string {
+  return process.env.MBUILD_ROOT || (process.getuid?.() === 0 ? '/var/lib/mbuild' : path.join(process.env.HOME ?? '/tmp', '.local/share/mbuild'));
+}
+
+export interface ResolvedImage {
+  name?: string;
+  manifestDigest: string;
+  manifest: Manifest;
+  config: ImageConfig;
+  configDigest: string;
+}
+
+export class Store {
+  readonly content: ContentStore;
+  readonly images: ImageIndex;
+  readonly tmpDir: string;
+  private constructor(readonly root: string) {
+    this.content = new ContentStore(root);
+    this.images = new ImageIndex(root);
+    this.tmpDir = path.join(root, 'tmp');
+  }
+
+  static async open(root = defaultRoot()): Promise<Store> {
+    const store = new Store(path.resolve(root));
+    await fs.mkdir(store.tmpDir, { recursive: true });
+    await fs.mkdir(store.content.dir, { recursive: true });
+    return store;
+  }
+
+  /** A fresh private temp dir inside the store (same filesystem as blobs and snapshots). */
+  async mkTemp(prefix: string): Promise<string> {
+    return fs.mkdtemp(path.join(this.tmpDir, `${prefix}-${process.pid}-`));
+  }
+
+  /** Find an image by name (any docker-style spelling) or by manifest digest. */
+  async resolveImage(nameOrDigest: string): Promise<ResolvedImage | undefined> {
+    let digest: string | undefined;
+    let name: string | undefined;
+    if (isDigest(nameOrDigest)) {
+      digest = nameOrDigest;
+    } else {
+      name = normalizeName(nameOrDigest);
+      digest = (await this.images.get(name))?.digest;
+      if (!digest) {
+        // an id prefix as `mbuild images` shows it
+        if (/^[a-f0-9]{12,64}$/.test(nameOrDigest)) {
+          for (const r of await this.images.list()) if (r.digest.slice(7).startsWith(nameOrDigest)) digest = r.digest;
+        }
+      }
+    }
+    if (!digest || !(await this.content.has(digest))) return undefined;
+    const manifest = await this.content.readJson<Manifest>(digest);
+    const config = await this.content.readJson<ImageConfig>(manifest.config.digest);
+    return { name, manifestDigest: digest, manifest, config, configDigest: manifest.config.digest };
+  }
+
+  async requireImage(nameOrDigest: string): Promise<ResolvedImage> {
+    const img = await this.resolveImage(nameOrDigest);
+    if (!img) throw new ImageNotFoundError(nameOrDigest);
+    return img;
+  }
+}
