@@ -80,6 +80,17 @@ export class Snapshotter {
     }
   }
 
+  /**
+   * Remove this process's build-step layers: once a build ends their content lives in the
+   * image's blobs (an image used as a base later is unpacked by chain id).
+   */
+  async removeOwn(): Promise<void> {
+    const mine = [`b-${process.pid}-`, `tmp-${process.pid}-`];
+    for (const name of await fs.readdir(this.dir).catch(() => [] as string[])) {
+      if (mine.some((m) => name.startsWith(m))) await fs.rm(path.join(this.dir, name), { recursive: true, force: true });
+    }
+  }
+
   /** The layers of an image, unpacked on first use. */
   async fromImage(img: ResolvedImage): Promise<Layer[]> {
     const diffIds = img.config.rootfs?.diff_ids ?? [];

@@ -276,10 +276,6 @@ class ShellWord {
       ch = this.next();
       chs += ch === EOF ? REPLACEMENT_CHAR : ch;
     }
-    if (ch === ':' && !nullIsUnset) {
-      // unreachable, kept for clarity of the fallthrough structure
-    }
-
     if (nullIsUnset || ch === '+' || ch === '-' || ch === '?' || ch === '#' || ch === '%') {
       const rawEscapes = ch === '#' || ch === '%';
       if (nullIsUnset && rawEscapes) throw new ExpandFailure(`unsupported modifier (${chs}) in substitution`);

@@ -92,7 +92,7 @@ async function lstatOrNull(p: string): Promise<Stats | null> {
 }
 
 /** Create the directories of an image path that do not exist yet (0755, owned by --chown's owner). */
-async function ensureDir(root: string, imagePath: string, owner: Owner | undefined, top?: { stat: Stats; chmod?: number }): Promise<string> {
+export async function ensureDir(root: string, imagePath: string, owner: Owner | undefined, top?: { stat: Stats; chmod?: number }): Promise<string> {
   const parts = imagePath.split('/').filter(Boolean);
   let cur = '/';
   for (let i = 0; i < parts.length; i++) {

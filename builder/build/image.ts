@@ -1,0 +1,53 @@
+/** A stage's final state → an OCI image (config + manifest) in the content store. */
+import PQueue from 'p-queue';
+import os from 'node:os';
+import type { ContainerConfig, HistoryEntry, ImageConfig, Manifest } from '../../store/oci.js';
+import { MediaType } from '../../store/oci.js';
+import type { Snapshotter } from '../../snapshotter/snapshots.js';
+import type { StageState } from './state.js';
+
+export interface WrittenImage {
+  manifestDigest: string;
+  manifestSize: number;
+  manifest: Manifest;
+  config: ImageConfig;
+}
+
+function cleanConfig(c: ContainerConfig): ContainerConfig {
+  const out: ContainerConfig = {};
+  for (const [k, v] of Object.entries(c) as [keyof ContainerConfig, unknown][]) {
+    if (v === null || v === undefined) continue;
+    if (k === 'OnBuild' && Array.isArray(v) && v.length === 0) continue;
+    (out as Record<string, unknown>)[k] = v;
+  }
+  return out;
+}
+
+export async function writeImage(snap: Snapshotter, state: StageState, opts: { created: string; author?: string }): Promise<WrittenImage> {
+  const layers = state.layers.filter((l) => !l.empty);
+  const queue = new PQueue({ concurrency: Math.max(1, Math.min(4, os.availableParallelism())) });
+  const blobs = await Promise.all(layers.map((l) => queue.add(() => snap.ensureBlob(l), { throwOnTimeout: true })));
+  const history: HistoryEntry[] = [
+    ...state.baseHistory,
+    ...state.history.map(({ entry, layer }) => (layer && !layer.empty ? { ...entry } : { ...entry, empty_layer: true })),
+  ];
+  const config: ImageConfig = {
+    architecture: state.architecture,
+    os: state.os,
+    ...(state.variant ? { variant: state.variant } : {}),
+    ...(opts.author ? { author: opts.author } : {}),
+    created: opts.created,
+    config: cleanConfig(state.config),
+    rootfs: { type: 'layers', diff_ids: blobs.map((b) => b.diffId) },
+    history,
+  };
+  const cfg = await snap.store.content.putJson(config);
+  const manifest: Manifest = {
+    schemaVersion: 2,
+    mediaType: MediaType.manifest,
+    config: { mediaType: MediaType.config, digest: cfg.digest, size: cfg.size },
+    layers: blobs.map((b) => ({ mediaType: b.mediaType, digest: b.digest, size: b.size })),
+  };
+  const man = await snap.store.content.putJson(manifest);
+  return { manifestDigest: man.digest, manifestSize: man.size, manifest, config };
+}

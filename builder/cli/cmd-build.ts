@@ -1,0 +1,86 @@
+/** `mbuild build`: parse flags, build, tag, write outputs. */
+import path from 'node:path';
+import { promises as fs } from 'node:fs';
+import { parseArgs, parseOutput, type OutputSpec } from './args.js';
+import { Progress } from './progress.js';
+import { Store } from '../../store/store.js';
+import { build, type BuildResult } from '../build/build.js';
+import { UsageError, MbuildError } from '../../util/errors.js';
+import type { NetworkMode } from '../build/context.js';
+
+const BUILD_FLAGS = [
+  { names: ['-t', '--tag'], key: 'tag', kind: 'list' as const },
+  { names: ['-f', '--file'], key: 'file', kind: 'string' as const },
+  { names: ['--build-arg'], key: 'buildArg', kind: 'list' as const },
+  { names: ['--target'], key: 'target', kind: 'string' as const },
+  { names: ['--network'], key: 'network', kind: 'string' as const },
+  { names: ['-o', '--output'], key: 'output', kind: 'list' as const },
+  { names: ['--no-cache'], key: 'noCache', kind: 'bool' as const },
+  { names: ['--progress'], key: 'progress', kind: 'string' as const },
+  { names: ['-q', '--quiet'], key: 'quiet', kind: 'bool' as const },
+  { names: ['--pull'], key: 'pull', kind: 'bool' as const },
+  { names: ['--platform'], key: 'platform', kind: 'string' as const },
+];
+
+export async function buildCommand(root: string, argv: string[]): Promise<number> {
+  const { flags, positional } = parseArgs(argv, BUILD_FLAGS);
+  if (positional.length !== 1) throw new UsageError('"mbuild build" requires exactly 1 argument: the build context (e.g. ".")');
+  const contextDir = path.resolve(positional[0]);
+  const st = await fs.stat(contextDir).catch(() => null);
+  if (!st?.isDirectory()) throw new UsageError(`the build context ${positional[0]} is not a directory`);
+  const dockerfile = flags.file ? path.resolve(flags.file as string) : path.join(contextDir, 'Dockerfile');
+  const buildArgs: Record<string, string> = {};
+  for (const kv of flags.buildArg as string[]) {
+    const eq = kv.indexOf('=');
+    if (eq < 0) {
+      if (process.env[kv] !== undefined) buildArgs[kv] = process.env[kv]!;
+    } else buildArgs[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  const network = (flags.network as string | undefined) ?? 'host';
+  if (network !== 'host' && network !== 'none' && network !== 'default') throw new UsageError(`--network ${network} is not supported (host or none)`);
+  const progressMode = (flags.progress as string | undefined) ?? 'auto';
+  if (!['auto', 'plain', 'tty', 'quiet'].includes(progressMode)) throw new UsageError(`--progress ${progressMode}: use auto, plain or tty`);
+  const outputs: OutputSpec[] = (flags.output as string[]).map(parseOutput);
+  const quiet = Boolean(flags.quiet) || progressMode === 'quiet';
+  const progress = new Progress(process.stderr, quiet);
+
+  const store = await Store.open(root);
+  try {
+    const result = await build(store, progress, {
+      contextDir,
+      dockerfile,
+      buildArgs,
+      target: flags.target as string | undefined,
+      network: network === 'default' ? 'host' : (network as NetworkMode),
+      tags: flags.tag as string[],
+      noCache: Boolean(flags.noCache),
+    });
+    for (const out of outputs) await writeOutput(store, result, out, progress);
+    const id = result.manifest.config.digest;
+    if (quiet) process.stdout.write(id + '\n');
+    else progress.info(`built ${id}${result.names.length ? ' as ' + result.names.join(', ') : ''} in ${progress.total()}`);
+    return 0;
+  } finally {
+    await new (await import('../../snapshotter/snapshots.js')).Snapshotter(store).removeOwn();
+  }
+}
+
+async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, progress: Progress): Promise<void> {
+  if (out.type === 'image') return;
+  const dest = out.dest!;
+  const step = progress.step(`exporting to ${out.type} ${dest}`);
+  try {
+    if (out.type === 'oci' || out.type === 'docker') {
+      const { exportImage } = await import('../../store/archive/export.js');
+      await exportImage(store, { manifestDigest: result.manifestDigest, names: result.names }, { type: out.type, dest });
+    } else {
+      const { exportFilesystem } = await import('./export-fs.js');
+      await exportFilesystem(result.snap, result.state.layers, out.type, dest);
+    }
+    step.done();
+  } catch (err) {
+    step.fail();
+    if (err instanceof MbuildError) throw err;
+    throw new MbuildError('MBUILD_EXPORT', `cannot write ${out.type} output to ${dest}: ${(err as Error).message}`, { cause: err });
+  }
+}

@@ -1,0 +1,104 @@
+/** `mbuild` command line: build (default), load, save, images, rmi, inspect. */
+import { MbuildError, UsageError } from '../../util/errors.js';
+import { parseArgs } from './args.js';
+import { defaultRoot } from '../../store/store.js';
+
+export const USAGE = `Usage: mbuild [--root DIR] [--debug] COMMAND
+
+Commands:
+  build [OPTIONS] CONTEXT     build an image from a Dockerfile (the default: "mbuild -t x ." builds)
+      -t, --tag NAME            name the image (repeatable)
+      -f, --file FILE           the Dockerfile (default CONTEXT/Dockerfile)
+      --build-arg K=V           set a build-time variable (repeatable; "K" alone takes it from the environment)
+      --target STAGE            build up to this stage
+      --network host|none       network for RUN steps (default host)
+      -o, --output SPEC         type=oci|docker|tar|local,dest=PATH (repeatable)
+      --no-cache                do not use the build cache
+      --progress auto|plain|tty progress output style
+      -q, --quiet               print only the image id
+  load -i FILE                load an OCI layout tar or a "docker save" tar
+  save -o FILE [--format docker|oci] NAME   write an image as a tar archive
+  images                      list images
+  rmi NAME...                 remove image names
+  inspect NAME                print an image's manifest and config as JSON
+`;
+
+const COMMANDS = new Set(['build', 'load', 'save', 'images', 'rmi', 'inspect', 'help']);
+
+export async function main(argv: string[]): Promise<number> {
+  let debug = argv.includes('--debug');
+  try {
+    // global flags come before the command
+    let root = process.env.MBUILD_ROOT || '';
+    let i = 0;
+    for (; i < argv.length; i++) {
+      const a = argv[i];
+      if (a === '--debug') debug = true;
+      else if (a === '--root') root = argv[++i] ?? '';
+      else if (a.startsWith('--root=')) root = a.slice(7);
+      else if (a === '-h' || a === '--help') {
+        process.stdout.write(USAGE);
+        return 0;
+      } else break;
+    }
+    if (!root) root = defaultRoot();
+    let command = argv[i];
+    let rest = argv.slice(i + 1);
+    if (command === undefined) {
+      process.stderr.write(USAGE);
+      return 2;
+    }
+    if (!COMMANDS.has(command)) {
+      // `mbuild -t x .` means build
+      command = 'build';
+      rest = argv.slice(i);
+    }
+    rest = rest.filter((a) => a !== '--debug');
+    switch (command) {
+      case 'help':
+        process.stdout.write(USAGE);
+        return 0;
+      case 'build': {
+        const { reexecInMountNamespace } = await import('./namespace.js');
+        const code = await reexecInMountNamespace(argv);
+        if (code !== undefined) return code;
+        return (await import('./cmd-build.js')).buildCommand(root, rest);
+      }
+      case 'load':
+        return (await import('./cmd-images.js')).loadCommand(root, rest);
+      case 'save':
+        return (await import('./cmd-images.js')).saveCommand(root, rest);
+      case 'images':
+        return (await import('./cmd-images.js')).imagesCommand(root, rest);
+      case 'rmi':
+        return (await import('./cmd-images.js')).rmiCommand(root, rest);
+      case 'inspect':
+        return (await import('./cmd-images.js')).inspectCommand(root, rest);
+    }
+    return 2;
+  } catch (err) {
+    printError(err, debug);
+    return err instanceof UsageError ? 2 : 1;
+  }
+}
+
+export function printError(err: unknown, debug: boolean): void {
+  if (err instanceof MbuildError) {
+    process.stderr.write(`error: ${err.toString()}\n`);
+    for (const d of err.details ?? []) process.stderr.write(`  | ${d}\n`);
+    if (debug) {
+      process.stderr.write(`code: ${err.code}\n${err.stack}\n`);
+      let c = (err as { cause?: unknown }).cause;
+      while (c) {
+        process.stderr.write(`caused by: ${c instanceof Error ? c.stack : String(c)}\n`);
+        c = c instanceof Error ? (c as { cause?: unknown }).cause : undefined;
+      }
+    }
+    return;
+  }
+  const e = err as NodeJS.ErrnoException;
+  process.stderr.write(`error: ${e?.message ?? String(err)}\n`);
+  if (debug && e?.stack) process.stderr.write(e.stack + '\n');
+}
+
+export { parseArgs };

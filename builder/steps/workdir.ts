@@ -1,0 +1,21 @@
+/** WORKDIR: sets the working directory and creates it (0755, owned by the current USER) if missing. */
+import path from 'node:path';
+import type { WorkdirInstruction } from '../dockerfile/types.js';
+import type { StepRun } from '../build/context.js';
+import { lookupFor } from '../build/state.js';
+import { expandWord } from '../expand/shell-word.js';
+import { readUserDb, resolveUser } from '../build/users.js';
+import { ensureDir } from './copy.js';
+
+export async function workdirStep({ ctx, state }: StepRun, ins: WorkdirInstruction): Promise<void> {
+  const p = expandWord(ins.path, lookupFor(state), ctx.escape);
+  // an absolute WORKDIR is kept as written (BuildKit keeps "/root/"); a relative one joins the previous
+  const wd = path.posix.isAbsolute(p) ? p : path.posix.join('/', state.config.WorkingDir || '/', p);
+  state.config.WorkingDir = wd;
+  const layer = await ctx.snap.mutate(state.layers, async (root) => {
+    const userSpec = state.config.User;
+    const owner = userSpec && userSpec !== 'root' && userSpec !== '0' ? resolveUser(userSpec, await readUserDb(root), ins.range) : undefined;
+    await ensureDir(root, wd, owner);
+  });
+  state.layers.push(layer);
+}

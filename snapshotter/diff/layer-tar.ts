@@ -1,0 +1,296 @@
+/**
+ * Overlay-format layer directory → OCI layer tar.
+ *
+ * The directory is an overlayfs upperdir (or a layer unpacked by apply.ts): a deleted path is a
+ * character device 0:0 of the same name, an opaque directory carries `trusted.overlay.opaque=y`.
+ * The tar follows the OCI image-spec layer format: `.wh.NAME` for deletions, `DIR/.wh..wh..opq`
+ * right after an opaque directory, hard links inside the layer as tar hard links, no xattrs.
+ *
+ * Order: depth first, parents before children, the siblings of a directory sorted bytewise by their
+ * name in the tar (so `.wh.NAME` sorts as `.wh.NAME`); the opaque marker of a directory comes right
+ * after the directory's own entry. The same directory always gives the same bytes (uname/gname and
+ * atime are not written; mtimes are whole seconds).
+ */
+import { promises as fs, constants as C, type BigIntStats } from 'node:fs';
+import path from 'node:path';
+import { PassThrough, Readable, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { pack as tarPack, type Pack } from 'tar-stream';
+import { findOpaqueDirs } from '../../builder/sandbox/native.js';
+import { MbuildError } from '../../util/errors.js';
+
+export const WHITEOUT_PREFIX = '.wh.';
+export const WHITEOUT_META_PREFIX = '.wh..wh.';
+export const OPAQUE_MARKER = '.wh..wh..opq';
+
+export interface LayerTarOptions {
+  /**
+   * Clamp timestamps: an entry newer than this is written with this time (SOURCE_DATE_EPOCH style).
+   * Whiteout and opaque markers get the time of the device / directory they stand for, clamped too.
+   */
+  mtime?: Date;
+  /** End `out` when the tar is complete (default true, like stream.pipeline). */
+  end?: boolean;
+}
+
+/** tar-stream's entry header (what `pack.entry` accepts). */
+type EntryHeader = Parameters<Pack['entry']>[0];
+
+// ustar numeric fields as tar-stream writes them: 6 octal digits for ids, 11 for times.
+const MAX_USTAR_ID = 0o777777;
+const MAX_HEADER_SECONDS = 2 ** 31 - 1; // tar-stream truncates the mtime to int32
+
+const S_IFREG = 0o100000;
+
+/** True when the layer directory holds no change at all (no entries). */
+export async function isEmptyLayerDir(dir: string): Promise<boolean> {
+  const d = await fs.opendir(dir);
+  try {
+    return (await d.read()) === null;
+  } finally {
+    await d.close().catch(() => undefined);
+  }
+}
+
+export function isWhiteoutDevice(st: BigIntStats): boolean {
+  return st.isCharacterDevice() && st.rdev === 0n;
+}
+
+/** Linux dev_t → major/minor (glibc's gnu_dev_major/minor). */
+export function devMajor(rdev: bigint): number {
+  return Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
+}
+export function devMinor(rdev: bigint): number {
+  return Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
+}
+
+/** Directory entries sorted bytewise; names must be valid UTF-8 (tar-stream writes strings). */
+async function readNames(dir: string): Promise<string[]> {
+  const raw = await fs.readdir(dir, { encoding: 'buffer' });
+  const out: string[] = [];
+  for (const b of raw) {
+    const s = b.toString('utf8');
+    if (!Buffer.from(s, 'utf8').equals(b)) {
+      throw new MbuildError('MBUILD_LAYER_NAME', `cannot write layer: file name ${JSON.stringify(b.toString('latin1'))} in ${dir} is not valid UTF-8`);
+    }
+    out.push(s);
+  }
+  return out;
+}
+
+function byteCompare(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+function normalizeRel(p: string): string {
+  let s = p.replace(/\/+$/, '');
+  while (s.startsWith('./')) s = s.slice(2);
+  s = s.replace(/^\/+/, '');
+  return s === '' ? '.' : s;
+}
+
+interface Child {
+  /** real file name */
+  name: string;
+  /** name in the tar (`.wh.NAME` for a whiteout) */
+  tarName: string;
+  st: BigIntStats;
+}
+
+class LayerWriter {
+  private readonly links = new Map<string, string>();
+  private readonly clampSec: number | undefined;
+
+  constructor(
+    private readonly pack: Pack,
+    private readonly root: string,
+    private readonly opaque: Set<string>,
+    opts: LayerTarOptions,
+  ) {
+    this.clampSec = opts.mtime ? Math.floor(opts.mtime.getTime() / 1000) : undefined;
+  }
+
+  async run(): Promise<void> {
+    const rootSt = await fs.lstat(this.root, { bigint: true });
+    if (!rootSt.isDirectory()) throw new MbuildError('MBUILD_LAYER', `cannot write layer: ${this.root} is not a directory`);
+    if (this.opaque.has('.')) await this.marker(OPAQUE_MARKER, rootSt);
+    await this.walk(this.root, '');
+  }
+
+  private seconds(st: BigIntStats): number {
+    let s = Number(st.mtimeNs / 1_000_000_000n);
+    if (st.mtimeNs < 0n && st.mtimeNs % 1_000_000_000n !== 0n) s -= 1; // floor
+    if (this.clampSec !== undefined && s > this.clampSec) s = this.clampSec;
+    return s;
+  }
+
+  /** Header fields tar-stream cannot write in ustar go to a PAX record. */
+  private header(name: string, type: NonNullable<EntryHeader['type']>, mode: number, uid: number, gid: number, sec: number): EntryHeader {
+    const pax: Record<string, string> = {};
+    if (uid > MAX_USTAR_ID) pax.uid = String(uid);
+    if (gid > MAX_USTAR_ID) pax.gid = String(gid);
+    let hsec = sec;
+    if (sec < 0 || sec > MAX_HEADER_SECONDS) {
+      pax.mtime = String(sec);
+      hsec = sec < 0 ? 0 : MAX_HEADER_SECONDS;
+    }
+    const h: EntryHeader = {
+      name,
+      type,
+      // tar-stream replaces a falsy mode with 0644/0755; the file-type bits keep it truthy and are
+      // masked off (& 07777) when the header is encoded.
+      mode: (mode & 0o7777) | S_IFREG,
+      uid: Math.min(uid, MAX_USTAR_ID),
+      gid: Math.min(gid, MAX_USTAR_ID),
+      mtime: new Date(hsec * 1000),
+      size: 0,
+    };
+    if (Object.keys(pax).length) h.pax = pax;
+    return h;
+  }
+
+  private statHeader(name: string, type: NonNullable<EntryHeader['type']>, st: BigIntStats): EntryHeader {
+    return this.header(name, type, Number(st.mode), Number(st.uid), Number(st.gid), this.seconds(st));
+  }
+
+  private add(h: EntryHeader): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.pack.entry(h, Buffer.alloc(0), (err) => (err ? reject(err) : resolve()));
+    });
+  }
+
+  /** A zero-length marker file (`.wh.NAME`, `.wh..wh..opq`) standing for `st`. */
+  private marker(name: string, st: BigIntStats): Promise<void> {
+    return this.add(this.header(name, 'file', 0, 0, 0, this.seconds(st)));
+  }
+
+  private async children(abs: string): Promise<Child[]> {
+    const names = await readNames(abs);
+    const out: Child[] = [];
+    for (const name of names) {
+      const st = await fs.lstat(path.join(abs, name), { bigint: true });
+      out.push({ name, st, tarName: isWhiteoutDevice(st) ? WHITEOUT_PREFIX + name : name });
+    }
+    out.sort((a, b) => byteCompare(a.tarName, b.tarName) || byteCompare(a.name, b.name));
+    return out;
+  }
+
+  private async walk(absDir: string, relDir: string): Promise<void> {
+    const kids = await this.children(absDir);
+    for (const { name, tarName, st } of kids) {
+      const abs = path.join(absDir, name);
+      const rel = relDir ? `${relDir}/${name}` : name;
+      const tarRel = relDir ? `${relDir}/${tarName}` : tarName;
+
+      if (st.isDirectory()) {
+        await this.add(this.statHeader(rel + '/', 'directory', st));
+        if (this.opaque.has(rel)) await this.marker(`${rel}/${OPAQUE_MARKER}`, st);
+        await this.walk(abs, rel);
+        continue;
+      }
+      if (isWhiteoutDevice(st)) {
+        // Never tracked as a hard link: overlayfs shares one whiteout inode between deletions.
+        await this.marker(tarRel, st);
+        continue;
+      }
+      if (st.isSocket()) continue; // not representable in tar (Docker skips them too)
+
+      if (st.nlink > 1n) {
+        const key = `${st.dev}:${st.ino}`;
+        const first = this.links.get(key);
+        if (first !== undefined) {
+          const h = this.statHeader(rel, 'link', st);
+          h.linkname = first;
+          await this.add(h);
+          continue;
+        }
+        this.links.set(key, rel);
+      }
+
+      if (st.isFile()) await this.file(abs, rel, st);
+      else if (st.isSymbolicLink()) {
+        const h = this.statHeader(rel, 'symlink', st);
+        h.linkname = await fs.readlink(abs);
+        await this.add(h);
+      } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+        const h = this.statHeader(rel, st.isCharacterDevice() ? 'character-device' : 'block-device', st);
+        h.devmajor = devMajor(st.rdev);
+        h.devminor = devMinor(st.rdev);
+        await this.add(h);
+      } else if (st.isFIFO()) {
+        await this.add(this.statHeader(rel, 'fifo', st));
+      }
+    }
+  }
+
+  /** A regular file, streamed with backpressure (never held in memory). */
+  private async file(abs: string, rel: string, st: BigIntStats): Promise<void> {
+    const size = Number(st.size);
+    const h = this.statHeader(rel, 'file', st);
+    if (size === 0) return this.add(h);
+    h.size = size;
+    const fh = await fs.open(abs, C.O_RDONLY | C.O_NOFOLLOW);
+    try {
+      const fst = await fh.stat({ bigint: true });
+      if (fst.ino !== st.ino || fst.dev !== st.dev) throw new MbuildError('MBUILD_LAYER', `cannot write layer: ${abs} changed while it was read`);
+      let sink!: ReturnType<Pack['entry']>;
+      // The entry callback fires once the entry is complete, or with the error that destroyed it.
+      const done = new Promise<void>((resolve, reject) => {
+        sink = this.pack.entry(h, (err) => (err ? reject(err) : resolve()));
+      });
+      done.catch(() => undefined);
+      const input = fh.createReadStream({ start: 0, end: size - 1, autoClose: false });
+      try {
+        for await (const chunk of input) {
+          if (!sink.write(chunk as Buffer)) {
+            await Promise.race([new Promise<void>((r) => sink.once('drain', () => r())), done]);
+          }
+        }
+      } catch (err) {
+        input.destroy();
+        sink.destroy(err as Error);
+        throw err;
+      }
+      sink.end();
+      await done;
+    } finally {
+      await fh.close();
+    }
+  }
+}
+
+/**
+ * Write the OCI layer tar of an overlay-format layer directory to `out`, streaming.
+ * `out` is ended when the tar is complete (unless `opts.end === false`) and destroyed on error.
+ */
+export async function writeLayerTar(layerDir: string, out: NodeJS.WritableStream | Writable, opts: LayerTarOptions = {}): Promise<void> {
+  const opaque = new Set((await findOpaqueDirs(layerDir)).map(normalizeRel));
+  const pack = tarPack();
+  const src = Readable.from(pack as AsyncIterable<Buffer>, { objectMode: false });
+  const piping = pipeline(src, out as NodeJS.WritableStream, { end: opts.end ?? true });
+  piping.catch(() => undefined);
+  try {
+    await new LayerWriter(pack, layerDir, opaque, opts).run();
+    pack.finalize();
+  } catch (err) {
+    pack.destroy(err as Error);
+    src.destroy(err as Error);
+    const pipeErr = await piping.then(
+      () => null,
+      (e: unknown) => e,
+    );
+    // When the consumer failed first, its error is the cause; ours is only the consequence.
+    throw pipeErr ?? err;
+  }
+  await piping;
+}
+
+/** The OCI layer tar of an overlay-format layer directory as a readable stream. */
+export function layerTarStream(layerDir: string, opts: Omit<LayerTarOptions, 'end'> = {}): Readable {
+  const out = new PassThrough();
+  writeLayerTar(layerDir, out, opts).catch((err: unknown) => out.destroy(err as Error));
+  return out;
+}
+
+/** Alias kept for callers that prefer the "from dir" naming. */
+export const layerTarFromDir = writeLayerTar;
