@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install what mbuild needs on a fresh Debian 12 machine (as root), then npm packages and the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v cc >/dev/null || need+=(gcc libc6-dev)
+command -v unshare >/dev/null || need+=(util-linux)
+command -v mount >/dev/null || need+=(mount)
+command -v python3 >/dev/null || need+=(python3)
+command -v xz >/dev/null || need+=(xz-utils)
+command -v bzip2 >/dev/null || need+=(bzip2)
+command -v ip >/dev/null || need+=(iproute2)
+for extra in "$@"; do dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra"); done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+else
+  npm run --silent build
+fi

@@ -1,0 +1,44 @@
+/**
+ * The shared conformance suite (../shared/conformance): every case built with mbuild and compared
+ * with what docker build (BuildKit) produced. The cases are copied with the modes a git checkout
+ * with umask 022 gives (what the expected results assume), whatever the shared copy's modes are.
+ */
+import { describe, expect, it } from 'vitest';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { REPO, SHARED, run } from '../helpers/cli.js';
+
+async function copyAsCheckout(src: string, dst: string): Promise<void> {
+  const st = await fs.lstat(src);
+  if (st.isSymbolicLink()) {
+    await fs.symlink(await fs.readlink(src), dst);
+  } else if (st.isDirectory()) {
+    await fs.mkdir(dst);
+    for (const name of await fs.readdir(src)) await copyAsCheckout(path.join(src, name), path.join(dst, name));
+    await fs.chmod(dst, 0o755);
+  } else {
+    await fs.copyFile(src, dst);
+    await fs.chmod(dst, st.mode & 0o111 ? 0o755 : 0o644);
+  }
+}
+
+describe('conformance with docker build', () => {
+  it('passes every case in ../shared/conformance', async () => {
+    const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'mbuild-cases-'));
+    try {
+      await copyAsCheckout(path.join(SHARED, 'conformance/cases'), path.join(tmp, 'cases'));
+      const r = await run('bash', [path.join(SHARED, 'conformance/run.sh')], {
+        cwd: REPO,
+        env: { CASES: path.join(tmp, 'cases'), MBUILD: `node ${path.join(REPO, 'bin/mbuild.js')}` },
+      });
+      process.stdout.write(r.stdout);
+      const last = r.stdout.trim().split('\n').pop() ?? '';
+      const total = (await fs.readdir(path.join(tmp, 'cases'))).length;
+      expect(last).toBe(`${total} passed, 0 failed`);
+      expect(r.code).toBe(0);
+    } finally {
+      await fs.rm(tmp, { recursive: true, force: true });
+    }
+  }, 900_000);
+});
