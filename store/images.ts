@@ -34,7 +34,8 @@ export class ImageIndex {
   }
 
   async put(records: ImageRecord | ImageRecord[]): Promise<void> {
-    const list = Array.isArray(records) ? records : [records];
+    // the same name twice in one call: the last one wins
+    const list = [...new Map((Array.isArray(records) ? records : [records]).map((r) => [r.name, r])).values()];
     for (const r of list) assertDigest(r.digest, 'manifest digest');
     await withLock(this.lockFile, async () => {
       const names = new Set(list.map((r) => r.name));

@@ -18,6 +18,20 @@ export interface FromInstruction extends Base {
   platform?: string; // unexpanded --platform value
 }
 
+/** A here-document attached to RUN/COPY/ADD (`<<EOF` … `EOF`), as BuildKit's parser reads it. */
+export interface Heredoc {
+  /** The terminator word with quotes removed, e.g. "EOF". */
+  name: string;
+  /** The lines between the instruction and the terminator, each with its line ending. */
+  content: string;
+  /** false when the terminator word was quoted (`<<"EOF"`): no variable expansion in the content. */
+  expand: boolean;
+  /** `<<-EOF`: leading tabs are stripped from the content lines. */
+  chomp: boolean;
+  /** `3<<EOF` → 3; 0 when no descriptor was written. */
+  fileDescriptor: number;
+}
+
 /** Shell form keeps the command text; exec form keeps the JSON array. */
 export type CommandForm = { shell: true; command: string } | { shell: false; args: string[] };
 
@@ -27,6 +41,8 @@ export interface RunInstruction extends Base {
   network?: string; // --network=none|host|default
   mounts: string[]; // raw --mount values
   security?: string; // --security=
+  /** Here-documents of a shell-form RUN (`RUN <<EOF`), in order; absent when there are none. */
+  heredocs?: Heredoc[];
 }
 
 export interface CopyInstruction extends Base {
@@ -41,6 +57,12 @@ export interface CopyInstruction extends Base {
   checksum?: string; // ADD --checksum
   keepGitDir?: boolean;
   parents?: boolean;
+  unpack?: boolean; // ADD --unpack (set only when the flag was given)
+  /**
+   * Here-document sources (`COPY <<EOF /dest`). They are NOT in `sources`; `data` already has
+   * leading tabs removed for `<<-`. Absent when there are none.
+   */
+  sourceContents?: { path: string; data: string; expand: boolean }[];
 }
 
 export interface KeyValue {

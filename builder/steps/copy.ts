@@ -116,11 +116,12 @@ async function copyEntry(root: string, srcRoot: string, e: SourceEntry, plan: Co
     const srcStat = await fs.stat(e.hostPath);
     const destHost = await ensureDir(root, plan.dest, plan.owner, { stat: srcStat, chmod: plan.chmod });
     const dirs: { host: string; stat: Stats }[] = [];
+    const links = new Map<number, string>();
     for await (const item of walkSource(srcRoot, e, ignore)) {
       // resolve the parent in the image root (the final component is never followed)
       const parentHost = await resolveInScope(root, path.posix.join(plan.dest, path.posix.dirname(item.rel)), true);
       const dst = path.join(parentHost, path.posix.basename(item.rel));
-      const created = await copyOne(item.hostPath, dst, item.stat, plan);
+      const created = await copyOne(item.hostPath, dst, item.stat, plan, links);
       if (created && item.stat.isDirectory()) dirs.push({ host: dst, stat: item.stat });
     }
     // directory times last, after their contents were written
@@ -146,19 +147,30 @@ async function copyEntry(root: string, srcRoot: string, e: SourceEntry, plan: Co
 }
 
 /** Copy one file, symlink or directory entry to dst (never following a final symlink at dst). Returns true if dst was created. */
-async function copyOne(src: string, dst: string, st: Stats, plan: CopyPlan): Promise<boolean> {
+async function copyOne(src: string, dst: string, st: Stats, plan: CopyPlan, links?: Map<number, string>): Promise<boolean> {
   const existing = await lstatOrNull(dst);
   const uid = plan.owner?.uid ?? 0;
   const gid = plan.owner?.gid ?? 0;
   if (st.isDirectory()) {
-    if (existing?.isDirectory()) return false;
-    if (existing) await fs.rm(dst, { recursive: true, force: true });
-    await fs.mkdir(dst);
+    // a directory inside a copied tree takes the source's metadata even when it already exists
+    // (fsutil's copyFileInfo); only the top-level destination keeps its own
+    if (existing && !existing.isDirectory()) throw new MbuildError('MBUILD_COPY_DEST', `cannot copy to non-directory: ${path.basename(dst)}`);
+    if (!existing) await fs.mkdir(dst);
     await fs.lchown(dst, uid, gid);
     await fs.chmod(dst, plan.chmod ?? st.mode & 0o7777);
     return true;
   }
-  if (existing) await fs.rm(dst, { recursive: existing.isDirectory(), force: true });
+  if (existing?.isDirectory()) throw new MbuildError('MBUILD_COPY_DEST', `cannot replace the directory ${path.basename(dst)} with a file`);
+  if (existing) await fs.rm(dst, { force: true });
+  if (st.isFile() && st.nlink > 1 && links) {
+    // hard links inside one copied tree stay hard links
+    const first = links.get(st.ino);
+    if (first) {
+      await fs.link(first, dst);
+      return true;
+    }
+    links.set(st.ino, dst);
+  }
   if (st.isSymbolicLink()) {
     await fs.symlink(await fs.readlink(src), dst);
     await fs.lchown(dst, uid, gid);

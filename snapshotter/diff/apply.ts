@@ -539,7 +539,7 @@ async function feed(input: Readable, ex: ReturnType<typeof tarExtract>): Promise
         if (ex.destroyed) return;
       }
     }
-    ex.end();
+    ex.end(undefined);
   } catch (err) {
     ex.destroy(err as Error);
   }

@@ -251,7 +251,7 @@ class LayerWriter {
         sink.destroy(err as Error);
         throw err;
       }
-      sink.end();
+      sink.end(undefined);
       await done;
     } finally {
       await fh.close();
@@ -264,7 +264,7 @@ class LayerWriter {
  * `out` is ended when the tar is complete (unless `opts.end === false`) and destroyed on error.
  */
 export async function writeLayerTar(layerDir: string, out: NodeJS.WritableStream | Writable, opts: LayerTarOptions = {}): Promise<void> {
-  const opaque = new Set((await findOpaqueDirs(layerDir)).map(normalizeRel));
+  const opaque = new Set<string>((await findOpaqueDirs(layerDir)).map((p: string) => normalizeRel(p)));
   const pack = tarPack();
   const src = Readable.from(pack as AsyncIterable<Buffer>, { objectMode: false });
   const piping = pipeline(src, out as NodeJS.WritableStream, { end: opts.end ?? true });

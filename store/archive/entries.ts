@@ -20,6 +20,11 @@ export function safeEntryName(raw: unknown, what = 'archive entry'): string {
   return parts.join('/');
 }
 
+/** `./`, `.`: the directory entry `tar -C dir .` writes for the archive's root. */
+export function isArchiveRoot(raw: string): boolean {
+  return raw !== '' && !raw.startsWith('/') && raw.split('/').every((p) => p === '' || p === '.');
+}
+
 /**
  * Where a symlink entry named `name` with target `linkname` points, as an archive name, or
  * undefined when it points outside the archive (absolute target, or more `..` than its depth).

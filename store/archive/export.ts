@@ -157,19 +157,35 @@ async function addBlob(store: Store, pack: Pack, header: EntryHeader, blob: Blob
 async function writeOutput(dest: string, fill: (pack: Pack) => Promise<void>): Promise<void> {
   const pack = tarPack();
   const run = async (out: Writable, end: boolean): Promise<void> => {
-    const drained = pipeline(pack as unknown as Readable, out, { end });
+    let outError: unknown;
+    const drained = pipeline(pack as unknown as Readable, out, { end }).catch((err: unknown) => {
+      outError = err;
+    });
     try {
       await fill(pack);
       pack.finalize();
     } catch (err) {
       pack.destroy(err as Error);
-      await drained.catch(() => {});
-      throw err;
+      await drained;
+      // our own errors (digest mismatch...) first; else what broke the output (ENOSPC, EPIPE...)
+      throw err instanceof MbuildError || outError === undefined ? err : outError;
     }
     await drained;
+    if (outError !== undefined) throw outError;
   };
   if (dest === '-') {
-    await run(process.stdout, false);
+    const out = process.stdout;
+    await run(out, false);
+    // stdout is not ended (it belongs to the process): wait until what was written is flushed
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      out.once('error', onError);
+      out.write(Buffer.alloc(0), (err) => {
+        out.off('error', onError);
+        if (err) reject(err);
+        else resolve();
+      });
+    });
     return;
   }
   const final = path.resolve(dest);

@@ -38,7 +38,7 @@ export async function importArchive(store: Store, file: string, opts: ImportOpti
   const platform = opts.platform ?? { os: 'linux', architecture: 'amd64' };
   const dir = await store.mkTemp('load');
   try {
-    const sp = await spoolArchive(await openArchive(file), dir);
+    const sp = await spoolArchive(await openArchive(file), dir, onProgress);
     let plans: PlannedImage[];
     if (sp.has('index.json')) plans = await planOciLayout(sp, { platform, onProgress });
     else if (sp.has('manifest.json')) plans = await planDockerSave(sp, { platform, onProgress });
@@ -61,8 +61,11 @@ export async function importArchive(store: Store, file: string, opts: ImportOpti
     }
     await syncDir(store.content.dir);
 
+    // one record per name; when an archive gives a name twice, the last one wins (as docker load does)
     const created = new Date().toISOString();
-    const records = results.filter((r): r is Required<ImportedImage> => r.name !== undefined).map((r) => ({ name: r.name, digest: r.digest, created }));
+    const byName = new Map<string, string>();
+    for (const r of results) if (r.name !== undefined) byName.set(r.name, r.digest);
+    const records = [...byName].map(([name, digest]) => ({ name, digest, created }));
     if (records.length) await store.images.put(records);
     for (const r of results) onProgress(r.name ? `Loaded image: ${r.name}` : `Loaded image ID: ${r.digest}`);
     return results;

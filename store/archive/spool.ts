@@ -12,7 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract } from 'tar-stream';
 import { DigestMismatchError, MbuildError, UnsafeArchiveError } from '../../util/errors.js';
 import { hex } from '../digest.js';
-import { BLOB_PATH_RE, safeEntryName, symlinkTarget } from './entries.js';
+import { BLOB_PATH_RE, isArchiveRoot, safeEntryName, symlinkTarget } from './entries.js';
 import { HashMeter, assertSupportedCompression, peekStream, sniffCompression } from './streams.js';
 
 /** manifest.json, index.json, manifests, indexes and configs are read at most this big (containerd's cap). */
@@ -95,7 +95,7 @@ export async function openArchive(file: string): Promise<Readable> {
 }
 
 /** Read the tar stream `input` into `dir` (which must exist and be private to this import). */
-export async function spoolArchive(input: Readable, dir: string): Promise<SpooledArchive> {
+export async function spoolArchive(input: Readable, dir: string, onProgress?: (msg: string) => void): Promise<SpooledArchive> {
   const files = new Map<string, SpooledFile>();
   const links = new Map<string, string | undefined>();
   const extract = tarExtract();
@@ -108,11 +108,13 @@ export async function spoolArchive(input: Readable, dir: string): Promise<Spoole
     for await (const entry of extract) {
       const h = entry.header;
       if (++count > MAX_ENTRIES) throw new UnsafeArchiveError(`the archive has more than ${MAX_ENTRIES} entries`);
-      const name = safeEntryName(h.name, 'archive entry');
       if (h.type === 'directory') {
+        // `./` (from `tar -C dir .`) is fine; `..` and absolute names are not
+        if (!isArchiveRoot(h.name)) safeEntryName(h.name, 'archive entry');
         entry.resume();
         continue;
       }
+      const name = safeEntryName(h.name, 'archive entry');
       if (files.has(name) || links.has(name)) throw new UnsafeArchiveError(`archive entry "${name}" appears twice`);
       if (h.type === 'symlink') {
         links.set(name, symlinkTarget(name, h.linkname ?? ''));
@@ -134,6 +136,7 @@ export async function spoolArchive(input: Readable, dir: string): Promise<Spoole
         entry.resume(); // devices, fifos: nothing an image archive needs
         continue;
       }
+      if (onProgress && h.size >= 1 << 20) onProgress(`Reading ${name} (${(h.size / 1e6).toFixed(1)} MB)`);
       const file = path.join(dir, `e${count}`);
       const meter = new HashMeter();
       await pipeline(entry as unknown as Readable, meter, createWriteStream(file, { flags: 'wx', mode: 0o644 }));
