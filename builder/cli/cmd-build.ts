@@ -1,5 +1,6 @@
 /** `mbuild build`: parse flags, build, tag, write outputs. */
 import path from 'node:path';
+import os from 'node:os';
 import { promises as fs } from 'node:fs';
 import { parseArgs, parseOutput, type OutputSpec } from './args.js';
 import { Progress } from './progress.js';
@@ -25,10 +26,16 @@ const BUILD_FLAGS = [
 export async function buildCommand(root: string, argv: string[]): Promise<number> {
   const { flags, positional } = parseArgs(argv, BUILD_FLAGS);
   if (positional.length !== 1) throw new UsageError('"mbuild build" requires exactly 1 argument: the build context (e.g. ".")');
-  const contextDir = path.resolve(positional[0]);
-  const st = await fs.stat(contextDir).catch(() => null);
-  if (!st?.isDirectory()) throw new UsageError(`the build context ${positional[0]} is not a directory`);
+  let contextDir = path.resolve(positional[0]);
   const dockerfile = flags.file ? path.resolve(flags.file as string) : path.join(contextDir, 'Dockerfile');
+  const st = await fs.stat(contextDir).catch(() => null);
+  let emptyContext: string | undefined;
+  if (!st && flags.file) {
+    // git keeps no empty folders: a Dockerfile given with -f whose context folder is missing builds with an empty context
+    process.stderr.write(`WARNING: the build context ${positional[0]} does not exist; building with an empty context\n`);
+    emptyContext = await fs.mkdtemp(path.join(os.tmpdir(), 'mbuild-empty-context-'));
+    contextDir = emptyContext;
+  } else if (!st?.isDirectory()) throw new UsageError(`the build context ${positional[0]} is not a directory`);
   const buildArgs: Record<string, string> = {};
   for (const kv of flags.buildArg as string[]) {
     const eq = kv.indexOf('=');
@@ -62,6 +69,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     return 0;
   } finally {
     await new (await import('../../snapshotter/snapshots.js')).Snapshotter(store).removeOwn();
+    if (emptyContext) await fs.rm(emptyContext, { recursive: true, force: true });
   }
 }
 

@@ -62,18 +62,18 @@ export async function main(argv: string[]): Promise<number> {
         const { reexecInMountNamespace } = await import('./namespace.js');
         const code = await reexecInMountNamespace(argv);
         if (code !== undefined) return code;
-        return (await import('./cmd-build.js')).buildCommand(root, rest);
+        return await (await import('./cmd-build.js')).buildCommand(root, rest);
       }
       case 'load':
-        return (await import('./cmd-images.js')).loadCommand(root, rest);
+        return await (await import('./cmd-images.js')).loadCommand(root, rest);
       case 'save':
-        return (await import('./cmd-images.js')).saveCommand(root, rest);
+        return await (await import('./cmd-images.js')).saveCommand(root, rest);
       case 'images':
-        return (await import('./cmd-images.js')).imagesCommand(root, rest);
+        return await (await import('./cmd-images.js')).imagesCommand(root, rest);
       case 'rmi':
-        return (await import('./cmd-images.js')).rmiCommand(root, rest);
+        return await (await import('./cmd-images.js')).rmiCommand(root, rest);
       case 'inspect':
-        return (await import('./cmd-images.js')).inspectCommand(root, rest);
+        return await (await import('./cmd-images.js')).inspectCommand(root, rest);
     }
     return 2;
   } catch (err) {

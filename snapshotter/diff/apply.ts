@@ -317,7 +317,7 @@ class Unpacker {
     const name = h.name ?? '';
     if (name.includes('\0') || (h.linkname ?? '').includes('\0')) throw new UnsafeArchiveError(`${this.what} entry ${JSON.stringify(name)}: NUL byte in a name`);
     const comps = cleanEntryPath(name);
-    const type = h.type ?? 'file';
+    const type = h.type ?? 'unknown'; // tar-stream gives null for types it does not know (GNU sparse 'S', 'V', ...)
     const isFile = type === 'file' || type === 'contiguous-file';
     if (!isFile) await drain(data); // only regular files have content we keep
 

@@ -24,10 +24,7 @@ export const WHITEOUT_META_PREFIX = '.wh..wh.';
 export const OPAQUE_MARKER = '.wh..wh..opq';
 
 export interface LayerTarOptions {
-  /**
-   * Clamp timestamps: an entry newer than this is written with this time (SOURCE_DATE_EPOCH style).
-   * Whiteout and opaque markers get the time of the device / directory they stand for, clamped too.
-   */
+  /** Clamp timestamps: an entry newer than this is written with this time (SOURCE_DATE_EPOCH style). */
   mtime?: Date;
   /** End `out` when the tar is complete (default true, like stream.pipeline). */
   end?: boolean;
@@ -94,6 +91,8 @@ interface Child {
   name: string;
   /** name in the tar (`.wh.NAME` for a whiteout) */
   tarName: string;
+  /** UTF-8 bytes of tarName, the sort key */
+  key: Buffer;
   st: BigIntStats;
 }
 
@@ -113,7 +112,7 @@ class LayerWriter {
   async run(): Promise<void> {
     const rootSt = await fs.lstat(this.root, { bigint: true });
     if (!rootSt.isDirectory()) throw new MbuildError('MBUILD_LAYER', `cannot write layer: ${this.root} is not a directory`);
-    if (this.opaque.has('.')) await this.marker(OPAQUE_MARKER, rootSt);
+    if (this.opaque.has('.')) await this.marker(OPAQUE_MARKER);
     await this.walk(this.root, '');
   }
 
@@ -159,9 +158,13 @@ class LayerWriter {
     });
   }
 
-  /** A zero-length marker file (`.wh.NAME`, `.wh..wh..opq`) standing for `st`. */
-  private marker(name: string, st: BigIntStats): Promise<void> {
-    return this.add(this.header(name, 'file', 0, 0, 0, this.seconds(st)));
+  /**
+   * A zero-length marker file (`.wh.NAME`, `.wh..wh..opq`): mode 0, owner 0:0, mtime 0 (the epoch).
+   * Fixed values keep the tar of an applied layer identical to the tar it was applied from (a
+   * whiteout device made by overlayfs and one made by apply.ts differ in time and owner).
+   */
+  private marker(name: string): Promise<void> {
+    return this.add(this.header(name, 'file', 0, 0, 0, 0));
   }
 
   private async children(abs: string): Promise<Child[]> {
@@ -169,9 +172,10 @@ class LayerWriter {
     const out: Child[] = [];
     for (const name of names) {
       const st = await fs.lstat(path.join(abs, name), { bigint: true });
-      out.push({ name, st, tarName: isWhiteoutDevice(st) ? WHITEOUT_PREFIX + name : name });
+      const tarName = isWhiteoutDevice(st) ? WHITEOUT_PREFIX + name : name;
+      out.push({ name, st, tarName, key: Buffer.from(tarName, 'utf8') });
     }
-    out.sort((a, b) => byteCompare(a.tarName, b.tarName) || byteCompare(a.name, b.name));
+    out.sort((a, b) => Buffer.compare(a.key, b.key) || byteCompare(a.name, b.name));
     return out;
   }
 
@@ -184,13 +188,13 @@ class LayerWriter {
 
       if (st.isDirectory()) {
         await this.add(this.statHeader(rel + '/', 'directory', st));
-        if (this.opaque.has(rel)) await this.marker(`${rel}/${OPAQUE_MARKER}`, st);
+        if (this.opaque.has(rel)) await this.marker(`${rel}/${OPAQUE_MARKER}`);
         await this.walk(abs, rel);
         continue;
       }
       if (isWhiteoutDevice(st)) {
         // Never tracked as a hard link: overlayfs shares one whiteout inode between deletions.
-        await this.marker(tarRel, st);
+        await this.marker(tarRel);
         continue;
       }
       if (st.isSocket()) continue; // not representable in tar (Docker skips them too)

@@ -100,6 +100,8 @@ beforeEach(async () => {
 
 afterEach(async () => {
   await fs.rm(tmp, { recursive: true, force: true });
+  // where a broken extractor would have put the uniquely named entries (also when a test failed early)
+  for (const p of [`/lib/${U}.so`, `/usr/lib/${U}.so`, `/${U}-escape`, `/${U}-top`]) await fs.rm(p, { force: true });
 });
 
 /** Nothing outside the extraction directories changed: the sentinel tree is intact, no stray names. */
@@ -463,12 +465,13 @@ describe.skipIf(!isRoot)('extractArchive (root)', () => {
     await fs.mkdir(path.join(root, 'app'));
     await fs.symlink('/usr/lib', path.join(root, 'app', 'lib'));
     const tar = await tarOf([
-      { name: 'lib/x.so', data: 'x' },
+      { name: `lib/${U}.so`, data: 'x' },
       { name: 'up', type: 'symlink', linkname: '../../../../..' },
       { name: `up/${U}-top`, data: 'top' },
     ]);
     await extractArchive(Readable.from([tar]), path.join(root, 'app'), { root });
-    expect(await fs.readFile(path.join(root, 'usr', 'lib', 'x.so'), 'utf8')).toBe('x');
+    expect(await fs.readFile(path.join(root, 'usr', 'lib', `${U}.so`), 'utf8')).toBe('x');
+    await expectNotOnHost(`/usr/lib/${U}.so`);
     expect(await fs.readFile(path.join(root, `${U}-top`), 'utf8')).toBe('top');
     await expectNotOnHost(`/${U}-top`);
     await expect(extractArchive(Readable.from([tar]), tmp, { root })).rejects.toThrow(/not inside/);
