@@ -84,10 +84,10 @@ export function planBuild(df: ParsedDockerfile, opts: PlanOptions = {}): Plan {
       if (/^\d+$/.test(from)) {
         dep = Number(from);
         if (dep >= current.index) throw new PlanError('MBUILD_UNKNOWN_STAGE', `COPY --from=${from}: stage ${from} is not an earlier stage`, ins.range);
-      } else if (byName.has(lower)) {
-        dep = byName.get(lower)!;
       } else if (current.name === lower) {
         throw new PlanError('MBUILD_UNKNOWN_STAGE', `COPY --from=${from}: a stage cannot copy from itself`, ins.range);
+      } else if (byName.has(lower)) {
+        dep = byName.get(lower)!;
       }
       if (dep !== undefined) {
         if (!current.deps.includes(dep)) current.deps.push(dep);

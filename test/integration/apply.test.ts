@@ -402,6 +402,13 @@ describe.skipIf(!isRoot)('applyLayerTar (root)', () => {
     const bad = Buffer.from(tar);
     bad[150] ^= 0x01; // checksum
     await expect(apply(bad, path.join(tmp, 't2'))).rejects.toThrow(MbuildError);
+    const odd = Buffer.from(tar);
+    odd[156] = 'V'.charCodeAt(0); // GNU volume header: not something a layer may hold
+    odd.fill(0x20, 148, 156);
+    let sum = 0;
+    for (const b of odd.subarray(0, 512)) sum += b;
+    odd.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
+    await expect(apply(odd, path.join(tmp, 't4'))).rejects.toThrow(/unsupported tar entry type/);
     await fs.mkdir(path.join(tmp, 't3'));
     await fs.writeFile(path.join(tmp, 't3', 'x'), '');
     await expect(apply(tar, path.join(tmp, 't3'))).rejects.toThrow(/not empty/);
