@@ -145,6 +145,13 @@ async function executeStage(
   ];
   for (const { ins, n } of all) {
     if (failed()) throw new MbuildError('MBUILD_CANCELED', 'canceled: another stage failed');
+    if ((ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined) {
+      // wait for the stage or image it reads before the step shows as started
+      const dep = ctx.stageIndexOf(ins.from);
+      await (dep !== undefined ? runStage(dep) : ctx.imageState(ins.from)).catch((err) => {
+        throw withRange(err, ins.range);
+      });
+    }
     const step = ctx.progress.step(`[${label} ${n}] ${ins.raw}`);
     const before = state.layers.length;
     try {

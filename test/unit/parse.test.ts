@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { parseDockerfile, parseGoDuration } from '../../builder/dockerfile/parse.js';
 import { dumpNode, parseAst, parseWords } from '../../builder/dockerfile/ast.js';
 import type { Instruction } from '../../builder/dockerfile/types.js';
@@ -504,6 +505,27 @@ describe('structure errors', () => {
   });
   it('reports the first error in file order', () => {
     expect(parseError('FROM a\nCOPY x\nFROBNICATE').range?.start).toBe(2);
+  });
+});
+
+describe('robustness', () => {
+  const pieces = [
+    'FROM x', 'RUN', 'COPY', 'ADD', 'ENV', 'ARG', 'ONBUILD', 'HEALTHCHECK', 'CMD', 'LABEL', 'SHELL', 'VOLUME',
+    ' ', '\\', '`', '\n', '\r\n', '#', '# escape=`', '<<EOF', 'EOF', '"', "'", '[', ']', '"a"', ',', '=', '--', '--from=a',
+    '$X', '${', '}', 'a', '\t',
+  ];
+  it('throws nothing but ParseError on arbitrary input', () => {
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom(...pieces), { maxLength: 30 }), (parts) => {
+        try {
+          const df = parseDockerfile(parts.join(''), 'Dockerfile');
+          for (const i of df.instructions) expect(i.range.start).toBeLessThanOrEqual(i.range.end);
+        } catch (e) {
+          expect(e).toBeInstanceOf(ParseError);
+        }
+      }),
+      { numRuns: 3000 },
+    );
   });
 });
 
