@@ -60,7 +60,7 @@ export async function copyStep({ ctx, state }: StepRun, ins: CopyInstruction): P
       }
       throw err;
     }
-    const downloads = await Promise.all(urls.map((u) => downloadToFile(ctx.store, u)));
+    const downloads = [...(await Promise.all(urls.map((u) => downloadToFile(ctx.store, u)))), ...(await heredocFiles(ctx.store, ins, x))];
     try {
       const layer = await ctx.snap.mutate(state.layers, async (root) => {
         if (ins.chown) plan.owner = resolveChown(x(ins.chown), await readUserDb(root), ins.range);
@@ -185,7 +185,27 @@ async function copyOne(src: string, dst: string, st: Stats, plan: CopyPlan, link
   return true;
 }
 
-async function copyDownload(root: string, d: { file: string; name: string; mtime?: Date }, plan: CopyPlan): Promise<void> {
+/** `COPY <<EOF /dest`: each here-document becomes a file (0644) named by its terminator. */
+async function heredocFiles(store: StepRun['ctx']['store'], ins: CopyInstruction, x: (w: string) => string): Promise<Downloaded[]> {
+  const out: Downloaded[] = [];
+  for (const h of ins.sourceContents ?? []) {
+    const dir = await store.mkTemp('heredoc');
+    const file = path.join(dir, 'content');
+    await fs.writeFile(file, h.expand ? expandHeredoc(h.data, x) : h.data, { mode: 0o644 });
+    await fs.chmod(file, 0o644);
+    out.push({ file, name: h.path, mode: 0o644 });
+  }
+  return out;
+}
+
+/** Expand variables line by line in a here-document, as a double-quoted shell word would. */
+function expandHeredoc(data: string, x: (w: string) => string): string {
+  return data.split('\n').map((line) => (line.includes('$') ? x(`"${line.replace(/(["\\])/g, '\\$1')}"`) : line)).join('\n');
+}
+
+interface Downloaded { file: string; name: string; mtime?: Date; mode?: number }
+
+async function copyDownload(root: string, d: Downloaded, plan: CopyPlan): Promise<void> {
   let targetPath = plan.destIsDir ? path.posix.join(plan.dest, d.name) : plan.dest;
   if (!plan.destIsDir) {
     const existing = await lstatOrNull(await resolveInScope(root, plan.dest, true));
@@ -194,6 +214,6 @@ async function copyDownload(root: string, d: { file: string; name: string; mtime
   const parentHost = await ensureDir(root, path.posix.dirname(targetPath), plan.owner);
   const st = await fs.stat(d.file);
   const dst = path.join(parentHost, path.posix.basename(targetPath));
-  await copyOne(d.file, dst, st, { ...plan, chmod: plan.chmod ?? 0o600 });
+  await copyOne(d.file, dst, st, { ...plan, chmod: plan.chmod ?? d.mode ?? 0o600 });
   if (d.mtime) await fs.utimes(dst, d.mtime, d.mtime);
 }

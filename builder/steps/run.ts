@@ -22,7 +22,7 @@ export function describeRun(ins: RunInstruction, shell: string[] | undefined): s
 
 export async function runStep({ ctx, state, step }: StepRun, ins: RunInstruction): Promise<void> {
   if (ins.mounts.length) throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN --mount is not supported yet', { range: ins.range });
-  const args = ins.cmd.shell ? [...(state.config.Shell ?? DEFAULT_SHELL), ins.cmd.command] : ins.cmd.args;
+  const args = ins.cmd.shell ? [...(state.config.Shell ?? DEFAULT_SHELL), heredocScript(ins) ?? ins.cmd.command] : ins.cmd.args;
   if (args.length === 0) throw new MbuildError('MBUILD_PARSE', 'RUN needs a command', { range: ins.range });
   const userSpec = state.config.User || '0';
   const user = userSpec === '0' || userSpec === 'root' ? { uid: 0, gid: 0, groups: [] } : resolveUser(userSpec, await ctx.snap.view(state.layers, readUserDb), ins.range);
@@ -67,6 +67,18 @@ export async function runStep({ ctx, state, step }: StepRun, ins: RunInstruction
     await ctx.snap.remove(active.id);
     throw err;
   }
+}
+
+/** `RUN <<EOF` … `EOF`: the here-document is the script the shell runs. */
+function heredocScript(ins: RunInstruction): string | undefined {
+  if (!ins.heredocs?.length || !ins.cmd.shell) return undefined;
+  const only = ins.heredocs[0];
+  const words = ins.cmd.command.trim();
+  if (ins.heredocs.length === 1 && new RegExp(`^<<-?(["']?)${only.name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\1$`).test(words)) {
+    if (only.content.startsWith('#!')) throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN here-documents with a #! interpreter line are not supported yet', { range: ins.range });
+    return only.content;
+  }
+  throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN here-documents are supported only as the whole command (RUN <<EOF ... EOF)', { range: ins.range });
 }
 
 function truncate(s: string): string {

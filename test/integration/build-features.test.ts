@@ -64,6 +64,14 @@ RUN echo "$SECRET $SHARED" > /seen.txt
     expect(img.config.Env).toContain('SHARED=from-env');
   });
 
+  it('runs RUN here-documents as scripts and writes COPY here-documents as files', async () => {
+    const ctx = await context({ Dockerfile: 'FROM busybox\nENV W=world\nRUN <<EOF\necho a > /a\necho bb > /b\nEOF\nCOPY <<EOT /greet.txt\nhello $W\nEOT\n' });
+    const img = await build(ctx);
+    expect(img.tree['a']).toMatchObject({ size: 2 });
+    expect(img.tree['b']).toMatchObject({ size: 3 });
+    expect(img.tree['greet.txt']).toMatchObject({ size: 'hello world\n'.length, mode: '0o644' });
+  });
+
   it('honours the escape directive', async () => {
     const ctx = await context({ Dockerfile: '# escape=`\nFROM busybox\nRUN echo one `\n    two > /w.txt\n' });
     const img = await build(ctx);
