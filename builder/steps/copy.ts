@@ -132,7 +132,7 @@ async function copyEntry(root: string, srcRoot: string, e: SourceEntry, plan: Co
   if (plan.isAdd && st.isFile() && (await isArchive(e.hostPath))) {
     const destHost = await ensureDir(root, plan.dest, plan.owner);
     const input = await decompressStream(createReadStream(e.hostPath));
-    await extractArchive(input, destHost);
+    await extractArchive(input, destHost, { root });
     return;
   }
   const base = path.posix.basename(e.rel.replace(/\/+$/, '')) || path.posix.basename(e.hostPath);

@@ -16,12 +16,35 @@
  *   an empty placeholder file holds their place.
  * - No xattrs are applied (in particular no trusted.* or security.capability from PAX records).
  * - Budgets on total entry size and entry count end the extraction with UnsafeArchiveError.
+ * - Metadata calls and small files use the synchronous fs API: a few microseconds each, several
+ *   times less than a thread-pool round trip; large files are written asynchronously.
  *
  * Layer mode (applyLayerTar) additionally turns `.wh.NAME` into a whiteout device and
  * `.wh..wh..opq` into the opaque xattr. Whiteouts only hide lower layers: an entry of the same
  * layer at the whited-out path wins (a directory then becomes opaque, since the lower one is gone).
  */
-import { promises as fs, constants as C, type BigIntStats } from 'node:fs';
+import {
+  promises as fs,
+  constants as C,
+  chmodSync,
+  closeSync,
+  fchmodSync,
+  fchownSync,
+  fstatSync,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  writeSync,
+  type BigIntStats,
+} from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { extract as tarExtract } from 'tar-stream';
@@ -32,6 +55,8 @@ export const DEFAULT_MAX_BYTES = 64 * 1024 ** 3;
 export const DEFAULT_MAX_ENTRIES = 5_000_000;
 const MAX_SYMLINK_FOLLOWS = 255;
 const FSOPS_BATCH = 4096;
+/** Files up to this size are collected and written with one synchronous write. */
+const SMALL_FILE = 128 * 1024;
 
 const WHITEOUT_PREFIX = '.wh.';
 const WHITEOUT_META_PREFIX = '.wh..wh.';
@@ -75,6 +100,8 @@ interface TarHeader {
 
 type Comps = string[];
 
+const EMPTY = Buffer.alloc(0);
+
 /**
  * Clean a tar entry name lexically into path components relative to the extraction directory:
  * empty and "." components are dropped, ".." removes the previous component and never climbs above
@@ -112,13 +139,8 @@ function errCode(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
 }
 
-async function lstatMaybe(p: string): Promise<BigIntStats | null> {
-  try {
-    return await fs.lstat(p, { bigint: true });
-  } catch (err) {
-    if (errCode(err) === 'ENOENT') return null;
-    throw err;
-  }
+function lstatMaybe(p: string): BigIntStats | null {
+  return lstatSync(p, { bigint: true, throwIfNoEntry: false }) ?? null;
 }
 
 /** Read and discard an entry's data. */
@@ -231,77 +253,94 @@ class Unpacker {
     return JSON.stringify('/' + comps.join('/'));
   }
 
+  private join(dir: string, name: string): string {
+    return dir === '/' ? `/${name}` : `${dir}/${name}`;
+  }
+
   /**
    * Resolve directory components below the extraction directory, following symlinks inside the
-   * scope root. Missing directories are created when `create`, else null is returned.
+   * scope root (an absolute target restarts at the scope root, ".." stops there). Missing
+   * directories are created when `create`, else null is returned. Every step is a fresh lstat.
    */
-  private async resolveDir(todo: Comps, create: boolean, entryName: string): Promise<Comps | null> {
-    let cur: Comps = [...this.baseComps];
-    const queue = [...todo];
+  private resolveDir(todo: Comps, create: boolean, entryName: string): Comps | null {
+    const cur: Comps = [];
+    const paths: string[] = [this.root]; // paths[k]: absolute path of cur[0..k)
+    const stack: Comps = [...todo].reverse();
+    for (let k = this.baseComps.length - 1; k >= 0; k--) stack.push(this.baseComps[k]!);
     let follows = 0;
-    while (queue.length) {
-      const c = queue.shift()!;
+    while (stack.length) {
+      const c = stack.pop()!;
       if (c === '' || c === '.') continue;
       if (c === '..') {
-        cur.pop(); // never above the scope root
+        if (cur.length) {
+          cur.pop(); // never above the scope root
+          paths.pop();
+        }
         continue;
       }
-      const next = [...cur, c];
-      const p = this.abs(next);
-      const st = await lstatMaybe(p);
+      const p = this.join(paths[paths.length - 1]!, c);
+      const st = lstatMaybe(p);
       if (!st) {
         if (!create) return null;
-        await fs.mkdir(p, { mode: 0o755 });
-        await fs.chmod(p, 0o755); // whatever the umask
-        cur = next;
-        continue;
-      }
-      if (st.isDirectory()) {
-        cur = next;
-        continue;
-      }
-      if (st.isSymbolicLink()) {
+        mkdirSync(p, { mode: 0o755 });
+        chmodSync(p, 0o755); // whatever the umask
+      } else if (st.isSymbolicLink()) {
         if (++follows > MAX_SYMLINK_FOLLOWS) {
           throw new UnsafeArchiveError(`${this.what} entry ${JSON.stringify(entryName)}: too many levels of symbolic links`);
         }
-        const target = await fs.readlink(p);
-        if (target.startsWith('/')) cur = [];
-        queue.unshift(...target.split('/'));
+        const target = readlinkSync(p);
+        if (target.startsWith('/')) {
+          cur.length = 0;
+          paths.length = 1;
+        }
+        const parts = target.split('/');
+        for (let k = parts.length - 1; k >= 0; k--) stack.push(parts[k]!);
         continue;
+      } else if (!st.isDirectory()) {
+        throw new UnsafeArchiveError(`${this.what} entry ${JSON.stringify(entryName)}: ${this.show([...cur, c])} is not a directory`);
       }
-      throw new UnsafeArchiveError(`${this.what} entry ${JSON.stringify(entryName)}: ${this.show(next)} is not a directory`);
+      cur.push(c);
+      paths.push(p);
     }
     return cur;
   }
 
   /** Every component of `comps` (below root) is a real directory, no symlink. */
-  private async isRealDir(comps: Comps): Promise<boolean> {
-    for (let i = 1; i <= comps.length; i++) {
-      const st = await lstatMaybe(this.abs(comps.slice(0, i)));
+  private isRealDir(comps: Comps): boolean {
+    let p = this.root;
+    for (const c of comps) {
+      p = this.join(p, c);
+      const st = lstatMaybe(p);
       if (!st || !st.isDirectory()) return false;
     }
     return true;
   }
 
-  /** Forget placeholders and directory records at or below a path that is being removed. */
-  private purge(comps: Comps): void {
-    for (const [ino, n] of this.pending) if (isPrefix(comps, n.comps)) this.pending.delete(ino);
-    for (const [k, d] of this.dirs) if (isPrefix(comps, d.comps)) this.dirs.delete(k);
-  }
-
+  /**
+   * Remove what a later entry replaces. Device placeholders removed with it are forgotten, so a
+   * reused inode number can never be mistaken for one. (Directory time records need no care:
+   * finish() checks the inode, and a stale time on a reused inode would only be a time.)
+   */
   private async remove(comps: Comps, st: BigIntStats): Promise<void> {
     const p = this.abs(comps);
-    this.purge(comps);
-    if (st.isDirectory()) await fs.rm(p, { recursive: true, force: true });
-    else await fs.unlink(p);
+    if (st.isDirectory()) {
+      if (this.pending.size > 1024) await this.flushNodes(); // keeps the scan below cheap
+      for (const [ino, n] of this.pending) if (isPrefix(comps, n.comps)) this.pending.delete(ino);
+      rmSync(p, { recursive: true, force: true });
+    } else {
+      if (this.pending.get(st.ino) && keyOf(this.pending.get(st.ino)!.comps) === keyOf(comps)) this.pending.delete(st.ino);
+      unlinkSync(p);
+    }
   }
 
+  /** Count the entry against the budgets; returns the size of its data in the tar. */
   private checkBudget(h: TarHeader): number {
     this.entries++;
     if (this.entries > this.maxEntries) {
       throw new UnsafeArchiveError(`${this.what} has more than ${this.maxEntries} entries (the inode budget); refusing to extract it`);
     }
-    const size = h.size ?? 0;
+    // A directory's size field carries no data (tar-stream and Go's archive/tar both ignore it).
+    const size = h.type === 'directory' ? 0 : (h.size ?? 0);
     if (!Number.isSafeInteger(size) || size < 0) throw new UnsafeArchiveError(`${this.what} entry ${JSON.stringify(h.name)} has an invalid size`);
     this.bytes += size;
     if (this.bytes > this.maxBytes) {
@@ -313,17 +352,17 @@ class Unpacker {
   }
 
   async entry(h: TarHeader, data: Readable): Promise<void> {
-    this.checkBudget(h);
+    const size = this.checkBudget(h);
     const name = h.name ?? '';
     if (name.includes('\0') || (h.linkname ?? '').includes('\0')) throw new UnsafeArchiveError(`${this.what} entry ${JSON.stringify(name)}: NUL byte in a name`);
     const comps = cleanEntryPath(name);
     const type = h.type ?? 'unknown'; // tar-stream gives null for types it does not know (GNU sparse 'S', 'V', ...)
     const isFile = type === 'file' || type === 'contiguous-file';
-    if (!isFile) await drain(data); // only regular files have content we keep
+    if (!isFile && size > 0) await drain(data); // only regular files have content we keep
 
     if (comps.length === 0) {
       // The root itself ("./", "/"): never changes the extraction directory's metadata.
-      if (isFile) await drain(data);
+      if (isFile && size > 0) await drain(data);
       return;
     }
     const base = comps[comps.length - 1]!;
@@ -335,9 +374,9 @@ class Unpacker {
       }
       const wh = classifyWhiteout(base, name);
       if (wh.kind !== 'none') {
-        if (isFile) await drain(data);
+        if (isFile && size > 0) await drain(data);
         if (wh.kind === 'meta') return;
-        const parent = (await this.resolveDir(parentComps, true, name))!;
+        const parent = (this.resolveDir(parentComps, true, name))!;
         if (wh.kind === 'opaque') this.opaques.set(keyOf(parent), parent);
         else {
           const victim = [...parent, wh.victim];
@@ -347,51 +386,51 @@ class Unpacker {
       }
     }
 
-    const parent = (await this.resolveDir(parentComps, true, name))!;
+    const parent = (this.resolveDir(parentComps, true, name))!;
     const target = [...parent, base];
     const p = this.abs(target);
 
     if (type === 'link') return this.hardlink(h, target);
 
     const meta = headerMeta(h);
-    const existing = await lstatMaybe(p);
+    const existing = lstatMaybe(p);
     switch (type) {
       case 'directory': {
         if (!existing || !existing.isDirectory()) {
           if (existing) await this.remove(target, existing);
-          await fs.mkdir(p, { mode: 0o700 });
+          mkdirSync(p, { mode: 0o700 });
         }
-        await fs.lchown(p, meta.uid, meta.gid);
-        await fs.chmod(p, meta.mode); // a directory (checked above), not a symlink
-        const st = await fs.lstat(p, { bigint: true });
+        lchownSync(p, meta.uid, meta.gid);
+        chmodSync(p, meta.mode); // a directory (checked above), not a symlink
+        const st = lstatSync(p, { bigint: true });
         this.dirs.set(keyOf(target), { comps: target, ino: st.ino, atime: meta.atime, mtime: meta.mtime });
         return;
       }
       case 'file':
       case 'contiguous-file': {
         if (existing) await this.remove(target, existing);
-        await this.writeFile(p, data, meta);
+        await this.writeFile(p, data, meta, size);
         return;
       }
       case 'symlink': {
         const linkname = h.linkname ?? '';
         if (linkname === '') throw new UnsafeArchiveError(`${this.what} entry ${JSON.stringify(name)}: symlink with an empty target`);
         if (existing) await this.remove(target, existing);
-        await fs.symlink(linkname, p);
-        await fs.lchown(p, meta.uid, meta.gid);
-        await fs.lutimes(p, meta.atime, meta.mtime); // never chmod a symlink
+        symlinkSync(linkname, p);
+        lchownSync(p, meta.uid, meta.gid);
+        lutimesSync(p, meta.atime, meta.mtime); // never chmod a symlink
         return;
       }
       case 'character-device':
       case 'block-device':
       case 'fifo': {
         if (existing) await this.remove(target, existing);
-        const fh = await fs.open(p, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+        const fd = openSync(p, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
         let ino: bigint;
         try {
-          ino = (await fh.stat({ bigint: true })).ino;
+          ino = fstatSync(fd, { bigint: true }).ino;
         } finally {
-          await fh.close();
+          closeSync(fd);
         }
         this.pending.set(ino, {
           comps: target,
@@ -411,7 +450,27 @@ class Unpacker {
     }
   }
 
-  private async writeFile(p: string, data: Readable, meta: Meta): Promise<void> {
+  private async writeFile(p: string, data: Readable, meta: Meta, size: number): Promise<void> {
+    if (size <= SMALL_FILE) {
+      // Collected (at most SMALL_FILE bytes: tar-stream delivers exactly the declared size).
+      let buf: Buffer = EMPTY;
+      if (size > 0) {
+        const chunks: Buffer[] = [];
+        for await (const chunk of data) chunks.push(chunk as Buffer);
+        buf = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+      }
+      const fd = openSync(p, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+      try {
+        let off = 0;
+        while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+        fchownSync(fd, meta.uid, meta.gid);
+        fchmodSync(fd, meta.mode); // after chown, which clears setuid/setgid
+        futimesSync(fd, meta.atime, meta.mtime);
+      } finally {
+        closeSync(fd);
+      }
+      return;
+    }
     const fh = await fs.open(p, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
     try {
       for await (const chunk of data) {
@@ -437,24 +496,24 @@ class Unpacker {
       new UnsafeArchiveError(`${this.what} entry ${JSON.stringify(name)}: hard link target ${JSON.stringify(linkname)} does not exist in the ${this.layerMode ? 'layer' : 'archive'}`);
     const lcomps = cleanEntryPath(linkname);
     if (lcomps.length === 0) throw new UnsafeArchiveError(`${this.what} entry ${JSON.stringify(name)}: hard link to the root directory`);
-    const lparent = await this.resolveDir(lcomps.slice(0, -1), false, name);
+    const lparent = this.resolveDir(lcomps.slice(0, -1), false, name);
     if (!lparent) throw notFound();
     const ltarget = [...lparent, lcomps[lcomps.length - 1]!];
-    let lst = await lstatMaybe(this.abs(ltarget));
+    let lst = lstatMaybe(this.abs(ltarget));
     if (!lst) throw notFound();
     if (lst.isDirectory()) throw new UnsafeArchiveError(`${this.what} entry ${JSON.stringify(name)}: hard link to a directory ${JSON.stringify(linkname)}`);
     if (keyOf(ltarget) === keyOf(target)) return; // a link to itself: already there
     if (isPrefix(target, ltarget)) throw new UnsafeArchiveError(`${this.what} entry ${JSON.stringify(name)}: hard link would replace its own target ${JSON.stringify(linkname)}`);
     if (this.pending.has(lst.ino)) {
       await this.flushNodes(); // the device node must exist before it can be linked
-      lst = await lstatMaybe(this.abs(ltarget));
+      lst = lstatMaybe(this.abs(ltarget));
       if (!lst) throw notFound();
     }
-    const existing = await lstatMaybe(this.abs(target));
+    const existing = lstatMaybe(this.abs(target));
     if (existing) await this.remove(target, existing);
     // link(2) does not follow a symlink target: a link to a symlink links the symlink itself.
     // No metadata is applied: the inode keeps that of the entry it was made from.
-    await fs.link(this.abs(ltarget), this.abs(target));
+    linkSync(this.abs(ltarget), this.abs(target));
   }
 
   private async runOps(ops: FsOp[]): Promise<void> {
@@ -466,11 +525,11 @@ class Unpacker {
     const ops: FsOp[] = [];
     const made: PendingNode[] = [];
     for (const [ino, n] of this.pending) {
-      if (!(await this.isRealDir(n.comps.slice(0, -1)))) continue;
+      if (!(this.isRealDir(n.comps.slice(0, -1)))) continue;
       const p = this.abs(n.comps);
-      const st = await lstatMaybe(p);
+      const st = lstatMaybe(p);
       if (!st || st.ino !== ino || !st.isFile()) continue; // replaced by a later entry
-      await fs.unlink(p);
+      unlinkSync(p);
       ops.push({ op: 'mknod', path: p, type: n.type, mode: n.perm, major: n.major, minor: n.minor });
       made.push(n);
     }
@@ -481,11 +540,11 @@ class Unpacker {
   private async finishNodes(made: PendingNode[]): Promise<void> {
     for (const n of made) {
       const p = this.abs(n.comps);
-      const st = await lstatMaybe(p);
+      const st = lstatMaybe(p);
       if (!st || st.isSymbolicLink() || st.isDirectory()) continue;
-      await fs.lchown(p, n.uid, n.gid);
-      await fs.chmod(p, n.perm); // a device node or FIFO just made, not a symlink
-      await fs.lutimes(p, n.atime, n.mtime);
+      lchownSync(p, n.uid, n.gid);
+      chmodSync(p, n.perm); // a device node or FIFO just made, not a symlink
+      lutimesSync(p, n.atime, n.mtime);
     }
   }
 
@@ -500,24 +559,24 @@ class Unpacker {
     const ops: FsOp[] = [];
     const opaque = new Map(this.opaques);
     for (const victim of this.whiteouts.values()) {
-      if (!(await this.isRealDir(victim.slice(0, -1)))) continue; // parent replaced by a non-directory
-      const st = await lstatMaybe(this.abs(victim));
+      if (!(this.isRealDir(victim.slice(0, -1)))) continue; // parent replaced by a non-directory
+      const st = lstatMaybe(this.abs(victim));
       if (!st) ops.push({ op: 'whiteout', path: this.abs(victim) });
       else if (st.isDirectory()) opaque.set(keyOf(victim), victim); // this layer's dir replaces the lower one
       // otherwise this layer has its own entry there, which hides the lower one already
     }
     for (const dir of opaque.values()) {
-      if (await this.isRealDir(dir)) ops.push({ op: 'opaque', path: this.abs(dir) });
+      if (this.isRealDir(dir)) ops.push({ op: 'opaque', path: this.abs(dir) });
     }
     const nodes = await this.prepareNodes();
     await this.runOps([...nodes.ops, ...ops]);
     await this.finishNodes(nodes.made);
     for (const d of this.dirs.values()) {
-      if (!(await this.isRealDir(d.comps))) continue;
+      if (!(this.isRealDir(d.comps))) continue;
       const p = this.abs(d.comps);
-      const st = await fs.lstat(p, { bigint: true });
+      const st = lstatSync(p, { bigint: true });
       if (st.ino !== d.ino) continue;
-      await fs.lutimes(p, d.atime, d.mtime);
+      lutimesSync(p, d.atime, d.mtime);
     }
   }
 }

@@ -10,10 +10,14 @@
  * name in the tar (so `.wh.NAME` sorts as `.wh.NAME`); the opaque marker of a directory comes right
  * after the directory's own entry. The same directory always gives the same bytes (uname/gname and
  * atime are not written; mtimes are whole seconds).
+ *
+ * Metadata calls (lstat, readdir, readlink) and reads of small files are synchronous: on a real
+ * layer they are a few microseconds each, several times less than the thread-pool round trip of
+ * their async forms. Larger files are streamed asynchronously with backpressure.
  */
-import { promises as fs, constants as C, type BigIntStats } from 'node:fs';
+import { promises as fs, constants as C, closeSync, fstatSync, lstatSync, openSync, readSync, readdirSync, readlinkSync, realpathSync, type BigIntStats } from 'node:fs';
 import path from 'node:path';
-import { PassThrough, Readable, type Writable } from 'node:stream';
+import { PassThrough, Readable, Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pack as tarPack, type Pack } from 'tar-stream';
 import { findOpaqueDirs } from '../../builder/sandbox/native.js';
@@ -38,6 +42,10 @@ const MAX_USTAR_ID = 0o777777;
 const MAX_HEADER_SECONDS = 2 ** 31 - 1; // tar-stream truncates the mtime to int32
 
 const S_IFREG = 0o100000;
+/** Files up to this size are read in one synchronous read (never more than this in memory per file). */
+const SMALL_FILE = 128 * 1024;
+/** How far the tar may run ahead of the consumer before header-only entries wait. */
+const MAX_AHEAD = 4 * 1024 * 1024;
 
 /** True when the layer directory holds no change at all (no entries). */
 export async function isEmptyLayerDir(dir: string): Promise<boolean> {
@@ -62,8 +70,8 @@ export function devMinor(rdev: bigint): number {
 }
 
 /** Directory entries sorted bytewise; names must be valid UTF-8 (tar-stream writes strings). */
-async function readNames(dir: string): Promise<string[]> {
-  const raw = await fs.readdir(dir, { encoding: 'buffer' });
+function readNames(dir: string): string[] {
+  const raw = readdirSync(dir, { encoding: 'buffer' });
   const out: string[] = [];
   for (const b of raw) {
     const s = b.toString('utf8');
@@ -96,21 +104,44 @@ interface Child {
   st: BigIntStats;
 }
 
+/** Bytes handed to the consumer so far, and a way to wait until it has taken more. */
+class Flow {
+  consumed = 0;
+  private waiters: Array<() => void> = [];
+  readonly counter = new Transform({
+    transform: (chunk: Buffer, _enc, cb) => {
+      this.consumed += chunk.length;
+      for (const w of this.waiters.splice(0)) w();
+      cb(null, chunk);
+    },
+  });
+  /** Resolves when the consumer moved on (or the stream closed). */
+  progress(): Promise<void> {
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+  wakeAll(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+}
+
 class LayerWriter {
   private readonly links = new Map<string, string>();
   private readonly clampSec: number | undefined;
+  /** Bytes of tar requested from tar-stream so far (headers approximated as one block each). */
+  private produced = 0;
 
   constructor(
     private readonly pack: Pack,
     private readonly root: string,
     private readonly opaque: Set<string>,
+    private readonly flow: Flow,
     opts: LayerTarOptions,
   ) {
     this.clampSec = opts.mtime ? Math.floor(opts.mtime.getTime() / 1000) : undefined;
   }
 
   async run(): Promise<void> {
-    const rootSt = await fs.lstat(this.root, { bigint: true });
+    const rootSt = lstatSync(this.root, { bigint: true });
     if (!rootSt.isDirectory()) throw new MbuildError('MBUILD_LAYER', `cannot write layer: ${this.root} is not a directory`);
     if (this.opaque.has('.')) await this.marker(OPAQUE_MARKER);
     await this.walk(this.root, '');
@@ -152,9 +183,16 @@ class LayerWriter {
     return this.header(name, type, Number(st.mode), Number(st.uid), Number(st.gid), this.seconds(st));
   }
 
-  private add(h: EntryHeader): Promise<void> {
+  /**
+   * Add an entry with its (small) content. tar-stream applies no backpressure to header-only
+   * entries, so when the tar runs MAX_AHEAD bytes ahead of the consumer, wait for it.
+   */
+  private async add(h: EntryHeader, data: Buffer = EMPTY): Promise<void> {
+    this.produced += 512 + (h.pax ? 1024 : 0) + Math.ceil(data.length / 512) * 512;
+    while (this.produced - this.flow.consumed > MAX_AHEAD && !this.pack.destroyed) await this.flow.progress();
+    if (this.pack.destroyed) throw new MbuildError('MBUILD_LAYER', 'cannot write layer: the tar stream was closed');
     return new Promise((resolve, reject) => {
-      this.pack.entry(h, Buffer.alloc(0), (err) => (err ? reject(err) : resolve()));
+      this.pack.entry(h, data, (err) => (err ? reject(err) : resolve()));
     });
   }
 
@@ -167,11 +205,11 @@ class LayerWriter {
     return this.add(this.header(name, 'file', 0, 0, 0, 0));
   }
 
-  private async children(abs: string): Promise<Child[]> {
-    const names = await readNames(abs);
+  private children(abs: string): Child[] {
+    const names = readNames(abs);
     const out: Child[] = [];
     for (const name of names) {
-      const st = await fs.lstat(path.join(abs, name), { bigint: true });
+      const st = lstatSync(path.join(abs, name), { bigint: true });
       const tarName = isWhiteoutDevice(st) ? WHITEOUT_PREFIX + name : name;
       out.push({ name, st, tarName, key: Buffer.from(tarName, 'utf8') });
     }
@@ -180,7 +218,7 @@ class LayerWriter {
   }
 
   private async walk(absDir: string, relDir: string): Promise<void> {
-    const kids = await this.children(absDir);
+    const kids = this.children(absDir);
     for (const { name, tarName, st } of kids) {
       const abs = path.join(absDir, name);
       const rel = relDir ? `${relDir}/${name}` : name;
@@ -214,7 +252,7 @@ class LayerWriter {
       if (st.isFile()) await this.file(abs, rel, st);
       else if (st.isSymbolicLink()) {
         const h = this.statHeader(rel, 'symlink', st);
-        h.linkname = await fs.readlink(abs);
+        h.linkname = readlinkSync(abs);
         await this.add(h);
       } else if (st.isCharacterDevice() || st.isBlockDevice()) {
         const h = this.statHeader(rel, st.isCharacterDevice() ? 'character-device' : 'block-device', st);
@@ -227,12 +265,14 @@ class LayerWriter {
     }
   }
 
-  /** A regular file, streamed with backpressure (never held in memory). */
+  /** A regular file: small ones in one read, others streamed with backpressure. */
   private async file(abs: string, rel: string, st: BigIntStats): Promise<void> {
     const size = Number(st.size);
     const h = this.statHeader(rel, 'file', st);
     if (size === 0) return this.add(h);
+    if (size <= SMALL_FILE) return this.add(h, readSmall(abs, st, size));
     h.size = size;
+    this.produced += 512 + Math.ceil(size / 512) * 512; // file data has tar-stream's own backpressure
     const fh = await fs.open(abs, C.O_RDONLY | C.O_NOFOLLOW);
     try {
       const fst = await fh.stat({ bigint: true });
@@ -263,18 +303,41 @@ class LayerWriter {
   }
 }
 
+const EMPTY = Buffer.alloc(0);
+
+/** Read a small file whole (O_NOFOLLOW, same inode as listed, exactly `size` bytes). */
+function readSmall(abs: string, st: BigIntStats, size: number): Buffer {
+  const fd = openSync(abs, C.O_RDONLY | C.O_NOFOLLOW);
+  try {
+    const fst = fstatSync(fd, { bigint: true });
+    if (fst.ino !== st.ino || fst.dev !== st.dev) throw new MbuildError('MBUILD_LAYER', `cannot write layer: ${abs} changed while it was read`);
+    const buf = Buffer.allocUnsafe(size);
+    let off = 0;
+    while (off < size) {
+      const n = readSync(fd, buf, off, size - off, off);
+      if (n === 0) throw new MbuildError('MBUILD_LAYER', `cannot write layer: ${abs} shrank while it was read`);
+      off += n;
+    }
+    return buf;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /**
  * Write the OCI layer tar of an overlay-format layer directory to `out`, streaming.
  * `out` is ended when the tar is complete (unless `opts.end === false`) and destroyed on error.
  */
 export async function writeLayerTar(layerDir: string, out: NodeJS.WritableStream | Writable, opts: LayerTarOptions = {}): Promise<void> {
-  const opaque = new Set<string>((await findOpaqueDirs(layerDir)).map((p: string) => normalizeRel(p)));
+  const root = realpathSync(layerDir);
+  const opaque = new Set<string>((await findOpaqueDirs(root)).map((p: string) => normalizeRel(p)));
   const pack = tarPack();
+  const flow = new Flow();
   const src = Readable.from(pack as AsyncIterable<Buffer>, { objectMode: false });
-  const piping = pipeline(src, out as NodeJS.WritableStream, { end: opts.end ?? true });
-  piping.catch(() => undefined);
+  const piping = pipeline(src, flow.counter, out as NodeJS.WritableStream, { end: opts.end ?? true });
+  piping.catch(() => undefined).finally(() => flow.wakeAll());
   try {
-    await new LayerWriter(pack, layerDir, opaque, opts).run();
+    await new LayerWriter(pack, root, opaque, flow, opts).run();
     pack.finalize();
   } catch (err) {
     pack.destroy(err as Error);
