@@ -20,7 +20,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
-  if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+  # npm install (not ci): npm 11 writes lock files whose optional platform packages `npm ci` rejects
+  npm install --no-audit --no-fund
 else
   npm run --silent build
 fi
