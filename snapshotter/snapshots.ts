@@ -39,6 +39,8 @@ export interface Layer {
   blob?: LayerBlob;
   /** true once known to hold no change (such layers are left out of images) */
   empty?: boolean;
+  /** the build-cache key this layer is kept under (builder/cache) */
+  cacheKey?: string;
 }
 
 export interface Active {

@@ -17,6 +17,15 @@ import { workdirStep } from '../steps/workdir.js';
 import { writeImage, type WrittenImage } from './image.js';
 import { MbuildError, ParseError } from '../../util/errors.js';
 import { normalizeName } from '../../store/reference.js';
+import os from 'node:os';
+import PQueue from 'p-queue';
+import { BuildCache } from '../cache/cache.js';
+import { FileHashCache } from '../cache/file-hashes.js';
+import { MissExplainer, type StepRecord } from '../cache/explain.js';
+import { inputDigests, stepKey } from '../cache/keys.js';
+import type { Layer } from '../../snapshotter/snapshots.js';
+import type { StepHandle } from '../cli/progress.js';
+import type { StepCache } from './context.js';
 
 export interface BuildOptions {
   contextDir: string;
@@ -26,6 +35,8 @@ export interface BuildOptions {
   network: NetworkMode;
   tags: string[];
   noCache: boolean;
+  /** how many RUN/COPY steps may work at once (default: the number of cores) */
+  jobs?: number;
 }
 
 export interface BuildResult extends WrittenImage {
@@ -53,6 +64,9 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
   const snap = new Snapshotter(store);
   await snap.init();
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
+  const cache = new BuildCache(snap);
+  const fileHashes = await FileHashCache.load(path.join(cache.dir, 'file-hashes.json'));
+  const explainer = await MissExplainer.load(cache.dir, opts.dockerfile, opts.target);
 
   let failed: unknown;
   const stageRuns = new Map<number, Promise<StageState>>();
@@ -65,6 +79,10 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
     ignore,
     escape: df.escape,
     network: opts.network,
+    cache,
+    fileHashes,
+    noCache: opts.noCache,
+    jobs: new PQueue({ concurrency: Math.max(1, opts.jobs ?? os.availableParallelism()) }),
     stageIndexOf: (from) => {
       if (/^\d+$/.test(from)) return Number(from);
       const i = plan.stages.findIndex((s) => s.name === from.toLowerCase());
@@ -76,7 +94,7 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
       if (!p) {
         p = (async () => {
           const img = await store.requireImage(ref);
-          return baseState(img.config, await snap.fromImage(img));
+          return baseState(img.config, await snap.fromImage(img), `image:${img.manifestDigest}`);
         })();
         images.set(ref, p);
       }
@@ -87,7 +105,7 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
   const runStage = (i: number): Promise<StageState> => {
     let p = stageRuns.get(i);
     if (!p) {
-      p = executeStage(ctx, plan, plan.stages[i], () => failed, runStage);
+      p = executeStage(ctx, plan, plan.stages[i], () => failed, runStage, explainer);
       p.catch((err) => {
         failed ??= err;
       });
@@ -100,11 +118,13 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
   for (const i of plan.order) void runStage(i).catch(() => undefined);
   const state = await runStage(plan.target);
   await Promise.allSettled([...stageRuns.values()]);
+  await Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined);
   if (failed) throw failed;
 
   const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
   const step = progress.step('exporting layers');
-  const written = await writeImage(snap, state, { created: new Date().toISOString(), author });
+  const written = await writeImage(snap, state, { created: sourceDateEpoch() ?? state.created, author });
+  await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
   step.done(`manifest ${written.manifestDigest}`);
   if (names.length) {
     const created = new Date().toISOString();
@@ -120,13 +140,14 @@ async function executeStage(
   stage: Stage,
   failed: () => unknown,
   runStage: (i: number) => Promise<StageState>,
+  explainer: MissExplainer,
 ): Promise<StageState> {
   let state: StageState;
   const label = stage.name ?? `stage-${stage.index}`;
   const total = stage.instructions.length + 1;
   const fromStep = ctx.progress.step(`[${label} 1/${total}] ${stage.from.raw}`);
   try {
-    if (stage.base.kind === 'scratch') state = baseState(undefined, []);
+    if (stage.base.kind === 'scratch') state = baseState(undefined, [], 'scratch');
     else if (stage.base.kind === 'stage') state = forkState(await runStage(stage.base.index));
     else state = forkState(await ctx.imageState(stage.base.ref));
     fromStep.done();
@@ -154,23 +175,70 @@ async function executeStage(
     }
     const step = ctx.progress.step(`[${label} ${n}] ${ins.raw}`);
     const before = state.layers.length;
+    const position = `${stage.index}/${n}`;
+    const cache = new StepCacheHandle(ctx, state, step, explainer, position);
     try {
       const createdBy = ins.kind === 'run' ? describeRun(ins, state.config.Shell) : `${ins.raw} # buildkit`;
       if (applyMeta(state, ins, plan)) {
         // config only
-      } else if (ins.kind === 'run') await runStep({ ctx, state, step, label }, ins);
-      else if (ins.kind === 'copy' || ins.kind === 'add') await copyStep({ ctx, state, step, label }, ins);
-      else if (ins.kind === 'workdir') await workdirStep({ ctx, state, step, label }, ins);
+      } else if (ins.kind === 'run') await runStep({ ctx, state, step, label, cache }, ins);
+      else if (ins.kind === 'copy' || ins.kind === 'add') await copyStep({ ctx, state, step, label, cache }, ins);
+      else if (ins.kind === 'workdir') await workdirStep({ ctx, state, step, label, cache }, ins);
       else throw new MbuildError('MBUILD_UNSUPPORTED', `${(ins as Instruction).kind.toUpperCase()} is not supported`, { range: (ins as Instruction).range });
       const layer = state.layers.length > before ? state.layers[state.layers.length - 1] : undefined;
-      state.history.push({ entry: { created: new Date().toISOString(), created_by: createdBy, comment: 'buildkit.dockerfile.v0' }, layer });
-      step.done();
+      if (cache.key) state.key = cache.key;
+      if (cache.created) state.created = cache.created;
+      state.history.push({ entry: { created: sourceDateEpoch() ?? state.created, created_by: createdBy, comment: 'buildkit.dockerfile.v0' }, layer });
+      step.done(cache.hit ? 'CACHED' : undefined);
     } catch (err) {
       step.fail();
       throw withRange(err, ins.range);
     }
   }
   return state;
+}
+
+/** SOURCE_DATE_EPOCH (reproducible builds): every time in the image config becomes this one. */
+function sourceDateEpoch(): string | undefined {
+  const v = process.env.SOURCE_DATE_EPOCH;
+  return v && /^\d+$/.test(v) ? new Date(Number(v) * 1000).toISOString() : undefined;
+}
+
+/** One step's view of the build cache: lookup fixes the step's key; save keeps the layer under it. */
+class StepCacheHandle implements StepCache {
+  key?: string;
+  created?: string;
+  hit = false;
+  private record?: StepRecord;
+  constructor(
+    private readonly ctx: BuildContext,
+    private readonly state: StageState,
+    private readonly step: StepHandle,
+    private readonly explainer: MissExplainer,
+    private readonly position: string,
+  ) {}
+
+  async lookup(inputs: Record<string, unknown>, files?: Record<string, string>) {
+    this.key = stepKey(this.state.key, inputs);
+    this.record = { inputs: { parent: this.state.key.slice(-16), ...inputDigests(inputs) }, ...(files ? { files } : {}) };
+    this.explainer.record(this.position, this.record);
+    if (!this.ctx.noCache) {
+      const found = await this.ctx.cache.get(this.key);
+      if (found) {
+        this.hit = true;
+        this.created = found.created;
+        return found.layer;
+      }
+      this.step.note(`cache miss: ${this.explainer.explain(this.position, this.record)}`);
+    }
+    return undefined;
+  }
+
+  async save(layer: Layer): Promise<Layer> {
+    this.created = new Date().toISOString();
+    if (!this.key) return layer;
+    return this.ctx.cache.put(this.key, layer, this.created);
+  }
 }
 
 function parseTrigger(trigger: string, stage: Stage): Instruction {

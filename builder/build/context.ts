@@ -4,6 +4,10 @@ import type { Snapshotter } from '../../snapshotter/snapshots.js';
 import type { Progress, StepHandle } from '../cli/progress.js';
 import type { IgnoreMatcher } from '../context/dockerignore.js';
 import type { StageState } from './state.js';
+import type { BuildCache } from '../cache/cache.js';
+import type { FileHashCache } from '../cache/file-hashes.js';
+import type { Layer } from '../../snapshotter/snapshots.js';
+import type PQueue from 'p-queue';
 
 export type NetworkMode = 'host' | 'none';
 
@@ -15,6 +19,11 @@ export interface BuildContext {
   ignore: IgnoreMatcher;
   escape: '\\' | '`';
   network: NetworkMode;
+  cache: BuildCache;
+  fileHashes: FileHashCache;
+  noCache: boolean;
+  /** limits how many RUN/COPY steps work at once (--jobs) */
+  jobs: PQueue;
   /** a stage's index from a COPY --from value (name or number), undefined for an image */
   stageIndexOf(from: string): number | undefined;
   /** the final state of an earlier stage (COPY --from=<stage>) */
@@ -29,4 +38,13 @@ export interface StepRun {
   step: StepHandle;
   /** "stage 2/5" label for messages */
   label: string;
+  cache: StepCache;
+}
+
+/** A layer step asks the cache first, and keeps what it made under the same key. */
+export interface StepCache {
+  /** The cached layer for these inputs (fixing the step's key), or undefined on a miss. */
+  lookup(inputs: Record<string, unknown>, files?: Record<string, string>): Promise<Layer | undefined>;
+  /** Keep the layer the step made under the key of the last lookup; returns the kept layer. */
+  save(layer: Layer): Promise<Layer>;
 }

@@ -20,9 +20,13 @@ export interface StageState {
   args: Map<string, string | undefined>;
   /** CMD was set by this stage (so ENTRYPOINT does not reset it) */
   cmdSetHere: boolean;
+  /** build-cache key of the filesystem so far (builder/cache) */
+  key: string;
+  /** when the newest step was made (history times, so a cached rebuild is byte-identical) */
+  created: string;
 }
 
-export function baseState(config: ImageConfig | undefined, layers: Layer[]): StageState {
+export function baseState(config: ImageConfig | undefined, layers: Layer[], key: string): StageState {
   const c: ContainerConfig = structuredClone(config?.config ?? {});
   if (!(c.Env ?? []).some((e) => e.startsWith('PATH='))) c.Env = [DEFAULT_PATH, ...(c.Env ?? [])];
   return {
@@ -35,6 +39,8 @@ export function baseState(config: ImageConfig | undefined, layers: Layer[]): Sta
     variant: config?.variant,
     args: new Map(),
     cmdSetHere: false,
+    key,
+    created: config?.created ?? '1970-01-01T00:00:00Z',
   };
 }
 

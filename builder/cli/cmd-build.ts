@@ -21,6 +21,7 @@ const BUILD_FLAGS = [
   { names: ['-q', '--quiet'], key: 'quiet', kind: 'bool' as const },
   { names: ['--pull'], key: 'pull', kind: 'bool' as const },
   { names: ['--platform'], key: 'platform', kind: 'string' as const },
+  { names: ['--jobs'], key: 'jobs', kind: 'string' as const },
 ];
 
 export async function buildCommand(root: string, argv: string[]): Promise<number> {
@@ -61,6 +62,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       network: network === 'default' ? 'host' : (network as NetworkMode),
       tags: flags.tag as string[],
       noCache: Boolean(flags.noCache),
+      jobs: parseJobs(flags.jobs as string | undefined),
     });
     for (const out of outputs) await writeOutput(store, result, out, progress);
     const id = result.manifest.config.digest;
@@ -91,4 +93,10 @@ async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, p
     if (err instanceof MbuildError) throw err;
     throw new MbuildError('MBUILD_EXPORT', `cannot write ${out.type} output to ${dest}: ${(err as Error).message}`, { cause: err });
   }
+}
+
+function parseJobs(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^[1-9]\d*$/.test(v)) throw new UsageError(`--jobs ${v}: give a positive whole number`);
+  return Number(v);
 }

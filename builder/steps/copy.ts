@@ -17,6 +17,7 @@ import { extractArchive } from '../../snapshotter/diff/apply.js';
 import { decompressStream, isArchive } from '../../snapshotter/diff/decompress.js';
 import { CopySourceMissingError, MbuildError } from '../../util/errors.js';
 import { downloadToFile } from './download.js';
+import { digestSources } from '../cache/context-hash.js';
 
 interface Owner { uid: number; gid: number }
 
@@ -33,7 +34,7 @@ export function parseChmod(spec: string, ins: CopyInstruction): number {
   return Number.parseInt(spec, 8);
 }
 
-export async function copyStep({ ctx, state }: StepRun, ins: CopyInstruction): Promise<void> {
+export async function copyStep({ ctx, state, cache }: StepRun, ins: CopyInstruction): Promise<void> {
   const lookup = lookupFor(state);
   const x = (w: string) => expandWord(w, lookup, ctx.escape);
   const sources = ins.sources.map(x);
@@ -49,10 +50,9 @@ export async function copyStep({ ctx, state }: StepRun, ins: CopyInstruction): P
   const urls = ins.kind === 'add' && ins.from === undefined ? sources.filter((s) => /^https?:\/\//i.test(s)) : [];
   const local = sources.filter((s) => !urls.includes(s));
 
-  const copyFrom = async (srcRoot: string, ignore: IgnoreMatcher | undefined, fromImage: boolean) => {
-    let entries: SourceEntry[] = [];
+  const resolve = async (srcRoot: string, ignore: IgnoreMatcher | undefined, fromImage: boolean): Promise<SourceEntry[]> => {
     try {
-      entries = await resolveSources(srcRoot, local, ignore);
+      return await resolveSources(srcRoot, local, ignore);
     } catch (err) {
       if (err instanceof CopySourceMissingError || (err as MbuildError).code === 'MBUILD_COPY_SOURCE_MISSING') {
         const where = fromImage ? `--from=${ins.from}` : 'the build context';
@@ -60,6 +60,14 @@ export async function copyStep({ ctx, state }: StepRun, ins: CopyInstruction): P
       }
       throw err;
     }
+  };
+  // what the key covers besides the copied content; URLs are fetched every time (no checksum to key on)
+  const inputs = {
+    op: ins.kind, sources: local, urls: urls.length ? [urls, Date.now(), Math.random()] : undefined, dest, destIsDir,
+    chown: ins.chown, chmod: ins.chmod, heredocs: ins.sourceContents, workdir,
+  };
+
+  const copyFrom = async (srcRoot: string, ignore: IgnoreMatcher | undefined, fromImage: boolean, entries: SourceEntry[]) => {
     const downloads = [...(await Promise.all(urls.map((u) => downloadToFile(ctx.store, u)))), ...(await heredocFiles(ctx.store, ins, x))];
     try {
       const layer = await ctx.snap.mutate(state.layers, async (root) => {
@@ -67,19 +75,30 @@ export async function copyStep({ ctx, state }: StepRun, ins: CopyInstruction): P
         for (const e of entries) await copyEntry(root, srcRoot, e, plan, fromImage ? undefined : ignore);
         for (const d of downloads) await copyDownload(root, d, plan);
       });
-      state.layers.push(layer);
+      state.layers.push(await cache.save(layer));
     } finally {
       for (const d of downloads) await fs.rm(path.dirname(d.file), { recursive: true, force: true });
     }
   };
 
   if (ins.from === undefined) {
-    await copyFrom(ctx.contextDir, ctx.ignore, false);
+    const entries = await resolve(ctx.contextDir, ctx.ignore, false);
+    const content = await digestSources(ctx.contextDir, entries, ctx.ignore, ctx.fileHashes);
+    const hit = await cache.lookup({ ...inputs, content: content.digest }, content.files);
+    if (hit) {
+      state.layers.push(hit);
+      return;
+    }
+    await ctx.jobs.add(() => copyFrom(ctx.contextDir, ctx.ignore, false, entries), { throwOnTimeout: true });
   } else {
-    const src: StageState = /^\d+$/.test(ins.from) || ctx.stageIndexOf(ins.from) !== undefined
-      ? await ctx.stageResult(ctx.stageIndexOf(ins.from)!)
-      : await ctx.imageState(ins.from);
-    await ctx.snap.view(src.layers, (srcRoot) => copyFrom(srcRoot, undefined, true));
+    const dep = ctx.stageIndexOf(ins.from);
+    const src: StageState = dep !== undefined ? await ctx.stageResult(dep) : await ctx.imageState(ins.from);
+    const hit = await cache.lookup({ ...inputs, from: src.key });
+    if (hit) {
+      state.layers.push(hit);
+      return;
+    }
+    await ctx.jobs.add(() => ctx.snap.view(src.layers, async (srcRoot) => copyFrom(srcRoot, undefined, true, await resolve(srcRoot, undefined, true))), { throwOnTimeout: true });
   }
 }
 

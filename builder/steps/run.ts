@@ -20,13 +20,20 @@ export function describeRun(ins: RunInstruction, shell: string[] | undefined): s
   return ins.cmd.shell ? `RUN ${[...(shell ?? DEFAULT_SHELL), ins.cmd.command].join(' ')} # buildkit` : `RUN ${JSON.stringify(ins.cmd.args)} # buildkit`;
 }
 
-export async function runStep({ ctx, state, step }: StepRun, ins: RunInstruction): Promise<void> {
+export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInstruction): Promise<void> {
   if (ins.mounts.length) throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN --mount is not supported yet', { range: ins.range });
   const args = ins.cmd.shell ? [...(state.config.Shell ?? DEFAULT_SHELL), heredocScript(ins) ?? ins.cmd.command] : ins.cmd.args;
   if (args.length === 0) throw new MbuildError('MBUILD_PARSE', 'RUN needs a command', { range: ins.range });
   const userSpec = state.config.User || '0';
-  const user = userSpec === '0' || userSpec === 'root' ? { uid: 0, gid: 0, groups: [] } : resolveUser(userSpec, await ctx.snap.view(state.layers, readUserDb), ins.range);
   const network = networkFor(ins, ctx.network);
+  const env = runEnv(state);
+  const cwd = state.config.WorkingDir || '/';
+  const hit = await cache.lookup({ op: 'run', args, env, user: userSpec, cwd, network });
+  if (hit) {
+    state.layers.push(hit);
+    return;
+  }
+  const user = userSpec === '0' || userSpec === 'root' ? { uid: 0, gid: 0, groups: [] } : resolveUser(userSpec, await ctx.snap.view(state.layers, readUserDb), ins.range);
   const tail: string[] = [];
   let partial = '';
   const remember = (chunk: Buffer) => {
@@ -35,34 +42,35 @@ export async function runStep({ ctx, state, step }: StepRun, ins: RunInstruction
     tail.push(...lines);
     if (tail.length > 20) tail.splice(0, tail.length - 20);
   };
+  const resolvConf = network === 'none' ? '' : await hostResolvConf();
   const active = await ctx.snap.prepare();
   try {
-    const result = await runSandboxed({
+    const result = await ctx.jobs.add(() => runSandboxed({
       lowerDirs: ctx.snap.lowerDirs(state.layers).map((d) => `${ctx.snap.dir}/${d}`),
       upperDir: active.upper,
       workDir: active.work,
       args,
-      env: runEnv(state),
-      cwd: state.config.WorkingDir || '/',
+      env,
+      cwd,
       uid: user.uid,
       gid: user.gid,
       groups: user.groups,
       hostname: HOSTNAME,
       network,
       hosts: `127.0.0.1\tlocalhost ${HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n`,
-      resolvConf: network === 'none' ? '' : await hostResolvConf(),
+      resolvConf,
       onOutput: (chunk) => {
         step.output(chunk);
         remember(chunk);
       },
-    });
+    }), { throwOnTimeout: true });
     if (partial) tail.push(partial);
     if (result.exitCode !== 0) {
       const what = ins.cmd.shell ? ins.cmd.command : JSON.stringify(ins.cmd.args);
       const how = result.signal ? `was killed by ${result.signal}` : `exited with code ${result.exitCode}`;
       throw new RunFailedError(`RUN ${truncate(what)} ${how}`, ins.range, tail.slice(-5));
     }
-    state.layers.push(await ctx.snap.commit(active));
+    state.layers.push(await cache.save(await ctx.snap.commit(active)));
   } catch (err) {
     await ctx.snap.remove(active.id);
     throw err;

@@ -7,15 +7,20 @@ import { expandWord } from '../expand/shell-word.js';
 import { readUserDb, resolveUser } from '../build/users.js';
 import { ensureDir } from './copy.js';
 
-export async function workdirStep({ ctx, state }: StepRun, ins: WorkdirInstruction): Promise<void> {
+export async function workdirStep({ ctx, state, cache }: StepRun, ins: WorkdirInstruction): Promise<void> {
   const p = expandWord(ins.path, lookupFor(state), ctx.escape);
   // an absolute WORKDIR is kept as written (BuildKit keeps "/root/"); a relative one joins the previous
   const wd = path.posix.isAbsolute(p) ? p : path.posix.join('/', state.config.WorkingDir || '/', p);
   state.config.WorkingDir = wd;
+  const hit = await cache.lookup({ op: 'workdir', dest: wd, user: state.config.User ?? '' });
+  if (hit) {
+    state.layers.push(hit);
+    return;
+  }
   const layer = await ctx.snap.mutate(state.layers, async (root) => {
     const userSpec = state.config.User;
     const owner = userSpec && userSpec !== 'root' && userSpec !== '0' ? resolveUser(userSpec, await readUserDb(root), ins.range) : undefined;
     await ensureDir(root, wd, owner);
   });
-  state.layers.push(layer);
+  state.layers.push(await cache.save(layer));
 }

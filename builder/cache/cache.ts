@@ -1,0 +1,87 @@
+/**
+ * The build cache: ROOT/cache/<key>.json → the layer a step produced, kept as the snapshot
+ * `k-<key>` so a later build with the same key reuses it without running anything.
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import type { Layer, LayerBlob, Snapshotter } from '../../snapshotter/snapshots.js';
+import { writeFileAtomic } from '../../store/fsutil.js';
+
+export interface CacheEntry {
+  key: string;
+  snapshot: string; // snapshot id (dir name under ROOT/snapshots)
+  empty: boolean;
+  blob?: LayerBlob;
+  created: string; // when the layer was made: history times come from here, so rebuilds are identical
+}
+
+export interface CachedLayer {
+  layer: Layer;
+  created: string;
+}
+
+const hexOf = (key: string) => key.replace(/^sha256:/, '');
+
+export class BuildCache {
+  readonly dir: string;
+  constructor(private readonly snap: Snapshotter) {
+    this.dir = path.join(snap.store.root, 'cache');
+  }
+
+  private entryPath(key: string): string {
+    return path.join(this.dir, `${hexOf(key)}.json`);
+  }
+
+  async get(key: string): Promise<CachedLayer | undefined> {
+    let entry: CacheEntry;
+    try {
+      entry = JSON.parse(await fs.readFile(this.entryPath(key), 'utf8')) as CacheEntry;
+    } catch {
+      return undefined;
+    }
+    if (entry.key !== key || !/^k-[a-f0-9]{32}$/.test(entry.snapshot)) return undefined;
+    const dir = path.join(this.snap.dir, entry.snapshot, 'fs');
+    try {
+      await fs.access(dir);
+    } catch {
+      return undefined; // pruned or half-written: a miss
+    }
+    return { layer: { id: entry.snapshot, dir, empty: entry.empty, blob: entry.blob, cacheKey: key }, created: entry.created };
+  }
+
+  /**
+   * Keep a step's freshly committed layer under its key. If another build stored the same key
+   * first, this build keeps its own private copy and leaves the cache as it is.
+   */
+  async put(key: string, layer: Layer, created: string): Promise<Layer> {
+    const id = `k-${hexOf(key).slice(0, 32)}`;
+    const base = path.join(this.snap.dir, id);
+    try {
+      await fs.rename(path.dirname(layer.dir), base);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOTEMPTY' || code === 'EEXIST') return layer;
+      throw err;
+    }
+    const kept: Layer = { ...layer, id, dir: path.join(base, 'fs'), cacheKey: key };
+    await this.write({ key, snapshot: id, empty: Boolean(kept.empty), blob: kept.blob, created });
+    return kept;
+  }
+
+  /** Remember a layer's blob once it has been made, so the next export does not tar it again. */
+  async saveBlob(layer: Layer): Promise<void> {
+    if (!layer.cacheKey || !layer.blob) return;
+    try {
+      const entry = JSON.parse(await fs.readFile(this.entryPath(layer.cacheKey), 'utf8')) as CacheEntry;
+      if (entry.snapshot !== layer.id || entry.blob?.digest === layer.blob.digest) return;
+      entry.blob = layer.blob;
+      await this.write(entry);
+    } catch {
+      /* the entry is gone (pruned): nothing to remember */
+    }
+  }
+
+  private async write(entry: CacheEntry): Promise<void> {
+    await writeFileAtomic(this.entryPath(entry.key), JSON.stringify(entry));
+  }
+}
