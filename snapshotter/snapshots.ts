@@ -15,7 +15,6 @@ import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { PassThrough, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
 import type { Store, ResolvedImage } from '../store/store.js';
 import { MediaType } from '../store/oci.js';
 import { sha256 } from '../store/digest.js';
@@ -221,22 +220,17 @@ export class Snapshotter {
     }
   }
 
-  /** The layer as a gzip blob in the content store (made once, on demand). */
+  /**
+   * The layer as a blob in the content store, made once, on demand. Like Docker's image store the
+   * local store keeps layers uncompressed (digest = diff_id): building pays no gzip; exports and
+   * pushes compress on the way out (store/compress.ts), once per layer.
+   */
   async ensureBlob(layer: Layer): Promise<LayerBlob> {
     if (layer.blob) return layer.blob;
-    const diffHash = createHash('sha256');
-    const tap = new Transform({
-      transform(chunk, _e, cb) {
-        diffHash.update(chunk);
-        cb(null, chunk);
-      },
-    });
     const tarOut = new PassThrough();
-    const gz = createGzip();
-    const writing = writeLayerTar(layer.dir, tarOut).then(() => tarOut.end(), (err) => tarOut.destroy(err));
-    const storing = this.store.content.ingest(tarOut.pipe(tap).pipe(gz));
-    const [, info] = await Promise.all([writing, storing]);
-    layer.blob = { diffId: 'sha256:' + diffHash.digest('hex'), digest: info.digest, size: info.size, mediaType: MediaType.layerGzip };
+    const writing = writeLayerTar(layer.dir, tarOut, { end: true });
+    const [, info] = await Promise.all([writing, this.store.content.ingest(tarOut)]);
+    layer.blob = { diffId: info.digest, digest: info.digest, size: info.size, mediaType: MediaType.layerTar };
     return layer.blob;
   }
 }

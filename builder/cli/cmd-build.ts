@@ -82,7 +82,9 @@ async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, p
   try {
     if (out.type === 'oci' || out.type === 'docker') {
       const { exportImage } = await import('../../store/archive/export.js');
-      await exportImage(store, { manifestDigest: result.manifestDigest, names: result.names }, { type: out.type, dest });
+      const { distributable } = await import('../../store/compress.js');
+      const { manifestDigest } = await distributable(store, result.manifestDigest);
+      await exportImage(store, { manifestDigest, names: result.names }, { type: out.type, dest });
     } else {
       const { exportFilesystem } = await import('./export-fs.js');
       await exportFilesystem(result.snap, result.state.layers, out.type, dest);

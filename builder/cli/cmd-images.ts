@@ -28,7 +28,9 @@ export async function saveCommand(root: string, argv: string[]): Promise<number>
   const img = await store.requireImage(positional[0]);
   const names = img.name ? [img.name] : [];
   const { exportImage } = await import('../../store/archive/export.js');
-  await exportImage(store, { manifestDigest: img.manifestDigest, names }, { type: format, dest });
+  const { distributable } = await import('../../store/compress.js');
+  const { manifestDigest } = await distributable(store, img.manifestDigest);
+  await exportImage(store, { manifestDigest, names }, { type: format, dest });
   return 0;
 }
 

@@ -136,13 +136,26 @@ async function copyEntry(root: string, srcRoot: string, e: SourceEntry, plan: Co
     const destHost = await ensureDir(root, plan.dest, plan.owner, { stat: srcStat, chmod: plan.chmod });
     const dirs: { host: string; stat: Stats }[] = [];
     const links = new Map<number, string>();
+    // directories this copy made or checked are real directories: no need to resolve them again
+    const dirHost = new Map<string, string>([['.', destHost]]);
+    const pending: Promise<unknown>[] = [];
     for await (const item of walkSource(srcRoot, e, ignore)) {
+      const parentRel = path.posix.dirname(item.rel);
       // resolve the parent in the image root (the final component is never followed)
-      const parentHost = await resolveInScope(root, path.posix.join(plan.dest, path.posix.dirname(item.rel)), true);
+      const parentHost = dirHost.get(parentRel) ?? (await resolveInScope(root, path.posix.join(plan.dest, parentRel), true));
       const dst = path.join(parentHost, path.posix.basename(item.rel));
-      const created = await copyOne(item.hostPath, dst, item.stat, plan, links);
-      if (created && item.stat.isDirectory()) dirs.push({ host: dst, stat: item.stat });
+      if (item.stat.isDirectory()) {
+        if (await copyOne(item.hostPath, dst, item.stat, plan, links)) dirs.push({ host: dst, stat: item.stat });
+        dirHost.set(item.rel, dst);
+      } else if (item.stat.nlink > 1) {
+        await copyOne(item.hostPath, dst, item.stat, plan, links); // in order: a link needs its first name made
+      } else {
+        // files are copied several at a time; their directory exists already
+        pending.push(copyOne(item.hostPath, dst, item.stat, plan, links));
+        if (pending.length >= 32) await Promise.all(pending.splice(0));
+      }
     }
+    await Promise.all(pending);
     // directory times last, after their contents were written
     for (const d of dirs.reverse()) await fs.utimes(d.host, d.stat.atime, d.stat.mtime).catch(() => undefined);
     return;

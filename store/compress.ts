@@ -1,0 +1,46 @@
+/**
+ * Layers leave the store gzip-compressed: an image whose manifest lists uncompressed layers (as
+ * mbuild's builds make them) gets a gzip twin manifest for exports and pushes. Each layer is
+ * compressed once; ROOT/compressed/<diff_id>.json remembers the result.
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { createGzip, constants as zc } from 'node:zlib';
+import PQueue from 'p-queue';
+import type { Store } from './store.js';
+import { MediaType, type Descriptor, type Manifest } from './oci.js';
+import { hex } from './digest.js';
+import { writeFileAtomic } from './fsutil.js';
+
+const UNCOMPRESSED = new Set<string>([MediaType.layerTar, 'application/vnd.docker.image.rootfs.diff.tar']);
+
+function level(): number {
+  const v = Number(process.env.MBUILD_GZIP_LEVEL);
+  return Number.isInteger(v) && v >= 1 && v <= 9 ? v : zc.Z_DEFAULT_COMPRESSION;
+}
+
+/** The gzip form of one layer blob (made and remembered on first use). */
+export async function gzipLayer(store: Store, layer: Descriptor): Promise<Descriptor> {
+  if (!UNCOMPRESSED.has(layer.mediaType)) return layer;
+  const memo = path.join(store.root, 'compressed', `${hex(layer.digest)}.json`);
+  try {
+    const known = JSON.parse(await fs.readFile(memo, 'utf8')) as { digest: string; size: number };
+    if (await store.content.has(known.digest)) return { mediaType: MediaType.layerGzip, digest: known.digest, size: known.size };
+  } catch {
+    /* not compressed yet */
+  }
+  const info = await store.content.ingest(store.content.open(layer.digest).pipe(createGzip({ level: level() })));
+  await writeFileAtomic(memo, JSON.stringify({ digest: info.digest, size: info.size }));
+  return { mediaType: MediaType.layerGzip, digest: info.digest, size: info.size };
+}
+
+/** A manifest whose layers are all compressed: the same manifest when they are already. */
+export async function distributable(store: Store, manifestDigest: string): Promise<{ manifestDigest: string; manifest: Manifest }> {
+  const manifest = await store.content.readJson<Manifest>(manifestDigest);
+  if (!manifest.layers.some((l) => UNCOMPRESSED.has(l.mediaType))) return { manifestDigest, manifest };
+  const queue = new PQueue({ concurrency: 2 });
+  const layers = await Promise.all(manifest.layers.map((l) => queue.add(() => gzipLayer(store, l), { throwOnTimeout: true })));
+  const converted: Manifest = { ...manifest, layers };
+  const put = await store.content.putJson(converted);
+  return { manifestDigest: put.digest, manifest: converted };
+}
