@@ -5,6 +5,13 @@
  *   mbuild-helper find-opaque ROOT   NUL-separated relative paths of opaque dirs on stdout
  *   mbuild-helper run                sandbox spec on stdin (NUL-separated key/value pairs), see run_main()
  *
+ * run, network modes: host (the helper's own), none (new netns, lo only), bridge (new netns; the
+ * helper announces it with a "netns:<pid>" status record and waits for the caller to plug a veth
+ * named eth0 in and to send the address on fd 3), join (setns into "netns PATH").
+ * "cgroup PATH" (repeatable): cgroup.procs files the command joins before anything else runs.
+ * "signals forward": SIGINT/SIGTERM/SIGHUP/SIGQUIT go to the command instead of killing it.
+ * SIGUSR1 always kills the command.
+ *
  * Written for mbuild; Linux only, must run as real root (init user namespace).
  */
 #define _GNU_SOURCE
@@ -14,7 +21,10 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -342,9 +352,14 @@ static int sl_push(struct strlist *l, const char *s) {
   return 0;
 }
 
+enum { NET_HOST = 0, NET_NONE = 1, NET_BRIDGE = 2, NET_JOIN = 3 };
+
 struct run_spec {
   const char *nonce, *state, *upper, *work, *cwd, *hostname;
-  int net_none;
+  int net_mode; /* NET_HOST, NET_NONE, NET_BRIDGE, NET_JOIN */
+  const char *netns;
+  int forward_signals;
+  struct strlist cgroups;
   long ppid;
   uid_t uid;
   gid_t gid;
@@ -392,9 +407,19 @@ static int parse_run_spec(struct buf *b, struct run_spec *s) {
       s->groups[s->ngroups++] = (gid_t)n;
     } else if (!strcmp(k, "hostname")) s->hostname = v;
     else if (!strcmp(k, "network")) {
-      if (!strcmp(v, "none")) s->net_none = 1;
-      else if (!strcmp(v, "host")) s->net_none = 0;
+      if (!strcmp(v, "none")) s->net_mode = NET_NONE;
+      else if (!strcmp(v, "host")) s->net_mode = NET_HOST;
+      else if (!strcmp(v, "bridge")) s->net_mode = NET_BRIDGE;
+      else if (!strcmp(v, "join")) s->net_mode = NET_JOIN;
       else return fail("bad network mode %s", v);
+    } else if (!strcmp(k, "netns")) s->netns = v;
+    else if (!strcmp(k, "cgroup")) {
+      if (v[0] != '/') return fail("spec: relative cgroup path %s", v);
+      if (sl_push(&s->cgroups, v) < 0) return -1;
+    } else if (!strcmp(k, "signals")) {
+      if (!strcmp(v, "forward")) s->forward_signals = 1;
+      else if (!strcmp(v, "kill")) s->forward_signals = 0;
+      else return fail("bad signals mode %s", v);
     } else return fail("unknown spec key %s", k);
   }
   if (trunc) return fail("malformed spec");
@@ -406,6 +431,7 @@ static int parse_run_spec(struct buf *b, struct run_spec *s) {
   if (strlen(s->hostname) > 64) return fail("hostname too long");
   if (s->args.n == 0) return fail("spec: no command");
   if (!have_uid || !have_gid) return fail("spec: uid/gid missing");
+  if (s->net_mode == NET_JOIN && (!s->netns || s->netns[0] != '/')) return fail("spec: network join needs an absolute netns path");
   for (size_t i = 0; i < s->lowers.n; i++)
     if (s->lowers.v[i][0] != '/') return fail("spec: relative lower dir %s", s->lowers.v[i]);
   if (snprintf(s->rootfs, sizeof s->rootfs, "%s/rootfs", s->state) >= (int)sizeof s->rootfs) return fail("state path too long");
@@ -959,22 +985,126 @@ static int setup_dev(int rootfd, struct target *t) {
   return 0;
 }
 
+static int if_up(int sock, const char *ifname) {
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", ifname);
+  if (ioctl(sock, SIOCGIFFLAGS, &ifr) < 0) return fail("SIOCGIFFLAGS %s: %s", ifname, strerror(errno));
+  ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+  if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0) return fail("bringing up %s: %s", ifname, strerror(errno));
+  return 0;
+}
+
 static int bring_up_lo(void) {
   int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (s < 0) return fail("socket: %s", strerror(errno));
+  int r = if_up(s, "lo");
+  close(s);
+  return r;
+}
+
+/* ------------------------------------------------------ bridge networking */
+
+/* What the caller sends on fd 3 once it has moved the veth end into our namespace. */
+struct netcfg {
+  struct in_addr addr, mask, gw;
+  int have_gw;
+  char ifname[IFNAMSIZ];
+};
+
+static volatile sig_atomic_t g_child = 0, g_killreq = 0, g_forward = 0;
+
+static int read_netcfg(int fd, struct netcfg *c) {
+  struct buf b = {0};
+  size_t cap = 4096;
+  b.data = malloc(cap + 1);
+  if (!b.data) return fail("out of memory");
+  for (;;) {
+    if (g_killreq) return fail("interrupted while waiting for the network");
+    if (b.len == cap) return fail("network configuration too large");
+    ssize_t r = read(fd, b.data + b.len, cap - b.len);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return fail("reading the network configuration: %s", strerror(errno));
+    if (r == 0) break;
+    b.len += (size_t)r;
+  }
+  b.data[b.len] = '\0';
+  memset(c, 0, sizeof *c);
+  snprintf(c->ifname, sizeof c->ifname, "eth0");
+  size_t pos = 0;
+  int trunc = 0, have_addr = 0;
+  unsigned long prefix = 33;
+  const char *k;
+  while ((k = next_field(&b, &pos, &trunc)) != NULL) {
+    const char *v = next_field(&b, &pos, &trunc);
+    if (!v) break;
+    if (!strcmp(k, "abort")) return fail("%s", v);
+    if (!strcmp(k, "addr")) {
+      if (inet_pton(AF_INET, v, &c->addr) != 1) return fail("bad address %s", v);
+      have_addr = 1;
+    } else if (!strcmp(k, "prefix")) {
+      if (parse_ulong(v, 32, &prefix, 10) < 0) return fail("bad prefix length %s", v);
+    } else if (!strcmp(k, "gw")) {
+      if (inet_pton(AF_INET, v, &c->gw) != 1) return fail("bad gateway %s", v);
+      c->have_gw = 1;
+    } else if (!strcmp(k, "ifname")) {
+      if (!*v || strlen(v) >= IFNAMSIZ || strchr(v, '/')) return fail("bad interface name %s", v);
+      snprintf(c->ifname, sizeof c->ifname, "%s", v);
+    } else return fail("unknown network key %s", k);
+  }
+  if (trunc) return fail("malformed network configuration");
+  if (!have_addr || prefix > 32) return fail("the caller did not set up the network");
+  c->mask.s_addr = prefix ? htonl(~0U << (32 - prefix)) : 0;
+  return 0;
+}
+
+static int set_if_addr(int sock, const char *ifname, unsigned long req, struct in_addr a, const char *what) {
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
-  snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
-  if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) {
-    close(s);
-    return fail("SIOCGIFFLAGS lo: %s", strerror(errno));
+  snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", ifname);
+  struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr = a};
+  memcpy(&ifr.ifr_addr, &sin, sizeof sin);
+  if (ioctl(sock, req, &ifr) < 0) return fail("setting the %s of %s: %s", what, ifname, strerror(errno));
+  return 0;
+}
+
+/* Address, link up, lo up and the default route: in the helper, still holding every capability. */
+static int configure_net(const struct netcfg *c) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return fail("socket: %s", strerror(errno));
+  int r = -1;
+  if (set_if_addr(s, c->ifname, SIOCSIFADDR, c->addr, "address") < 0) goto out;
+  if (set_if_addr(s, c->ifname, SIOCSIFNETMASK, c->mask, "netmask") < 0) goto out;
+  if (if_up(s, c->ifname) < 0 || if_up(s, "lo") < 0) goto out;
+  if (c->have_gw) {
+    struct rtentry rt;
+    memset(&rt, 0, sizeof rt);
+    struct sockaddr_in any = {.sin_family = AF_INET}, gw = {.sin_family = AF_INET, .sin_addr = c->gw};
+    memcpy(&rt.rt_dst, &any, sizeof any);
+    memcpy(&rt.rt_genmask, &any, sizeof any);
+    memcpy(&rt.rt_gateway, &gw, sizeof gw);
+    rt.rt_flags = RTF_UP | RTF_GATEWAY;
+    if (ioctl(s, SIOCADDRT, &rt) < 0) {
+      fail("adding the default route: %s", strerror(errno));
+      goto out;
+    }
   }
-  ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-  if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) {
-    close(s);
-    return fail("bringing up lo: %s", strerror(errno));
-  }
+  r = 0;
+out:
   close(s);
+  return r;
+}
+
+/* Puts the command in the caller's cgroups (one cgroup.procs per hierarchy) before it does anything. */
+static int join_cgroups(struct run_spec *s) {
+  for (size_t i = 0; i < s->cgroups.n; i++) {
+    int fd = open(s->cgroups.v[i], O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return fail("open %s: %s", s->cgroups.v[i], strerror(errno));
+    ssize_t w = write(fd, "0", 1);
+    int e = errno;
+    close(fd);
+    if (w != 1) return fail("joining cgroup %s: %s", s->cgroups.v[i], strerror(e));
+  }
   return 0;
 }
 
@@ -1087,6 +1217,7 @@ static void __attribute__((noreturn)) child_main(struct run_spec *s) {
 
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) fail("PR_SET_PDEATHSIG: %s", strerror(errno)), child_fail();
   check_parent_alive();
+  if (join_cgroups(s) < 0) child_fail();
   if (setsid() < 0) fail("setsid: %s", strerror(errno)), child_fail();
 
   /* our own mount namespace (a copy of the helper's private one), so pivot_root only moves us */
@@ -1116,7 +1247,7 @@ static void __attribute__((noreturn)) child_main(struct run_spec *s) {
   if (setup_dev(rootfd, &g_targets[5]) < 0) child_fail();
 
   if (sethostname(s->hostname, strlen(s->hostname)) < 0) fail("sethostname: %s", strerror(errno)), child_fail();
-  if (s->net_none && bring_up_lo() < 0) child_fail();
+  if (s->net_mode == NET_NONE && bring_up_lo() < 0) child_fail();
 
   if (fchdir(rootfd) < 0) fail("chdir rootfs: %s", strerror(errno)), child_fail();
   if (syscall(SYS_pivot_root, ".", ".") < 0) fail("pivot_root: %s", strerror(errno)), child_fail();
@@ -1151,10 +1282,12 @@ static void __attribute__((noreturn)) child_main(struct run_spec *s) {
 
 /* --------------------------------------------------------- outer helper */
 
-static volatile sig_atomic_t g_child = 0, g_killreq = 0;
-
 static void on_signal(int sig) {
-  (void)sig;
+  /* run: the command's own handlers decide; SIGUSR1 (and anything before the fork) kills */
+  if (g_forward && g_child > 0 && sig != SIGUSR1) {
+    kill(g_child, sig);
+    return;
+  }
   g_killreq = 1;
   if (g_child > 0) kill(g_child, SIGKILL);
 }
@@ -1221,8 +1354,41 @@ static int run_main(void) {
   close(upperfd);
   rootfd = upperfd = -1;
 
-  if (unshare(CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | (s.net_none ? CLONE_NEWNET : 0)) < 0) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1};
+  for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  g_forward = s.forward_signals;
+
+  if (s.net_mode == NET_JOIN) {
+    int nfd = open(s.netns, O_RDONLY | O_CLOEXEC);
+    if (nfd < 0 || setns(nfd, CLONE_NEWNET) < 0) {
+      fail("joining the network namespace %s: %s", s.netns, strerror(errno));
+      if (nfd >= 0) close(nfd);
+      goto cleanup;
+    }
+    close(nfd);
+  }
+  int newnet = s.net_mode == NET_NONE || s.net_mode == NET_BRIDGE ? CLONE_NEWNET : 0;
+  if (unshare(CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | newnet) < 0) {
     fail("unshare namespaces: %s", strerror(errno));
+    goto cleanup;
+  }
+  /* the caller may need our network namespace (/proc/<pid>/ns/net): a veth for bridge, a name for run */
+  char pidnum[32];
+  snprintf(pidnum, sizeof pidnum, "%ld", (long)getpid());
+  report(s.nonce, "netns", pidnum);
+  if (s.net_mode == NET_BRIDGE) {
+    struct netcfg nc;
+    int r = read_netcfg(3, &nc);
+    close(3);
+    if (r < 0 || configure_net(&nc) < 0) goto cleanup;
+  }
+  if (g_killreq) {
+    fail("interrupted");
     goto cleanup;
   }
   int errp[2], syncp[2];
@@ -1230,13 +1396,6 @@ static int run_main(void) {
     fail("pipe: %s", strerror(errno));
     goto cleanup;
   }
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
-  for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
 
   pid = fork();
   if (pid < 0) {

@@ -11,6 +11,7 @@ command -v python3 >/dev/null || need+=(python3)
 command -v xz >/dev/null || need+=(xz-utils)
 command -v bzip2 >/dev/null || need+=(bzip2)
 command -v ip >/dev/null || need+=(iproute2)
+command -v curl >/dev/null || need+=(curl ca-certificates)   # scripts/demo.sh fetches a page
 for extra in "$@"; do dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra"); done
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

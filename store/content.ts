@@ -7,6 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { assertDigest, hex, sha256 } from './digest.js';
 import { DigestMismatchError } from '../util/errors.js';
 import { syncDir, tempSibling } from './fsutil.js';
+import { asNoSpace } from './recovery.js';
 
 export interface BlobInfo {
   digest: string;
@@ -99,7 +100,7 @@ export class ContentStore {
       return { digest, size };
     } catch (err) {
       await fs.rm(tmp, { force: true });
-      throw err;
+      throw asNoSpace(err, this.root, 'storing a blob');
     }
   }
 
@@ -107,14 +108,19 @@ export class ContentStore {
     await fs.mkdir(this.dir, { recursive: true });
     const dest = this.path(digest);
     const tmp = tempSibling(dest);
-    const fh = await fs.open(tmp, 'w', 0o644);
     try {
-      await fh.writeFile(bytes);
-      await fh.sync();
-    } finally {
-      await fh.close();
+      const fh = await fs.open(tmp, 'w', 0o644);
+      try {
+        await fh.writeFile(bytes);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fs.rename(tmp, dest);
+    } catch (err) {
+      await fs.rm(tmp, { force: true }); // a full disk leaves no partial temp file behind
+      throw asNoSpace(err, this.root, 'storing a blob');
     }
-    await fs.rename(tmp, dest);
   }
 
   async list(): Promise<string[]> {

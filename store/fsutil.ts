@@ -11,17 +11,17 @@ export function tempSibling(dest: string): string {
 export async function writeFileAtomic(dest: string, data: string | Buffer, mode = 0o644): Promise<void> {
   await fs.mkdir(path.dirname(dest), { recursive: true });
   const tmp = tempSibling(dest);
-  const fh = await fs.open(tmp, 'w', mode);
   try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
+    const fh = await fs.open(tmp, 'w', mode);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
     await fs.rename(tmp, dest);
   } catch (err) {
-    await fs.rm(tmp, { force: true });
+    await fs.rm(tmp, { force: true }); // e.g. ENOSPC half-way: no partial temp file stays behind
     throw err;
   }
   await syncDir(path.dirname(dest));

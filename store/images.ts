@@ -4,6 +4,7 @@ import path from 'node:path';
 import { writeFileAtomic } from './fsutil.js';
 import { withLock } from './lock.js';
 import { assertDigest } from './digest.js';
+import { asNoSpace } from './recovery.js';
 
 export interface ImageRecord {
   name: string; // canonical, e.g. docker.io/library/busybox:latest
@@ -42,6 +43,8 @@ export class ImageIndex {
       const next = (await this.list()).filter((r) => !names.has(r.name)).concat(list);
       next.sort((a, b) => a.name.localeCompare(b.name));
       await writeFileAtomic(this.file, JSON.stringify({ images: next }, null, 1) + '\n');
+    }).catch((err: unknown) => {
+      throw asNoSpace(err, path.dirname(this.file), 'naming the image');
     });
   }
 

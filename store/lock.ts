@@ -19,7 +19,14 @@ export async function withLock<T>(lockFile: string, fn: () => Promise<T>, timeou
   for (let delay = 5; ; delay = Math.min(delay * 2, 200)) {
     try {
       const fh = await fs.open(lockFile, 'wx');
-      await fh.writeFile(String(process.pid));
+      try {
+        await fh.writeFile(String(process.pid));
+      } catch (err) {
+        // e.g. ENOSPC: an empty lock would name no owner and never be broken
+        await fh.close();
+        await fs.rm(lockFile, { force: true });
+        throw err;
+      }
       await fh.close();
       break;
     } catch (err) {

@@ -7,6 +7,7 @@ import type { ImageConfig, Manifest } from './oci.js';
 import { normalizeName } from './reference.js';
 import { ImageNotFoundError } from '../util/errors.js';
 import { isDigest } from './digest.js';
+import { recoverStore, registerUse, waitForPrune } from './recovery.js';
 
 export function defaultRoot(): string {
   return process.env.MBUILD_ROOT || (process.getuid?.() === 0 ? '/var/lib/mbuild' : path.join(process.env.HOME ?? '/tmp', '.local/share/mbuild'));
@@ -34,6 +35,10 @@ export class Store {
     const store = new Store(path.resolve(root));
     await fs.mkdir(store.tmpDir, { recursive: true });
     await fs.mkdir(store.content.dir, { recursive: true });
+    // announce this process (prune waits for it), wait out a running prune, sweep what killed runs left
+    await registerUse(store.root);
+    await waitForPrune(store.root);
+    await recoverStore(store.root).catch(() => undefined);
     return store;
   }
 

@@ -1,6 +1,7 @@
 /** `mbuild` command line: build (default), load, save, images, rmi, inspect. */
 import { MbuildError, UsageError } from '../../util/errors.js';
 import { parseArgs } from './args.js';
+import path from 'node:path';
 import { defaultRoot } from '../../store/store.js';
 
 export const USAGE = `Usage: mbuild [--root DIR] [--debug] COMMAND
@@ -21,12 +22,16 @@ Commands:
   images                      list images
   rmi NAME...                 remove image names
   inspect NAME                print an image's manifest and config as JSON
+  prune [--all]               remove blobs and snapshots no image name needs, and stale temp work
+                                (--all: also the build cache)
+  system df [--format json]   what the store holds and what prune would free
 `;
 
-const COMMANDS = new Set(['build', 'load', 'save', 'images', 'rmi', 'inspect', 'help']);
+const COMMANDS = new Set(['build', 'load', 'save', 'images', 'rmi', 'inspect', 'prune', 'system', 'help']);
 
 export async function main(argv: string[]): Promise<number> {
   let debug = argv.includes('--debug');
+  let storeRoot = '';
   try {
     // global flags come before the command
     let root = process.env.MBUILD_ROOT || '';
@@ -42,6 +47,7 @@ export async function main(argv: string[]): Promise<number> {
       } else break;
     }
     if (!root) root = defaultRoot();
+    storeRoot = path.resolve(root);
     let command = argv[i];
     let rest = argv.slice(i + 1);
     if (command === undefined) {
@@ -74,9 +80,15 @@ export async function main(argv: string[]): Promise<number> {
         return await (await import('./cmd-images.js')).rmiCommand(root, rest);
       case 'inspect':
         return await (await import('./cmd-images.js')).inspectCommand(root, rest);
+      case 'prune':
+        return await (await import('./cmd-system.js')).pruneCommand(root, rest);
+      case 'system':
+        return await (await import('./cmd-system.js')).systemCommand(root, rest);
     }
     return 2;
-  } catch (err) {
+  } catch (caught) {
+    // a full disk anywhere underneath is one clear line (store/recovery.ts)
+    const err = storeRoot ? (await import('../../store/recovery.js')).asNoSpace(caught, storeRoot) : caught;
     printError(err, debug);
     return err instanceof UsageError ? 2 : 1;
   }

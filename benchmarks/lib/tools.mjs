@@ -1,0 +1,127 @@
+// The builders under test, behind one shape: { name, label, missing, version, ensureImage, build, push }.
+// Every tool gets the same Dockerfile and context; only the command line differs.
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { sh, must, timed, which } from './proc.mjs';
+
+export const TOOL_NAMES = ['mbuild', 'buildkit', 'legacy', 'buildah'];
+export const LABELS = { mbuild: 'mbuild', buildkit: 'BuildKit', legacy: 'docker legacy', buildah: 'buildah' };
+
+const HOOK = pathToFileURL(new URL('./rss-hook.mjs', import.meta.url).pathname).href;
+
+/** docker.io/library/busybox:latest for "busybox" (enough of Docker's normalisation for base names). */
+export function normalizeName(name) {
+  let [repo, tag] = [name, 'latest'];
+  const at = name.lastIndexOf(':');
+  if (at > name.lastIndexOf('/')) [repo, tag] = [name.slice(0, at), name.slice(at + 1)];
+  const first = repo.split('/')[0];
+  const hasDomain = repo.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost');
+  if (!hasDomain) repo = repo.includes('/') ? `docker.io/${repo}` : `docker.io/library/${repo}`;
+  return `${repo}:${tag}`;
+}
+
+export function mbuildTool({ repo, bin, root, network }) {
+  const mb = (args) => ['--root', root, ...args];
+  const version = (() => {
+    const pkg = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')).version;
+    const head = sh('git', ['-C', repo, 'rev-parse', '--short', 'HEAD']).stdout;
+    const dirty = sh('git', ['-C', repo, 'status', '--porcelain', '--untracked-files=no']).stdout ? '+changes' : '';
+    return `${pkg} (${head || 'no git'}${dirty})`;
+  })();
+  const usage = sh(process.execPath, [bin, '--help']).out;
+  const withRss = async (args, log) => {
+    const rssFile = `${log}.rss`;
+    rmSync(rssFile, { force: true });
+    const env = {
+      ...process.env,
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import=${HOOK}`.trim(),
+      MBUILD_BENCH_RSS_FILE: rssFile,
+    };
+    const r = await timed(process.execPath, [bin, ...mb(args)], { env, log });
+    let rssKb = null;
+    if (existsSync(rssFile)) {
+      for (const line of readFileSync(rssFile, 'utf8').split('\n')) {
+        const kb = Number(line.split(' ')[1]);
+        if (kb > (rssKb ?? 0)) rssKb = kb;
+      }
+    }
+    return { ...r, rssKb };
+  };
+  return {
+    name: 'mbuild',
+    missing: null,
+    version,
+    pushMissing: /^\s+push\b/m.test(usage) ? null : 'skipped: `mbuild push` is not available yet',
+    run: (args) => sh(process.execPath, [bin, ...mb(args)]),
+    hasImage: (name) => sh(process.execPath, [bin, ...mb(['inspect', name])]).code === 0,
+    loadArchive: (file) => must(process.execPath, [bin, ...mb(['load', '-i', file])]),
+    saveArchive: (name, file, format) => must(process.execPath, [bin, ...mb(['save', '-o', file, '--format', format, name])]),
+    ensureImage() {}, // the bench root is where the other tools' archives come from
+    build: ({ ctx, dockerfile, tag, noCache, log, output }) =>
+      withRss(['build', '--progress', 'plain', ...(noCache ? ['--no-cache'] : []), ...(network ? ['--network', network] : []),
+        ...(output ? ['-o', `type=oci,dest=${output}`] : []), '-f', dockerfile, '-t', tag, ctx], log),
+    push: ({ image, log }) => withRss(['push', image], log),
+  };
+}
+
+/** Picks a docker CLI that can drive both builders: Debian's 20.10 has BuildKit built in; a newer one needs buildx. */
+export function findDockerCli() {
+  for (const c of ['/usr/bin/docker', which('docker')]) {
+    if (!c || !existsSync(c)) continue;
+    const major = Number(sh(c, ['--version']).stdout.match(/version (\d+)/)?.[1] ?? 0);
+    const buildkit = major < 23 || sh(c, ['buildx', 'version']).code === 0;
+    return { cli: c, buildkit };
+  }
+  return null;
+}
+
+export function dockerTools({ cli, buildkitOk, host, configDir, network, missing }) {
+  mkdirSync(configDir, { recursive: true });
+  const env = { ...process.env, DOCKER_HOST: host, DOCKER_CONFIG: configDir };
+  const d = (args, extra = {}) => sh(cli, args, { env: { ...env, ...extra } });
+  const version = missing ? '' : `${d(['version', '--format', '{{.Server.Version}}']).stdout} (client ${d(['version', '--format', '{{.Client.Version}}']).stdout})`;
+  const ensureImage = (name, archives) => {
+    if (d(['image', 'inspect', name]).code === 0) return;
+    const r = d(['load', '-i', archives.docker]);
+    if (r.code !== 0) throw new Error(`docker load of ${name}: ${r.out}`);
+  };
+  const mk = (name, buildkit) => ({
+    name,
+    missing: missing ?? (buildkit && !buildkitOk ? `${cli} has no BuildKit (no buildx plugin)` : null),
+    version,
+    pushMissing: null,
+    ensureImage,
+    build: ({ ctx, dockerfile, tag, noCache, log }) =>
+      timed(cli, ['build', ...(buildkit ? ['--progress=plain'] : []), ...(noCache ? ['--no-cache'] : []),
+        ...(network ? ['--network', network] : []), '-f', dockerfile, '-t', tag, ctx],
+      { env: { ...env, DOCKER_BUILDKIT: buildkit ? '1' : '0' }, log }),
+    push: ({ image, log }) => timed(cli, ['push', image], { env, log }),
+  });
+  return [mk('buildkit', true), mk('legacy', false)];
+}
+
+export function buildahTool({ dir, network }) {
+  const bin = which('buildah');
+  const base = ['--root', join(dir, 'root'), '--runroot', join(dir, 'run'), '--storage-driver', 'overlay'];
+  const b = (args) => sh(bin, [...base, ...args]);
+  return {
+    name: 'buildah',
+    missing: bin ? null : 'buildah is not installed (apt-get install buildah, or run with --install)',
+    version: bin ? sh(bin, ['--version']).stdout.replace(/^buildah version /, '') : '',
+    pushMissing: null,
+    ensureImage(name, archives) {
+      const full = normalizeName(name);
+      if (b(['inspect', '--type', 'image', full]).code === 0) return;
+      const r = b(['pull', '-q', `docker-archive:${archives.docker}`]);
+      if (r.code !== 0) throw new Error(`buildah pull of ${name}: ${r.out}`);
+      const id = r.stdout.split('\n').pop();
+      must(bin, [...base, 'tag', id, full]);
+    },
+    // --layers: keep per-step images so a warm build can hit a cache (buildah's own default is no cache at all)
+    build: ({ ctx, dockerfile, tag, noCache, log }) =>
+      timed(bin, [...base, 'build', '--pull=never', '--layers', ...(noCache ? ['--no-cache'] : []),
+        ...(network ? ['--network', network] : []), '-f', dockerfile, '-t', tag, ctx], { log }),
+    push: ({ image, log }) => timed(bin, [...base, 'push', '--tls-verify=false', image], { log }),
+  };
+}

@@ -1,0 +1,138 @@
+/**
+ * Push: for every blob, HEAD first (nothing is sent for a blob the repository has), then a
+ * cross-repository mount when the blob is known to be in another repository of the same
+ * registry, else an upload (monolithic, or chunked for big blobs). Layers go concurrently, then
+ * the config, then the manifest (skipped when the tag already points at it).
+ */
+import PQueue from 'p-queue';
+import { promises as fs } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Store } from '../store/store.js';
+import type { Progress } from '../builder/cli/progress.js';
+import { MediaType, type Descriptor } from '../store/oci.js';
+import { RegistryClient, backoffMs, isRetryable, manifestMediaType } from './client.js';
+import { pushEndpoint } from './mirrors.js';
+import { displayRef, parseRemote } from './reference.js';
+import { TransferProgress, humanBytes, type BlobProgress } from './progress.js';
+import { knownSources, recordSources } from './sources.js';
+import { MbuildError } from '../util/errors.js';
+import { distributable } from '../store/compress.js';
+
+export interface PushOptions {
+  progress?: Progress;
+  /** concurrent layer uploads (default 3) */
+  concurrency?: number;
+  /** blobs larger than this go in chunks of this size (default 32 MiB, env MBUILD_PUSH_CHUNK_SIZE) */
+  chunkSize?: number;
+}
+
+export interface PushResult {
+  name: string;
+  digest: string;
+  uploaded: number;
+  mounted: number;
+  existing: number;
+  bytes: number;
+}
+
+function defaultChunkSize(): number {
+  const v = Number(process.env.MBUILD_PUSH_CHUNK_SIZE);
+  return Number.isSafeInteger(v) && v >= 1024 ? v : 32 << 20;
+}
+
+type BlobOutcome = 'existing' | 'mounted' | 'uploaded';
+
+async function uploadChunked(client: RegistryClient, store: Store, location: URL, d: Descriptor, chunkSize: number, bp: BlobProgress): Promise<URL> {
+  const fh = await fs.open(store.content.path(d.digest), 'r');
+  try {
+    let loc = location;
+    for (let start = 0; start < d.size; start += chunkSize) {
+      const len = Math.min(chunkSize, d.size - start);
+      const buf = Buffer.alloc(len);
+      const { bytesRead } = await fh.read(buf, 0, len, start);
+      if (bytesRead !== len) throw new MbuildError('MBUILD_STORE', `blob ${d.digest} is shorter than its ${d.size} bytes`);
+      loc = await client.patchChunk(loc, start, buf);
+      bp.add(len);
+    }
+    return loc;
+  } finally {
+    await fh.close();
+  }
+}
+
+async function pushBlob(client: RegistryClient, store: Store, d: Descriptor, tp: TransferProgress, chunkSize: number, label: string): Promise<BlobOutcome> {
+  const bp = tp.blob(d.digest, d.size, label);
+  if (!(await store.content.has(d.digest))) throw new MbuildError('MBUILD_STORE', `blob ${d.digest} is missing from the local store`);
+  if (await client.blobExists(d.digest)) {
+    bp.done('already in the repository');
+    return 'existing';
+  }
+  let location: URL | undefined;
+  for (const from of (await knownSources(store, d.digest, client.host, client.repository)).slice(0, 3)) {
+    const r = await client.startUpload({ digest: d.digest, from }).catch(() => undefined);
+    if (r?.mounted) {
+      bp.done(`mounted from ${from}`);
+      return 'mounted';
+    }
+    if (r) {
+      location = r.location; // the registry could not mount: it opened an upload instead
+      break;
+    }
+  }
+  for (let attempt = 1; ; attempt++) {
+    try {
+      location ??= ((await client.startUpload()) as { location: URL }).location;
+      if (d.size <= chunkSize) {
+        await client.finishUpload(location, d.digest, { size: d.size, open: () => store.content.open(d.digest).pipe(bp.meter()) });
+      } else {
+        const last = await uploadChunked(client, store, location, d, chunkSize, bp);
+        await client.finishUpload(last, d.digest);
+      }
+      bp.done(`pushed ${humanBytes(d.size)}`);
+      return 'uploaded';
+    } catch (err) {
+      location = undefined; // a failed session is not reused: start over
+      if (attempt >= 3 || !isRetryable(err)) throw err;
+      await sleep(backoffMs(attempt));
+    }
+  }
+}
+
+export async function pushImage(store: Store, reference: string, opts: PushOptions = {}): Promise<PushResult> {
+  const ref = parseRemote(reference);
+  const img = await store.requireImage(reference);
+  if (ref.digest && ref.digest !== img.manifestDigest) throw new MbuildError('MBUILD_USAGE', `${reference}: the local image has digest ${img.manifestDigest}`);
+  const step = opts.progress?.step(`pushing ${displayRef(ref)}`);
+  const tp = new TransferProgress(step);
+  const chunkSize = opts.chunkSize ?? defaultChunkSize();
+  try {
+    const client = new RegistryClient(pushEndpoint(ref.registry), ref.repository, true);
+    // layers leave the store compressed (the gzip twin is made once and remembered)
+    const { manifestDigest, manifest } = ref.digest ? { manifestDigest: img.manifestDigest, manifest: img.manifest } : await distributable(store, img.manifestDigest);
+    const manifestBytes = await store.content.readBytes(manifestDigest);
+    const mediaType = manifest.mediaType || manifestMediaType(manifestBytes, undefined);
+    if (mediaType !== MediaType.manifest && mediaType !== MediaType.dockerManifest) throw new MbuildError('MBUILD_USAGE', `${reference}: cannot push a ${mediaType}`);
+    const counts: Record<BlobOutcome, number> = { existing: 0, mounted: 0, uploaded: 0 };
+    const layers = [...new Map(manifest.layers.map((l) => [l.digest, l])).values()];
+    const queue = new PQueue({ concurrency: opts.concurrency ?? 3 });
+    const results = await Promise.allSettled(layers.map((l) => queue.add(() => pushBlob(client, store, l, tp, chunkSize, 'layer'), { throwOnTimeout: true })));
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
+    for (const r of results) if (r.status === 'fulfilled') counts[r.value]++;
+    counts[await pushBlob(client, store, manifest.config, tp, chunkSize, 'config')]++;
+
+    const tag = ref.digest ? manifestDigest : (ref.tag ?? 'latest');
+    const current = await client.headManifest(tag);
+    if (current?.digest === manifestDigest) tp.note(`manifest ${manifestDigest} already tagged ${tag}`);
+    else {
+      const got = await client.putManifest(tag, mediaType, manifestBytes);
+      if (got && got !== manifestDigest) throw new MbuildError('MBUILD_REGISTRY', `${client.host} stored the manifest as ${got}, expected ${manifestDigest}`);
+      tp.note(`manifest ${manifestDigest} tagged ${tag}`);
+    }
+    await recordSources(store, client.host, ref.repository, [manifest.config.digest, ...layers.map((l) => l.digest)]).catch(() => undefined);
+    step?.done(`${counts.uploaded} pushed, ${counts.mounted} mounted, ${counts.existing} already there, ${tp.summary()}`);
+    return { name: displayRef(ref), digest: manifestDigest, ...counts, bytes: tp.bytes };
+  } catch (err) {
+    step?.fail();
+    throw err;
+  }
+}

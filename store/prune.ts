@@ -1,0 +1,96 @@
+/**
+ * `mbuild prune [--all]`: remove what no image name needs (store/usage.ts says what that is).
+ *
+ * Runs as the store's only user (recovery.withExclusiveStore): a build or load that has the store
+ * open makes prune refuse, and one that starts meanwhile waits for it, so nothing a running build
+ * has written but not yet named can disappear. The order keeps the store consistent if prune is
+ * killed half-way: stale temp work, then (--all) cache entries before the k-* snapshots they
+ * name, then unused blobs and c-* snapshots, none of which a name or a remaining entry reaches.
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { Store } from './store.js';
+import { findStaleTemp, mountsAt, removeUnmounted, withExclusiveStore } from './recovery.js';
+import { analyzeStore, staleMemos, treeBytes, unusedBlobs, unusedSnapshots } from './usage.js';
+
+export interface Freed {
+  count: number;
+  bytes: number;
+}
+
+export interface PruneReport {
+  blobs: Freed;
+  snapshots: Freed;
+  cache: Freed;
+  temp: Freed;
+  /** left alone because something is mounted there */
+  skipped: string[];
+}
+
+export interface PruneOptions {
+  /** also empty the build cache (ROOT/cache entries and their k-* snapshots) */
+  all?: boolean;
+}
+
+export async function pruneStore(store: Store, opts: PruneOptions = {}): Promise<PruneReport> {
+  return withExclusiveStore(store.root, () => pruneExclusive(store, opts.all ?? false));
+}
+
+async function pruneExclusive(store: Store, all: boolean): Promise<PruneReport> {
+  const report: PruneReport = { blobs: freed(), snapshots: freed(), cache: freed(), temp: freed(), skipped: [] };
+  const snapDir = path.join(store.root, 'snapshots');
+  const remove = async (p: string, into: Freed, bytes?: number) => {
+    const size = bytes ?? (await treeBytes(p));
+    if (await removeUnmounted(p)) {
+      into.count++;
+      into.bytes += size;
+    } else report.skipped.push(p);
+  };
+  // A snapshot goes away in one step (renamed to a temp name first): a prune killed half-way
+  // through rm -r must not leave a c-*/k-* that looks complete but has lost files.
+  const removeSnapshot = async (id: string, into: Freed) => {
+    const p = path.join(snapDir, id);
+    if ((await mountsAt(p)).length) {
+      report.skipped.push(p);
+      return;
+    }
+    const size = await treeBytes(p);
+    const doomed = path.join(snapDir, `tmp-${process.pid}-prune-${randomBytes(6).toString('hex')}`);
+    try {
+      await fs.rename(p, doomed);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    await fs.rm(doomed, { recursive: true, force: true });
+    into.count++;
+    into.bytes += size;
+  };
+
+  // nobody else has the store open: every temp entry is stale, whoever made it
+  for (const t of await findStaleTemp(store.root, true)) {
+    const counts = !t.path.startsWith(path.join(store.root, 'run') + path.sep) && !t.path.startsWith(path.join(store.root, 'locks') + path.sep);
+    await remove(t.path, counts ? report.temp : freed());
+  }
+
+  if (all) {
+    const a = await analyzeStore(store);
+    for (const entry of a.cacheEntries) await remove(entry, report.cache);
+    for (const id of a.cacheSnapshotDirs) await removeSnapshot(id, report.cache);
+    // an entry counts once, whatever the number of snapshots it had
+    report.cache.count = a.cacheEntries.length;
+  }
+
+  const a = await analyzeStore(store);
+  const doomed = unusedBlobs(a, all);
+  // a memo goes before the blob it names, so no memo ever points at a missing blob for long
+  for (const memo of staleMemos(a, new Set(doomed))) await fs.rm(memo, { force: true });
+  for (const d of doomed) await remove(store.content.path(d), report.blobs, a.blobs.get(d));
+  for (const id of unusedSnapshots(a, all)) await removeSnapshot(id, report.snapshots);
+  return report;
+}
+
+function freed(): Freed {
+  return { count: 0, bytes: 0 };
+}
