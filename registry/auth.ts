@@ -48,7 +48,10 @@ export function parseChallenges(value: string | string[] | undefined): Challenge
             v += text[i++];
           }
           i++;
-        } else v = token();
+        } else {
+          // unquoted: lenient, up to the next comma or space (some servers send bare URLs)
+          while (i < text.length && !/[\s,]/.test(text[i])) v += text[i++];
+        }
         cur.params[name.toLowerCase()] = v;
       } else if (text[i] === '=' && !cur) {
         i = start + name.length + 1; // a parameter without a scheme: ignore

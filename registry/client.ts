@@ -106,6 +106,30 @@ export class RegistryClient {
     return new URL(location, this.endpoint.url);
   }
 
+  private probing?: Promise<void>;
+
+  /**
+   * An insecure host (loopback, --insecure-registry) is tried over https first, then over plain
+   * http when https cannot be spoken at all (Docker's order). The answer to GET /v2/ also
+   * teaches the authenticator the registry's challenge.
+   */
+  private async probe(): Promise<void> {
+    const base = this.endpoint.url;
+    const v2 = new URL(`${base.origin}${base.pathname.replace(/\/+$/, '')}/v2/`);
+    let res: Response;
+    try {
+      res = await send(v2, { method: 'GET' });
+    } catch (err) {
+      if (!(err instanceof RegistryUnreachableError)) throw err;
+      this.fallBackToHttp();
+      return;
+    }
+    if (res.status === 401) this.auth.learn(res.headers['www-authenticate'], this.scopes());
+    await res.body.dump().catch(() => undefined);
+    rememberScheme(base.host, 'https:');
+    this.endpoint = { ...this.endpoint, httpFallback: false };
+  }
+
   /** https could not be spoken to an insecure host: switch this endpoint to plain http. */
   private fallBackToHttp(): void {
     const u = new URL(this.endpoint.url);
@@ -120,6 +144,13 @@ export class RegistryClient {
     const retry = opts.retry ?? true;
     const scopes = this.scopes(opts.extraScopes);
     let url = target;
+    if (this.endpoint.httpFallback) {
+      await (this.probing ??= this.probe());
+      if (url.host === this.endpoint.url.host && url.protocol !== this.endpoint.url.protocol) {
+        url = new URL(url);
+        url.protocol = this.endpoint.url.protocol;
+      }
+    }
     let authRetried = false;
     for (let attempt = 1; ; attempt++) {
       let res: Response;
@@ -127,22 +158,11 @@ export class RegistryClient {
         const value = await this.auth.header(scopes);
         res = await send(url, { method, headers: opts.headers, body: opts.body?.(), authorization: value ? { origin: this.endpoint.url.origin, value } : undefined });
       } catch (err) {
-        if (err instanceof RegistryUnreachableError && this.endpoint.httpFallback && url.protocol === 'https:' && url.origin === this.endpoint.url.origin) {
-          this.fallBackToHttp();
-          url = new URL(url);
-          url.protocol = 'http:';
-          attempt--;
-          continue;
-        }
         if (retry && attempt < attempts && isRetryable(err)) {
           await sleep(backoffMs(attempt));
           continue;
         }
         throw err;
-      }
-      if (this.endpoint.httpFallback && url.protocol === 'https:') {
-        rememberScheme(this.endpoint.url.host, 'https:');
-        this.endpoint = { ...this.endpoint, httpFallback: false };
       }
       if (res.status === 401) {
         const challenge = res.headers['www-authenticate'];

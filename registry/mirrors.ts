@@ -5,6 +5,7 @@
  */
 import { apiHost } from './reference.js';
 import { isInsecure, registrySettings } from './settings.js';
+import { extraCAs } from './transport.js';
 
 export interface Endpoint {
   /** base URL; the API is under `${url}/v2/` (a mirror URL may carry a path prefix) */
@@ -28,7 +29,8 @@ export function rememberScheme(host: string, scheme: 'http:' | 'https:'): void {
 
 function direct(registry: string): Endpoint {
   const host = apiHost(registry);
-  const insecure = isInsecure(host);
+  // a host with its own CA in certs.d is verified against it: no plain-http fallback then
+  const insecure = isInsecure(host) && extraCAs(host).length === 0;
   const scheme = learnedScheme.get(host) ?? 'https:';
   return { url: new URL(`${scheme}//${host}`), registry, mirror: false, credName: registry, httpFallback: insecure && scheme === 'https:' };
 }

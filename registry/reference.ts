@@ -49,7 +49,7 @@ export function parsePlatform(s: string): Platform {
   if (parts.length > 3 || parts.some((p) => !/^[a-z0-9._-]+$/.test(p))) throw new UsageError(`invalid platform "${s}" (expected os/arch[/variant], e.g. linux/arm64)`);
   const [osName, archRaw, variantRaw] = parts;
   let arch = archRaw;
-  let variant = variantRaw;
+  let variant: string | undefined = variantRaw;
   if (arch === 'x86_64' || arch === 'x86-64') arch = 'amd64';
   if (arch === 'aarch64') arch = 'arm64';
   if (arch === 'armhf') [arch, variant] = ['arm', 'v7'];

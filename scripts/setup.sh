@@ -12,6 +12,11 @@ command -v xz >/dev/null || need+=(xz-utils)
 command -v bzip2 >/dev/null || need+=(bzip2)
 command -v ip >/dev/null || need+=(iproute2)
 command -v curl >/dev/null || need+=(curl ca-certificates)   # scripts/demo.sh fetches a page
+# registry tests: a real registry (distribution 2.8), an independent client, htpasswd, certificates
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
+command -v openssl >/dev/null || need+=(openssl)
 for extra in "$@"; do dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra"); done
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

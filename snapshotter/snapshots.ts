@@ -22,7 +22,7 @@ import { mountOverlay, unmount, relativeTo } from './mount.js';
 import { applyLayerTar } from './diff/apply.js';
 import { writeLayerTar, isEmptyLayerDir } from './diff/layer-tar.js';
 import { decompressStream } from './diff/decompress.js';
-import { DigestMismatchError } from '../util/errors.js';
+import { DigestMismatchError, MbuildError } from '../util/errors.js';
 
 export interface LayerBlob {
   diffId: string;
@@ -56,6 +56,20 @@ function pidAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * Per-layer budgets for unpacking (docs/security.md 7): MBUILD_LAYER_MAX_BYTES (a number, or with
+ * a k/m/g/t suffix) and MBUILD_LAYER_MAX_ENTRIES; unset means the applier's defaults (64 GiB, 5M).
+ */
+export function layerBudgets(env: NodeJS.ProcessEnv = process.env): { maxBytes?: number; maxEntries?: number } {
+  const parse = (v: string | undefined, name: string): number | undefined => {
+    if (v === undefined || v === '') return undefined;
+    const m = /^(\d+)([kmgt]?)i?b?$/i.exec(v.trim());
+    if (!m) throw new MbuildError('MBUILD_USAGE', `${name}=${v}: expected a number of bytes such as 512m or 10g`);
+    return Number(m[1]) * 1024 ** ' kmgt'.indexOf((m[2] || ' ').toLowerCase());
+  };
+  return { maxBytes: parse(env.MBUILD_LAYER_MAX_BYTES, 'MBUILD_LAYER_MAX_BYTES'), maxEntries: parse(env.MBUILD_LAYER_MAX_ENTRIES, 'MBUILD_LAYER_MAX_ENTRIES') };
 }
 
 export class Snapshotter {
@@ -140,7 +154,7 @@ export class Snapshotter {
       });
       const raw = await decompressStream(this.store.content.open(blob.digest));
       const tarStream = new PassThrough();
-      const applying = applyLayerTar(tarStream, path.join(tmp, 'fs'));
+      const applying = applyLayerTar(tarStream, path.join(tmp, 'fs'), layerBudgets());
       await Promise.all([pipeline(raw, tap, tarStream), applying]);
       const got = 'sha256:' + hash.digest('hex');
       if (got !== blob.diffId) throw new DigestMismatchError(`layer ${blob.digest}: uncompressed digest ${got} does not match diff_id ${blob.diffId}`);

@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from './fsutil.js';
 import { withLock } from './lock.js';
-import { assertDigest } from './digest.js';
+import { assertDigest, isDigest } from './digest.js';
 import { asNoSpace } from './recovery.js';
 
 export interface ImageRecord {
@@ -23,7 +23,9 @@ export class ImageIndex {
   async list(): Promise<ImageRecord[]> {
     try {
       const data = JSON.parse(await fs.readFile(this.file, 'utf8')) as { images?: ImageRecord[] };
-      return (data.images ?? []).filter((r) => typeof r.name === 'string' && typeof r.digest === 'string');
+      // a record with a malformed digest (a hand-edited or hostile file) names nothing: skipped,
+      // so one bad line never makes every command fail (docs/security.md 11)
+      return (data.images ?? []).filter((r) => typeof r.name === 'string' && typeof r.digest === 'string' && isDigest(r.digest));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw err;

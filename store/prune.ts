@@ -40,6 +40,11 @@ export async function pruneStore(store: Store, opts: PruneOptions = {}): Promise
 async function pruneExclusive(store: Store, all: boolean): Promise<PruneReport> {
   const report: PruneReport = { blobs: freed(), snapshots: freed(), cache: freed(), temp: freed(), skipped: [] };
   const snapDir = path.join(store.root, 'snapshots');
+  // what Store.open already swept counts too
+  const counted = (p: string) => !p.startsWith(path.join(store.root, 'run') + path.sep) && !p.startsWith(path.join(store.root, 'locks') + path.sep);
+  const swept = (store.recovered?.removed ?? []).filter(counted);
+  report.temp.count += swept.length;
+  report.temp.bytes += swept.length ? (store.recovered?.bytes ?? 0) : 0;
   const remove = async (p: string, into: Freed, bytes?: number) => {
     const size = bytes ?? (await treeBytes(p));
     if (await removeUnmounted(p)) {
@@ -69,10 +74,7 @@ async function pruneExclusive(store: Store, all: boolean): Promise<PruneReport> 
   };
 
   // nobody else has the store open: every temp entry is stale, whoever made it
-  for (const t of await findStaleTemp(store.root, true)) {
-    const counts = !t.path.startsWith(path.join(store.root, 'run') + path.sep) && !t.path.startsWith(path.join(store.root, 'locks') + path.sep);
-    await remove(t.path, counts ? report.temp : freed());
-  }
+  for (const t of await findStaleTemp(store.root, true)) await remove(t.path, counted(t.path) ? report.temp : freed());
 
   if (all) {
     const a = await analyzeStore(store);

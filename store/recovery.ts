@@ -12,7 +12,7 @@
  *   lock. Both sides write before they look, so a prune and a build never overlap.
  * - ENOSPC/EDQUOT become one clear NoSpaceError.
  */
-import { promises as fs, unlinkSync } from 'node:fs';
+import { promises as fs, readFileSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MbuildError } from '../util/errors.js';
@@ -50,14 +50,20 @@ export function asNoSpace(err: unknown, root: string, what?: string): unknown {
   return NoSpaceError.forStore(root, what, err);
 }
 
+/** Is `pid` a running process? (A zombie is not: it only waits to be reaped.) */
 export function pidAlive(pid: number): boolean {
   if (!Number.isSafeInteger(pid) || pid <= 0) return false;
   if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true; // no procfs: trust kill(0)
   }
 }
 
@@ -150,17 +156,42 @@ export async function removeUnmounted(p: string): Promise<boolean> {
 
 export interface RecoveryReport {
   removed: string[];
+  /** bytes of what was removed */
+  bytes: number;
   /** left alone: something is mounted there */
   skipped: string[];
 }
 
+/**
+ * Bytes of a file or tree: the sum of regular files' sizes (each hard-linked inode once), as
+ * `docker system df` counts. Never follows symlinks.
+ */
+export async function treeBytes(p: string, seen = new Set<string>()): Promise<number> {
+  const st = await fs.lstat(p).catch(() => null);
+  if (!st) return 0;
+  if (st.isFile()) {
+    const key = `${st.dev}:${st.ino}`;
+    if (seen.has(key)) return 0;
+    seen.add(key);
+    return st.size;
+  }
+  if (!st.isDirectory()) return 0;
+  let total = 0;
+  for (const n of await names(p)) total += await treeBytes(path.join(p, n), seen);
+  return total;
+}
+
+
 /** Sweep what killed runs left behind (see the file comment). */
 export async function recoverStore(root: string, all = false): Promise<RecoveryReport> {
-  const report: RecoveryReport = { removed: [], skipped: [] };
+  const report: RecoveryReport = { removed: [], bytes: 0, skipped: [] };
   for (const e of await findStaleTemp(root, all)) {
     try {
-      if (await removeUnmounted(e.path)) report.removed.push(e.path);
-      else report.skipped.push(e.path);
+      const bytes = await treeBytes(e.path);
+      if (await removeUnmounted(e.path)) {
+        report.removed.push(e.path);
+        report.bytes += bytes;
+      } else report.skipped.push(e.path);
     } catch {
       report.skipped.push(e.path);
     }

@@ -7,7 +7,7 @@ import type { ImageConfig, Manifest } from './oci.js';
 import { normalizeName } from './reference.js';
 import { ImageNotFoundError } from '../util/errors.js';
 import { isDigest } from './digest.js';
-import { recoverStore, registerUse, waitForPrune } from './recovery.js';
+import { recoverStore, registerUse, waitForPrune, type RecoveryReport } from './recovery.js';
 
 export function defaultRoot(): string {
   return process.env.MBUILD_ROOT || (process.getuid?.() === 0 ? '/var/lib/mbuild' : path.join(process.env.HOME ?? '/tmp', '.local/share/mbuild'));
@@ -25,6 +25,8 @@ export class Store {
   readonly content: ContentStore;
   readonly images: ImageIndex;
   readonly tmpDir: string;
+  /** what Store.open swept: half-finished work of killed runs (store/recovery.ts) */
+  recovered?: RecoveryReport;
   private constructor(readonly root: string) {
     this.content = new ContentStore(root);
     this.images = new ImageIndex(root);
@@ -38,7 +40,7 @@ export class Store {
     // announce this process (prune waits for it), wait out a running prune, sweep what killed runs left
     await registerUse(store.root);
     await waitForPrune(store.root);
-    await recoverStore(store.root).catch(() => undefined);
+    store.recovered = await recoverStore(store.root).catch(() => undefined);
     return store;
   }
 

@@ -15,7 +15,9 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Store } from './store.js';
 import { isDigest, sha256 } from './digest.js';
-import { findStaleTemp } from './recovery.js';
+import { findStaleTemp, treeBytes } from './recovery.js';
+
+export { treeBytes };
 
 export interface Bucket {
   count: number;
@@ -182,25 +184,6 @@ export function staleMemos(a: StoreAnalysis, removedBlobs: Set<string>): string[
 /** c-* snapshots `mbuild prune` removes: no named image has that layer chain, and (unless --all) no cache entry names it. */
 export function unusedSnapshots(a: StoreAnalysis, all: boolean): string[] {
   return a.imageSnapshots.filter((id) => !a.usedSnapshots.has(id) && (all || !a.cacheSnapshots.has(id))).sort();
-}
-
-/**
- * Bytes of a file or tree: the sum of regular files' sizes (each hard-linked inode once), as
- * `docker system df` counts. Never follows symlinks.
- */
-export async function treeBytes(p: string, seen = new Set<string>()): Promise<number> {
-  const st = await fs.lstat(p).catch(() => null);
-  if (!st) return 0;
-  if (st.isFile()) {
-    const key = `${st.dev}:${st.ino}`;
-    if (seen.has(key)) return 0;
-    seen.add(key);
-    return st.size;
-  }
-  if (!st.isDirectory()) return 0;
-  let total = 0;
-  for (const n of await names(p)) total += await treeBytes(path.join(p, n), seen);
-  return total;
 }
 
 function bucket(count: number, bytes: number, reclaimableCount: number, reclaimableBytes: number): Bucket {

@@ -49,6 +49,7 @@ export const SCENARIOS = [
     id: 'go',
     title: 'Go multi-stage (examples/myhttpserver)',
     variants: ['cold', 'warm', 'change'],
+    labels: { change: 'one source line changed' },
     skip: ({ repo }) => (existsSync(join(repo, 'examples/myhttpserver/Dockerfile')) ? null : 'skipped: examples/myhttpserver missing'),
     prepare({ repo, work }) {
       const ctx = join(work, 'go');
@@ -88,6 +89,7 @@ export const SCENARIOS = [
     id: 'ctx100',
     title: '100 MB / 5,000-file context',
     variants: ['cold', 'warm', 'change'],
+    labels: { change: 'one file changed' },
     prepare({ work }) {
       const ctx = join(work, 'ctx100');
       mkdirSync(ctx, { recursive: true });

@@ -10,6 +10,7 @@ import { loadIgnore } from '../context/dockerignore.js';
 import type { Progress } from '../cli/progress.js';
 import { baseState, forkState, type StageState } from './state.js';
 import type { BuildContext, NetworkMode } from './context.js';
+import type { Limits } from '../sandbox/cgroups.js';
 import { applyMeta } from '../steps/meta.js';
 import { runStep, describeRun } from '../steps/run.js';
 import { copyStep } from '../steps/copy.js';
@@ -17,6 +18,7 @@ import { workdirStep } from '../steps/workdir.js';
 import { writeImage, type WrittenImage } from './image.js';
 import { MbuildError, ParseError } from '../../util/errors.js';
 import { normalizeName } from '../../store/reference.js';
+import { ensureImage } from '../../registry/ensure.js';
 import os from 'node:os';
 import PQueue from 'p-queue';
 import { BuildCache } from '../cache/cache.js';
@@ -33,10 +35,14 @@ export interface BuildOptions {
   buildArgs: Record<string, string>;
   target?: string;
   network: NetworkMode;
+  /** cgroup limits for every RUN */
+  limits?: Limits;
   tags: string[];
   noCache: boolean;
   /** how many RUN/COPY steps may work at once (default: the number of cores) */
   jobs?: number;
+  /** check the registry for FROM / COPY --from images even when the store has them */
+  pull?: boolean;
 }
 
 export interface BuildResult extends WrittenImage {
@@ -79,6 +85,7 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
     ignore,
     escape: df.escape,
     network: opts.network,
+    limits: opts.limits,
     cache,
     fileHashes,
     noCache: opts.noCache,
@@ -93,7 +100,7 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
       let p = images.get(ref);
       if (!p) {
         p = (async () => {
-          const img = await store.requireImage(ref);
+          const img = await ensureImage(store, ref, { pull: opts.pull, progress });
           return baseState(img.config, await snap.fromImage(img), `image:${img.manifestDigest}`);
         })();
         images.set(ref, p);

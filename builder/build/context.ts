@@ -8,8 +8,10 @@ import type { BuildCache } from '../cache/cache.js';
 import type { FileHashCache } from '../cache/file-hashes.js';
 import type { Layer } from '../../snapshotter/snapshots.js';
 import type PQueue from 'p-queue';
+import type { Limits } from '../sandbox/cgroups.js';
 
-export type NetworkMode = 'host' | 'none';
+/** default: bridge, or host (with a warning) when the bridge is not usable; see builder/sandbox/network */
+export type NetworkMode = 'default' | 'bridge' | 'host' | 'none';
 
 export interface BuildContext {
   store: Store;
@@ -19,6 +21,8 @@ export interface BuildContext {
   ignore: IgnoreMatcher;
   escape: '\\' | '`';
   network: NetworkMode;
+  /** --memory / --cpus / --pids-limit, for every RUN */
+  limits?: Limits;
   cache: BuildCache;
   fileHashes: FileHashCache;
   noCache: boolean;

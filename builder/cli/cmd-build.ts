@@ -15,11 +15,15 @@ const BUILD_FLAGS = [
   { names: ['--build-arg'], key: 'buildArg', kind: 'list' as const },
   { names: ['--target'], key: 'target', kind: 'string' as const },
   { names: ['--network'], key: 'network', kind: 'string' as const },
+  { names: ['--memory', '-m'], key: 'memory', kind: 'string' as const },
+  { names: ['--cpus'], key: 'cpus', kind: 'string' as const },
+  { names: ['--pids-limit'], key: 'pidsLimit', kind: 'string' as const },
   { names: ['-o', '--output'], key: 'output', kind: 'list' as const },
   { names: ['--no-cache'], key: 'noCache', kind: 'bool' as const },
   { names: ['--progress'], key: 'progress', kind: 'string' as const },
   { names: ['-q', '--quiet'], key: 'quiet', kind: 'bool' as const },
   { names: ['--pull'], key: 'pull', kind: 'bool' as const },
+  { names: ['--push'], key: 'push', kind: 'bool' as const },
   { names: ['--platform'], key: 'platform', kind: 'string' as const },
   { names: ['--jobs'], key: 'jobs', kind: 'string' as const },
 ];
@@ -44,14 +48,21 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       if (process.env[kv] !== undefined) buildArgs[kv] = process.env[kv]!;
     } else buildArgs[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
-  const network = (flags.network as string | undefined) ?? 'host';
-  if (network !== 'host' && network !== 'none' && network !== 'default') throw new UsageError(`--network ${network} is not supported (host or none)`);
+  const network = (flags.network as string | undefined) ?? 'default';
+  if (!['default', 'bridge', 'host', 'none'].includes(network)) throw new UsageError(`--network ${network} is not supported (bridge, host or none)`);
+  const { parseMemory, parseCpus, parsePidsLimit } = await import('../sandbox/cgroups.js');
+  const limits = {
+    memory: flags.memory !== undefined ? parseMemory(flags.memory as string) : undefined,
+    cpus: flags.cpus !== undefined ? parseCpus(flags.cpus as string) : undefined,
+    pids: flags.pidsLimit !== undefined ? parsePidsLimit(flags.pidsLimit as string) : undefined,
+  };
   const progressMode = (flags.progress as string | undefined) ?? 'auto';
   if (!['auto', 'plain', 'tty', 'quiet'].includes(progressMode)) throw new UsageError(`--progress ${progressMode}: use auto, plain or tty`);
   const outputs: OutputSpec[] = (flags.output as string[]).map(parseOutput);
   const quiet = Boolean(flags.quiet) || progressMode === 'quiet';
   const progress = new Progress(process.stderr, quiet);
 
+  if (flags.push && !(flags.tag as string[]).length) throw new UsageError('--push needs a name to push: add -t REGISTRY/NAME:TAG');
   const store = await Store.open(root);
   try {
     const result = await build(store, progress, {
@@ -59,17 +70,24 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       dockerfile,
       buildArgs,
       target: flags.target as string | undefined,
-      network: network === 'default' ? 'host' : (network as NetworkMode),
+      network: network as NetworkMode,
+      limits,
       tags: flags.tag as string[],
       noCache: Boolean(flags.noCache),
       jobs: parseJobs(flags.jobs as string | undefined),
+      pull: Boolean(flags.pull),
     });
     for (const out of outputs) await writeOutput(store, result, out, progress);
+    if (flags.push) {
+      const { pushImage } = await import('../../registry/push.js');
+      for (const name of result.names) await pushImage(store, name, { progress });
+    }
     const id = result.manifest.config.digest;
     if (quiet) process.stdout.write(id + '\n');
     else progress.info(`built ${id}${result.names.length ? ' as ' + result.names.join(', ') : ''} in ${progress.total()}`);
     return 0;
   } finally {
+    await (await import('../../registry/transport.js')).closeTransport();
     await new (await import('../../snapshotter/snapshots.js')).Snapshotter(store).removeOwn();
     if (emptyContext) await fs.rm(emptyContext, { recursive: true, force: true });
   }

@@ -12,11 +12,17 @@ Commands:
       -f, --file FILE           the Dockerfile (default CONTEXT/Dockerfile)
       --build-arg K=V           set a build-time variable (repeatable; "K" alone takes it from the environment)
       --target STAGE            build up to this stage
-      --network host|none       network for RUN steps (default host)
+      --network bridge|host|none  network for RUN steps (default bridge: own eth0 on mbuild0, NAT out)
+      -m, --memory SIZE         memory limit for every RUN (e.g. 512m); --cpus N, --pids-limit N likewise
       -o, --output SPEC         type=oci|docker|tar|local,dest=PATH (repeatable)
       --no-cache                do not use the build cache
       --progress auto|plain|tty progress output style
       -q, --quiet               print only the image id
+  run [OPTIONS] IMAGE [COMMAND] [ARG...]   run an image's ENTRYPOINT/CMD in the sandbox (throwaway layer)
+      -p, --publish [IP:]HOST:CONTAINER   publish a TCP port (repeatable)
+      --network bridge|host|none|container:NAME   (default bridge)
+      -e, --env K=V             set a variable (repeatable); --name N, -u USER, -w DIR, --entrypoint CMD
+      -m, --memory SIZE, --cpus N, --pids-limit N   resource limits; --rm is accepted (nothing is kept)
   load -i FILE                load an OCI layout tar or a "docker save" tar
   save -o FILE [--format docker|oci] NAME   write an image as a tar archive
   images                      list images
@@ -25,9 +31,17 @@ Commands:
   prune [--all]               remove blobs and snapshots no image name needs, and stale temp work
                                 (--all: also the build cache)
   system df [--format json]   what the store holds and what prune would free
+  pull [--platform P] NAME    pull an image from a registry (linux/amd64 unless --platform)
+  push NAME                   push an image to its registry
+  login [-u USER] [--password-stdin] [HOST]   save credentials for a registry (docker.io by default)
+  logout [HOST]               remove a registry's saved credentials
+
+Global registry flags (before the command):
+  --registry-mirror REG=URL   pull REG's images through a mirror (repeatable), e.g. docker.io=http://127.0.0.1:5000
+  --insecure-registry HOST    allow plain http / unverified TLS for HOST (repeatable; loopback always is)
 `;
 
-const COMMANDS = new Set(['build', 'load', 'save', 'images', 'rmi', 'inspect', 'prune', 'system', 'help']);
+const COMMANDS = new Set(['build', 'run', 'load', 'save', 'images', 'rmi', 'inspect', 'prune', 'system', 'help', 'pull', 'push', 'login', 'logout']);
 
 export async function main(argv: string[]): Promise<number> {
   let debug = argv.includes('--debug');
@@ -36,17 +50,23 @@ export async function main(argv: string[]): Promise<number> {
     // global flags come before the command
     let root = process.env.MBUILD_ROOT || '';
     let i = 0;
+    const mirrors: string[] = [];
+    const insecure: string[] = [];
     for (; i < argv.length; i++) {
       const a = argv[i];
       if (a === '--debug') debug = true;
       else if (a === '--root') root = argv[++i] ?? '';
       else if (a.startsWith('--root=')) root = a.slice(7);
+      else if (a === '--registry-mirror' || a === '--insecure-registry') (a === '--registry-mirror' ? mirrors : insecure).push(argv[++i] ?? '');
+      else if (a.startsWith('--registry-mirror=')) mirrors.push(a.slice(18));
+      else if (a.startsWith('--insecure-registry=')) insecure.push(a.slice(20));
       else if (a === '-h' || a === '--help') {
         process.stdout.write(USAGE);
         return 0;
       } else break;
     }
     if (!root) root = defaultRoot();
+    if (mirrors.length || insecure.length) (await import('../../registry/settings.js')).configureRegistry({ mirrors, insecure });
     storeRoot = path.resolve(root);
     let command = argv[i];
     let rest = argv.slice(i + 1);
@@ -70,6 +90,13 @@ export async function main(argv: string[]): Promise<number> {
         if (code !== undefined) return code;
         return await (await import('./cmd-build.js')).buildCommand(root, rest);
       }
+      case 'run': {
+        const { reexecInMountNamespace } = await import('./namespace.js');
+        const code = await reexecInMountNamespace(argv);
+        if (code !== undefined) return code;
+        // unfiltered: a --debug after the image belongs to the command
+        return await (await import('./cmd-run.js')).runCommand(root, argv.slice(i + 1));
+      }
       case 'load':
         return await (await import('./cmd-images.js')).loadCommand(root, rest);
       case 'save':
@@ -84,6 +111,14 @@ export async function main(argv: string[]): Promise<number> {
         return await (await import('./cmd-system.js')).pruneCommand(root, rest);
       case 'system':
         return await (await import('./cmd-system.js')).systemCommand(root, rest);
+      case 'pull':
+        return await (await import('./cmd-registry.js')).pullCommand(root, rest);
+      case 'push':
+        return await (await import('./cmd-registry.js')).pushCommand(root, rest);
+      case 'login':
+        return await (await import('./cmd-registry.js')).loginCommand(rest);
+      case 'logout':
+        return await (await import('./cmd-registry.js')).logoutCommand(rest);
     }
     return 2;
   } catch (caught) {

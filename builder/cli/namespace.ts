@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
 
 const MARK = 'MBUILD_IN_MOUNTNS';
+const PARENT = 'MBUILD_NS_PARENT';
 
 export function inPrivateNamespace(): boolean {
   return process.env[MARK] === '1';
@@ -15,12 +16,22 @@ export function inPrivateNamespace(): boolean {
 
 /** Returns the child's exit code, or undefined when the current process should do the work itself. */
 export async function reexecInMountNamespace(argv: string[]): Promise<number | undefined> {
-  if (process.platform !== 'linux' || process.getuid?.() !== 0 || inPrivateNamespace()) return undefined;
+  if (inPrivateNamespace()) {
+    dieWithParent();
+    return undefined;
+  }
+  if (process.platform !== 'linux' || process.getuid?.() !== 0) return undefined;
   const unshare = ['/usr/bin/unshare', '/bin/unshare'].find((p) => existsSync(p));
   if (!unshare) return undefined;
-  const child = spawn(unshare, ['--mount', '--propagation', 'private', process.execPath, ...process.execArgv, process.argv[1], ...argv], {
+  // The child must not outlive us: a SIGKILLed `mbuild build` would otherwise leave it building
+  // on (docs/security.md 25, 28). setpriv sets PR_SET_PDEATHSIG, which survives the exec of
+  // unshare and then of node; the sandbox helper and the step below it die with the child.
+  const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+  const cmd = [unshare, '--mount', '--propagation', 'private', process.execPath, ...process.execArgv, process.argv[1]!, ...argv];
+  if (setpriv) cmd.unshift(setpriv, '--pdeathsig', 'KILL', '--');
+  const child = spawn(cmd[0]!, cmd.slice(1), {
     stdio: 'inherit',
-    env: { ...process.env, [MARK]: '1' },
+    env: { ...process.env, [MARK]: '1', [PARENT]: String(process.pid) },
   });
   const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
   const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
@@ -32,6 +43,20 @@ export async function reexecInMountNamespace(argv: string[]): Promise<number | u
     });
     child.on('error', () => resolve(undefined as unknown as number));
   });
+}
+
+/**
+ * In the child: end at once if the parent is already gone (it died before the death signal was
+ * armed), and, where setpriv was missing, notice its death by polling.
+ */
+function dieWithParent(): void {
+  const parent = Number(process.env[PARENT]);
+  if (!Number.isInteger(parent) || parent <= 0) return;
+  const check = () => {
+    if (process.ppid !== parent) process.kill(process.pid, 'SIGKILL');
+  };
+  check();
+  setInterval(check, 500).unref();
 }
 
 function osSignal(sig: NodeJS.Signals): number {

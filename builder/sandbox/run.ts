@@ -1,14 +1,23 @@
 /**
  * The RUN executor: runs one command in a fresh set of namespaces over an overlay of the image layers,
- * via `mbuild-helper run` (native/mbuild-helper.c). See docs/security.md items 19-24 and 28.
+ * via `mbuild-helper run` (native/mbuild-helper.c), with its network (network/), its cgroup
+ * (cgroups.ts) and, for `mbuild run`, signal forwarding. See docs/security.md items 19-24 and 28.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
+import type { Writable } from 'node:stream';
 import { SandboxError } from '../../util/errors.js';
+import { StepCgroup, type Limits, type UsageStats } from './cgroups.js';
+import { onInterrupt } from './interrupt.js';
 import { encodeFields, helperPath, spawnError } from './native.js';
+import { attachToBridge, planNetwork, resolvConfFor, type Attachment, type NetworkPlan, type NetworkRequest } from './network/index.js';
+import { StatusFilter } from './status.js';
+
+export type { Limits, UsageStats } from './cgroups.js';
+export type { NetworkRequest } from './network/index.js';
 
 export interface SandboxSpec {
   /** overlay lowerdirs, top-most first; empty = scratch (an empty dir is used as the single lower) */
@@ -27,13 +36,34 @@ export interface SandboxSpec {
   gid: number;
   groups: number[];
   hostname: string;
-  /** none = a new network namespace with only `lo` (up) */
-  network: 'host' | 'none';
-  /** content of /etc/hosts */
+  /**
+   * bridge: own namespace with eth0 on the mbuild0 bridge; none: own namespace with only `lo` (up);
+   * host: the host's; {join}: a running container's (its /proc/PID/ns/net); default: bridge, or host
+   * (with a warning) when the bridge is not usable.
+   */
+  network: NetworkRequest;
+  /** content of /etc/hosts (on the bridge, "<address> <hostname>" is added) */
   hosts: string;
-  /** content of /etc/resolv.conf */
-  resolvConf: string;
+  /** content of /etc/resolv.conf; default: derived from the host's for the network mode */
+  resolvConf?: string;
+  /** cgroup limits; usage is measured whenever cgroups are available */
+  limits?: Limits;
+  /** kill (default): SIGINT/SIGTERM kill the command; forward: they are passed on to it (mbuild run) */
+  signals?: 'kill' | 'forward';
   onOutput?: (chunk: Buffer, stream: 'stdout' | 'stderr') => void;
+  /** called once the sandbox's network is ready, just before the command starts */
+  onStart?: (info: StartInfo) => void | Promise<void>;
+}
+
+export interface StartInfo {
+  /** the helper, which holds the sandbox's namespaces */
+  pid: number;
+  /** its network namespace, e.g. for `--network container:NAME` */
+  netns: string;
+  network: NetworkPlan['mode'];
+  address?: string;
+  /** sends a signal to the helper: forwarded to the command in forward mode; SIGUSR1 kills it */
+  signal(sig: NodeJS.Signals): void;
 }
 
 export interface SandboxResult {
@@ -41,55 +71,12 @@ export interface SandboxResult {
   exitCode: number;
   /** e.g. 'SIGKILL' when the command was killed by a signal */
   signal?: string;
-}
-
-type Status = { kind: 'exit' | 'signal' | 'error'; payload: string };
-
-/**
- * Splits the helper's stderr into the command's output and the helper's status record
- * ("\0MBUILD-HELPER:<nonce>:<kind>:<payload>\n"), holding back bytes that might start a record.
- */
-class StatusFilter {
-  private readonly header: Buffer;
-  private pending = Buffer.alloc(0);
-  status?: Status;
-
-  constructor(
-    nonce: string,
-    private readonly emit: (b: Buffer) => void,
-  ) {
-    this.header = Buffer.from(`\0MBUILD-HELPER:${nonce}:`, 'latin1');
-  }
-
-  push(chunk: Buffer): void {
-    let buf = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
-    this.pending = Buffer.alloc(0);
-    for (;;) {
-      const at = buf.indexOf(this.header);
-      if (at < 0) break;
-      if (at > 0) this.emit(buf.subarray(0, at));
-      const nl = buf.indexOf(0x0a, at + this.header.length);
-      if (nl < 0) {
-        this.pending = Buffer.from(buf.subarray(at));
-        return;
-      }
-      const rec = buf.subarray(at + this.header.length, nl).toString('utf8');
-      const colon = rec.indexOf(':');
-      const kind = rec.slice(0, colon);
-      if (kind === 'exit' || kind === 'signal' || kind === 'error') this.status = { kind, payload: rec.slice(colon + 1) };
-      buf = buf.subarray(nl + 1);
-    }
-    // keep a tail that could be the beginning of a header
-    let keep = Math.min(this.header.length - 1, buf.length);
-    while (keep > 0 && !buf.subarray(buf.length - keep).equals(this.header.subarray(0, keep))) keep--;
-    if (buf.length - keep > 0) this.emit(buf.subarray(0, buf.length - keep));
-    if (keep > 0) this.pending = Buffer.from(buf.subarray(buf.length - keep));
-  }
-
-  end(): void {
-    if (this.pending.length) this.emit(this.pending);
-    this.pending = Buffer.alloc(0);
-  }
+  /** the network mode used (default resolves to bridge or host) */
+  network: NetworkPlan['mode'];
+  /** the sandbox's address on the bridge */
+  address?: string;
+  /** what the command used, when cgroups are available */
+  usage?: UsageStats;
 }
 
 function signalName(n: number): string | undefined {
@@ -117,7 +104,11 @@ function validate(spec: SandboxSpec): void {
   if (Buffer.byteLength(spec.hostname) > 64 || /[\0\n]/.test(spec.hostname)) {
     throw new SandboxError(`invalid hostname ${JSON.stringify(spec.hostname)}`);
   }
-  if (spec.network !== 'host' && spec.network !== 'none') throw new SandboxError(`unsupported network mode ${String(spec.network)}`);
+  const n = spec.network;
+  if (typeof n === 'object' ? !n || typeof n.join !== 'string' || !isAbsolute(n.join) : !['default', 'bridge', 'host', 'none'].includes(n)) {
+    throw new SandboxError(`unsupported network mode ${JSON.stringify(n)}`);
+  }
+  if (spec.signals !== undefined && spec.signals !== 'kill' && spec.signals !== 'forward') throw new SandboxError(`bad signals mode ${String(spec.signals)}`);
   for (const e of spec.env) if (!e.includes('=')) throw new SandboxError(`environment entry without '=': ${e}`);
 }
 
@@ -125,11 +116,20 @@ function validate(spec: SandboxSpec): void {
 export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
   validate(spec);
   const bin = helperPath();
-  const state = await mkdtemp(join(tmpdir(), 'mbuild-run-'));
+  const plan = await planNetwork(spec.network);
+  const cgroup = await StepCgroup.create(spec.limits ?? {});
+  let state: string | undefined;
+  let helper: Helper | undefined;
+  let attachment: Attachment | undefined;
+  let starting: Promise<void> | undefined;
+  let setupError: unknown;
+  let stopTracking: (() => void) | undefined;
   try {
+    state = await mkdtemp(join(tmpdir(), 'mbuild-run-'));
+    const stateDir = state;
     await Promise.all([
       writeFile(join(state, 'hosts'), spec.hosts, { mode: 0o644 }),
-      writeFile(join(state, 'resolv.conf'), spec.resolvConf, { mode: 0o644 }),
+      writeFile(join(state, 'resolv.conf'), spec.resolvConf ?? (await resolvConfFor(plan.mode)), { mode: 0o644 }),
       writeFile(join(state, 'hostname'), `${spec.hostname}\n`, { mode: 0o644 }),
       mkdir(join(state, 'rootfs')),
       mkdir(join(state, 'empty')),
@@ -145,47 +145,119 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       'uid', String(spec.uid),
       'gid', String(spec.gid),
       'hostname', spec.hostname,
-      'network', spec.network,
+      'network', plan.mode,
+      'signals', spec.signals ?? 'kill',
     ];
+    if (plan.netns) fields.push('netns', plan.netns);
+    for (const f of cgroup?.procsFiles() ?? []) fields.push('cgroup', f);
     for (const d of spec.lowerDirs) fields.push('lower', resolve(d));
     for (const g of spec.groups) fields.push('group', String(g));
     for (const e of spec.env) fields.push('env', e);
     for (const a of spec.args) fields.push('arg', a);
-    const input = encodeFields(fields);
-    return await runHelperProcess(bin, input, nonce, spec.onOutput);
+
+    // the helper announces its network namespace; on the bridge it waits for eth0 and its address
+    const onNetns = (payload: string): void => {
+      const pid = Number(payload);
+      const h = helper!;
+      starting = (async () => {
+        if (plan.mode === 'bridge') {
+          try {
+            attachment = await attachToBridge(plan.bridge!, pid);
+            await writeFile(join(stateDir, 'hosts'), `${spec.hosts}${spec.hosts && !spec.hosts.endsWith('\n') ? '\n' : ''}${attachment.address}\t${spec.hostname}\n`);
+            const a = attachment;
+            h.control!.end(encodeFields(['addr', a.address, 'prefix', String(a.prefix), 'gw', a.gateway, 'ifname', 'eth0']));
+          } catch (err) {
+            setupError ??= err;
+            h.control!.end(encodeFields(['abort', `network setup failed: ${(err as Error).message}`]));
+            return;
+          }
+        }
+        try {
+          await spec.onStart?.({ pid, netns: `/proc/${pid}/ns/net`, network: plan.mode, address: attachment?.address, signal: (sig) => h.kill(sig) });
+        } catch (err) {
+          setupError ??= err;
+          h.kill('SIGUSR1');
+        }
+      })();
+    };
+    helper = startHelper(bin, encodeFields(fields), nonce, {
+      onOutput: spec.onOutput,
+      onNetns,
+      control: plan.mode === 'bridge',
+      // mbuild run forwards the terminal's signals itself
+      detached: spec.signals === 'forward',
+    });
+    if (spec.signals !== 'forward') {
+      const h = helper;
+      stopTracking = onInterrupt(() => {
+        h.kill('SIGKILL');
+        attachment?.releaseSync();
+        cgroup?.destroySync();
+      });
+    }
+    let outcome: { exitCode: number; signal?: string };
+    try {
+      outcome = await helper.done;
+    } catch (err) {
+      await starting?.catch(() => undefined);
+      throw setupError ?? err;
+    }
+    await starting;
+    if (setupError) throw setupError;
+    const usage = cgroup ? await cgroup.stats() : undefined;
+    return { ...outcome, network: plan.mode, address: attachment?.address, usage };
   } finally {
-    await rm(state, { recursive: true, force: true });
+    stopTracking?.();
+    await starting?.catch(() => undefined);
+    await attachment?.release().catch(() => undefined);
+    await cgroup?.destroy();
+    if (state) await rm(state, { recursive: true, force: true });
   }
 }
 
-function runHelperProcess(
+interface Helper {
+  done: Promise<{ exitCode: number; signal?: string }>;
+  /** fd 3 of the helper (bridge mode): the network configuration */
+  control?: Writable;
+  kill(sig: NodeJS.Signals): void;
+}
+
+function startHelper(
   bin: string,
   input: Buffer,
   nonce: string,
-  onOutput: SandboxSpec['onOutput'],
-): Promise<SandboxResult> {
-  return new Promise((resolvePromise, reject) => {
+  opts: { onOutput: SandboxSpec['onOutput']; onNetns: (payload: string) => void; control: boolean; detached: boolean },
+): Helper {
+  let child: ChildProcess;
+  const done = new Promise<{ exitCode: number; signal?: string }>((resolvePromise, reject) => {
     let callbackError: unknown;
     const deliver = (chunk: Buffer, stream: 'stdout' | 'stderr'): void => {
-      if (!onOutput || callbackError !== undefined || chunk.length === 0) return;
+      if (!opts.onOutput || callbackError !== undefined || chunk.length === 0) return;
       try {
-        onOutput(chunk, stream);
+        opts.onOutput(chunk, stream);
       } catch (e) {
         callbackError = e;
       }
     };
     // last stderr lines, for the error message when the helper dies without a status
     let stderrTail = '';
-    const filter = new StatusFilter(nonce, (b) => {
-      stderrTail = (stderrTail + b.toString('utf8')).slice(-2000);
-      deliver(b, 'stderr');
-    });
-    const child = spawn(bin, ['run'], { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
-    child.stdout.on('data', (c: Buffer) => deliver(c, 'stdout'));
-    child.stderr.on('data', (c: Buffer) => filter.push(c));
-    child.stdin.on('error', () => {
+    const filter = new StatusFilter(
+      nonce,
+      (b) => {
+        stderrTail = (stderrTail + b.toString('utf8')).slice(-2000);
+        deliver(b, 'stderr');
+      },
+      (kind, payload) => {
+        if (kind === 'netns') opts.onNetns(payload);
+      },
+    );
+    child = spawn(bin, ['run'], { stdio: opts.control ? ['pipe', 'pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe'], env: {}, detached: opts.detached });
+    child.stdout!.on('data', (c: Buffer) => deliver(c, 'stdout'));
+    child.stderr!.on('data', (c: Buffer) => filter.push(c));
+    child.stdin!.on('error', () => {
       // EPIPE if the helper exits before reading the spec: reported through its status
     });
+    (child.stdio[3] as Writable | null)?.on('error', () => undefined);
     child.on('error', (e: NodeJS.ErrnoException) => reject(spawnError(bin, e)));
     child.on('close', (code, signal) => {
       filter.end();
@@ -201,6 +273,13 @@ function runHelperProcess(
       if (st.kind === 'signal') return resolvePromise({ exitCode: 128 + n, signal: signalName(n) ?? `signal ${n}` });
       resolvePromise({ exitCode: n });
     });
-    child.stdin.end(input);
+    child.stdin!.end(input);
   });
+  return {
+    done,
+    control: opts.control ? (child!.stdio[3] as Writable) : undefined,
+    kill: (sig) => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(sig);
+    },
+  };
 }

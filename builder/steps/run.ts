@@ -4,6 +4,7 @@ import type { StepRun } from '../build/context.js';
 import { DEFAULT_SHELL, runEnv } from '../build/state.js';
 import { readUserDb, resolveUser } from '../build/users.js';
 import { runSandboxed } from '../sandbox/run.js';
+import { formatBytes } from '../sandbox/cgroups.js';
 import { MbuildError, RunFailedError } from '../../util/errors.js';
 import type { NetworkMode } from '../build/context.js';
 
@@ -42,7 +43,6 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
     tail.push(...lines);
     if (tail.length > 20) tail.splice(0, tail.length - 20);
   };
-  const resolvConf = network === 'none' ? '' : await hostResolvConf();
   const active = await ctx.snap.prepare();
   try {
     const result = await ctx.jobs.add(() => runSandboxed({
@@ -58,16 +58,20 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
       hostname: HOSTNAME,
       network,
       hosts: `127.0.0.1\tlocalhost ${HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n`,
-      resolvConf,
+      limits: ctx.limits,
       onOutput: (chunk) => {
         step.output(chunk);
         remember(chunk);
       },
     }), { throwOnTimeout: true });
     if (partial) tail.push(partial);
+    const u = result.usage;
+    if (u) step.note(`peak memory ${u.peakMemory !== undefined ? formatBytes(u.peakMemory) : 'n/a'}, cpu ${u.cpuSeconds !== undefined ? u.cpuSeconds.toFixed(2) + 's' : 'n/a'}`);
     if (result.exitCode !== 0) {
       const what = ins.cmd.shell ? ins.cmd.command : JSON.stringify(ins.cmd.args);
-      const how = result.signal ? `was killed by ${result.signal}` : `exited with code ${result.exitCode}`;
+      const limit = ctx.limits?.memory !== undefined ? ` (memory limit ${formatBytes(ctx.limits.memory)})` : '';
+      const oom = u?.oomKilled ? `was killed by the OOM killer${limit}` : undefined;
+      const how = oom ?? (result.signal ? `was killed by ${result.signal}` : `exited with code ${result.exitCode}`);
       throw new RunFailedError(`RUN ${truncate(what)} ${how}`, ins.range, tail.slice(-5));
     }
     state.layers.push(await cache.save(await ctx.snap.commit(active)));
@@ -92,14 +96,4 @@ function heredocScript(ins: RunInstruction): string | undefined {
 function truncate(s: string): string {
   const one = s.replace(/\s+/g, ' ').trim();
   return one.length > 80 ? one.slice(0, 77) + '...' : one;
-}
-
-let resolvCache: string | undefined;
-/** The host's resolv.conf, minus loopback resolvers a new network namespace could not reach. */
-async function hostResolvConf(): Promise<string> {
-  if (resolvCache !== undefined) return resolvCache;
-  const { readFile } = await import('node:fs/promises');
-  const text = await readFile('/etc/resolv.conf', 'utf8').catch(() => '');
-  resolvCache = text;
-  return text;
 }

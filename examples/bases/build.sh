@@ -129,7 +129,8 @@ mk_debian() {
   need_pkgs debootstrap
   local mirror key tarball
   mirror=$(debian_mirror)
-  key="$(release_date "$mirror")-$(echo -n "$mirror" | sha256sum | cut -c1-12)"
+  # keyed by the suite's date, the mirror and this script (which decides what the tarball holds)
+  key="$(release_date "$mirror")-$( (echo "$mirror"; cat "$here/build.sh") | sha256sum | cut -c1-12)"
   tarball="$cache/debian-bookworm-minbase-$key.tar.gz"
   if [ ! -f "$tarball" ]; then
     say "debootstrap --variant=minbase bookworm from $mirror (cached as $tarball)"
@@ -149,9 +150,19 @@ mk_debian() {
     rm -rf "$d"/var/cache/apt/archives/*.deb "$d"/var/cache/apt/*.bin "$d"/var/lib/apt/lists/*
     rm -f "$d/etc/resolv.conf" "$d/etc/hostname"
     printf '#!/bin/sh\nexit 101\n' >"$d/usr/sbin/policy-rc.d" && chmod 0755 "$d/usr/sbin/policy-rc.d"
+    # apt keeps no .deb files or package caches in image layers, and fetches no translations
+    local clean='"rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true";'
+    cat >"$d/etc/apt/apt.conf.d/docker-clean" <<EOF
+DPkg::Post-Invoke { $clean };
+APT::Update::Post-Invoke { $clean };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+EOF
+    echo 'Acquire::Languages "none";' >"$d/etc/apt/apt.conf.d/docker-no-languages"
     tar --sort=name --numeric-owner -C "$d" -cf - . | gzip -n >"$tarball.$$.part"
     mv "$tarball.$$.part" "$tarball"
     rm -rf "$d" "$d.log"
+    find "$cache" -maxdepth 1 -name 'debian-bookworm-minbase-*.tar.gz' ! -name "${tarball##*/}" -delete # older keys
     say "debootstrap and tarball took $(($(date +%s) - t0))s"
   fi
   ln -f "$tarball" "$here/debian/rootfs.tar.gz" 2>/dev/null || cp "$tarball" "$here/debian/rootfs.tar.gz"

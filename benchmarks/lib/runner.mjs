@@ -1,0 +1,151 @@
+// The measuring loop: per scenario and variant, N rounds; each round runs every tool once, in an
+// order that rotates from round to round (alternating, so drift in the machine hits all tools alike).
+import { spawnSync } from 'node:child_process';
+import { readFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { tail } from './proc.mjs';
+import { startRegistry } from './daemons.mjs';
+
+const secs = (ms) => (ms / 1000).toFixed(2);
+
+const VARIANT_LABELS = { cold: 'cold', warm: 'warm (no change)', change: 'one line changed' };
+
+/**
+ * From an mbuild --progress plain log: the summed "#N ... DONE 1.234s" times of the Dockerfile
+ * steps ("#N [stage 2/3] RUN ...") and of the rest (exporting layers, writing outputs).
+ */
+export function stepSeconds(log) {
+  const labels = new Map();
+  const t = { steps: 0, export: 0 };
+  try {
+    for (const line of readFileSync(log, 'utf8').split('\n')) {
+      const m = line.match(/^#(\d+) (.*)$/);
+      if (!m) continue;
+      if (!labels.has(m[1])) labels.set(m[1], m[2]);
+      const done = m[2].match(/(?:^| )DONE ([\d.]+)s$/);
+      if (done) t[labels.get(m[1]).startsWith('[') ? 'steps' : 'export'] += Number(done[1]);
+    }
+  } catch {
+    return null;
+  }
+  return t;
+}
+
+/** Lets the previous run's dirty pages reach the disk before the next tool's clock starts. */
+const settle = () => spawnSync('sync');
+
+export async function runScenario(sc, tools, env) {
+  const { runs, work, variantsFilter, say } = env;
+  const logs = join(work, 'logs');
+  mkdirSync(logs, { recursive: true });
+  const rows = [];
+  const row = (variant, tool) => {
+    let r = rows.find((x) => x.variant === variant && x.tool === tool);
+    if (!r) {
+      const label = sc.labels?.[variant] ?? VARIANT_LABELS[variant] ?? variant;
+      rows.push((r = { scenario: sc.id, title: sc.title, variant, label, tool, samples: [], rssKb: [], steps: [], errors: [], ranUnused: [] }));
+    }
+    return r;
+  };
+  const variants = sc.variants.filter((v) => !variantsFilter || variantsFilter.includes(v));
+
+  const prep = sc.prepare({ repo: env.repo, work, registryPort: env.registryPort });
+  // base images into each tool; a tool that cannot get them sits this scenario out
+  let active = [];
+  for (const t of tools) {
+    try {
+      for (const name of prep.images) t.ensureImage(name, await env.archives(name));
+      active.push(t);
+    } catch (e) {
+      for (const v of variants) row(v, t.name).skipped = `base images: ${e.message.split('\n')[0]}`;
+    }
+  }
+  const tagFor = (t) => prep.tag ?? `bench/${sc.id}:${t.name}`;
+  let nonce = 0;
+  const stamp = Date.now().toString(36);
+
+  const build = async (t, variant, round, noCache) => {
+    const log = join(logs, `${sc.id}-${variant}-${t.name}-${round}.log`);
+    const r = await t.build({ ctx: prep.ctx, dockerfile: prep.dockerfile, tag: tagFor(t), noCache, log, output: prep.output });
+    return { ...r, log };
+  };
+  const record = (variant, t, round, r) => {
+    const x = row(variant, t.name);
+    if (r.code !== 0) {
+      x.errors.push(`run ${round}: exit ${r.code}`);
+      say(`  ${t.name}: FAILED (exit ${r.code}), log ${r.log}:\n${tail(r.log, 12).replace(/^/gm, '    ')}`);
+      return;
+    }
+    x.samples.push(r.ms);
+    if (r.rssKb) x.rssKb.push(r.rssKb);
+    if (t.name === 'mbuild') x.steps.push(stepSeconds(r.log));
+    if (sc.ranMarker) x.ranUnused.push(readFileSync(r.log, 'utf8').includes(sc.ranMarker));
+    say(`  [${sc.id} ${variant} ${round}/${runs}] ${t.name.padEnd(8)} ${secs(r.ms)} s${r.rssKb ? `  rss ${Math.round(r.rssKb / 1024)} MB` : ''}`);
+  };
+
+  if (sc.kind === 'push') {
+    active = active.filter((t) => {
+      if (t.name === 'legacy') return false; // the same `docker push` as BuildKit's row
+      if (t.pushMissing) for (const v of variants) row(v, t.name).skipped = t.pushMissing;
+      return !t.pushMissing;
+    });
+    // the image to push, built once per tool
+    active = (await Promise.all(active.map(async (t) => {
+      const r = await build(t, 'prepare', 0, false);
+      if (r.code === 0) return t;
+      for (const v of variants) row(v, t.name).skipped = `building the image failed: ${tail(r.log, 3)}`;
+      return null;
+    }))).filter(Boolean);
+    const regDir = join(work, 'registry');
+    for (const variant of variants) {
+      let reg = null;
+      try {
+        if (variant === 'warm') {
+          reg = await startRegistry(regDir, env.registryPort);
+          for (const t of active) await t.push({ image: tagFor(t), log: join(logs, `push-prime-${t.name}.log`) });
+        }
+        for (let round = 1; round <= runs && !env.aborted(); round++) {
+          for (const t of rotate(active, round)) {
+            if (variant === 'cold') {
+              await reg?.stop();
+              reg = await startRegistry(regDir, env.registryPort); // empty: every blob must be sent
+            }
+            const log = join(logs, `push-${variant}-${t.name}-${round}.log`);
+            settle();
+            record(variant, t, round, { ...(await t.push({ image: tagFor(t), log })), log });
+          }
+        }
+      } finally {
+        await reg?.stop();
+      }
+    }
+    return rows;
+  }
+
+  for (const variant of variants) {
+    let ready = active;
+    if (variant !== 'cold') {
+      // prime: the cache holds this context's result before the timed runs
+      ready = [];
+      for (const t of active) {
+        const r = await build(t, variant, 0, false);
+        if (r.code === 0) ready.push(t);
+        else row(variant, t.name).skipped = `priming build failed: ${tail(r.log, 3)}`;
+      }
+    }
+    for (let round = 1; round <= runs && !env.aborted(); round++) {
+      for (const t of rotate(ready, round)) {
+        if (variant === 'change') prep.mutate(`${stamp}-${++nonce}`);
+        settle();
+        record(variant, t, round, await build(t, variant, round, variant === 'cold'));
+      }
+    }
+  }
+  return rows;
+}
+
+function rotate(list, round) {
+  if (list.length === 0) return list;
+  const k = (round - 1) % list.length;
+  return [...list.slice(k), ...list.slice(0, k)];
+}

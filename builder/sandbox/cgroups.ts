@@ -1,0 +1,359 @@
+/**
+ * One cgroup per sandboxed command, cgroup v1 or v2: memory / cpu / pids limits, the devices allow-list
+ * (v1), and what the command used (peak memory, CPU time, OOM kills), read when it has ended.
+ *
+ * v2 (detected by /sys/fs/cgroup/cgroup.controllers): cgroups live directly below the root,
+ * `mbuild-<pid namespace>-<pid>-<rand>`, since a non-root cgroup holding processes cannot delegate controllers.
+ * v1: one directory per hierarchy, below the cgroup this process is in (its parents' limits still
+ * apply). Dead owners' cgroups are swept on first use. The helper puts the command in (see "cgroup"
+ * in native/mbuild-helper.c); nothing else of the builder runs inside.
+ */
+import { existsSync, promises as fs, readFileSync, readlinkSync, rmdirSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SandboxError, UsageError } from '../../util/errors.js';
+
+export interface Limits {
+  /** bytes */
+  memory?: number;
+  /** CPUs, e.g. 0.5 */
+  cpus?: number;
+  /** maximum number of processes */
+  pids?: number;
+}
+
+export interface UsageStats {
+  /** bytes; undefined when the kernel does not report it */
+  peakMemory?: number;
+  /** user + system, seconds */
+  cpuSeconds?: number;
+  /** the OOM killer killed a process of the command */
+  oomKilled: boolean;
+}
+
+export interface CgroupLayout {
+  version: 1 | 2;
+  /** v2: the mount point; v1: controller → directory of this process's cgroup in that hierarchy */
+  root: string;
+  v1?: Map<string, string>;
+}
+
+const V1_CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'pids', 'devices'] as const;
+const NAME_RE = /^mbuild-(\d+)-(\d+)-[0-9a-f]+$/;
+
+/** This process's pid namespace: a pid in a cgroup name means nothing in another one. */
+function pidNs(): string {
+  try {
+    return /\[(\d+)\]/.exec(readlinkSync('/proc/self/ns/pid'))?.[1] ?? '0';
+  } catch {
+    return '0';
+  }
+}
+
+/** Docker's default device rules (runc's AllowedDevices): mknod anything, use only the harmless ones. */
+const DEVICE_ALLOW = ['c *:* m', 'b *:* m', 'c 1:3 rwm', 'c 1:5 rwm', 'c 1:7 rwm', 'c 1:8 rwm', 'c 1:9 rwm', 'c 5:0 rwm', 'c 5:1 rwm', 'c 5:2 rwm', 'c 136:* rwm', 'c 10:200 rwm'];
+
+/** The cgroup hierarchies of this process, or undefined when there is no usable cgroupfs. */
+export function detectCgroups(mountinfo = '/proc/self/mountinfo', selfCgroup = '/proc/self/cgroup'): CgroupLayout | undefined {
+  let info: string;
+  let own: string;
+  try {
+    info = readFileSync(mountinfo, 'utf8');
+    own = readFileSync(selfCgroup, 'utf8');
+  } catch {
+    return undefined;
+  }
+  if (existsSync('/sys/fs/cgroup/cgroup.controllers')) return { version: 2, root: '/sys/fs/cgroup' };
+  // own path per controller ("4:memory:/a/b", "2:cpu,cpuacct:/")
+  const ownPath = new Map<string, string>();
+  for (const line of own.split('\n')) {
+    const m = /^\d+:([^:]*):(.*)$/.exec(line);
+    if (!m || !m[1]) continue;
+    for (const c of m[1].split(',')) ownPath.set(c, m[2]);
+  }
+  const dirs = new Map<string, string>();
+  for (const line of info.split('\n')) {
+    // id parent maj:min root mountpoint opts ... - fstype source superopts
+    const sep = line.indexOf(' - ');
+    if (sep < 0) continue;
+    const pre = line.slice(0, sep).split(' ');
+    const post = line.slice(sep + 3).split(' ');
+    if (post[0] !== 'cgroup' || pre.length < 5) continue;
+    const mountRoot = unescapeMount(pre[3]);
+    const mountPoint = unescapeMount(pre[4]);
+    for (const c of (post[2] ?? '').split(',')) {
+      if (!(V1_CONTROLLERS as readonly string[]).includes(c) || dirs.has(c)) continue;
+      const p = ownPath.get(c) ?? '/';
+      // inside a container the hierarchy may be mounted from a subtree (mountRoot)
+      const rel = mountRoot !== '/' && (p === mountRoot || p.startsWith(mountRoot + '/')) ? p.slice(mountRoot.length) : p;
+      dirs.set(c, path.join(mountPoint, rel));
+    }
+  }
+  if (dirs.size === 0) return undefined;
+  return { version: 1, root: '/sys/fs/cgroup', v1: dirs };
+}
+
+function unescapeMount(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+let layoutCache: CgroupLayout | null | undefined;
+const swept = new Set<string>();
+
+function layout(): CgroupLayout | undefined {
+  if (layoutCache === undefined) layoutCache = process.getuid?.() === 0 ? detectCgroups() ?? null : null;
+  return layoutCache ?? undefined;
+}
+
+export class StepCgroup {
+  private constructor(
+    readonly layout: CgroupLayout,
+    /** controller (v1) or 'unified' (v2) → cgroup directory */
+    readonly dirs: Map<string, string>,
+    readonly limits: Limits,
+  ) {}
+
+  /**
+   * A fresh cgroup with the limits applied. Undefined when cgroups are not available and no limit was
+   * asked for (the command then runs without usage figures); a SandboxError when a limit cannot be set.
+   */
+  static async create(limits: Limits, forced?: CgroupLayout): Promise<StepCgroup | undefined> {
+    const lay = forced ?? layout();
+    const wanted = limits.memory !== undefined || limits.cpus !== undefined || limits.pids !== undefined;
+    if (!lay) {
+      if (wanted) throw new SandboxError('resource limits need cgroups: run as root on a host with /sys/fs/cgroup mounted');
+      return undefined;
+    }
+    const name = `mbuild-${pidNs()}-${process.pid}-${randomBytes(5).toString('hex')}`;
+    const dirs = new Map<string, string>();
+    if (lay.version === 2) {
+      await sweepParent(lay.root);
+      await enableV2Controllers(lay.root, limits);
+      dirs.set('unified', path.join(lay.root, name));
+    } else {
+      for (const [c, parent] of lay.v1!) {
+        // cpu only for --cpus, unless it shares its hierarchy with cpuacct (needed for the CPU time)
+        if (c === 'cpu' && limits.cpus === undefined && parent !== lay.v1!.get('cpuacct')) continue;
+        await sweepParent(parent);
+        dirs.set(c, path.join(parent, name));
+      }
+      if (limits.memory !== undefined && !dirs.has('memory')) throw new SandboxError('--memory needs the memory cgroup controller, which is not mounted');
+      if (limits.cpus !== undefined && !dirs.has('cpu')) throw new SandboxError('--cpus needs the cpu cgroup controller, which is not mounted');
+      if (limits.pids !== undefined && !dirs.has('pids')) throw new SandboxError('--pids-limit needs the pids cgroup controller, which is not mounted');
+    }
+    const cg = new StepCgroup(lay, dirs, limits);
+    try {
+      // comounted controllers (cpu,cpuacct) share one directory
+      for (const d of new Set(dirs.values())) await fs.mkdir(d).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'EEXIST') throw e; });
+      await cg.apply();
+    } catch (err) {
+      await cg.destroy().catch(() => undefined);
+      if (err instanceof SandboxError) throw err;
+      if (wanted) throw new SandboxError(`cannot set up the cgroup for the resource limits: ${(err as Error).message}`, err);
+      return undefined; // usage figures are a nicety: run without them
+    }
+    return cg;
+  }
+
+  /** The files the helper writes the command's pid into (one per hierarchy). */
+  procsFiles(): string[] {
+    return [...new Set(this.dirs.values())].map((d) => path.join(d, 'cgroup.procs'));
+  }
+
+  private file(ctrl: string, name: string): string | undefined {
+    const d = this.dirs.get(this.layout.version === 2 ? 'unified' : ctrl);
+    return d && path.join(d, name);
+  }
+
+  private async apply(): Promise<void> {
+    const { memory, cpus, pids } = this.limits;
+    const w = async (ctrl: string, name: string, value: string, optional = false) => {
+      const f = this.file(ctrl, name);
+      if (!f) return;
+      try {
+        await fs.writeFile(f, value);
+      } catch (err) {
+        if (optional && (err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw new SandboxError(`cannot write ${value} to ${f}: ${(err as Error).message}`, err);
+      }
+    };
+    if (this.layout.version === 2) {
+      if (memory !== undefined) {
+        await w('memory', 'memory.max', String(memory));
+        await w('memory', 'memory.swap.max', '0', true);
+      }
+      if (cpus !== undefined) await w('cpu', 'cpu.max', `${Math.round(cpus * 100000)} 100000`);
+      if (pids !== undefined) await w('pids', 'pids.max', String(pids));
+      return;
+    }
+    if (memory !== undefined) {
+      await w('memory', 'memory.limit_in_bytes', String(memory));
+      // no swapping past the limit (only present with swap accounting)
+      await w('memory', 'memory.memsw.limit_in_bytes', String(memory), true);
+    }
+    if (cpus !== undefined) {
+      await w('cpu', 'cpu.cfs_period_us', '100000');
+      await w('cpu', 'cpu.cfs_quota_us', String(Math.max(1000, Math.round(cpus * 100000))));
+    }
+    if (pids !== undefined) await w('pids', 'pids.max', String(pids));
+    if (this.dirs.has('devices')) {
+      await w('devices', 'devices.deny', 'a');
+      for (const rule of DEVICE_ALLOW) await w('devices', 'devices.allow', rule);
+    }
+  }
+
+  /** What the command used; call after it has ended, before destroy(). */
+  async stats(): Promise<UsageStats> {
+    const read = async (ctrl: string, name: string) => {
+      const f = this.file(ctrl, name);
+      return f ? fs.readFile(f, 'utf8').catch(() => undefined) : undefined;
+    };
+    const field = (text: string | undefined, key: string) => {
+      const m = text && new RegExp(`^${key} (\\d+)$`, 'm').exec(text);
+      return m ? Number(m[1]) : undefined;
+    };
+    const num = (text: string | undefined) => (text !== undefined && /^\d+\s*$/.test(text) ? Number(text) : undefined);
+    if (this.layout.version === 2) {
+      const [peak, cpu, events] = await Promise.all([read('memory', 'memory.peak'), read('cpu', 'cpu.stat'), read('memory', 'memory.events')]);
+      const usec = field(cpu, 'usage_usec');
+      return { peakMemory: num(peak), cpuSeconds: usec === undefined ? undefined : usec / 1e6, oomKilled: (field(events, 'oom_kill') ?? 0) > 0 };
+    }
+    const [peak, usage, oom] = await Promise.all([read('memory', 'memory.max_usage_in_bytes'), read('cpuacct', 'cpuacct.usage'), read('memory', 'memory.oom_control')]);
+    const ns = num(usage);
+    return { peakMemory: num(peak), cpuSeconds: ns === undefined ? undefined : ns / 1e9, oomKilled: (field(oom, 'oom_kill') ?? 0) > 0 };
+  }
+
+  /** Kills what is left in the cgroup and removes it. */
+  async destroy(): Promise<void> {
+    for (const d of new Set(this.dirs.values())) await removeCgroup(d);
+  }
+
+  /** Synchronous best effort for signal handlers: the processes must already be dying. */
+  destroySync(): void {
+    for (const d of new Set(this.dirs.values())) {
+      for (let i = 0; i < 50; i++) {
+        try {
+          killAll(d);
+          rmdirSync(d);
+          break;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') break;
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+        }
+      }
+    }
+  }
+}
+
+function killAll(dir: string): void {
+  let procs = '';
+  try {
+    procs = readFileSync(path.join(dir, 'cgroup.procs'), 'utf8');
+  } catch {
+    return;
+  }
+  for (const p of procs.split('\n')) {
+    const pid = Number(p);
+    if (pid > 0)
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+  }
+}
+
+async function removeCgroup(dir: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      await fs.rmdir(dir);
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code !== 'EBUSY' || i >= 100) throw new SandboxError(`cannot remove cgroup ${dir}: ${(err as Error).message}`, err);
+      // processes still exiting: make sure they do (v2 has cgroup.kill, v1 needs a signal each)
+      await fs.writeFile(path.join(dir, 'cgroup.kill'), '1').catch(() => killAll(dir));
+      await sleep(i < 10 ? 5 : 50);
+    }
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes the cgroups of mbuild processes that are gone (killed mid-step). */
+async function sweepParent(parent: string): Promise<void> {
+  if (swept.has(parent)) return;
+  swept.add(parent);
+  for (const name of await fs.readdir(parent).catch(() => [] as string[])) {
+    const m = NAME_RE.exec(name);
+    if (m && m[1] === pidNs() && Number(m[2]) !== process.pid && !pidAlive(Number(m[2]))) await removeCgroup(path.join(parent, name)).catch(() => undefined);
+  }
+}
+
+/** v2: the root must delegate the controllers a limit needs (cpu and memory are usually on already). */
+async function enableV2Controllers(root: string, limits: Limits): Promise<void> {
+  const available = (await fs.readFile(path.join(root, 'cgroup.controllers'), 'utf8').catch(() => '')).split(/\s+/);
+  const enabled = (await fs.readFile(path.join(root, 'cgroup.subtree_control'), 'utf8').catch(() => '')).split(/\s+/);
+  const need: string[] = [];
+  for (const [c, asked] of [['memory', limits.memory !== undefined], ['cpu', limits.cpus !== undefined], ['pids', limits.pids !== undefined]] as const) {
+    if (enabled.includes(c)) continue;
+    if (!available.includes(c)) {
+      if (asked) throw new SandboxError(`the ${c} cgroup controller is not available (cgroup v2: ${root}/cgroup.controllers)`);
+      continue;
+    }
+    need.push(`+${c}`);
+  }
+  if (need.length) await fs.writeFile(path.join(root, 'cgroup.subtree_control'), need.join(' ')).catch(() => undefined);
+}
+
+/* ----------------------------------------------------------------- flags */
+
+/** Docker's --memory syntax: a number with an optional b/k/m/g/t suffix, 1024-based ("64m"). */
+export function parseMemory(value: string, flag = '--memory'): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?$/i.exec(value.trim());
+  if (!m) throw new UsageError(`invalid ${flag} value "${value}": use a size such as 512m or 2g`);
+  const mult = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2].toLowerCase() as '' | 'b' | 'k' | 'm' | 'g' | 't'];
+  const bytes = Math.floor(Number(m[1]) * mult);
+  if (bytes < 6 * 1024 * 1024) throw new UsageError(`${flag} ${value} is too small: the minimum is 6m`);
+  return bytes;
+}
+
+export function parseCpus(value: string): number {
+  const n = Number(value);
+  const max = availableParallelism();
+  if (!/^\d*\.?\d+$/.test(value.trim()) || !(n >= 0.01) || n > max) {
+    throw new UsageError(`invalid --cpus value "${value}": the range is 0.01 to ${max} (this machine has ${max} CPUs)`);
+  }
+  return n;
+}
+
+/** --pids-limit: a positive number; 0 or -1 mean unlimited (undefined). */
+export function parsePidsLimit(value: string): number | undefined {
+  if (!/^-?\d+$/.test(value.trim())) throw new UsageError(`invalid --pids-limit value "${value}": use a whole number`);
+  const n = Number(value);
+  if (n === 0 || n === -1) return undefined;
+  if (n < 0) throw new UsageError(`invalid --pids-limit value "${value}"`);
+  return n;
+}
+
+/** 3355443 → "3.2MB" (1024-based, as --memory counts). */
+export function formatBytes(n: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let u = 0;
+  let v = n;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${v}B` : `${v >= 100 || Number.isInteger(v) ? Math.round(v) : v.toFixed(1)}${units[u]}`;
+}
