@@ -123,6 +123,7 @@ export async function pullImage(store: Store, reference: string, opts: PullOptio
     const layers = [...new Map(manifest.layers.map((l) => [l.digest, l])).values()];
     const queue = new PQueue({ concurrency: opts.concurrency ?? 3 });
     let failure: unknown;
+    const active = new Set<Readable>();
     const jobs = layers.map((l) =>
       queue.add(async () => {
         if (failure) return;
@@ -134,12 +135,19 @@ export async function pullImage(store: Store, reference: string, opts: PullOptio
         const src = client.blobStream(l.digest, l.size);
         const counted = src.pipe(bp.meter());
         src.on('error', (e) => counted.destroy(e));
+        active.add(src);
         try {
           await store.content.ingest(counted as Readable, { digest: l.digest, size: l.size });
         } catch (err) {
           src.destroy();
-          failure ??= err;
+          if (!failure) {
+            failure = err;
+            // one failed layer fails the pull: stop the other downloads (their temp files go too)
+            for (const other of active) if (other !== src) other.destroy(new Error('canceled'));
+          }
           throw err;
+        } finally {
+          active.delete(src);
         }
         bp.done(`done ${humanBytes(l.size)}`);
       }),

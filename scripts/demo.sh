@@ -18,7 +18,8 @@ t0=$(date +%s)
 mb build -t myhttpserver examples/myhttpserver
 echo "demo: built myhttpserver in $(($(date +%s) - t0))s"
 
-log=$(mktemp)
+tmpd=$(mktemp -d)
+log=$tmpd/run.log
 mb run --rm -p "$port:1111" myhttpserver >"$log" 2>&1 &
 pid=$!
 stop() {
@@ -28,7 +29,7 @@ stop() {
     kill -KILL "$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null || true
-  rm -f "$log"
+  rm -rf "$tmpd"
 }
 trap stop EXIT
 
@@ -45,11 +46,18 @@ if [ -z "$page" ]; then
   exit 1
 fi
 echo "demo: curl http://127.0.0.1:$port/ answered: $page"
-# the size a registry would store: the compressed layers (the build stage's golang image stays behind)
+# the image's size as a registry stores it: the compressed layers of `mbuild save` (the store keeps
+# built layers uncompressed; the first save compresses them once). golang, the build stage's image, for scale.
 for name in golang myhttpserver; do
-  mb inspect "$name" | python3 -c '
-import json, sys
-img = json.load(sys.stdin)[0]
-print("demo: image %-13s %d layers, %.1f MB compressed" % (img["RepoTags"][0], len(img["Manifest"]["layers"]), img["Size"] / 1e6))
-'
+  mb save --format oci -o "$tmpd/$name.tar" "$name"
+  python3 - "$tmpd/$name.tar" "$name" <<'EOF'
+import json, sys, tarfile
+t = tarfile.open(sys.argv[1])
+blob = lambda d: json.load(t.extractfile("blobs/sha256/" + d.split(":")[1]))
+m = blob(json.load(t.extractfile("index.json"))["manifests"][0]["digest"])
+while "manifests" in m:
+    m = blob(m["manifests"][0]["digest"])
+print("demo: image %-12s %d layers, %.1f MB compressed" % (sys.argv[2], len(m["layers"]), sum(l["size"] for l in m["layers"]) / 1e6))
+EOF
+  rm -f "$tmpd/$name.tar"
 done

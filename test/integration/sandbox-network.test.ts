@@ -1,0 +1,288 @@
+/**
+ * Bridge networking of the RUN sandbox, on a bridge of the test's own (MBUILD_BRIDGE) that is torn
+ * down at the end: addresses, routes, reaching the gateway and each other, none/host, cleanup after
+ * every step, after interruption, after 50 builds, and of what dead processes left behind.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { helperPath } from '../../builder/sandbox/native.js';
+import { runSandboxed, type SandboxSpec } from '../../builder/sandbox/run.js';
+import { ensureBridge, teardownBridge, type Bridge } from '../../builder/sandbox/network/index.js';
+import { contains, ipToInt } from '../../builder/sandbox/network/cidr.js';
+import { readState } from '../../builder/sandbox/network/state.js';
+import { detectCgroups } from '../../builder/sandbox/cgroups.js';
+import { BUSYBOX_TAR, REPO, mbuild, mountsUnder } from '../helpers/cli.js';
+
+const isRoot = process.getuid?.() === 0;
+const BRIDGE = `mbt${randomBytes(3).toString('hex')}`;
+
+function sh(cmd: string): string {
+  return execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
+}
+
+function ensureTools(): void {
+  if (!existsSync('/usr/sbin/iptables') && !existsSync('/sbin/iptables')) {
+    try {
+      execFileSync('apt-get', ['install', '-y', '-qq', 'iptables'], { stdio: 'ignore' });
+    } catch {
+      execFileSync('apt-get', ['update', '-qq'], { stdio: 'ignore' });
+      execFileSync('apt-get', ['install', '-y', '-qq', 'iptables'], { stdio: 'ignore' });
+    }
+  }
+}
+
+/** What this test's bridge adds to the host: its links, rules and cgroups left by dead processes. */
+function vethsOnBridge(): string[] {
+  const out = sh(`ip -j link show master ${BRIDGE} 2>/dev/null || echo '[]'`);
+  return (JSON.parse(out || '[]') as { ifname: string }[]).map((l) => l.ifname);
+}
+
+function rulesMentioning(word: string): string[] {
+  return sh('iptables-save 2>/dev/null || true')
+    .split('\n')
+    .filter((l) => l.startsWith('-A') && l.includes(word));
+}
+
+/** mbuild cgroups whose owner process is gone, where this test's builds make theirs (they inherit our cgroups). */
+function staleCgroups(): string[] {
+  const lay = detectCgroups();
+  const parents = lay?.version === 2 ? [lay.root] : [...new Set(lay?.v1?.values() ?? [])];
+  const out: string[] = [];
+  for (const dir of parents) {
+    for (const e of readdirSync(dir)) {
+      const m = /^mbuild-\d+-(\d+)-[0-9a-f]+$/.exec(e);
+      if (!m) continue;
+      try {
+        process.kill(Number(m[1]), 0);
+      } catch {
+        out.push(join(dir, e));
+      }
+    }
+  }
+  return out;
+}
+
+describe.skipIf(!isRoot)('RUN sandbox networking (root)', () => {
+  let base: string;
+  let busybox: string;
+  let root: string;
+  let bridge: Bridge;
+  let counter = 0;
+  let forwardBefore: string;
+
+  beforeAll(async () => {
+    ensureTools();
+    if (!existsSync(helperPath())) execFileSync('node', ['scripts/build-native.mjs'], { cwd: REPO, stdio: 'inherit' });
+    forwardBefore = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8');
+    process.env.MBUILD_BRIDGE = BRIDGE;
+    base = mkdtempSync(join(tmpdir(), 'mbuild-net-test-'));
+    const oci = join(base, 'oci');
+    mkdirSync(oci);
+    execFileSync('tar', ['-xf', BUSYBOX_TAR, '-C', oci]);
+    const index = JSON.parse(readFileSync(join(oci, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
+    const blob = (d: string) => join(oci, 'blobs', ...d.split(':'));
+    const manifest = JSON.parse(readFileSync(blob(index.manifests[0]!.digest), 'utf8')) as { layers: { digest: string }[] };
+    busybox = join(base, 'busybox');
+    mkdirSync(busybox);
+    execFileSync('tar', ['-xzf', blob(manifest.layers[0]!.digest), '-C', busybox]);
+    root = join(base, 'root');
+    expect((await mbuild(['--root', root, 'load', '-i', BUSYBOX_TAR])).code).toBe(0);
+    bridge = await ensureBridge();
+  });
+
+  afterAll(async () => {
+    await teardownBridge(BRIDGE);
+    // the host's network is as it was: no link, rule or state of the test's bridge, forwarding restored
+    expect(sh('ip -o link show').includes(BRIDGE)).toBe(false);
+    expect(rulesMentioning(BRIDGE)).toEqual([]);
+    expect(readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8')).toBe(forwardBefore);
+    expect(existsSync(`/run/mbuild/net/${BRIDGE}.json`)).toBe(false);
+    if (base) {
+      expect(await mountsUnder(base)).toEqual([]);
+      rmSync(base, { recursive: true, force: true });
+    }
+    delete process.env.MBUILD_BRIDGE;
+  });
+
+  function spec(script: string, over: Partial<SandboxSpec> = {}): SandboxSpec {
+    const d = join(base, `step-${++counter}`);
+    mkdirSync(join(d, 'upper'), { recursive: true });
+    mkdirSync(join(d, 'work'));
+    return {
+      lowerDirs: [busybox],
+      upperDir: join(d, 'upper'),
+      workDir: join(d, 'work'),
+      args: ['/bin/sh', '-c', script],
+      env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
+      cwd: '/',
+      uid: 0,
+      gid: 0,
+      groups: [],
+      hostname: 'nettest',
+      network: 'bridge',
+      hosts: '127.0.0.1\tlocalhost\n',
+      ...over,
+    };
+  }
+
+  async function run(script: string, over: Partial<SandboxSpec> = {}) {
+    let out = '';
+    const r = await runSandboxed({ ...spec(script, over), onOutput: (c) => (out += c.toString()) });
+    return { ...r, out };
+  }
+
+  it('bridge: eth0 with an address in the subnet, a default route via the gateway, hosts and resolv.conf', async () => {
+    const r = await run('ip -o -4 addr show eth0; ip route; cat /etc/hosts /etc/resolv.conf');
+    expect(r.exitCode, r.out).toBe(0);
+    expect(r.network).toBe('bridge');
+    const addr = /inet (\d+\.\d+\.\d+\.\d+)\/(\d+)/.exec(r.out);
+    expect(addr, r.out).not.toBeNull();
+    expect(contains(bridge.subnet, ipToInt(addr![1])!)).toBe(true);
+    expect(Number(addr![2])).toBe(bridge.subnet.prefix);
+    expect(addr![1]).toBe(r.address);
+    expect(r.out).toMatch(new RegExp(`default via ${bridge.gateway.replace(/\./g, '\\.')} dev eth0`));
+    expect(r.out).toContain(`${r.address}\tnettest`);
+    expect(r.out).not.toMatch(/nameserver\s+127\./);
+    expect(vethsOnBridge()).toEqual([]);
+  });
+
+  it('the bridge subnet clashes with no host route', () => {
+    const routes = sh('ip -4 route').split('\n').filter((l) => l && !l.startsWith('default') && !l.includes(BRIDGE));
+    for (const r of routes) {
+      const dst = r.split(' ')[0]!;
+      const ip = ipToInt(dst.split('/')[0]!)!;
+      expect(contains(bridge.subnet, ip), `${dst} is inside ${BRIDGE}'s subnet`).toBe(false);
+    }
+  });
+
+  it('none has only lo; host sees the host interfaces', async () => {
+    const none = await run('ls /sys/class/net', { network: 'none' });
+    expect(none.out.split(/\s+/).filter(Boolean)).toEqual(['lo']);
+    const host = await run('ls /sys/class/net', { network: 'host' });
+    expect(host.out).toContain('eth0');
+    expect(host.out).toContain(BRIDGE);
+  });
+
+  it('a step reaches a TCP server on the gateway address', async () => {
+    const server = net.createServer((c) => c.on('data', (d) => c.end(`echo:${d.toString().trim()}\n`)));
+    await new Promise<void>((r) => server.listen(0, bridge.gateway, r));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      const r = await run(`echo hello | nc ${bridge.gateway} ${port}`);
+      expect(r.exitCode, r.out).toBe(0);
+      expect(r.out).toContain('echo:hello');
+    } finally {
+      server.close();
+    }
+  });
+
+  it('two concurrent steps get different addresses and reach each other across the bridge', async () => {
+    // the test's server on the gateway passes A's address to B and holds A until B is done
+    let ipA: string | undefined;
+    let doneB: string | undefined;
+    const waiters: (() => void)[] = [];
+    const wake = () => waiters.splice(0).forEach((w) => w());
+    const when = (ok: () => boolean, then: () => void) => (ok() ? then() : waiters.push(() => when(ok, then)));
+    const server = net.createServer((c) => {
+      c.once('data', (d) => {
+        const [cmd, ...rest] = d.toString().trim().split(' ');
+        if (cmd === 'A') (ipA = rest[0]), c.end('ok\n'), wake();
+        else if (cmd === 'GETA') when(() => ipA !== undefined, () => c.end(`${ipA}\n`));
+        else if (cmd === 'B') (doneB = rest.join(' ')), c.end('ok\n'), wake();
+        else if (cmd === 'WAIT') when(() => doneB !== undefined, () => c.end('bye\n'));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, bridge.gateway, r));
+    const gw = `${bridge.gateway} ${(server.address() as net.AddressInfo).port}`;
+    const myIp = `ip -o -4 addr show eth0 | sed 's/.* inet \\([0-9.]*\\).*/\\1/'`;
+    try {
+      const [a, b] = await Promise.all([
+        run(`ip=$(${myIp}); mkdir /w && echo hello-from-A > /w/index.html && httpd -p 7000 -h /w && echo "A $ip" | nc ${gw} && echo WAIT | nc ${gw}; echo A=$ip`),
+        run(`ip=$(${myIp}); a=$(echo GETA | nc ${gw}); r=$(wget -qO- http://$a:7000/); echo "B $ip $r" | nc ${gw}; echo B=$ip got=$r`),
+      ]);
+      expect(a.exitCode, a.out).toBe(0);
+      expect(b.exitCode, b.out).toBe(0);
+      expect(a.address).toBeDefined();
+      expect(b.address).toBeDefined();
+      expect(a.address).not.toBe(b.address);
+      expect(a.out).toContain(`A=${a.address}`);
+      expect(b.out).toContain(`B=${b.address} got=hello-from-A`);
+      expect(doneB).toBe(`${b.address} hello-from-A`);
+    } finally {
+      server.close();
+    }
+    expect(vethsOnBridge()).toEqual([]);
+    expect((await readState(BRIDGE))?.allocs).toEqual({});
+  });
+
+  it('sweeps what a dead process left: its address record and its veth', async () => {
+    const dead = spawn('true');
+    await new Promise((r) => dead.on('close', r));
+    const st = (await readState(BRIDGE))!;
+    st.allocs['10.0.0.1'] = { pid: dead.pid!, start: '1', veth: 'mbvdead0001' };
+    const { writeState } = await import('../../builder/sandbox/network/state.js');
+    await writeState(BRIDGE, st);
+    sh(`ip link add mbvdead0001 master ${BRIDGE} type veth peer name mbvdead0002`);
+    expect(vethsOnBridge()).toContain('mbvdead0001');
+    // a new mbuild process sets the bridge up and sweeps
+    const ctx = join(base, 'ctx-sweep');
+    mkdirSync(ctx);
+    execFileSync('sh', ['-c', `printf 'FROM busybox\\nRUN true\\n' > ${ctx}/Dockerfile`]);
+    const r = await mbuild(['--root', root, 'build', '--no-cache', ctx], { env: { MBUILD_BRIDGE: BRIDGE } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(vethsOnBridge()).toEqual([]);
+    expect(sh('ip -o link show').includes('mbvdead000')).toBe(false);
+    expect((await readState(BRIDGE))!.allocs).toEqual({});
+  });
+
+  it('an interrupted build leaves no veth, cgroup or mount behind', async () => {
+    const ctx = join(base, 'ctx-int');
+    mkdirSync(ctx);
+    execFileSync('sh', ['-c', `printf 'FROM busybox\\nRUN echo started; sleep 30\\n' > ${ctx}/Dockerfile`]);
+    const child = spawn(process.execPath, [join(REPO, 'bin/mbuild.js'), '--root', root, 'build', '--no-cache', '--memory', '64m', ctx], {
+      env: { ...process.env, MBUILD_BRIDGE: BRIDGE },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    const end = Date.now() + 20_000;
+    while (!err.includes('started') && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    expect(err).toContain('started');
+    expect(vethsOnBridge()).toHaveLength(1);
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => child.on('close', (c, s) => r(c ?? (s ? 128 : null))));
+    expect(code).not.toBe(0);
+    expect(vethsOnBridge()).toEqual([]);
+    expect(staleCgroups()).toEqual([]);
+    expect(await mountsUnder(root)).toEqual([]);
+  });
+
+  it('after 50 builds in a row nothing is left: no veth, address, extra rule, mount or cgroup', async () => {
+    const ctx = join(base, 'ctx-50');
+    mkdirSync(ctx);
+    execFileSync('sh', ['-c', `printf 'FROM busybox\\nRUN ip -o -4 addr show eth0\\nRUN --network=none true\\n' > ${ctx}/Dockerfile`]);
+    const rulesBefore = rulesMentioning(BRIDGE);
+    expect(rulesBefore).toHaveLength(3); // MASQUERADE and the two FORWARD rules: the bridge's own
+    const seen = new Set<string>();
+    for (let i = 0; i < 50; i++) {
+      const r = await mbuild(['--root', root, 'build', '--no-cache', '--memory', '64m', '--progress', 'plain', ctx], { env: { MBUILD_BRIDGE: BRIDGE } });
+      expect(r.code, r.stderr).toBe(0);
+      const m = /inet (\d+\.\d+\.\d+\.\d+)/.exec(r.stderr);
+      expect(m, r.stderr).not.toBeNull();
+      seen.add(m![1]);
+    }
+    expect(seen.size).toBeGreaterThan(1); // addresses are handed out round-robin
+    expect(vethsOnBridge()).toEqual([]);
+    expect((await readState(BRIDGE))!.allocs).toEqual({});
+    expect(sh(`ip -o -4 addr show dev ${BRIDGE}`).trim().split('\n')).toHaveLength(1); // only the gateway address
+    expect(rulesMentioning(BRIDGE)).toEqual(rulesBefore);
+    expect(rulesMentioning(`mbuild-port:${BRIDGE}:`)).toEqual([]);
+    expect(await mountsUnder(root)).toEqual([]);
+    expect(staleCgroups()).toEqual([]);
+  }, 240_000);
+});
