@@ -1,14 +1,14 @@
 #!/usr/bin/env node
 // npm run bench [-- --runs N] [--only ID[,ID:variant]] [--tools mbuild,buildkit,legacy,buildah]
 //   [--start-dockerd] [--install] [--network host] [--bases-root DIR] [--build-bases]
-//   [--out DIR] [--update-readme] [--keep] [--mbuild BIN]
+//   [--out DIR] [--update-readme] [--keep] [--wait-idle SEC] [--mbuild BIN]
 // See benchmarks/README.md.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { sh, must, which } from './lib/proc.mjs';
+import { sh, must, which, median } from './lib/proc.mjs';
 import { startDockerd, freePort } from './lib/daemons.mjs';
 import { mbuildTool, dockerTools, buildahTool, findDockerCli, TOOL_NAMES, normalizeName } from './lib/tools.mjs';
 import { SCENARIOS } from './lib/scenarios.mjs';
@@ -23,7 +23,7 @@ const CONTAINERS_DIRS = ['/run/containers', '/var/lib/containers']; // buildah's
 function parse(argv) {
   const o = { runs: 5, only: null, tools: [...TOOL_NAMES], startDockerd: false, install: false, network: null,
     basesRoot: process.env.MBUILD_ROOT || '/var/lib/mbuild', buildBases: false, out: join(here, 'results'),
-    updateReadme: false, keep: false, mbuild: join(repo, 'bin/mbuild.js') };
+    updateReadme: false, keep: false, mbuild: join(repo, 'bin/mbuild.js'), waitIdle: 0 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -42,10 +42,11 @@ function parse(argv) {
       case '--out': o.out = resolve(val()); break;
       case '--update-readme': o.updateReadme = true; break;
       case '--keep': o.keep = true; break;
+      case '--wait-idle': o.waitIdle = Number(val()); break;
       case '--mbuild': o.mbuild = resolve(val()); break;
       case '-h': case '--help':
         console.log(`usage: npm run bench -- [--runs N] [--only ${SCENARIOS.map((s) => s.id).join(',')}[:variant]] [--tools ${TOOL_NAMES.join(',')}]
-  [--start-dockerd] [--install] [--network host] [--bases-root DIR] [--build-bases] [--out DIR] [--update-readme] [--keep] [--mbuild BIN]`);
+  [--start-dockerd] [--install] [--network host] [--bases-root DIR] [--build-bases] [--out DIR] [--update-readme] [--keep] [--wait-idle SEC] [--mbuild BIN]`);
         process.exit(0);
       default: throw new Error(`unknown option ${a} (see --help)`);
     }
@@ -181,6 +182,7 @@ async function bench(o, work, cleanups, aborted) {
 
   const selected = SCENARIOS.filter((s) => (o.only ? o.only.some((x) => x.split(':')[0] === s.id) : !s.optIn));
   const rows = [];
+  const loads = [];
   const skippedScenarios = [];
   for (const sc of selected) {
     if (aborted()) break;
@@ -197,7 +199,7 @@ async function bench(o, work, cleanups, aborted) {
     mkdirSync(scWork, { recursive: true });
     try {
       rows.push(...(await runScenario(sc, scTools, {
-        runs: o.runs, work: scWork, repo, registryPort, archives: getArchives, say, aborted,
+        runs: o.runs, work: scWork, repo, registryPort, archives: getArchives, say, aborted, loads, waitIdle: o.waitIdle,
         variantsFilter: variantsFilter?.length ? variantsFilter : null,
       })));
     } catch (e) {
@@ -217,7 +219,7 @@ async function bench(o, work, cleanups, aborted) {
     ].filter(Boolean).join(', '),
     network: o.network ? `--network ${o.network} for every tool` : "each tool's default (docker: bridge per RUN step, buildah: netavark, mbuild: host)",
   };
-  const facts = { ...machineFacts(versions), runs: o.runs };
+  const facts = { ...machineFacts(versions), runs: o.runs, load: loads.length ? { median: median(loads), max: Math.max(...loads) } : null };
   const lines = summarize(rows, shown);
   const missingNotes = tools.filter((t) => t.missing).map((t) => `${t.name} not measured: ${t.missing}`);
   const md = markdown(lines, shown, facts, skippedScenarios, [...notes, ...missingNotes]);

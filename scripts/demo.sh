@@ -22,16 +22,15 @@ tmpd=$(mktemp -d)
 log=$tmpd/run.log
 mb run --rm -p "$port:1111" myhttpserver >"$log" 2>&1 &
 pid=$!
-stop() {
+stop_server() { # Ctrl-C, as a user would; harder after 10 s
   if kill -0 "$pid" 2>/dev/null; then
     kill -INT "$pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null || true
-  rm -rf "$tmpd"
 }
-trap stop EXIT
+trap 'stop_server; rm -rf "$tmpd"' EXIT
 
 page=
 for _ in $(seq 50); do
@@ -46,6 +45,8 @@ if [ -z "$page" ]; then
   exit 1
 fi
 echo "demo: curl http://127.0.0.1:$port/ answered: $page"
+stop_server
+echo "demo: stopped it"
 # the image's size as a registry stores it: the compressed layers of `mbuild save` (the store keeps
 # built layers uncompressed; the first save compresses them once). golang, the build stage's image, for scale.
 for name in golang myhttpserver; do

@@ -11,6 +11,7 @@ command -v python3 >/dev/null || need+=(python3)
 command -v xz >/dev/null || need+=(xz-utils)
 command -v bzip2 >/dev/null || need+=(bzip2)
 command -v ip >/dev/null || need+=(iproute2)
+[ -x /usr/sbin/iptables ] || command -v iptables >/dev/null || need+=(iptables)   # NAT for RUN's bridge network
 command -v curl >/dev/null || need+=(curl ca-certificates)   # scripts/demo.sh fetches a page
 # registry tests: a real registry (distribution 2.8), an independent client, htpasswd, certificates
 command -v docker-registry >/dev/null || need+=(docker-registry)

@@ -9,13 +9,14 @@
  *   cache      ROOT/cache/*.json entries and the k-* snapshots they name (all of it goes with --all)
  *   gzip twins ROOT/compressed/<hex>.json memos (store/compress.ts): the gzip form of an
  *              uncompressed layer blob; kept while a named image has that layer (not with --all)
- *   temp       half-finished work of processes that are gone (store/recovery.ts)
+ *   temp       work in progress of running builds and loads (what killed runs left is swept by
+ *              every Store.open, store/recovery.ts)
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Store } from './store.js';
 import { isDigest, sha256 } from './digest.js';
-import { findStaleTemp, treeBytes } from './recovery.js';
+import { findStaleTemp, pidAlive, treeBytes } from './recovery.js';
 
 export { treeBytes };
 
@@ -205,16 +206,26 @@ export async function storeUsage(store: Store): Promise<Usage> {
   let cacheBytes = sumSnaps(a.cacheSnapshotDirs);
   for (const f of a.cacheEntries) cacheBytes += (await fs.lstat(f).catch(() => null))?.size ?? 0;
 
-  const temp = await findStaleTemp(store.root);
+  // Store.open has already swept what dead runs left: what is here is running builds' work in progress
+  const temp = (await findStaleTemp(store.root, true)).filter((t) => !t.path.startsWith(path.join(store.root, 'run') + '/') && !t.path.startsWith(path.join(store.root, 'locks') + '/'));
   let tempBytes = 0;
-  for (const t of temp) tempBytes += await treeBytes(t.path);
+  let staleCount = 0;
+  let staleBytes = 0;
+  for (const t of temp) {
+    const b = await treeBytes(t.path);
+    tempBytes += b;
+    if (t.pid !== undefined && !pidAlive(t.pid)) {
+      staleCount++;
+      staleBytes += b;
+    }
+  }
 
   return {
     images: bucket(a.names, sum(present), 0, 0),
     blobs: bucket(a.blobs.size, sum(a.blobs.keys()), unused.length, sum(unused)),
     snapshots: bucket(a.imageSnapshots.length, sumSnaps(a.imageSnapshots), unusedSnaps.length, sumSnaps(unusedSnaps)),
     cache: bucket(a.cacheEntries.length, cacheBytes, a.cacheEntries.length, cacheBytes),
-    temp: bucket(temp.length, tempBytes, temp.length, tempBytes),
+    temp: bucket(temp.length, tempBytes, staleCount, staleBytes),
   };
 }
 

@@ -26,6 +26,7 @@ export function summarize(rows, tools) {
     l.cells[r.tool] = {
       median: r.samples.length ? median(r.samples) : null,
       n: r.samples.length,
+      first: r.samples[0] ?? null,
       skipped: r.skipped,
       failed: r.errors.length ? r.errors : null,
       rssMb: r.rssKb.length ? Math.max(...r.rssKb) / 1024 : null,
@@ -52,6 +53,7 @@ export function markdown(lines, tools, facts, skippedScenarios, notes) {
         foot.push(`${l.title}, ${l.label}, ${LABELS[t]}: ${why}`);
         return c.failed ? 'failed' : '—';
       }
+      if (c.n > 1 && c.first > 1.5 * c.median) foot.push(`${l.title}, ${l.label}, ${LABELS[t]}: the first run took ${s(c.first)}`);
       return s(c.median) + (c.failed ? ` (${c.failed.length} failed)` : '');
     };
     const bk = l.cells.buildkit?.median;
@@ -76,6 +78,10 @@ export function markdown(lines, tools, facts, skippedScenarios, notes) {
   for (const n of notes) text.push(`- ${n}`);
   text.push('', `Medians of ${facts.runs} runs per cell, tools alternating. Taken ${facts.date} on ${facts.cpu}, ${facts.memory} RAM,`,
     `Linux ${facts.kernel}, Node ${facts.node}; ${facts.toolVersions}. Network for RUN: ${facts.network}.`);
+  if (facts.load) {
+    const pct = (x) => `${Math.round(x * 100)}%`;
+    text.push(`Other work on the machine (CPU busy in the 250 ms before each run, while the benchmark was idle): median ${pct(facts.load.median)}, max ${pct(facts.load.max)}.`);
+  }
   return text.join('\n');
 }
 

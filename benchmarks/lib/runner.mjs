@@ -31,8 +31,28 @@ export function stepSeconds(log) {
   return t;
 }
 
-/** Lets the previous run's dirty pages reach the disk before the next tool's clock starts. */
-const settle = () => spawnSync('sync');
+const cpuTimes = () => {
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return { busy: user + nice + system + irq + softirq + steal, all: user + nice + system + idle + iowait + irq + softirq + steal };
+};
+
+/**
+ * Lets the previous run's dirty pages reach the disk before the next tool's clock starts; returns
+ * how busy the machine was (0..1 of all cores) over 250 ms while the benchmark itself was idle:
+ * other people's work that shares the cores shows up there.
+ */
+async function settle(waitIdleSec) {
+  spawnSync('sync');
+  const deadline = Date.now() + waitIdleSec * 1000;
+  for (;;) {
+    const a = cpuTimes();
+    await new Promise((r) => setTimeout(r, 250));
+    const b = cpuTimes();
+    const busy = b.all > a.all ? (b.busy - a.busy) / (b.all - a.all) : 0;
+    // --wait-idle: hold the next run while someone else keeps the cores busy (up to that long)
+    if (busy < 0.25 || Date.now() >= deadline) return busy;
+  }
+}
 
 export async function runScenario(sc, tools, env) {
   const { runs, work, variantsFilter, say } = env;
@@ -70,6 +90,7 @@ export async function runScenario(sc, tools, env) {
     return { ...r, log };
   };
   const record = (variant, t, round, r) => {
+    env.loads.push(r.load);
     const x = row(variant, t.name);
     if (r.code !== 0) {
       x.errors.push(`run ${round}: exit ${r.code}`);
@@ -111,8 +132,8 @@ export async function runScenario(sc, tools, env) {
               reg = await startRegistry(regDir, env.registryPort); // empty: every blob must be sent
             }
             const log = join(logs, `push-${variant}-${t.name}-${round}.log`);
-            settle();
-            record(variant, t, round, { ...(await t.push({ image: tagFor(t), log })), log });
+            const load = await settle(env.waitIdle);
+            record(variant, t, round, { ...(await t.push({ image: tagFor(t), log })), log, load });
           }
         }
       } finally {
@@ -136,8 +157,8 @@ export async function runScenario(sc, tools, env) {
     for (let round = 1; round <= runs && !env.aborted(); round++) {
       for (const t of rotate(ready, round)) {
         if (variant === 'change') prep.mutate(`${stamp}-${++nonce}`);
-        settle();
-        record(variant, t, round, await build(t, variant, round, variant === 'cold'));
+        const load = await settle(env.waitIdle);
+        record(variant, t, round, { ...(await build(t, variant, round, variant === 'cold')), load });
       }
     }
   }

@@ -88,7 +88,7 @@ export function detectCgroups(mountinfo = '/proc/self/mountinfo', selfCgroup = '
       const p = ownPath.get(c) ?? '/';
       // inside a container the hierarchy may be mounted from a subtree (mountRoot)
       const rel = mountRoot !== '/' && (p === mountRoot || p.startsWith(mountRoot + '/')) ? p.slice(mountRoot.length) : p;
-      dirs.set(c, path.join(mountPoint, rel));
+      dirs.set(c, path.join(mountPoint, rel).replace(/(.)\/+$/, '$1'));
     }
   }
   if (dirs.size === 0) return undefined;

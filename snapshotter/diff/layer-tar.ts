@@ -283,6 +283,9 @@ class LayerWriter {
         sink = this.pack.entry(h, (err) => (err ? reject(err) : resolve()));
       });
       done.catch(() => undefined);
+      // the callback above reports the entry's error; without a listener the same error, emitted
+      // again when the consumer fails (e.g. ENOSPC in the content store), would crash the process
+      sink.on('error', () => undefined);
       const input = fh.createReadStream({ start: 0, end: size - 1, autoClose: false });
       try {
         for await (const chunk of input) {

@@ -5,11 +5,12 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { helperPath } from '../../builder/sandbox/native.js';
 import { runSandboxed, type SandboxSpec } from '../../builder/sandbox/run.js';
 import { ensureBridge, teardownBridge, type Bridge } from '../../builder/sandbox/network/index.js';
@@ -169,41 +170,42 @@ describe.skipIf(!isRoot)('RUN sandbox networking (root)', () => {
   });
 
   it('a step reaches a TCP server on the gateway address', async () => {
-    const server = net.createServer((c) => c.on('data', (d) => c.end(`echo:${d.toString().trim()}\n`)));
+    let got = '';
+    let from = '';
+    const server = net.createServer((c) => {
+      from = c.remoteAddress ?? '';
+      c.on('data', (d) => (got += d.toString()));
+    });
     await new Promise<void>((r) => server.listen(0, bridge.gateway, r));
     const port = (server.address() as net.AddressInfo).port;
     try {
-      const r = await run(`echo hello | nc ${bridge.gateway} ${port}`);
+      const r = await run(`echo hello-gateway | nc ${bridge.gateway} ${port}`);
       expect(r.exitCode, r.out).toBe(0);
-      expect(r.out).toContain('echo:hello');
+      expect(got.trim()).toBe('hello-gateway');
+      expect(from.replace(/^::ffff:/, '')).toBe(r.address);
     } finally {
       server.close();
     }
   });
 
   it('two concurrent steps get different addresses and reach each other across the bridge', async () => {
-    // the test's server on the gateway passes A's address to B and holds A until B is done
-    let ipA: string | undefined;
-    let doneB: string | undefined;
-    const waiters: (() => void)[] = [];
-    const wake = () => waiters.splice(0).forEach((w) => w());
-    const when = (ok: () => boolean, then: () => void) => (ok() ? then() : waiters.push(() => when(ok, then)));
-    const server = net.createServer((c) => {
-      c.once('data', (d) => {
-        const [cmd, ...rest] = d.toString().trim().split(' ');
-        if (cmd === 'A') (ipA = rest[0]), c.end('ok\n'), wake();
-        else if (cmd === 'GETA') when(() => ipA !== undefined, () => c.end(`${ipA}\n`));
-        else if (cmd === 'B') (doneB = rest.join(' ')), c.end('ok\n'), wake();
-        else if (cmd === 'WAIT') when(() => doneB !== undefined, () => c.end('bye\n'));
-      });
+    // the test's HTTP server on the gateway passes A's address to B, and tells A when B is done
+    let ipA = '';
+    let doneB = '';
+    const server = http.createServer((req, res) => {
+      const [, cmd, arg] = (req.url ?? '').split('/');
+      if (cmd === 'a') ipA = arg ?? '';
+      if (cmd === 'b') doneB = decodeURIComponent(arg ?? '');
+      res.end(cmd === 'geta' ? ipA : cmd === 'wait' ? (doneB ? 'bye' : '') : 'ok');
     });
     await new Promise<void>((r) => server.listen(0, bridge.gateway, r));
-    const gw = `${bridge.gateway} ${(server.address() as net.AddressInfo).port}`;
+    const gw = `http://${bridge.gateway}:${(server.address() as net.AddressInfo).port}`;
     const myIp = `ip -o -4 addr show eth0 | sed 's/.* inet \\([0-9.]*\\).*/\\1/'`;
+    const poll = (url: string) => `until r=$(wget -qO- ${url}) && [ -n "$r" ]; do sleep 0.05; done`;
     try {
       const [a, b] = await Promise.all([
-        run(`ip=$(${myIp}); mkdir /w && echo hello-from-A > /w/index.html && httpd -p 7000 -h /w && echo "A $ip" | nc ${gw} && echo WAIT | nc ${gw}; echo A=$ip`),
-        run(`ip=$(${myIp}); a=$(echo GETA | nc ${gw}); r=$(wget -qO- http://$a:7000/); echo "B $ip $r" | nc ${gw}; echo B=$ip got=$r`),
+        run(`ip=$(${myIp}); mkdir /w && echo hello-from-A > /w/index.html && httpd -p 7000 -h /w && wget -qO- ${gw}/a/$ip && ${poll(`${gw}/wait`)}; echo A=$ip`),
+        run(`ip=$(${myIp}); ${poll(`${gw}/geta`)}; got=$(wget -qO- http://$r:7000/); wget -qO- ${gw}/b/$ip%20$got; echo; echo B=$ip got=$got`),
       ]);
       expect(a.exitCode, a.out).toBe(0);
       expect(b.exitCode, b.out).toBe(0);
@@ -211,6 +213,7 @@ describe.skipIf(!isRoot)('RUN sandbox networking (root)', () => {
       expect(b.address).toBeDefined();
       expect(a.address).not.toBe(b.address);
       expect(a.out).toContain(`A=${a.address}`);
+      expect(ipA).toBe(a.address);
       expect(b.out).toContain(`B=${b.address} got=hello-from-A`);
       expect(doneB).toBe(`${b.address} hello-from-A`);
     } finally {
@@ -232,7 +235,7 @@ describe.skipIf(!isRoot)('RUN sandbox networking (root)', () => {
     // a new mbuild process sets the bridge up and sweeps
     const ctx = join(base, 'ctx-sweep');
     mkdirSync(ctx);
-    execFileSync('sh', ['-c', `printf 'FROM busybox\\nRUN true\\n' > ${ctx}/Dockerfile`]);
+    writeFileSync(join(ctx, 'Dockerfile'), 'FROM busybox\nRUN true\n');
     const r = await mbuild(['--root', root, 'build', '--no-cache', ctx], { env: { MBUILD_BRIDGE: BRIDGE } });
     expect(r.code, r.stderr).toBe(0);
     expect(vethsOnBridge()).toEqual([]);
@@ -243,7 +246,7 @@ describe.skipIf(!isRoot)('RUN sandbox networking (root)', () => {
   it('an interrupted build leaves no veth, cgroup or mount behind', async () => {
     const ctx = join(base, 'ctx-int');
     mkdirSync(ctx);
-    execFileSync('sh', ['-c', `printf 'FROM busybox\\nRUN echo started; sleep 30\\n' > ${ctx}/Dockerfile`]);
+    writeFileSync(join(ctx, 'Dockerfile'), 'FROM busybox\nRUN echo step-$((40+2)); sleep 30\n');
     const child = spawn(process.execPath, [join(REPO, 'bin/mbuild.js'), '--root', root, 'build', '--no-cache', '--memory', '64m', ctx], {
       env: { ...process.env, MBUILD_BRIDGE: BRIDGE },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -251,8 +254,9 @@ describe.skipIf(!isRoot)('RUN sandbox networking (root)', () => {
     let err = '';
     child.stderr.on('data', (d) => (err += d));
     const end = Date.now() + 20_000;
-    while (!err.includes('started') && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
-    expect(err).toContain('started');
+    // (the marker is computed, so the progress line naming the step does not contain it)
+    while (!err.includes('step-42') && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    expect(err).toContain('step-42');
     expect(vethsOnBridge()).toHaveLength(1);
     child.kill('SIGINT');
     const code = await new Promise<number | null>((r) => child.on('close', (c, s) => r(c ?? (s ? 128 : null))));
@@ -265,7 +269,7 @@ describe.skipIf(!isRoot)('RUN sandbox networking (root)', () => {
   it('after 50 builds in a row nothing is left: no veth, address, extra rule, mount or cgroup', async () => {
     const ctx = join(base, 'ctx-50');
     mkdirSync(ctx);
-    execFileSync('sh', ['-c', `printf 'FROM busybox\\nRUN ip -o -4 addr show eth0\\nRUN --network=none true\\n' > ${ctx}/Dockerfile`]);
+    writeFileSync(join(ctx, 'Dockerfile'), 'FROM busybox\nRUN ip -o -4 addr show eth0\nRUN --network=none true\n');
     const rulesBefore = rulesMentioning(BRIDGE);
     expect(rulesBefore).toHaveLength(3); // MASQUERADE and the two FORWARD rules: the bridge's own
     const seen = new Set<string>();
@@ -285,4 +289,41 @@ describe.skipIf(!isRoot)('RUN sandbox networking (root)', () => {
     expect(await mountsUnder(root)).toEqual([]);
     expect(staleCgroups()).toEqual([]);
   }, 240_000);
+});
+
+describe('network fallback', () => {
+  afterEach(() => {
+    vi.doUnmock('../../builder/sandbox/network/bridge.js');
+    vi.restoreAllMocks();
+    vi.resetModules();
+  });
+
+  async function planWith(ensure: () => Promise<Bridge>) {
+    vi.resetModules();
+    vi.doMock('../../builder/sandbox/network/bridge.js', async (importOriginal) => ({ ...(await importOriginal<object>()), ensureBridge: ensure }));
+    const warnings: string[] = [];
+    vi.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => (warnings.push(String(s)), true));
+    const { planNetwork } = await import('../../builder/sandbox/network/index.js');
+    return { planNetwork, warnings };
+  }
+
+  it('without NAT (no iptables) the default falls back to host, saying so once; an explicit bridge stays', async () => {
+    const { planNetwork, warnings } = await planWith(async () => ({ name: 'mbx0', subnet: { base: 0x0a580000, prefix: 16 }, gateway: '10.88.0.1', nat: false }));
+    expect((await planNetwork('default')).mode).toBe('host');
+    expect((await planNetwork('default')).mode).toBe('host');
+    expect((await planNetwork('bridge')).mode).toBe('bridge');
+    expect((await planNetwork('none')).mode).toBe('none');
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/^warning: no NAT for the mbx0 bridge.*use the host network instead/);
+  });
+
+  it('when the bridge cannot be made, the default falls back to host and an explicit bridge fails', async () => {
+    const { planNetwork, warnings } = await planWith(async () => {
+      throw new Error('ip (iproute2) is not installed');
+    });
+    expect((await planNetwork('default')).mode).toBe('host');
+    await expect(planNetwork('bridge')).rejects.toThrow(/iproute2/);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain('cannot set up the bridge network (ip (iproute2) is not installed)');
+  });
 });
