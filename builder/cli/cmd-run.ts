@@ -95,7 +95,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
     const rec = await registry.find(target);
     if (!rec) throw new UsageError(`no running container "${target}" to share the network of (start one with mbuild run --name ${target} ...)`);
     if (publish.length) throw new UsageError('conflicting options: port publishing and the container type network mode');
-    network = { join: `/proc/${rec.sandbox!.pid}/ns/net` };
+    network = { join: rec.netns ?? `/proc/${rec.sandbox!.pid}/ns/net` };
   } else if (netFlag === 'bridge' || netFlag === 'default') network = 'bridge';
   else if (netFlag === 'host' || netFlag === 'none') {
     network = netFlag;
@@ -164,6 +164,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
         if (ports && info.address) await ports.connect(await ensureBridge(), info.address, ownerOf(info.pid));
         if (rec) {
           rec.sandbox = ownerOf(info.pid);
+          rec.netns = info.netns;
           rec.address = info.address;
           await registry.update(rec);
         }

@@ -18,6 +18,8 @@ export interface ContainerRecord {
   /** the helper holding the namespaces, once started */
   sandbox?: Owner;
   network?: string;
+  /** the network namespace others join with --network container:NAME (/proc/<sandbox pid>/ns/net) */
+  netns?: string;
   address?: string;
 }
 

@@ -83,6 +83,13 @@ export class Sentinel {
   constructor(readonly dir: string) {}
   static async make(parent: string): Promise<Sentinel> {
     const s = new Sentinel(path.join(parent, 'sentinel'));
+    await s.reset();
+    return s;
+  }
+  /** (Re)create the files, e.g. after a detected escape damaged them. */
+  async reset(): Promise<void> {
+    const s = this as Sentinel;
+    await fs.rm(s.dir, { recursive: true, force: true });
     await fs.mkdir(path.join(s.dir, 'etc'), { recursive: true });
     await fs.writeFile(path.join(s.dir, 'etc', 'passwd'), 'root:x:0:0:sentinel:/root:/bin/sh\n');
     await fs.writeFile(path.join(s.dir, 'file'), 'SENTINEL-SECRET do not touch\n', { mode: 0o600 });
@@ -90,7 +97,6 @@ export class Sentinel {
     await fs.mkdir(path.join(s.dir, 'proc'));
     await fs.mkdir(path.join(s.dir, 'dir'));
     s.hash = await treeHash(s.dir);
-    return s;
   }
   async check(): Promise<void> {
     const now = await treeHash(this.dir);

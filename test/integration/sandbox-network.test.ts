@@ -150,6 +150,9 @@ describe.skipIf(!isRoot)('RUN sandbox networking (root)', () => {
     expect(r.out).toContain(`${r.address}\tnettest`);
     expect(r.out).not.toMatch(/nameserver\s+127\./);
     expect(vethsOnBridge()).toEqual([]);
+    // the helper's control descriptor (fd 3, the network configuration) does not leak into the step
+    const fds = await run('ls /proc/self/fd | tr "\\n" " "');
+    expect(fds.out).toBe('0 1 2 3 '); // 3 is ls's own directory handle
   });
 
   it('the bridge subnet clashes with no host route', () => {
