@@ -20,7 +20,8 @@ echo "demo: built myhttpserver in $(($(date +%s) - t0))s"
 
 tmpd=$(mktemp -d)
 log=$tmpd/run.log
-mb run --rm -p "$port:1111" myhttpserver >"$log" 2>&1 &
+# node itself in the background (not a shell function), so $! is mbuild and Ctrl-C reaches it
+node bin/mbuild.js run --rm -p "$port:1111" myhttpserver >"$log" 2>&1 &
 pid=$!
 stop_server() { # Ctrl-C, as a user would; harder after 10 s
   if kill -0 "$pid" 2>/dev/null; then
