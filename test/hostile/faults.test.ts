@@ -55,10 +55,13 @@ async function startBuild(dockerfile: string): Promise<Running> {
 async function interrupt(run: Running, ready: () => boolean | Promise<boolean>, signal: NodeJS.Signals = 'SIGKILL'): Promise<Proc[]> {
   await waitUntil('the point to interrupt at', ready, 60_000);
   const tree = processTree(run.child.pid!);
+  // the RUN sandbox's state dir (in os.tmpdir(), outside the store): a killed helper cannot remove it
+  const stateDirs = new Set(mountsAnywhere(root).map((l) => /\s(\/\S*\/mbuild-run-[^/\s]+)\/rootfs\s/.exec(l)?.[1]).filter((d): d is string => d !== undefined));
   run.child.kill(signal);
   await run.exited;
   await waitUntil(`every process of the interrupted command to end: ${JSON.stringify(survivors(tree))}`, () => survivors(tree).length === 0, 5_000);
   expect(mountsAnywhere(root)).toEqual([]);
+  for (const d of stateDirs) await fs.rm(d, { recursive: true, force: true });
   return tree;
 }
 
