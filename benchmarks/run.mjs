@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // npm run bench [-- --runs N] [--only ID[,ID:variant]] [--tools mbuild,buildkit,legacy,buildah]
 //   [--start-dockerd] [--install] [--network host] [--bases-root DIR] [--build-bases]
-//   [--out DIR] [--update-readme] [--keep] [--wait-idle SEC] [--mbuild BIN]
+//   [--out DIR] [--update-readme] [--keep] [--wait-idle SEC] [--mbuild BIN] [--label TEXT]
 // See benchmarks/README.md.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -23,7 +23,7 @@ const CONTAINERS_DIRS = ['/run/containers', '/var/lib/containers']; // buildah's
 function parse(argv) {
   const o = { runs: 5, only: null, tools: [...TOOL_NAMES], startDockerd: false, install: false, network: null,
     basesRoot: process.env.MBUILD_ROOT || '/var/lib/mbuild', buildBases: false, out: join(here, 'results'),
-    updateReadme: false, keep: false, mbuild: join(repo, 'bin/mbuild.js'), waitIdle: 0 };
+    updateReadme: false, keep: false, mbuild: join(repo, 'bin/mbuild.js'), waitIdle: 0, label: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -44,9 +44,10 @@ function parse(argv) {
       case '--keep': o.keep = true; break;
       case '--wait-idle': o.waitIdle = Number(val()); break;
       case '--mbuild': o.mbuild = resolve(val()); break;
+      case '--label': o.label = val(); break;
       case '-h': case '--help':
         console.log(`usage: npm run bench -- [--runs N] [--only ${SCENARIOS.map((s) => s.id).join(',')}[:variant]] [--tools ${TOOL_NAMES.join(',')}]
-  [--start-dockerd] [--install] [--network host] [--bases-root DIR] [--build-bases] [--out DIR] [--update-readme] [--keep] [--wait-idle SEC] [--mbuild BIN]`);
+  [--start-dockerd] [--install] [--network host] [--bases-root DIR] [--build-bases] [--out DIR] [--update-readme] [--keep] [--wait-idle SEC] [--mbuild BIN] [--label TEXT]`);
         process.exit(0);
       default: throw new Error(`unknown option ${a} (see --help)`);
     }
@@ -128,7 +129,7 @@ async function bench(o, work, cleanups, aborted) {
   const mbuildRoot = join(work, 'mbuild-root');
   const tools = [];
   const notes = [];
-  const mbuild = mbuildTool({ repo: resolve(dirname(o.mbuild), '..'), bin: o.mbuild, root: mbuildRoot, network: o.network });
+  const mbuild = mbuildTool({ repo: resolve(dirname(o.mbuild), '..'), bin: o.mbuild, root: mbuildRoot, network: o.network, label: o.label });
   if (o.tools.includes('mbuild')) tools.push(mbuild);
   const docker = findDockerCli();
   let dockerMissing = docker ? null : 'no docker CLI';
@@ -217,7 +218,8 @@ async function bench(o, work, cleanups, aborted) {
       tools.some((t) => t.name !== 'mbuild' && t.name !== 'buildah' && !t.missing) && `docker ${tools.find((t) => t.name === 'buildkit' || t.name === 'legacy').version}`,
       tools.some((t) => t.name === 'buildah' && !t.missing) && `buildah ${tools.find((t) => t.name === 'buildah').version}`,
     ].filter(Boolean).join(', '),
-    network: o.network ? `--network ${o.network} for every tool` : "each tool's default (docker: bridge per RUN step, buildah: netavark, mbuild: host)",
+    network: o.network ? `--network ${o.network} for every tool`
+      : `each tool's default (docker: a bridge per RUN step, buildah: netavark, mbuild: ${mbuild.defaultNetwork})`,
   };
   const facts = { ...machineFacts(versions), runs: o.runs, load: loads.length ? { median: median(loads), max: Math.max(...loads) } : null };
   const lines = summarize(rows, shown);

@@ -21,7 +21,7 @@ export function normalizeName(name) {
   return `${repo}:${tag}`;
 }
 
-export function mbuildTool({ repo, bin, root, network }) {
+export function mbuildTool({ repo, bin, root, network, label }) {
   const mb = (args) => ['--root', root, ...args];
   const version = (() => {
     const pkg = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')).version;
@@ -49,10 +49,13 @@ export function mbuildTool({ repo, bin, root, network }) {
     }
     return { ...r, rssKb };
   };
+  // its RUN network default, from its own usage text ("--network ... (default host)")
+  const defaultNetwork = usage.match(/--network \S+\s+network for RUN steps \(default (\w+)/)?.[1] ?? 'unknown';
   return {
     name: 'mbuild',
     missing: null,
-    version,
+    version: label ?? version,
+    defaultNetwork,
     pushMissing: /^\s+push\b/m.test(usage) ? null : 'skipped: `mbuild push` is not available yet',
     run: (args) => sh(process.execPath, [bin, ...mb(args)]),
     hasImage: (name) => sh(process.execPath, [bin, ...mb(['inspect', name])]).code === 0,
