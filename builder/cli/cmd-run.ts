@@ -143,6 +143,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
       ports.describe().forEach((d, i) => chosen[i] && process.stderr.write(`mbuild: publishing ${d}\n`));
     }
     const result = await runSandboxed({
+      stateParent: store.tmpDir,
       lowerDirs: snap.lowerDirs(layers).map((d) => `${snap.dir}/${d}`),
       upperDir: active.upper,
       workDir: active.work,

@@ -51,6 +51,11 @@ export interface SandboxSpec {
   /** kill (default): SIGINT/SIGTERM kill the command; forward: they are passed on to it (mbuild run) */
   signals?: 'kill' | 'forward';
   onOutput?: (chunk: Buffer, stream: 'stdout' | 'stderr') => void;
+  /**
+   * where the sandbox keeps its own files (hosts, resolv.conf, mountpoints) while it runs; the
+   * store's tmp dir lets the next start sweep what a killed run left (default: the OS temp dir)
+   */
+  stateParent?: string;
   /** called once the sandbox's network is ready, just before the command starts */
   onStart?: (info: StartInfo) => void | Promise<void>;
 }
@@ -125,7 +130,7 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
   let setupError: unknown;
   let stopTracking: (() => void) | undefined;
   try {
-    state = await mkdtemp(join(tmpdir(), 'mbuild-run-'));
+    state = await mkdtemp(spec.stateParent ? join(spec.stateParent, `run-${process.pid}-`) : join(tmpdir(), 'mbuild-run-'));
     const stateDir = state;
     await Promise.all([
       writeFile(join(state, 'hosts'), spec.hosts, { mode: 0o644 }),

@@ -46,6 +46,7 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
   const active = await ctx.snap.prepare();
   try {
     const result = await ctx.jobs.add(() => runSandboxed({
+      stateParent: ctx.store.tmpDir,
       lowerDirs: ctx.snap.lowerDirs(state.layers).map((d) => `${ctx.snap.dir}/${d}`),
       upperDir: active.upper,
       workDir: active.work,
