@@ -100,7 +100,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await fs.rm(tmp, { recursive: true, force: true });
+  await fs.rm(tmp, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 }); // an abandoned (timed-out) apply may still be writing
   await fs.rm(`/${U}`, { recursive: true, force: true });
 });
 
@@ -221,7 +221,7 @@ describe('fuzzing', () => {
             for (const n of await fs.readdir(tmp)) if (!['sentinel', 'x'].includes(n)) await fs.rm(path.join(tmp, n), { recursive: true, force: true });
             throw new Error(`something was written outside the layer root: ${now} (was ${before})\nentries: ${JSON.stringify(list)}`);
           }
-          await fs.rm(dir, { recursive: true, force: true });
+          await fs.rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
         },
       ),
       { numRuns: 5_000, interruptAfterTimeLimit: BUDGET_MS, markInterruptAsFailure: false },
