@@ -59,6 +59,12 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const progressMode = (flags.progress as string | undefined) ?? 'auto';
   if (!['auto', 'plain', 'tty', 'quiet'].includes(progressMode)) throw new UsageError(`--progress ${progressMode}: use auto, plain or tty`);
   const outputs: OutputSpec[] = (flags.output as string[]).map(parseOutput);
+  if (flags.platform !== undefined) {
+    const { hostPlatform } = await import('../plan/platform.js');
+    const host = hostPlatform();
+    const want = String(flags.platform).replace(/^linux\/(amd64|arm64)\/v\d$/, 'linux/$1');
+    if (want !== `${host.os}/${host.architecture}`) throw new UsageError(`--platform ${flags.platform}: mbuild builds only for this machine's platform (${host.os}/${host.architecture})`);
+  }
   const quiet = Boolean(flags.quiet) || progressMode === 'quiet';
   const progress = new Progress(process.stderr, quiet);
 
