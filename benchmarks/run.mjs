@@ -1,19 +1,19 @@
 #!/usr/bin/env node
 // npm run bench [-- --runs N] [--only ID[,ID:variant]] [--tools mbuild,buildkit,legacy,buildah]
 //   [--start-dockerd] [--install] [--network host] [--bases-root DIR] [--build-bases]
-//   [--out DIR] [--update-readme] [--keep] [--wait-idle SEC] [--mbuild BIN] [--label TEXT]
+//   [--out DIR] [--update-readme] [--keep] [--wait-idle SEC] [--mbuild BIN] [--label TEXT] [--render DIR]
 // See benchmarks/README.md.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sh, must, which, median } from './lib/proc.mjs';
 import { startDockerd, freePort } from './lib/daemons.mjs';
 import { mbuildTool, dockerTools, buildahTool, findDockerCli, TOOL_NAMES, normalizeName } from './lib/tools.mjs';
 import { SCENARIOS } from './lib/scenarios.mjs';
 import { runScenario } from './lib/runner.mjs';
-import { machineFacts, summarize, markdown, mbuildBreakdown, svgChart, updateReadme } from './lib/report.mjs';
+import { machineFacts, render, updateReadme } from './lib/report.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..');
@@ -45,9 +45,10 @@ function parse(argv) {
       case '--wait-idle': o.waitIdle = Number(val()); break;
       case '--mbuild': o.mbuild = resolve(val()); break;
       case '--label': o.label = val(); break;
+      case '--render': o.render = resolve(val()); break;
       case '-h': case '--help':
         console.log(`usage: npm run bench -- [--runs N] [--only ${SCENARIOS.map((s) => s.id).join(',')}[:variant]] [--tools ${TOOL_NAMES.join(',')}]
-  [--start-dockerd] [--install] [--network host] [--bases-root DIR] [--build-bases] [--out DIR] [--update-readme] [--keep] [--wait-idle SEC] [--mbuild BIN] [--label TEXT]`);
+  [--start-dockerd] [--install] [--network host] [--bases-root DIR] [--build-bases] [--out DIR] [--update-readme] [--keep] [--wait-idle SEC] [--mbuild BIN] [--label TEXT] [--render DIR]`);
         process.exit(0);
       default: throw new Error(`unknown option ${a} (see --help)`);
     }
@@ -94,6 +95,7 @@ function preflight(o) {
 
 async function main() {
   const o = parse(process.argv.slice(2));
+  if (o.render) return report(o, JSON.parse(readFileSync(join(o.render, 'results.json'), 'utf8')));
   if (process.env[NETNS_MARK] !== '1') {
     preflight(o);
     // Everything else runs in fresh network and mount namespaces: dockerd's bridge and iptables
@@ -211,7 +213,7 @@ async function bench(o, work, cleanups, aborted) {
   }
 
   // report
-  const shown = TOOL_NAMES.filter((t) => o.tools.includes(t));
+  const shown = TOOL_NAMES.filter((t) => o.tools.includes(t) && rows.some((r) => r.tool === t));
   const versions = {
     toolVersions: [
       mbuild && `mbuild ${mbuild.version}`,
@@ -222,18 +224,22 @@ async function bench(o, work, cleanups, aborted) {
       : `each tool's default (docker: a bridge per RUN step, buildah: netavark, mbuild: ${mbuild.defaultNetwork})`,
   };
   const facts = { ...machineFacts(versions), runs: o.runs, load: loads.length ? { median: median(loads), max: Math.max(...loads) } : null };
-  const lines = summarize(rows, shown);
   const missingNotes = tools.filter((t) => t.missing).map((t) => `${t.name} not measured: ${t.missing}`);
-  const md = markdown(lines, shown, facts, skippedScenarios, [...notes, ...missingNotes]);
-  const breakdown = mbuildBreakdown(lines);
+  report(o, { facts, rows, shown, skippedScenarios, notes: [...notes, ...missingNotes] });
+  say(`(${((Date.now() - t0) / 60000).toFixed(1)} min)`);
+}
+
+/** Writes results.md, results.json, chart.svg (and the README's table): from a run, or from --render DIR. */
+function report(o, data) {
+  const { text, svg } = render(data);
   mkdirSync(o.out, { recursive: true });
-  writeFileSync(join(o.out, 'results.md'), `${md}\n\n${breakdown}\n`);
-  writeFileSync(join(o.out, 'results.json'), JSON.stringify({ facts, rows }, null, 1) + '\n');
-  writeFileSync(join(o.out, 'chart.svg'), svgChart(lines, shown, facts));
-  say(`\n${md}\n\n${breakdown}\n`);
-  say(`wrote ${join(o.out, 'results.md')}, results.json, chart.svg (${((Date.now() - t0) / 60000).toFixed(1)} min)`);
+  writeFileSync(join(o.out, 'results.md'), text + '\n');
+  writeFileSync(join(o.out, 'results.json'), JSON.stringify(data, null, 1) + '\n');
+  writeFileSync(join(o.out, 'chart.svg'), svg);
+  say(`\n${text}\n\nwrote ${join(o.out, 'results.md')}, results.json, chart.svg`);
   if (o.updateReadme) {
-    const ok = updateReadme(join(here, 'README.md'), `${md}\n\n![chart](results/chart.svg)\n\n${breakdown}`);
+    const rel = relative(here, join(o.out, 'chart.svg'));
+    const ok = updateReadme(join(here, 'README.md'), text.replace(/\n\n(?=\| scenario \| mbuild wall)/, `\n\n![chart](${rel})\n\n`));
     say(ok ? 'updated benchmarks/README.md' : 'benchmarks/README.md has no <!-- bench:start --> / <!-- bench:end --> markers');
   }
 }

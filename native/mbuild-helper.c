@@ -356,6 +356,7 @@ enum { NET_HOST = 0, NET_NONE = 1, NET_BRIDGE = 2, NET_JOIN = 3 };
 
 struct run_spec {
   const char *nonce, *state, *upper, *work, *cwd, *hostname;
+  const char *rootfsdir; /* copy snapshotter: a plain dir bind-mounted as the root instead of an overlay */
   int net_mode; /* NET_HOST, NET_NONE, NET_BRIDGE, NET_JOIN */
   const char *netns;
   int forward_signals;
@@ -388,6 +389,7 @@ static int parse_run_spec(struct buf *b, struct run_spec *s) {
     else if (!strcmp(k, "lower")) {
       if (sl_push(&s->lowers, v) < 0) return -1;
     } else if (!strcmp(k, "upper")) s->upper = v;
+    else if (!strcmp(k, "rootfsdir")) s->rootfsdir = v;
     else if (!strcmp(k, "work")) s->work = v;
     else if (!strcmp(k, "arg")) {
       if (sl_push(&s->args, v) < 0) return -1;
@@ -424,8 +426,13 @@ static int parse_run_spec(struct buf *b, struct run_spec *s) {
   }
   if (trunc) return fail("malformed spec");
   if (!s->state || s->state[0] != '/') return fail("spec: state dir missing");
-  if (!s->upper || s->upper[0] != '/') return fail("spec: upper dir missing or relative");
-  if (!s->work || s->work[0] != '/') return fail("spec: work dir missing or relative");
+  if (s->rootfsdir) {
+    if (s->rootfsdir[0] != '/') return fail("spec: relative rootfs dir");
+    if (s->upper || s->work || s->lowers.n) return fail("spec: rootfs dir given with overlay dirs");
+  } else {
+    if (!s->upper || s->upper[0] != '/') return fail("spec: upper dir missing or relative");
+    if (!s->work || s->work[0] != '/') return fail("spec: work dir missing or relative");
+  }
   if (!s->cwd || s->cwd[0] != '/') return fail("spec: cwd missing or relative");
   if (!s->hostname) s->hostname = "";
   if (strlen(s->hostname) > 64) return fail("hostname too long");
@@ -436,7 +443,16 @@ static int parse_run_spec(struct buf *b, struct run_spec *s) {
     if (s->lowers.v[i][0] != '/') return fail("spec: relative lower dir %s", s->lowers.v[i]);
   if (snprintf(s->rootfs, sizeof s->rootfs, "%s/rootfs", s->state) >= (int)sizeof s->rootfs) return fail("state path too long");
   snprintf(s->empty, sizeof s->empty, "%s/empty", s->state);
-  if (s->lowers.n == 0 && sl_push(&s->lowers, s->empty) < 0) return -1;
+  if (!s->rootfsdir && s->lowers.n == 0 && sl_push(&s->lowers, s->empty) < 0) return -1;
+  return 0;
+}
+
+/* Copy snapshotter: the prepared directory itself is the root, bound rw without device nodes. */
+static int mount_rootfsdir(struct run_spec *s) {
+  if (mount(s->rootfsdir, s->rootfs, NULL, MS_BIND, NULL) < 0)
+    return fail("bind-mounting %s on %s: %s", s->rootfsdir, s->rootfs, strerror(errno));
+  if (mount(NULL, s->rootfs, NULL, MS_REMOUNT | MS_BIND | MS_NODEV, NULL) < 0)
+    return fail("remounting %s nodev: %s", s->rootfs, strerror(errno));
   return 0;
 }
 
@@ -814,6 +830,16 @@ static int fs_magic_is(int fd, long magic) {
   return fstatfs(fd, &sf) == 0 && (long)sf.f_type == magic;
 }
 
+/* With a plain (bind-mounted) root, targets must be on the root's own filesystem (no overlay magic). */
+static int g_plain_root;
+static dev_t g_root_dev;
+
+static int on_rootfs(int fd) {
+  struct stat st;
+  if (!g_plain_root) return fs_magic_is(fd, OVERLAYFS_MAGIC);
+  return fstat(fd, &st) == 0 && st.st_dev == g_root_dev;
+}
+
 /* Re-resolves a prepared target inside the rootfs (in the child's mount namespace). */
 static int open_target(int rootfd, struct target *t) {
   char tmp[PATH_MAX];
@@ -838,7 +864,7 @@ static int open_target(int rootfd, struct target *t) {
     if (fd < 0) return fail("resolving /%s: %s", t->path, strerror(errno));
   }
   struct stat st;
-  if (fstat(fd, &st) < 0 || (t->isdir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)) || !fs_magic_is(fd, OVERLAYFS_MAGIC)) {
+  if (fstat(fd, &st) < 0 || (t->isdir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)) || !on_rootfs(fd)) {
     close(fd);
     return fail("mount target /%s is not a %s inside the rootfs", t->path, t->isdir ? "directory" : "file");
   }
@@ -1225,7 +1251,12 @@ static void __attribute__((noreturn)) child_main(struct run_spec *s) {
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("making / private: %s", strerror(errno)), child_fail();
 
   int rootfd = open(s->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (rootfd < 0 || !fs_magic_is(rootfd, OVERLAYFS_MAGIC)) fail("rootfs %s is not the overlay mount", s->rootfs), child_fail();
+  struct stat rst;
+  if (rootfd >= 0 && s->rootfsdir && fstat(rootfd, &rst) == 0) {
+    g_plain_root = 1;
+    g_root_dev = rst.st_dev;
+  }
+  if (rootfd < 0 || (!s->rootfsdir && !fs_magic_is(rootfd, OVERLAYFS_MAGIC))) fail("rootfs %s is not the overlay mount", s->rootfs), child_fail();
   int devnull = open("/dev/null", O_PATH | O_NOFOLLOW | O_CLOEXEC);
   struct stat st;
   if (devnull < 0 || fstat(devnull, &st) < 0 || !S_ISCHR(st.st_mode) || st.st_rdev != makedev(1, 3))
@@ -1341,9 +1372,10 @@ static int run_main(void) {
     fail("making / private: %s", strerror(errno));
     goto out;
   }
-  if (mount_overlay(&s) < 0) goto out;
+  if ((s.rootfsdir ? mount_rootfsdir(&s) : mount_overlay(&s)) < 0) goto out;
   rootfd = open(s.rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
-  upperfd = open(s.upper, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  /* stubs are recorded (and later removed) in the dir that keeps the changes */
+  upperfd = open(s.rootfsdir ? s.rootfsdir : s.upper, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (rootfd < 0 || upperfd < 0) {
     fail("opening rootfs/upper dir: %s", strerror(errno));
     goto cleanup;
@@ -1437,8 +1469,8 @@ cleanup:
   if (rootfd >= 0) close(rootfd);
   if (upperfd >= 0) close(upperfd);
   if (umount2(s.rootfs, 0) < 0 && umount2(s.rootfs, MNT_DETACH) < 0)
-    fail("unmounting overlay %s: %s", s.rootfs, strerror(errno));
-  if (remove_stubs(s.upper) < 0 && !g_err[0]) fail("removing mount stubs failed");
+    fail("unmounting the rootfs %s: %s", s.rootfs, strerror(errno));
+  if (remove_stubs(s.rootfsdir ? s.rootfsdir : s.upper) < 0 && !g_err[0]) fail("removing mount stubs failed");
 out:
   if (childerr[0]) {
     report(s.nonce, "error", childerr);

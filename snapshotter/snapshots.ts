@@ -22,6 +22,7 @@ import { mountOverlay, unmount, relativeTo } from './mount.js';
 import { applyLayerTar } from './diff/apply.js';
 import { writeLayerTar, isEmptyLayerDir } from './diff/layer-tar.js';
 import { decompressStream } from './diff/decompress.js';
+import { chooseSnapshotter, diffTree, forcedSnapshotter, hasWhiteouts, materialize, recordTree, type SnapshotterKind } from './copy-fallback.js';
 import { DigestMismatchError, MbuildError } from '../util/errors.js';
 
 export interface LayerBlob {
@@ -76,6 +77,8 @@ export class Snapshotter {
   readonly dir: string;
   readonly emptyDir: string;
   private readonly unpacking = new Map<string, Promise<Layer>>();
+  private chosen?: Promise<SnapshotterKind>;
+  private readonly whiteoutFree = new Map<string, Promise<boolean>>();
 
   constructor(readonly store: Store) {
     this.dir = path.join(store.root, 'snapshots');
@@ -83,6 +86,7 @@ export class Snapshotter {
   }
 
   async init(): Promise<void> {
+    forcedSnapshotter(); // a bad MBUILD_SNAPSHOTTER fails before any work
     await fs.mkdir(this.emptyDir, { recursive: true, mode: 0o755 });
     await this.sweep();
   }
@@ -196,8 +200,28 @@ export class Snapshotter {
     return relativeTo(this.dir, dirs.length ? dirs : [this.emptyDir]);
   }
 
+  /** overlay, or copy (copy-fallback.ts) when overlayfs is missing or MBUILD_SNAPSHOTTER=copy; chosen once. */
+  kind(): Promise<SnapshotterKind> {
+    this.chosen ??= chooseSnapshotter(this.dir).then(({ kind, why }) => {
+      if (why) process.stderr.write(`mbuild: ${why}; using the copy snapshotter (slower)\n`);
+      return kind;
+    });
+    return this.chosen;
+  }
+
+  /** The layers' dirs that hold changes, bottom-most first. */
+  layerDirs(layers: Layer[]): string[] {
+    return layers.filter((l) => !l.empty).map((l) => l.dir);
+  }
+
+  /** Copy snapshotter: the layers applied into a plain dir (a new one, removed by the caller). */
+  async materialize(layers: Layer[], target: string): Promise<void> {
+    await materialize(this.layerDirs(layers), target);
+  }
+
   /** Mount the layers with a new upper layer, let fn change the root, and commit the change. */
   async mutate(layers: Layer[], fn: (root: string) => Promise<void>): Promise<Layer> {
+    if ((await this.kind()) === 'copy') return this.mutateCopy(layers, fn);
     const active = await this.prepare();
     const target = path.join(active.base, 'merged');
     await fs.mkdir(target);
@@ -216,8 +240,26 @@ export class Snapshotter {
     }
   }
 
+  /** mutate() without overlayfs: materialize, record, fn, and the difference becomes the layer. */
+  private async mutateCopy(layers: Layer[], fn: (root: string) => Promise<void>): Promise<Layer> {
+    const active = await this.prepare();
+    const root = path.join(active.base, 'merged');
+    try {
+      await materialize(this.layerDirs(layers), root);
+      const before = await recordTree(root);
+      await fn(root);
+      await diffTree(root, before, active.upper);
+      await fs.rm(root, { recursive: true, force: true });
+      return await this.commit(active);
+    } catch (err) {
+      await this.remove(active.id);
+      throw err;
+    }
+  }
+
   /** A read-only view of the layers' merged filesystem for the duration of fn. */
   async view<T>(layers: Layer[], fn: (root: string) => Promise<T>): Promise<T> {
+    if ((await this.kind()) === 'copy') return this.viewCopy(layers, fn);
     const lowers = this.lowerDirs(layers);
     if (lowers.length === 1) return fn(path.resolve(this.dir, lowers[0]));
     const target = path.join(this.dir, `tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
@@ -231,6 +273,23 @@ export class Snapshotter {
       }
     } finally {
       await fs.rmdir(target).catch(() => undefined);
+    }
+  }
+
+  private async viewCopy<T>(layers: Layer[], fn: (root: string) => Promise<T>): Promise<T> {
+    const dirs = this.layerDirs(layers);
+    if (dirs.length === 0) return fn(this.emptyDir);
+    if (dirs.length === 1) {
+      let clean = this.whiteoutFree.get(dirs[0]);
+      if (!clean) this.whiteoutFree.set(dirs[0], (clean = hasWhiteouts(dirs[0]).then((w) => !w)));
+      if (await clean) return fn(dirs[0]);
+    }
+    const target = path.join(this.dir, `tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+    try {
+      await materialize(dirs, target);
+      return await fn(target);
+    } finally {
+      await fs.rm(target, { recursive: true, force: true });
     }
   }
 

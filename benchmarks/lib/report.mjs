@@ -105,31 +105,34 @@ export function svgChart(lines, tools, facts) {
   const vals = lines.flatMap((l) => tools.map((t) => l.cells[t]?.median).filter((m) => m != null));
   if (!vals.length) return '<svg xmlns="http://www.w3.org/2000/svg" width="400" height="40"><text x="10" y="25">no results</text></svg>\n';
   const lo = Math.min(0.05, Math.min(...vals) / 1000 / 1.5);
-  const hi = Math.max(...vals) / 1000 * 1.6;
-  const W = 980, L = 290, R = 70, top = 58, bar = 11, gap = 2, groupGap = 14;
+  const hi = (Math.max(...vals) / 1000) * 1.6;
+  // each group: its title on a line of its own, then one bar per tool named on the left
+  const W = 860, L = 110, R = 60, top = 62, title = 18, bar = 11, gap = 2, groupGap = 12;
   const x = (sec) => L + ((Math.log10(sec) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * (W - L - R);
   const esc = (t) => t.replace(/&/g, '&amp;').replace(/</g, '&lt;');
-  const groupH = (l) => tools.filter((t) => l.cells[t]).length * (bar + gap);
-  const H = top + lines.reduce((a, l) => a + groupH(l) + groupGap, 0) + 40;
+  const groupH = (l) => title + tools.filter((t) => l.cells[t]).length * (bar + gap);
+  const H = top + lines.reduce((a, l) => a + groupH(l) + groupGap, 0) + 36;
   const el = [];
   el.push(`<rect width="${W}" height="${H}" fill="#fff"/>`);
-  el.push(`<text x="${L}" y="20" font-size="14" font-weight="bold">mbuild benchmarks: median wall time per scenario (log scale, shorter is better)</text>`);
+  el.push(`<text x="10" y="20" font-size="14" font-weight="bold">mbuild benchmarks: median wall time (log scale, shorter is better)</text>`);
   tools.forEach((t, i) => {
-    el.push(`<rect x="${L + i * 130}" y="30" width="12" height="12" fill="${COLORS[t]}"/>`);
-    el.push(`<text x="${L + i * 130 + 16}" y="40" font-size="12">${esc(LABELS[t])}</text>`);
+    el.push(`<rect x="${10 + i * 130}" y="32" width="12" height="12" fill="${COLORS[t]}"/>`);
+    el.push(`<text x="${10 + i * 130 + 16}" y="42" font-size="12">${esc(LABELS[t])}</text>`);
   });
   const ticks = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500].filter((t) => t >= lo && t <= hi);
   for (const t of ticks) {
-    el.push(`<line x1="${x(t)}" y1="${top - 6}" x2="${x(t)}" y2="${H - 30}" stroke="#e4e4e4"/>`);
-    el.push(`<text x="${x(t)}" y="${H - 16}" font-size="11" text-anchor="middle" fill="#555">${t} s</text>`);
+    el.push(`<line x1="${x(t).toFixed(1)}" y1="${top - 4}" x2="${x(t).toFixed(1)}" y2="${H - 30}" stroke="#e4e4e4"/>`);
+    el.push(`<text x="${x(t).toFixed(1)}" y="${H - 16}" font-size="11" text-anchor="middle" fill="#555">${t} s</text>`);
   }
   let y = top;
   for (const l of lines) {
-    const h = groupH(l);
-    el.push(`<text x="${L - 8}" y="${y + h / 2 + 4}" font-size="12" text-anchor="end">${esc(`${l.title}, ${l.label}`)}</text>`);
+    el.push(`<text x="10" y="${y + 12}" font-size="12" font-weight="bold">${esc(`${l.title}, ${l.label}`)}</text>`);
+    y += title;
     for (const t of tools) {
       const c = l.cells[t];
       if (!c) continue;
+      const name = l.scenario === 'push' && t === 'buildkit' ? 'docker push' : LABELS[t];
+      el.push(`<text x="${L - 6}" y="${y + bar - 2}" font-size="10" text-anchor="end" fill="#555">${esc(name)}</text>`);
       if (c.median != null) {
         const sec = c.median / 1000;
         el.push(`<rect x="${L}" y="${y}" width="${Math.max(1, x(sec) - L).toFixed(1)}" height="${bar}" fill="${COLORS[t]}"/>`);
@@ -141,8 +144,17 @@ export function svgChart(lines, tools, facts) {
     }
     y += groupGap;
   }
-  el.push(`<text x="${L}" y="${H - 2}" font-size="10" fill="#777">${esc(`${facts.date}, ${facts.cpu}, ${facts.memory}, Linux ${facts.kernel}; ${facts.runs} runs per bar`)}</text>`);
+  el.push(`<text x="10" y="${H - 2}" font-size="10" fill="#777">${esc(`${facts.date}, ${facts.cpu}, ${facts.memory}, Linux ${facts.kernel}; median of ${facts.runs} runs per bar`)}</text>`);
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif">\n${el.join('\n')}\n</svg>\n`;
+}
+
+/** The markdown (table, notes, mbuild's breakdown) and the chart for a run's data. */
+export function render({ facts, rows, shown, skippedScenarios = [], notes = [] }) {
+  const tools = shown ?? TOOL_NAMES.filter((t) => rows.some((r) => r.tool === t));
+  const lines = summarize(rows, tools);
+  const md = markdown(lines, tools, facts, skippedScenarios, notes);
+  const breakdown = mbuildBreakdown(lines);
+  return { text: breakdown ? `${md}\n\n${breakdown}` : md, svg: svgChart(lines, tools, facts) };
 }
 
 /** Replaces the text between the README's bench markers with BODY. */

@@ -70,11 +70,14 @@ export async function runScenario(sc, tools, env) {
   const variants = sc.variants.filter((v) => !variantsFilter || variantsFilter.includes(v));
 
   const prep = sc.prepare({ repo: env.repo, work, registryPort: env.registryPort });
-  // base images into each tool; a tool that cannot get them sits this scenario out
+  // base images (a missing one skips the scenario), then into each tool; a tool that cannot
+  // take them sits this scenario out
+  const archives = {};
+  for (const name of prep.images) archives[name] = await env.archives(name);
   let active = [];
   for (const t of tools) {
     try {
-      for (const name of prep.images) t.ensureImage(name, await env.archives(name));
+      for (const name of prep.images) t.ensureImage(name, archives[name]);
       active.push(t);
     } catch (e) {
       for (const v of variants) row(v, t.name).skipped = `base images: ${e.message.split('\n')[0]}`;

@@ -4,6 +4,7 @@
  * ports, signals passed on to the command, its exit code returned.
  */
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { parseArgs, type FlagSpec } from './args.js';
 import { Store } from '../../store/store.js';
 import { Snapshotter } from '../../snapshotter/snapshots.js';
@@ -142,11 +143,15 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
       ports = await PublishedPorts.open(publish);
       ports.describe().forEach((d, i) => chosen[i] && process.stderr.write(`mbuild: publishing ${d}\n`));
     }
+    // copy snapshotter: a throwaway materialized copy of the layers is the root (removed with `active`)
+    let rootfs: { lowerDirs: string[]; rootfsDir?: string; upperDir?: string; workDir?: string };
+    if ((await snap.kind()) === 'copy') {
+      rootfs = { lowerDirs: [], rootfsDir: path.join(active.base, 'rootfs') };
+      await snap.materialize(layers, rootfs.rootfsDir!);
+    } else rootfs = { lowerDirs: snap.lowerDirs(layers).map((d) => `${snap.dir}/${d}`), upperDir: active.upper, workDir: active.work };
     const result = await runSandboxed({
       stateParent: store.tmpDir,
-      lowerDirs: snap.lowerDirs(layers).map((d) => `${snap.dir}/${d}`),
-      upperDir: active.upper,
-      workDir: active.work,
+      ...rootfs,
       args,
       env,
       cwd: workdir ?? (cfg.WorkingDir || '/'),

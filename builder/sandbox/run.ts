@@ -22,10 +22,15 @@ export type { NetworkRequest } from './network/index.js';
 export interface SandboxSpec {
   /** overlay lowerdirs, top-most first; empty = scratch (an empty dir is used as the single lower) */
   lowerDirs: string[];
-  /** empty dir; becomes the layer */
-  upperDir: string;
+  /** empty dir; becomes the layer (overlay mode: required unless rootfsDir is given) */
+  upperDir?: string;
   /** empty overlay workdir on the same filesystem as upperDir */
-  workDir: string;
+  workDir?: string;
+  /**
+   * copy snapshotter: a plain directory bind-mounted (rw, nodev) as the root instead of an overlay;
+   * lowerDirs/upperDir/workDir are then unused. Mount stubs the helper makes in it are removed after.
+   */
+  rootfsDir?: string;
   /** argv[0] is looked up in PATH from `env` (inside the rootfs) when it has no '/' */
   args: string[];
   /** ["K=V", ...] */
@@ -95,12 +100,11 @@ function checkId(v: number, what: string): void {
 
 function validate(spec: SandboxSpec): void {
   if (spec.args.length === 0) throw new SandboxError('RUN has no command');
-  for (const [what, p] of [
-    ['upperDir', spec.upperDir],
-    ['workDir', spec.workDir],
-    ...spec.lowerDirs.map((d) => ['lowerDir', d] as const),
-  ] as const) {
-    if (!isAbsolute(p)) throw new SandboxError(`${what} must be an absolute path: ${p}`);
+  const dirs: (readonly [string, string | undefined])[] = spec.rootfsDir !== undefined
+    ? [['rootfsDir', spec.rootfsDir]]
+    : [['upperDir', spec.upperDir], ['workDir', spec.workDir], ...spec.lowerDirs.map((d) => ['lowerDir', d] as const)];
+  for (const [what, p] of dirs) {
+    if (p === undefined || !isAbsolute(p)) throw new SandboxError(`${what} must be an absolute path: ${p}`);
   }
   if (!spec.cwd.startsWith('/')) throw new SandboxError(`working directory must be absolute: ${spec.cwd}`);
   checkId(spec.uid, 'uid');
@@ -144,8 +148,6 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       'nonce', nonce,
       'ppid', String(process.pid),
       'state', state,
-      'upper', resolve(spec.upperDir),
-      'work', resolve(spec.workDir),
       'cwd', spec.cwd,
       'uid', String(spec.uid),
       'gid', String(spec.gid),
@@ -155,7 +157,11 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
     ];
     if (plan.netns) fields.push('netns', plan.netns);
     for (const f of cgroup?.procsFiles() ?? []) fields.push('cgroup', f);
-    for (const d of spec.lowerDirs) fields.push('lower', resolve(d));
+    if (spec.rootfsDir !== undefined) fields.push('rootfsdir', resolve(spec.rootfsDir));
+    else {
+      fields.push('upper', resolve(spec.upperDir!), 'work', resolve(spec.workDir!));
+      for (const d of spec.lowerDirs) fields.push('lower', resolve(d));
+    }
     for (const g of spec.groups) fields.push('group', String(g));
     for (const e of spec.env) fields.push('env', e);
     for (const a of spec.args) fields.push('arg', a);

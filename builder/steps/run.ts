@@ -3,7 +3,7 @@ import type { RunInstruction } from '../dockerfile/types.js';
 import type { StepRun } from '../build/context.js';
 import { DEFAULT_SHELL, runEnv } from '../build/state.js';
 import { readUserDb, resolveUser } from '../build/users.js';
-import { runSandboxed } from '../sandbox/run.js';
+import { runSandboxed, type SandboxResult } from '../sandbox/run.js';
 import { formatBytes } from '../sandbox/cgroups.js';
 import { MbuildError, RunFailedError } from '../../util/errors.js';
 import type { NetworkMode } from '../build/context.js';
@@ -43,28 +43,24 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
     tail.push(...lines);
     if (tail.length > 20) tail.splice(0, tail.length - 20);
   };
-  const active = await ctx.snap.prepare();
-  try {
-    const result = await ctx.jobs.add(() => runSandboxed({
-      stateParent: ctx.store.tmpDir,
-      lowerDirs: ctx.snap.lowerDirs(state.layers).map((d) => `${ctx.snap.dir}/${d}`),
-      upperDir: active.upper,
-      workDir: active.work,
-      args,
-      env,
-      cwd,
-      uid: user.uid,
-      gid: user.gid,
-      groups: user.groups,
-      hostname: HOSTNAME,
-      network,
-      hosts: `127.0.0.1\tlocalhost ${HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n`,
-      limits: ctx.limits,
-      onOutput: (chunk) => {
-        step.output(chunk);
-        remember(chunk);
-      },
-    }), { throwOnTimeout: true });
+  const spec = {
+    stateParent: ctx.store.tmpDir,
+    args,
+    env,
+    cwd,
+    uid: user.uid,
+    gid: user.gid,
+    groups: user.groups,
+    hostname: HOSTNAME,
+    network,
+    hosts: `127.0.0.1\tlocalhost ${HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n`,
+    limits: ctx.limits,
+    onOutput: (chunk: Buffer) => {
+      step.output(chunk);
+      remember(chunk);
+    },
+  };
+  const check = (result: SandboxResult): void => {
     if (partial) tail.push(partial);
     const u = result.usage;
     if (u) step.note(`peak memory ${u.peakMemory !== undefined ? formatBytes(u.peakMemory) : 'n/a'}, cpu ${u.cpuSeconds !== undefined ? u.cpuSeconds.toFixed(2) + 's' : 'n/a'}`);
@@ -75,6 +71,17 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
       const how = oom ?? (result.signal ? `was killed by ${result.signal}` : `exited with code ${result.exitCode}`);
       throw new RunFailedError(`RUN ${truncate(what)} ${how}`, ins.range, tail.slice(-5));
     }
+  };
+  if ((await ctx.snap.kind()) === 'copy') {
+    // no overlayfs: the step runs in a materialized copy of the layers; its changes become the layer
+    const layer = await ctx.jobs.add(() => ctx.snap.mutate(state.layers, async (root) => check(await runSandboxed({ ...spec, lowerDirs: [], rootfsDir: root }))), { throwOnTimeout: true });
+    state.layers.push(await cache.save(layer));
+    return;
+  }
+  const active = await ctx.snap.prepare();
+  try {
+    const lowerDirs = ctx.snap.lowerDirs(state.layers).map((d) => `${ctx.snap.dir}/${d}`);
+    check(await ctx.jobs.add(() => runSandboxed({ ...spec, lowerDirs, upperDir: active.upper, workDir: active.work }), { throwOnTimeout: true }));
     state.layers.push(await cache.save(await ctx.snap.commit(active)));
   } catch (err) {
     await ctx.snap.remove(active.id);
