@@ -221,7 +221,9 @@ async function bench(o, work, cleanups, aborted) {
       tools.some((t) => t.name === 'buildah' && !t.missing) && `buildah ${tools.find((t) => t.name === 'buildah').version}`,
     ].filter(Boolean).join(', '),
     network: o.network ? `--network ${o.network} for every tool`
-      : `each tool's default (docker: a bridge per RUN step, buildah: netavark, mbuild: ${mbuild.defaultNetwork})`,
+      : `each tool's default (${[shown.includes('mbuild') && `mbuild: ${mbuild.defaultNetwork}`,
+        (shown.includes('buildkit') || shown.includes('legacy')) && 'docker: a bridge per RUN step',
+        shown.includes('buildah') && 'buildah: netavark'].filter(Boolean).join(', ')})`,
   };
   const facts = { ...machineFacts(versions), runs: o.runs, load: loads.length ? { median: median(loads), max: Math.max(...loads) } : null };
   const missingNotes = tools.filter((t) => t.missing).map((t) => `${t.name} not measured: ${t.missing}`);
