@@ -18,7 +18,6 @@ import { workdirStep } from '../steps/workdir.js';
 import { writeImage, type WrittenImage } from './image.js';
 import { MbuildError, ParseError } from '../../util/errors.js';
 import { normalizeName } from '../../store/reference.js';
-import { ensureImage } from '../../registry/ensure.js';
 import os from 'node:os';
 import PQueue from 'p-queue';
 import { BuildCache } from '../cache/cache.js';
@@ -89,7 +88,8 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
     cache,
     fileHashes,
     noCache: opts.noCache,
-    jobs: new PQueue({ concurrency: Math.max(1, opts.jobs ?? os.availableParallelism()) }),
+    // steps often wait (sleep, network, disk) rather than compute: by default allow twice the cores, at least 4
+    jobs: new PQueue({ concurrency: Math.max(1, opts.jobs ?? Math.max(4, 2 * os.availableParallelism())) }),
     stageIndexOf: (from) => {
       if (/^\d+$/.test(from)) return Number(from);
       const i = plan.stages.findIndex((s) => s.name === from.toLowerCase());
@@ -100,7 +100,9 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
       let p = images.get(ref);
       if (!p) {
         p = (async () => {
-          const img = await ensureImage(store, ref, { pull: opts.pull, progress });
+          // the registry code (and undici) loads only when the store lacks the image or --pull asks
+          const local = opts.pull ? undefined : await store.resolveImage(ref).catch(() => undefined);
+          const img = local ?? (await (await loadRegistry()).ensureImage(store, ref, { pull: opts.pull, progress }));
           return baseState(img.config, await snap.fromImage(img), `image:${img.manifestDigest}`);
         })();
         images.set(ref, p);
@@ -203,6 +205,13 @@ async function executeStage(
     }
   }
   return state;
+}
+
+/** True once this process loaded the registry client (its connections need closing at exit). */
+export let registryLoaded = false;
+async function loadRegistry() {
+  registryLoaded = true;
+  return import('../../registry/ensure.js');
 }
 
 /** SOURCE_DATE_EPOCH (reproducible builds): every time in the image config becomes this one. */

@@ -93,7 +93,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     else progress.info(`built ${id}${result.names.length ? ' as ' + result.names.join(', ') : ''} in ${progress.total()}`);
     return 0;
   } finally {
-    await (await import('../../registry/transport.js')).closeTransport();
+    if (flags.push || (await import('../build/build.js')).registryLoaded) await (await import('../../registry/transport.js')).closeTransport();
     await new (await import('../../snapshotter/snapshots.js')).Snapshotter(store).removeOwn();
     if (emptyContext) await fs.rm(emptyContext, { recursive: true, force: true });
   }
