@@ -1,16 +1,9 @@
 /** Bytes and layers of a pull or push, as notes on one step of the build's progress display. */
 import { Transform } from 'node:stream';
 import type { StepHandle } from '../builder/cli/progress.js';
+import { humanBytes } from '../util/format.js';
 
-export function humanBytes(n: number): string {
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
-  let i = 0;
-  while (n >= 1000 && i < units.length - 1) {
-    n /= 1000;
-    i++;
-  }
-  return `${i === 0 ? n : n.toFixed(n < 10 ? 2 : 1)}${units[i]}`;
-}
+export { humanBytes };
 
 export interface BlobProgress {
   /** a Transform that counts the bytes passing through */

@@ -17,6 +17,7 @@ import path from 'node:path';
 import type { Store } from './store.js';
 import { isDigest, sha256 } from './digest.js';
 import { findStaleTemp, pidAlive, treeBytes } from './recovery.js';
+import { humanBytes } from '../util/format.js';
 
 export { treeBytes };
 
@@ -229,17 +230,7 @@ export async function storeUsage(store: Store): Promise<Usage> {
   };
 }
 
-/** 1.5MB, 12kB, 0B (decimal units, as docker prints sizes). */
-export function humanBytes(n: number): string {
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1000 && i < units.length - 1) {
-    v /= 1000;
-    i++;
-  }
-  return i === 0 ? `${v}B` : `${v.toFixed(v < 10 ? 2 : 1)}${units[i]}`;
-}
+export { humanBytes };
 
 /** The `mbuild system df` table. */
 export function formatUsage(u: Usage): string {

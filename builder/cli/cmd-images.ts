@@ -3,6 +3,7 @@ import { parseArgs } from './args.js';
 import { Store } from '../../store/store.js';
 import { familiarName, normalizeName } from '../../store/reference.js';
 import { UsageError, ImageNotFoundError } from '../../util/errors.js';
+import { humanBytes } from '../../util/format.js';
 
 export async function loadCommand(root: string, argv: string[]): Promise<number> {
   const { flags, positional } = parseArgs(argv, [{ names: ['-i', '--input'], key: 'input', kind: 'string' }, { names: ['-q', '--quiet'], key: 'quiet', kind: 'bool' }]);
@@ -34,16 +35,6 @@ export async function saveCommand(root: string, argv: string[]): Promise<number>
   return 0;
 }
 
-function humanSize(n: number): string {
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
-  let i = 0;
-  while (n >= 1000 && i < units.length - 1) {
-    n /= 1000;
-    i++;
-  }
-  return `${i === 0 ? n : n.toFixed(n < 10 ? 2 : 1)}${units[i]}`;
-}
-
 function ago(iso: string): string {
   const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
   if (!Number.isFinite(s)) return 'unknown';
@@ -70,7 +61,7 @@ export async function imagesCommand(root: string, argv: string[]): Promise<numbe
       process.stdout.write(id + '\n');
       continue;
     }
-    rows.push([repo, tag, id, img.config.created ? ago(img.config.created) : 'unknown', humanSize(size)]);
+    rows.push([repo, tag, id, img.config.created ? ago(img.config.created) : 'unknown', humanBytes(size)]);
   }
   if (!flags.quiet) {
     const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
