@@ -24,6 +24,7 @@ import { writeLayerTar, isEmptyLayerDir } from './diff/layer-tar.js';
 import { decompressStream } from './diff/decompress.js';
 import { chooseSnapshotter, diffTree, forcedSnapshotter, hasWhiteouts, materialize, recordTree, type SnapshotterKind } from './copy-fallback.js';
 import { DigestMismatchError, MbuildError } from '../util/errors.js';
+import { pidAlive } from '../util/process.js';
 
 export interface LayerBlob {
   diffId: string;
@@ -50,14 +51,6 @@ export interface Active {
   work: string;
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * Per-layer budgets for unpacking (docs/security.md 7): MBUILD_LAYER_MAX_BYTES (a number, or with

@@ -3,15 +3,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MbuildError } from '../util/errors.js';
+import { pidAlive } from '../util/process.js';
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 export async function withLock<T>(lockFile: string, fn: () => Promise<T>, timeoutMs = 120_000): Promise<T> {
   await fs.mkdir(path.dirname(lockFile), { recursive: true });
@@ -32,7 +25,7 @@ export async function withLock<T>(lockFile: string, fn: () => Promise<T>, timeou
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const owner = Number.parseInt(await fs.readFile(lockFile, 'utf8').catch(() => ''), 10);
-      if (Number.isFinite(owner) && owner > 0 && !alive(owner)) {
+      if (Number.isFinite(owner) && owner > 0 && !pidAlive(owner)) {
         await fs.rm(lockFile, { force: true });
         continue;
       }

@@ -12,10 +12,11 @@
  *   lock. Both sides write before they look, so a prune and a build never overlap.
  * - ENOSPC/EDQUOT become one clear NoSpaceError.
  */
-import { promises as fs, readFileSync, unlinkSync } from 'node:fs';
+import { promises as fs, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MbuildError } from '../util/errors.js';
+import { pidAlive } from '../util/process.js';
 
 export class NoSpaceError extends MbuildError {
   constructor(message: string, cause?: unknown) {
@@ -50,22 +51,7 @@ export function asNoSpace(err: unknown, root: string, what?: string): unknown {
   return NoSpaceError.forStore(root, what, err);
 }
 
-/** Is `pid` a running process? (A zombie is not: it only waits to be reaped.) */
-export function pidAlive(pid: number): boolean {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return true; // no procfs: trust kill(0)
-  }
-}
+export { pidAlive };
 
 /** `.tmp-<name>-<pid>-<8 hex>` (fsutil.tempSibling) */
 const TEMP_FILE_RE = /^\.tmp-.*-(\d+)-[0-9a-f]{8}$/;

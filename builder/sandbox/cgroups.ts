@@ -14,6 +14,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SandboxError, UsageError } from '../../util/errors.js';
+import { pidAlive } from '../../util/process.js';
 
 export interface Limits {
   /** bytes */
@@ -281,14 +282,6 @@ async function removeCgroup(dir: string): Promise<void> {
   }
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Removes the cgroups of mbuild processes that are gone (killed mid-step). */
 async function sweepParent(parent: string): Promise<void> {
