@@ -5,56 +5,15 @@
 import { createHash } from 'node:crypto';
 import { promises as fs, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { pack as tarPack, extract as tarExtract } from 'tar-stream';
+import { extract as tarExtract } from 'tar-stream';
 import { Readable } from 'node:stream';
 import { BUSYBOX_TAR, mbuild, type CliResult } from '../helpers/cli.js';
+import { tarOf, type TarEntry } from '../helpers/tar.js';
 
 export const isRoot = process.getuid?.() === 0;
 
-export interface E {
-  name: string;
-  type?: 'file' | 'link' | 'symlink' | 'directory' | 'character-device' | 'block-device' | 'fifo';
-  data?: string | Buffer;
-  mode?: number;
-  uid?: number;
-  gid?: number;
-  linkname?: string;
-  devmajor?: number;
-  devminor?: number;
-  pax?: Record<string, string>;
-}
-
-/** A tar built with tar-stream, exactly as listed (no cleaning of names). */
-export async function tarOf(entries: E[]): Promise<Buffer> {
-  const p = tarPack();
-  const chunks: Buffer[] = [];
-  const reading = (async () => {
-    for await (const c of p as unknown as AsyncIterable<Buffer>) chunks.push(c);
-  })();
-  for (const e of entries) {
-    const type = e.type ?? 'file';
-    const h = {
-      name: e.name,
-      type,
-      mode: (e.mode ?? (type === 'directory' ? 0o755 : 0o644)) | 0o100000,
-      uid: e.uid ?? 0,
-      gid: e.gid ?? 0,
-      mtime: new Date('2020-01-01T00:00:00Z'),
-      linkname: e.linkname,
-      devmajor: e.devmajor,
-      devminor: e.devminor,
-      pax: e.pax,
-    };
-    await new Promise<void>((resolve, reject) => {
-      const cb = (err?: Error | null) => (err ? reject(err) : resolve());
-      if (type === 'file') p.entry(h, e.data ?? '', cb);
-      else p.entry(h, cb);
-    });
-  }
-  p.finalize();
-  await reading;
-  return Buffer.concat(chunks);
-}
+export { tarOf };
+export type E = TarEntry;
 
 export const sha256 = (b: Buffer | string) => 'sha256:' + createHash('sha256').update(b).digest('hex');
 

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
-import { pack as tarPack } from 'tar-stream';
+import { tarOf as buildTar, type TarEntry } from '../helpers/tar.js';
 import { applyLayerTar, extractArchive } from '../../snapshotter/diff/apply.js';
 import { decompressStream } from '../../snapshotter/diff/decompress.js';
 import { findOpaqueDirs } from '../../builder/sandbox/native.js';
@@ -15,54 +15,10 @@ const isRoot = process.getuid?.() === 0;
 /** unique name part for anything a regression could create outside the test dirs */
 const U = `mbuild-test-${process.pid}-${randomBytes(4).toString('hex')}`;
 
-interface E {
-  name: string;
-  type?: 'file' | 'link' | 'symlink' | 'directory' | 'character-device' | 'block-device' | 'fifo';
-  data?: string | Buffer;
-  mode?: number;
-  uid?: number;
-  gid?: number;
-  mtime?: Date;
-  linkname?: string;
-  devmajor?: number;
-  devminor?: number;
-  size?: number;
-  pax?: Record<string, string>;
-}
+type E = TarEntry;
 
 const T0 = new Date('2020-01-02T03:04:05Z');
-
-async function tarOf(entries: E[]): Promise<Buffer> {
-  const p = tarPack();
-  const chunks: Buffer[] = [];
-  const reading = (async () => {
-    for await (const c of p as unknown as AsyncIterable<Buffer>) chunks.push(c);
-  })();
-  for (const e of entries) {
-    const type = e.type ?? 'file';
-    const h = {
-      name: e.name,
-      type,
-      // keep a falsy mode from being replaced by tar-stream's default
-      mode: (e.mode ?? (type === 'directory' ? 0o755 : 0o644)) | 0o100000,
-      uid: e.uid ?? 0,
-      gid: e.gid ?? 0,
-      mtime: e.mtime ?? T0,
-      linkname: e.linkname,
-      devmajor: e.devmajor,
-      devminor: e.devminor,
-      pax: e.pax,
-    };
-    await new Promise<void>((resolve, reject) => {
-      const cb = (err?: Error | null) => (err ? reject(err) : resolve());
-      if (type === 'file') p.entry(h, e.data ?? '', cb);
-      else p.entry(h, cb);
-    });
-  }
-  p.finalize();
-  await reading;
-  return Buffer.concat(chunks);
-}
+const tarOf = (entries: E[]) => buildTar(entries, T0);
 
 const apply = (tar: Buffer, dir: string, opts?: Parameters<typeof applyLayerTar>[2]) => applyLayerTar(Readable.from([tar]), dir, opts);
 
