@@ -23,7 +23,7 @@ const CONTAINERS_DIRS = ['/run/containers', '/var/lib/containers']; // buildah's
 function parse(argv) {
   const o = { runs: 5, only: null, tools: [...TOOL_NAMES], startDockerd: false, install: false, network: null,
     basesRoot: process.env.MBUILD_ROOT || '/var/lib/mbuild', buildBases: false, out: join(here, 'results'),
-    updateReadme: false, keep: false, mbuild: join(repo, 'bin/mbuild.js'), waitIdle: 0, label: null };
+    updateReadme: false, keep: false, mbuild: join(repo, 'bin/mbuild'), waitIdle: 0, label: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {

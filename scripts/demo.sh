@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export MBUILD_ROOT=${MBUILD_ROOT:-/var/lib/mbuild}
 port=${DEMO_PORT:-8080}
-mb() { node bin/mbuild.js "$@"; }
+mb() { bin/mbuild "$@"; }
 
 bash examples/bases/build.sh alpine golang
 
@@ -21,7 +21,7 @@ echo "demo: built myhttpserver in $(($(date +%s) - t0))s"
 tmpd=$(mktemp -d)
 log=$tmpd/run.log
 # node itself in the background (not a shell function), so $! is mbuild and Ctrl-C reaches it
-node bin/mbuild.js run --rm -p "$port:1111" myhttpserver >"$log" 2>&1 &
+bin/mbuild run --rm -p "$port:1111" myhttpserver >"$log" 2>&1 &
 pid=$!
 stop_server() { # Ctrl-C, as a user would; harder after 10 s
   if kill -0 "$pid" 2>/dev/null; then

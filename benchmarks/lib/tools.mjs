@@ -23,13 +23,17 @@ export function normalizeName(name) {
 
 export function mbuildTool({ repo, bin, root, network, label }) {
   const mb = (args) => ['--root', root, ...args];
+  // a .js launcher runs under this node; anything else (bin/mbuild, the package's command) is run as is
+  const viaNode = bin.endsWith('.js');
+  const exe = viaNode ? process.execPath : bin;
+  const argv = (args) => (viaNode ? [bin, ...args] : args);
   const version = (() => {
     const pkg = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')).version;
     const head = sh('git', ['-C', repo, 'rev-parse', '--short', 'HEAD']).stdout;
     const dirty = sh('git', ['-C', repo, 'status', '--porcelain', '--untracked-files=no']).stdout ? '+changes' : '';
     return `${pkg} (${head || 'no git'}${dirty})`;
   })();
-  const usage = sh(process.execPath, [bin, '--help']).out;
+  const usage = sh(exe, argv(['--help'])).out;
   const unpacked = new Set();
   const withRss = async (args, log) => {
     const rssFile = `${log}.rss`;
@@ -39,7 +43,7 @@ export function mbuildTool({ repo, bin, root, network, label }) {
       NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import=${HOOK}`.trim(),
       MBUILD_BENCH_RSS_FILE: rssFile,
     };
-    const r = await timed(process.execPath, [bin, ...mb(args)], { env, log });
+    const r = await timed(exe, argv(mb(args)), { env, log });
     let rssKb = null;
     if (existsSync(rssFile)) {
       for (const line of readFileSync(rssFile, 'utf8').split('\n')) {
@@ -57,10 +61,10 @@ export function mbuildTool({ repo, bin, root, network, label }) {
     version: label ?? version,
     defaultNetwork,
     pushMissing: /^\s+push\b/m.test(usage) ? null : 'skipped: `mbuild push` is not available yet',
-    run: (args) => sh(process.execPath, [bin, ...mb(args)]),
-    hasImage: (name) => sh(process.execPath, [bin, ...mb(['inspect', name])]).code === 0,
-    loadArchive: (file) => must(process.execPath, [bin, ...mb(['load', '-i', file])]),
-    saveArchive: (name, file, format) => must(process.execPath, [bin, ...mb(['save', '-o', file, '--format', format, name])]),
+    run: (args) => sh(exe, argv(mb(args))),
+    hasImage: (name) => sh(exe, argv(mb(['inspect', name]))).code === 0,
+    loadArchive: (file) => must(exe, argv(mb(['load', '-i', file]))),
+    saveArchive: (name, file, format) => must(exe, argv(mb(['save', '-o', file, '--format', format, name]))),
     // The image is in the bench root already (the other tools' archives come from it). `docker load`
     // and `buildah pull` unpack layers as they load; mbuild unpacks on first use, so an untimed
     // build that mounts the image does it here, out of the cold runs.
@@ -70,7 +74,7 @@ export function mbuildTool({ repo, bin, root, network, label }) {
       mkdirSync(ctx, { recursive: true });
       writeFileSync(join(ctx, 'f'), 'x\n');
       writeFileSync(join(ctx, 'Dockerfile'), `FROM ${name}\nCOPY f /.mbuild-bench-unpack\n`);
-      const r = sh(process.execPath, [bin, ...mb(['build', '-q', ctx])]);
+      const r = sh(exe, argv(mb(['build', '-q', ctx])));
       if (r.code !== 0) throw new Error(`mbuild could not use ${name}: ${r.out.split('\n').pop()}`);
       unpacked.add(name);
     },

@@ -3,12 +3,30 @@
  * mtime, ctime): an unchanged context is re-hashed without reading a byte. The cache key of a
  * COPY is still the content hash, never the mtime.
  */
-import { createReadStream, promises as fs, type Stats } from 'node:fs';
+import { closeSync, constants as C, createReadStream, openSync, promises as fs, readSync, type Stats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { writeFileAtomic } from '../../store/fsutil.js';
 
 const MAX_ENTRIES = 500_000;
+/** Files up to this size are hashed with synchronous reads (a context is mostly small files). */
+const SYNC_READ_MAX = 1024 * 1024;
+const scratch = Buffer.allocUnsafe(SYNC_READ_MAX);
+
+function hashSmallFile(file: string): string {
+  const hash = createHash('sha256');
+  const fd = openSync(file, C.O_RDONLY | C.O_NOFOLLOW);
+  try {
+    for (;;) {
+      const n = readSync(fd, scratch, 0, scratch.length, null);
+      if (n === 0) break;
+      hash.update(scratch.subarray(0, n));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest('hex');
+}
 
 function statKey(st: Stats): string {
   return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
@@ -34,9 +52,13 @@ export class FileHashCache {
     const key = statKey(st);
     const known = this.map.get(abs);
     if (known && known[0] === key) return known[1];
-    const hash = createHash('sha256');
-    for await (const chunk of createReadStream(abs)) hash.update(chunk as Buffer);
-    const digest = hash.digest('hex');
+    let digest: string;
+    if (st.size <= SYNC_READ_MAX) digest = hashSmallFile(abs);
+    else {
+      const hash = createHash('sha256');
+      for await (const chunk of createReadStream(abs)) hash.update(chunk as Buffer);
+      digest = hash.digest('hex');
+    }
     this.map.set(abs, [key, digest]);
     this.dirty = true;
     return digest;

@@ -9,7 +9,7 @@
  * .dockerignore cannot be bypassed with "..", absolute paths or symlinks.
  */
 import type { Stats } from 'node:fs';
-import { lstat, readdir } from 'node:fs/promises';
+import { lstatSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { CopySourceMissingError, MbuildError } from '../../util/errors.js';
 import type { IgnoreMatcher } from './dockerignore.js';
@@ -29,31 +29,36 @@ function isMissing(e: unknown): boolean {
   return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
-async function lstatOrUndefined(p: string): Promise<Stats | undefined> {
+// Metadata calls are synchronous: a few microseconds each, several times less than a round trip
+// through libuv's thread pool, and a context walk makes thousands of them.
+function lstatOrUndefined(p: string): Stats | undefined {
   try {
-    return await lstat(p);
+    return lstatSync(p);
   } catch (e) {
     if (isMissing(e)) return undefined;
     throw new MbuildError('MBUILD_CONTEXT_READ', `cannot stat ${p}: ${(e as Error).message}`, { cause: e });
   }
 }
 
-async function readdirOrEmpty(dir: string): Promise<string[]> {
+function readdirOrEmpty(dir: string): string[] {
   try {
-    return await readdir(dir);
+    return readdirSync(dir);
   } catch (e) {
     if (isMissing(e)) return [];
     throw new MbuildError('MBUILD_CONTEXT_READ', `cannot read directory ${dir}: ${(e as Error).message}`, { cause: e });
   }
 }
 
+const ASCII = /^[\x00-\x7f]*$/;
+
 /** Names in byte order (Go's sort order), for deterministic output. */
 function sortNames(names: string[]): string[] {
+  // for ASCII names UTF-16 order is byte order, and the plain sort is several times faster
+  if (names.every((n) => ASCII.test(n))) return names.sort();
   const keyed = names.map((n) => ({ n, b: Buffer.from(n) }));
   keyed.sort((x, y) => Buffer.compare(x.b, y.b));
   return keyed.map((k) => k.n);
 }
-
 const joinRel = (a: string, b: string): string => (a === '' ? b : `${a}/${b}`);
 
 /** The filtered view of a directory tree under an ignore matcher. */
@@ -90,10 +95,10 @@ class FilteredView {
     if (!p) {
       p = (async () => {
         const dir = path.join(this.root, rel);
-        for (const name of await readdirOrEmpty(dir)) {
+        for (const name of readdirOrEmpty(dir)) {
           const child = joinRel(rel, name);
           if (!this.ignore.excludes(child)) return true;
-          const st = await lstatOrUndefined(path.join(dir, name));
+          const st = lstatOrUndefined(path.join(dir, name));
           if (st?.isDirectory() && this.ignore.mayReincludeUnder(child) && (await this.hasVisibleDescendant(child))) {
             return true;
           }
@@ -130,14 +135,14 @@ interface Match {
 async function expand(root: string, dirReal: string, named: string[], segs: string[], out: Match[]): Promise<void> {
   const [seg, ...rest] = segs;
   const dirHost = dirReal === '' ? root : path.join(root, dirReal);
-  for (const name of sortNames(await readdirOrEmpty(dirHost))) {
+  for (const name of sortNames(readdirOrEmpty(dirHost))) {
     if (!goMatch(seg, name)) continue;
     const real = joinRel(dirReal, name);
     if (rest.length === 0) {
       out.push({ real, named: [...named, name] });
     } else {
       // like filepath.Walk, intermediate matches must be real directories (links are not followed)
-      const st = await lstatOrUndefined(path.join(dirHost, name));
+      const st = lstatOrUndefined(path.join(dirHost, name));
       if (st?.isDirectory()) await expand(root, real, [...named, name], rest, out);
     }
   }
@@ -160,7 +165,7 @@ export async function resolveSources(root: string, sources: string[], ignore?: I
   const follow = async (rel: string): Promise<{ hostPath: string; isDir: boolean } | undefined> => {
     const r = await resolveInScopeDetailed(absRoot, rel, true, scopeOpts);
     if (r.missing) return undefined;
-    const st = await lstatOrUndefined(r.hostPath);
+    const st = lstatOrUndefined(r.hostPath);
     if (!st || st.isSymbolicLink()) return undefined; // a link left unresolved is a hidden one
     if (view && !(await view.visible(r.rel, st.isDirectory()))) return undefined;
     return { hostPath: r.hostPath, isDir: st.isDirectory() };
@@ -182,7 +187,7 @@ export async function resolveSources(root: string, sources: string[], ignore?: I
     if (!pattern.every((s) => isValidGoPattern(s))) continue;
     const base = await resolveInScopeDetailed(absRoot, segs.slice(0, wild).join('/'), true, scopeOpts);
     if (base.missing) continue;
-    const baseSt = await lstatOrUndefined(base.hostPath);
+    const baseSt = lstatOrUndefined(base.hostPath);
     if (!baseSt?.isDirectory()) continue;
     const matches: Match[] = [];
     await expand(absRoot, base.rel, segs.slice(0, wild), pattern, matches);
@@ -190,7 +195,7 @@ export async function resolveSources(root: string, sources: string[], ignore?: I
       const name = m.named.join('/');
       if (view) {
         // the matched entry itself must be part of the filtered context
-        const st = await lstatOrUndefined(path.join(absRoot, m.real));
+        const st = lstatOrUndefined(path.join(absRoot, m.real));
         if (!st || !(await view.visible(m.real, st.isDirectory()))) continue;
       }
       const found = await follow(m.real);
@@ -224,7 +229,7 @@ export async function* walkSource(
   entry: SourceEntry,
   ignore?: IgnoreMatcher,
 ): AsyncGenerator<{ rel: string; hostPath: string; stat: import('node:fs').Stats }> {
-  const st = await lstatOrUndefined(entry.hostPath);
+  const st = lstatOrUndefined(entry.hostPath);
   if (!st?.isDirectory()) return;
   const filter = ignore && !ignore.isEmpty ? ignore : undefined;
   const baseRel = path.relative(path.resolve(root), entry.hostPath).split(path.sep).join('/');
@@ -241,9 +246,9 @@ async function* walkDir(
   pending: Pending[],
   ignore: IgnoreMatcher | undefined,
 ): AsyncGenerator<{ rel: string; hostPath: string; stat: Stats }> {
-  for (const name of sortNames(await readdirOrEmpty(dirHost))) {
+  for (const name of sortNames(readdirOrEmpty(dirHost))) {
     const hostPath = path.join(dirHost, name);
-    const stat = await lstatOrUndefined(hostPath);
+    const stat = lstatOrUndefined(hostPath);
     if (!stat) continue; // vanished meanwhile
     const childRel = joinRel(rel, name);
     const childCtx = joinRel(ctxRel, name);

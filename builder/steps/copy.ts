@@ -3,7 +3,10 @@
  * into that merged root, so parent directories, symlinks and replaced files behave exactly as in
  * the image: destinations are resolved inside the image root, never on the host.
  */
-import { createReadStream, promises as fs, type Stats } from 'node:fs';
+import {
+  chmodSync, copyFileSync, createReadStream, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, promises as fs,
+  readlinkSync, rmSync, symlinkSync, utimesSync, type Stats,
+} from 'node:fs';
 import path from 'node:path';
 import type { CopyInstruction } from '../dockerfile/types.js';
 import type { StepRun } from '../build/context.js';
@@ -138,26 +141,24 @@ async function copyEntry(root: string, srcRoot: string, e: SourceEntry, plan: Co
     const links = new Map<number, string>();
     // directories this copy made or checked are real directories: no need to resolve them again
     const dirHost = new Map<string, string>([['.', destHost]]);
-    const pending: Promise<unknown>[] = [];
+    let n = 0;
     for await (const item of walkSource(srcRoot, e, ignore)) {
+      if (++n % YIELD_EVERY === 0) await yieldToLoop();
       const parentRel = path.posix.dirname(item.rel);
       // resolve the parent in the image root (the final component is never followed)
       const parentHost = dirHost.get(parentRel) ?? (await resolveInScope(root, path.posix.join(plan.dest, parentRel), true));
       const dst = path.join(parentHost, path.posix.basename(item.rel));
-      if (item.stat.isDirectory()) {
-        if (await copyOne(item.hostPath, dst, item.stat, plan, links)) dirs.push({ host: dst, stat: item.stat });
-        dirHost.set(item.rel, dst);
-      } else if (item.stat.nlink > 1) {
-        await copyOne(item.hostPath, dst, item.stat, plan, links); // in order: a link needs its first name made
-      } else {
-        // files are copied several at a time; their directory exists already
-        pending.push(copyOne(item.hostPath, dst, item.stat, plan, links));
-        if (pending.length >= 32) await Promise.all(pending.splice(0));
+      if (copyOne(item.hostPath, dst, item.stat, plan, links) && item.stat.isDirectory()) dirs.push({ host: dst, stat: item.stat });
+      if (item.stat.isDirectory()) dirHost.set(item.rel, dst);
+    }
+    // directory times last, after their contents were written
+    for (const d of dirs.reverse()) {
+      try {
+        utimesSync(d.host, d.stat.atime, d.stat.mtime);
+      } catch {
+        /* removed meanwhile: nothing to date */
       }
     }
-    await Promise.all(pending);
-    // directory times last, after their contents were written
-    for (const d of dirs.reverse()) await fs.utimes(d.host, d.stat.atime, d.stat.mtime).catch(() => undefined);
     return;
   }
   const st = await fs.stat(e.hostPath);
@@ -175,47 +176,56 @@ async function copyEntry(root: string, srcRoot: string, e: SourceEntry, plan: Co
     if (existing?.isDirectory()) targetPath = path.posix.join(plan.dest, base);
   }
   const parentHost = await ensureDir(root, path.posix.dirname(targetPath), plan.owner);
-  await copyOne(e.hostPath, path.join(parentHost, path.posix.basename(targetPath)), st, plan);
+  copyOne(e.hostPath, path.join(parentHost, path.posix.basename(targetPath)), st, plan);
 }
 
-/** Copy one file, symlink or directory entry to dst (never following a final symlink at dst). Returns true if dst was created. */
-async function copyOne(src: string, dst: string, st: Stats, plan: CopyPlan, links?: Map<number, string>): Promise<boolean> {
-  const existing = await lstatOrNull(dst);
+/**
+ * Copy one file, symlink or directory entry to dst (never following a final symlink at dst). Returns
+ * true if dst was created. Synchronous: a copied tree is thousands of small metadata calls, each a
+ * few microseconds done directly against several times that through libuv's thread pool; callers
+ * yield to the event loop between batches (yieldEvery).
+ */
+function copyOne(src: string, dst: string, st: Stats, plan: CopyPlan, links?: Map<number, string>): boolean {
+  const existing = lstatSync(dst, { throwIfNoEntry: false });
   const uid = plan.owner?.uid ?? 0;
   const gid = plan.owner?.gid ?? 0;
   if (st.isDirectory()) {
     // a directory inside a copied tree takes the source's metadata even when it already exists
     // (fsutil's copyFileInfo); only the top-level destination keeps its own
     if (existing && !existing.isDirectory()) throw new MbuildError('MBUILD_COPY_DEST', `cannot copy to non-directory: ${path.basename(dst)}`);
-    if (!existing) await fs.mkdir(dst);
-    await fs.lchown(dst, uid, gid);
-    await fs.chmod(dst, plan.chmod ?? st.mode & 0o7777);
+    if (!existing) mkdirSync(dst);
+    lchownSync(dst, uid, gid);
+    chmodSync(dst, plan.chmod ?? st.mode & 0o7777);
     return true;
   }
   if (existing?.isDirectory()) throw new MbuildError('MBUILD_COPY_DEST', `cannot replace the directory ${path.basename(dst)} with a file`);
-  if (existing) await fs.rm(dst, { force: true });
+  if (existing) rmSync(dst, { force: true });
   if (st.isFile() && st.nlink > 1 && links) {
     // hard links inside one copied tree stay hard links
     const first = links.get(st.ino);
     if (first) {
-      await fs.link(first, dst);
+      linkSync(first, dst);
       return true;
     }
     links.set(st.ino, dst);
   }
   if (st.isSymbolicLink()) {
-    await fs.symlink(await fs.readlink(src), dst);
-    await fs.lchown(dst, uid, gid);
-    await fs.lutimes(dst, st.atime, st.mtime);
+    symlinkSync(readlinkSync(src), dst);
+    lchownSync(dst, uid, gid);
+    lutimesSync(dst, st.atime, st.mtime);
     return true;
   }
   if (!st.isFile()) return false; // sockets, fifos and devices in a context are not copied
-  await fs.copyFile(src, dst);
-  await fs.lchown(dst, uid, gid);
-  await fs.chmod(dst, plan.chmod ?? st.mode & 0o7777);
-  await fs.utimes(dst, st.atime, st.mtime);
+  copyFileSync(src, dst);
+  lchownSync(dst, uid, gid);
+  chmodSync(dst, plan.chmod ?? st.mode & 0o7777);
+  utimesSync(dst, st.atime, st.mtime);
   return true;
 }
+
+/** Let timers, progress output and other stages run between batches of synchronous work. */
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+const YIELD_EVERY = 64;
 
 /** `COPY <<EOF /dest`: each here-document becomes a file (0644) named by its terminator. */
 async function heredocFiles(store: StepRun['ctx']['store'], ins: CopyInstruction, x: (w: string) => string): Promise<Downloaded[]> {
@@ -246,6 +256,6 @@ async function copyDownload(root: string, d: Downloaded, plan: CopyPlan): Promis
   const parentHost = await ensureDir(root, path.posix.dirname(targetPath), plan.owner);
   const st = await fs.stat(d.file);
   const dst = path.join(parentHost, path.posix.basename(targetPath));
-  await copyOne(d.file, dst, st, { ...plan, chmod: plan.chmod ?? d.mode ?? 0o600 });
+  copyOne(d.file, dst, st, { ...plan, chmod: plan.chmod ?? d.mode ?? 0o600 });
   if (d.mtime) await fs.utimes(dst, d.mtime, d.mtime);
 }

@@ -308,6 +308,33 @@ class LayerWriter {
 
 const EMPTY = Buffer.alloc(0);
 
+/**
+ * tar-stream emits every header and small file as its own chunk; a file sink would make one write
+ * through the thread pool for each (three times slower on a tree of small files). Hand them on in
+ * batches of about `size` bytes.
+ */
+const COALESCE_BYTES = 1024 * 1024;
+function coalesce(size: number): Transform {
+  let parts: Buffer[] = [];
+  let held = 0;
+  const take = (): Buffer => {
+    const b = parts.length === 1 ? parts[0]! : Buffer.concat(parts, held);
+    parts = [];
+    held = 0;
+    return b;
+  };
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      parts.push(chunk);
+      held += chunk.length;
+      cb(null, held >= size ? take() : undefined);
+    },
+    flush(cb) {
+      cb(null, held ? take() : undefined);
+    },
+  });
+}
+
 /** Read a small file whole (O_NOFOLLOW, same inode as listed, exactly `size` bytes). */
 function readSmall(abs: string, st: BigIntStats, size: number): Buffer {
   const fd = openSync(abs, C.O_RDONLY | C.O_NOFOLLOW);
@@ -337,7 +364,7 @@ export async function writeLayerTar(layerDir: string, out: NodeJS.WritableStream
   const pack = tarPack();
   const flow = new Flow();
   const src = Readable.from(pack as AsyncIterable<Buffer>, { objectMode: false });
-  const piping = pipeline(src, flow.counter, out as NodeJS.WritableStream, { end: opts.end ?? true });
+  const piping = pipeline(src, flow.counter, coalesce(COALESCE_BYTES), out as NodeJS.WritableStream, { end: opts.end ?? true });
   piping.catch(() => undefined).finally(() => flow.wakeAll());
   try {
     await new LayerWriter(pack, root, opaque, flow, opts).run();

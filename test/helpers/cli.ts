@@ -1,4 +1,4 @@
-/** Run the real CLI (bin/mbuild.js, compiled dist/) the way a user does. */
+/** Run the real CLI (bin/mbuild, the package's command; compiled dist/) the way a user does. */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,7 +14,7 @@ export interface CliResult {
 }
 
 export function mbuild(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<CliResult> {
-  return run(process.execPath, [path.join(REPO, 'bin/mbuild.js'), ...args], { cwd: opts.cwd ?? REPO, env: opts.env, input: opts.input });
+  return run(path.join(REPO, 'bin/mbuild'), args, { cwd: opts.cwd ?? REPO, env: opts.env, input: opts.input });
 }
 
 export function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<CliResult> {

@@ -56,7 +56,7 @@ export async function runConformance(env: NodeJS.ProcessEnv = {}): Promise<Confo
     const start = Date.now();
     const r = await run('bash', [path.join(SHARED, 'conformance/run.sh')], {
       cwd: REPO,
-      env: { ...env, CASES: path.join(tmp, 'cases'), MBUILD: `node ${path.join(REPO, 'bin/mbuild.js')}` },
+      env: { ...env, CASES: path.join(tmp, 'cases'), MBUILD: path.join(REPO, 'bin/mbuild') },
     });
     const seconds = (Date.now() - start) / 1000;
     const total = (await fs.readdir(path.join(tmp, 'cases'))).length;

@@ -36,8 +36,10 @@ interface Running {
   exited: Promise<number | null>;
 }
 
-function start(args: string[]): Running {
-  const child = spawn(process.execPath, [path.join(REPO, 'bin/mbuild.js'), '--root', root, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** `launcher`: 'js' is node bin/mbuild.js (re-executes itself under unshare), 'sh' the bin/mbuild command (execs node under unshare). */
+function start(args: string[], launcher: 'js' | 'sh' = 'js'): Running {
+  const [cmd, pre] = launcher === 'js' ? [process.execPath, [path.join(REPO, 'bin/mbuild.js')]] : [path.join(REPO, 'bin/mbuild'), []];
+  const child = spawn(cmd, [...pre, '--root', root, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d) => (err += d));
   child.stdout!.resume();
@@ -45,10 +47,10 @@ function start(args: string[]): Running {
   return { child, stderr: () => err, exited };
 }
 
-async function startBuild(dockerfile: string): Promise<Running> {
+async function startBuild(dockerfile: string, launcher: 'js' | 'sh' = 'js'): Promise<Running> {
   const ctx = await fs.mkdtemp(path.join(tmp, 'ctx-'));
   await fs.writeFile(path.join(ctx, 'Dockerfile'), dockerfile);
-  return start(['build', '--no-cache', '--progress', 'plain', ctx]);
+  return start(['build', '--no-cache', '--progress', 'plain', ctx], launcher);
 }
 
 /** Wait for `ready`, snapshot the process tree, send `signal` to the command itself, wait until the whole tree is gone. */
@@ -108,6 +110,26 @@ describe.skipIf(!isRoot)('faults: interrupted builds and loads', () => {
     expect(tree.map((p) => p.cmd)).toEqual(expect.arrayContaining(['sleep 30', expect.stringMatching(/mbuild-helper run$/)]));
     expect(tree.filter((p) => p.cmd.includes('bin/mbuild.js')).length).toBeGreaterThanOrEqual(2); // the CLI and its re-executed child
     expect((await leftovers()).some((l) => /snapshots\/b-/.test(l))).toBe(true); // the killed step's layer, swept next
+    await expectRecovered();
+  });
+
+  it('item 25: the bin/mbuild command is one process in its own mount namespace; SIGKILL mid-RUN leaves no mount', async () => {
+    const run = await startBuild('FROM busybox\nRUN echo started-$((20+6)) && sleep 30\n', 'sh');
+    let sawMounts = false;
+    let buildNs = '';
+    const tree = await interrupt(run, async () => {
+      if (!run.stderr().includes('started-26')) return false;
+      sawMounts = mountsAnywhere(root).length > 0;
+      buildNs = await fs.readlink(`/proc/${run.child.pid}/ns/mnt`);
+      return true;
+    });
+    expect(buildNs).toMatch(/^mnt:/);
+    expect(buildNs).not.toBe(await fs.readlink('/proc/self/ns/mnt'));
+    expect(sawMounts).toBe(true);
+    expect(tree.map((p) => p.cmd)).toEqual(expect.arrayContaining(['sleep 30', expect.stringMatching(/mbuild-helper run$/)]));
+    // the shell exec'd unshare, which exec'd node: the command's own pid is the build
+    expect(tree[0]!.cmd).toMatch(/node .*bin\/mbuild\.js --root/);
+    expect(tree.filter((p) => p.cmd.includes('bin/mbuild.js')).length).toBe(1);
     await expectRecovered();
   });
 
