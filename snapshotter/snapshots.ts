@@ -10,7 +10,8 @@
  * build steps get private ids (`b-<pid>-...`) removed when the build ends. In-progress work
  * is under `tmp-<pid>-...` and swept by the next start if its process is gone.
  */
-import { promises as fs } from 'node:fs';
+import { promises as fs, rmSync } from 'node:fs';
+import { deleteDetached, moveToTrash } from './trash.js';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { PassThrough, Transform } from 'node:stream';
@@ -25,6 +26,7 @@ import { decompressStream } from './diff/decompress.js';
 import { chooseSnapshotter, diffTree, forcedSnapshotter, hasWhiteouts, materialize, recordTree, type SnapshotterKind } from './copy-fallback.js';
 import { DigestMismatchError, MbuildError } from '../util/errors.js';
 import { pidAlive } from '../util/process.js';
+import { mountsAt } from '../store/recovery.js';
 
 export interface LayerBlob {
   diffId: string;
@@ -88,7 +90,7 @@ export class Snapshotter {
   async sweep(): Promise<void> {
     for (const name of await fs.readdir(this.dir).catch(() => [] as string[])) {
       const m = /^(?:tmp|b)-(\d+)-/.exec(name);
-      if (m && !pidAlive(Number(m[1]))) await fs.rm(path.join(this.dir, name), { recursive: true, force: true });
+      if (m && !pidAlive(Number(m[1]))) rmSync(path.join(this.dir, name), { recursive: true, force: true });
     }
   }
 
@@ -98,9 +100,16 @@ export class Snapshotter {
    */
   async removeOwn(): Promise<void> {
     const mine = [`b-${process.pid}-`, `tmp-${process.pid}-`];
+    const trashed: string[] = [];
     for (const name of await fs.readdir(this.dir).catch(() => [] as string[])) {
-      if (mine.some((m) => name.startsWith(m))) await fs.rm(path.join(this.dir, name), { recursive: true, force: true });
+      if (!mine.some((m) => name.startsWith(m))) continue;
+      const p = path.join(this.dir, name);
+      // a tree with a mount below it (cannot happen once a build is over) stays for the sweep
+      if ((await mountsAt(p)).length > 0) continue;
+      const t = await moveToTrash(this.dir, p);
+      if (t) trashed.push(t);
     }
+    deleteDetached(trashed);
   }
 
   /** The layers of an image, unpacked on first use. */

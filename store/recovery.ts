@@ -17,6 +17,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MbuildError } from '../util/errors.js';
 import { pidAlive } from '../util/process.js';
+import { deleteDetached, TRASH_RE } from '../snapshotter/trash.js';
 
 export class NoSpaceError extends MbuildError {
   constructor(message: string, cause?: unknown) {
@@ -57,8 +58,10 @@ export { pidAlive };
 const TEMP_FILE_RE = /^\.tmp-.*-(\d+)-[0-9a-f]{8}$/;
 /** `<prefix>-<pid>-<6 chars>` (Store.mkTemp → mkdtemp) */
 const TEMP_DIR_RE = /^[A-Za-z0-9._]+(?:-[A-Za-z0-9._]+)*?-(\d+)-[A-Za-z0-9]{6}$/;
-/** build-step and in-progress snapshots (Snapshotter) */
-const SNAPSHOT_TEMP_RE = /^(?:tmp|b)-(\d+)-/;
+/** build-step and in-progress snapshots (Snapshotter), and trees waiting for deletion (snapshotter/trash.ts) */
+const SNAPSHOT_TEMP_RE = /^(?:tmp|b|trash)-(\d+)-/;
+/** A trash tree is swept only when its detached deleter had time to finish (it may outlive the pid in the name). */
+const TRASH_GRACE_MS = 60_000;
 
 export interface StaleEntry {
   path: string;
@@ -93,7 +96,10 @@ export async function findStaleTemp(root: string, all = false): Promise<StaleEnt
   }
   for (const n of await names(path.join(root, 'snapshots'))) {
     const m = SNAPSHOT_TEMP_RE.exec(n);
-    if (m) consider(path.join(root, 'snapshots', n), Number(m[1]));
+    if (!m) continue;
+    const p = path.join(root, 'snapshots', n);
+    if (!all && TRASH_RE.test(n) && !(await changedBefore(p, TRASH_GRACE_MS))) continue;
+    consider(p, Number(m[1]));
   }
   for (const n of await names(path.join(root, 'run'))) {
     if (/^\d+$/.test(n) && !pidAlive(Number(n))) out.push({ path: path.join(root, 'run', n), pid: Number(n) });
@@ -104,6 +110,12 @@ export async function findStaleTemp(root: string, all = false): Promise<StaleEnt
     if (owner !== undefined ? !pidAlive(owner) : await olderThan(p, 60_000)) out.push({ path: p, pid: owner });
   }
   return out;
+}
+
+/** Renamed (ctime) more than `ms` ago. */
+async function changedBefore(p: string, ms: number): Promise<boolean> {
+  const st = await fs.lstat(p).catch(() => null);
+  return st !== null && Date.now() - st.ctimeMs > ms;
 }
 
 async function olderThan(p: string, ms: number): Promise<boolean> {
@@ -171,7 +183,12 @@ export async function treeBytes(p: string, seen = new Set<string>()): Promise<nu
 /** Sweep what killed runs left behind (see the file comment). */
 export async function recoverStore(root: string, all = false): Promise<RecoveryReport> {
   const report: RecoveryReport = { removed: [], bytes: 0, skipped: [] };
+  const trash: string[] = [];
   for (const e of await findStaleTemp(root, all)) {
+    if (TRASH_RE.test(path.basename(e.path))) {
+      trash.push(e.path); // already unmounted and renamed: a new deleter takes it, off the build's time
+      continue;
+    }
     try {
       const bytes = await treeBytes(e.path);
       if (await removeUnmounted(e.path)) {
@@ -182,6 +199,8 @@ export async function recoverStore(root: string, all = false): Promise<RecoveryR
       report.skipped.push(e.path);
     }
   }
+  deleteDetached(trash);
+  report.removed.push(...trash);
   return report;
 }
 

@@ -124,70 +124,74 @@ class Flow {
   }
 }
 
-class LayerWriter {
-  private readonly links = new Map<string, string>();
-  private readonly clampSec: number | undefined;
+/** One entry of a layer tar, in the form both writers (a layer directory, a planned COPY) produce. */
+export interface TarEntry {
+  /** path in the tar, no leading or trailing slash */
+  name: string;
+  type: 'directory' | 'file' | 'symlink' | 'link' | 'character-device' | 'block-device' | 'fifo';
+  mode: number;
+  uid: number;
+  gid: number;
+  /** mtime in whole seconds (already clamped) */
+  sec: number;
+  linkname?: string;
+  devmajor?: number;
+  devminor?: number;
+  /** regular files with content: where it is read, and the identity and size it must still have */
+  source?: { path: string; size: number; ino: bigint; dev: bigint };
+}
+
+/** mtime of a stat in whole seconds (floored), clamped to `clampSec` when given. */
+export function statSeconds(st: { mtimeNs: bigint }, clampSec?: number): number {
+  let s = Number(st.mtimeNs / 1_000_000_000n);
+  if (st.mtimeNs < 0n && st.mtimeNs % 1_000_000_000n !== 0n) s -= 1; // floor
+  if (clampSec !== undefined && s > clampSec) s = clampSec;
+  return s;
+}
+
+/** Adds TarEntry values to a tar-stream pack, with backpressure (see Flow). */
+export class TarEntryWriter {
   /** Bytes of tar requested from tar-stream so far (headers approximated as one block each). */
   private produced = 0;
 
   constructor(
     private readonly pack: Pack,
-    private readonly root: string,
-    private readonly opaque: Set<string>,
     private readonly flow: Flow,
-    opts: LayerTarOptions,
-  ) {
-    this.clampSec = opts.mtime ? Math.floor(opts.mtime.getTime() / 1000) : undefined;
-  }
-
-  async run(): Promise<void> {
-    const rootSt = lstatSync(this.root, { bigint: true });
-    if (!rootSt.isDirectory()) throw new MbuildError('MBUILD_LAYER', `cannot write layer: ${this.root} is not a directory`);
-    if (this.opaque.has('.')) await this.marker(OPAQUE_MARKER);
-    await this.walk(this.root, '');
-  }
-
-  private seconds(st: BigIntStats): number {
-    let s = Number(st.mtimeNs / 1_000_000_000n);
-    if (st.mtimeNs < 0n && st.mtimeNs % 1_000_000_000n !== 0n) s -= 1; // floor
-    if (this.clampSec !== undefined && s > this.clampSec) s = this.clampSec;
-    return s;
-  }
+  ) {}
 
   /** Header fields tar-stream cannot write in ustar go to a PAX record. */
-  private header(name: string, type: NonNullable<EntryHeader['type']>, mode: number, uid: number, gid: number, sec: number): EntryHeader {
+  private header(e: TarEntry): EntryHeader {
     const pax: Record<string, string> = {};
-    if (uid > MAX_USTAR_ID) pax.uid = String(uid);
-    if (gid > MAX_USTAR_ID) pax.gid = String(gid);
-    let hsec = sec;
-    if (sec < 0 || sec > MAX_HEADER_SECONDS) {
-      pax.mtime = String(sec);
-      hsec = sec < 0 ? 0 : MAX_HEADER_SECONDS;
+    if (e.uid > MAX_USTAR_ID) pax.uid = String(e.uid);
+    if (e.gid > MAX_USTAR_ID) pax.gid = String(e.gid);
+    let hsec = e.sec;
+    if (e.sec < 0 || e.sec > MAX_HEADER_SECONDS) {
+      pax.mtime = String(e.sec);
+      hsec = e.sec < 0 ? 0 : MAX_HEADER_SECONDS;
     }
     const h: EntryHeader = {
-      name,
-      type,
+      name: e.type === 'directory' ? e.name + '/' : e.name,
+      type: e.type,
       // tar-stream replaces a falsy mode with 0644/0755; the file-type bits keep it truthy and are
       // masked off (& 07777) when the header is encoded.
-      mode: (mode & 0o7777) | S_IFREG,
-      uid: Math.min(uid, MAX_USTAR_ID),
-      gid: Math.min(gid, MAX_USTAR_ID),
+      mode: (e.mode & 0o7777) | S_IFREG,
+      uid: Math.min(e.uid, MAX_USTAR_ID),
+      gid: Math.min(e.gid, MAX_USTAR_ID),
       mtime: new Date(hsec * 1000),
       size: 0,
     };
+    if (e.linkname !== undefined) h.linkname = e.linkname;
+    if (e.devmajor !== undefined) h.devmajor = e.devmajor;
+    if (e.devminor !== undefined) h.devminor = e.devminor;
     if (Object.keys(pax).length) h.pax = pax;
     return h;
-  }
-
-  private statHeader(name: string, type: NonNullable<EntryHeader['type']>, st: BigIntStats): EntryHeader {
-    return this.header(name, type, Number(st.mode), Number(st.uid), Number(st.gid), this.seconds(st));
   }
 
   /**
    * Add an entry with its (small) content. tar-stream applies no backpressure to header-only
    * entries, so when the tar runs MAX_AHEAD bytes ahead of the consumer, wait for it.
    */
-  private async add(h: EntryHeader, data: Buffer = EMPTY): Promise<void> {
+  private async put(h: EntryHeader, data: Buffer = EMPTY): Promise<void> {
     this.produced += 512 + (h.pax ? 1024 : 0) + Math.ceil(data.length / 512) * 512;
     while (this.produced - this.flow.consumed > MAX_AHEAD && !this.pack.destroyed) await this.flow.progress();
     if (this.pack.destroyed) throw new MbuildError('MBUILD_LAYER', 'cannot write layer: the tar stream was closed');
@@ -201,82 +205,27 @@ class LayerWriter {
    * Fixed values keep the tar of an applied layer identical to the tar it was applied from (a
    * whiteout device made by overlayfs and one made by apply.ts differ in time and owner).
    */
-  private marker(name: string): Promise<void> {
-    return this.add(this.header(name, 'file', 0, 0, 0, 0));
+  marker(name: string): Promise<void> {
+    return this.put(this.header({ name, type: 'file', mode: 0, uid: 0, gid: 0, sec: 0 }));
   }
 
-  private children(abs: string): Child[] {
-    const names = readNames(abs);
-    const out: Child[] = [];
-    for (const name of names) {
-      const st = lstatSync(path.join(abs, name), { bigint: true });
-      const tarName = isWhiteoutDevice(st) ? WHITEOUT_PREFIX + name : name;
-      out.push({ name, st, tarName, key: Buffer.from(tarName, 'utf8') });
-    }
-    out.sort((a, b) => Buffer.compare(a.key, b.key) || byteCompare(a.name, b.name));
-    return out;
+  async add(e: TarEntry): Promise<void> {
+    const h = this.header(e);
+    const src = e.source;
+    if (e.type !== 'file' || !src || src.size === 0) return this.put(h);
+    if (src.size <= SMALL_FILE) return this.put(h, readSmall(src.path, src, src.size));
+    return this.stream(h, src);
   }
 
-  private async walk(absDir: string, relDir: string): Promise<void> {
-    const kids = this.children(absDir);
-    for (const { name, tarName, st } of kids) {
-      const abs = path.join(absDir, name);
-      const rel = relDir ? `${relDir}/${name}` : name;
-      const tarRel = relDir ? `${relDir}/${tarName}` : tarName;
-
-      if (st.isDirectory()) {
-        await this.add(this.statHeader(rel + '/', 'directory', st));
-        if (this.opaque.has(rel)) await this.marker(`${rel}/${OPAQUE_MARKER}`);
-        await this.walk(abs, rel);
-        continue;
-      }
-      if (isWhiteoutDevice(st)) {
-        // Never tracked as a hard link: overlayfs shares one whiteout inode between deletions.
-        await this.marker(tarRel);
-        continue;
-      }
-      if (st.isSocket()) continue; // not representable in tar (Docker skips them too)
-
-      if (st.nlink > 1n) {
-        const key = `${st.dev}:${st.ino}`;
-        const first = this.links.get(key);
-        if (first !== undefined) {
-          const h = this.statHeader(rel, 'link', st);
-          h.linkname = first;
-          await this.add(h);
-          continue;
-        }
-        this.links.set(key, rel);
-      }
-
-      if (st.isFile()) await this.file(abs, rel, st);
-      else if (st.isSymbolicLink()) {
-        const h = this.statHeader(rel, 'symlink', st);
-        h.linkname = readlinkSync(abs);
-        await this.add(h);
-      } else if (st.isCharacterDevice() || st.isBlockDevice()) {
-        const h = this.statHeader(rel, st.isCharacterDevice() ? 'character-device' : 'block-device', st);
-        h.devmajor = devMajor(st.rdev);
-        h.devminor = devMinor(st.rdev);
-        await this.add(h);
-      } else if (st.isFIFO()) {
-        await this.add(this.statHeader(rel, 'fifo', st));
-      }
-    }
-  }
-
-  /** A regular file: small ones in one read, others streamed with backpressure. */
-  private async file(abs: string, rel: string, st: BigIntStats): Promise<void> {
-    const size = Number(st.size);
-    const h = this.statHeader(rel, 'file', st);
-    if (size === 0) return this.add(h);
-    if (size <= SMALL_FILE) return this.add(h, readSmall(abs, st, size));
+  /** A larger file, streamed with tar-stream's own backpressure. */
+  private async stream(h: EntryHeader, src: NonNullable<TarEntry['source']>): Promise<void> {
+    const size = src.size;
     h.size = size;
-    this.produced += 512 + Math.ceil(size / 512) * 512; // file data has tar-stream's own backpressure
-    const fh = await fs.open(abs, C.O_RDONLY | C.O_NOFOLLOW);
+    this.produced += 512 + Math.ceil(size / 512) * 512;
+    const fh = await fs.open(src.path, C.O_RDONLY | C.O_NOFOLLOW);
     try {
       const fst = await fh.stat({ bigint: true });
-      if (fst.ino !== st.ino || fst.dev !== st.dev) throw new MbuildError('MBUILD_LAYER', `cannot write layer: ${abs} changed while it was read`);
+      if (fst.ino !== src.ino || fst.dev !== src.dev) throw new MbuildError('MBUILD_LAYER', `cannot write layer: ${src.path} changed while it was read`);
       let sink!: ReturnType<Pack['entry']>;
       // The entry callback fires once the entry is complete, or with the error that destroyed it.
       const done = new Promise<void>((resolve, reject) => {
@@ -302,6 +251,82 @@ class LayerWriter {
       await done;
     } finally {
       await fh.close();
+    }
+  }
+}
+
+/** Walks an overlay-format layer directory and hands its entries, in tar order, to a TarEntryWriter. */
+class LayerWalker {
+  private readonly links = new Map<string, string>();
+  private readonly clampSec: number | undefined;
+
+  constructor(
+    private readonly out: TarEntryWriter,
+    private readonly root: string,
+    private readonly opaque: Set<string>,
+    opts: LayerTarOptions,
+  ) {
+    this.clampSec = opts.mtime ? Math.floor(opts.mtime.getTime() / 1000) : undefined;
+  }
+
+  async run(): Promise<void> {
+    const rootSt = lstatSync(this.root, { bigint: true });
+    if (!rootSt.isDirectory()) throw new MbuildError('MBUILD_LAYER', `cannot write layer: ${this.root} is not a directory`);
+    if (this.opaque.has('.')) await this.out.marker(OPAQUE_MARKER);
+    await this.walk(this.root, '');
+  }
+
+  private entry(name: string, type: TarEntry['type'], st: BigIntStats): TarEntry {
+    return { name, type, mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid), sec: statSeconds(st, this.clampSec) };
+  }
+
+  private children(abs: string): Child[] {
+    const names = readNames(abs);
+    const out: Child[] = [];
+    for (const name of names) {
+      const st = lstatSync(path.join(abs, name), { bigint: true });
+      const tarName = isWhiteoutDevice(st) ? WHITEOUT_PREFIX + name : name;
+      out.push({ name, st, tarName, key: Buffer.from(tarName, 'utf8') });
+    }
+    out.sort((a, b) => Buffer.compare(a.key, b.key) || byteCompare(a.name, b.name));
+    return out;
+  }
+
+  private async walk(absDir: string, relDir: string): Promise<void> {
+    const kids = this.children(absDir);
+    for (const { name, tarName, st } of kids) {
+      const abs = path.join(absDir, name);
+      const rel = relDir ? `${relDir}/${name}` : name;
+      const tarRel = relDir ? `${relDir}/${tarName}` : tarName;
+
+      if (st.isDirectory()) {
+        await this.out.add(this.entry(rel, 'directory', st));
+        if (this.opaque.has(rel)) await this.out.marker(`${rel}/${OPAQUE_MARKER}`);
+        await this.walk(abs, rel);
+        continue;
+      }
+      if (isWhiteoutDevice(st)) {
+        // Never tracked as a hard link: overlayfs shares one whiteout inode between deletions.
+        await this.out.marker(tarRel);
+        continue;
+      }
+      if (st.isSocket()) continue; // not representable in tar (Docker skips them too)
+
+      if (st.nlink > 1n) {
+        const key = `${st.dev}:${st.ino}`;
+        const first = this.links.get(key);
+        if (first !== undefined) {
+          await this.out.add({ ...this.entry(rel, 'link', st), linkname: first });
+          continue;
+        }
+        this.links.set(key, rel);
+      }
+
+      if (st.isFile()) await this.out.add({ ...this.entry(rel, 'file', st), source: { path: abs, size: Number(st.size), ino: st.ino, dev: st.dev } });
+      else if (st.isSymbolicLink()) await this.out.add({ ...this.entry(rel, 'symlink', st), linkname: readlinkSync(abs) });
+      else if (st.isCharacterDevice() || st.isBlockDevice()) {
+        await this.out.add({ ...this.entry(rel, st.isCharacterDevice() ? 'character-device' : 'block-device', st), devmajor: devMajor(st.rdev), devminor: devMinor(st.rdev) });
+      } else if (st.isFIFO()) await this.out.add(this.entry(rel, 'fifo', st));
     }
   }
 }
@@ -336,7 +361,7 @@ function coalesce(size: number): Transform {
 }
 
 /** Read a small file whole (O_NOFOLLOW, same inode as listed, exactly `size` bytes). */
-function readSmall(abs: string, st: BigIntStats, size: number): Buffer {
+function readSmall(abs: string, st: { ino: bigint; dev: bigint }, size: number): Buffer {
   const fd = openSync(abs, C.O_RDONLY | C.O_NOFOLLOW);
   try {
     const fst = fstatSync(fd, { bigint: true });
@@ -355,19 +380,17 @@ function readSmall(abs: string, st: BigIntStats, size: number): Buffer {
 }
 
 /**
- * Write the OCI layer tar of an overlay-format layer directory to `out`, streaming.
- * `out` is ended when the tar is complete (unless `opts.end === false`) and destroyed on error.
+ * Write a tar to `out`, streaming: `produce` adds the entries. `out` is ended when the tar is
+ * complete (unless `end` is false) and destroyed on error.
  */
-export async function writeLayerTar(layerDir: string, out: NodeJS.WritableStream | Writable, opts: LayerTarOptions = {}): Promise<void> {
-  const root = realpathSync(layerDir);
-  const opaque = new Set<string>((await findOpaqueDirs(root)).map((p: string) => normalizeRel(p)));
+export async function writeTar(out: NodeJS.WritableStream | Writable, produce: (w: TarEntryWriter) => Promise<void>, end = true): Promise<void> {
   const pack = tarPack();
   const flow = new Flow();
   const src = Readable.from(pack as AsyncIterable<Buffer>, { objectMode: false });
-  const piping = pipeline(src, flow.counter, coalesce(COALESCE_BYTES), out as NodeJS.WritableStream, { end: opts.end ?? true });
+  const piping = pipeline(src, flow.counter, coalesce(COALESCE_BYTES), out as NodeJS.WritableStream, { end });
   piping.catch(() => undefined).finally(() => flow.wakeAll());
   try {
-    await new LayerWriter(pack, root, opaque, flow, opts).run();
+    await produce(new TarEntryWriter(pack, flow));
     pack.finalize();
   } catch (err) {
     pack.destroy(err as Error);
@@ -380,6 +403,16 @@ export async function writeLayerTar(layerDir: string, out: NodeJS.WritableStream
     throw pipeErr ?? err;
   }
   await piping;
+}
+
+/**
+ * Write the OCI layer tar of an overlay-format layer directory to `out`, streaming.
+ * `out` is ended when the tar is complete (unless `opts.end === false`) and destroyed on error.
+ */
+export async function writeLayerTar(layerDir: string, out: NodeJS.WritableStream | Writable, opts: LayerTarOptions = {}): Promise<void> {
+  const root = realpathSync(layerDir);
+  const opaque = new Set<string>((await findOpaqueDirs(root)).map((p: string) => normalizeRel(p)));
+  await writeTar(out, (w) => new LayerWalker(w, root, opaque, opts).run(), opts.end ?? true);
 }
 
 /** The OCI layer tar of an overlay-format layer directory as a readable stream. */
