@@ -21,7 +21,7 @@ import { MediaType } from '../store/oci.js';
 import { sha256 } from '../store/digest.js';
 import { mountOverlay, unmount, relativeTo } from './mount.js';
 import { applyLayerTar } from './diff/apply.js';
-import { writeLayerTar, isEmptyLayerDir } from './diff/layer-tar.js';
+import { writeLayerTar, writeTar, isEmptyLayerDir, type TarEntry } from './diff/layer-tar.js';
 import { decompressStream } from './diff/decompress.js';
 import { chooseSnapshotter, diffTree, forcedSnapshotter, hasWhiteouts, materialize, recordTree, type SnapshotterKind } from './copy-fallback.js';
 import { DigestMismatchError, MbuildError } from '../util/errors.js';
@@ -74,6 +74,8 @@ export class Snapshotter {
   private readonly unpacking = new Map<string, Promise<Layer>>();
   private chosen?: Promise<SnapshotterKind>;
   private readonly whiteoutFree = new Map<string, Promise<boolean>>();
+  /** layer dirs known to exist */
+  private readonly present = new Set<string>();
 
   constructor(readonly store: Store) {
     this.dir = path.join(store.root, 'snapshots');
@@ -192,6 +194,38 @@ export class Snapshotter {
     return { id: active.id, dir: active.upper, empty: await isEmptyLayerDir(active.upper) };
   }
 
+  /**
+   * A layer made as a tar only (builder/steps/copy-tar.ts): the blob is written, the directory
+   * is not. It is unpacked from the blob if a later step or an export mounts it (ready()).
+   */
+  async commitTar(entries: TarEntry[]): Promise<Layer> {
+    const id = `b-${process.pid}-${randomBytes(6).toString('hex')}`;
+    const dir = path.join(this.dir, id, 'fs');
+    if (entries.length === 0) return { id, dir, empty: true };
+    const tarOut = new PassThrough();
+    const writing = writeTar(tarOut, async (w) => {
+      for (const e of entries) await w.add(e);
+    });
+    const [, info] = await Promise.all([writing, this.store.content.ingest(tarOut)]);
+    const blob: LayerBlob = { diffId: info.digest, digest: info.digest, size: info.size, mediaType: MediaType.layerTar };
+    return { id, dir, blob, empty: false };
+  }
+
+  /** Unpack the layers that exist only as blobs (commitTar, the build cache), so their dirs can be mounted. */
+  async ready(layers: Layer[]): Promise<void> {
+    for (const l of layers) {
+      if (l.empty || this.present.has(l.dir)) continue;
+      try {
+        await fs.access(l.dir);
+      } catch {
+        if (!l.blob) throw new MbuildError('MBUILD_SNAPSHOT', `layer ${l.id} has neither files nor a blob (run "mbuild prune --all" and build again)`);
+        if (path.dirname(path.dirname(l.dir)) !== this.dir || path.basename(l.dir) !== 'fs') throw new MbuildError('MBUILD_SNAPSHOT', `layer ${l.id}: unexpected directory ${l.dir}`);
+        await this.unpackOnce(path.basename(path.dirname(l.dir)), l.blob);
+      }
+      this.present.add(l.dir);
+    }
+  }
+
   async remove(id: string): Promise<void> {
     await fs.rm(path.join(this.dir, id), { recursive: true, force: true });
   }
@@ -218,11 +252,13 @@ export class Snapshotter {
 
   /** Copy snapshotter: the layers applied into a plain dir (a new one, removed by the caller). */
   async materialize(layers: Layer[], target: string): Promise<void> {
+    await this.ready(layers);
     await materialize(this.layerDirs(layers), target);
   }
 
   /** Mount the layers with a new upper layer, let fn change the root, and commit the change. */
   async mutate(layers: Layer[], fn: (root: string) => Promise<void>): Promise<Layer> {
+    await this.ready(layers);
     if ((await this.kind()) === 'copy') return this.mutateCopy(layers, fn);
     const active = await this.prepare();
     const target = path.join(active.base, 'merged');
@@ -261,6 +297,7 @@ export class Snapshotter {
 
   /** A read-only view of the layers' merged filesystem for the duration of fn. */
   async view<T>(layers: Layer[], fn: (root: string) => Promise<T>): Promise<T> {
+    await this.ready(layers);
     if ((await this.kind()) === 'copy') return this.viewCopy(layers, fn);
     const lowers = this.lowerDirs(layers);
     if (lowers.length === 1) return fn(path.resolve(this.dir, lowers[0]));

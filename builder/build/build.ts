@@ -173,7 +173,11 @@ async function executeStage(
     ...onbuild.map((ins) => ({ ins, n: 'ONBUILD' })),
     ...stage.instructions.map((ins, j) => ({ ins, n: `${j + 2}/${total}` })),
   ];
-  for (const { ins, n } of all) {
+  // the last step that changes files, when no other stage of this build reads this one
+  const readByOthers = plan.order.some((t) => t !== stage.index && plan.stages[t]!.deps.includes(stage.index));
+  const changesFiles = (ins: Instruction) => ins.kind === 'run' || ins.kind === 'copy' || ins.kind === 'add' || ins.kind === 'workdir';
+  const lastFs = readByOthers ? -1 : all.map((a) => changesFiles(a.ins)).lastIndexOf(true);
+  for (const [k, { ins, n }] of all.entries()) {
     if (failed()) throw new MbuildError('MBUILD_CANCELED', 'canceled: another stage failed');
     if ((ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined) {
       // wait for the stage or image it reads before the step shows as started
@@ -191,7 +195,7 @@ async function executeStage(
       if (applyMeta(state, ins, plan)) {
         // config only
       } else if (ins.kind === 'run') await runStep({ ctx, state, step, label, cache }, ins);
-      else if (ins.kind === 'copy' || ins.kind === 'add') await copyStep({ ctx, state, step, label, cache }, ins);
+      else if (ins.kind === 'copy' || ins.kind === 'add') await copyStep({ ctx, state, step, label, cache, lastFsChange: k === lastFs }, ins);
       else if (ins.kind === 'workdir') await workdirStep({ ctx, state, step, label, cache }, ins);
       else throw new MbuildError('MBUILD_UNSUPPORTED', `${(ins as Instruction).kind.toUpperCase()} is not supported`, { range: (ins as Instruction).range });
       const layer = state.layers.length > before ? state.layers[state.layers.length - 1] : undefined;

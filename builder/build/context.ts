@@ -43,6 +43,11 @@ export interface StepRun {
   /** "stage 2/5" label for messages */
   label: string;
   cache: StepCache;
+  /**
+   * No later step of this build reads this step's files (it is the last filesystem change of its
+   * stage, and no other stage builds on the stage): its layer may be written as a tar only.
+   */
+  lastFsChange?: boolean;
 }
 
 /** A layer step asks the cache first, and keeps what it made under the same key. */

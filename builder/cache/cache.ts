@@ -22,6 +22,15 @@ export interface CachedLayer {
 
 const hexOf = (key: string) => key.replace(/^sha256:/, '');
 
+async function missing(p: string): Promise<boolean> {
+  try {
+    await fs.lstat(p);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
 export class BuildCache {
   readonly dir: string;
   constructor(private readonly snap: Snapshotter) {
@@ -44,7 +53,9 @@ export class BuildCache {
     try {
       await fs.access(dir);
     } catch {
-      return undefined; // pruned or half-written: a miss
+      // a layer kept as a blob only (a COPY written as a tar) is unpacked when something mounts it
+      const blobOnly = entry.empty || (entry.blob !== undefined && (await this.snap.store.content.has(entry.blob.digest)));
+      if (!blobOnly) return undefined; // pruned or half-written: a miss
     }
     return { layer: { id: entry.snapshot, dir, empty: entry.empty, blob: entry.blob, cacheKey: key }, created: entry.created };
   }
@@ -56,6 +67,14 @@ export class BuildCache {
   async put(key: string, layer: Layer, created: string): Promise<Layer> {
     const id = `k-${hexOf(key).slice(0, 32)}`;
     const base = path.join(this.snap.dir, id);
+    if (await missing(layer.dir)) {
+      // a blob-only layer (Snapshotter.commitTar): the entry names where it would be unpacked
+      if (!layer.empty && !layer.blob) throw new Error(`layer ${layer.id} has neither files nor a blob`);
+      if (!(await missing(base))) return layer; // another build's files are there: ours stays private
+      const kept: Layer = { ...layer, id, dir: path.join(base, 'fs'), cacheKey: key };
+      await this.write({ key, snapshot: id, empty: Boolean(layer.empty), blob: layer.blob, created });
+      return kept;
+    }
     try {
       await fs.rename(path.dirname(layer.dir), base);
     } catch (err) {

@@ -5,7 +5,7 @@
  */
 import {
   chmodSync, copyFileSync, createReadStream, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, promises as fs,
-  readlinkSync, rmSync, symlinkSync, utimesSync, type Stats,
+  readlinkSync, rmSync, statSync, symlinkSync, utimesSync, type Stats,
 } from 'node:fs';
 import path from 'node:path';
 import type { CopyInstruction } from '../dockerfile/types.js';
@@ -21,6 +21,7 @@ import { decompressStream, isArchive } from '../../snapshotter/diff/decompress.j
 import { CopySourceMissingError, MbuildError } from '../../util/errors.js';
 import { downloadToFile } from './download.js';
 import { digestSources } from '../cache/context-hash.js';
+import { CopyNeedsFiles, CopyTarPlanner } from './copy-tar.js';
 
 interface Owner { uid: number; gid: number }
 
@@ -37,7 +38,7 @@ export function parseChmod(spec: string, ins: CopyInstruction): number {
   return Number.parseInt(spec, 8);
 }
 
-export async function copyStep({ ctx, state, cache }: StepRun, ins: CopyInstruction): Promise<void> {
+export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins: CopyInstruction): Promise<void> {
   const lookup = lookupFor(state);
   const x = (w: string) => expandWord(w, lookup, ctx.escape);
   const sources = ins.sources.map(x);
@@ -70,7 +71,26 @@ export async function copyStep({ ctx, state, cache }: StepRun, ins: CopyInstruct
     chown: ins.chown, chmod: ins.chmod, heredocs: ins.sourceContents, workdir,
   };
 
+  // the last change of the stage, read by nothing later: write the layer tar from the sources
+  const asTar = lastFsChange === true && ins.kind === 'copy' && urls.length === 0 && !ins.sourceContents?.length && process.env.MBUILD_COPY_AS_TAR !== '0';
+  const copyAsTar = (srcRoot: string, ignore: IgnoreMatcher | undefined, entries: SourceEntry[]) =>
+    ctx.snap.view(state.layers, async (lowerRoot) => {
+      const owner = ins.chown ? resolveChown(x(ins.chown), await readUserDb(lowerRoot), ins.range) : undefined;
+      const planner = new CopyTarPlanner(lowerRoot, { ...plan, owner });
+      for (const e of entries) await planner.add(srcRoot, e, statSync(e.hostPath), ignore);
+      return ctx.snap.commitTar(planner.entries());
+    });
+
   const copyFrom = async (srcRoot: string, ignore: IgnoreMatcher | undefined, fromImage: boolean, entries: SourceEntry[]) => {
+    if (asTar) {
+      try {
+        state.layers.push(await cache.save(await copyAsTar(srcRoot, fromImage ? undefined : ignore, entries)));
+        return;
+      } catch (err) {
+        if (!(err instanceof CopyNeedsFiles)) throw err;
+        // something on the way is not plain directories: copy for real (same result, or the exact error)
+      }
+    }
     const downloads = [...(await Promise.all(urls.map((u) => downloadToFile(ctx.store, u)))), ...(await heredocFiles(ctx.store, ins, x))];
     try {
       const layer = await ctx.snap.mutate(state.layers, async (root) => {

@@ -78,6 +78,7 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
     state.layers.push(await cache.save(layer));
     return;
   }
+  await ctx.snap.ready(state.layers);
   const active = await ctx.snap.prepare();
   try {
     const lowerDirs = ctx.snap.lowerDirs(state.layers).map((d) => `${ctx.snap.dir}/${d}`);
