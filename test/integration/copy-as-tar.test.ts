@@ -185,7 +185,8 @@ describe.skipIf(!isRoot)('COPY written as a tar', () => {
   it('a file to a new deep path, wildcards, and COPY --from a stage', async () => {
     await expectSame(await makeContext('deep', 'FROM busybox\nCOPY f /new/deep/name\n', { f: 'f\n' }));
     await expectSame(await makeContext('wild', 'FROM busybox\nCOPY *.txt /w/\n', { '1.txt': '1', '2.txt': '2', 'n.md': 'n' }));
-    await expectSame(await makeContext('from', 'FROM busybox AS src\nCOPY . /src\nRUN ln -s a /src/l\nFROM scratch\nCOPY --from=src /src /out\n', { a: 'a\n', 'd/b': 'b\n' }));
+    // (the link comes from the context: a RUN would make it anew, with a new time, in each build)
+    await expectSame(await makeContext('from', 'FROM busybox AS src\nCOPY . /src\nRUN chmod 0700 /src/d\nFROM scratch\nCOPY --from=src /src /out\n', { a: 'a\n', 'd/b': 'b\n', l: { link: 'a' } }));
   });
 
   it('falls back to real files through a symlink in the image, with the same result', async () => {
