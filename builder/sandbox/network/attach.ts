@@ -4,6 +4,7 @@
  * `eth0` directly inside the sandbox's network namespace. The helper sets the address and routes.
  */
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { intToIp, size } from './cidr.js';
 import { NetworkError, ip, runToolSync } from './cmd.js';
 import { VETH_PREFIX, type Bridge } from './bridge.js';
@@ -78,8 +79,8 @@ export async function attachToBridge(bridge: Bridge, pid: number): Promise<Attac
     async release() {
       if (released) return;
       released = true;
-      // deleting one end removes both; gone already when the namespace died first
-      await ip([`link del ${veth}`], `removing ${veth}`).catch(() => undefined);
+      // deleting one end removes both; usually gone already, with the namespace (then no `ip` to run)
+      if (existsSync(`/sys/class/net/${veth}`)) await ip([`link del ${veth}`], `removing ${veth}`).catch(() => undefined);
       await free(bridge, address, owner);
     },
     releaseSync() {
