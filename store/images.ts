@@ -42,7 +42,10 @@ export class ImageIndex {
     for (const r of list) assertDigest(r.digest, 'manifest digest');
     await withLock(this.lockFile, async () => {
       const names = new Set(list.map((r) => r.name));
-      const next = (await this.list()).filter((r) => !names.has(r.name)).concat(list);
+      const current = await this.list();
+      // every name already on that image (a rebuild that changed nothing): nothing to write
+      if (list.every((r) => current.some((c) => c.name === r.name && c.digest === r.digest))) return;
+      const next = current.filter((r) => !names.has(r.name)).concat(list);
       next.sort((a, b) => a.name.localeCompare(b.name));
       await writeFileAtomic(this.file, JSON.stringify({ images: next }, null, 1) + '\n');
     }).catch((err: unknown) => {

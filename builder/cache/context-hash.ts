@@ -1,9 +1,16 @@
 /** The content a COPY reads from the context, as one digest (plus per-file digests to explain a miss). */
 import { readlinkSync, statSync, type Stats } from 'node:fs';
-import { walkSource, type SourceEntry } from '../context/sources.js';
+import { walkSourceSync, type SourceEntry } from '../context/sources.js';
 import type { IgnoreMatcher } from '../context/dockerignore.js';
 import type { FileHashCache } from './file-hashes.js';
 import { digestOf } from './keys.js';
+
+/** describe() without waiting, for all but files whose hash is not remembered. */
+function describeKnown(hostPath: string, st: Stats, hashes: FileHashCache): string | undefined {
+  if (!st.isFile()) return undefined;
+  const h = hashes.cached(hostPath, st);
+  return h === undefined ? undefined : `f:${(st.mode & 0o7777).toString(8)}:${h}`;
+}
 
 async function describe(hostPath: string, st: Stats, hashes: FileHashCache): Promise<string> {
   const mode = (st.mode & 0o7777).toString(8);
@@ -25,8 +32,8 @@ export async function digestSources(
   for (const e of entries) {
     files[e.rel] = await describe(e.hostPath, statSync(e.hostPath), hashes);
     if (!e.isDir) continue;
-    for await (const item of walkSource(root, e, ignore)) {
-      files[e.rel === '.' ? item.rel : `${e.rel}/${item.rel}`] = await describe(item.hostPath, item.stat, hashes);
+    for (const item of walkSourceSync(root, e, ignore)) {
+      files[e.rel === '.' ? item.rel : `${e.rel}/${item.rel}`] = describeKnown(item.hostPath, item.stat, hashes) ?? (await describe(item.hostPath, item.stat, hashes));
     }
   }
   const sorted = Object.keys(files).sort().map((k) => [k, files[k]]);

@@ -47,6 +47,12 @@ export class FileHashCache {
     return new FileHashCache(file, map);
   }
 
+  /** The remembered hash, if the file's stat has not changed since. */
+  cached(file: string, st: Stats): string | undefined {
+    const known = this.map.get(file.startsWith('/') ? file : path.resolve(file));
+    return known && known[0] === statKey(st) ? known[1] : undefined;
+  }
+
   async hash(file: string, st: Stats): Promise<string> {
     const abs = path.resolve(file);
     const key = statKey(st);

@@ -229,6 +229,15 @@ export async function* walkSource(
   entry: SourceEntry,
   ignore?: IgnoreMatcher,
 ): AsyncGenerator<{ rel: string; hostPath: string; stat: import('node:fs').Stats }> {
+  yield* walkSourceSync(root, entry, ignore);
+}
+
+/** walkSource without the asynchronous generator: the walk makes only synchronous calls anyway. */
+export function* walkSourceSync(
+  root: string,
+  entry: SourceEntry,
+  ignore?: IgnoreMatcher,
+): Generator<{ rel: string; hostPath: string; stat: import('node:fs').Stats }> {
   const st = lstatOrUndefined(entry.hostPath);
   if (!st?.isDirectory()) return;
   const filter = ignore && !ignore.isEmpty ? ignore : undefined;
@@ -239,15 +248,16 @@ export async function* walkSource(
   yield* walkDir(entry.hostPath, '', baseRel, [], filter);
 }
 
-async function* walkDir(
+function* walkDir(
   dirHost: string,
   rel: string,
   ctxRel: string,
   pending: Pending[],
   ignore: IgnoreMatcher | undefined,
-): AsyncGenerator<{ rel: string; hostPath: string; stat: Stats }> {
+): Generator<{ rel: string; hostPath: string; stat: Stats }> {
+  const prefix = dirHost.endsWith('/') ? dirHost : dirHost + '/';
   for (const name of sortNames(readdirOrEmpty(dirHost))) {
-    const hostPath = path.join(dirHost, name);
+    const hostPath = prefix + name;
     const stat = lstatOrUndefined(hostPath);
     if (!stat) continue; // vanished meanwhile
     const childRel = joinRel(rel, name);
