@@ -28,17 +28,23 @@ const NAMES: Record<string, string> = {
 
 export class MissExplainer {
   private readonly next: Record<string, StepRecord> = {};
-  private constructor(private readonly file: string, private readonly last: Record<string, StepRecord>) {}
+  private constructor(
+    private readonly file: string,
+    private readonly last: Record<string, StepRecord>,
+    private readonly lastText: string,
+  ) {}
 
   static async load(cacheDir: string, dockerfile: string, target: string | undefined): Promise<MissExplainer> {
     const file = path.join(cacheDir, 'last', digestOf({ dockerfile: path.resolve(dockerfile), target: target ?? '' }).slice(7, 39) + '.json');
     let last: Record<string, StepRecord> = {};
+    let text = '';
     try {
-      last = JSON.parse(await fs.readFile(file, 'utf8')) as Record<string, StepRecord>;
+      text = await fs.readFile(file, 'utf8');
+      last = JSON.parse(text) as Record<string, StepRecord>;
     } catch {
       /* no earlier build */
     }
-    return new MissExplainer(file, last);
+    return new MissExplainer(file, last, text);
   }
 
   record(position: string, rec: StepRecord): void {
@@ -65,6 +71,8 @@ export class MissExplainer {
 
   async save(): Promise<void> {
     if (Object.keys(this.next).length === 0) return;
-    await writeFileAtomic(this.file, JSON.stringify(this.next));
+    const text = JSON.stringify(this.next);
+    if (text === this.lastText) return; // a rebuild that changed nothing
+    await writeFileAtomic(this.file, text);
   }
 }
