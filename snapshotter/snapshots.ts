@@ -108,8 +108,13 @@ export class Snapshotter {
       const p = path.join(this.dir, name);
       // a tree with a mount below it (cannot happen once a build is over) stays for the sweep
       if ((await mountsAt(p)).length > 0) continue;
-      const t = await moveToTrash(this.dir, p);
-      if (t) trashed.push(t);
+      try {
+        const t = await moveToTrash(this.dir, p);
+        if (t) trashed.push(t);
+      } catch {
+        // cannot rename (a read-only or broken store): the build's result stands, and the
+        // sweep of a later command removes the layer once this process is gone
+      }
     }
     deleteDetached(trashed);
   }

@@ -77,7 +77,7 @@ async function names(dir: string): Promise<string[]> {
  * Temp work of processes that are gone. With `all` (prune, when no other process uses the store),
  * every temp entry counts, whoever made it.
  */
-export async function findStaleTemp(root: string, all = false): Promise<StaleEntry[]> {
+export async function findStaleTemp(root: string, all = false, now = Date.now()): Promise<StaleEntry[]> {
   const out: StaleEntry[] = [];
   const consider = (p: string, pid: number | undefined) => {
     if (pid === process.pid) return;
@@ -98,7 +98,7 @@ export async function findStaleTemp(root: string, all = false): Promise<StaleEnt
     const m = SNAPSHOT_TEMP_RE.exec(n);
     if (!m) continue;
     const p = path.join(root, 'snapshots', n);
-    if (!all && TRASH_RE.test(n) && !(await changedBefore(p, TRASH_GRACE_MS))) continue;
+    if (!all && TRASH_RE.test(n) && !(await changedBefore(p, TRASH_GRACE_MS, now))) continue;
     consider(p, Number(m[1]));
   }
   for (const n of await names(path.join(root, 'run'))) {
@@ -113,9 +113,9 @@ export async function findStaleTemp(root: string, all = false): Promise<StaleEnt
 }
 
 /** Renamed (ctime) more than `ms` ago. */
-async function changedBefore(p: string, ms: number): Promise<boolean> {
+async function changedBefore(p: string, ms: number, now: number): Promise<boolean> {
   const st = await fs.lstat(p).catch(() => null);
-  return st !== null && Date.now() - st.ctimeMs > ms;
+  return st !== null && now - st.ctimeMs > ms;
 }
 
 async function olderThan(p: string, ms: number): Promise<boolean> {
@@ -181,10 +181,10 @@ export async function treeBytes(p: string, seen = new Set<string>()): Promise<nu
 
 
 /** Sweep what killed runs left behind (see the file comment). */
-export async function recoverStore(root: string, all = false): Promise<RecoveryReport> {
+export async function recoverStore(root: string, all = false, now = Date.now()): Promise<RecoveryReport> {
   const report: RecoveryReport = { removed: [], bytes: 0, skipped: [] };
   const trash: string[] = [];
-  for (const e of await findStaleTemp(root, all)) {
+  for (const e of await findStaleTemp(root, all, now)) {
     if (TRASH_RE.test(path.basename(e.path))) {
       trash.push(e.path); // already unmounted and renamed: a new deleter takes it, off the build's time
       continue;

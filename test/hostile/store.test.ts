@@ -228,4 +228,29 @@ describe.skipIf(!isRoot)('store robustness', () => {
     }
     expect((await recoverStore(root)).removed).toEqual([path.dirname(mounted)]);
   });
+
+  it('finished layers go to snapshots/trash-*: a detached rm deletes them; a killed deleter\'s trash is swept after a grace time', async () => {
+    const root = await newRoot('trash');
+    const ctx = path.join(tmp, 'trash-ctx');
+    await fs.mkdir(ctx, { recursive: true });
+    await fs.writeFile(path.join(ctx, 'Dockerfile'), 'FROM busybox\nRUN echo 1 > /one\nRUN echo 2 > /two\n');
+    const b = await mbuild(['--root', root, 'build', '--no-cache', '-t', 'trash', ctx]);
+    expect(b.code, b.stderr).toBe(0);
+    // the command returned; its private layers are renamed away at once and deleted in the background
+    const snaps = () => fs.readdir(path.join(root, 'snapshots'));
+    expect((await snaps()).filter((n) => /^(b|tmp)-/.test(n))).toEqual([]);
+    for (let i = 0; i < 100 && (await snaps()).some((n) => n.startsWith('trash-')); i++) await new Promise((r) => setTimeout(r, 50));
+    expect((await snaps()).filter((n) => n.startsWith('trash-'))).toEqual([]);
+
+    // a deleter that died: its trash stays while it may still be running, then the sweep takes it
+    const dead = await deadPid();
+    const trash = path.join(root, 'snapshots', `trash-${dead}-0a0b0c0d0e0f`);
+    await fs.mkdir(path.join(trash, 'fs', 'd'), { recursive: true });
+    await fs.writeFile(path.join(trash, 'fs', 'd', 'f'), 'x');
+    expect((await recoverStore(root)).removed).toEqual([]);
+    expect(await exists(trash)).toBe(true);
+    expect((await recoverStore(root, false, Date.now() + 120_000)).removed).toEqual([trash]);
+    for (let i = 0; i < 100 && (await exists(trash)); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(await exists(trash)).toBe(false);
+  });
 });
