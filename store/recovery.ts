@@ -12,7 +12,7 @@
  *   lock. Both sides write before they look, so a prune and a build never overlap.
  * - ENOSPC/EDQUOT become one clear NoSpaceError.
  */
-import { promises as fs, unlinkSync } from 'node:fs';
+import { promises as fs, readdirSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MbuildError } from '../util/errors.js';
@@ -69,8 +69,14 @@ export interface StaleEntry {
   pid?: number;
 }
 
+// synchronous: every command sweeps a handful of small directories on open, and a thread-pool
+// round trip each costs more than the call itself
 async function names(dir: string): Promise<string[]> {
-  return fs.readdir(dir).catch(() => [] as string[]);
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
 }
 
 /**

@@ -2,7 +2,7 @@
  * Why a step missed the cache: each build records the inputs of every step (by stage and step
  * position, per Dockerfile and target); a miss is compared with the last build's record.
  */
-import { promises as fs } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { digestOf } from './keys.js';
 import { writeFileAtomic } from '../../store/fsutil.js';
@@ -39,7 +39,7 @@ export class MissExplainer {
     let last: Record<string, StepRecord> = {};
     let text = '';
     try {
-      text = await fs.readFile(file, 'utf8');
+      text = readFileSync(file, 'utf8');
       last = JSON.parse(text) as Record<string, StepRecord>;
     } catch {
       /* no earlier build */

@@ -3,7 +3,7 @@
  * mtime, ctime): an unchanged context is re-hashed without reading a byte. The cache key of a
  * COPY is still the content hash, never the mtime.
  */
-import { closeSync, constants as C, createReadStream, openSync, promises as fs, readSync, type Stats } from 'node:fs';
+import { closeSync, constants as C, createReadStream, openSync, readFileSync, readSync, type Stats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { writeFileAtomic } from '../../store/fsutil.js';
@@ -39,7 +39,7 @@ export class FileHashCache {
   static async load(file: string): Promise<FileHashCache> {
     let map = new Map<string, [string, string]>();
     try {
-      const data = JSON.parse(await fs.readFile(file, 'utf8')) as Record<string, [string, string]>;
+      const data = JSON.parse(readFileSync(file, 'utf8')) as Record<string, [string, string]>;
       map = new Map(Object.entries(data));
     } catch {
       /* first build, or an unreadable cache: start empty */
