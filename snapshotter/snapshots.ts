@@ -207,12 +207,11 @@ export class Snapshotter {
     const id = `b-${process.pid}-${randomBytes(6).toString('hex')}`;
     const dir = path.join(this.dir, id, 'fs');
     if (entries.length === 0) return { id, dir, empty: true };
-    const tarOut = new PassThrough();
-    const writing = writeTar(tarOut, async (w) => {
-      for (const e of entries) await w.add(e);
-    });
-    const [, info] = await Promise.all([writing, this.store.content.ingest(tarOut)]);
-    const blob: LayerBlob = { diffId: info.digest, digest: info.digest, size: info.size, mediaType: MediaType.layerTar };
+    const blob = await this.ingestTar((out) =>
+      writeTar(out, async (w) => {
+        for (const e of entries) await w.add(e);
+      }),
+    );
     return { id, dir, blob, empty: false };
   }
 
@@ -344,11 +343,15 @@ export class Snapshotter {
    */
   async ensureBlob(layer: Layer): Promise<LayerBlob> {
     if (layer.blob) return layer.blob;
-    const tarOut = new PassThrough();
-    const writing = writeLayerTar(layer.dir, tarOut, { end: true });
-    const [, info] = await Promise.all([writing, this.store.content.ingest(tarOut)]);
-    layer.blob = { diffId: info.digest, digest: info.digest, size: info.size, mediaType: MediaType.layerTar };
+    layer.blob = await this.ingestTar((out) => writeLayerTar(layer.dir, out, { end: true }));
     return layer.blob;
+  }
+
+  /** Stream an uncompressed layer tar into the content store (digest = diff_id). */
+  private async ingestTar(write: (out: PassThrough) => Promise<void>): Promise<LayerBlob> {
+    const tarOut = new PassThrough();
+    const [, info] = await Promise.all([write(tarOut), this.store.content.ingest(tarOut)]);
+    return { diffId: info.digest, digest: info.digest, size: info.size, mediaType: MediaType.layerTar };
   }
 }
 

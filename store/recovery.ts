@@ -104,7 +104,7 @@ export async function findStaleTemp(root: string, all = false, now = Date.now())
     const m = SNAPSHOT_TEMP_RE.exec(n);
     if (!m) continue;
     const p = path.join(root, 'snapshots', n);
-    if (!all && TRASH_RE.test(n) && !(await changedBefore(p, TRASH_GRACE_MS, now))) continue;
+    if (!all && TRASH_RE.test(n) && !(await olderThan(p, TRASH_GRACE_MS, 'ctimeMs', now))) continue;
     consider(p, Number(m[1]));
   }
   for (const n of await names(path.join(root, 'run'))) {
@@ -118,15 +118,10 @@ export async function findStaleTemp(root: string, all = false, now = Date.now())
   return out;
 }
 
-/** Renamed (ctime) more than `ms` ago. */
-async function changedBefore(p: string, ms: number, now: number): Promise<boolean> {
+/** Last modified (or, with 'ctimeMs', last renamed) more than `ms` before `now`. */
+async function olderThan(p: string, ms: number, time: 'mtimeMs' | 'ctimeMs' = 'mtimeMs', now = Date.now()): Promise<boolean> {
   const st = await fs.lstat(p).catch(() => null);
-  return st !== null && now - st.ctimeMs > ms;
-}
-
-async function olderThan(p: string, ms: number): Promise<boolean> {
-  const st = await fs.lstat(p).catch(() => null);
-  return st !== null && Date.now() - st.mtimeMs > ms;
+  return st !== null && now - st[time] > ms;
 }
 
 /** The pid in a lock: store/lock.ts writes it as the file's content, gc.lock as a symlink target. */

@@ -5,7 +5,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Layer, LayerBlob, Snapshotter } from '../../snapshotter/snapshots.js';
-import { writeFileAtomic } from '../../store/fsutil.js';
+import { exists, writeFileAtomic } from '../../store/fsutil.js';
 
 export interface CacheEntry {
   key: string;
@@ -21,15 +21,6 @@ export interface CachedLayer {
 }
 
 const hexOf = (key: string) => key.replace(/^sha256:/, '');
-
-async function missing(p: string): Promise<boolean> {
-  try {
-    await fs.lstat(p);
-    return false;
-  } catch {
-    return true;
-  }
-}
 
 export class BuildCache {
   readonly dir: string;
@@ -67,10 +58,10 @@ export class BuildCache {
   async put(key: string, layer: Layer, created: string): Promise<Layer> {
     const id = `k-${hexOf(key).slice(0, 32)}`;
     const base = path.join(this.snap.dir, id);
-    if (await missing(layer.dir)) {
+    if (!(await exists(layer.dir))) {
       // a blob-only layer (Snapshotter.commitTar): the entry names where it would be unpacked
       if (!layer.empty && !layer.blob) throw new Error(`layer ${layer.id} has neither files nor a blob`);
-      if (!(await missing(base))) return layer; // another build's files are there: ours stays private
+      if (await exists(base)) return layer; // another build's files are there: ours stays private
       const kept: Layer = { ...layer, id, dir: path.join(base, 'fs'), cacheKey: key };
       await this.write({ key, snapshot: id, empty: Boolean(layer.empty), blob: layer.blob, created });
       return kept;

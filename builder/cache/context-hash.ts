@@ -5,37 +5,43 @@ import type { IgnoreMatcher } from '../context/dockerignore.js';
 import type { FileHashCache } from './file-hashes.js';
 import { digestOf } from './keys.js';
 
-/** describe() without waiting, for all but files whose hash is not remembered. */
-function describeKnown(hostPath: string, st: Stats, hashes: FileHashCache): string | undefined {
-  if (!st.isFile()) return undefined;
-  const h = hashes.cached(hostPath, st);
-  return h === undefined ? undefined : `f:${(st.mode & 0o7777).toString(8)}:${h}`;
-}
-
-async function describe(hostPath: string, st: Stats, hashes: FileHashCache): Promise<string> {
+/** How one entry enters the digest. Only a file whose hash is not remembered needs a wait (it is read). */
+function describe(hostPath: string, st: Stats, hashes: FileHashCache): string | Promise<string> {
   const mode = (st.mode & 0o7777).toString(8);
+  if (st.isFile()) {
+    const known = hashes.cached(hostPath, st);
+    return known !== undefined ? `f:${mode}:${known}` : hashes.hash(hostPath, st).then((h) => `f:${mode}:${h}`);
+  }
   if (st.isSymbolicLink()) return `l:${mode}:${readlinkSync(hostPath)}`;
   if (st.isDirectory()) return `d:${mode}`;
-  if (st.isFile()) return `f:${mode}:${await hashes.hash(hostPath, st)}`;
   return `o:${mode}`;
 }
+
+/** An entry met walking a source directory (what walkSource yields). */
+export type WalkedItem = { rel: string; hostPath: string; stat: Stats };
 
 export async function digestSources(
   root: string,
   entries: SourceEntry[],
   ignore: IgnoreMatcher | undefined,
   hashes: FileHashCache,
-): Promise<{ digest: string; files: Record<string, string> }> {
+): Promise<{ digest: string; files: Record<string, string>; walked: Map<SourceEntry, WalkedItem[]> }> {
   const files: Record<string, string> = {};
+  // kept for the copy, so it does not walk and stat the same tree again
+  const walked = new Map<SourceEntry, WalkedItem[]>();
   // one file at a time: small files are hashed with synchronous reads, which beats a pool of
   // asynchronous ones on a context of many small files
   for (const e of entries) {
     files[e.rel] = await describe(e.hostPath, statSync(e.hostPath), hashes);
     if (!e.isDir) continue;
+    const items: WalkedItem[] = [];
     for (const item of walkSourceSync(root, e, ignore)) {
-      files[e.rel === '.' ? item.rel : `${e.rel}/${item.rel}`] = describeKnown(item.hostPath, item.stat, hashes) ?? (await describe(item.hostPath, item.stat, hashes));
+      items.push(item);
+      const d = describe(item.hostPath, item.stat, hashes);
+      files[e.rel === '.' ? item.rel : `${e.rel}/${item.rel}`] = typeof d === 'string' ? d : await d;
     }
+    walked.set(e, items);
   }
   const sorted = Object.keys(files).sort().map((k) => [k, files[k]]);
-  return { digest: digestOf(sorted), files };
+  return { digest: digestOf(sorted), files, walked };
 }

@@ -1,5 +1,5 @@
-/** Tars for tests, built with tar-stream exactly as listed (no cleaning of names): evil ones included. */
-import { pack as tarPack } from 'tar-stream';
+/** Tars for tests, built with tar-stream exactly as listed (no cleaning of names): evil ones included; and read back. */
+import { extract as tarExtract, pack as tarPack, type Header } from 'tar-stream';
 
 export interface TarEntry {
   name: string;
@@ -45,4 +45,17 @@ export async function tarOf(entries: TarEntry[], defaultMtime = new Date('2020-0
   p.finalize();
   await reading;
   return Buffer.concat(chunks);
+}
+
+/** The entries of a tar (bytes, uncompressed): header and data, in order. */
+export async function readTar(tar: Buffer): Promise<{ header: Header; data: Buffer }[]> {
+  const ex = tarExtract();
+  const out: { header: Header; data: Buffer }[] = [];
+  ex.end(tar);
+  for await (const entry of ex) {
+    const chunks: Buffer[] = [];
+    for await (const c of entry) chunks.push(c as Buffer);
+    out.push({ header: entry.header, data: Buffer.concat(chunks) });
+  }
+  return out;
 }

@@ -5,7 +5,8 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { extract as tarExtract, pack as tarPack, type Header } from 'tar-stream';
+import { pack as tarPack, type Header } from 'tar-stream';
+import { readTar as readTarBytes } from '../helpers/tar.js';
 import { Store } from '../../store/store.js';
 import { importArchive } from '../../store/archive/import.js';
 import { exportImage } from '../../store/archive/export.js';
@@ -64,20 +65,9 @@ async function writeFile(name: string, data: Buffer): Promise<string> {
   return f;
 }
 
-/** The entries of a tar file: name → header and data. */
-async function readTar(file: string): Promise<{ header: Header; data: Buffer }[]> {
-  const ex = tarExtract();
-  const out: { header: Header; data: Buffer }[] = [];
-  const feed = fs.readFile(file).then((b) => {
-    ex.end(b);
-  });
-  for await (const entry of ex) {
-    const chunks: Buffer[] = [];
-    for await (const c of entry) chunks.push(c as Buffer);
-    out.push({ header: entry.header, data: Buffer.concat(chunks) });
-  }
-  await feed;
-  return out;
+/** The entries of a tar file: header and data. */
+async function readTar(file: string) {
+  return readTarBytes(await fs.readFile(file));
 }
 
 function imagetree(file: string): string {

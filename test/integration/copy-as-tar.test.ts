@@ -4,15 +4,14 @@
  * the same image tree, the same layer entries (directory times aside, they are the build's time
  * in both), the same hard links, and the same errors.
  */
-import { createGunzip } from 'node:zlib';
+import { gunzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
-import { extract } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUSYBOX_TAR, imageTree, mbuild } from '../helpers/cli.js';
+import { readTar } from '../helpers/tar.js';
 
 const isRoot = process.getuid?.() === 0;
 let tmp: string;
@@ -65,54 +64,18 @@ interface LayerEntry {
 
 /** The entries of the image's last layer (file mtimes kept, directory mtimes left out). */
 async function lastLayer(archive: string): Promise<LayerEntry[]> {
-  const files = new Map<string, Buffer>();
-  const outer = extract();
-  const done = new Promise<void>((resolve, reject) => {
-    outer.on('entry', (h, stream, next) => {
-      const parts: Buffer[] = [];
-      stream.on('data', (c: Buffer) => parts.push(c));
-      stream.on('end', () => {
-        files.set(h.name, Buffer.concat(parts));
-        next();
-      });
-    });
-    outer.on('finish', resolve);
-    outer.on('error', reject);
-  });
-  Readable.from(await fs.readFile(archive)).pipe(outer);
-  await done;
+  const files = new Map((await readTar(await fs.readFile(archive))).map((e) => [e.header.name, e.data]));
   const blob = (d: string) => files.get(`blobs/sha256/${d.slice(7)}`)!;
   const index = JSON.parse(files.get('index.json')!.toString()) as { manifests: { digest: string }[] };
-  const manifest = JSON.parse(blob(index.manifests[0]!.digest).toString()) as { layers: { digest: string; mediaType: string }[] };
-  const layer = manifest.layers[manifest.layers.length - 1]!;
-  let data = blob(layer.digest);
-  if (data[0] === 0x1f && data[1] === 0x8b) {
-    const chunks: Buffer[] = [];
-    for await (const c of Readable.from(data).pipe(createGunzip())) chunks.push(c as Buffer);
-    data = Buffer.concat(chunks);
-  }
-  const out: LayerEntry[] = [];
-  const inner = extract();
-  const read = new Promise<void>((resolve, reject) => {
-    inner.on('entry', (h, stream, next) => {
-      const hash = createHash('sha256');
-      stream.on('data', (c: Buffer) => hash.update(c));
-      stream.on('end', () => {
-        out.push({
-          name: h.name, type: h.type ?? 'file', mode: h.mode ?? 0, uid: h.uid ?? 0, gid: h.gid ?? 0, size: h.size ?? 0,
-          linkname: h.linkname ?? undefined,
-          sha: h.type === 'file' ? hash.digest('hex') : undefined,
-          mtime: h.type === 'directory' ? undefined : h.mtime?.getTime(),
-        });
-        next();
-      });
-    });
-    inner.on('finish', resolve);
-    inner.on('error', reject);
-  });
-  Readable.from(data).pipe(inner);
-  await read;
-  return out;
+  const manifest = JSON.parse(blob(index.manifests[0]!.digest).toString()) as { layers: { digest: string }[] };
+  let data = blob(manifest.layers[manifest.layers.length - 1]!.digest);
+  if (data[0] === 0x1f && data[1] === 0x8b) data = gunzipSync(data);
+  return (await readTar(data)).map(({ header: h, data: d }) => ({
+    name: h.name, type: h.type ?? 'file', mode: h.mode ?? 0, uid: h.uid ?? 0, gid: h.gid ?? 0, size: h.size ?? 0,
+    linkname: h.linkname ?? undefined,
+    sha: h.type === 'file' ? createHash('sha256').update(d).digest('hex') : undefined,
+    mtime: h.type === 'directory' ? undefined : h.mtime?.getTime(),
+  }));
 }
 
 async function buildBoth(ctx: string, extra: string[] = []) {
