@@ -17,31 +17,23 @@ function describe(hostPath: string, st: Stats, hashes: FileHashCache): string | 
   return `o:${mode}`;
 }
 
-/** An entry met walking a source directory (what walkSource yields). */
-export type WalkedItem = { rel: string; hostPath: string; stat: Stats };
-
 export async function digestSources(
   root: string,
   entries: SourceEntry[],
   ignore: IgnoreMatcher | undefined,
   hashes: FileHashCache,
-): Promise<{ digest: string; files: Record<string, string>; walked: Map<SourceEntry, WalkedItem[]> }> {
+): Promise<{ digest: string; files: Record<string, string> }> {
   const files: Record<string, string> = {};
-  // kept for the copy, so it does not walk and stat the same tree again
-  const walked = new Map<SourceEntry, WalkedItem[]>();
   // one file at a time: small files are hashed with synchronous reads, which beats a pool of
   // asynchronous ones on a context of many small files
   for (const e of entries) {
     files[e.rel] = await describe(e.hostPath, statSync(e.hostPath), hashes);
     if (!e.isDir) continue;
-    const items: WalkedItem[] = [];
     for (const item of walkSourceSync(root, e, ignore)) {
-      items.push(item);
       const d = describe(item.hostPath, item.stat, hashes);
       files[e.rel === '.' ? item.rel : `${e.rel}/${item.rel}`] = typeof d === 'string' ? d : await d;
     }
-    walked.set(e, items);
   }
   const sorted = Object.keys(files).sort().map((k) => [k, files[k]]);
-  return { digest: digestOf(sorted), files, walked };
+  return { digest: digestOf(sorted), files };
 }

@@ -19,7 +19,6 @@ import path from 'node:path';
 import type { TarEntry } from '../../snapshotter/diff/layer-tar.js';
 import type { IgnoreMatcher } from '../context/dockerignore.js';
 import { walkSourceSync, type SourceEntry } from '../context/sources.js';
-import type { WalkedItem } from '../cache/context-hash.js';
 
 /** Signal to fall back to copying files: not an error the user sees. */
 export class CopyNeedsFiles extends Error {
@@ -110,15 +109,12 @@ export class CopyTarPlanner {
     this.planned.set(rel, e);
   }
 
-  /**
-   * Plan one resolved source (a directory's contents, or one file or link). `walked`: the
-   * directory's entries when a walk for the cache key listed them already.
-   */
-  async add(srcRoot: string, e: SourceEntry, srcStat: Stats, ignore: IgnoreMatcher | undefined, walked?: Iterable<WalkedItem>): Promise<void> {
+  /** Plan one resolved source (a directory's contents, or one file or link). */
+  async add(srcRoot: string, e: SourceEntry, srcStat: Stats, ignore: IgnoreMatcher | undefined): Promise<void> {
     if (e.isDir) {
       const destRel = this.ensureDir(this.plan.dest, { mode: this.plan.chmod ?? srcStat.mode & 0o7777 });
       const group = `${e.hostPath}:`;
-      for (const item of walked ?? walkSourceSync(srcRoot, e, ignore)) {
+      for (const item of walkSourceSync(srcRoot, e, ignore)) {
         this.entry(destRel ? `${destRel}/${item.rel}` : item.rel, item.hostPath, item.stat, group);
       }
       return;

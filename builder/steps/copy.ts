@@ -20,7 +20,7 @@ import { extractArchive } from '../../snapshotter/diff/apply.js';
 import { decompressStream, isArchive } from '../../snapshotter/diff/decompress.js';
 import { CopySourceMissingError, MbuildError } from '../../util/errors.js';
 import { downloadToFile } from './download.js';
-import { digestSources, type WalkedItem } from '../cache/context-hash.js';
+import { digestSources } from '../cache/context-hash.js';
 import { CopyNeedsFiles, CopyTarPlanner } from './copy-tar.js';
 
 interface Owner { uid: number; gid: number }
@@ -73,18 +73,18 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
 
   // the last change of the stage, read by nothing later: write the layer tar from the sources
   const asTar = lastFsChange === true && ins.kind === 'copy' && urls.length === 0 && !ins.sourceContents?.length && process.env.MBUILD_COPY_AS_TAR !== '0';
-  const copyAsTar = (srcRoot: string, ignore: IgnoreMatcher | undefined, entries: SourceEntry[], walked?: Map<SourceEntry, WalkedItem[]>) =>
+  const copyAsTar = (srcRoot: string, ignore: IgnoreMatcher | undefined, entries: SourceEntry[]) =>
     ctx.snap.view(state.layers, async (lowerRoot) => {
       const owner = ins.chown ? resolveChown(x(ins.chown), await readUserDb(lowerRoot), ins.range) : undefined;
       const planner = new CopyTarPlanner(lowerRoot, { ...plan, owner });
-      for (const e of entries) await planner.add(srcRoot, e, statSync(e.hostPath), ignore, walked?.get(e));
+      for (const e of entries) await planner.add(srcRoot, e, statSync(e.hostPath), ignore);
       return ctx.snap.commitTar(planner.entries());
     });
 
-  const copyFrom = async (srcRoot: string, ignore: IgnoreMatcher | undefined, fromImage: boolean, entries: SourceEntry[], walked?: Map<SourceEntry, WalkedItem[]>) => {
+  const copyFrom = async (srcRoot: string, ignore: IgnoreMatcher | undefined, fromImage: boolean, entries: SourceEntry[]) => {
     if (asTar) {
       try {
-        state.layers.push(await cache.save(await copyAsTar(srcRoot, fromImage ? undefined : ignore, entries, walked)));
+        state.layers.push(await cache.save(await copyAsTar(srcRoot, fromImage ? undefined : ignore, entries)));
         return;
       } catch (err) {
         if (!(err instanceof CopyNeedsFiles)) throw err;
@@ -112,7 +112,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
       state.layers.push(hit);
       return;
     }
-    await ctx.jobs.add(() => copyFrom(ctx.contextDir, ctx.ignore, false, entries, content.walked), { throwOnTimeout: true });
+    await ctx.jobs.add(() => copyFrom(ctx.contextDir, ctx.ignore, false, entries), { throwOnTimeout: true });
   } else {
     const dep = ctx.stageIndexOf(ins.from);
     const src: StageState = dep !== undefined ? await ctx.stageResult(dep) : await ctx.imageState(ins.from);
