@@ -44,24 +44,48 @@ export function extraCAs(hostPort: string): string[] {
   return names.filter((n) => n.endsWith('.crt')).sort().map((n) => readFileSync(path.join(dir, n), 'utf8'));
 }
 
+let launcherCAs: { file: string | undefined; pems: string[] } | undefined;
+
+/**
+ * The CA file of NODE_EXTRA_CA_CERTS, which the launcher (bin/mbuild) hands over as
+ * MBUILD_EXTRA_CA_CERTS: node itself would parse it at start-up, ~50 ms for a system bundle, in
+ * every command, most of which make no TLS connection. Read here on first use, with node's
+ * meaning: trusted in addition to the built-in roots; an unreadable file is a warning.
+ */
+export function launcherExtraCAs(): string[] {
+  const file = process.env.MBUILD_EXTRA_CA_CERTS || undefined;
+  if (launcherCAs && launcherCAs.file === file) return launcherCAs.pems;
+  const pems: string[] = [];
+  if (file) {
+    try {
+      pems.push(readFileSync(file, 'utf8'));
+    } catch (err) {
+      process.stderr.write(`warning: ignoring extra certs from ${file} (NODE_EXTRA_CA_CERTS): ${(err as Error).message}\n`);
+    }
+  }
+  launcherCAs = { file, pems };
+  return pems;
+}
+
+/** The TLS options for a host: see dispatcherFor. */
+export function tlsOptionsFor(url: URL): { key: string; connect: Record<string, unknown> } {
+  if (url.protocol !== 'https:') return { key: 'default', connect: {} };
+  const cas = extraCAs(url.host);
+  const fromEnv = launcherExtraCAs();
+  if (cas.length) return { key: 'ca:' + url.host, connect: { ca: [...rootCertificates, ...fromEnv, ...cas] } };
+  if (isInsecure(url.host)) return { key: 'noverify', connect: { rejectUnauthorized: false } };
+  if (fromEnv.length) return { key: 'env-ca', connect: { ca: [...rootCertificates, ...fromEnv] } };
+  return { key: 'default', connect: {} };
+}
+
 /**
  * The dispatcher for a URL. https to a host with its own CA in certs.d: verified against that CA
  * (and the system roots). https to an insecure host (loopback, --insecure-registry): TLS
- * without verification, as Docker does. Everything else: normal verification.
+ * without verification, as Docker does. Everything else: normal verification, trusting the
+ * NODE_EXTRA_CA_CERTS file too.
  */
 export function dispatcherFor(url: URL): Agent {
-  let key = 'default';
-  let connect: Record<string, unknown> = {};
-  if (url.protocol === 'https:') {
-    const cas = extraCAs(url.host);
-    if (cas.length) {
-      key = 'ca:' + url.host;
-      connect = { ca: [...rootCertificates, ...cas] };
-    } else if (isInsecure(url.host)) {
-      key = 'noverify';
-      connect = { rejectUnauthorized: false };
-    }
-  }
+  const { key, connect } = tlsOptionsFor(url);
   let a = agents.get(key);
   if (!a) {
     a = new Agent({ connect: { timeout: 15_000, ...connect }, headersTimeout: 60_000, bodyTimeout: 60_000, keepAliveTimeout: 4_000 });

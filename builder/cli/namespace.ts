@@ -29,10 +29,13 @@ export async function reexecInMountNamespace(argv: string[]): Promise<number | u
   const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
   const cmd = [unshare, '--mount', '--propagation', 'private', process.execPath, ...process.execArgv, process.argv[1]!, ...argv];
   if (setpriv) cmd.unshift(setpriv, '--pdeathsig', 'KILL', '--');
-  const child = spawn(cmd[0]!, cmd.slice(1), {
-    stdio: 'inherit',
-    env: { ...process.env, [MARK]: '1', [PARENT]: String(process.pid) },
-  });
+  const env: NodeJS.ProcessEnv = { ...process.env, [MARK]: '1', [PARENT]: String(process.pid) };
+  // as bin/mbuild does: the child's node need not parse the CA file at start-up
+  if (env.NODE_EXTRA_CA_CERTS) {
+    env.MBUILD_EXTRA_CA_CERTS = env.NODE_EXTRA_CA_CERTS;
+    delete env.NODE_EXTRA_CA_CERTS;
+  }
+  const child = spawn(cmd[0]!, cmd.slice(1), { stdio: 'inherit', env });
   const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
   const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
   for (const [s, h] of handlers) process.on(s, h);
