@@ -78,6 +78,7 @@ function preflight(o) {
   const pkgs = [];
   if (o.startDockerd && !which('dockerd') && !existsSync('/usr/sbin/dockerd')) pkgs.push('docker.io');
   if (o.install && !which('buildah') && o.tools.includes('buildah')) pkgs.push('buildah');
+  if (!existsSync('/usr/bin/time')) pkgs.push('time'); // GNU time: mbuild's peak RSS
   if (pkgs.length) {
     say(`installing ${pkgs.join(' ')} (apt-get)`);
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };

@@ -2,13 +2,14 @@
 // Every tool gets the same Dockerfile and context; only the command line differs.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { sh, must, timed, which } from './proc.mjs';
 
 export const TOOL_NAMES = ['mbuild', 'buildkit', 'legacy', 'buildah'];
 export const LABELS = { mbuild: 'mbuild', buildkit: 'BuildKit', legacy: 'docker legacy', buildah: 'buildah' };
 
-const HOOK = pathToFileURL(new URL('./rss-hook.mjs', import.meta.url).pathname).href;
+// GNU time reports the peak RSS of the process it runs (and of what that one waited for) without
+// touching it; a node preload hook cost mbuild's runs 5-10 ms each, which docker's runs never paid.
+const gnuTime = () => (existsSync('/usr/bin/time') ? '/usr/bin/time' : null);
 
 /** docker.io/library/busybox:latest for "busybox" (enough of Docker's normalisation for base names). */
 export function normalizeName(name) {
@@ -38,20 +39,12 @@ export function mbuildTool({ repo, bin, root, network, label }) {
   const withRss = async (args, log) => {
     const rssFile = `${log}.rss`;
     rmSync(rssFile, { force: true });
-    const env = {
-      ...process.env,
-      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import=${HOOK}`.trim(),
-      MBUILD_BENCH_RSS_FILE: rssFile,
-    };
-    const r = await timed(exe, argv(mb(args)), { env, log });
-    let rssKb = null;
-    if (existsSync(rssFile)) {
-      for (const line of readFileSync(rssFile, 'utf8').split('\n')) {
-        const kb = Number(line.split(' ')[1]);
-        if (kb > (rssKb ?? 0)) rssKb = kb;
-      }
-    }
-    return { ...r, rssKb };
+    const time = gnuTime();
+    const r = time
+      ? await timed(time, ['-q', '-f', '%M', '-o', rssFile, exe, ...argv(mb(args))], { log })
+      : await timed(exe, argv(mb(args)), { log });
+    const kb = existsSync(rssFile) ? Number(readFileSync(rssFile, 'utf8').trim().split('\n').pop()) : NaN;
+    return { ...r, rssKb: kb > 0 ? kb : null };
   };
   // its RUN network default, from its own usage text ("--network ... (default host)")
   const defaultNetwork = usage.match(/--network \S+\s+network for RUN steps \(default (\w+)/)?.[1] ?? 'unknown';
