@@ -35,5 +35,6 @@ export async function digestSources(
     }
   }
   const sorted = Object.keys(files).sort().map((k) => [k, files[k]]);
-  return { digest: digestOf(sorted), files };
+  // for an array of string pairs JSON.stringify gives canonicalJson's bytes, natively
+  return { digest: digestOf(JSON.stringify(sorted)), files };
 }

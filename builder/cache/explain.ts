@@ -1,6 +1,10 @@
 /**
  * Why a step missed the cache: each build records the inputs of every step (by stage and step
  * position, per Dockerfile and target); a miss is compared with the last build's record.
+ *
+ * The per-file digests of context COPYs (thousands of entries) live in a side file: it is read
+ * only to explain a changed COPY, and written only when the inputs changed, so a rebuild that
+ * changed nothing neither parses nor writes it.
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -26,25 +30,35 @@ const NAMES: Record<string, string> = {
   from: 'the stage or image copied from changed',
 };
 
+type Inputs = Record<string, Record<string, string>>;
+type Files = Record<string, Record<string, string>>;
+
+function readJson<T>(file: string): { value: T; text: string } | undefined {
+  try {
+    const text = readFileSync(file, 'utf8');
+    return { value: JSON.parse(text) as T, text };
+  } catch {
+    return undefined; // no earlier build, or an unreadable record: nothing to compare with
+  }
+}
+
 export class MissExplainer {
   private readonly next: Record<string, StepRecord> = {};
+  private lastFiles: Files | undefined;
   private constructor(
     private readonly file: string,
-    private readonly last: Record<string, StepRecord>,
+    private readonly last: Inputs,
     private readonly lastText: string,
   ) {}
 
   static async load(cacheDir: string, dockerfile: string, target: string | undefined): Promise<MissExplainer> {
-    const file = path.join(cacheDir, 'last', digestOf({ dockerfile: path.resolve(dockerfile), target: target ?? '' }).slice(7, 39) + '.json');
-    let last: Record<string, StepRecord> = {};
-    let text = '';
-    try {
-      text = readFileSync(file, 'utf8');
-      last = JSON.parse(text) as Record<string, StepRecord>;
-    } catch {
-      /* no earlier build */
-    }
-    return new MissExplainer(file, last, text);
+    const file = path.join(cacheDir, 'last', digestOf({ dockerfile: path.resolve(dockerfile), target: target ?? '' }).slice(7, 39) + '.inputs.json');
+    const last = readJson<Inputs>(file);
+    return new MissExplainer(file, last?.value ?? {}, last?.text ?? '');
+  }
+
+  private get filesFile(): string {
+    return this.file.replace(/\.inputs\.json$/, '.files.json');
   }
 
   record(position: string, rec: StepRecord): void {
@@ -52,8 +66,10 @@ export class MissExplainer {
   }
 
   explain(position: string, rec: StepRecord): string {
-    const prev = this.last[position];
-    if (!prev) return 'not built before';
+    const inputs = this.last[position];
+    if (!inputs || typeof inputs !== 'object') return 'not built before';
+    this.lastFiles ??= readJson<Files>(this.filesFile)?.value ?? {};
+    const prev: StepRecord = { inputs, files: this.lastFiles[position] };
     const changed = Object.keys({ ...prev.inputs, ...rec.inputs }).filter((k) => prev.inputs[k] !== rec.inputs[k]);
     if (changed.length === 0) return 'the cached layer was removed (pruned?) or --no-cache';
     const reasons: string[] = [];
@@ -70,9 +86,18 @@ export class MissExplainer {
   }
 
   async save(): Promise<void> {
-    if (Object.keys(this.next).length === 0) return;
-    const text = JSON.stringify(this.next);
+    const positions = Object.keys(this.next);
+    if (positions.length === 0) return;
+    const inputs: Inputs = {};
+    const files: Files = {};
+    for (const p of positions) {
+      inputs[p] = this.next[p]!.inputs;
+      if (this.next[p]!.files) files[p] = this.next[p]!.files!;
+    }
+    // the files are part of the inputs (the content digest): same inputs, same files
+    const text = JSON.stringify(inputs);
     if (text === this.lastText) return; // a rebuild that changed nothing
+    await writeFileAtomic(this.filesFile, JSON.stringify(files));
     await writeFileAtomic(this.file, text);
   }
 }

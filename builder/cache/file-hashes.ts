@@ -28,19 +28,26 @@ function hashSmallFile(file: string): string {
   return hash.digest('hex');
 }
 
-function statKey(st: Stats): string {
-  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+/** What a file's hash is remembered with: [dev, ino, size, mtimeMs, ctimeMs, sha256 hex]. */
+type Known = [number, number, number, number, number, string];
+
+// compared as numbers: formatting the float times as a string key cost more than the lookup
+function unchanged(k: Known | undefined, st: Stats): k is Known {
+  return k !== undefined && k[3] === st.mtimeMs && k[1] === st.ino && k[2] === st.size && k[4] === st.ctimeMs && k[0] === st.dev;
 }
 
 export class FileHashCache {
   private dirty = false;
-  private constructor(private readonly file: string, private readonly map: Map<string, [string, string]>) {}
+  private constructor(private readonly file: string, private readonly map: Map<string, Known>) {}
 
   static async load(file: string): Promise<FileHashCache> {
-    let map = new Map<string, [string, string]>();
+    const map = new Map<string, Known>();
     try {
-      const data = JSON.parse(readFileSync(file, 'utf8')) as Record<string, [string, string]>;
-      map = new Map(Object.entries(data));
+      const data = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+      for (const k in data) {
+        const v = data[k];
+        if (Array.isArray(v) && v.length === 6) map.set(k, v as Known);
+      }
     } catch {
       /* first build, or an unreadable cache: start empty */
     }
@@ -50,14 +57,13 @@ export class FileHashCache {
   /** The remembered hash, if the file's stat has not changed since. */
   cached(file: string, st: Stats): string | undefined {
     const known = this.map.get(file.startsWith('/') ? file : path.resolve(file));
-    return known && known[0] === statKey(st) ? known[1] : undefined;
+    return unchanged(known, st) ? known[5] : undefined;
   }
 
   async hash(file: string, st: Stats): Promise<string> {
     const abs = path.resolve(file);
-    const key = statKey(st);
     const known = this.map.get(abs);
-    if (known && known[0] === key) return known[1];
+    if (unchanged(known, st)) return known[5];
     let digest: string;
     if (st.size <= SYNC_READ_MAX) digest = hashSmallFile(abs);
     else {
@@ -65,7 +71,7 @@ export class FileHashCache {
       for await (const chunk of createReadStream(abs)) hash.update(chunk as Buffer);
       digest = hash.digest('hex');
     }
-    this.map.set(abs, [key, digest]);
+    this.map.set(abs, [st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs, digest]);
     this.dirty = true;
     return digest;
   }

@@ -68,6 +68,20 @@ describe('build cache', () => {
     expect(r.cached).toBe(0);
   });
 
+  it('compares a miss with the last build, even one served from the cache; a no-op rebuild writes no record', async () => {
+    await fs.writeFile(path.join(ctx, 'src/b.txt'), 'b\n'); // back to a state built before: all cached
+    expect((await build()).cached).toBe(4);
+    const records = path.join(root, 'cache/last');
+    const stamp = async () => Promise.all((await fs.readdir(records)).sort().map(async (f) => `${f} ${(await fs.stat(path.join(records, f))).mtimeMs}`));
+    const before = await stamp();
+    expect((await build()).cached).toBe(4);
+    expect(await stamp()).toEqual(before);
+    await fs.writeFile(path.join(ctx, 'src/a.txt'), 'a changed\n');
+    const r = await build();
+    expect(r.stderr).toMatch(/cache miss: files changed: src\/a\.txt\n/); // not b.txt: it is as the last build had it
+    await fs.writeFile(path.join(ctx, 'src/a.txt'), 'a\n');
+  });
+
   it('does not rebuild layers for a metadata-only change', async () => {
     await build();
     await fs.writeFile(path.join(ctx, 'Dockerfile'), DOCKERFILE.replace('version=1', 'version=2'));
