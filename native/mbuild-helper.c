@@ -10,6 +10,9 @@
  * named eth0 in and to send the address on fd 3), join (setns into "netns PATH").
  * "cgroup PATH" (repeatable): cgroup.procs files the command joins before anything else runs.
  * "signals forward": SIGINT/SIGTERM/SIGHUP/SIGQUIT go to the command instead of killing it.
+ * "opaque 1" (overlay mode): once the command has exited, report the upper dir's opaque dirs (as
+ * find-opaque lists them, hex-encoded) in an "opaque:<hex>" record before the exit status, which
+ * saves the caller starting find-opaque for the layer.
  * SIGUSR1 always kills the command.
  *
  * Written for mbuild; Linux only, must run as real root (init user namespace).
@@ -252,6 +255,41 @@ malformed:
 
 static char g_rel[65536];
 
+/* where walk_opaque puts what it finds: stdout (find-opaque), or a buffer (run's "opaque" report) */
+static int g_opaque_collect; /* 1: into the buffer; -1: the buffer could not grow */
+static char *g_opaque_p;
+static size_t g_opaque_len, g_opaque_cap;
+
+static void opaque_out(const char *p, size_t n) {
+  if (!g_opaque_collect) {
+    write_all(1, p, n);
+    return;
+  }
+  if (g_opaque_collect < 0) return;
+  if (g_opaque_len + n > g_opaque_cap) {
+    size_t cap = g_opaque_cap ? g_opaque_cap : 4096;
+    while (cap < g_opaque_len + n) cap *= 2;
+    char *q = realloc(g_opaque_p, cap);
+    if (!q) {
+      g_opaque_collect = -1;
+      return;
+    }
+    g_opaque_p = q;
+    g_opaque_cap = cap;
+  }
+  memcpy(g_opaque_p + g_opaque_len, p, n);
+  g_opaque_len += n;
+}
+
+/* a walk holds a directory fd per level: allow as many as the hard limit */
+static void raise_nofile(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
 static int is_opaque(int fd) {
   char v[8];
   ssize_t n = fgetxattr(fd, OPAQUE_XATTR, v, sizeof v);
@@ -261,8 +299,8 @@ static int is_opaque(int fd) {
 /* dirfd: an O_RDONLY directory fd (owned by this call); rellen: length of its relative path in g_rel. */
 static int walk_opaque(int dirfd, size_t rellen) {
   if (is_opaque(dirfd)) {
-    if (rellen == 0) write_all(1, ".", 2);
-    else write_all(1, g_rel, rellen + 1);
+    if (rellen == 0) opaque_out(".", 2);
+    else opaque_out(g_rel, rellen + 1);
   }
   int dfd = dup(dirfd);
   if (dfd < 0) {
@@ -314,11 +352,7 @@ static int walk_opaque(int dirfd, size_t rellen) {
 }
 
 static int run_find_opaque(const char *root) {
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
+  raise_nofile();
   int fd = open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     dprintf(2, "mbuild-helper: find-opaque %s: %s\n", root, strerror(errno));
@@ -360,6 +394,7 @@ struct run_spec {
   int net_mode; /* NET_HOST, NET_NONE, NET_BRIDGE, NET_JOIN */
   const char *netns;
   int forward_signals;
+  int report_opaque;
   struct strlist cgroups;
   long ppid;
   uid_t uid;
@@ -415,6 +450,7 @@ static int parse_run_spec(struct buf *b, struct run_spec *s) {
       else if (!strcmp(v, "join")) s->net_mode = NET_JOIN;
       else return fail("bad network mode %s", v);
     } else if (!strcmp(k, "netns")) s->netns = v;
+    else if (!strcmp(k, "opaque")) s->report_opaque = !strcmp(v, "1");
     else if (!strcmp(k, "cgroup")) {
       if (v[0] != '/') return fail("spec: relative cgroup path %s", v);
       if (sl_push(&s->cgroups, v) < 0) return -1;
@@ -1335,6 +1371,32 @@ static void report(const char *nonce, const char *kind, const char *payload) {
   if (o.p) write_all(2, o.p, o.len);
 }
 
+/* The upper dir's opaque dirs as one "opaque:<hex>" record; nothing when the walk fails (the
+ * caller then runs find-opaque itself). Called after the command and everything it started ended. */
+static void report_opaque(const struct run_spec *s) {
+  raise_nofile();
+  int fd = open(s->upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return;
+  g_opaque_collect = 1;
+  g_opaque_len = 0;
+  g_rel[0] = '\0';
+  int rc = walk_opaque(fd, 0);
+  int ok = rc == 0 && g_opaque_collect > 0;
+  g_opaque_collect = 0;
+  g_err[0] = '\0';
+  if (!ok) return;
+  static const char digits[] = "0123456789abcdef";
+  char *hex = malloc(g_opaque_len * 2 + 1);
+  if (!hex) return;
+  for (size_t i = 0; i < g_opaque_len; i++) {
+    hex[2 * i] = digits[(unsigned char)g_opaque_p[i] >> 4];
+    hex[2 * i + 1] = digits[(unsigned char)g_opaque_p[i] & 15];
+  }
+  hex[g_opaque_len * 2] = '\0';
+  report(s->nonce, "opaque", hex);
+  free(hex);
+}
+
 static int run_main(void) {
   struct buf b;
   struct run_spec s;
@@ -1480,6 +1542,7 @@ out:
     report(s.nonce, "error", g_err[0] ? g_err : "sandbox failed");
     return SETUP_EXIT;
   }
+  if (s.report_opaque && !s.rootfsdir) report_opaque(&s);
   char num[32];
   if (WIFSIGNALED(status)) {
     snprintf(num, sizeof num, "%d", WTERMSIG(status));

@@ -44,6 +44,8 @@ export interface Layer {
   empty?: boolean;
   /** the build-cache key this layer is kept under (builder/cache) */
   cacheKey?: string;
+  /** its opaque directories, when known at commit (the RUN sandbox reports them); else read from xattrs */
+  opaqueDirs?: string[];
 }
 
 export interface Active {
@@ -194,9 +196,9 @@ export class Snapshotter {
     return active;
   }
 
-  async commit(active: Active): Promise<Layer> {
+  async commit(active: Active, opaqueDirs?: string[]): Promise<Layer> {
     await fs.rm(active.work, { recursive: true, force: true });
-    return { id: active.id, dir: active.upper, empty: await isEmptyLayerDir(active.upper) };
+    return { id: active.id, dir: active.upper, empty: await isEmptyLayerDir(active.upper), opaqueDirs };
   }
 
   /**
@@ -343,7 +345,7 @@ export class Snapshotter {
    */
   async ensureBlob(layer: Layer): Promise<LayerBlob> {
     if (layer.blob) return layer.blob;
-    layer.blob = await this.ingestTar((out) => writeLayerTar(layer.dir, out, { end: true }));
+    layer.blob = await this.ingestTar((out) => writeLayerTar(layer.dir, out, { end: true, opaqueDirs: layer.opaqueDirs }));
     return layer.blob;
   }
 

@@ -87,6 +87,11 @@ export interface SandboxResult {
   address?: string;
   /** what the command used, when cgroups are available */
   usage?: UsageStats;
+  /**
+   * overlay mode: the upper dir's opaque directories (relative, '.' for the root), as the helper
+   * found them after the command ended; undefined if it could not say
+   */
+  opaqueDirs?: string[];
 }
 
 function signalName(n: number): string | undefined {
@@ -159,7 +164,7 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
     for (const f of cgroup?.procsFiles() ?? []) fields.push('cgroup', f);
     if (spec.rootfsDir !== undefined) fields.push('rootfsdir', resolve(spec.rootfsDir));
     else {
-      fields.push('upper', resolve(spec.upperDir!), 'work', resolve(spec.workDir!));
+      fields.push('upper', resolve(spec.upperDir!), 'work', resolve(spec.workDir!), 'opaque', '1');
       for (const d of spec.lowerDirs) fields.push('lower', resolve(d));
     }
     for (const g of spec.groups) fields.push('group', String(g));
@@ -191,9 +196,14 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
         }
       })();
     };
+    let opaqueDirs: string[] | undefined;
+    const onOpaque = (hex: string): void => {
+      opaqueDirs = Buffer.from(hex, 'hex').toString('utf8').split('\0').filter((p) => p !== '');
+    };
     helper = startHelper(bin, encodeFields(fields), nonce, {
       onOutput: spec.onOutput,
       onNetns,
+      onOpaque,
       control: plan.mode === 'bridge',
       // mbuild run forwards the terminal's signals itself
       detached: spec.signals === 'forward',
@@ -216,7 +226,7 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
     await starting;
     if (setupError) throw setupError;
     const usage = cgroup ? await cgroup.stats() : undefined;
-    return { ...outcome, network: plan.mode, address: attachment?.address, usage };
+    return { ...outcome, network: plan.mode, address: attachment?.address, usage, opaqueDirs };
   } finally {
     stopTracking?.();
     await starting?.catch(() => undefined);
@@ -237,7 +247,13 @@ function startHelper(
   bin: string,
   input: Buffer,
   nonce: string,
-  opts: { onOutput: SandboxSpec['onOutput']; onNetns: (payload: string) => void; control: boolean; detached: boolean },
+  opts: {
+    onOutput: SandboxSpec['onOutput'];
+    onNetns: (payload: string) => void;
+    onOpaque: (hex: string) => void;
+    control: boolean;
+    detached: boolean;
+  },
 ): Helper {
   let child: ChildProcess;
   const done = new Promise<{ exitCode: number; signal?: string }>((resolvePromise, reject) => {
@@ -260,6 +276,7 @@ function startHelper(
       },
       (kind, payload) => {
         if (kind === 'netns') opts.onNetns(payload);
+        else if (kind === 'opaque') opts.onOpaque(payload);
       },
     );
     child = spawn(bin, ['run'], { stdio: opts.control ? ['pipe', 'pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe'], env: {}, detached: opts.detached });

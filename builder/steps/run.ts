@@ -60,7 +60,7 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
       remember(chunk);
     },
   };
-  const check = (result: SandboxResult): void => {
+  const check = (result: SandboxResult): SandboxResult => {
     if (partial) tail.push(partial);
     const u = result.usage;
     if (u) step.note(`peak memory ${u.peakMemory !== undefined ? formatBytes(u.peakMemory) : 'n/a'}, cpu ${u.cpuSeconds !== undefined ? u.cpuSeconds.toFixed(2) + 's' : 'n/a'}`);
@@ -71,10 +71,13 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
       const how = oom ?? (result.signal ? `was killed by ${result.signal}` : `exited with code ${result.exitCode}`);
       throw new RunFailedError(`RUN ${truncate(what)} ${how}`, ins.range, tail.slice(-5));
     }
+    return result;
   };
   if ((await ctx.snap.kind()) === 'copy') {
     // no overlayfs: the step runs in a materialized copy of the layers; its changes become the layer
-    const layer = await ctx.jobs.add(() => ctx.snap.mutate(state.layers, async (root) => check(await runSandboxed({ ...spec, lowerDirs: [], rootfsDir: root }))), { throwOnTimeout: true });
+    const layer = await ctx.jobs.add(() => ctx.snap.mutate(state.layers, async (root) => {
+      check(await runSandboxed({ ...spec, lowerDirs: [], rootfsDir: root }));
+    }), { throwOnTimeout: true });
     state.layers.push(await cache.save(layer));
     return;
   }
@@ -82,8 +85,8 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
   const active = await ctx.snap.prepare();
   try {
     const lowerDirs = ctx.snap.lowerDirs(state.layers).map((d) => `${ctx.snap.dir}/${d}`);
-    check(await ctx.jobs.add(() => runSandboxed({ ...spec, lowerDirs, upperDir: active.upper, workDir: active.work }), { throwOnTimeout: true }));
-    state.layers.push(await cache.save(await ctx.snap.commit(active)));
+    const result = check(await ctx.jobs.add(() => runSandboxed({ ...spec, lowerDirs, upperDir: active.upper, workDir: active.work }), { throwOnTimeout: true }));
+    state.layers.push(await cache.save(await ctx.snap.commit(active, result.opaqueDirs)));
   } catch (err) {
     await ctx.snap.remove(active.id);
     throw err;

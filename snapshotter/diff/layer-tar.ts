@@ -32,6 +32,8 @@ export interface LayerTarOptions {
   mtime?: Date;
   /** End `out` when the tar is complete (default true, like stream.pipeline). */
   end?: boolean;
+  /** the layer's opaque directories if already known (relative paths); else the helper finds them */
+  opaqueDirs?: string[];
 }
 
 /** tar-stream's entry header (what `pack.entry` accepts). */
@@ -411,7 +413,7 @@ export async function writeTar(out: NodeJS.WritableStream | Writable, produce: (
  */
 export async function writeLayerTar(layerDir: string, out: NodeJS.WritableStream | Writable, opts: LayerTarOptions = {}): Promise<void> {
   const root = realpathSync(layerDir);
-  const opaque = new Set<string>((await findOpaqueDirs(root)).map((p: string) => normalizeRel(p)));
+  const opaque = new Set<string>((opts.opaqueDirs ?? (await findOpaqueDirs(root))).map((p: string) => normalizeRel(p)));
   await writeTar(out, (w) => new LayerWalker(w, root, opaque, opts).run(), opts.end ?? true);
 }
 

@@ -15,7 +15,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { helperPath } from '../../builder/sandbox/native.js';
+import { findOpaqueDirs, helperPath } from '../../builder/sandbox/native.js';
 import { runSandboxed, type SandboxSpec } from '../../builder/sandbox/run.js';
 import { SandboxError } from '../../util/errors.js';
 
@@ -203,6 +203,14 @@ describe.skipIf(!isRoot)('RUN sandbox (root)', () => {
     expect(st.isCharacterDevice()).toBe(true);
     expect(st.rdev).toBe(0);
     expect(existsSync(join(busybox, 'etc/group'))).toBe(true);
+  });
+
+  it('reports the upper dir\'s opaque directories as find-opaque reads them', async () => {
+    const r = await run('rm -rf /sbin && mkdir -p /sbin/new /fresh/sub');
+    expect(r.exitCode).toBe(0);
+    expect(r.opaqueDirs).toEqual(['sbin']);
+    expect(await findOpaqueDirs(r.upper)).toEqual(r.opaqueDirs);
+    expect((await run('true')).opaqueDirs).toEqual([]);
   });
 
   it('leaves no mount stubs in the layer (image with /etc but no /etc/hosts)', async () => {
