@@ -1,4 +1,5 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import type { Writable } from 'node:stream';
 import {
   cpSync,
   existsSync,
@@ -15,7 +16,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { findOpaqueDirs, helperPath } from '../../builder/sandbox/native.js';
+import { encodeFields, findOpaqueDirs, helperPath } from '../../builder/sandbox/native.js';
 import { runSandboxed, type SandboxSpec } from '../../builder/sandbox/run.js';
 import { SandboxError } from '../../util/errors.js';
 
@@ -211,6 +212,30 @@ describe.skipIf(!isRoot)('RUN sandbox (root)', () => {
     expect(r.opaqueDirs).toEqual(['sbin']);
     expect(await findOpaqueDirs(r.upper)).toEqual(r.opaqueDirs);
     expect((await run('true')).opaqueDirs).toEqual([]);
+  });
+
+  it('bridge protocol: the command starts only after the network is configured; an abort means it never runs', async () => {
+    // the helper forks the command early (it sets itself up while the caller plugs in eth0); here the
+    // caller aborts instead of sending an address
+    const { upperDir, workDir } = layerDirs();
+    const state = mkdtempSync(join(base, 'state-'));
+    for (const f of ['hosts', 'resolv.conf', 'hostname']) writeFileSync(join(state, f), '');
+    mkdirSync(join(state, 'rootfs'));
+    mkdirSync(join(state, 'empty'));
+    const fields = ['nonce', 'n0', 'state', state, 'cwd', '/', 'uid', '0', 'gid', '0', 'hostname', 'h', 'network', 'bridge',
+      'upper', upperDir, 'work', workDir, 'lower', busybox, 'env', 'PATH=/bin', 'arg', '/bin/sh', 'arg', '-c', 'arg', 'touch /ran'];
+    const child = spawn(helperPath(), ['run'], { stdio: ['pipe', 'pipe', 'pipe', 'pipe'], env: {} });
+    let stderr = '';
+    child.stderr!.on('data', (c: Buffer) => {
+      stderr += c.toString('latin1');
+      if (stderr.includes(':netns:')) (child.stdio[3] as Writable).end(encodeFields(['abort', 'no address for you']));
+    });
+    child.stdin!.end(encodeFields(fields));
+    const code = await new Promise<number | null>((r) => child.on('close', r));
+    expect(stderr).toMatch(/\0MBUILD-HELPER:n0:error:.*no address for you/);
+    expect(code).not.toBe(0);
+    expect(existsSync(join(upperDir, 'ran'))).toBe(false);
+    rmSync(state, { recursive: true, force: true });
   });
 
   it('leaves no mount stubs in the layer (image with /etc but no /etc/hosts)', async () => {
