@@ -5,12 +5,13 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { createGzip, constants as zc } from 'node:zlib';
+import { constants as zc } from 'node:zlib';
 import PQueue from 'p-queue';
 import type { Store } from './store.js';
 import { MediaType, type Descriptor, type Manifest } from './oci.js';
 import { hex } from './digest.js';
 import { writeFileAtomic } from './fsutil.js';
+import { createParallelGzip } from './pgzip.js';
 
 const UNCOMPRESSED = new Set<string>([MediaType.layerTar, 'application/vnd.docker.image.rootfs.diff.tar']);
 
@@ -29,7 +30,10 @@ export async function gzipLayer(store: Store, layer: Descriptor): Promise<Descri
   } catch {
     /* not compressed yet */
   }
-  const info = await store.content.ingest(store.content.open(layer.digest).pipe(createGzip({ level: level() })));
+  const source = store.content.open(layer.digest);
+  const gz = createParallelGzip({ level: level() });
+  source.on('error', (err) => gz.destroy(err));
+  const info = await store.content.ingest(source.pipe(gz));
   await writeFileAtomic(memo, JSON.stringify({ digest: info.digest, size: info.size }));
   return { mediaType: MediaType.layerGzip, digest: info.digest, size: info.size };
 }

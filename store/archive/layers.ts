@@ -2,7 +2,8 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip, createGzip } from 'node:zlib';
+import { createGunzip } from 'node:zlib';
+import { createParallelGzip } from '../pgzip.js';
 import type { SpooledFile } from './spool.js';
 import { HashMeter, assertSupportedCompression, readHead, sniffCompression } from './streams.js';
 
@@ -38,7 +39,7 @@ export async function toGzipLayer(src: SpooledFile, outFile: string): Promise<Gz
     return { digest: src.digest, size: src.size, diffId: diff.digest(), file: src.file };
   }
   const blob = new HashMeter();
-  await pipeline(createReadStream(src.file, READ), diff, createGzip(ZLIB), blob, createWriteStream(outFile, { flags: 'wx', mode: 0o644 }));
+  await pipeline(createReadStream(src.file, READ), diff, createParallelGzip(), blob, createWriteStream(outFile, { flags: 'wx', mode: 0o644 }));
   return { digest: blob.digest(), size: blob.bytes, diffId: diff.digest(), file: outFile };
 }
 

@@ -116,6 +116,12 @@ describe('push', () => {
     const local = await inspect(seed, name);
     const cfg = JSON.parse(await fs.readFile(path.join(out, 'blobs/sha256', manifest.config.digest.slice(7)), 'utf8'));
     expect(cfg.rootfs.diff_ids).toEqual(local.RootFS.diff_ids);
+    // Go's gzip reader takes the layers (gzip members compressed in parallel) back to their diff_ids
+    const plain = path.join(work, 'decompressed');
+    await skopeo(['copy', '--dest-decompress', '--src-tls-verify=false', `docker://${reg.host}/app/web:1`, `dir:${plain}`]);
+    const dm = JSON.parse(await fs.readFile(path.join(plain, 'manifest.json'), 'utf8')) as { layers: { digest: string }[] };
+    const unpacked = await Promise.all(dm.layers.map(async (l) => sha(await fs.readFile(path.join(plain, l.digest.slice(7))))));
+    expect(unpacked).toEqual(local.RootFS.diff_ids);
   });
 
   it('a re-push of an unchanged image uploads no blob (nor the manifest)', async () => {
