@@ -8,7 +8,7 @@ import path from 'node:path';
 import { rootCertificates } from 'node:tls';
 import type { Readable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
-import { Agent, request, type Dispatcher } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import { RegistryError, RegistryUnreachableError, describeNetworkError } from './errors.js';
 import { isInsecure, registrySettings } from './settings.js';
 
@@ -123,7 +123,13 @@ export async function send(url: URL, opts: SendOptions): Promise<Response> {
     if (opts.authorization && current.origin === opts.authorization.origin) headers.authorization = opts.authorization.value;
     let res: Dispatcher.ResponseData;
     try {
-      res = await request(current, { method: opts.method, headers, body: hop === 0 ? opts.body : undefined, dispatcher: dispatcherFor(current) });
+      res = await dispatcherFor(current).request({
+        origin: current.origin,
+        path: `${current.pathname}${current.search}`,
+        method: opts.method,
+        headers,
+        body: hop === 0 ? opts.body : undefined,
+      });
     } catch (err) {
       throw new RegistryUnreachableError(`${opts.method} ${safeUrl(current)}: ${describeNetworkError(err)}`, err);
     }

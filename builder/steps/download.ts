@@ -1,4 +1,7 @@
-/** ADD <url>: download into the store's temp area (loaded lazily: only builds with URLs pay for undici). */
+/**
+ * ADD <url>: download into the store's temp area, following redirects as Docker does (loaded lazily:
+ * only builds with URLs pay for the HTTP client).
+ */
 import { createWriteStream, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -7,15 +10,15 @@ import type { Store } from '../../store/store.js';
 import { MbuildError } from '../../util/errors.js';
 
 export async function downloadToFile(store: Store, url: string): Promise<{ file: string; name: string; mtime?: Date }> {
-  const { request } = await import('undici');
+  const { send } = await import('../../registry/transport.js');
   const dir = await store.mkTemp('add');
   const name = decodeURIComponent(new URL(url).pathname.split('/').filter(Boolean).pop() ?? '') || 'index.html';
   const file = path.join(dir, 'download');
   try {
-    const res = await request(url, { maxRedirections: 10 } as Parameters<typeof request>[1]);
-    if (res.statusCode >= 400) {
+    const res = await send(new URL(url), { method: 'GET', maxRedirects: 10 });
+    if (res.status >= 300) {
       res.body.resume();
-      throw new MbuildError('MBUILD_ADD_URL', `ADD ${url}: the server answered ${res.statusCode}`);
+      throw new MbuildError('MBUILD_ADD_URL', `ADD ${url}: the server answered ${res.status}`);
     }
     await pipeline(res.body as unknown as Readable, createWriteStream(file, { mode: 0o600 }));
     const lm = res.headers['last-modified'];

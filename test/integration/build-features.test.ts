@@ -1,6 +1,9 @@
 /** Instruction semantics that the conformance cases do not pin, checked on real builds. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { BUSYBOX_TAR, imageTree, mbuild, mountsUnder, run } from '../helpers/cli.js';
@@ -95,6 +98,41 @@ RUN echo "$SECRET $SHARED" > /seen.txt
     expect(img.tree['t/b']).toMatchObject({ size: 4 });
     const listing = await run('tar', ['-xOf', img.out, 'index.json']);
     expect(listing.code).toBe(0);
+  });
+});
+
+describe('ADD <url>', () => {
+  let server: Server;
+  let base: string;
+  const body = 'downloaded over http\n';
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      if (req.url === '/files/hello.txt') res.writeHead(200, { 'last-modified': 'Tue, 03 Mar 2020 10:00:00 GMT' }).end(body);
+      else if (req.url === '/old') res.writeHead(301, { location: '/files/hello.txt' }).end('moved');
+      else res.writeHead(404).end('no such file');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+  it('downloads into a directory under the URL\'s name, follows redirects, mode 0600, time from Last-Modified', async () => {
+    const ctx = await context({ Dockerfile: `FROM busybox\nADD ${base}/files/hello.txt /dl/\nADD ${base}/old /moved.txt\n` });
+    const img = await build(ctx);
+    const sha256 = createHash('sha256').update(body).digest('hex');
+    expect(img.tree['dl/hello.txt']).toMatchObject({ size: body.length, mode: '0o600', sha256 });
+    expect(img.tree['moved.txt']).toMatchObject({ size: body.length, sha256 }); // the file, not the redirect's page
+    const rootfs = path.join(tmp, 'add-url-rootfs.tar');
+    expect((await mbuild(['--root', root, 'build', '-q', '-o', `type=tar,dest=${rootfs}`, ctx])).code).toBe(0);
+    const listing = (await run('tar', ['--full-time', '-tvf', rootfs, 'dl/hello.txt'])).stdout;
+    expect(listing).toContain('2020-03-03 10:00:00');
+  });
+
+  it('fails on an HTTP error, naming the URL and the status', async () => {
+    const ctx = await context({ Dockerfile: `FROM busybox\nADD ${base}/nothing-here /x\n` });
+    const r = await mbuild(['--root', root, 'build', ctx]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/error: .*ADD http:\/\/127\.0\.0\.1:\d+\/nothing-here: the server answered 404/);
   });
 });
 
