@@ -7,6 +7,7 @@
  * changed nothing neither parses nor writes it.
  */
 import { readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { digestOf } from './keys.js';
 import { writeFileAtomic } from '../../store/fsutil.js';
@@ -99,5 +100,7 @@ export class MissExplainer {
     if (text === this.lastText) return; // a rebuild that changed nothing
     await writeFileAtomic(this.filesFile, JSON.stringify(files));
     await writeFileAtomic(this.file, text);
+    // the one-file record of earlier versions (<id>.json, per-file digests inline) is replaced
+    await rm(this.file.replace(/\.inputs\.json$/, '.json'), { force: true });
   }
 }
