@@ -28,6 +28,11 @@ export interface SendOptions {
   /** sent only to this origin (scheme+host+port), dropped on a redirect elsewhere */
   authorization?: { origin: string; value: string };
   maxRedirects?: number;
+  /**
+   * not a registry (ADD <url>): TLS is always verified, against the system roots and the
+   * NODE_EXTRA_CA_CERTS file; registry settings (certs.d, insecure hosts) do not apply
+   */
+  plainWeb?: boolean;
 }
 
 export interface Response {
@@ -76,10 +81,11 @@ export function launcherExtraCAs(): string[] {
 }
 
 /** The TLS options for a host: see dispatcherFor. */
-export function tlsOptionsFor(url: URL): { key: string; connect: Record<string, unknown> } {
+export function tlsOptionsFor(url: URL, plainWeb = false): { key: string; connect: Record<string, unknown> } {
   if (url.protocol !== 'https:') return { key: 'default', connect: {} };
-  const cas = extraCAs(url.host);
   const fromEnv = launcherExtraCAs();
+  if (plainWeb) return fromEnv.length ? { key: 'env-ca', connect: { ca: [...rootCertificates, ...fromEnv] } } : { key: 'default', connect: {} };
+  const cas = extraCAs(url.host);
   if (cas.length) return { key: 'ca:' + url.host, connect: { ca: [...rootCertificates, ...fromEnv, ...cas] } };
   if (isInsecure(url.host)) return { key: 'noverify', connect: { rejectUnauthorized: false } };
   if (fromEnv.length) return { key: 'env-ca', connect: { ca: [...rootCertificates, ...fromEnv] } };
@@ -92,8 +98,8 @@ export function tlsOptionsFor(url: URL): { key: string; connect: Record<string, 
  * without verification, as Docker does. Everything else: normal verification, trusting the
  * NODE_EXTRA_CA_CERTS file too.
  */
-export function dispatcherFor(url: URL): Agent {
-  const { key, connect } = tlsOptionsFor(url);
+export function dispatcherFor(url: URL, plainWeb = false): Agent {
+  const { key, connect } = tlsOptionsFor(url, plainWeb);
   let a = agents.get(key);
   if (!a) {
     a = new Agent({ connect: { timeout: 15_000, ...connect }, headersTimeout: 60_000, bodyTimeout: 60_000, keepAliveTimeout: 4_000 });
@@ -123,7 +129,7 @@ export async function send(url: URL, opts: SendOptions): Promise<Response> {
     if (opts.authorization && current.origin === opts.authorization.origin) headers.authorization = opts.authorization.value;
     let res: Dispatcher.ResponseData;
     try {
-      res = await dispatcherFor(current).request({
+      res = await dispatcherFor(current, opts.plainWeb).request({
         origin: current.origin,
         path: `${current.pathname}${current.search}`,
         method: opts.method,

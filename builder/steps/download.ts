@@ -15,7 +15,7 @@ export async function downloadToFile(store: Store, url: string): Promise<{ file:
   const name = decodeURIComponent(new URL(url).pathname.split('/').filter(Boolean).pop() ?? '') || 'index.html';
   const file = path.join(dir, 'download');
   try {
-    const res = await send(new URL(url), { method: 'GET', maxRedirects: 10 });
+    const res = await send(new URL(url), { method: 'GET', maxRedirects: 10, plainWeb: true });
     if (res.status >= 300) {
       res.body.resume();
       throw new MbuildError('MBUILD_ADD_URL', `ADD ${url}: the server answered ${res.status}`);

@@ -37,12 +37,12 @@ afterAll(async () => {
   await fs.rm(work, { recursive: true, force: true });
 });
 
-/** Does a TLS handshake with the test server verify under the options mbuild would use for `registry.test`? */
+/** A TLS handshake with the test server under the given options: 'connected', or the error code. */
 function handshake(connect: Record<string, unknown>): Promise<string> {
   return new Promise((resolve) => {
     const sock = tls.connect({ host: '127.0.0.1', port, ...connect }, () => {
       sock.end();
-      resolve('verified');
+      resolve('connected');
     });
     sock.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
   });
@@ -55,7 +55,7 @@ describe('the NODE_EXTRA_CA_CERTS file, read on first use', () => {
     process.env.MBUILD_EXTRA_CA_CERTS = path.join(work, 'cert.pem');
     const opts = tlsOptionsFor(remote);
     expect((opts.connect.ca as string[]).length).toBe(tls.rootCertificates.length + 1);
-    expect(await handshake(opts.connect)).toBe('verified');
+    expect(await handshake(opts.connect)).toBe('connected');
   });
 
   it('without it the same certificate does not verify', async () => {
@@ -76,6 +76,15 @@ describe('the NODE_EXTRA_CA_CERTS file, read on first use', () => {
       process.stderr.write = write;
     }
     expect(writes.join('')).toMatch(/^warning: ignoring extra certs from .*missing\.pem \(NODE_EXTRA_CA_CERTS\): ENOENT/);
+  });
+
+  it('ADD <url> verifies TLS even on loopback, where a registry would not', async () => {
+    delete process.env.MBUILD_EXTRA_CA_CERTS;
+    const local = new URL(`https://127.0.0.1:${port}/file`);
+    expect(await handshake(tlsOptionsFor(local).connect)).toBe('connected'); // a loopback registry: unverified, as Docker
+    expect(await handshake(tlsOptionsFor(local, true).connect)).toBe('DEPTH_ZERO_SELF_SIGNED_CERT');
+    process.env.MBUILD_EXTRA_CA_CERTS = path.join(work, 'cert.pem');
+    expect(await handshake(tlsOptionsFor(local, true).connect)).toBe('connected');
   });
 
   it('the launcher hands the file over instead of letting node parse it at start-up', () => {
