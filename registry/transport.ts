@@ -84,12 +84,12 @@ export function launcherExtraCAs(): string[] {
 export function tlsOptionsFor(url: URL, plainWeb = false): { key: string; connect: Record<string, unknown> } {
   if (url.protocol !== 'https:') return { key: 'default', connect: {} };
   const fromEnv = launcherExtraCAs();
-  if (plainWeb) return fromEnv.length ? { key: 'env-ca', connect: { ca: [...rootCertificates, ...fromEnv] } } : { key: 'default', connect: {} };
-  const cas = extraCAs(url.host);
-  if (cas.length) return { key: 'ca:' + url.host, connect: { ca: [...rootCertificates, ...fromEnv, ...cas] } };
-  if (isInsecure(url.host)) return { key: 'noverify', connect: { rejectUnauthorized: false } };
-  if (fromEnv.length) return { key: 'env-ca', connect: { ca: [...rootCertificates, ...fromEnv] } };
-  return { key: 'default', connect: {} };
+  if (!plainWeb) {
+    const cas = extraCAs(url.host);
+    if (cas.length) return { key: 'ca:' + url.host, connect: { ca: [...rootCertificates, ...fromEnv, ...cas] } };
+    if (isInsecure(url.host)) return { key: 'noverify', connect: { rejectUnauthorized: false } };
+  }
+  return fromEnv.length ? { key: 'env-ca', connect: { ca: [...rootCertificates, ...fromEnv] } } : { key: 'default', connect: {} };
 }
 
 /**

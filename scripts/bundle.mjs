@@ -1,11 +1,12 @@
 // Bundles the CLI (run by `npm run build` after tsc) into one CommonJS file, dist/bundle/main.cjs,
 // npm packages included except undici and grpc (large, and needed only by the commands that talk
-// to a registry or serve: they are required when that code first runs). undici gets a bundle of
-// its own, dist/bundle/undici.cjs, of just what mbuild uses (scripts/undici-entry.cjs): required
-// from node_modules it is ~100 files to resolve and read, 30-50 ms on the first registry request. Why one CommonJS file:
-// starting from ~100 ES modules cost ~40 ms of resolving and linking on every command; a bundle
-// of ES module chunks still cost 15-40 ms more per command than this file, whose code is compiled
-// only as it is first called.
+// to a registry or serve: they are required when that code first runs).
+// - undici gets a bundle of its own, dist/bundle/undici.cjs, of just what mbuild uses
+//   (scripts/undici-entry.cjs): required from node_modules it is ~100 files to resolve and read,
+//   30-50 ms on the first registry request.
+// - One CommonJS file: starting from ~100 ES modules cost ~40 ms of resolving and linking on every
+//   command; a bundle of ES module chunks still cost 15-40 ms more per command than this file.
+// - Each bundle gets a V8 code cache (scripts/code-cache.cjs), which bin/mbuild.js loads.
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';

@@ -10,8 +10,7 @@
  * build steps get private ids (`b-<pid>-...`) removed when the build ends. In-progress work
  * is under `tmp-<pid>-...` and swept by the next start if its process is gone.
  */
-import { promises as fs, rmSync } from 'node:fs';
-import { deleteDetached, moveToTrash } from './trash.js';
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { PassThrough, Transform } from 'node:stream';
@@ -25,8 +24,8 @@ import { writeLayerTar, writeTar, isEmptyLayerDir, type TarEntry } from './diff/
 import { decompressStream } from './diff/decompress.js';
 import { chooseSnapshotter, diffTree, forcedSnapshotter, hasWhiteouts, materialize, recordTree, type SnapshotterKind } from './copy-fallback.js';
 import { DigestMismatchError, MbuildError } from '../util/errors.js';
-import { pidAlive } from '../util/process.js';
 import { mountsAt } from '../store/recovery.js';
+import { deleteDetached, moveToTrash } from './trash.js';
 
 export interface LayerBlob {
   diffId: string;
@@ -54,7 +53,6 @@ export interface Active {
   upper: string;
   work: string;
 }
-
 
 /**
  * Per-layer budgets for unpacking (docs/security.md 7): MBUILD_LAYER_MAX_BYTES (a number, or with
@@ -86,16 +84,8 @@ export class Snapshotter {
 
   async init(): Promise<void> {
     forcedSnapshotter(); // a bad MBUILD_SNAPSHOTTER fails before any work
+    // what killed builds left behind was swept when the store was opened (store/recovery.ts)
     await fs.mkdir(this.emptyDir, { recursive: true, mode: 0o755 });
-    await this.sweep();
-  }
-
-  /** Remove what killed builds left behind (their pid is gone). */
-  async sweep(): Promise<void> {
-    for (const name of await fs.readdir(this.dir).catch(() => [] as string[])) {
-      const m = /^(?:tmp|b)-(\d+)-/.exec(name);
-      if (m && !pidAlive(Number(m[1]))) rmSync(path.join(this.dir, name), { recursive: true, force: true });
-    }
   }
 
   /**

@@ -5,7 +5,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { MbuildError } from '../util/errors.js';
 import { pidAlive } from '../util/process.js';
 
-
 export async function withLock<T>(lockFile: string, fn: () => Promise<T>, timeoutMs = 120_000): Promise<T> {
   await fs.mkdir(path.dirname(lockFile), { recursive: true });
   const deadline = Date.now() + timeoutMs;

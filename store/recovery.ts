@@ -52,8 +52,6 @@ export function asNoSpace(err: unknown, root: string, what?: string): unknown {
   return NoSpaceError.forStore(root, what, err);
 }
 
-export { pidAlive };
-
 /** `.tmp-<name>-<pid>-<8 hex>` (fsutil.tempSibling) */
 const TEMP_FILE_RE = /^\.tmp-.*-(\d+)-[0-9a-f]{8}$/;
 /** `<prefix>-<pid>-<6 chars>` (Store.mkTemp → mkdtemp) */

@@ -16,7 +16,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Store } from './store.js';
 import { isDigest, sha256 } from './digest.js';
-import { findStaleTemp, pidAlive, treeBytes } from './recovery.js';
+import { findStaleTemp, treeBytes } from './recovery.js';
+import { pidAlive } from '../util/process.js';
 import { humanBytes } from '../util/format.js';
 
 export { treeBytes };

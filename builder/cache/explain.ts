@@ -46,20 +46,17 @@ function readJson<T>(file: string): { value: T; text: string } | undefined {
 export class MissExplainer {
   private readonly next: Record<string, StepRecord> = {};
   private lastFiles: Files | undefined;
+  /** `base`: the records' path without its suffix (`.inputs.json`, `.files.json`) */
   private constructor(
-    private readonly file: string,
+    private readonly base: string,
     private readonly last: Inputs,
     private readonly lastText: string,
   ) {}
 
   static async load(cacheDir: string, dockerfile: string, target: string | undefined): Promise<MissExplainer> {
-    const file = path.join(cacheDir, 'last', digestOf({ dockerfile: path.resolve(dockerfile), target: target ?? '' }).slice(7, 39) + '.inputs.json');
-    const last = readJson<Inputs>(file);
-    return new MissExplainer(file, last?.value ?? {}, last?.text ?? '');
-  }
-
-  private get filesFile(): string {
-    return this.file.replace(/\.inputs\.json$/, '.files.json');
+    const base = path.join(cacheDir, 'last', digestOf({ dockerfile: path.resolve(dockerfile), target: target ?? '' }).slice(7, 39));
+    const last = readJson<Inputs>(`${base}.inputs.json`);
+    return new MissExplainer(base, last?.value ?? {}, last?.text ?? '');
   }
 
   record(position: string, rec: StepRecord): void {
@@ -69,7 +66,7 @@ export class MissExplainer {
   explain(position: string, rec: StepRecord): string {
     const inputs = this.last[position];
     if (!inputs || typeof inputs !== 'object') return 'not built before';
-    this.lastFiles ??= readJson<Files>(this.filesFile)?.value ?? {};
+    this.lastFiles ??= readJson<Files>(`${this.base}.files.json`)?.value ?? {};
     const prev: StepRecord = { inputs, files: this.lastFiles[position] };
     const changed = Object.keys({ ...prev.inputs, ...rec.inputs }).filter((k) => prev.inputs[k] !== rec.inputs[k]);
     if (changed.length === 0) return 'the cached layer was removed (pruned?) or --no-cache';
@@ -98,9 +95,9 @@ export class MissExplainer {
     // the files are part of the inputs (the content digest): same inputs, same files
     const text = JSON.stringify(inputs);
     if (text === this.lastText) return; // a rebuild that changed nothing
-    await writeFileAtomic(this.filesFile, JSON.stringify(files));
-    await writeFileAtomic(this.file, text);
-    // the one-file record of earlier versions (<id>.json, per-file digests inline) is replaced
-    await rm(this.file.replace(/\.inputs\.json$/, '.json'), { force: true });
+    await writeFileAtomic(`${this.base}.files.json`, JSON.stringify(files));
+    await writeFileAtomic(`${this.base}.inputs.json`, text);
+    // the one-file record of earlier versions (per-file digests inline) is replaced
+    await rm(`${this.base}.json`, { force: true });
   }
 }

@@ -60,10 +60,9 @@ export class FileHashCache {
     return unchanged(known, st) ? known[5] : undefined;
   }
 
+  /** Read and hash the file (call when cached() has no answer), and remember the result. */
   async hash(file: string, st: Stats): Promise<string> {
     const abs = path.resolve(file);
-    const known = this.map.get(abs);
-    if (unchanged(known, st)) return known[5];
     let digest: string;
     if (st.size <= SYNC_READ_MAX) digest = hashSmallFile(abs);
     else {

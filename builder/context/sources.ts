@@ -222,17 +222,8 @@ interface Pending {
  * Order is depth-first, names in byte order, a directory always before its contents. The source
  * directory itself is not yielded; a non-directory entry yields nothing. An excluded directory
  * is yielded (just before its first surviving descendant) only when something below it is
- * re-included by a '!' pattern, as BuildKit does.
+ * re-included by a '!' pattern, as BuildKit does. Synchronous, like every call it makes.
  */
-export async function* walkSource(
-  root: string,
-  entry: SourceEntry,
-  ignore?: IgnoreMatcher,
-): AsyncGenerator<{ rel: string; hostPath: string; stat: import('node:fs').Stats }> {
-  yield* walkSourceSync(root, entry, ignore);
-}
-
-/** walkSource without the asynchronous generator: the walk makes only synchronous calls anyway. */
 export function* walkSourceSync(
   root: string,
   entry: SourceEntry,

@@ -282,7 +282,6 @@ async function removeCgroup(dir: string): Promise<void> {
   }
 }
 
-
 /** Removes the cgroups of mbuild processes that are gone (killed mid-step). */
 async function sweepParent(parent: string): Promise<void> {
   if (swept.has(parent)) return;

@@ -110,7 +110,7 @@ export class CopyTarPlanner {
   }
 
   /** Plan one resolved source (a directory's contents, or one file or link). */
-  async add(srcRoot: string, e: SourceEntry, srcStat: Stats, ignore: IgnoreMatcher | undefined): Promise<void> {
+  add(srcRoot: string, e: SourceEntry, srcStat: Stats, ignore: IgnoreMatcher | undefined): void {
     if (e.isDir) {
       const destRel = this.ensureDir(this.plan.dest, { mode: this.plan.chmod ?? srcStat.mode & 0o7777 });
       const group = `${e.hostPath}:`;
@@ -137,8 +137,7 @@ export class CopyTarPlanner {
   private entry(rel: string, src: string, st: Stats, group: string | undefined): void {
     const isDir = st.isDirectory();
     const before = this.planned.get(rel);
-    const low = before ? undefined : this.lower(rel);
-    const there = before ? (before.type === 'directory' ? 'dir' : 'other') : low ? (low.isDirectory() ? 'dir' : 'other') : undefined;
+    const there = this.kindAt(rel);
     if (there === 'dir' && !isDir) throw new CopyNeedsFiles(`${rel} is a directory`);
     if (there === 'other' && isDir) throw new CopyNeedsFiles(`${rel} is not a directory`);
     if (before?.linkGroup) throw new CopyNeedsFiles(`${rel} replaces a hard link`);

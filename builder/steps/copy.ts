@@ -12,7 +12,7 @@ import type { CopyInstruction } from '../dockerfile/types.js';
 import type { StepRun } from '../build/context.js';
 import { lookupFor, type StageState } from '../build/state.js';
 import { expandWord } from '../expand/shell-word.js';
-import { resolveSources, walkSource, type SourceEntry } from '../context/sources.js';
+import { resolveSources, walkSourceSync, type SourceEntry } from '../context/sources.js';
 import { resolveInScope } from '../context/scope.js';
 import type { IgnoreMatcher } from '../context/dockerignore.js';
 import { readUserDb, resolveChown } from '../build/users.js';
@@ -77,7 +77,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
     ctx.snap.view(state.layers, async (lowerRoot) => {
       const owner = ins.chown ? resolveChown(x(ins.chown), await readUserDb(lowerRoot), ins.range) : undefined;
       const planner = new CopyTarPlanner(lowerRoot, { ...plan, owner });
-      for (const e of entries) await planner.add(srcRoot, e, statSync(e.hostPath), ignore);
+      for (const e of entries) planner.add(srcRoot, e, statSync(e.hostPath), ignore);
       return ctx.snap.commitTar(planner.entries());
     });
 
@@ -162,7 +162,7 @@ async function copyEntry(root: string, srcRoot: string, e: SourceEntry, plan: Co
     // directories this copy made or checked are real directories: no need to resolve them again
     const dirHost = new Map<string, string>([['.', destHost]]);
     let n = 0;
-    for await (const item of walkSource(srcRoot, e, ignore)) {
+    for (const item of walkSourceSync(srcRoot, e, ignore)) {
       if (++n % YIELD_EVERY === 0) await yieldToLoop();
       const parentRel = path.posix.dirname(item.rel);
       // resolve the parent in the image root (the final component is never followed)

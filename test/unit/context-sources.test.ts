@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { IgnoreMatcher, loadIgnore } from '../../builder/context/dockerignore.js';
 import { MAX_SYMLINKS, resolveInScope, resolveInScopeDetailed, SymlinkLoopError } from '../../builder/context/scope.js';
-import { resolveSources, walkSource, type SourceEntry } from '../../builder/context/sources.js';
+import { resolveSources, walkSourceSync, type SourceEntry } from '../../builder/context/sources.js';
 import { CopySourceMissingError } from '../../util/errors.js';
 
 let root: string; // the context
@@ -23,7 +23,7 @@ async function tree(base: string, spec: Record<string, string | { link: string }
 
 async function walkRels(entry: SourceEntry, ignore?: IgnoreMatcher): Promise<string[]> {
   const out: string[] = [];
-  for await (const e of walkSource(root, entry, ignore)) {
+  for (const e of walkSourceSync(root, entry, ignore)) {
     out.push(e.rel + (e.stat.isDirectory() ? '/' : e.stat.isSymbolicLink() ? '@' : ''));
   }
   return out;
@@ -303,7 +303,7 @@ describe('resolveSources with .dockerignore', () => {
   });
 });
 
-describe('walkSource', () => {
+describe('walkSourceSync', () => {
   beforeEach(async () => {
     await tree(root, {
       'b/z.txt': 'z',
@@ -375,7 +375,7 @@ describe('conformance case: dockerignore', () => {
     const m = await loadIgnore(ctx, path.join(caseDir, 'Dockerfile'));
     const [entry] = await resolveSources(ctx, ['.'], m);
     const got: string[] = [];
-    for await (const e of walkSource(ctx, entry, m)) got.push(e.rel + (e.stat.isDirectory() ? '/' : ''));
+    for (const e of walkSourceSync(ctx, entry, m)) got.push(e.rel + (e.stat.isDirectory() ? '/' : ''));
     expect(got.sort()).toEqual(want);
   });
 });
