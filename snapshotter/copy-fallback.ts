@@ -14,7 +14,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { findOpaqueDirs, fsOps, type FsOp } from '../builder/sandbox/native.js';
+import { findOpaqueDirs, fsOps, type FsOp } from '../util/native-helper.js';
 import { devMajor, devMinor, isWhiteoutDevice } from './diff/layer-tar.js';
 import { OVERLAY_SAFE_OPTIONS, unmount } from './mount.js';
 import { MbuildError } from '../util/errors.js';

@@ -25,7 +25,7 @@ import { decompressStream } from './diff/decompress.js';
 import { chooseSnapshotter, diffTree, forcedSnapshotter, hasWhiteouts, materialize, recordTree, type SnapshotterKind } from './copy-fallback.js';
 import { DigestMismatchError, MbuildError } from '../util/errors.js';
 import { mountsAt } from '../store/recovery.js';
-import { deleteDetached, moveToTrash } from './trash.js';
+import { deleteDetached, moveToTrash } from '../store/trash.js';
 
 export interface LayerBlob {
   diffId: string;

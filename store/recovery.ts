@@ -17,7 +17,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MbuildError, NoSpaceError } from '../util/errors.js';
 import { pidAlive } from '../util/process.js';
-import { deleteDetached, TRASH_RE } from '../snapshotter/trash.js';
+import { deleteDetached, TRASH_RE } from './trash.js';
 
 function errnoCause(err: unknown): NodeJS.ErrnoException | undefined {
   for (let e = err, depth = 0; e && depth < 10; e = (e as { cause?: unknown }).cause, depth++) {
@@ -41,7 +41,7 @@ export function asNoSpace(err: unknown, root: string, what?: string): unknown {
 const TEMP_FILE_RE = /^\.tmp-.*-(\d+)-[0-9a-f]{8}$/;
 /** `<prefix>-<pid>-<6 chars>` (Store.mkTemp → mkdtemp) */
 const TEMP_DIR_RE = /^[A-Za-z0-9._]+(?:-[A-Za-z0-9._]+)*?-(\d+)-[A-Za-z0-9]{6}$/;
-/** build-step and in-progress snapshots (Snapshotter), and trees waiting for deletion (snapshotter/trash.ts) */
+/** build-step and in-progress snapshots (Snapshotter), and trees waiting for deletion (store/trash.ts) */
 const SNAPSHOT_TEMP_RE = /^(?:tmp|b|trash)-(\d+)-/;
 /** A trash tree is swept only when its detached deleter had time to finish (it may outlive the pid in the name). */
 const TRASH_GRACE_MS = 60_000;
