@@ -29,7 +29,6 @@ export const ERROR_CODES = {
   MBUILD_NETWORK: 'the RUN network (bridge, veth, address) could not be set up',
   MBUILD_FSOP: 'mbuild-helper could not make a whiteout, an opaque directory or a device node',
   MBUILD_MOUNT: 'the image filesystem (overlay) could not be mounted',
-  MBUILD_TOO_MANY_LAYERS: 'too many layers to mount as one overlay',
   MBUILD_EXPORT: 'the build result could not be written to its --output destination',
   // layers and snapshots
   MBUILD_LAYER: 'a layer tar could not be written from a directory',
