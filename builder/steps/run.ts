@@ -3,7 +3,7 @@ import type { RunInstruction } from '../dockerfile/types.js';
 import type { StepRun } from './contract.js';
 import { DEFAULT_SHELL, runEnv } from './state.js';
 import { readUserDb, resolveUser } from './users.js';
-import { runSandboxed, type SandboxResult } from '../sandbox/run.js';
+import { rootfsOf, runSandboxed, type SandboxResult } from '../sandbox/run.js';
 import { formatBytes } from '../sandbox/cgroups.js';
 import { MbuildError, RunFailedError } from '../../util/errors.js';
 import type { NetworkMode } from './contract.js';
@@ -73,24 +73,18 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
     }
     return result;
   };
-  if ((await ctx.snap.kind()) === 'copy') {
-    // no overlayfs: the step runs in a materialized copy of the layers; its changes become the layer
-    const layer = await ctx.jobs.add(() => ctx.snap.mutate(state.layers, async (root) => {
-      check(await runSandboxed({ ...spec, lowerDirs: [], rootfsDir: root }));
-    }), { throwOnTimeout: true });
-    state.layers.push(await cache.save(layer));
-    return;
-  }
-  await ctx.snap.ready(state.layers);
-  const active = await ctx.snap.prepare();
-  try {
-    const lowerDirs = ctx.snap.lowerDirs(state.layers);
-    const result = check(await ctx.jobs.add(() => runSandboxed({ ...spec, lowerDirs, upperDir: active.upper, workDir: active.work }), { throwOnTimeout: true }));
-    state.layers.push(await cache.save(await ctx.snap.commit(active, result.opaqueDirs)));
-  } catch (err) {
-    await ctx.snap.remove(active.id);
-    throw err;
-  }
+  // whichever snapshotter is in use, the sandbox mounts what prepare describes
+  const layer = await ctx.jobs.add(async () => {
+    const active = await ctx.snap.prepare(state.layers);
+    try {
+      const result = check(await runSandboxed({ ...spec, ...rootfsOf(active.mount) }));
+      return await ctx.snap.commit(active, result.opaqueDirs);
+    } catch (err) {
+      await ctx.snap.remove(active.id);
+      throw err;
+    }
+  }, { throwOnTimeout: true });
+  state.layers.push(await cache.save(layer));
 }
 
 /** `RUN <<EOF` … `EOF`: the here-document is the script the shell runs. */
