@@ -485,7 +485,7 @@ export function mustParseHeredocWord(src: string): Omit<Heredoc, 'content'> | un
   }
 }
 
-function heredocsFromLine(line: string): Omit<Heredoc, 'content'>[] {
+export function heredocsFromLine(line: string): Omit<Heredoc, 'content'>[] {
   let ws: string[];
   try {
     ws = new Lexer('\\', { rawQuotes: true, rawEscapes: true, skipUnsetEnv: true }).processWords(line, noEnv);
@@ -513,6 +513,9 @@ export function chompHeredocContent(src: string): string {
 // ---------------------------------------------------------------------------------------------
 // the file
 
+/** Go's bufio.MaxScanTokenSize. */
+const MAX_SCAN_TOKEN_SIZE = 64 * 1024;
+
 /** Physical lines, each with its line ending (like BuildKit's scanLines). */
 function splitLines(text: string): string[] {
   return text.match(/[^\n]*\n|[^\n]+$/g) ?? [];
@@ -526,7 +529,20 @@ export function parseAst(text: string): AstResult {
   let i = 0; // index of the next physical line
   let currentLine = 0; // number of physical lines consumed
 
-  const nextLine = (): string | undefined => (i < lines.length ? lines[i++] : undefined);
+  // BuildKit reads lines with a bufio.Scanner (64 KiB buffer): a longer line stops the scan there,
+  // and the file ends with an error unless something failed first
+  let tooLong = false;
+  const nextLine = (): string | undefined => {
+    if (tooLong || i >= lines.length) return undefined;
+    const line = lines[i]!;
+    const bytes = Buffer.byteLength(line);
+    if (bytes > MAX_SCAN_TOKEN_SIZE || (bytes === MAX_SCAN_TOKEN_SIZE && !line.endsWith('\n'))) {
+      tooLong = true;
+      return undefined;
+    }
+    i++;
+    return line;
+  };
 
   const lineError = (e: unknown, start: number, end: number): never => {
     if (e instanceof AstError) throw e;
@@ -601,6 +617,10 @@ export function parseAst(text: string): AstResult {
   }
 
   if (nodes.length === 0) throw new AstError('file with no instructions', Math.max(currentLine, 1), Math.max(currentLine, 1));
+  if (tooLong) {
+    const at = i + 1; // the long line itself (BuildKit names the line before it)
+    throw new AstError(`dockerfile line greater than max allowed size of ${MAX_SCAN_TOKEN_SIZE - 1}`, at, at);
+  }
   return { nodes, escape: d.escapeToken, directives: d.found, warnings };
 }
 
