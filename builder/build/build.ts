@@ -13,6 +13,7 @@ import type { BuildContext, NetworkMode } from './context.js';
 import type { Limits } from '../sandbox/cgroups.js';
 import { applyMeta } from '../steps/meta.js';
 import { runStep, describeRun } from '../steps/run.js';
+import { stepName } from '../dockerfile/heredoc.js';
 import { copyStep } from '../steps/copy.js';
 import { workdirStep } from '../steps/workdir.js';
 import { writeImage, type WrittenImage } from './image.js';
@@ -186,7 +187,7 @@ async function executeStage(
         throw withRange(err, ins.range);
       });
     }
-    const step = ctx.progress.step(`[${label} ${n}] ${ins.raw}`);
+    const step = ctx.progress.step(`[${label} ${n}] ${stepName(ins)}`);
     const before = state.layers.length;
     const position = `${stage.index}/${n}`;
     const cache = new StepCacheHandle(ctx, state, step, explainer, position);
