@@ -14,6 +14,8 @@ import type { Limits } from '../sandbox/cgroups.js';
 import { applyMeta } from '../steps/meta.js';
 import { runStep, describeRun } from '../steps/run.js';
 import { stepName } from '../dockerfile/heredoc.js';
+import { checksForBuild } from './checks.js';
+import { formatSummary } from '../dockerfile/checks/report.js';
 import { copyStep } from '../steps/copy.js';
 import { workdirStep } from '../steps/workdir.js';
 import { writeImage, type WrittenImage } from './image.js';
@@ -70,6 +72,8 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
   const snap = new Snapshotter(store);
   await snap.init();
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
+  // build checks (`# check=`): error=true stops here; warnings are shown after the build
+  const checks = await checksForBuild(store, text, display, plan, { buildArgs: opts.buildArgs, target: opts.target, ignore });
   const cache = new BuildCache(snap);
   const fileHashes = await FileHashCache.load(path.join(cache.dir, 'file-hashes.json'));
   const explainer = await MissExplainer.load(cache.dir, opts.dockerfile, opts.target);
@@ -136,6 +140,8 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
   const written = await writeImage(snap, state, { created: sourceDateEpoch() ?? state.created, author });
   await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
   step.done(`manifest ${written.manifestDigest}`);
+  const summary = formatSummary(checks.warnings, display);
+  if (summary) progress.info(summary.trimEnd());
   if (names.length) {
     const created = new Date().toISOString();
     await store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created })));

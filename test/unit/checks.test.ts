@@ -235,7 +235,7 @@ describe('reports', () => {
     const text = 'FROM scratch\nMAINTAINER me\nCMD a\n';
     const r = checkDockerfile(text, 'Dockerfile');
     expect(formatSummary(r.warnings, 'Dockerfile')).toBe(
-      ' 2 warnings found (use --debug to expand):\n' +
+      ' 2 warnings found (mbuild build --check shows them in full):\n' +
         ' - MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label (Dockerfile:2)\n' +
         ' - JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals (Dockerfile:3)\n',
     );

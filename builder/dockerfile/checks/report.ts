@@ -7,12 +7,11 @@ export function violationMessage(result: CheckResult): string | undefined {
   return `lint violation found for rules: ${[...new Set(result.warnings.map((w) => w.rule))].join(', ')}`;
 }
 
-/** After a build (stderr), like buildx: ` 2 warnings found (use --debug to expand):` and one line each. */
-export function formatSummary(warnings: CheckWarning[], file: string, expand = false, source?: string): string {
+/** After a build (stderr), like buildx's ` 2 warnings found ...:` and one line each. */
+export function formatSummary(warnings: CheckWarning[], file: string): string {
   if (warnings.length === 0) return '';
   const n = warnings.length;
-  if (expand && source !== undefined) return formatWarnings(warnings, file, source);
-  let out = ` ${n} warning${n === 1 ? '' : 's'} found (use --debug to expand):\n`;
+  let out = ` ${n} warning${n === 1 ? '' : 's'} found (mbuild build --check shows them in full):\n`;
   for (const w of warnings) out += ` - ${w.rule}: ${w.message} (${file}:${w.start})\n`;
   return out;
 }
