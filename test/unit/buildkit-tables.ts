@@ -1,13 +1,18 @@
 /**
  * BuildKit's table-driven parser tests, transcribed (inputs and expected values only) from
  * moby/buildkit 73ed6825 frontend/dockerfile: parser/parser_test.go, parser/parser_heredoc_test.go,
- * instructions/parse_heredoc_test.go, dockerfile2llb/convert_expose_test.go, shell/lex_test.go.
+ * instructions/parse_heredoc_test.go, instructions/parse_test.go, parser/json_test.go,
+ * parser/line_parsers_test.go, parser/directives_test.go, dockerfile2llb/convert_expose_test.go,
+ * shell/lex_test.go (its TestProcessWithMatches table is in fixtures/buildkit-lex-matches.json).
  * Each vector returns undefined when mbuild agrees, else why not.
  */
 import { chompHeredocContent, heredocsFromLine, parseAst, parseHeredocWord, parseWords } from '../../builder/dockerfile/ast.js';
 import { parseDockerfile } from '../../builder/dockerfile/parse.js';
 import { exposedPorts, parsePortSpec, parsePorts } from '../../builder/dockerfile/expose.js';
-import { envLookupFrom, expandWord, reversePattern } from '../../builder/expand/shell-word.js';
+import { envLookupFrom, expandWord, Lexer, reversePattern, shellPatternToRegex } from '../../builder/expand/shell-word.js';
+import { checkDirective } from '../../builder/dockerfile/checks/config.js';
+import { dumpNode } from '../../builder/dockerfile/ast.js';
+import { readFileSync } from 'node:fs';
 import type { CopyInstruction, RunInstruction } from '../../builder/dockerfile/types.js';
 
 export interface Vector {
@@ -431,6 +436,140 @@ function lexVectors(): Vector[] {
   return out;
 }
 
+// ---------------------------------------------------------------------------------------------
+// shell/lex_test.go TestProcessWithMatches (fixtures/buildkit-lex-matches.json, extracted from the
+// Go table), TestProcessWithMatchesPlatform, TestGetEnv, TestConvertShellPatternToRegex (invalid)
+
+interface MatchCase { input: string; expected?: string; expectedErr: boolean; envs: Record<string, string>; matches: string[]; unmatched: string[] }
+
+function lexMatchVectors(): Vector[] {
+  const file = new URL('./fixtures/buildkit-lex-matches.json', import.meta.url);
+  const cases = (JSON.parse(readFileSync(file, 'utf8')) as { cases: MatchCase[] }).cases;
+  const out: Vector[] = cases.map((c, i) => ({
+    name: `lex_test TestProcessWithMatches #${i} ${c.input}`,
+    run: () => {
+      let r;
+      try {
+        r = new Lexer('\\').process(c.input, envLookupFrom(c.envs));
+      } catch (e) {
+        return c.expectedErr ? undefined : `error ${(e as Error).message}`;
+      }
+      if (c.expectedErr) return `expected an error, got ${JSON.stringify(r.result)}`;
+      return same([r.result, [...r.matched].sort(), [...r.unmatched].sort()], [c.expected, [...c.matches].sort(), [...c.unmatched].sort()]);
+    },
+  }));
+  const release = 'something-${VERSION}.${TARGETOS}-${TARGETARCH}${TARGETVARIANT:+-${TARGETVARIANT}}.tar.gz';
+  const platform: [Record<string, string>, string][] = [
+    [{ VERSION: 'v1.2.3', TARGETOS: 'linux', TARGETARCH: 'arm', TARGETVARIANT: 'v7' }, 'something-v1.2.3.linux-arm-v7.tar.gz'],
+    [{ VERSION: 'v1.2.3', TARGETOS: 'linux', TARGETARCH: 'arm64', TARGETVARIANT: '' }, 'something-v1.2.3.linux-arm64.tar.gz'],
+    [{ VERSION: 'v1.2.3', TARGETOS: 'linux', TARGETARCH: 'arm64' }, 'something-v1.2.3.linux-arm64.tar.gz'],
+  ];
+  platform.forEach(([env, want], i) => out.push({ name: `lex_test TestProcessWithMatchesPlatform #${i}`, run: () => same(expandWord(release, envLookupFrom(env)), want) }));
+  const getEnv: [string[], string, string][] = [
+    [[], 'foo', ''], [['foo'], 'foo', ''], [['foo='], 'foo', ''], [['foo=bar'], 'foo', 'bar'],
+    [['foo=bar', 'car=hat'], 'foo', 'bar'], [['foo=bar', 'car=hat'], 'car', 'hat'], [['foo=bar', 'car=hat', 'car=bike'], 'car', 'bike'],
+  ];
+  getEnv.forEach(([list, name, want], i) => out.push({ name: `lex_test TestGetEnv #${i}`, run: () => same(envLookupFrom(list)(name) ?? '', want) }));
+  for (const p of ['\\', '\\x', '\\\\\\']) {
+    out.push({ name: `lex_test TestConvertShellPatternToRegex invalid ${p}`, run: () => (errorOf(() => shellPatternToRegex(p, true, true)) ? undefined : 'no error') });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// parser/json_test.go, line_parsers_test.go, directives_test.go
+
+function parserTableVectors(): Vector[] {
+  const out: Vector[] = [];
+  const invalid = ['["a",42,"b"]', '["a",123.456,"b"]', '["a",{},"b"]', '["a",{"c": "d"},"b"]', '["a",["c"],"b"]', '["a",true,"b"]', '["a",false,"b"]', '["a",null,"b"]'];
+  for (const j of invalid) {
+    out.push({
+      name: `json_test invalid ${j}`,
+      run: () => same(errorOf(() => parseAst(`CMD ${j}`)), 'when using JSON array syntax, arrays must be comprised of strings only'),
+    });
+  }
+  const valid: [string, string[]][] = [
+    ['[]', []], ['[""]', ['']], ['["a"]', ['a']], ['["a","b"]', ['a', 'b']], ['[ "a", "b" ]', ['a', 'b']],
+    ['[\t"a",\t"b"\t]', ['a', 'b']], ['\t[\t"a",\t"b"\t]\t', ['a', 'b']],
+    ['["abc 123", "♥", "☃", "\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u0000"]', ['abc 123', '♥', '☃', '" \\ / \b \f \n \r \t \u0000']],
+  ];
+  for (const [j, want] of valid) {
+    out.push({
+      name: `json_test valid ${JSON.stringify(j)}`,
+      run: () => {
+        const n = parseAst(`CMD ${j}`).nodes[0]!;
+        return n.json ? same(n.args.map((a) => ('value' in a ? a.value : '')), want) : 'not read as JSON';
+      },
+    });
+  }
+  out.push(
+    { name: 'line_parsers_test TestParseNameValOldFormat', run: () => same(dumpNode(parseAst('LABEL foo bar').nodes[0]!), 'label "foo" "bar" ""') },
+    { name: 'line_parsers_test TestParseNameValNewFormat', run: () => same(dumpNode(parseAst('LABEL foo=bar thing=star').nodes[0]!), 'label "foo" "bar" "=" "thing" "star" "="') },
+    { name: 'line_parsers_test TestParseNameValWithoutVal', run: () => (errorOf(() => parseAst('ENV foo')) ? undefined : 'no error') },
+  );
+  const escapeDirective = (dt: string) => () => {
+    const d = parseAst(dt + 'FROM x\n').directives;
+    return same(d.map((x) => [x.name, x.value]), [['escape', '\\']]);
+  };
+  out.push(
+    { name: 'directives_test TestDirectives', run: escapeDirective('#escape=\\\n# key = FOO bar\n\n# smth\n') },
+    { name: 'directives_test TestDirectives (case)', run: escapeDirective('# EScape=\\\n# KEY = FOO bar\n\n# smth\n') },
+  );
+  const check: [string, string | undefined][] = [
+    ['#check = skip=all // opts\nFROM busybox\n', 'skip=all'],
+    ['#!/bin/sh\n# check = skip=all\nFROM busybox\n', 'skip=all'],
+    ['#!/bin/sh\n\n# check = skip=all\n', undefined],
+    ['FROM busybox\nRUN ls\n', undefined],
+    ['//check=skip=all\n//key=value', undefined],
+  ];
+  check.forEach(([dt, want], i) => out.push({ name: `directives_test TestParseDirective #${i}`, run: () => same(checkDirective(dt) ?? null, want ?? null) }));
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// instructions/parse_test.go
+
+function instructionVectors(): Vector[] {
+  const out: Vector[] = [];
+  const err = (text: string) => errorOf(() => parseDockerfile('FROM scratch\n' + text));
+  for (const cmd of ['MAINTAINER', 'WORKDIR', 'USER', 'STOPSIGNAL']) {
+    out.push({ name: `parse_test TestCommandsExactlyOneArgument ${cmd}`, run: () => same(err(cmd), `${cmd} requires exactly one argument`) });
+  }
+  for (const cmd of ['ENV', 'LABEL', 'ONBUILD', 'HEALTHCHECK', 'EXPOSE', 'VOLUME']) {
+    out.push({ name: `parse_test TestCommandsAtLeastOneArgument ${cmd}`, run: () => same(err(cmd), `${cmd} requires at least one argument`) });
+  }
+  for (const cmd of ['ADD', 'COPY']) {
+    out.push({
+      name: `parse_test TestCommandsNoDestinationArgument ${cmd}`,
+      run: () => same(err(cmd + ' arg1'), `${cmd} requires at least two arguments, but only one was provided. Destination could not be determined`),
+    });
+  }
+  out.push({
+    name: 'parse_test TestHealthCheckCmd',
+    run: () => same((parseDockerfile('FROM scratch\nHEALTHCHECK CMD hello world').instructions[1] as { test: string[] }).test, ['CMD-SHELL', 'hello world']),
+  });
+  out.push(
+    { name: 'parse_test TestParseOptInterval 50ns', run: () => (err('HEALTHCHECK --interval=50ns CMD x')?.includes('cannot be less than 1ms') ? undefined : `error ${err('HEALTHCHECK --interval=50ns CMD x')}`) },
+    { name: 'parse_test TestParseOptInterval 0ms', run: () => same(err('HEALTHCHECK --interval=0ms CMD x'), undefined) },
+    { name: 'parse_test TestParseOptInterval 1ms', run: () => same(err('HEALTHCHECK --interval=1ms CMD x'), undefined) },
+  );
+  const cases: [string, string][] = [
+    ['COPY\t\n\t\tquux \\\n      bar', 'COPY requires at least two arguments'],
+    ['ONBUILD FROM scratch', "FROM isn't allowed as an ONBUILD trigger"],
+    ['MAINTAINER --boo joe@example.com', 'unknown flag: --boo'],
+    ['ONBUILD ONBUILD RUN touch foobar', 'Chaining ONBUILD via `ONBUILD ONBUILD` isn\'t allowed'],
+    ['FOO bar', 'unknown instruction: FOO'],
+    ['foo bar', 'unknown instruction: foo'],
+  ];
+  for (const [df, want] of cases) {
+    out.push({ name: `parse_test TestErrorCases ${JSON.stringify(df)}`, run: () => (err(df)?.includes(want) ? undefined : `error ${err(df)}, want ${want}`) });
+  }
+  return out;
+}
+
 export function tableVectors(): Vector[] {
-  return [...parserVectors(), ...parserHeredocVectors(), ...instructionHeredocVectors(), ...exposeVectors(), ...lexVectors()];
+  return [
+    ...parserVectors(), ...parserHeredocVectors(), ...instructionHeredocVectors(), ...exposeVectors(), ...lexVectors(),
+    ...lexMatchVectors(), ...parserTableVectors(), ...instructionVectors(),
+  ];
 }

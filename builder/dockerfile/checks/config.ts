@@ -100,3 +100,26 @@ export function ruleEnabled(config: CheckConfig, name: RuleName): boolean {
   if ('experimental' in r && r.experimental) return config.experimentalAll || config.experimental.has(name);
   return !config.skipAll && !config.skip.has(name);
 }
+
+const DIRECTIVE_LINE = /^([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$/;
+const KNOWN_DIRECTIVES = new Set(['syntax', 'escape', 'check']);
+
+/**
+ * The `# check=` directive's value as BuildKit's ParseDirective reads it: among the `#` lines at the
+ * very top (after a BOM and a `#!` line), cut at the first space (`skip=all // note` → `skip=all`).
+ */
+export function checkDirective(text: string): string | undefined {
+  let lines = text.replace(/^\uFEFF/, '').split('\n').map((l) => l.replace(/\r$/, ''));
+  if (lines[0]?.startsWith('#!')) lines = lines.slice(1);
+  const seen = new Set<string>();
+  for (const line of lines) {
+    if (!line.startsWith('#')) break;
+    const m = DIRECTIVE_LINE.exec(line.slice(1).replace(/^\p{White_Space}+/u, ''));
+    if (!m) break;
+    const name = m[1]!.toLowerCase();
+    if (!KNOWN_DIRECTIVES.has(name) || seen.has(name)) break;
+    seen.add(name);
+    if (name === 'check') return m[2]!.split(' ')[0]!;
+  }
+  return undefined;
+}

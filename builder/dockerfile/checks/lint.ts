@@ -18,7 +18,7 @@ import { planBuild, type Plan } from '../../plan/plan.js';
 import { platformArgs } from '../../plan/platform.js';
 import { parseReference } from '../../../store/reference.js';
 import { MESSAGES, RULES, type RuleName } from './rules.js';
-import { CheckOptionError, configForComments, DEFAULT_CHECK_CONFIG, parseCheckOptions, ruleEnabled, type CheckConfig } from './config.js';
+import { CheckOptionError, checkDirective, configForComments, DEFAULT_CHECK_CONFIG, parseCheckOptions, ruleEnabled, type CheckConfig } from './config.js';
 import { suggest } from './suggest.js';
 
 export interface CheckWarning {
@@ -117,7 +117,7 @@ export function checkDockerfile(text: string, file: string, opts: CheckOptions =
   let config: CheckConfig;
   try {
     const fromArg = buildArgs.BUILDKIT_DOCKERFILE_CHECK;
-    config = parseCheckOptions(fromArg ?? ast.directives.find((d) => d.name === 'check')?.value ?? '');
+    config = parseCheckOptions(fromArg ?? checkDirective(text) ?? '');
   } catch (e) {
     if (e instanceof CheckOptionError) return result({ message: `failed to parse check options: ${e.message}` });
     throw e;
