@@ -133,15 +133,22 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
   const state = await runStage(plan.target);
   await Promise.allSettled([...stageRuns.values()]);
   await Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined);
-  if (failed) throw failed;
+  // the check warnings end the output, whether the build worked or not (as buildx shows them)
+  const showWarnings = () => {
+    const summary = formatSummary(checks.warnings, display);
+    if (summary) progress.info(summary.trimEnd());
+  };
+  if (failed) {
+    showWarnings();
+    throw failed;
+  }
 
   const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
   const step = progress.step('exporting layers');
   const written = await writeImage(snap, state, { created: sourceDateEpoch() ?? state.created, author });
   await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
   step.done(`manifest ${written.manifestDigest}`);
-  const summary = formatSummary(checks.warnings, display);
-  if (summary) progress.info(summary.trimEnd());
+  showWarnings();
   if (names.length) {
     const created = new Date().toISOString();
     await store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created })));

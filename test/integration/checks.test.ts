@@ -39,6 +39,13 @@ describe('warnings after a build', () => {
     );
   });
 
+  it('shows them when the build fails too', async () => {
+    const ctx = await context({ Dockerfile: 'FROM busybox\nMAINTAINER me\nRUN exit 3\n' });
+    const r = await mbuild(['--root', root, 'build', '--progress', 'plain', ctx]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain(' - MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label (Dockerfile:2)');
+  });
+
   it('prints nothing with # check=skip=all', async () => {
     const ctx = await context({ Dockerfile: '# check=skip=all\nFROM busybox as Build\nCMD echo hi\n' });
     const r = await mbuild(['--root', root, 'build', '--progress', 'plain', ctx]);
