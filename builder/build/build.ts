@@ -128,16 +128,19 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
     return p;
   };
 
-  // start every needed stage at once; each waits for what it reads
-  for (const i of plan.order) void runStage(i).catch(() => undefined);
-  const state = await runStage(plan.target);
-  await Promise.allSettled([...stageRuns.values()]);
-  await Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined);
   // the check warnings end the output, whether the build worked or not (as buildx shows them)
   const showWarnings = () => {
     const summary = formatSummary(checks.warnings, display);
     if (summary) progress.info(summary.trimEnd());
   };
+  // start every needed stage at once; each waits for what it reads
+  for (const i of plan.order) void runStage(i).catch(() => undefined);
+  const state = await runStage(plan.target).catch((err: unknown) => {
+    showWarnings();
+    throw err;
+  });
+  await Promise.allSettled([...stageRuns.values()]);
+  await Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined);
   if (failed) {
     showWarnings();
     throw failed;
