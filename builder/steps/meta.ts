@@ -2,7 +2,7 @@
 import type { CommandForm, Instruction } from '../dockerfile/types.js';
 import { expandWord } from '../expand/shell-word.js';
 import { exposedPorts, PortSpecError } from '../dockerfile/expose.js';
-import { DEFAULT_SHELL, lookupFor, setEnv, type StageState } from '../build/state.js';
+import { DEFAULT_SHELL, lookupFor, setEnv, type StageState } from './state.js';
 import { MbuildError } from '../../util/errors.js';
 import type { Plan } from '../plan/plan.js';
 
