@@ -5,9 +5,9 @@ import { promises as fs } from 'node:fs';
 import { parseArgs, parseOutput, type OutputSpec } from './args.js';
 import { Progress } from './progress.js';
 import { Store } from '../../store/store.js';
-import { build, type BuildResult } from '../build/build.js';
+import { build, type BuildResult } from '../executor/build.js';
 import { UsageError, MbuildError } from '../../util/errors.js';
-import type { NetworkMode } from '../build/context.js';
+import type { NetworkMode } from '../steps/contract.js';
 
 const BUILD_FLAGS = [
   { names: ['-t', '--tag'], key: 'tag', kind: 'list' as const },
@@ -93,7 +93,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     else progress.info(`built ${id}${result.names.length ? ' as ' + result.names.join(', ') : ''} in ${progress.total()}`);
     return 0;
   } finally {
-    if (flags.push || (await import('../build/build.js')).registryLoaded) await (await import('../../registry/transport.js')).closeTransport();
+    if (flags.push || (await import('../executor/build.js')).registryLoaded) await (await import('../../registry/transport.js')).closeTransport();
     await new (await import('../../snapshotter/snapshots.js')).Snapshotter(store).removeOwn();
     if (emptyContext) await fs.rm(emptyContext, { recursive: true, force: true });
   }
