@@ -9,6 +9,7 @@ import { constants as C, createWriteStream, promises as fs, type WriteStream } f
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import path from 'node:path';
 import { MbuildError, UsageError } from '../util/errors.js';
+import { layout } from '../store/layout.js';
 import type { ManifestEntry } from './manifest.js';
 
 const HEX = /^[0-9a-f]{64}$/;
@@ -16,7 +17,7 @@ const HEX = /^[0-9a-f]{64}$/;
 export class ContextStore {
   readonly dir: string;
   constructor(root: string) {
-    this.dir = path.join(root, 'server', 'context');
+    this.dir = layout.serverContext(root);
   }
 
   async init(): Promise<void> {

@@ -11,6 +11,7 @@ import path from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
 import PQueue from 'p-queue';
 import { MbuildError, UsageError } from '../util/errors.js';
+import { layout } from '../store/layout.js';
 import { ContextStore } from './context-store.js';
 import { spawnWorker, runCommand, exitCode } from './worker.js';
 import type { BuildEvent, BuildRequest, CommandReply, CommandRequest, Frame, InfoReply, MissingReply, MissingRequest, UploadChunk } from './protocol.js';
@@ -43,8 +44,8 @@ export class BuilderService {
   async init(): Promise<void> {
     await this.contexts.init();
     // build folders of a server that was killed: nothing runs in them any more
-    await fs.rm(path.join(this.opts.root, 'server', 'builds'), { recursive: true, force: true });
-    await fs.mkdir(path.join(this.opts.root, 'server', 'builds'), { recursive: true, mode: 0o700 });
+    await fs.rm(layout.serverBuilds(this.opts.root), { recursive: true, force: true });
+    await fs.mkdir(layout.serverBuilds(this.opts.root), { recursive: true, mode: 0o700 });
   }
 
   get active(): number {
@@ -196,7 +197,7 @@ export class BuilderService {
     setKill: (k: (sig: NodeJS.Signals) => void) => void,
     cancelled: () => boolean,
   ): Promise<number> {
-    const work = path.join(this.opts.root, 'server', 'builds', id);
+    const work = path.join(layout.serverBuilds(this.opts.root), id);
     const digests = new Set(req.manifest.filter((e) => e.t === 'f').map((e) => e.h!));
     const entry = { kill: (_: NodeJS.Signals) => undefined as void, digests };
     this.running.set(id, entry);
