@@ -30,7 +30,6 @@ export const ERROR_CODES = {
   MBUILD_NETWORK: 'the RUN network (bridge, veth, address) could not be set up',
   MBUILD_FSOP: 'mbuild-helper could not make a whiteout, an opaque directory or a device node',
   MBUILD_MOUNT: 'the image filesystem (overlay) could not be mounted',
-  MBUILD_TOO_MANY_LAYERS: 'too many layers to mount as one overlay',
   MBUILD_EXPORT: 'the build result could not be written to its --output destination',
   // layers and snapshots
   MBUILD_LAYER: 'a layer tar could not be written from a directory',
@@ -60,6 +59,8 @@ export const ERROR_CODES = {
   MBUILD_REGISTRY_BAD_MANIFEST: 'a registry sent a manifest or index that is not valid',
   MBUILD_REGISTRY_TOO_LARGE: 'a registry sent a manifest or config over the size limit',
   MBUILD_CREDENTIALS: 'the Docker credentials file or a credential helper failed',
+  // mbuild serve and the remote CLI
+  MBUILD_REMOTE: 'the mbuild server (--host, MBUILD_HOST) cannot be reached or a call to it failed',
 } as const satisfies Record<`MBUILD_${string}`, string>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

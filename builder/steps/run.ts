@@ -87,7 +87,7 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
   await ctx.snap.ready(state.layers);
   const active = await ctx.snap.prepare();
   try {
-    const lowerDirs = ctx.snap.lowerDirs(state.layers).map((d) => `${ctx.snap.dir}/${d}`);
+    const lowerDirs = ctx.snap.lowerDirs(state.layers);
     const result = check(await ctx.jobs.add(() => runSandboxed({ ...spec, lowerDirs, upperDir: active.upper, workDir: active.work }), { throwOnTimeout: true }));
     state.layers.push(await cache.save(await ctx.snap.commit(active, result.opaqueDirs)));
   } catch (err) {
