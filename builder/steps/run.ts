@@ -4,6 +4,7 @@ import type { StepRun } from '../build/context.js';
 import { DEFAULT_SHELL, runEnv } from '../build/state.js';
 import { readUserDb, resolveUser } from '../build/users.js';
 import { runSandboxed, type SandboxResult } from '../sandbox/run.js';
+import { prepareMounts } from './run-mounts.js';
 import { formatBytes } from '../sandbox/cgroups.js';
 import { MbuildError, RunFailedError } from '../../util/errors.js';
 import type { NetworkMode } from '../build/context.js';
@@ -21,15 +22,16 @@ export function describeRun(ins: RunInstruction, shell: string[] | undefined): s
   return ins.cmd.shell ? `RUN ${[...(shell ?? DEFAULT_SHELL), ins.cmd.command].join(' ')} # buildkit` : `RUN ${JSON.stringify(ins.cmd.args)} # buildkit`;
 }
 
-export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInstruction): Promise<void> {
-  if (ins.mounts.length) throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN --mount is not supported yet', { range: ins.range });
+export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> {
+  const { ctx, state, step, cache } = run;
   const args = ins.cmd.shell ? [...(state.config.Shell ?? DEFAULT_SHELL), heredocScript(ins) ?? ins.cmd.command] : ins.cmd.args;
   if (args.length === 0) throw new MbuildError('MBUILD_PARSE', 'RUN needs a command', { range: ins.range });
   const userSpec = state.config.User || '0';
   const network = networkFor(ins, ctx.network);
   const env = runEnv(state);
   const cwd = state.config.WorkingDir || '/';
-  const hit = await cache.lookup({ op: 'run', args, env, user: userSpec, cwd, network });
+  const mounts = await prepareMounts(run, ins);
+  const hit = await cache.lookup({ op: 'run', args, env, user: userSpec, cwd, network, mounts: mounts.key });
   if (hit) {
     state.layers.push(hit);
     return;
@@ -76,7 +78,7 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
   if ((await ctx.snap.kind()) === 'copy') {
     // no overlayfs: the step runs in a materialized copy of the layers; its changes become the layer
     const layer = await ctx.jobs.add(() => ctx.snap.mutate(state.layers, async (root) => {
-      check(await runSandboxed({ ...spec, lowerDirs: [], rootfsDir: root }));
+      check(await mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(env, extra), mounts: m, lowerDirs: [], rootfsDir: root })));
     }), { throwOnTimeout: true });
     state.layers.push(await cache.save(layer));
     return;
@@ -85,7 +87,9 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
   const active = await ctx.snap.prepare();
   try {
     const lowerDirs = ctx.snap.lowerDirs(state.layers).map((d) => `${ctx.snap.dir}/${d}`);
-    const result = check(await ctx.jobs.add(() => runSandboxed({ ...spec, lowerDirs, upperDir: active.upper, workDir: active.work }), { throwOnTimeout: true }));
+    const result = check(
+      await ctx.jobs.add(() => mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(env, extra), mounts: m, lowerDirs, upperDir: active.upper, workDir: active.work })), { throwOnTimeout: true }),
+    );
     state.layers.push(await cache.save(await ctx.snap.commit(active, result.opaqueDirs)));
   } catch (err) {
     await ctx.snap.remove(active.id);
@@ -103,6 +107,23 @@ function heredocScript(ins: RunInstruction): string | undefined {
     return only.content;
   }
   throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN here-documents are supported only as the whole command (RUN <<EOF ... EOF)', { range: ins.range });
+}
+
+/**
+ * The step's environment plus what its mounts add: env= secrets (over the step's own value, as
+ * BuildKit does) and SSH_AUTH_SOCK (only when the step does not set it). Never part of the cache key.
+ */
+function withMountEnv(env: string[], extra: string[]): string[] {
+  if (extra.length === 0) return env;
+  const name = (e: string) => e.slice(0, e.indexOf('='));
+  const out = [...env];
+  for (const e of extra) {
+    const i = out.findIndex((o) => name(o) === name(e));
+    if (name(e) === 'SSH_AUTH_SOCK' && i >= 0) continue;
+    if (i >= 0) out[i] = e;
+    else out.push(e);
+  }
+  return out;
 }
 
 function truncate(s: string): string {
