@@ -197,6 +197,8 @@ function acquirer(run: StepRun, ins: RunInstruction, r: Resolved): Acquire {
       };
     case 'ssh':
       return async (mounts, env, next) => {
+        // BuildKit sets it when it writes the step, whether or not the agent is given
+        if (!env.some((e) => e.startsWith('SSH_AUTH_SOCK='))) env.push(`SSH_AUTH_SOCK=${r.target}`);
         const src = run.ctx.ssh?.get(r.id!);
         if (!src) {
           if (m.required) throw mountErr(ins, `ssh agent ${r.id} is required but was not given (mbuild build --ssh ${r.id === 'default' ? 'default' : `${r.id}=SOCKET`})`);
@@ -210,7 +212,6 @@ function acquirer(run: StepRun, ins: RunInstruction, r: Resolved): Acquire {
           await fs.chown(sock, m.uid ?? 0, m.gid ?? 0);
           await fs.chmod(sock, m.mode ?? 0o600);
           mounts.push({ kind: 'bind', source: sock, target: r.target, readonly: false });
-          if (!env.some((e) => e.startsWith('SSH_AUTH_SOCK='))) env.push(`SSH_AUTH_SOCK=${r.target}`);
           return await next();
         } finally {
           await agent.close();
