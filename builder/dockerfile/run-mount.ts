@@ -91,12 +91,12 @@ export function ramInBytes(v: string): number | undefined {
 function closest(word: string, options: string[]): string | undefined {
   // BuildKit's suggest: the nearest option by edit distance, if close enough
   let best: string | undefined;
-  let bestD = Infinity;
+  let bestD = 3; // BuildKit's util/suggest (as hcl): closer than 3 edits
   for (const o of options) {
     const d = editDistance(word.toLowerCase(), o);
     if (d < bestD) [best, bestD] = [o, d];
   }
-  return bestD <= Math.max(1, Math.floor(word.length / 3)) ? best : undefined;
+  return best;
 }
 
 function editDistance(a: string, b: string): number {
