@@ -114,11 +114,12 @@ export async function prepareMounts(run: StepRun, ins: RunInstruction): Promise<
       const env: string[] = [];
       let result: unknown;
       const step = async (i: number): Promise<unknown> => {
-        if (i === acquirers.length) return (result = await fn(mounts, env));
+        // parents before what is mounted inside them (a stable sort keeps the Dockerfile's order otherwise)
+        const depth = (t: string) => t.split('/').length;
+        if (i === acquirers.length) return (result = await fn([...mounts].sort((a, b) => depth(a.target) - depth(b.target)), env));
         return acquirers[i]!(mounts, env, () => step(i + 1));
       };
       await step(0);
-      // BuildKit: SSH_AUTH_SOCK names the first ssh socket unless the step's env sets it
       return result as Awaited<ReturnType<typeof fn>>;
     },
   };
