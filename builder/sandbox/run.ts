@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { isAbsolute, join, posix, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
@@ -195,6 +195,10 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
         const dir = join(state, `mount-${i}`);
         await mkdir(join(dir, 'upper'), { recursive: true });
         await mkdir(join(dir, 'work'));
+        // the overlay's root takes its owner and mode from the upper dir: the source's
+        const st = await stat(m.source);
+        await chown(join(dir, 'upper'), st.uid, st.gid);
+        await chmod(join(dir, 'upper'), st.mode & 0o7777);
         fields.push('mount.overlay', resolve(m.source), 'mount.upper', join(dir, 'upper'), 'mount.work', join(dir, 'work'));
       } else fields.push('mount.bind', resolve(m.source), 'mount.ro', m.readonly ? '1' : '0');
     }
