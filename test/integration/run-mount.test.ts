@@ -61,6 +61,7 @@ beforeAll(async () => {
   tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'mbuild-mounts-'));
   root = path.join(tmp, 'root');
   expect((await mbuild(['--root', root, 'load', '-i', BUSYBOX_TAR])).code).toBe(0);
+  expect((await mbuild(['--root', `${root}-copy`, 'load', '-i', BUSYBOX_TAR], { env: { MBUILD_SNAPSHOTTER: 'copy' } })).code).toBe(0);
   agentSock = path.join(tmp, 'agent.sock');
   const out = execFileSync('ssh-agent', ['-s', '-a', agentSock]).toString();
   agentPid = Number(/SSH_AGENT_PID=(\d+)/.exec(out)![1]);
@@ -74,18 +75,21 @@ afterAll(async () => {
 
 describe('cases recorded from docker build (BuildKit)', async () => {
   const names = (await fs.readdir(CASES)).sort();
-  for (const name of names) {
-    it(name, async () => {
+  // every case with overlayfs, and those that need the most of the sandbox with the copy snapshotter too
+  const runs = [...names.map((n) => [n, 'overlay']), ...['bind-context', 'secret', 'cache-mountpoints'].map((n) => [n, 'copy'])];
+  for (const [name, snapshotter] of runs) {
+    it(`${name} (${snapshotter})`, async () => {
       const dir = path.join(CASES, name);
       const c = JSON.parse(await fs.readFile(path.join(dir, 'case.json'), 'utf8')) as { args?: string[] };
       const expected = JSON.parse(await fs.readFile(path.join(dir, 'expected.json'), 'utf8')) as { error?: boolean };
       const args = (c.args ?? []).map((a) => a.replace('${CASE}', dir).replace('${AGENT}', agentSock));
       // the context as a checkout gives it (the recording used 0644 files, 0755 dirs)
-      const ctx = path.join(tmp, `case-${name}`);
+      const ctx = path.join(tmp, `case-${name}-${snapshotter}`);
       await fs.cp(path.join(dir, 'context'), ctx, { recursive: true });
       execFileSync('sh', ['-c', `find "${ctx}" -type d -exec chmod 0755 {} + && find "${ctx}" -type f -exec chmod 0644 {} +`]);
-      const out = path.join(tmp, `case-${name}.tar`);
-      const r = await mbuild(['--root', root, 'build', '-f', path.join(dir, 'Dockerfile'), ...args, '--output', `type=oci,dest=${out}`, ctx]);
+      const out = path.join(tmp, `case-${name}-${snapshotter}.tar`);
+      const env = snapshotter === 'copy' ? { MBUILD_SNAPSHOTTER: 'copy' } : undefined;
+      const r = await mbuild(['--root', snapshotter === 'copy' ? `${root}-copy` : root, 'build', '-f', path.join(dir, 'Dockerfile'), ...args, '--output', `type=oci,dest=${out}`, ctx], { env });
       if (expected.error) {
         expect(r.code, r.stderr).not.toBe(0);
         expect(r.stderr).toMatch(/Dockerfile:2: /);
@@ -210,6 +214,25 @@ describe('cache mounts', () => {
     await Promise.all([first, second]);
     expect(seen).toEqual(['same', 'private copy', 'data']);
     expect(order).toEqual(['first in', 'first out', 'second in']);
+  });
+});
+
+describe('ssh', () => {
+  it('a key file: an agent holding it is forwarded with the mount's uid and mode, SSH_AUTH_SOCK set', async () => {
+    const key = path.join(tmp, 'id_test');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+    const ctx = await context({ Dockerfile: 'FROM busybox\nRUN --mount=type=ssh,id=gh,uid=1000,mode=0660 test -S "$SSH_AUTH_SOCK" && ls -ln "$SSH_AUTH_SOCK" | awk \'{print $1, $3}\' > /sock\n' });
+    const img = await build(ctx, ['--ssh', `gh=${key}`]);
+    expect(img.tree['sock']).toMatchObject({ sha256: sha('srw-rw---- 1000\n') });
+    expect(img.tree['run/buildkit']).toMatchObject({ type: 'dir' });
+    expect(img.tree['run/buildkit/ssh_agent.0']).toBeUndefined();
+  });
+
+  it('a required agent that is missing fails the step', async () => {
+    const ctx = await context({ Dockerfile: 'FROM busybox\nRUN --mount=type=ssh,id=deploy,required true\n' });
+    const r = await mbuild(['--root', root, 'build', ctx]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/Dockerfile:2: ssh agent deploy is required but was not given \(mbuild build --ssh deploy=SOCKET\)/);
   });
 });
 
