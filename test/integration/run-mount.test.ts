@@ -218,7 +218,7 @@ describe('cache mounts', () => {
 });
 
 describe('ssh', () => {
-  it('a key file: an agent holding it is forwarded with the mount's uid and mode, SSH_AUTH_SOCK set', async () => {
+  it('a key file: an agent holding it is forwarded with the uid and mode of the mount, SSH_AUTH_SOCK set', async () => {
     const key = path.join(tmp, 'id_test');
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
     const ctx = await context({ Dockerfile: 'FROM busybox\nRUN --mount=type=ssh,id=gh,uid=1000,mode=0660 test -S "$SSH_AUTH_SOCK" && ls -ln "$SSH_AUTH_SOCK" | awk \'{print $1, $3}\' > /sock\n' });
