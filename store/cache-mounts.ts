@@ -20,7 +20,7 @@ import { sha256 } from './digest.js';
 import { withLock } from './lock.js';
 import { pidAlive } from '../util/process.js';
 import { treeBytes } from './recovery.js';
-import { StoreError } from '../util/errors.js';
+import { MbuildError } from '../util/errors.js';
 
 export type Sharing = 'shared' | 'private' | 'locked';
 
@@ -196,6 +196,6 @@ function copyTree(from: string, to: string): Promise<void> {
     let err = '';
     p.stderr.on('data', (c: Buffer) => (err += c.toString()));
     p.on('error', reject);
-    p.on('close', (code) => (code === 0 ? resolve() : reject(new StoreError('MBUILD_STORE', `seeding a cache mount from ${from} failed: ${err.trim()}`))));
+    p.on('close', (code) => (code === 0 ? resolve() : reject(new MbuildError('MBUILD_RUN_MOUNT', `seeding a cache mount from ${from} failed: ${err.trim()}`))));
   });
 }
