@@ -5,7 +5,7 @@
  * Spec fields, one mount per "mount" key (the target, relative to the rootfs), followed by its kind:
  *   mount TARGET  mount.bind SRC  mount.ro 0|1
  *   mount TARGET  mount.overlay SRC  mount.upper DIR  mount.work DIR
- *   mount TARGET  mount.tmpfs SIZE (bytes, 0 = the kernel's default)
+ *   mount TARGET  mount.tmpfs SIZE (bytes, 0 = the kernel's default)  [mount.mode OCTAL]
  *
  * Targets are prepared by the outer helper before anything from the image runs, as docker 20.10's
  * BuildKit leaves them: missing directories (the target and its parents) are created 0755 root and
@@ -23,6 +23,7 @@ struct user_mount {
   const char *src, *upper, *work;
   int ro;
   unsigned long size;
+  long mode; /* tmpfs: mode of its root, -1 = the kernel's default */
   int isdir;
   int nested; /* below an earlier mount's target: made in the child */
 };
@@ -45,7 +46,7 @@ int parse_user_mount_field(const char *k, const char *v) {
   if (!strcmp(k, "mount")) {
     if (g_num == MAX_USER_MOUNTS) return fail("too many mounts (at most %d)", MAX_USER_MOUNTS);
     if (!v[0] || v[0] == '/' || strstr(v, "..")) return fail("spec: bad mount target %s", v);
-    g_um[g_num++] = (struct user_mount){.target = v};
+    g_um[g_num++] = (struct user_mount){.target = v, .mode = -1};
     return 0;
   }
   if (!m) return fail("spec: %s before mount", k);
@@ -60,6 +61,9 @@ int parse_user_mount_field(const char *k, const char *v) {
     if (parse_ulong(v, ULONG_MAX, &n, 10) < 0) return fail("spec: bad tmpfs size %s", v);
     m->kind = UM_TMPFS;
     m->size = n;
+  } else if (!strcmp(k, "mount.mode")) {
+    if (parse_ulong(v, 07777, &n, 8) < 0) return fail("spec: bad tmpfs mode %s", v);
+    m->mode = (long)n;
   } else return fail("unknown spec key %s", k);
   return 0;
 }
@@ -196,7 +200,9 @@ int mount_user_mounts(int rootfd) {
     int r = 0;
     if (m->kind == UM_TMPFS) {
       char data[64] = "";
-      if (m->size) snprintf(data, sizeof data, "size=%lu", m->size);
+      int dl = 0;
+      if (m->size) dl = snprintf(data, sizeof data, "size=%lu", m->size);
+      if (m->mode >= 0) snprintf(data + dl, sizeof data - (size_t)dl, "%smode=%lo", dl ? "," : "", (unsigned long)m->mode);
       r = mount_at("tmpfs", fd, "tmpfs", MS_NOSUID | MS_NODEV, data[0] ? data : NULL, what);
     } else if (m->kind == UM_OVERLAY) {
       struct sbuf o = {0};

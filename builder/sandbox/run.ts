@@ -75,8 +75,8 @@ export interface SandboxSpec {
 export type SandboxMount =
   /** source: a host directory, file or socket; scratch: writable, the writes thrown away after the step */
   | { kind: 'bind'; source: string; target: string; readonly: boolean; scratch?: boolean }
-  /** size in bytes; 0 or undefined: the kernel's default */
-  | { kind: 'tmpfs'; target: string; size?: number };
+  /** size in bytes (0 or undefined: the kernel's default); mode of its root (default 1777) */
+  | { kind: 'tmpfs'; target: string; size?: number; mode?: number };
 
 export interface StartInfo {
   /** the helper, which holds the sandbox's namespaces */
@@ -143,6 +143,7 @@ function validate(spec: SandboxSpec): void {
     if (m.kind === 'bind' && !isAbsolute(m.source)) throw new SandboxError(`mount source must be absolute: ${m.source}`);
     if (m.kind === 'bind' && m.scratch && /[,:\\]/.test(m.source)) throw new SandboxError(`a writable bind mount's source cannot contain ',', ':' or '\\': ${m.source}`);
     if (m.kind === 'tmpfs' && m.size !== undefined && (!Number.isSafeInteger(m.size) || m.size < 0)) throw new SandboxError(`bad tmpfs size ${m.size}`);
+    if (m.kind === 'tmpfs' && m.mode !== undefined && (!Number.isInteger(m.mode) || m.mode < 0 || m.mode > 0o7777)) throw new SandboxError(`bad tmpfs mode ${m.mode}`);
   }
 }
 
@@ -189,7 +190,10 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
     }
     for (const [i, m] of (spec.mounts ?? []).entries()) {
       fields.push('mount', m.target.replace(/^\/+/, ''));
-      if (m.kind === 'tmpfs') fields.push('mount.tmpfs', String(m.size ?? 0));
+      if (m.kind === 'tmpfs') {
+        fields.push('mount.tmpfs', String(m.size ?? 0));
+        if (m.mode !== undefined) fields.push('mount.mode', m.mode.toString(8));
+      }
       else if (m.scratch) {
         // an overlay over the source; its upper dir goes with the state dir
         const dir = join(state, `mount-${i}`);

@@ -267,3 +267,41 @@ describe('the step key covers the mounts as BuildKit does', () => {
     expect(r.stderr).toMatch(/Dockerfile:3: RUN --mount=type=cache,target=\/x,sharing=sometimes: unsupported sharing value "sometimes"/);
   });
 });
+
+describe('mbuild run --mount (docker run syntax)', () => {
+  it('bind (read-only), tmpfs with size and mode, named volumes that persist and start as a copy of the image', async () => {
+    const host = await context({ 'h.txt': 'fromhost\n' });
+    const r = await mbuild([
+      '--root', root, 'run', '--rm',
+      '--mount', `type=bind,source=${host},target=/h,readonly`,
+      '--mount', 'type=tmpfs,target=/t,tmpfs-size=2m,tmpfs-mode=0700',
+      '--mount', 'type=volume,source=etcvol,target=/etc',
+      '--mount', 'type=volume,target=/anon',
+      'busybox', 'sh', '-c',
+      'cat /h/h.txt; touch /h/x 2>/dev/null || echo read-only; ls -ld /t | cut -c1-10; df -k /t | tail -1 | awk \'{print $2}\'; test -s /etc/passwd && echo copied; echo kept > /etc/mine; echo gone > /anon/f',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe('fromhost\nread-only\ndrwx------\n2048\ncopied\n');
+    const again = await mbuild(['--root', root, 'run', '--mount', 'type=volume,source=etcvol,target=/etc', 'busybox', 'cat', '/etc/mine']);
+    expect(again.stdout).toBe('kept\n');
+    // the anonymous volume went with the run
+    expect((await fs.readdir(path.join(root, 'volumes'))).sort()).toEqual(['etcvol']);
+  });
+
+  it("refuses what it does not do, in docker's words", async () => {
+    const cases: [string, RegExp][] = [
+      ['type=bind,target=/x', /source is required when specifying bind mount/],
+      [`type=bind,source=${tmp}/nope,target=/x`, /bind source path does not exist/],
+      ['type=volume,source=a,target=/x,volume-driver=nfs', /volume-driver is not supported/],
+      ['type=npipe,target=/x', /type npipe is not supported/],
+      ['type=tmpfs,source=/a,target=/x', /source must not be specified/],
+      ['type=volume,source=a', /target is required/],
+      ['type=volume,source=a/b,target=/x', /invalid characters for a local volume name/],
+    ];
+    for (const [spec, want] of cases) {
+      const r = await mbuild(['--root', root, 'run', '--mount', spec, 'busybox', 'true']);
+      expect(r.code, spec).not.toBe(0);
+      expect(r.stderr, spec).toMatch(want);
+    }
+  });
+});
