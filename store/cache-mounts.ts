@@ -9,8 +9,8 @@
  *   <key>/<inst>.users/   one marker per step using an instance (pid-named: a dead user's marker is stale)
  *   <key>/data.lock       held by a sharing=locked step (store/lock.ts: pid file, across processes)
  *
- * A new cache dir is made under a temp name and renamed into place, so two builds creating the same
- * cache at once end with one complete dir and no mix.
+ * A new cache dir is made under a temp name and renamed into place under <key>/create.lock, so two
+ * builds creating the same cache at once end with one complete dir that both use.
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -90,18 +90,20 @@ export class CacheMounts {
       // made below
     }
     await fs.mkdir(base, { recursive: true, mode: 0o700 });
-    const tmp = path.join(base, `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
-    try {
-      if (req.seed) await copyTree(req.seed.dir, tmp);
-      else await fs.mkdir(tmp);
-      await fs.chown(tmp, req.uid, req.gid);
-      await fs.chmod(tmp, req.mode);
-      await fs.rename(tmp, final).catch(async (err: NodeJS.ErrnoException) => {
-        if (err.code !== 'EEXIST' && err.code !== 'ENOTEMPTY') throw err;
-      });
-    } finally {
-      await fs.rm(tmp, { recursive: true, force: true });
-    }
+    // one creator at a time: rename(2) would replace an empty dir another build already uses
+    await withLock(path.join(base, 'create.lock'), async () => {
+      if (await fs.access(final).then(() => true, () => false)) return;
+      const tmp = path.join(base, `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+      try {
+        if (req.seed) await copyTree(req.seed.dir, tmp);
+        else await fs.mkdir(tmp);
+        await fs.chown(tmp, req.uid, req.gid);
+        await fs.chmod(tmp, req.mode);
+        await fs.rename(tmp, final);
+      } finally {
+        await fs.rm(tmp, { recursive: true, force: true });
+      }
+    });
   }
 
   private async touch(base: string, id: string): Promise<void> {

@@ -180,13 +180,15 @@ describe('cache mounts', () => {
     expect(bad.stderr).toMatch(/--filter until=24h is not supported/);
   });
 
-  it('sharing=locked: two builds at once both count (no lost update)', async () => {
-    const step = (tag: string) => `FROM busybox\nRUN --mount=type=cache,id=counter,target=/c,sharing=locked sh -c 'n=$(cat /c/n 2>/dev/null || echo 0); sleep 1; echo $((n+1)) > /c/n' # ${tag}\n`;
+  it('two builds at once: a new shared cache is made once and keeps both writes; locked loses no update', async () => {
+    const step = (tag: string) =>
+      `FROM busybox\nRUN --mount=type=cache,id=both,target=/s touch /s/${tag}\nRUN --mount=type=cache,id=counter,target=/c,sharing=locked sh -c 'n=$(cat /c/n 2>/dev/null || echo 0); sleep 1; echo $((n+1)) > /c/n' # ${tag}\n`;
     const a = await context({ Dockerfile: step('a') });
     const b = await context({ Dockerfile: step('b') });
     await Promise.all([build(a), build(b)]);
-    const check = await context({ Dockerfile: 'FROM busybox\nRUN --mount=type=cache,id=counter,target=/c,sharing=locked cp /c/n /n\n' });
+    const check = await context({ Dockerfile: 'FROM busybox\nRUN --mount=type=cache,id=counter,target=/c,sharing=locked cp /c/n /n\nRUN --mount=type=cache,id=both,target=/s ls /s > /both\n' });
     const img = await build(check);
+    expect(img.tree['both']).toMatchObject({ sha256: sha('a\nb\n') });
     expect(img.tree['n']).toMatchObject({ sha256: sha('2\n') });
   });
 
