@@ -289,6 +289,7 @@ async function copyFiltered(contextDir: string, entry: SourceEntry, ignore: Step
  */
 class AgentForward {
   private server?: net.Server;
+  private readonly open = new Set<net.Socket>();
   private constructor(
     private readonly upstream: string,
     private readonly agentPid?: number,
@@ -310,6 +311,9 @@ class AgentForward {
   listen(sock: string): Promise<void> {
     this.server = net.createServer((conn) => {
       const up = net.connect(this.upstream);
+      this.open.add(conn).add(up);
+      conn.on('close', () => this.open.delete(conn));
+      up.on('close', () => this.open.delete(up));
       conn.pipe(up).pipe(conn);
       const drop = () => {
         conn.destroy();
@@ -327,6 +331,8 @@ class AgentForward {
   }
 
   async close(): Promise<void> {
+    // the step is over: whatever it left connected goes too
+    for (const c of this.open) c.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     if (this.agentPid) {
       try {
