@@ -2,7 +2,7 @@
  * mbuild-helper: declarations shared by its source files (one program, built by one `cc` line in
  * scripts/build-native.mjs from every .c file in native/).
  *
- *   common.c    errors, input buffers, string builders
+ *   common.c    errors, input buffers, string builders, filesystem magic
  *   fsops.c     `fsops` and `find-opaque` (and the opaque walk `run` reports with)
  *   spec.c      the `run` sandbox spec
  *   rootfs.c    the rootfs mount: overlay (with the long-lowerdir fallbacks) or a bound directory
@@ -130,6 +130,8 @@ struct sbuf {
 int sb_add(struct sbuf *s, const char *t, size_t n);
 int sb_str(struct sbuf *s, const char *t);
 
+int fs_magic_is(int fd, long magic);
+
 /* fsops.c -------------------------------------------------------------- */
 
 int run_fsops(void);
@@ -199,7 +201,6 @@ int remove_user_stubs(const char *upper);
 
 /* pseudofs.c ----------------------------------------------------------- */
 
-int fs_magic_is(int fd, long magic);
 int mount_at(const char *src, int fd, const char *type, unsigned long flags, const char *data, const char *what);
 int setup_proc(int rootfd, struct target *t, int devnull);
 int setup_sys(int rootfd, struct target *t, int devnull);

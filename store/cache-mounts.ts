@@ -18,6 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { sha256 } from './digest.js';
 import { withLock } from './lock.js';
+import { layout } from './layout.js';
 import { pidAlive } from '../util/process.js';
 import { treeBytes } from './recovery.js';
 import { MbuildError } from '../util/errors.js';
@@ -44,10 +45,6 @@ export interface CacheMountInfo {
 
 const LOCK_WAIT_MS = 24 * 3600 * 1000;
 
-export function cacheMountsDir(storeRoot: string): string {
-  return path.join(storeRoot, 'cache-mounts');
-}
-
 /** The directory name of a cache: what BuildKit's cache ref depends on, hashed. */
 export function cacheMountKey(req: Pick<CacheMountRequest, 'id' | 'mode' | 'uid' | 'gid' | 'seed'>): string {
   const owner = `${req.mode.toString(8)}:${req.uid}:${req.gid}`;
@@ -57,7 +54,7 @@ export function cacheMountKey(req: Pick<CacheMountRequest, 'id' | 'mode' | 'uid'
 export class CacheMounts {
   readonly dir: string;
   constructor(storeRoot: string) {
-    this.dir = cacheMountsDir(storeRoot);
+    this.dir = layout.cacheMounts(storeRoot);
   }
 
   /** Runs fn with the cache's directory, honouring the sharing mode for the whole of fn. */

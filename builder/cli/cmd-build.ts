@@ -5,9 +5,9 @@ import { promises as fs } from 'node:fs';
 import { parseArgs, parseOutput, type OutputSpec } from './args.js';
 import { Progress } from './progress.js';
 import { Store } from '../../store/store.js';
-import { build, type BuildResult } from '../build/build.js';
+import { build, type BuildResult } from '../executor/build.js';
 import { UsageError, MbuildError } from '../../util/errors.js';
-import type { NetworkMode } from '../build/context.js';
+import type { NetworkMode } from '../steps/contract.js';
 
 const BUILD_FLAGS = [
   { names: ['-t', '--tag'], key: 'tag', kind: 'list' as const },
@@ -67,7 +67,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     const want = String(flags.platform).replace(/^linux\/(amd64|arm64)\/v\d$/, 'linux/$1');
     if (want !== `${host.os}/${host.architecture}`) throw new UsageError(`--platform ${flags.platform}: mbuild builds only for this machine's platform (${host.os}/${host.architecture})`);
   }
-  const { parseSecretFlag, parseSshFlag } = await import('../build/secrets.js');
+  const { parseSecretFlag, parseSshFlag } = await import('../steps/secrets.js');
   const secrets = (flags.secret as string[]).map((s) => parseSecretFlag(s));
   const ssh = (flags.ssh as string[]).map((s) => parseSshFlag(s));
   const quiet = Boolean(flags.quiet) || progressMode === 'quiet';
@@ -100,7 +100,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     else progress.info(`built ${id}${result.names.length ? ' as ' + result.names.join(', ') : ''} in ${progress.total()}`);
     return 0;
   } finally {
-    if (flags.push || (await import('../build/build.js')).registryLoaded) await (await import('../../registry/transport.js')).closeTransport();
+    if (flags.push || (await import('../executor/build.js')).registryLoaded) await (await import('../../registry/transport.js')).closeTransport();
     await new (await import('../../snapshotter/snapshots.js')).Snapshotter(store).removeOwn();
     if (emptyContext) await fs.rm(emptyContext, { recursive: true, force: true });
   }

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { parseArgs, type FlagSpec } from './args.js';
 import { Store } from '../../store/store.js';
 import { Snapshotter } from '../../snapshotter/snapshots.js';
-import { readUserDb, resolveUser } from '../build/users.js';
+import { readUserDb, resolveUser } from '../steps/users.js';
 import { runSandboxed, type NetworkRequest } from '../sandbox/run.js';
 import { formatBytes, parseCpus, parseMemory, parsePidsLimit, type Limits } from '../sandbox/cgroups.js';
 import { ContainerRegistry, checkContainerName, type ContainerRecord } from '../sandbox/containers.js';

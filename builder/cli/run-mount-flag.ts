@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process';
 import { csvFields, ramInBytes } from '../dockerfile/run-mount.js';
 import type { SandboxMount } from '../sandbox/run.js';
 import { UsageError } from '../../util/errors.js';
+import { layout } from '../../store/layout.js';
 
 export interface DockerMount {
   type: 'bind' | 'volume' | 'tmpfs';
@@ -124,7 +125,7 @@ export async function prepareRunMounts(
       continue;
     }
     const name = m.source ?? randomBytes(32).toString('hex');
-    const base = path.join(storeRoot, 'volumes', name);
+    const base = path.join(layout.volumes(storeRoot), name);
     if (!m.source) anonymous.push(base);
     const data = path.join(base, '_data');
     await fs.mkdir(data, { recursive: true, mode: 0o755 });

@@ -9,13 +9,13 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import type { CopyInstruction } from '../dockerfile/types.js';
-import type { StepRun } from '../build/context.js';
-import { lookupFor, type StageState } from '../build/state.js';
+import type { StepRun } from './contract.js';
+import { lookupFor, type StageState } from './state.js';
 import { expandWord } from '../expand/shell-word.js';
 import { resolveSources, walkSourceSync, type SourceEntry } from '../context/sources.js';
 import { resolveInScope } from '../context/scope.js';
 import type { IgnoreMatcher } from '../context/dockerignore.js';
-import { readUserDb, resolveChown } from '../build/users.js';
+import { readUserDb, resolveChown } from './users.js';
 import { extractArchive } from '../../snapshotter/diff/apply.js';
 import { decompressStream, isArchive } from '../../snapshotter/diff/decompress.js';
 import { CopySourceMissingError, MbuildError } from '../../util/errors.js';

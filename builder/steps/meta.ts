@@ -1,7 +1,7 @@
 /** Instructions that only change the image config: ENV, ARG, LABEL, EXPOSE, VOLUME, USER, CMD, ... */
 import type { CommandForm, Instruction } from '../dockerfile/types.js';
 import { expandWord } from '../expand/shell-word.js';
-import { DEFAULT_SHELL, lookupFor, setEnv, type StageState } from '../build/state.js';
+import { DEFAULT_SHELL, lookupFor, setEnv, type StageState } from './state.js';
 import { MbuildError } from '../../util/errors.js';
 import type { Plan } from '../plan/plan.js';
 

@@ -1,13 +1,13 @@
 /** RUN: the command in a sandbox over the stage's layers; its overlay upperdir becomes the layer. */
 import type { RunInstruction } from '../dockerfile/types.js';
-import type { StepRun } from '../build/context.js';
-import { DEFAULT_SHELL, runEnv } from '../build/state.js';
-import { readUserDb, resolveUser } from '../build/users.js';
+import type { StepRun } from './contract.js';
+import { DEFAULT_SHELL, runEnv } from './state.js';
+import { readUserDb, resolveUser } from './users.js';
 import { runSandboxed, type SandboxResult } from '../sandbox/run.js';
 import { prepareMounts } from './run-mounts.js';
 import { formatBytes } from '../sandbox/cgroups.js';
 import { MbuildError, RunFailedError } from '../../util/errors.js';
-import type { NetworkMode } from '../build/context.js';
+import type { NetworkMode } from './contract.js';
 
 const HOSTNAME = 'mbuild';
 

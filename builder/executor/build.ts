@@ -7,10 +7,10 @@ import { planBuild, type Plan, type Stage } from '../plan/plan.js';
 import { Snapshotter } from '../../snapshotter/snapshots.js';
 import type { Store } from '../../store/store.js';
 import { loadIgnore } from '../context/dockerignore.js';
-import type { Progress } from '../cli/progress.js';
-import { baseState, forkState, type StageState } from './state.js';
-import type { BuildContext, NetworkMode } from './context.js';
-import type { SecretSource, SshSource } from './secrets.js';
+import type { ProgressReporter } from '../../util/progress.js';
+import { baseState, forkState, type StageState } from '../steps/state.js';
+import type { BuildContext, NetworkMode } from '../steps/contract.js';
+import type { SecretSource, SshSource } from '../steps/secrets.js';
 import { mountFrom } from '../dockerfile/run-mount.js';
 import type { Limits } from '../sandbox/cgroups.js';
 import { applyMeta } from '../steps/meta.js';
@@ -27,8 +27,8 @@ import { FileHashCache } from '../cache/file-hashes.js';
 import { MissExplainer, type StepRecord } from '../cache/explain.js';
 import { inputDigests, stepKey } from '../cache/keys.js';
 import type { Layer } from '../../snapshotter/snapshots.js';
-import type { StepHandle } from '../cli/progress.js';
-import type { StepCache } from './context.js';
+import type { StepHandle } from '../../util/progress.js';
+import type { StepCache } from '../steps/contract.js';
 
 export interface BuildOptions {
   contextDir: string;
@@ -63,7 +63,7 @@ export async function readDockerfile(file: string): Promise<string> {
   }
 }
 
-export async function build(store: Store, progress: Progress, opts: BuildOptions): Promise<BuildResult> {
+export async function build(store: Store, progress: ProgressReporter, opts: BuildOptions): Promise<BuildResult> {
   const names = opts.tags.map((t) => normalizeName(t));
   const text = await readDockerfile(opts.dockerfile);
   const display = path.basename(opts.dockerfile);
