@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import net from 'node:net';
 import { csvFields, mountFrom, parseRunMount, ramInBytes } from '../../builder/dockerfile/run-mount.js';
-import { parseSecretFlag, parseSshFlag } from '../../builder/build/secrets.js';
+import { parseSecretFlag, parseSshFlag } from '../../builder/steps/secrets.js';
 import { cacheMountKey } from '../../store/cache-mounts.js';
 
 const range = { start: 7, end: 7 };
