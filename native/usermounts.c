@@ -10,8 +10,9 @@
  * Targets are prepared by the outer helper before anything from the image runs, as docker 20.10's
  * BuildKit leaves them: missing directories (the target and its parents) are created 0755 root and
  * stay in the layer; a missing file target (a secret, a socket, a bound file) is created empty and
- * removed after the step. A target below an earlier mount's target is made inside that mount, in
- * the child, as runc does (so it fails on a read-only one, as it does with BuildKit).
+ * removed after the step. A target below an earlier mount's target, or in /dev, /proc or /sys, is
+ * made inside that mount, in the child, as runc does (so it fails on a read-only one, as it does
+ * with BuildKit).
  */
 #include "helper.h"
 
@@ -183,6 +184,10 @@ int prepare_user_mounts(int rootfd, int upperfd, const char *rootfs) {
     }
     for (size_t j = 0; j < i; j++)
       if (below(g_um[j].target, m->target) || !strcmp(g_um[j].target, m->target)) m->nested = 1;
+    /* /dev, /proc and /sys are the sandbox's own mounts: a target there is made in them, never in the layer */
+    static const char *pseudo[] = {"dev", "proc", "sys"};
+    for (size_t j = 0; j < sizeof pseudo / sizeof pseudo[0]; j++)
+      if (!strcmp(m->target, pseudo[j]) || below(pseudo[j], m->target)) m->nested = 1;
     if (!m->nested && make_target(rootfd, upperfd, rootfs, m, 1) < 0) return -1;
   }
   return 0;

@@ -256,6 +256,13 @@ describe('the step key covers the mounts as BuildKit does', () => {
     expect((await build(ctx)).stderr).toMatch(/cache miss/);
   });
 
+  it('a mount in /dev (BuildKit\'s tmpfs on /dev/shm) leaves nothing in the layer', async () => {
+    const ctx = await context({ Dockerfile: 'FROM busybox\nRUN --mount=type=tmpfs,target=/dev/shm,size=128m grep -o " /dev/shm tmpfs [^ ]*size=131072k" /proc/mounts | cut -d" " -f2,3 > /shm\nRUN --mount=type=cache,target=/dev/cachex touch /dev/cachex/f\n' });
+    const img = await build(ctx);
+    expect(img.tree['shm']).toMatchObject({ sha256: sha('/dev/shm tmpfs\n') });
+    expect(Object.keys(img.tree).filter((p) => p.startsWith('dev/'))).toEqual([]);
+  });
+
   it('tmpfs size= is honoured', async () => {
     const ctx = await context({ Dockerfile: 'FROM busybox\nRUN --mount=type=tmpfs,target=/t,size=1m df -k /t | tail -1 | awk \'{print $2}\' > /size\n' });
     const img = await build(ctx);
