@@ -16,7 +16,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Store, ResolvedImage } from '../store/store.js';
 import { MediaType } from '../store/oci.js';
 import { EMPTY_SNAPSHOT, SNAPSHOT_FILES, buildSnapshotName, imageSnapshotNames, layout, parseSnapshotName, tempSnapshotName } from '../store/layout.js';
-import { mountOverlay, unmount, relativeTo } from './mount.js';
+import { mountOverlay, unmount } from './mount.js';
 import { applyLayerTar } from './diff/apply.js';
 import { writeLayerTar, writeTar, isEmptyLayerDir, type TarEntry } from './diff/layer-tar.js';
 import { decompressStream } from './diff/decompress.js';
@@ -223,10 +223,10 @@ export class Snapshotter {
     await fs.rm(path.join(this.dir, id), { recursive: true, force: true });
   }
 
-  /** lowerdir list (top-most first, relative to the snapshots dir) for a stack of layers. */
+  /** lowerdir list (absolute, top-most first) for a stack of layers. */
   lowerDirs(layers: Layer[]): string[] {
-    const dirs = layers.filter((l) => !l.empty).map((l) => l.dir).reverse();
-    return relativeTo(this.dir, dirs.length ? dirs : [this.emptyDir]);
+    const dirs = layers.filter((l) => !l.empty).map((l) => path.resolve(l.dir)).reverse();
+    return dirs.length ? dirs : [this.emptyDir];
   }
 
   /** overlay, or copy (copy-fallback.ts) when overlayfs is missing or MBUILD_SNAPSHOTTER=copy; chosen once. */
@@ -257,7 +257,7 @@ export class Snapshotter {
     const target = path.join(active.base, 'merged');
     await fs.mkdir(target);
     try {
-      await mountOverlay(target, { lowerDirs: this.lowerDirs(layers), upperDir: path.relative(this.dir, active.upper), workDir: path.relative(this.dir, active.work), cwd: this.dir });
+      await mountOverlay(target, { lowerDirs: this.lowerDirs(layers), upperDir: active.upper, workDir: active.work, scratchParent: this.dir });
       try {
         await fn(target);
       } finally {
@@ -293,11 +293,11 @@ export class Snapshotter {
     await this.ready(layers);
     if ((await this.kind()) === 'copy') return this.viewCopy(layers, fn);
     const lowers = this.lowerDirs(layers);
-    if (lowers.length === 1) return fn(path.resolve(this.dir, lowers[0]));
+    if (lowers.length === 1) return fn(lowers[0]);
     const target = path.join(this.dir, tempSnapshotName());
     await fs.mkdir(target);
     try {
-      await mountOverlay(target, { lowerDirs: lowers, cwd: this.dir });
+      await mountOverlay(target, { lowerDirs: lowers, scratchParent: this.dir });
       try {
         return await fn(target);
       } finally {

@@ -21,6 +21,8 @@
  *   ROOT/containers/<id>.json      `mbuild run` containers (builder/sandbox/containers.ts)
  *   ROOT/cache-mounts/<32 hex>/    RUN --mount=type=cache directories (cache-mounts.ts)
  *   ROOT/volumes/<name>/_data      `mbuild run --mount type=volume` volumes (builder/cli/run-mount-flag.ts)
+ *   ROOT/server/context/<hex>      `mbuild serve`: uploaded context files by sha256 (server/context-store.ts)
+ *   ROOT/server/builds/<id>/       `mbuild serve`: a running build's context copy and outputs (swept at start)
  *
  * A name with a pid in it belongs to that process: once it is gone, the next Store.open sweeps it.
  */
@@ -41,6 +43,8 @@ export const layout = {
   containers: (root: string): string => path.join(root, 'containers'),
   cacheMounts: (root: string): string => path.join(root, 'cache-mounts'),
   volumes: (root: string): string => path.join(root, 'volumes'),
+  serverContext: (root: string): string => path.join(root, 'server', 'context'),
+  serverBuilds: (root: string): string => path.join(root, 'server', 'builds'),
 };
 
 /** The directory inside a snapshot that holds its files (the overlay lowerdir / upperdir). */

@@ -152,7 +152,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
     if ((await snap.kind()) === 'copy') {
       rootfs = { lowerDirs: [], rootfsDir: path.join(active.base, 'rootfs') };
       await snap.materialize(layers, rootfs.rootfsDir!);
-    } else rootfs = { lowerDirs: snap.lowerDirs(layers).map((d) => `${snap.dir}/${d}`), upperDir: active.upper, workDir: active.work };
+    } else rootfs = { lowerDirs: snap.lowerDirs(layers), upperDir: active.upper, workDir: active.work };
     const result = await runSandboxed({
       stateParent: store.tmpDir,
       ...rootfs,

@@ -20,6 +20,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import type { RunInstruction } from '../dockerfile/types.js';
 import { parseRunMount, type RunMount } from '../dockerfile/run-mount.js';
+import { HEREDOC_PIPES_DIR, type InlineFile } from '../dockerfile/heredoc.js';
 import type { StepRun } from './contract.js';
 import { lookupFor, type StageState } from './state.js';
 import { expandWord } from '../expand/shell-word.js';
@@ -52,8 +53,8 @@ type Acquire = (mounts: SandboxMount[], env: string[], next: () => Promise<unkno
 
 const mountErr = (ins: RunInstruction, msg: string) => new MbuildError('MBUILD_RUN_MOUNT', msg, { range: ins.range });
 
-export async function prepareMounts(run: StepRun, ins: RunInstruction): Promise<PreparedMounts> {
-  if (ins.mounts.length === 0) return { use: (fn) => fn([], []) };
+export async function prepareMounts(run: StepRun, ins: RunInstruction, files: InlineFile[] = []): Promise<PreparedMounts> {
+  if (ins.mounts.length === 0 && files.length === 0) return { use: (fn) => fn([], []) };
   const { ctx, state } = run;
   const lookup = lookupFor(state);
   const workdir = state.config.WorkingDir || '/';
@@ -107,6 +108,24 @@ export async function prepareMounts(run: StepRun, ins: RunInstruction): Promise<
   }
 
   const acquirers: Acquire[] = resolved.map((r) => acquirer(run, ins, r));
+  if (files.length) {
+    // a `#!` here-document: its script, read-only under /dev/pipes (BuildKit's mount for it)
+    key.push({ type: 'heredoc', target: HEREDOC_PIPES_DIR, files: files.map((f) => ({ name: f.name, data: f.data, mode: f.mode })) });
+    acquirers.push(async (mounts, _env, next) => {
+      const dir = await run.ctx.store.mkTemp('heredoc');
+      try {
+        for (const f of files) {
+          await fs.writeFile(path.join(dir, f.name), f.data);
+          await fs.chmod(path.join(dir, f.name), f.mode);
+        }
+        await fs.chmod(dir, 0o755);
+        mounts.push({ kind: 'bind', source: dir, target: HEREDOC_PIPES_DIR, readonly: true });
+        return await next();
+      } finally {
+        await fs.rm(dir, { recursive: true, force: true });
+      }
+    });
+  }
   return {
     key,
     async use(fn) {

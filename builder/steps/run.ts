@@ -3,6 +3,7 @@ import type { RunInstruction } from '../dockerfile/types.js';
 import type { StepRun } from './contract.js';
 import { DEFAULT_SHELL, runEnv } from './state.js';
 import { readUserDb, resolveUser } from './users.js';
+import { runCommand } from '../dockerfile/heredoc.js';
 import { runSandboxed, type SandboxResult } from '../sandbox/run.js';
 import { prepareMounts } from './run-mounts.js';
 import { formatBytes } from '../sandbox/cgroups.js';
@@ -19,18 +20,19 @@ function networkFor(ins: RunInstruction, dflt: NetworkMode): NetworkMode {
 }
 
 export function describeRun(ins: RunInstruction, shell: string[] | undefined): string {
-  return ins.cmd.shell ? `RUN ${[...(shell ?? DEFAULT_SHELL), ins.cmd.command].join(' ')} # buildkit` : `RUN ${JSON.stringify(ins.cmd.args)} # buildkit`;
+  const { args } = runCommand(ins, shell ?? DEFAULT_SHELL);
+  return ins.cmd.shell ? `RUN ${args.join(' ')} # buildkit` : `RUN ${JSON.stringify(ins.cmd.args)} # buildkit`;
 }
 
 export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> {
   const { ctx, state, step, cache } = run;
-  const args = ins.cmd.shell ? [...(state.config.Shell ?? DEFAULT_SHELL), heredocScript(ins) ?? ins.cmd.command] : ins.cmd.args;
+  const { args, files } = runCommand(ins, state.config.Shell ?? DEFAULT_SHELL);
   if (args.length === 0) throw new MbuildError('MBUILD_PARSE', 'RUN needs a command', { range: ins.range });
   const userSpec = state.config.User || '0';
   const network = networkFor(ins, ctx.network);
   const env = runEnv(state);
   const cwd = state.config.WorkingDir || '/';
-  const mounts = await prepareMounts(run, ins);
+  const mounts = await prepareMounts(run, ins, files);
   const hit = await cache.lookup({ op: 'run', args, env, user: userSpec, cwd, network, mounts: mounts.key });
   if (hit) {
     state.layers.push(hit);
@@ -86,7 +88,7 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
   await ctx.snap.ready(state.layers);
   const active = await ctx.snap.prepare();
   try {
-    const lowerDirs = ctx.snap.lowerDirs(state.layers).map((d) => `${ctx.snap.dir}/${d}`);
+    const lowerDirs = ctx.snap.lowerDirs(state.layers);
     const result = check(
       await ctx.jobs.add(() => mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(env, extra), mounts: m, lowerDirs, upperDir: active.upper, workDir: active.work })), { throwOnTimeout: true }),
     );
@@ -95,18 +97,6 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     await ctx.snap.remove(active.id);
     throw err;
   }
-}
-
-/** `RUN <<EOF` … `EOF`: the here-document is the script the shell runs. */
-function heredocScript(ins: RunInstruction): string | undefined {
-  if (!ins.heredocs?.length || !ins.cmd.shell) return undefined;
-  const only = ins.heredocs[0];
-  const words = ins.cmd.command.trim();
-  if (ins.heredocs.length === 1 && new RegExp(`^<<-?(["']?)${only.name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\1$`).test(words)) {
-    if (only.content.startsWith('#!')) throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN here-documents with a #! interpreter line are not supported yet', { range: ins.range });
-    return only.content;
-  }
-  throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN here-documents are supported only as the whole command (RUN <<EOF ... EOF)', { range: ins.range });
 }
 
 /**

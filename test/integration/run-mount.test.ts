@@ -263,6 +263,18 @@ describe('the step key covers the mounts as BuildKit does', () => {
     expect(Object.keys(img.tree).filter((p) => p.startsWith('dev/'))).toEqual([]);
   });
 
+  it('a #! here-document runs from /dev/pipes (BuildKit\'s read-only file mount); its text is in the key', async () => {
+    const df = (word: string) => `FROM busybox\nRUN <<EOF\n#!/bin/sh\necho ${word} > /said; ls -l /dev/pipes/EOF | cut -c1-10 >> /said\nEOF\n`;
+    const ctx = await context({ Dockerfile: df('one') });
+    const img = await build(ctx);
+    expect(img.tree['said']).toMatchObject({ sha256: sha('one\n-rwxr-xr-x\n') });
+    expect(Object.keys(img.tree).filter((p) => p.startsWith('dev/'))).toEqual([]);
+    await fs.writeFile(path.join(ctx, 'Dockerfile'), df('two'));
+    const again = await build(ctx);
+    expect(again.stderr).toMatch(/cache miss/);
+    expect(again.tree['said']).toMatchObject({ sha256: sha('two\n-rwxr-xr-x\n') });
+  });
+
   it('tmpfs size= is honoured', async () => {
     const ctx = await context({ Dockerfile: 'FROM busybox\nRUN --mount=type=tmpfs,target=/t,size=1m df -k /t | tail -1 | awk \'{print $2}\' > /size\n' });
     const img = await build(ctx);
