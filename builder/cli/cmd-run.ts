@@ -31,6 +31,7 @@ const RUN_FLAGS: FlagSpec[] = [
   { names: ['-h', '--hostname'], key: 'hostname', kind: 'string' },
   { names: ['--stop-timeout'], key: 'stopTimeout', kind: 'string' },
   { names: ['--debug'], key: 'debug', kind: 'bool' },
+  { names: ['--mount'], key: 'mount', kind: 'list' },
 ];
 
 const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -87,6 +88,8 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
   const workdir = flags.workdir as string | undefined;
   if (workdir !== undefined && !workdir.startsWith('/')) throw new UsageError(`the working directory "${workdir}" is invalid: it needs to be an absolute path`);
 
+  const { parseDockerMount, prepareRunMounts } = await import('./run-mount-flag.js');
+  const mountFlags = (flags.mount as string[]).map(parseDockerMount);
   const store = await Store.open(root);
   const registry = new ContainerRegistry(store.root);
   let network: NetworkRequest;
@@ -123,6 +126,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
 
   let rec: ContainerRecord | undefined;
   let ports: PublishedPorts | undefined;
+  const userMounts = await prepareRunMounts(store.root, mountFlags, (fn) => snap.view(layers, fn));
   const active = await snap.prepare(layers);
   let signal: ((sig: NodeJS.Signals) => void) | undefined;
   let received = 0;
@@ -156,6 +160,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
       network,
       hosts: '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n',
       limits,
+      mounts: userMounts.mounts,
       signals: 'forward',
       onOutput: (chunk, stream) => (stream === 'stdout' ? process.stdout : process.stderr).write(chunk),
       onStart: async (info) => {
@@ -181,5 +186,6 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
     await ports?.close();
     if (rec) await registry.remove(rec.id);
     await snap.remove(active.id);
+    await userMounts.cleanup();
   }
 }
