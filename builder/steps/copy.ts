@@ -12,9 +12,10 @@ import type { CopyInstruction } from '../dockerfile/types.js';
 import type { StepRun } from '../build/context.js';
 import { lookupFor, type StageState } from '../build/state.js';
 import { expandWord } from '../expand/shell-word.js';
-import { resolveSources, walkSourceSync, type SourceEntry } from '../context/sources.js';
+import { bothFilters, excludeFilter, includeFilter, resolveSources, walkSourceSync, type PathFilter, type SourceEntry } from '../context/sources.js';
+import { hasWildcards } from '../context/gomatch.js';
 import { resolveInScope } from '../context/scope.js';
-import type { IgnoreMatcher } from '../context/dockerignore.js';
+import { IgnoreMatcher } from '../context/dockerignore.js';
 import { readUserDb, resolveChown } from '../build/users.js';
 import { extractArchive } from '../../snapshotter/diff/apply.js';
 import { decompressStream, isArchive } from '../../snapshotter/diff/decompress.js';
@@ -54,9 +55,10 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
   const urls = ins.kind === 'add' && ins.from === undefined ? sources.filter((s) => /^https?:\/\//i.test(s)) : [];
   const local = sources.filter((s) => !urls.includes(s));
 
+  const exclude = excludeMatcher(ins);
   const resolve = async (srcRoot: string, ignore: IgnoreMatcher | undefined, fromImage: boolean): Promise<SourceEntry[]> => {
     try {
-      return await resolveSources(srcRoot, local, ignore);
+      return await resolveCopySources(srcRoot, local, ignore, exclude, ins.parents === true);
     } catch (err) {
       if (err instanceof CopySourceMissingError || (err as MbuildError).code === 'MBUILD_COPY_SOURCE_MISSING') {
         const where = fromImage ? `--from=${ins.from}` : 'the build context';
@@ -69,6 +71,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
   const inputs = {
     op: ins.kind, sources: local, urls: urls.length ? [urls, Date.now(), Math.random()] : undefined, dest, destIsDir,
     chown: ins.chown, chmod: ins.chmod, heredocs: ins.sourceContents, workdir,
+    ...(ins.exclude.length ? { exclude: ins.exclude } : {}), ...(ins.parents ? { parents: true } : {}),
   };
 
   // the last change of the stage, read by nothing later: write the layer tar from the sources
@@ -123,6 +126,39 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
     }
     await ctx.jobs.add(() => ctx.snap.view(src.layers, async (srcRoot) => copyFrom(srcRoot, undefined, true, await resolve(srcRoot, undefined, true))), { throwOnTimeout: true });
   }
+}
+
+/** COPY --exclude's patterns as one matcher (patternmatcher rules, as .dockerignore), or undefined. */
+function excludeMatcher(ins: CopyInstruction): IgnoreMatcher | undefined {
+  if (ins.exclude.length === 0) return undefined;
+  try {
+    return IgnoreMatcher.fromPatterns(ins.exclude, `${ins.kind.toUpperCase()} --exclude`);
+  } catch (err) {
+    throw new MbuildError('MBUILD_PARSE', (err as Error).message, { range: ins.range });
+  }
+}
+
+/**
+ * The sources of a COPY/ADD as BuildKit's file op copies them. Plain: each source as named
+ * (wildcards expanded), a directory's contents filtered by --exclude. With --parents a source
+ * `base/./pattern` (no "/./": base is the root) copies base's contents keeping only the paths
+ * the pattern matches, with their parent directories — so the path below base is kept in the
+ * destination. A pattern without wildcards must exist (BuildKit's RequiredPaths).
+ */
+async function resolveCopySources(root: string, sources: string[], ignore: IgnoreMatcher | undefined, exclude: IgnoreMatcher | undefined, parents: boolean): Promise<SourceEntry[]> {
+  const withFilter = (e: SourceEntry, f: PathFilter | undefined): SourceEntry => (e.isDir && f ? { ...e, filter: f } : e);
+  const excl = exclude ? excludeFilter(exclude) : undefined;
+  if (!parents) return (await resolveSources(root, sources, ignore)).map((e) => withFilter(e, excl));
+  const out: SourceEntry[] = [];
+  for (const src of sources) {
+    const pivot = src.indexOf('/./');
+    const base = pivot >= 0 ? src.slice(0, pivot) || '/' : '/';
+    const pattern = path.posix.normalize('/' + (pivot >= 0 ? src.slice(pivot + 3) : src)).replace(/^\/+/, '');
+    if (!hasWildcards(base) && !hasWildcards(pattern)) await resolveSources(root, [path.posix.join(base, pattern)], ignore);
+    const include = includeFilter(IgnoreMatcher.fromPatterns([pattern || '.'], 'COPY --parents'));
+    for (const e of await resolveSources(root, [base], ignore)) out.push(withFilter(e, excl ? bothFilters(include, excl) : include));
+  }
+  return out;
 }
 
 async function lstatOrNull(p: string): Promise<Stats | null> {

@@ -1,0 +1,172 @@
+/**
+ * COPY/ADD flags as BuildKit implements them (frontend/dockerfile/*_test.go are the reference:
+ * testExcludedFilesOnCopy, testCopyParents, testCopyRelativeParents, ...), on real builds.
+ * Where docker 20.10 has the feature its result is a fixture in test/fixtures/buildkit-20.10.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BUSYBOX_TAR, imageTree, mbuild, mountsUnder } from '../helpers/cli.js';
+
+let tmp: string;
+let root: string;
+
+type Tree = Record<string, Record<string, unknown>>;
+
+async function context(files: Record<string, string | { link: string }>): Promise<string> {
+  const dir = await fs.mkdtemp(path.join(tmp, 'ctx-'));
+  for (const [name, content] of Object.entries(files)) {
+    await fs.mkdir(path.dirname(path.join(dir, name)), { recursive: true });
+    if (typeof content === 'string') await fs.writeFile(path.join(dir, name), content);
+    else await fs.symlink(content.link, path.join(dir, name));
+  }
+  return dir;
+}
+
+async function build(ctx: string, extra: string[] = []) {
+  const out = path.join(tmp, `out-${Math.random().toString(36).slice(2)}.tar`);
+  const r = await mbuild(['--root', root, 'build', '--output', `type=oci,dest=${out}`, ...extra, ctx]);
+  if (r.code !== 0) throw new Error(`build failed (${r.code}):\n${r.stderr}`);
+  return { ...(await imageTree(out)), stderr: r.stderr, out };
+}
+
+async function buildFails(ctx: string, extra: string[] = []) {
+  const r = await mbuild(['--root', root, 'build', ...extra, ctx]);
+  expect(r.code, r.stderr).not.toBe(0);
+  return r.stderr.trim().split('\n').pop()!;
+}
+
+/** The paths below `dir/` in a tree (files with their size, links with their target). */
+function under(tree: Tree, dir: string): string[] {
+  return Object.keys(tree)
+    .filter((k) => k.startsWith(`${dir}/`))
+    .map((k) => k.slice(dir.length + 1) + (tree[k].type === 'dir' ? '/' : tree[k].type === 'symlink' ? ` -> ${tree[k].link}` : ''))
+    .sort();
+}
+
+beforeAll(async () => {
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'mbuild-copyflags-'));
+  root = path.join(tmp, 'root');
+  expect((await mbuild(['--root', root, 'load', '-i', BUSYBOX_TAR])).code).toBe(0);
+});
+
+afterAll(async () => {
+  expect(await mountsUnder(tmp)).toEqual([]);
+  await fs.rm(tmp, { recursive: true, force: true });
+});
+
+const EXCLUDE_CONTEXT = {
+  'dir1/file-101.png': '2', 'dir1/file-102.txt': '3', 'dir1/file-103.jpeg': '4',
+  'dir2/file-201.pdf': '6', 'dir2/file-202.jpeg': '7', 'dir2/file-203.png': '8',
+  'dir3/file-301.mp3': '9', 'dir3/file-302.mpeg': '10',
+  'dir4/file-401.txt': '11', 'dir4/file-402.txt': { link: 'file-401.txt' }, 'dir4/file-403.txt': { link: 'file-404.txt' },
+};
+
+describe('COPY --exclude', () => {
+  it('leaves out what the patterns match, relative to each source (BuildKit testExcludedFilesOnCopy)', async () => {
+    const ctx = await context({
+      ...EXCLUDE_CONTEXT,
+      Dockerfile: `FROM scratch AS b1
+COPY --exclude=*/*.png --exclude=*/*.jpeg . /1
+FROM scratch AS b2
+COPY --exclude=*/*.pdf --exclude=*/*.txt . /2
+FROM scratch AS b3
+ADD --exclude=*.mp3 dir3/ /3/
+FROM scratch AS b4
+COPY --exclude=*.mp3 --exclude=*.jpeg --exclude=*.png --exclude=*.pdf --exclude=*.txt dir* /4/
+FROM scratch AS b5
+ADD --exclude=*.mp* --exclude=*.jpeg --exclude=*.png --exclude=*.pdf dir* /5
+FROM scratch AS b6
+ADD --exclude=* dir* /6
+FROM scratch
+COPY --from=b1 / /b1
+COPY --from=b2 / /b2
+COPY --from=b3 / /b3
+COPY --from=b4 / /b4
+COPY --from=b5 / /b5
+COPY --from=b6 / /b6
+`,
+    });
+    const { tree } = await build(ctx);
+    expect(under(tree, 'b1/1')).toEqual(['Dockerfile', 'dir1/', 'dir1/file-102.txt', 'dir2/', 'dir2/file-201.pdf', 'dir3/', 'dir3/file-301.mp3', 'dir3/file-302.mpeg', 'dir4/', 'dir4/file-401.txt', 'dir4/file-402.txt -> file-401.txt', 'dir4/file-403.txt -> file-404.txt']);
+    expect(under(tree, 'b2/2')).toEqual(['Dockerfile', 'dir1/', 'dir1/file-101.png', 'dir1/file-103.jpeg', 'dir2/', 'dir2/file-202.jpeg', 'dir2/file-203.png', 'dir3/', 'dir3/file-301.mp3', 'dir3/file-302.mpeg', 'dir4/']);
+    expect(under(tree, 'b3/3')).toEqual(['file-302.mpeg']);
+    expect(under(tree, 'b4/4')).toEqual(['file-302.mpeg']);
+    expect(under(tree, 'b5/5')).toEqual(['file-102.txt', 'file-401.txt', 'file-402.txt -> file-401.txt', 'file-403.txt -> file-404.txt']);
+    expect(tree['b6/6']).toMatchObject({ type: 'dir' });
+    expect(under(tree, 'b6/6')).toEqual([]);
+  });
+
+  it('takes .dockerignore rules: a ! pattern re-includes below an excluded directory, from a stage too', async () => {
+    const ctx = await context({
+      'app/a.log': 'x', 'app/keep.txt': 'k', 'app/logs/old.log': 'o', 'app/logs/important.log': 'i', 'app/logs/sub/x.log': 's', 'app/src/main.c': 'c',
+      Dockerfile: `FROM busybox AS s
+COPY app /app
+FROM busybox
+COPY --exclude=**/*.log --exclude=!logs/important.log app /ctx/
+COPY --from=s --exclude=logs --exclude=src/ /app /stage/
+`,
+    });
+    const { tree } = await build(ctx);
+    expect(under(tree, 'ctx')).toEqual(['keep.txt', 'logs/', 'logs/important.log', 'logs/sub/', 'src/', 'src/main.c']);
+    expect(under(tree, 'stage')).toEqual(['a.log', 'keep.txt']);
+  });
+
+  it('keys the cache on the patterns', async () => {
+    const ctx = await context({ 'd/a.txt': 'a', 'd/b.log': 'b', Dockerfile: 'FROM busybox\nCOPY --exclude=*.log d /d/\n' });
+    expect(under((await build(ctx)).tree, 'd')).toEqual(['a.txt']);
+    await fs.writeFile(path.join(ctx, 'Dockerfile'), 'FROM busybox\nCOPY --exclude=*.txt d /d/\n');
+    expect(under((await build(ctx)).tree, 'd')).toEqual(['b.log']);
+  });
+
+  it('refuses a malformed pattern naming the line', async () => {
+    const ctx = await context({ a: 'a', Dockerfile: 'FROM busybox\nCOPY --exclude=[ a /a\n' });
+    expect(await buildFails(ctx)).toMatch(/Dockerfile:2: .*--exclude.*syntax error in pattern/);
+  });
+});
+
+describe('COPY --parents', () => {
+  it('keeps the source path below the context root (BuildKit testCopyParents)', async () => {
+    const ctx = await context({
+      'foo1/foo2/bar': 'testing', 'foo1/foo2/baz': 'testing2', 'foo1/other': 'o',
+      Dockerfile: 'FROM scratch\nCOPY --parents foo1/foo2/bar /\nWORKDIR /test\nCOPY --parents foo1/foo2/ba* .\n',
+    });
+    const { tree } = await build(ctx);
+    expect(tree['foo1/foo2/bar']).toMatchObject({ type: 'file', size: 7 });
+    expect(tree['foo1/other']).toBeUndefined();
+    expect(under(tree, 'test')).toEqual(['foo1/', 'foo1/foo2/', 'foo1/foo2/bar', 'foo1/foo2/baz']);
+  });
+
+  it('pivots at /./, takes wildcards and ** (BuildKit testCopyRelativeParents)', async () => {
+    const ctx = await context({
+      Dockerfile: `FROM busybox AS base
+WORKDIR /test
+RUN mkdir -p a/b/c/d/e a/b2/c/d/e a/b/c2/d/e a/b/c2/d/e2 && touch a/b/c/d/foo a/b/c/d/e/bay a/b2/c/d/e/bar a/b/c2/d/e/baz a/b/c2/d/e2/baz
+FROM scratch
+COPY --from=base --parents /test/a/b/./c/d /middle/
+COPY --from=base --parents /test/a/b/c/d/. /end/
+COPY --from=base --parents ./test/a/b/c/d /start/
+COPY --from=base --parents /test/a/./b/./c /double/
+COPY --from=base --parents /test/a/./*/c /wildcard/
+COPY --from=base --parents /test/a/b*/./c/**/e /doublewildcard/
+COPY --from=base --parents /test/a/b/c*/./d/**/baz /test/a/b*/./c/**/bar /doubleinputs/
+COPY --from=base --parents /test/a/b3*/c /wildcard-nonexistent/
+`,
+    });
+    const { tree } = await build(ctx);
+    expect(under(tree, 'middle')).toEqual(['c/', 'c/d/', 'c/d/e/', 'c/d/e/bay', 'c/d/foo']);
+    expect(under(tree, 'end')).toContain('test/a/b/c/d/foo');
+    expect(under(tree, 'start')).toContain('test/a/b/c/d/e/bay');
+    expect(under(tree, 'double')).toEqual(['b/', 'b/c/', 'b/c/d/', 'b/c/d/e/', 'b/c/d/e/bay', 'b/c/d/foo']);
+    expect(under(tree, 'wildcard')).toEqual(['b/', 'b/c/', 'b/c/d/', 'b/c/d/e/', 'b/c/d/e/bay', 'b/c/d/foo', 'b2/', 'b2/c/', 'b2/c/d/', 'b2/c/d/e/', 'b2/c/d/e/bar']);
+    expect(under(tree, 'doublewildcard')).toEqual(['c/', 'c/d/', 'c/d/e/', 'c/d/e/bar', 'c/d/e/bay']);
+    expect(under(tree, 'doubleinputs')).toEqual(['c/', 'c/d/', 'c/d/e/', 'c/d/e/bar', 'd/', 'd/e/', 'd/e/baz', 'd/e2/', 'd/e2/baz']);
+    expect(under(tree, 'wildcard-nonexistent')).toEqual([]);
+  });
+
+  it('refuses a path that does not exist (BuildKit testCopyParentsMissingDirectory)', async () => {
+    const ctx = await context({ Dockerfile: 'FROM busybox\nCOPY --parents test/nonexistent-file /out/\n' });
+    expect(await buildFails(ctx)).toMatch(/Dockerfile:2: .*"\/test\/nonexistent-file": not found/);
+  });
+});
