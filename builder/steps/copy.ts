@@ -20,7 +20,7 @@ import { readUserDb, resolveChown } from '../build/users.js';
 import { extractArchive } from '../../snapshotter/diff/apply.js';
 import { decompressStream, isArchive } from '../../snapshotter/diff/decompress.js';
 import { CopySourceMissingError, MbuildError } from '../../util/errors.js';
-import { downloadToFile } from './download.js';
+import { fetchUrl, parseChecksum, resolveUrl, type Downloaded } from './download.js';
 import { digestSources } from '../cache/context-hash.js';
 import { CopyNeedsFiles, CopyTarPlanner } from './copy-tar.js';
 
@@ -52,8 +52,9 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
   }
   const plan: CopyPlan = { dest, destIsDir, chmod: ins.chmod ? parseChmod(ins.chmod, ins) : undefined, isAdd: ins.kind === 'add' };
 
-  const urls = ins.kind === 'add' && ins.from === undefined ? sources.filter((s) => /^https?:\/\//i.test(s)) : [];
+  const urls = ins.kind === 'add' && ins.from === undefined ? sources.filter((s) => /^https?:\/\//.test(s)) : [];
   const local = sources.filter((s) => !urls.includes(s));
+  const checksum = checksumFor(ins, sources, urls);
 
   const exclude = excludeMatcher(ins);
   const resolve = async (srcRoot: string, ignore: IgnoreMatcher | undefined, fromImage: boolean): Promise<SourceEntry[]> => {
@@ -67,9 +68,10 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
       throw err;
     }
   };
-  // what the key covers besides the copied content; URLs are fetched every time (no checksum to key on)
+  // a URL is keyed by its content's digest (or --checksum), as BuildKit's http source is
+  const remote = await Promise.all(urls.map((u) => resolveUrl(ctx.store, ctx.cache.dir, u, checksum, ins.range)));
   const inputs = {
-    op: ins.kind, sources: local, urls: urls.length ? [urls, Date.now(), Math.random()] : undefined, dest, destIsDir,
+    op: ins.kind, sources: local, urls: remote.length ? remote.map((r) => [r.url, r.name, r.digest, r.mtime ?? '']) : undefined, dest, destIsDir,
     chown: ins.chown, chmod: ins.chmod, heredocs: ins.sourceContents, workdir,
     ...(ins.exclude.length ? { exclude: ins.exclude } : {}), ...(ins.parents ? { parents: true } : {}),
   };
@@ -94,7 +96,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
         // something on the way is not plain directories: copy for real (same result, or the exact error)
       }
     }
-    const downloads = [...(await Promise.all(urls.map((u) => downloadToFile(ctx.store, u)))), ...(await heredocFiles(ctx.store, ins, x))];
+    const downloads = [...(await Promise.all(remote.map((r) => fetchUrl(ctx.store, r, checksum, ins.range)))), ...(await heredocFiles(ctx.store, ins, x))];
     try {
       const layer = await ctx.snap.mutate(state.layers, async (root) => {
         if (ins.chown) plan.owner = resolveChown(x(ins.chown), await readUserDb(root), ins.range);
@@ -107,25 +109,42 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
     }
   };
 
-  if (ins.from === undefined) {
-    const entries = await resolve(ctx.contextDir, ctx.ignore, false);
-    const content = await digestSources(ctx.contextDir, entries, ctx.ignore, ctx.fileHashes);
-    const hit = await cache.lookup({ ...inputs, content: content.digest }, content.files);
-    if (hit) {
-      state.layers.push(hit);
-      return;
-    }
-    await ctx.jobs.add(() => copyFrom(ctx.contextDir, ctx.ignore, false, entries), { throwOnTimeout: true });
-  } else {
-    const dep = ctx.stageIndexOf(ins.from);
-    const src: StageState = dep !== undefined ? await ctx.stageResult(dep) : await ctx.imageState(ins.from);
-    const hit = await cache.lookup({ ...inputs, from: src.key });
-    if (hit) {
-      state.layers.push(hit);
-      return;
-    }
-    await ctx.jobs.add(() => ctx.snap.view(src.layers, async (srcRoot) => copyFrom(srcRoot, undefined, true, await resolve(srcRoot, undefined, true))), { throwOnTimeout: true });
+  try {
+    await copyOrHit();
+  } finally {
+    // a download made for the key and not used (a cache hit) goes too
+    for (const r of remote) if (r.file) await fs.rm(path.dirname(r.file.file), { recursive: true, force: true });
   }
+
+  async function copyOrHit(): Promise<void> {
+    if (ins.from === undefined) {
+      const entries = await resolve(ctx.contextDir, ctx.ignore, false);
+      const content = await digestSources(ctx.contextDir, entries, ctx.ignore, ctx.fileHashes);
+      const hit = await cache.lookup({ ...inputs, content: content.digest }, content.files);
+      if (hit) {
+        state.layers.push(hit);
+        return;
+      }
+      await ctx.jobs.add(() => copyFrom(ctx.contextDir, ctx.ignore, false, entries), { throwOnTimeout: true });
+    } else {
+      const dep = ctx.stageIndexOf(ins.from);
+      const src: StageState = dep !== undefined ? await ctx.stageResult(dep) : await ctx.imageState(ins.from);
+      const hit = await cache.lookup({ ...inputs, from: src.key });
+      if (hit) {
+        state.layers.push(hit);
+        return;
+      }
+      await ctx.jobs.add(() => ctx.snap.view(src.layers, async (srcRoot) => copyFrom(srcRoot, undefined, true, await resolve(srcRoot, undefined, true))), { throwOnTimeout: true });
+    }
+  }
+}
+
+/** ADD --checksum: only for one http(s) (or git) source, as BuildKit allows it. */
+function checksumFor(ins: CopyInstruction, sources: string[], urls: string[]): string | undefined {
+  if (ins.checksum === undefined) return undefined;
+  if (sources.length + (ins.sourceContents?.length ?? 0) !== 1) throw new MbuildError('MBUILD_PARSE', 'ADD --checksum can\'t be specified for multiple sources', { range: ins.range });
+  if (urls.length !== 1) throw new MbuildError('MBUILD_PARSE', 'ADD --checksum requires HTTP(S) or Git sources', { range: ins.range });
+  return parseChecksum(ins.checksum, ins.range);
 }
 
 /** COPY --exclude's patterns as one matcher (patternmatcher rules, as .dockerignore), or undefined. */
@@ -301,7 +320,6 @@ function expandHeredoc(data: string, x: (w: string) => string): string {
   return data.split('\n').map((line) => (line.includes('$') ? x(`"${line.replace(/(["\\])/g, '\\$1')}"`) : line)).join('\n');
 }
 
-interface Downloaded { file: string; name: string; mtime?: Date; mode?: number }
 
 async function copyDownload(root: string, d: Downloaded, plan: CopyPlan): Promise<void> {
   let targetPath = plan.destIsDir ? path.posix.join(plan.dest, d.name) : plan.dest;

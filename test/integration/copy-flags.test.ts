@@ -4,7 +4,10 @@
  * Where docker 20.10 has the feature its result is a fixture in test/fixtures/buildkit-20.10.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { BUSYBOX_TAR, imageTree, mbuild, mountsUnder } from '../helpers/cli.js';
@@ -168,5 +171,70 @@ COPY --from=base --parents /test/a/b3*/c /wildcard-nonexistent/
   it('refuses a path that does not exist (BuildKit testCopyParentsMissingDirectory)', async () => {
     const ctx = await context({ Dockerfile: 'FROM busybox\nCOPY --parents test/nonexistent-file /out/\n' });
     expect(await buildFails(ctx)).toMatch(/Dockerfile:2: .*"\/test\/nonexistent-file": not found/);
+  });
+});
+
+describe('ADD <url>', () => {
+  let server: Server;
+  let base: string;
+  const hits: { url: string; conditional: boolean; status: number }[] = [];
+  let body = 'version one\n';
+  const etag = () => `"${createHash('sha256').update(body).digest('hex').slice(0, 16)}"`;
+  const sha = (s: string) => `sha256:${createHash('sha256').update(s).digest('hex')}`;
+
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      const conditional = req.headers['if-none-match'] !== undefined;
+      const status = req.url === '/missing' ? 404 : conditional && req.headers['if-none-match'] === etag() ? 304 : 200;
+      hits.push({ url: req.url!, conditional, status });
+      res.writeHead(status, status === 200 ? { etag: etag(), 'last-modified': 'Wed, 01 Jan 2020 00:00:00 GMT' } : {});
+      res.end(status === 200 ? body : undefined);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+  it('is keyed by the content: an unchanged resource (304) keeps the step and the next ones cached', async () => {
+    body = 'version one\n';
+    const ctx = await context({ Dockerfile: `FROM busybox\nADD ${base}/f.txt /f.txt\nRUN cat /f.txt > /copy.txt\n` });
+    const first = await build(ctx);
+    expect(first.tree['copy.txt']).toMatchObject({ size: 12 });
+    hits.length = 0;
+    const second = await build(ctx);
+    expect(second.stderr).toMatch(/ADD .*f\.txt[\s\S]*CACHED/);
+    expect(second.stderr).toMatch(/RUN cat[^\n]*\n[^\n]*CACHED/);
+    expect(hits).toEqual([{ url: '/f.txt', conditional: true, status: 304 }]);
+    body = 'version two, longer\n';
+    const third = await build(ctx);
+    expect(third.tree['copy.txt']).toMatchObject({ size: body.length });
+  });
+
+  it('names a file after the URL path, __unnamed__ when it has none', async () => {
+    const ctx = await context({ Dockerfile: `FROM busybox\nADD ${base}/ /dest/\nADD ${base}/dir/name%20x /dest/\n` });
+    const { tree } = await build(ctx);
+    expect(under(tree, 'dest')).toEqual(['__unnamed__', 'name x']);
+    expect(tree['dest/__unnamed__']).toMatchObject({ mode: '0o600' });
+  });
+
+  it('verifies --checksum: a match builds, a mismatch fails naming the line and the URL and commits nothing', async () => {
+    body = 'checked content\n';
+    const good = await context({ Dockerfile: `FROM busybox\nADD --checksum=${sha(body)} ${base}/c.txt /c.txt\n` });
+    expect((await build(good)).tree['c.txt']).toMatchObject({ size: body.length });
+    const wrong = sha('something else');
+    const bad = await context({ Dockerfile: `FROM busybox\nADD --checksum=${wrong} ${base}/c2.txt /c.txt\nRUN echo never\n` });
+    const err = await buildFails(bad, ['-t', 'never-built']);
+    expect(err).toBe(`error: Dockerfile:2: ADD ${base}/c2.txt: checksum mismatch: expected ${wrong}, got ${sha(body)}`);
+    const images = await mbuild(['--root', root, 'images']);
+    expect(images.stdout).not.toContain('never-built');
+  });
+
+  it('refuses --checksum for a local source or several sources, and a malformed one', async () => {
+    const ctx = await context({ a: 'a', Dockerfile: `FROM busybox\nADD --checksum=${sha('a')} a /a\n` });
+    expect(await buildFails(ctx)).toBe('error: Dockerfile:2: ADD --checksum requires HTTP(S) or Git sources');
+    await fs.writeFile(path.join(ctx, 'Dockerfile'), `FROM busybox\nADD --checksum=${sha('a')} ${base}/x ${base}/y /d/\n`);
+    expect(await buildFails(ctx)).toBe("error: Dockerfile:2: ADD --checksum can't be specified for multiple sources");
+    await fs.writeFile(path.join(ctx, 'Dockerfile'), `FROM busybox\nADD --checksum=md5:abc ${base}/x /d/\n`);
+    expect(await buildFails(ctx)).toMatch(/Dockerfile:2: invalid ADD --checksum "md5:abc"/);
   });
 });
