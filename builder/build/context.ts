@@ -26,6 +26,8 @@ export interface BuildContext {
   cache: BuildCache;
   fileHashes: FileHashCache;
   noCache: boolean;
+  /** SOURCE_DATE_EPOCH (--build-arg or environment) */
+  sourceDateEpoch?: Date;
   /** limits how many RUN/COPY steps work at once (--jobs) */
   jobs: PQueue;
   /** a stage's index from a COPY --from value (name or number), undefined for an image */

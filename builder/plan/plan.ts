@@ -48,6 +48,8 @@ export function planBuild(df: ParsedDockerfile, opts: PlanOptions = {}): Plan {
   let current: Stage | undefined;
 
   const globalLookup = (name: string) => globalArgs.get(name);
+  // every stage name, so that COPY --from a stage defined later is refused rather than pulled as an image
+  const allNames = new Set(df.instructions.flatMap((i) => (i.kind === 'from' && i.stageName ? [i.stageName] : [])));
   for (const ins of df.instructions) {
     if (ins.kind === 'from') {
       const image = expandWord(ins.image, globalLookup, df.escape);
@@ -88,6 +90,8 @@ export function planBuild(df: ParsedDockerfile, opts: PlanOptions = {}): Plan {
         throw new PlanError('MBUILD_UNKNOWN_STAGE', `COPY --from=${from}: a stage cannot copy from itself`, ins.range);
       } else if (byName.has(lower)) {
         dep = byName.get(lower)!;
+      } else if (allNames.has(lower)) {
+        throw new PlanError('MBUILD_UNKNOWN_STAGE', `cannot copy from stage "${from}", it needs to be defined before current stage "${current.name ?? current.index}"`, ins.range);
       }
       if (dep !== undefined) {
         if (!current.deps.includes(dep)) current.deps.push(dep);

@@ -32,6 +32,8 @@ export interface CopyTarPlan {
   destIsDir: boolean;
   owner?: { uid: number; gid: number };
   chmod?: number;
+  /** COPY --from without --chown: entries keep the source's owner */
+  keepOwner?: boolean;
 }
 
 interface Planned extends TarEntry {
@@ -142,7 +144,8 @@ export class CopyTarPlanner {
     if (there === 'other' && isDir) throw new CopyNeedsFiles(`${rel} is not a directory`);
     if (before?.linkGroup) throw new CopyNeedsFiles(`${rel} replaces a hard link`);
     // a directory below that only gets new metadata is copied up without touching its parent
-    const common = { name: rel, uid: this.uid, gid: this.gid, sec: seconds(st), creates: !(isDir && there === 'dir' && !before) };
+    const owner = this.plan.keepOwner && !this.plan.owner ? { uid: st.uid, gid: st.gid } : { uid: this.uid, gid: this.gid };
+    const common = { name: rel, ...owner, sec: seconds(st), creates: !(isDir && there === 'dir' && !before) };
     if (isDir) {
       this.put(rel, { ...common, type: 'directory', mode: this.plan.chmod ?? st.mode & 0o7777 });
     } else if (st.isSymbolicLink()) {
@@ -156,6 +159,8 @@ export class CopyTarPlanner {
         source: { path: src, size: st.size, ino, dev: BigInt(st.dev) },
         linkGroup: group !== undefined && st.nlink > 1 ? `${group}${st.dev}:${st.ino}` : undefined,
       });
+    } else if (st.isSocket()) {
+      throw new CopyNeedsFiles(`${rel} is a socket`); // copy.ts writes it as an empty file
     } else if (there === 'other') {
       // copy.ts removes what is there and then skips a socket, fifo or device: a deletion
       throw new CopyNeedsFiles(`${rel} would be removed`);

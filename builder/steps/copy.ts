@@ -5,7 +5,7 @@
  */
 import {
   chmodSync, copyFileSync, createReadStream, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, promises as fs,
-  readlinkSync, rmSync, statSync, symlinkSync, utimesSync, type Stats,
+  readlinkSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync, type Stats,
 } from 'node:fs';
 import path from 'node:path';
 import type { CopyInstruction } from '../dockerfile/types.js';
@@ -32,6 +32,8 @@ interface CopyPlan {
   owner?: Owner; // undefined → 0:0
   chmod?: number;
   isAdd: boolean;
+  /** COPY --from: without --chown the copied files keep their owners (BuildKit keeps 100:200) */
+  fromImage?: boolean;
 }
 
 export function parseChmod(spec: string, ins: CopyInstruction): number {
@@ -78,10 +80,10 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
 
   // the last change of the stage, read by nothing later: write the layer tar from the sources
   const asTar = lastFsChange === true && ins.kind === 'copy' && urls.length === 0 && !ins.sourceContents?.length && process.env.MBUILD_COPY_AS_TAR !== '0';
-  const copyAsTar = (srcRoot: string, ignore: IgnoreMatcher | undefined, entries: SourceEntry[]) =>
+  const copyAsTar = (srcRoot: string, ignore: IgnoreMatcher | undefined, entries: SourceEntry[], fromImage: boolean) =>
     ctx.snap.view(state.layers, async (lowerRoot) => {
       const owner = ins.chown ? resolveChown(x(ins.chown), await readUserDb(lowerRoot), ins.range) : undefined;
-      const planner = new CopyTarPlanner(lowerRoot, { ...plan, owner });
+      const planner = new CopyTarPlanner(lowerRoot, { ...plan, owner, keepOwner: fromImage && !ins.chown });
       for (const e of entries) planner.add(srcRoot, e, statSync(e.hostPath), ignore);
       return ctx.snap.commitTar(planner.entries());
     });
@@ -89,7 +91,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
   const copyFrom = async (srcRoot: string, ignore: IgnoreMatcher | undefined, fromImage: boolean, entries: SourceEntry[]) => {
     if (asTar) {
       try {
-        state.layers.push(await cache.save(await copyAsTar(srcRoot, fromImage ? undefined : ignore, entries)));
+        state.layers.push(await cache.save(await copyAsTar(srcRoot, fromImage ? undefined : ignore, entries, fromImage)));
         return;
       } catch (err) {
         if (!(err instanceof CopyNeedsFiles)) throw err;
@@ -99,6 +101,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
     const downloads = [...(await Promise.all(remote.map((r) => fetchUrl(ctx.store, r, checksum, ins.range)))), ...(await heredocFiles(ctx.store, ins, x))];
     try {
       const layer = await ctx.snap.mutate(state.layers, async (root) => {
+        plan.fromImage = fromImage;
         if (ins.chown) plan.owner = resolveChown(x(ins.chown), await readUserDb(root), ins.range);
         for (const e of entries) await copyEntry(root, srcRoot, e, plan, fromImage ? undefined : ignore);
         for (const d of downloads) await copyDownload(root, d, plan);
@@ -129,7 +132,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
     } else {
       const dep = ctx.stageIndexOf(ins.from);
       const src: StageState = dep !== undefined ? await ctx.stageResult(dep) : await ctx.imageState(ins.from);
-      const hit = await cache.lookup({ ...inputs, from: src.key });
+      const hit = await cache.lookup({ ...inputs, from: src.key, owners: 'source' });
       if (hit) {
         state.layers.push(hit);
         return;
@@ -189,7 +192,7 @@ async function lstatOrNull(p: string): Promise<Stats | null> {
 }
 
 /** Create the directories of an image path that do not exist yet (0755, owned by --chown's owner). */
-export async function ensureDir(root: string, imagePath: string, owner: Owner | undefined, top?: { stat: Stats; chmod?: number }): Promise<string> {
+export async function ensureDir(root: string, imagePath: string, owner: Owner | undefined, top?: { stat: Stats; chmod?: number }, times?: Date): Promise<string> {
   const parts = imagePath.split('/').filter(Boolean);
   let cur = '/';
   for (let i = 0; i < parts.length; i++) {
@@ -200,12 +203,29 @@ export async function ensureDir(root: string, imagePath: string, owner: Owner | 
       if (!st.isDirectory()) throw new MbuildError('MBUILD_COPY_DEST', `cannot copy to ${imagePath}: ${cur} is not a directory`);
       continue;
     }
-    await fs.mkdir(host);
     const isTop = i === parts.length - 1 && top;
-    await fs.lchown(host, owner?.uid ?? 0, owner?.gid ?? 0);
-    await fs.chmod(host, isTop ? (top.chmod ?? top.stat.mode & 0o7777) : 0o755);
+    await mkdirMissing(root, host, imagePath, owner, isTop ? (top.chmod ?? top.stat.mode & 0o7777) : 0o755, times);
   }
   return resolveInScope(root, imagePath, true);
+}
+
+/**
+ * Make `host` and, when it is the target of a dangling symlink, the directories missing on the
+ * way to it (0755, the same owner), as BuildKit's MkdirAll does for `COPY foo /symlink/`.
+ */
+async function mkdirMissing(root: string, host: string, imagePath: string, owner: Owner | undefined, mode: number, times?: Date): Promise<void> {
+  const missing: string[] = [];
+  for (let p = host; p.length > root.length && !(await lstatOrNull(p)); p = path.dirname(p)) missing.unshift(p);
+  for (const dir of missing) {
+    try {
+      await fs.mkdir(dir);
+    } catch (err) {
+      throw new MbuildError('MBUILD_COPY_DEST', `cannot copy to ${imagePath}: ${(err as NodeJS.ErrnoException).code === 'ENOTDIR' ? `/${path.relative(root, path.dirname(dir))} is not a directory` : (err as Error).message}`);
+    }
+    await fs.lchown(dir, owner?.uid ?? 0, owner?.gid ?? 0);
+    await fs.chmod(dir, dir === host ? mode : 0o755);
+    if (times) await fs.utimes(dir, times, times);
+  }
 }
 
 async function copyEntry(root: string, srcRoot: string, e: SourceEntry, plan: CopyPlan, ignore: IgnoreMatcher | undefined): Promise<void> {
@@ -262,8 +282,8 @@ async function copyEntry(root: string, srcRoot: string, e: SourceEntry, plan: Co
  */
 function copyOne(src: string, dst: string, st: Stats, plan: CopyPlan, links?: Map<number, string>): boolean {
   const existing = lstatSync(dst, { throwIfNoEntry: false });
-  const uid = plan.owner?.uid ?? 0;
-  const gid = plan.owner?.gid ?? 0;
+  const uid = plan.owner?.uid ?? (plan.fromImage ? st.uid : 0);
+  const gid = plan.owner?.gid ?? (plan.fromImage ? st.gid : 0);
   if (st.isDirectory()) {
     // a directory inside a copied tree takes the source's metadata even when it already exists
     // (fsutil's copyFileInfo); only the top-level destination keeps its own
@@ -290,8 +310,11 @@ function copyOne(src: string, dst: string, st: Stats, plan: CopyPlan, links?: Ma
     lutimesSync(dst, st.atime, st.mtime);
     return true;
   }
-  if (!st.isFile()) return false; // sockets, fifos and devices in a context are not copied
-  copyFileSync(src, dst);
+  if (st.isSocket() && !plan.fromImage) {
+    // BuildKit's context transfer sends a socket as an empty regular file (testCopySocket)
+    writeFileSync(dst, '');
+  } else if (!st.isFile()) return false; // fifos and devices are not copied
+  else copyFileSync(src, dst);
   lchownSync(dst, uid, gid);
   chmodSync(dst, plan.chmod ?? st.mode & 0o7777);
   utimesSync(dst, st.atime, st.mtime);

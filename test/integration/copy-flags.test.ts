@@ -10,7 +10,14 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { BUSYBOX_TAR, imageTree, mbuild, mountsUnder } from '../helpers/cli.js';
+import { BUSYBOX_TAR, imageTree, mbuild, mountsUnder, REPO } from '../helpers/cli.js';
+
+/** docker 20.10 BuildKit's results for these cases, recorded on this machine (see _about). */
+const RECORDED = JSON.parse(await fs.readFile(path.join(REPO, 'test/fixtures/buildkit-20.10/copy-add.json'), 'utf8')) as Record<string, { entries: { path: string; type: string; mode: string; uid: number; gid: number; link?: string; size?: number }[] }>;
+const recorded = (name: string, prefix: string) =>
+  Object.fromEntries(RECORDED[name]!.entries.filter((e) => e.path === prefix || e.path.startsWith(`${prefix}/`)).map((e) => [e.path, { type: e.type, uid: e.uid, gid: e.gid, mode: `0o${(Number(e.mode) & 0o7777).toString(8)}` }]));
+const mine = (tree: Tree, prefix: string) =>
+  Object.fromEntries(Object.entries(tree).filter(([k]) => k === prefix || k.startsWith(`${prefix}/`)).map(([k, v]) => [k, { type: v.type, uid: v.uid, gid: v.gid, mode: v.mode }]));
 
 let tmp: string;
 let root: string;
@@ -236,5 +243,71 @@ describe('ADD <url>', () => {
     expect(await buildFails(ctx)).toBe("error: Dockerfile:2: ADD --checksum can't be specified for multiple sources");
     await fs.writeFile(path.join(ctx, 'Dockerfile'), `FROM busybox\nADD --checksum=md5:abc ${base}/x /d/\n`);
     expect(await buildFails(ctx)).toMatch(/Dockerfile:2: invalid ADD --checksum "md5:abc"/);
+  });
+});
+
+describe('image differences with BuildKit', () => {
+  it('COPY --from keeps the owners of the source stage unless --chown (recorded from docker 20.10)', async () => {
+    const ctx = await context({ Dockerfile: `FROM busybox AS src
+RUN mkdir -p /d/sub && echo hi > /d/f && echo x > /d/sub/g && chown -R 100:200 /d && chmod 0750 /d/sub
+FROM busybox
+COPY --from=src /d /out/
+COPY --from=src /d/f /single
+COPY --from=src --chown=7:8 /d /chowned/
+` });
+    const { tree } = await build(ctx);
+    for (const p of ['out', 'single', 'chowned']) expect(mine(tree, p), p).toEqual(recorded('owner', p));
+    // the last step is written straight to a tar: the same owners there
+    const last = await context({ Dockerfile: 'FROM busybox AS src\nRUN mkdir /d && echo a > /d/a && chown -R 100:200 /d\nFROM scratch\nCOPY --from=src /d /out/\n' });
+    expect((await build(last)).tree['out/a']).toMatchObject({ uid: 100, gid: 200 });
+  });
+
+  it('COPY into a dangling relative symlink makes its target directory (BuildKit testCopyToSymlinkDest, recorded)', async () => {
+    const { tarOf } = await import('../helpers/tar.js');
+    const ctx = await context({ foo: 'content0\n', Dockerfile: 'FROM scratch\nADD t.tar /\nCOPY foo /symlink/\n' });
+    await fs.writeFile(path.join(ctx, 't.tar'), await tarOf([{ name: 'symlink', type: 'symlink', linkname: '../tmp/symlink-target', mode: 0o755 }]));
+    const { tree } = await build(ctx);
+    expect(mine(tree, 'tmp')).toEqual(recorded('dangling', 'tmp'));
+    expect(tree['tmp/symlink-target/foo']).toMatchObject({ size: 9 });
+    expect(tree['symlink']).toMatchObject({ type: 'symlink', link: '../tmp/symlink-target' });
+  });
+
+  it('copies a socket in the context as an empty regular file, as BuildKit does (testCopySocket, recorded)', async () => {
+    const net = await import('node:net');
+    const ctx = await context({ Dockerfile: 'FROM scratch\nCOPY . /\n' });
+    const srv = net.createServer();
+    await new Promise<void>((r) => srv.listen(path.join(ctx, 'socket.sock'), r));
+    try {
+      await fs.chmod(path.join(ctx, 'socket.sock'), 0o600);
+      const { tree } = await build(ctx);
+      expect(mine(tree, 'socket.sock')).toEqual(recorded('socket', 'socket.sock'));
+      expect(tree['socket.sock']).toMatchObject({ size: 0 });
+    } finally {
+      srv.close();
+    }
+  });
+
+  it('refuses COPY --from a stage defined later, as BuildKit does', async () => {
+    const ctx = await context({ Dockerfile: 'FROM busybox AS a\nCOPY --from=b /etc/passwd /p\nFROM busybox AS b\nRUN true\n' });
+    expect(await buildFails(ctx)).toBe('error: Dockerfile:2: cannot copy from stage "b", it needs to be defined before current stage "a"');
+  });
+
+  it('--build-arg SOURCE_DATE_EPOCH dates what WORKDIR creates: two builds, one digest (testWorkdirSourceDateEpochReproducible)', async () => {
+    const ctx = await context({ Dockerfile: 'FROM busybox\nWORKDIR /mydir\n' });
+    const digests: string[] = [];
+    for (const n of [1, 2]) {
+      const r = path.join(tmp, `sde-root-${n}`);
+      expect((await mbuild(['--root', r, 'load', '-i', BUSYBOX_TAR])).code).toBe(0);
+      const out = path.join(tmp, `sde-${n}.tar`);
+      const b = await mbuild(['--root', r, 'build', '--output', `type=oci,dest=${out}`, '--build-arg', 'SOURCE_DATE_EPOCH=1673364896', ctx]);
+      expect(b.code, b.stderr).toBe(0);
+      expect(b.stderr).not.toContain('SOURCE_DATE_EPOCH');
+      const { readTar } = await import('../helpers/tar.js');
+      const index = (await readTar(await fs.readFile(out))).find((e) => e.header.name === 'index.json')!;
+      digests.push(JSON.parse(index.data.toString()).manifests[0].digest);
+      if (n === 1) await new Promise((r) => setTimeout(r, 1100)); // a second apart, so the build time would differ
+    }
+    expect(digests[0]).toMatch(/^sha256:/);
+    expect(digests[1]).toBe(digests[0]);
   });
 });
