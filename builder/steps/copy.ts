@@ -23,6 +23,7 @@ import { CopySourceMissingError, MbuildError } from '../../util/errors.js';
 import { fetchUrl, parseChecksum, resolveUrl, type Downloaded } from './download.js';
 import { digestSources } from '../cache/context-hash.js';
 import { CopyNeedsFiles, CopyTarPlanner } from './copy-tar.js';
+import { parseChmod, type Chmod } from './chmod.js';
 
 interface Owner { uid: number; gid: number }
 
@@ -30,16 +31,16 @@ interface CopyPlan {
   dest: string; // absolute image path
   destIsDir: boolean;
   owner?: Owner; // undefined → 0:0
-  chmod?: number;
+  chmod?: Chmod;
   isAdd: boolean;
+  /** extract a local tar archive (ADD, unless --unpack=false) */
+  unpack: boolean;
+  /** extract a downloaded tar archive (ADD --unpack=true only) */
+  unpackUrls: boolean;
   /** COPY --from: without --chown the copied files keep their owners (BuildKit keeps 100:200) */
   fromImage?: boolean;
 }
 
-export function parseChmod(spec: string, ins: CopyInstruction): number {
-  if (!/^[0-7]{1,4}$/.test(spec)) throw new MbuildError('MBUILD_PARSE', `invalid --chmod value "${spec}": use an octal mode such as 0755`, { range: ins.range });
-  return Number.parseInt(spec, 8);
-}
 
 export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins: CopyInstruction): Promise<void> {
   const lookup = lookupFor(state);
@@ -52,7 +53,8 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
   if (sources.length > 1 && !destIsDir) {
     throw new MbuildError('MBUILD_COPY_DEST', `When using ${ins.kind.toUpperCase()} with more than one source file, the destination must be a directory and end with a /`, { range: ins.range });
   }
-  const plan: CopyPlan = { dest, destIsDir, chmod: ins.chmod ? parseChmod(ins.chmod, ins) : undefined, isAdd: ins.kind === 'add' };
+  const plan: CopyPlan = { dest, destIsDir, chmod: ins.chmod !== undefined ? parseChmod(x(ins.chmod), `${ins.kind.toUpperCase()} --chmod`, ins.range) : undefined, isAdd: ins.kind === 'add',
+    unpack: ins.kind === 'add' && ins.unpack !== false, unpackUrls: ins.kind === 'add' && ins.unpack === true };
 
   const urls = ins.kind === 'add' && ins.from === undefined ? sources.filter((s) => /^https?:\/\//.test(s)) : [];
   const local = sources.filter((s) => !urls.includes(s));
@@ -73,8 +75,8 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
   // a URL is keyed by its content's digest (or --checksum), as BuildKit's http source is
   const remote = await Promise.all(urls.map((u) => resolveUrl(ctx.store, ctx.cache.dir, u, checksum, ins.range)));
   const inputs = {
-    op: ins.kind, sources: local, urls: remote.length ? remote.map((r) => [r.url, r.name, r.digest, r.mtime ?? '']) : undefined, dest, destIsDir,
-    chown: ins.chown, chmod: ins.chmod, heredocs: ins.sourceContents, workdir,
+    op: ins.kind, sources: local, ...(ins.unpack !== undefined ? { unpack: ins.unpack } : {}), urls: remote.length ? remote.map((r) => [r.url, r.name, r.digest, r.mtime ?? '']) : undefined, dest, destIsDir,
+    chown: ins.chown, chmod: ins.chmod !== undefined ? x(ins.chmod) : undefined, heredocs: ins.sourceContents, workdir,
     ...(ins.exclude.length ? { exclude: ins.exclude } : {}), ...(ins.parents ? { parents: true } : {}),
   };
 
@@ -104,7 +106,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
         plan.fromImage = fromImage;
         if (ins.chown) plan.owner = resolveChown(x(ins.chown), await readUserDb(root), ins.range);
         for (const e of entries) await copyEntry(root, srcRoot, e, plan, fromImage ? undefined : ignore);
-        for (const d of downloads) await copyDownload(root, d, plan);
+        for (const [i, d] of downloads.entries()) await copyDownload(root, d, plan, i < remote.length);
       });
       state.layers.push(await cache.save(layer));
     } finally {
@@ -192,7 +194,7 @@ async function lstatOrNull(p: string): Promise<Stats | null> {
 }
 
 /** Create the directories of an image path that do not exist yet (0755, owned by --chown's owner). */
-export async function ensureDir(root: string, imagePath: string, owner: Owner | undefined, top?: { stat: Stats; chmod?: number }, times?: Date): Promise<string> {
+export async function ensureDir(root: string, imagePath: string, owner: Owner | undefined, top?: { stat: Stats; chmod?: number }, times?: Date, dirMode = 0o755): Promise<string> {
   const parts = imagePath.split('/').filter(Boolean);
   let cur = '/';
   for (let i = 0; i < parts.length; i++) {
@@ -204,7 +206,7 @@ export async function ensureDir(root: string, imagePath: string, owner: Owner | 
       continue;
     }
     const isTop = i === parts.length - 1 && top;
-    await mkdirMissing(root, host, imagePath, owner, isTop ? (top.chmod ?? top.stat.mode & 0o7777) : 0o755, times);
+    await mkdirMissing(root, host, imagePath, owner, isTop ? (top.chmod ?? top.stat.mode & 0o7777) : dirMode, times, dirMode);
   }
   return resolveInScope(root, imagePath, true);
 }
@@ -213,7 +215,7 @@ export async function ensureDir(root: string, imagePath: string, owner: Owner | 
  * Make `host` and, when it is the target of a dangling symlink, the directories missing on the
  * way to it (0755, the same owner), as BuildKit's MkdirAll does for `COPY foo /symlink/`.
  */
-async function mkdirMissing(root: string, host: string, imagePath: string, owner: Owner | undefined, mode: number, times?: Date): Promise<void> {
+async function mkdirMissing(root: string, host: string, imagePath: string, owner: Owner | undefined, mode: number, times?: Date, dirMode = 0o755): Promise<void> {
   const missing: string[] = [];
   for (let p = host; p.length > root.length && !(await lstatOrNull(p)); p = path.dirname(p)) missing.unshift(p);
   for (const dir of missing) {
@@ -223,7 +225,7 @@ async function mkdirMissing(root: string, host: string, imagePath: string, owner
       throw new MbuildError('MBUILD_COPY_DEST', `cannot copy to ${imagePath}: ${(err as NodeJS.ErrnoException).code === 'ENOTDIR' ? `/${path.relative(root, path.dirname(dir))} is not a directory` : (err as Error).message}`);
     }
     await fs.lchown(dir, owner?.uid ?? 0, owner?.gid ?? 0);
-    await fs.chmod(dir, dir === host ? mode : 0o755);
+    await fs.chmod(dir, dir === host ? mode : dirMode);
     if (times) await fs.utimes(dir, times, times);
   }
 }
@@ -231,7 +233,7 @@ async function mkdirMissing(root: string, host: string, imagePath: string, owner
 async function copyEntry(root: string, srcRoot: string, e: SourceEntry, plan: CopyPlan, ignore: IgnoreMatcher | undefined): Promise<void> {
   if (e.isDir) {
     const srcStat = await fs.stat(e.hostPath);
-    const destHost = await ensureDir(root, plan.dest, plan.owner, { stat: srcStat, chmod: plan.chmod });
+    const destHost = await ensureDir(root, plan.dest, plan.owner, { stat: srcStat, chmod: plan.chmod?.apply(srcStat.mode, true) }, undefined, dirModeOf(plan));
     const dirs: { host: string; stat: Stats }[] = [];
     const links = new Map<number, string>();
     // directories this copy made or checked are real directories: no need to resolve them again
@@ -257,10 +259,8 @@ async function copyEntry(root: string, srcRoot: string, e: SourceEntry, plan: Co
     return;
   }
   const st = await fs.stat(e.hostPath);
-  if (plan.isAdd && st.isFile() && (await isArchive(e.hostPath))) {
-    const destHost = await ensureDir(root, plan.dest, plan.owner);
-    const input = await decompressStream(createReadStream(e.hostPath));
-    await extractArchive(input, destHost, { root });
+  if (plan.unpack && st.isFile() && (await isArchive(e.hostPath))) {
+    await unpackInto(root, e.hostPath, plan);
     return;
   }
   const base = path.posix.basename(e.rel.replace(/\/+$/, '')) || path.posix.basename(e.hostPath);
@@ -270,7 +270,7 @@ async function copyEntry(root: string, srcRoot: string, e: SourceEntry, plan: Co
     const existing = await lstatOrNull(await resolveInScope(root, plan.dest, true));
     if (existing?.isDirectory()) targetPath = path.posix.join(plan.dest, base);
   }
-  const parentHost = await ensureDir(root, path.posix.dirname(targetPath), plan.owner);
+  const parentHost = await ensureDir(root, path.posix.dirname(targetPath), plan.owner, undefined, undefined, dirModeOf(plan));
   copyOne(e.hostPath, path.join(parentHost, path.posix.basename(targetPath)), st, plan);
 }
 
@@ -290,7 +290,7 @@ function copyOne(src: string, dst: string, st: Stats, plan: CopyPlan, links?: Ma
     if (existing && !existing.isDirectory()) throw new MbuildError('MBUILD_COPY_DEST', `cannot copy to non-directory: ${path.basename(dst)}`);
     if (!existing) mkdirSync(dst);
     lchownSync(dst, uid, gid);
-    chmodSync(dst, plan.chmod ?? st.mode & 0o7777);
+    chmodSync(dst, modeOf(plan, st));
     return true;
   }
   if (existing?.isDirectory()) throw new MbuildError('MBUILD_COPY_DEST', `cannot replace the directory ${path.basename(dst)} with a file`);
@@ -316,10 +316,16 @@ function copyOne(src: string, dst: string, st: Stats, plan: CopyPlan, links?: Ma
   } else if (!st.isFile()) return false; // fifos and devices are not copied
   else copyFileSync(src, dst);
   lchownSync(dst, uid, gid);
-  chmodSync(dst, plan.chmod ?? st.mode & 0o7777);
+  chmodSync(dst, modeOf(plan, st));
   utimesSync(dst, st.atime, st.mtime);
   return true;
 }
+
+/** Directories a copy creates on the way: 0755, or an octal --chmod (BuildKit's MkdirAll with the mode; testCopyChmod). */
+const dirModeOf = (plan: CopyPlan): number => plan.chmod?.octal ?? 0o755;
+
+/** The mode a copied entry gets: its own, or --chmod's. */
+const modeOf = (plan: CopyPlan, st: Stats): number => (plan.chmod ? plan.chmod.apply(st.mode & 0o7777, st.isDirectory()) : st.mode & 0o7777);
 
 /** Let timers, progress output and other stages run between batches of synchronous work. */
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -344,15 +350,26 @@ function expandHeredoc(data: string, x: (w: string) => string): string {
 }
 
 
-async function copyDownload(root: string, d: Downloaded, plan: CopyPlan): Promise<void> {
+/** ADD of an archive: its entries go below the destination, owned by --chown's owner when given (--chmod does not apply). */
+async function unpackInto(root: string, archive: string, plan: CopyPlan): Promise<void> {
+  const destHost = await ensureDir(root, plan.dest, plan.owner);
+  const input = await decompressStream(createReadStream(archive));
+  await extractArchive(input, destHost, { root, owner: plan.owner });
+}
+
+async function copyDownload(root: string, d: Downloaded, plan: CopyPlan, fromUrl: boolean): Promise<void> {
+  if (fromUrl && plan.unpackUrls && (await isArchive(d.file))) {
+    await unpackInto(root, d.file, plan);
+    return;
+  }
   let targetPath = plan.destIsDir ? path.posix.join(plan.dest, d.name) : plan.dest;
   if (!plan.destIsDir) {
     const existing = await lstatOrNull(await resolveInScope(root, plan.dest, true));
     if (existing?.isDirectory()) targetPath = path.posix.join(plan.dest, d.name);
   }
-  const parentHost = await ensureDir(root, path.posix.dirname(targetPath), plan.owner);
+  const parentHost = await ensureDir(root, path.posix.dirname(targetPath), plan.owner, undefined, undefined, dirModeOf(plan));
   const st = await fs.stat(d.file);
   const dst = path.join(parentHost, path.posix.basename(targetPath));
-  copyOne(d.file, dst, st, { ...plan, chmod: plan.chmod ?? d.mode ?? 0o600 });
+  copyOne(d.file, dst, st, plan);
   if (d.mtime) await fs.utimes(dst, d.mtime, d.mtime);
 }

@@ -311,3 +311,85 @@ COPY --from=src --chown=7:8 /d /chowned/
     expect(digests[1]).toBe(digests[0]);
   });
 });
+
+describe('ADD --unpack, --chown of archives, --chmod', () => {
+  async function archiveContext(dockerfile: string): Promise<string> {
+    const { tarOf } = await import('../helpers/tar.js');
+    const { gzipSync } = await import('node:zlib');
+    const ctx = await context({ Dockerfile: dockerfile });
+    const tar = await tarOf([
+      { name: 'dir/', type: 'directory', mode: 0o755, uid: 5, gid: 6 },
+      { name: 'dir/f', data: 'a\n', mode: 0o644, uid: 5, gid: 6 },
+      { name: 'top', data: 'b\n', mode: 0o600, uid: 5, gid: 6 },
+    ]);
+    await fs.writeFile(path.join(ctx, 'a.tar'), tar);
+    await fs.writeFile(path.join(ctx, 'a.tar.gz'), gzipSync(tar));
+    return ctx;
+  }
+
+  it('applies --chown to the extracted files, as BuildKit passes ChownOpts to Untar', async () => {
+    const ctx = await archiveContext('FROM busybox\nADD --chown=100:200 a.tar /x/\nADD --chown=100:200 a.tar.gz /y/\nADD a.tar /z/\n');
+    const { tree } = await build(ctx);
+    for (const d of ['x', 'y']) {
+      expect(mine(tree, d), d).toEqual({
+        [d]: { type: 'dir', uid: 100, gid: 200, mode: '0o755' },
+        [`${d}/dir`]: { type: 'dir', uid: 100, gid: 200, mode: '0o755' },
+        [`${d}/dir/f`]: { type: 'file', uid: 100, gid: 200, mode: '0o644' },
+        [`${d}/top`]: { type: 'file', uid: 100, gid: 200, mode: '0o600' },
+      });
+    }
+    // without --chown the archive's owners stay
+    expect(tree['z/top']).toMatchObject({ uid: 5, gid: 6 });
+  });
+
+  it('--unpack=false copies a local archive as a file; --unpack=true extracts a downloaded one', async () => {
+    const ctx = await archiveContext('FROM busybox\nADD --unpack=false a.tar.gz /kept/\nADD --unpack=true a.tar /unpacked/\n');
+    const { createServer: serve } = await import('node:http');
+    const tarBytes = await fs.readFile(path.join(ctx, 'a.tar.gz'));
+    const server = serve((_req, res) => res.end(tarBytes));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/remote.tar.gz`;
+      await fs.appendFile(path.join(ctx, 'Dockerfile'), `ADD ${url} /remote-file/\nADD --unpack=true ${url} /remote-unpacked/\n`);
+      const { tree } = await build(ctx);
+      expect(under(tree, 'kept')).toEqual(['a.tar.gz']);
+      expect(under(tree, 'unpacked')).toEqual(['dir/', 'dir/f', 'top']);
+      expect(under(tree, 'remote-file')).toEqual(['remote.tar.gz']);
+      expect(under(tree, 'remote-unpacked')).toEqual(['dir/', 'dir/f', 'top']);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('takes --chmod octal (parents made with it), expanded from an ARG, and symbolic (BuildKit testCopyChmod)', async () => {
+    const ctx = await context({
+      foo: 'foo-contents', bar: 'bar-contents', 'd/x': 'x', 'd/sub/y': 'y',
+      Dockerfile: `FROM busybox
+COPY --chmod=0644 foo /
+COPY --chmod=777 bar /baz
+COPY --chmod=0 foo /foobis
+COPY --chmod=777 foo /parent/foo
+COPY --chmod=770 foo /parent/sub/foo
+ARG mode
+COPY --chmod=\${mode} foo /footer
+COPY --chmod=u+x foo /ux
+COPY --chmod=a=rX d /sym/
+ADD --chmod=go-rwx bar /added
+`,
+    });
+    await fs.chmod(path.join(ctx, 'foo'), 0o600);
+    await fs.chmod(path.join(ctx, 'bar'), 0o700);
+    await fs.chmod(path.join(ctx, 'd/x'), 0o640);
+    const { tree } = await build(ctx, ['--build-arg', 'mode=755']);
+    const modes = Object.fromEntries(['foo', 'baz', 'foobis', 'parent', 'parent/sub', 'footer', 'ux', 'sym/x', 'sym/sub', 'sym/sub/y', 'added'].map((p) => [p, tree[p]?.mode]));
+    expect(modes).toEqual({
+      foo: '0o644', baz: '0o777', foobis: '0o0', parent: '0o777', 'parent/sub': '0o770', footer: '0o755',
+      ux: '0o700', 'sym/x': '0o444', 'sym/sub': '0o555', 'sym/sub/y': '0o444', added: '0o700',
+    });
+  });
+
+  it('refuses a --chmod that is neither octal nor symbolic, naming the line (testCopyInvalidChmod)', async () => {
+    const ctx = await context({ foo: 'f', Dockerfile: 'FROM scratch\nCOPY --chmod=64a foo /\n' });
+    expect(await buildFails(ctx)).toBe("error: Dockerfile:2: COPY --chmod: invalid chmod parameter: '64a'. it should be octal string and between 0 and 07777");
+  });
+});
