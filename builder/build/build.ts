@@ -234,6 +234,7 @@ function sourceDateEpoch(buildArgs: Record<string, string>): Date | undefined {
 /** One step's view of the build cache: lookup fixes the step's key; save keeps the layer under it. */
 class StepCacheHandle implements StepCache {
   key?: string;
+  private storeKey?: string;
   created?: string;
   hit = false;
   private record?: StepRecord;
@@ -245,12 +246,16 @@ class StepCacheHandle implements StepCache {
     private readonly position: string,
   ) {}
 
-  async lookup(inputs: Record<string, unknown>, files?: Record<string, string>) {
-    this.key = stepKey(this.state.key, inputs);
+  async lookup(inputs: Record<string, unknown>, files?: Record<string, string>, opts?: { independent?: boolean }) {
+    // an independent step (COPY --link) is kept under a key without the layers below it; the
+    // stage's key still chains through it, so later steps depend on the base and on this layer
+    const own = stepKey(opts?.independent ? 'independent' : this.state.key, inputs);
+    this.storeKey = own;
+    this.key = opts?.independent ? stepKey(this.state.key, { independent: own }) : own;
     this.record = { inputs: { parent: this.state.key.slice(-16), ...inputDigests(inputs) }, ...(files ? { files } : {}) };
     this.explainer.record(this.position, this.record);
     if (!this.ctx.noCache) {
-      const found = await this.ctx.cache.get(this.key);
+      const found = await this.ctx.cache.get(own);
       if (found) {
         this.hit = true;
         this.created = found.created;
@@ -263,8 +268,8 @@ class StepCacheHandle implements StepCache {
 
   async save(layer: Layer): Promise<Layer> {
     this.created = new Date().toISOString();
-    if (!this.key) return layer;
-    return this.ctx.cache.put(this.key, layer, this.created);
+    if (!this.storeKey) return layer;
+    return this.ctx.cache.put(this.storeKey, layer, this.created);
   }
 }
 

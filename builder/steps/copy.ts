@@ -61,6 +61,10 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
   const checksum = checksumFor(ins, sources, urls);
 
   const exclude = excludeMatcher(ins);
+  // COPY --link: the files are copied into an empty tree, so the layer does not depend on the
+  // layers below (nor its cache key) and stacks onto any base. BuildKit links only without --chmod.
+  const link = ins.link && ins.chmod === undefined;
+  const below = link ? [] : state.layers;
   const resolve = async (srcRoot: string, ignore: IgnoreMatcher | undefined, fromImage: boolean): Promise<SourceEntry[]> => {
     try {
       return await resolveCopySources(srcRoot, local, ignore, exclude, ins.parents === true);
@@ -75,7 +79,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
   // a URL is keyed by its content's digest (or --checksum), as BuildKit's http source is
   const remote = await Promise.all(urls.map((u) => resolveUrl(ctx.store, ctx.cache.dir, u, checksum, ins.range)));
   const inputs = {
-    op: ins.kind, sources: local, ...(ins.unpack !== undefined ? { unpack: ins.unpack } : {}), urls: remote.length ? remote.map((r) => [r.url, r.name, r.digest, r.mtime ?? '']) : undefined, dest, destIsDir,
+    op: ins.kind, sources: local, ...(link ? { link: true } : {}), ...(ins.unpack !== undefined ? { unpack: ins.unpack } : {}), urls: remote.length ? remote.map((r) => [r.url, r.name, r.digest, r.mtime ?? '']) : undefined, dest, destIsDir,
     chown: ins.chown, chmod: ins.chmod !== undefined ? x(ins.chmod) : undefined, heredocs: ins.sourceContents, workdir,
     ...(ins.exclude.length ? { exclude: ins.exclude } : {}), ...(ins.parents ? { parents: true } : {}),
   };
@@ -83,7 +87,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
   // the last change of the stage, read by nothing later: write the layer tar from the sources
   const asTar = lastFsChange === true && ins.kind === 'copy' && urls.length === 0 && !ins.sourceContents?.length && process.env.MBUILD_COPY_AS_TAR !== '0';
   const copyAsTar = (srcRoot: string, ignore: IgnoreMatcher | undefined, entries: SourceEntry[], fromImage: boolean) =>
-    ctx.snap.view(state.layers, async (lowerRoot) => {
+    ctx.snap.view(below, async (lowerRoot) => {
       const owner = ins.chown ? resolveChown(x(ins.chown), await readUserDb(lowerRoot), ins.range) : undefined;
       const planner = new CopyTarPlanner(lowerRoot, { ...plan, owner, keepOwner: fromImage && !ins.chown });
       for (const e of entries) planner.add(srcRoot, e, statSync(e.hostPath), ignore);
@@ -102,7 +106,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
     }
     const downloads = [...(await Promise.all(remote.map((r) => fetchUrl(ctx.store, r, checksum, ins.range)))), ...(await heredocFiles(ctx.store, ins, x))];
     try {
-      const layer = await ctx.snap.mutate(state.layers, async (root) => {
+      const layer = await ctx.snap.mutate(below, async (root) => {
         plan.fromImage = fromImage;
         if (ins.chown) plan.owner = resolveChown(x(ins.chown), await readUserDb(root), ins.range);
         for (const e of entries) await copyEntry(root, srcRoot, e, plan, fromImage ? undefined : ignore);
@@ -125,7 +129,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
     if (ins.from === undefined) {
       const entries = await resolve(ctx.contextDir, ctx.ignore, false);
       const content = await digestSources(ctx.contextDir, entries, ctx.ignore, ctx.fileHashes);
-      const hit = await cache.lookup({ ...inputs, content: content.digest }, content.files);
+      const hit = await cache.lookup({ ...inputs, content: content.digest }, content.files, { independent: link });
       if (hit) {
         state.layers.push(hit);
         return;
@@ -134,7 +138,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
     } else {
       const dep = ctx.stageIndexOf(ins.from);
       const src: StageState = dep !== undefined ? await ctx.stageResult(dep) : await ctx.imageState(ins.from);
-      const hit = await cache.lookup({ ...inputs, from: src.key, owners: 'source' });
+      const hit = await cache.lookup({ ...inputs, from: src.key, owners: 'source' }, undefined, { independent: link });
       if (hit) {
         state.layers.push(hit);
         return;

@@ -393,3 +393,35 @@ ADD --chmod=go-rwx bar /added
     expect(await buildFails(ctx)).toBe("error: Dockerfile:2: COPY --chmod: invalid chmod parameter: '64a'. it should be octal string and between 0 and 07777");
   });
 });
+
+describe('COPY --link', () => {
+  it('does not depend on the layers below: a changed base reuses the layer without running it, stacked on the new base', async () => {
+    const ctx = await context({ 'app/f': 'linked\n', Dockerfile: 'FROM busybox\nRUN echo one > /base\nCOPY --link app /app/\nRUN cat /base /app/f > /seen\n' });
+    const first = await build(ctx);
+    await fs.writeFile(path.join(ctx, 'Dockerfile'), 'FROM busybox\nRUN echo two, longer > /base\nCOPY --link app /app/\nRUN cat /base /app/f > /seen\n');
+    const second = await build(ctx);
+    expect(second.stderr).toMatch(/COPY --link app \/app\/[^\n]*\n[^\n]*CACHED/);
+    expect(second.stderr).not.toMatch(/RUN cat[^\n]*\n[^\n]*CACHED/);
+    expect(second.tree['seen']).toMatchObject({ size: 'two, longer\nlinked\n'.length });
+    expect(second.tree['app/f']).toMatchObject({ size: 7, uid: 0 });
+    // the very same layer blob sits on both bases
+    const layerDigests = async (out: string) => {
+      const { readTar } = await import('../helpers/tar.js');
+      const files = await readTar(await fs.readFile(out));
+      const index = JSON.parse(files.find((e) => e.header.name === 'index.json')!.data.toString());
+      const manifest = JSON.parse(files.find((e) => e.header.name === `blobs/sha256/${index.manifests[0].digest.slice(7)}`)!.data.toString());
+      return (manifest.layers as { digest: string }[]).map((l) => l.digest);
+    };
+    const [a, b] = [await layerDigests(first.out), await layerDigests(second.out)];
+    expect(b[2]).toBe(a[2]);
+    expect(b[1]).not.toBe(a[1]);
+  });
+
+  it('copies into an empty tree: a symlink of the base on the way is not followed', async () => {
+    const ctx = await context({ f: 'f', Dockerfile: 'FROM busybox\nRUN mkdir /real && ln -s /real /via\nCOPY --link f /via/\n' });
+    const { tree } = await build(ctx);
+    expect(tree['real/f']).toBeUndefined();
+    expect(tree['via']).toMatchObject({ type: 'dir' });
+    expect(tree['via/f']).toMatchObject({ type: 'file' });
+  });
+});
