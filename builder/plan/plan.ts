@@ -5,7 +5,7 @@
 import type { ArgInstruction, FromInstruction, Instruction, ParsedDockerfile } from '../dockerfile/types.js';
 import { expandWord } from '../expand/shell-word.js';
 import { PlanError } from '../../util/errors.js';
-import { platformArgs } from './platform.js';
+import { isHostPlatform, platformArgs } from './platform.js';
 
 export type StageBase = { kind: 'scratch' } | { kind: 'stage'; index: number } | { kind: 'image'; ref: string };
 
@@ -54,6 +54,14 @@ export function planBuild(df: ParsedDockerfile, opts: PlanOptions = {}): Plan {
     if (ins.kind === 'from') {
       const image = expandWord(ins.image, globalLookup, df.escape);
       if (!image) throw new PlanError('MBUILD_PLAN', 'base name (FROM) cannot be empty', ins.range);
+      if (ins.platform !== undefined) {
+        // one platform per build for now: the host's (BUILDPLATFORM/TARGETPLATFORM are the host's)
+        const platform = expandWord(ins.platform, globalLookup, df.escape);
+        if (platform !== '' && !isHostPlatform(platform)) {
+          const h = platformArgs().TARGETPLATFORM;
+          throw new PlanError('MBUILD_UNSUPPORTED', `FROM --platform=${platform}: building for a platform other than this machine's (${h}) is not supported yet`, ins.range);
+        }
+      }
       const lower = image.toLowerCase();
       let base: StageBase;
       if (lower === 'scratch') base = { kind: 'scratch' };
