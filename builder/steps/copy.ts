@@ -24,6 +24,7 @@ import { fetchUrl, parseChecksum, resolveUrl, type Downloaded } from './download
 import { digestSources } from '../cache/context-hash.js';
 import { CopyNeedsFiles, CopyTarPlanner } from './copy-tar.js';
 import { parseChmod, type Chmod } from './chmod.js';
+import { checkoutGit, parseGitSource, resolveGitCommit, type GitSource } from './git.js';
 
 interface Owner { uid: number; gid: number }
 
@@ -56,9 +57,16 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
   const plan: CopyPlan = { dest, destIsDir, chmod: ins.chmod !== undefined ? parseChmod(x(ins.chmod), `${ins.kind.toUpperCase()} --chmod`, ins.range) : undefined, isAdd: ins.kind === 'add',
     unpack: ins.kind === 'add' && ins.unpack !== false, unpackUrls: ins.kind === 'add' && ins.unpack === true };
 
-  const urls = ins.kind === 'add' && ins.from === undefined ? sources.filter((s) => /^https?:\/\//.test(s)) : [];
-  const local = sources.filter((s) => !urls.includes(s));
-  const checksum = checksumFor(ins, sources, urls);
+  const gits = ins.from === undefined ? sources.flatMap((s) => parseGitSource(s, ins.range) ?? []) : [];
+  const urls = ins.from === undefined ? sources.filter((s) => /^https?:\/\//.test(s) && !gits.some((g) => g.src === s)) : [];
+  if (ins.kind === 'copy' && gits.length) throw new MbuildError('MBUILD_PARSE', "COPY: source can't be a git ref for COPY (use ADD)", { range: ins.range });
+  if (ins.kind === 'copy' && urls.length) throw new MbuildError('MBUILD_PARSE', "COPY: source can't be a URL for COPY (use ADD)", { range: ins.range });
+  const local = sources.filter((s) => !urls.includes(s) && !gits.some((g) => g.src === s));
+  const checksum = checksumFor(ins, sources, urls, gits);
+  for (const g of gits) {
+    if (ins.keepGitDir !== undefined && g.keepGitDir !== undefined && ins.keepGitDir !== g.keepGitDir) throw new MbuildError('MBUILD_PARSE', `ADD ${g.src}: inconsistent keep-git-dir configuration`, { range: ins.range });
+    g.keepGitDir ??= ins.keepGitDir;
+  }
 
   const exclude = excludeMatcher(ins);
   // COPY --link: the files are copied into an empty tree, so the layer does not depend on the
@@ -78,14 +86,16 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
   };
   // a URL is keyed by its content's digest (or --checksum), as BuildKit's http source is
   const remote = await Promise.all(urls.map((u) => resolveUrl(ctx.store, ctx.cache.dir, u, checksum, ins.range)));
+  // a git source is keyed by the commit its ref names now
+  const commits = await Promise.all(gits.map((g) => resolveGitCommit(g, checksum, ins.range)));
   const inputs = {
-    op: ins.kind, sources: local, ...(link ? { link: true } : {}), ...(ins.unpack !== undefined ? { unpack: ins.unpack } : {}), urls: remote.length ? remote.map((r) => [r.url, r.name, r.digest, r.mtime ?? '']) : undefined, dest, destIsDir,
+    op: ins.kind, sources: local, ...(gits.length ? { git: gits.map((g, i) => [g.remote, commits[i], g.subdir ?? '', g.keepGitDir === true, g.submodules]) } : {}), ...(link ? { link: true } : {}), ...(ins.unpack !== undefined ? { unpack: ins.unpack } : {}), urls: remote.length ? remote.map((r) => [r.url, r.name, r.digest, r.mtime ?? '']) : undefined, dest, destIsDir,
     chown: ins.chown, chmod: ins.chmod !== undefined ? x(ins.chmod) : undefined, heredocs: ins.sourceContents, workdir,
     ...(ins.exclude.length ? { exclude: ins.exclude } : {}), ...(ins.parents ? { parents: true } : {}),
   };
 
   // the last change of the stage, read by nothing later: write the layer tar from the sources
-  const asTar = lastFsChange === true && ins.kind === 'copy' && urls.length === 0 && !ins.sourceContents?.length && process.env.MBUILD_COPY_AS_TAR !== '0';
+  const asTar = lastFsChange === true && ins.kind === 'copy' && urls.length === 0 && gits.length === 0 && !ins.sourceContents?.length && process.env.MBUILD_COPY_AS_TAR !== '0';
   const copyAsTar = (srcRoot: string, ignore: IgnoreMatcher | undefined, entries: SourceEntry[], fromImage: boolean) =>
     ctx.snap.view(below, async (lowerRoot) => {
       const owner = ins.chown ? resolveChown(x(ins.chown), await readUserDb(lowerRoot), ins.range) : undefined;
@@ -105,16 +115,21 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
       }
     }
     const downloads = [...(await Promise.all(remote.map((r) => fetchUrl(ctx.store, r, checksum, ins.range)))), ...(await heredocFiles(ctx.store, ins, x))];
+    const checkouts: { dir: string; tmp: string }[] = [];
     try {
+      for (const [i, g] of gits.entries()) checkouts.push(await checkoutGit(ctx.store, g, commits[i]!, ins.range));
       const layer = await ctx.snap.mutate(below, async (root) => {
         plan.fromImage = fromImage;
         if (ins.chown) plan.owner = resolveChown(x(ins.chown), await readUserDb(root), ins.range);
         for (const e of entries) await copyEntry(root, srcRoot, e, plan, fromImage ? undefined : ignore);
         for (const [i, d] of downloads.entries()) await copyDownload(root, d, plan, i < remote.length);
+        // a checkout's files go into the destination like a directory's (--exclude applies)
+        for (const c of checkouts) await copyEntry(root, c.dir, { hostPath: c.dir, rel: '.', isDir: true, ...(exclude ? { filter: excludeFilter(exclude) } : {}) }, plan, undefined);
       });
       state.layers.push(await cache.save(layer));
     } finally {
       for (const d of downloads) await fs.rm(path.dirname(d.file), { recursive: true, force: true });
+      for (const c of checkouts) await fs.rm(c.tmp, { recursive: true, force: true });
     }
   };
 
@@ -149,11 +164,12 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
 }
 
 /** ADD --checksum: only for one http(s) (or git) source, as BuildKit allows it. */
-function checksumFor(ins: CopyInstruction, sources: string[], urls: string[]): string | undefined {
+function checksumFor(ins: CopyInstruction, sources: string[], urls: string[], gits: GitSource[]): string | undefined {
   if (ins.checksum === undefined) return undefined;
   if (sources.length + (ins.sourceContents?.length ?? 0) !== 1) throw new MbuildError('MBUILD_PARSE', 'ADD --checksum can\'t be specified for multiple sources', { range: ins.range });
-  if (urls.length !== 1) throw new MbuildError('MBUILD_PARSE', 'ADD --checksum requires HTTP(S) or Git sources', { range: ins.range });
-  return parseChecksum(ins.checksum, ins.range);
+  if (urls.length + gits.length !== 1) throw new MbuildError('MBUILD_PARSE', 'ADD --checksum requires HTTP(S) or Git sources', { range: ins.range });
+  // for git: a commit hash (or a prefix), checked by resolveGitCommit
+  return urls.length ? parseChecksum(ins.checksum, ins.range) : ins.checksum;
 }
 
 /** COPY --exclude's patterns as one matcher (patternmatcher rules, as .dockerignore), or undefined. */

@@ -425,3 +425,118 @@ describe('COPY --link', () => {
     expect(tree['via/f']).toMatchObject({ type: 'file' });
   });
 });
+
+describe('ADD <git repository>', () => {
+  let server: Server;
+  let base: string;
+  let repoDir: string;
+  let first: string;
+  let second: string;
+  const requests: string[] = [];
+  const sh = async (cmd: string, cwd: string) => {
+    const { run } = await import('../helpers/cli.js');
+    const r = await run('sh', ['-c', cmd], { cwd, env: { ...process.env, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@t', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@t' } });
+    if (r.code !== 0) throw new Error(`${cmd}: ${r.stderr}`);
+    return r.stdout.trim();
+  };
+
+  beforeAll(async () => {
+    const { spawn } = await import('node:child_process');
+    const projects = await fs.mkdtemp(path.join(tmp, 'git-'));
+    repoDir = path.join(projects, 'repo.git');
+    const work = path.join(projects, 'work');
+    await fs.mkdir(path.join(work, 'sub/deep'), { recursive: true });
+    await fs.writeFile(path.join(work, 'README'), 'v1\n');
+    await fs.writeFile(path.join(work, 'sub/deep/file'), 'deep\n');
+    await fs.writeFile(path.join(work, 'run.sh'), '#!/bin/sh\n');
+    await fs.chmod(path.join(work, 'run.sh'), 0o755);
+    await sh('git init -q -b main . && git add -A && git commit -qm one && git tag -a v1 -m v1', work);
+    first = await sh('git rev-parse HEAD', work);
+    await fs.writeFile(path.join(work, 'README'), 'v2, on main\n');
+    await sh('git commit -qam two', work);
+    second = await sh('git rev-parse HEAD', work);
+    await sh(`git clone -q --bare . ${repoDir}`, work);
+    // git's own smart-HTTP server, run as a CGI program
+    server = createServer((req, res) => {
+      requests.push(`${req.method} ${req.url}`);
+      const u = new URL(req.url!, 'http://x');
+      const cgi = spawn('git', ['http-backend'], {
+        env: {
+          ...process.env, GIT_PROJECT_ROOT: projects, GIT_HTTP_EXPORT_ALL: '1', PATH_INFO: u.pathname, QUERY_STRING: u.search.slice(1),
+          REQUEST_METHOD: req.method!, CONTENT_TYPE: req.headers['content-type'] ?? '', GIT_PROTOCOL: String(req.headers['git-protocol'] ?? ''),
+          REMOTE_ADDR: '127.0.0.1', CONTENT_LENGTH: String(req.headers['content-length'] ?? ''),
+        },
+      });
+      req.pipe(cgi.stdin);
+      let head = Buffer.alloc(0);
+      let headersDone = false;
+      cgi.stdout.on('data', (chunk: Buffer) => {
+        if (headersDone) return void res.write(chunk);
+        head = Buffer.concat([head, chunk]);
+        const end = head.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        headersDone = true;
+        let status = 200;
+        for (const line of head.subarray(0, end).toString().split('\r\n')) {
+          const [k, ...v] = line.split(':');
+          if (k!.toLowerCase() === 'status') status = Number.parseInt(v.join(':').trim(), 10);
+          else res.setHeader(k!, v.join(':').trim());
+        }
+        res.writeHead(status);
+        res.write(head.subarray(end + 4));
+      });
+      cgi.stdout.on('end', () => res.end());
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+  it('clones the ref (default branch, tag, commit), without .git, a subdir with #ref:subdir', async () => {
+    const ctx = await context({
+      Dockerfile: `FROM busybox
+ADD ${base}/repo.git /head/
+ADD ${base}/repo.git#v1 /tag/
+ADD ${base}/repo.git#${first}:sub /commit-sub/
+ADD ${base}/repo.git?ref=main&subdir=sub/deep /query/
+`,
+    });
+    const { tree } = await build(ctx);
+    expect(under(tree, 'head')).toEqual(['README', 'run.sh', 'sub/', 'sub/deep/', 'sub/deep/file']);
+    expect(tree['head/README']).toMatchObject({ size: 'v2, on main\n'.length, uid: 0, gid: 0, mode: '0o644' });
+    expect(tree['head/run.sh']).toMatchObject({ mode: '0o755' });
+    expect(tree['tag/README']).toMatchObject({ size: 3 });
+    expect(under(tree, 'commit-sub')).toEqual(['deep/', 'deep/file']);
+    expect(under(tree, 'query')).toEqual(['file']);
+  });
+
+  it('keeps .git with --keep-git-dir, and checks --checksum against the commit', async () => {
+    const ctx = await context({ Dockerfile: `FROM busybox\nADD --keep-git-dir --checksum=${second.slice(0, 12)} ${base}/repo.git#main /kept/\nRUN git_head=$(cat /kept/.git/HEAD) && echo "$git_head" > /head.txt\n` });
+    const { tree } = await build(ctx);
+    expect(tree['kept/.git']).toMatchObject({ type: 'dir' });
+    expect(tree['kept/README']).toMatchObject({ type: 'file' });
+    const bad = await context({ Dockerfile: `FROM busybox\nADD --checksum=${first} ${base}/repo.git#main /x/\n` });
+    expect(await buildFails(bad)).toBe(`error: Dockerfile:2: ADD ${base}/repo.git#main: checksum mismatch: expected commit ${first}, got ${second}`);
+  });
+
+  it('is keyed by the commit: an unchanged ref is CACHED without fetching', async () => {
+    const ctx = await context({ Dockerfile: `FROM busybox\nADD ${base}/repo.git#main /src/\nRUN ls /src > /ls.txt\n` });
+    const posts = () => requests.filter((r) => r.startsWith('POST') && r.includes('git-upload-pack')).length;
+    requests.length = 0;
+    await build(ctx);
+    const cold = posts(); // ls-remote, then the fetch
+    requests.length = 0;
+    const again = await build(ctx);
+    expect(again.stderr).toMatch(/ADD [^\n]*repo\.git#main[^\n]*\n[^\n]*CACHED/);
+    // only the ls-remote that resolves the ref: nothing is fetched
+    expect(posts()).toBe(1);
+    expect(cold).toBeGreaterThan(1);
+  });
+
+  it('refuses a git source for COPY and a missing ref, naming the line', async () => {
+    const ctx = await context({ Dockerfile: `FROM busybox\nCOPY ${base}/repo.git /x/\n` });
+    expect(await buildFails(ctx)).toBe("error: Dockerfile:2: COPY: source can't be a git ref for COPY (use ADD)");
+    await fs.writeFile(path.join(ctx, 'Dockerfile'), `FROM busybox\nADD ${base}/repo.git#nope /x/\n`);
+    expect(await buildFails(ctx)).toBe(`error: Dockerfile:2: ADD ${base}/repo.git#nope: the repository has no ref "nope"`);
+  });
+});
