@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   MBUILD_UNKNOWN_STAGE: 'a --target or COPY --from names a stage that does not exist or comes later',
   MBUILD_UNSUPPORTED: 'an instruction or option that mbuild does not implement',
   MBUILD_CANCELED: 'a step stopped because another stage of the build failed',
+  MBUILD_CHECK: 'a build check found something and the Dockerfile asks for errors (# check=error=true)',
   // the build context and the steps
   MBUILD_CONTEXT_READ: 'a file of the build context cannot be read',
   MBUILD_DOCKERIGNORE: 'the .dockerignore file cannot be read or has an invalid pattern',
@@ -31,7 +32,6 @@ export const ERROR_CODES = {
   MBUILD_NETWORK: 'the RUN network (bridge, veth, address) could not be set up',
   MBUILD_FSOP: 'mbuild-helper could not make a whiteout, an opaque directory or a device node',
   MBUILD_MOUNT: 'the image filesystem (overlay) could not be mounted',
-  MBUILD_TOO_MANY_LAYERS: 'too many layers to mount as one overlay',
   MBUILD_EXPORT: 'the build result could not be written to its --output destination',
   // layers and snapshots
   MBUILD_LAYER: 'a layer tar could not be written from a directory',
@@ -61,6 +61,8 @@ export const ERROR_CODES = {
   MBUILD_REGISTRY_BAD_MANIFEST: 'a registry sent a manifest or index that is not valid',
   MBUILD_REGISTRY_TOO_LARGE: 'a registry sent a manifest or config over the size limit',
   MBUILD_CREDENTIALS: 'the Docker credentials file or a credential helper failed',
+  // mbuild serve and the remote CLI
+  MBUILD_REMOTE: 'the mbuild server (--host, MBUILD_HOST) cannot be reached or a call to it failed',
 } as const satisfies Record<`MBUILD_${string}`, string>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -9,14 +9,15 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import type { CopyInstruction } from '../dockerfile/types.js';
-import type { StepRun } from '../build/context.js';
-import { lookupFor, type StageState } from '../build/state.js';
+import type { StepRun } from './contract.js';
+import { lookupFor, type StageState } from './state.js';
+import { expandHeredocContent } from '../dockerfile/heredoc.js';
 import { expandWord } from '../expand/shell-word.js';
 import { bothFilters, excludeFilter, includeFilter, resolveSources, walkSourceSync, type PathFilter, type SourceEntry } from '../context/sources.js';
 import { hasWildcards } from '../context/gomatch.js';
 import { resolveInScope } from '../context/scope.js';
 import { IgnoreMatcher } from '../context/dockerignore.js';
-import { readUserDb, resolveChown } from '../build/users.js';
+import { readUserDb, resolveChown } from './users.js';
 import { extractArchive } from '../../snapshotter/diff/apply.js';
 import { decompressStream, isArchive } from '../../snapshotter/diff/decompress.js';
 import { CopySourceMissingError, MbuildError } from '../../util/errors.js';
@@ -84,13 +85,15 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
       throw err;
     }
   };
+  // here-document sources as they will be written (expanded unless the terminator was quoted)
+  const heredocs = ins.sourceContents?.map((h) => ({ path: h.path, data: h.expand ? expandHeredocContent(h.data, lookup) : h.data }));
   // a URL is keyed by its content's digest (or --checksum), as BuildKit's http source is
   const remote = await Promise.all(urls.map((u) => resolveUrl(ctx.store, ctx.cache.dir, u, checksum, ins.range)));
   // a git source is keyed by the commit its ref names now
   const commits = await Promise.all(gits.map((g) => resolveGitCommit(g, checksum, ins.range)));
   const inputs = {
     op: ins.kind, sources: local, ...(gits.length ? { git: gits.map((g, i) => [g.remote, commits[i], g.subdir ?? '', g.keepGitDir === true, g.submodules]) } : {}), ...(link ? { link: true } : {}), ...(ins.unpack !== undefined ? { unpack: ins.unpack } : {}), urls: remote.length ? remote.map((r) => [r.url, r.name, r.digest, r.mtime ?? '']) : undefined, dest, destIsDir,
-    chown: ins.chown, chmod: ins.chmod !== undefined ? x(ins.chmod) : undefined, heredocs: ins.sourceContents, workdir,
+    chown: ins.chown, chmod: ins.chmod !== undefined ? x(ins.chmod) : undefined, heredocs, workdir,
     ...(ins.exclude.length ? { exclude: ins.exclude } : {}), ...(ins.parents ? { parents: true } : {}),
   };
 
@@ -114,7 +117,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
         // something on the way is not plain directories: copy for real (same result, or the exact error)
       }
     }
-    const downloads = [...(await Promise.all(remote.map((r) => fetchUrl(ctx.store, r, checksum, ins.range)))), ...(await heredocFiles(ctx.store, ins, x))];
+    const downloads = [...(await Promise.all(remote.map((r) => fetchUrl(ctx.store, r, checksum, ins.range)))), ...(await heredocFiles(ctx.store, heredocs ?? []))];
     const checkouts: { dir: string; tmp: string }[] = [];
     try {
       for (const [i, g] of gits.entries()) checkouts.push(await checkoutGit(ctx.store, g, commits[i]!, ins.range));
@@ -352,21 +355,16 @@ const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 const YIELD_EVERY = 64;
 
 /** `COPY <<EOF /dest`: each here-document becomes a file (0644) named by its terminator. */
-async function heredocFiles(store: StepRun['ctx']['store'], ins: CopyInstruction, x: (w: string) => string): Promise<Downloaded[]> {
+async function heredocFiles(store: StepRun['ctx']['store'], docs: { path: string; data: string }[]): Promise<Downloaded[]> {
   const out: Downloaded[] = [];
-  for (const h of ins.sourceContents ?? []) {
+  for (const h of docs) {
     const dir = await store.mkTemp('heredoc');
     const file = path.join(dir, 'content');
-    await fs.writeFile(file, h.expand ? expandHeredoc(h.data, x) : h.data, { mode: 0o644 });
+    await fs.writeFile(file, h.data, { mode: 0o644 });
     await fs.chmod(file, 0o644);
     out.push({ file, name: h.path, mode: 0o644 });
   }
   return out;
-}
-
-/** Expand variables line by line in a here-document, as a double-quoted shell word would. */
-function expandHeredoc(data: string, x: (w: string) => string): string {
-  return data.split('\n').map((line) => (line.includes('$') ? x(`"${line.replace(/(["\\])/g, '\\$1')}"`) : line)).join('\n');
 }
 
 
