@@ -23,6 +23,8 @@ export const ERROR_CODES = {
   MBUILD_COPY_SOURCE_MISSING: 'a COPY/ADD source matches nothing',
   MBUILD_COPY_DEST: 'a COPY/ADD destination is not a directory where one is needed',
   MBUILD_ADD_URL: 'ADD could not download its URL',
+  MBUILD_ADD_CHECKSUM: 'ADD --checksum does not match what was downloaded or cloned',
+  MBUILD_ADD_GIT: 'ADD could not clone its git source (git missing, clone or checkout failed)',
   MBUILD_UNKNOWN_USER: 'a USER or --chown user is not in the image\'s /etc/passwd',
   MBUILD_UNKNOWN_GROUP: 'a USER or --chown group is not in the image\'s /etc/group',
   MBUILD_RUN_FAILED: 'a RUN command exited non-zero or was killed',

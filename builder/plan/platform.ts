@@ -17,3 +17,19 @@ export function platformArgs(): Record<string, string> {
     BUILDPLATFORM: plat, BUILDOS: p.os, BUILDARCH: p.architecture, BUILDVARIANT: p.variant ?? '',
   };
 }
+
+const ARCH_ALIASES: Record<string, string> = { x86_64: 'amd64', x86: '386', i386: '386', aarch64: 'arm64', armhf: 'arm', armel: 'arm' };
+
+/**
+ * Is an OCI platform string (`os/arch[/variant]`, as FROM --platform takes it) the host's?
+ * Architecture aliases and arm64's default v8 variant count as the same.
+ */
+export function isHostPlatform(spec: string): boolean {
+  const [os = '', arch = '', variant, ...rest] = spec.toLowerCase().split('/');
+  if (rest.length > 0) return false;
+  const host = hostPlatform();
+  const a = ARCH_ALIASES[arch] ?? arch;
+  if (os !== host.os || a !== host.architecture) return false;
+  const v = variant ?? (a === 'arm64' ? 'v8' : undefined);
+  return v === (host.variant ?? undefined);
+}
