@@ -26,6 +26,12 @@ export interface BuildContext {
   cache: BuildCache;
   fileHashes: FileHashCache;
   noCache: boolean;
+  /** proxy variables from --build-arg: set in RUN's environment, kept out of the cache key and the image */
+  proxyEnv: string[];
+  /** --add-host lines for /etc/hosts of every RUN */
+  extraHosts: string;
+  /** aborted when any stage fails: running RUNs are killed, waiting steps do not start */
+  signal: AbortSignal;
   /** limits how many RUN/COPY steps work at once (--jobs) */
   jobs: PQueue;
   /** a stage's index from a COPY --from value (name or number), undefined for an image */

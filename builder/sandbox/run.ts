@@ -176,12 +176,13 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       const pid = Number(payload);
       const h = helper!;
       starting = (async () => {
+        let release: string[] | undefined;
         if (plan.mode === 'bridge') {
           try {
             attachment = await attachToBridge(plan.bridge!, pid);
             await writeFile(join(stateDir, 'hosts'), `${spec.hosts}${spec.hosts && !spec.hosts.endsWith('\n') ? '\n' : ''}${attachment.address}\t${spec.hostname}\n`);
             const a = attachment;
-            h.control!.end(encodeFields(['addr', a.address, 'prefix', String(a.prefix), 'gw', a.gateway, 'ifname', 'eth0']));
+            release = ['addr', a.address, 'prefix', String(a.prefix), 'gw', a.gateway, 'ifname', 'eth0'];
           } catch (err) {
             setupError ??= err;
             h.control!.end(encodeFields(['abort', `network setup failed: ${(err as Error).message}`]));
@@ -189,11 +190,16 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
           }
         }
         try {
+          // before the command starts (on the bridge it waits for its address): published ports and
+          // a container's record exist even for a command that ends at once (`mbuild run -p … true`)
           await spec.onStart?.({ pid, netns: `/proc/${pid}/ns/net`, network: plan.mode, address: attachment?.address, signal: (sig) => h.kill(sig) });
         } catch (err) {
           setupError ??= err;
-          h.kill('SIGUSR1');
+          if (release) h.control!.end(encodeFields(['abort', `start failed: ${(err as Error).message}`]));
+          else h.kill('SIGUSR1');
+          return;
         }
+        if (release) h.control!.end(encodeFields(release));
       })();
     };
     let opaqueDirs: string[] | undefined;
