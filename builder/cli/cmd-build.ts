@@ -1,5 +1,6 @@
 /** `mbuild build`: parse flags (build-flags.ts), build, tag, write outputs, push, write metadata. */
 import path from 'node:path';
+import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { parseArgs } from './args.js';
 import { parseOutput, type OutputSpec } from './output-spec.js';
@@ -232,7 +233,6 @@ async function exportLayoutDir(store: Store, manifestDigest: string, names: stri
     const tarFile = path.join(tmp, 'image.tar');
     await exportImage(store, { manifestDigest, names }, { type, dest: tarFile });
     await fs.mkdir(dest, { recursive: true });
-    const { execFile } = await import('node:child_process');
     await new Promise<void>((resolve, reject) => execFile('tar', ['-x', '--no-same-owner', '-f', tarFile, '-C', dest], (err) => (err ? reject(err) : resolve())));
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });
