@@ -77,7 +77,9 @@ async function cloneGit(spec: string, dir: string): Promise<string> {
   try {
     await exec('git', ['init', '-q', dir]);
     await exec('git', ['-C', dir, 'remote', 'add', 'origin', repo]);
-    await exec('git', ['-C', dir, 'fetch', '-q', '--depth', '1', 'origin', ref || 'HEAD'], { env: { ...process.env, GIT_TERMINAL_PROMPT: '0' } });
+    const env = { ...process.env, GIT_TERMINAL_PROMPT: '0' };
+    // shallow first; a server that cannot (git's "dumb" http) gets a full fetch
+    await exec('git', ['-C', dir, 'fetch', '-q', '--depth', '1', 'origin', ref || 'HEAD'], { env }).catch(() => exec('git', ['-C', dir, 'fetch', '-q', 'origin', ref || 'HEAD'], { env }));
     await exec('git', ['-C', dir, 'checkout', '-q', 'FETCH_HEAD']);
     await exec('git', ['-C', dir, 'submodule', 'update', '-q', '--init', '--recursive', '--depth', '1']).catch(() => undefined);
   } catch (err) {

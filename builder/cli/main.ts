@@ -158,6 +158,8 @@ export async function main(argv: string[]): Promise<number> {
 
 async function dispatch(command: string, root: string, rest: string[], raw: string[], argv: string[]): Promise<number> {
   const images = () => import('./cmd-images.js');
+  // run's --help is checked among its options only (after the image it belongs to the command)
+  if (command !== 'run' && (rest.includes('--help') || (command !== 'build' && command !== 'login' && rest.includes('-h')))) throw new HelpRequested();
   switch (command) {
     case 'help': {
       const which = rest[0];
@@ -169,7 +171,7 @@ async function dispatch(command: string, root: string, rest: string[], raw: stri
       return (await images()).versionCommand(rest);
     case 'build': {
       const { reexecInMountNamespace } = await import('./namespace.js');
-      if (rest.includes('--help') || rest.includes('-h')) throw new HelpRequested();
+      if (rest.includes('-h')) throw new HelpRequested();
       const code = await reexecInMountNamespace(argv);
       if (code !== undefined) return code;
       return await (await import('./cmd-build.js')).buildCommand(root, rest);
