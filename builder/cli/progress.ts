@@ -187,7 +187,8 @@ export class TtyProgress extends Progress {
     for (const s of this.steps) {
       const tag = s.state === 'cached' ? 'CACHED ' : s.state === 'error' ? 'ERROR ' : s.state === 'canceled' ? 'CANCELED ' : '';
       lines.push(fit(` => ${tag}${s.label}`, s.state === 'cached' ? '0.0s' : secs(s.t0, s.t1)));
-      for (const note of s.notes) lines.push(fit(` => => ${note}`));
+      // a finished step keeps what it measured (peak memory, cpu, transfers), not why it ran
+      for (const note of s.notes) if (s.state === 'running' || !note.startsWith('cache miss')) lines.push(fit(` => => ${note}`));
       // running steps show their last lines; a failed one keeps them
       if (s.state === 'running' || s.state === 'error') {
         const tail = [...s.lines, ...(s.partial ? [s.partial] : [])].slice(-SHOWN_LINES);
