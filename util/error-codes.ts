@@ -14,8 +14,10 @@ export const ERROR_CODES = {
   MBUILD_UNKNOWN_STAGE: 'a --target or COPY --from names a stage that does not exist or comes later',
   MBUILD_UNSUPPORTED: 'an instruction or option that mbuild does not implement',
   MBUILD_CANCELED: 'a step stopped because another stage of the build failed',
+  MBUILD_NEEDS_ROOT: 'the command needs root (mounts and namespaces) and runs as a normal user',
   // the build context and the steps
   MBUILD_CONTEXT_READ: 'a file of the build context cannot be read',
+  MBUILD_CONTEXT: 'a build context from stdin, a URL or a git repository cannot be fetched or unpacked',
   MBUILD_DOCKERIGNORE: 'the .dockerignore file cannot be read or has an invalid pattern',
   MBUILD_BAD_PATTERN: 'a file-name pattern (COPY/ADD source, .dockerignore line) is not valid',
   MBUILD_SYMLINK_LOOP: 'a symlink chain in the context or the image does not end',
@@ -48,6 +50,7 @@ export const ERROR_CODES = {
   MBUILD_DIGEST_MISMATCH: 'content does not match its digest',
   MBUILD_BAD_REFERENCE: 'an image reference (name:tag@digest) is malformed',
   MBUILD_IMAGE_NOT_FOUND: 'an image is not in the local store',
+  MBUILD_CONFLICT: 'rmi of an image ID that has several names, without -f',
   MBUILD_NO_MATCHING_PLATFORM: 'an image index has no image for the wanted platform',
   MBUILD_BAD_ARCHIVE: 'a file given to load is not an OCI layout or docker save archive',
   MBUILD_UNSUPPORTED_COMPRESSION: 'an archive is compressed in a way mbuild cannot read',
