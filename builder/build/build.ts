@@ -54,6 +54,9 @@ export interface BuildOptions {
   namedContexts?: Record<string, string>;
   /** --add-host: lines added to /etc/hosts of every RUN */
   extraHosts?: string;
+  /** --shm-size in KiB, --ulimit as NAME:SOFT:HARD: for every RUN */
+  shmSizeKb?: number;
+  ulimits?: string[];
 }
 
 export interface BuildResult extends WrittenImage {
@@ -108,6 +111,8 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
     noCache: opts.noCache,
     proxyEnv: opts.proxyEnv ?? [],
     extraHosts: opts.extraHosts ?? '',
+    shmSizeKb: opts.shmSizeKb,
+    ulimits: opts.ulimits ?? [],
     signal: abort.signal,
     // steps often wait (sleep, network, disk) rather than compute: by default allow twice the cores, at least 4
     jobs: new PQueue({ concurrency: Math.max(1, opts.jobs ?? Math.max(4, 2 * os.availableParallelism())) }),

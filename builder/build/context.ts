@@ -28,6 +28,9 @@ export interface BuildContext {
   noCache: boolean;
   /** proxy variables from --build-arg: set in RUN's environment, kept out of the cache key and the image */
   proxyEnv: string[];
+  /** --shm-size (KiB) and --ulimit (NAME:SOFT:HARD) for every RUN */
+  shmSizeKb?: number;
+  ulimits: string[];
   /** --add-host lines for /etc/hosts of every RUN */
   extraHosts: string;
   /** aborted when any stage fails: running RUNs are killed, waiting steps do not start */

@@ -75,8 +75,6 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   for (const f of BUILD_FLAGS) if (f.note && flags[f.key] !== undefined) notes.push(f.note);
   const isolation = flags.isolation as string | undefined;
   if (isolation !== undefined && isolation !== 'default' && isolation !== '') throw new UsageError(`--isolation ${isolation} is not supported on Linux (only "default")`);
-  if (flags.shmSize !== undefined) throw new UsageError('--shm-size is not supported yet: /dev/shm of a RUN is 64 MB');
-  if ((flags.ulimit as string[]).length) throw new UsageError('--ulimit is not supported yet: RUN steps get the limits mbuild runs with');
   checkAttestations(flags);
 
   const buildArgs: Record<string, string> = {};
@@ -134,6 +132,8 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       annotations: manifestAnnotations,
       namedContexts: await resolveNamedContexts(store, namedContexts),
       extraHosts: hosts,
+      shmSizeKb: shmSizeKb(flags.shmSize as string | undefined, parseMemory),
+      ulimits: (flags.ulimit as string[]).map(parseUlimit),
     });
     const { recordImageId } = await import('./image-ref.js');
     await recordImageId(store, result.manifest.config.digest, result.manifestDigest).catch(() => undefined);
@@ -194,7 +194,7 @@ async function writeMetadata(store: Store, file: string, result: BuildResult, pu
 
 async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, progress: Progress): Promise<{ name: string; digest: string }[]> {
   const { imageInForm } = await import('./image-form.js');
-  const form = { compression: out.compression, forceCompression: out.forceCompression, ociMediatypes: out.ociMediatypes ?? (out.type === 'oci' || Object.keys(out.annotations).length > 0 || Object.keys(result.manifest.annotations ?? {}).length > 0), annotations: out.annotations };
+  const form = { compression: out.compression, forceCompression: out.forceCompression, ociMediatypes: out.ociMediatypes ?? true, annotations: out.annotations };
   if (out.type === 'image' || out.type === 'registry') {
     if (!out.push) return [];
     const { pushImage } = await import('../../registry/push.js');
@@ -237,6 +237,31 @@ async function exportLayoutDir(store: Store, manifestDigest: string, names: stri
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });
   }
+}
+
+/** `--shm-size 128m` (docker's units; bytes without one) → KiB for the tmpfs. */
+function shmSizeKb(v: string | undefined, parseMemory: (s: string) => number): number | undefined {
+  if (v === undefined) return undefined;
+  let bytes: number;
+  try {
+    bytes = parseMemory(v);
+  } catch {
+    throw new UsageError(`--shm-size ${v}: expected a size such as 128m`);
+  }
+  if (bytes < 4096) throw new UsageError(`--shm-size ${v}: at least 4k`);
+  return Math.ceil(bytes / 1024);
+}
+
+const ULIMITS = ['core', 'cpu', 'data', 'fsize', 'locks', 'memlock', 'msgqueue', 'nice', 'nofile', 'nproc', 'rss', 'rtprio', 'rttime', 'sigpending', 'stack', 'as'];
+
+/** `--ulimit nofile=1024:2048` (or one value for both; -1 unlimited) → NAME:SOFT:HARD for the sandbox. */
+function parseUlimit(v: string): string {
+  const m = /^([a-z]+)=(-?\d+)(?::(-?\d+))?$/.exec(v);
+  if (!m || !ULIMITS.includes(m[1])) throw new UsageError(`--ulimit ${v}: expected NAME=SOFT[:HARD] with NAME one of ${ULIMITS.join(', ')}`);
+  const soft = Number(m[2]);
+  const hard = m[3] !== undefined ? Number(m[3]) : soft;
+  if (hard >= 0 && (soft < 0 || soft > hard)) throw new UsageError(`--ulimit ${v}: the soft limit is above the hard limit`);
+  return `${m[1]}:${soft}:${hard}`;
 }
 
 function parseJobs(v: string | undefined): number | undefined {

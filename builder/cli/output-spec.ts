@@ -20,7 +20,10 @@ export interface OutputSpec {
   compression: Compression;
   /** recompress layers that are stored in another compression (base image layers) */
   forceCompression: boolean;
-  /** undefined: BuildKit's default (true for oci, false for image/registry/docker unless annotations are asked for) */
+  /**
+   * undefined: true, what mbuild stores and `mbuild push` pushes, and what current BuildKit pushes
+   * (docker 20.10's BuildKit wrote Docker media types: oci-mediatypes=false gives those)
+   */
   ociMediatypes?: boolean;
   /** annotation.KEY=V / annotation-manifest.KEY=V: annotations on the image manifest */
   annotations: Record<string, string>;

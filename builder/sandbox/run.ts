@@ -47,6 +47,10 @@ export interface SandboxSpec {
    * (with a warning) when the bridge is not usable.
    */
   network: NetworkRequest;
+  /** size of /dev/shm in KiB (--shm-size; default 64 MiB) */
+  shmSizeKb?: number;
+  /** rlimits as NAME:SOFT:HARD (-1 unlimited), docker's --ulimit names */
+  ulimits?: string[];
   /** content of /etc/hosts (on the bridge, "<address> <hostname>" is added) */
   hosts: string;
   /** content of /etc/resolv.conf; default: derived from the host's for the network mode */
@@ -161,6 +165,8 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       'signals', spec.signals ?? 'kill',
     ];
     if (plan.netns) fields.push('netns', plan.netns);
+    if (spec.shmSizeKb) fields.push('shmsize', String(spec.shmSizeKb));
+    for (const u of spec.ulimits ?? []) fields.push('rlimit', u);
     for (const f of cgroup?.procsFiles() ?? []) fields.push('cgroup', f);
     if (spec.rootfsDir !== undefined) fields.push('rootfsdir', resolve(spec.rootfsDir));
     else {

@@ -66,6 +66,8 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
     network,
     hosts: `127.0.0.1\tlocalhost ${HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n${ctx.extraHosts}`,
     limits: ctx.limits,
+    shmSizeKb: ctx.shmSizeKb,
+    ulimits: ctx.ulimits,
     onOutput: (chunk: Buffer) => {
       step.output(chunk);
       remember(chunk);

@@ -226,8 +226,18 @@ const CASES: Record<string, () => Promise<void> | void> = {
     expect((await build('FROM busybox\n', ['--isolation', 'default'])).code).toBe(0);
     await refused(['--isolation', 'hyperv'], /--isolation hyperv is not supported on Linux/);
   },
-  shmSize: () => refused(['--shm-size', '128m'], /--shm-size is not supported yet/),
-  ulimit: () => refused(['--ulimit', 'nofile=1024:1024'], /--ulimit is not supported yet/),
+  async shmSize() {
+    const r = await build('FROM busybox\nRUN df -k /dev/shm\n', ['--shm-size', '128m', '--no-cache']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/tmpfs +131072 +\d+ +\d+ +\d+% \/dev\/shm/);
+    await refused(['--shm-size', 'lots'], /--shm-size lots: expected a size/);
+  },
+  async ulimit() {
+    const r = await build('FROM busybox\nRUN echo "n=$(ulimit -n) hn=$(ulimit -Hn) c=$(ulimit -c)"\n', ['--ulimit', 'nofile=1000:2000', '--ulimit', 'core=-1', '--no-cache']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('n=1000 hn=2000 c=unlimited');
+    await refused(['--ulimit', 'files=1'], /--ulimit files=1: expected NAME=SOFT\[:HARD\]/);
+  },
   squash: () => refused(['--squash'], /--squash is not supported/),
   securityOpt: () => refused(['--security-opt', 'seccomp=unconfined'], /--security-opt is not supported/),
   cgroupParent: () => refused(['--cgroup-parent', 'x'], /--cgroup-parent is not supported/),

@@ -50,15 +50,23 @@ describe('-o type=image / type=registry', () => {
     expect(m['containerimage.digest']).toBe(got.digest);
     expect(m['image.name']).toBe(`${reg.host}/app/one:1`);
     expect(m['containerimage.config.digest']).toMatch(/^sha256:[a-f0-9]{64}$/);
-    // BuildKit's default for the image exporter: Docker media types, gzip layers
-    expect(got.manifest.mediaType).toBe('application/vnd.docker.distribution.manifest.v2+json');
-    expect(got.manifest.layers.map((l) => l.mediaType)).toEqual(['application/vnd.docker.image.rootfs.diff.tar.gzip', 'application/vnd.docker.image.rootfs.diff.tar.gzip']);
+    // OCI media types and gzip layers by default: the manifest `mbuild push` would push
+    expect(got.manifest.mediaType).toBe('application/vnd.oci.image.manifest.v1+json');
+    expect(got.manifest.layers.map((l) => l.mediaType)).toEqual(['application/vnd.oci.image.layer.v1.tar+gzip', 'application/vnd.oci.image.layer.v1.tar+gzip']);
+    const again = await mb(['push', `${reg.host}/app/one:1`]);
+    expect(again.stdout).toContain(got.digest);
+    // oci-mediatypes=false: Docker's (as docker 20.10's BuildKit pushed)
+    const docker = await mb(['build', '-q', '-o', `type=image,name=${reg.host}/app/docker:1,push=true,oci-mediatypes=false`, ctx]);
+    expect(docker.code, docker.stderr).toBe(0);
+    const d = await remote('app/docker:1');
+    expect(d.manifest.mediaType).toBe('application/vnd.docker.distribution.manifest.v2+json');
+    expect(d.manifest.layers.map((l) => l.mediaType)).toEqual(['application/vnd.docker.image.rootfs.diff.tar.gzip', 'application/vnd.docker.image.rootfs.diff.tar.gzip']);
     // the name from name= is also the local name
     expect((await mb(['images', `${reg.host}/app/one`])).stdout).toContain(`${reg.host}/app/one`);
   });
 
   it('type=registry with -t pushes; oci-mediatypes=true and compression=uncompressed shape the pushed manifest', async () => {
-    const r = await mb(['build', '-q', '-t', `${reg.host}/app/two:1`, '-o', 'type=registry,oci-mediatypes=true,compression=uncompressed', ctx]);
+    const r = await mb(['build', '-q', '-t', `${reg.host}/app/two:1`, '-o', 'type=registry,compression=uncompressed', ctx]);
     expect(r.code, r.stderr).toBe(0);
     const got = await remote('app/two:1');
     expect(got.manifest.mediaType).toBe('application/vnd.oci.image.manifest.v1+json');
@@ -99,7 +107,7 @@ describe('-o type=image / type=registry', () => {
 });
 
 describe('-o type=oci / type=docker', () => {
-  it('tar=false writes the layout as a directory; name= names it; docker media types by default for type=docker', async () => {
+  it('tar=false writes the layout as a directory; name= names it; oci-mediatypes=false gives a Docker manifest', async () => {
     const dir = path.join(work, 'layout');
     const r = await mb(['build', '-q', '-o', `type=oci,dest=${dir},tar=false,name=example.com/a:1`, ctx]);
     expect(r.code, r.stderr).toBe(0);
@@ -107,7 +115,7 @@ describe('-o type=oci / type=docker', () => {
     expect(index.manifests[0].annotations['io.containerd.image.name']).toBe('example.com/a:1');
     expect(index.manifests[0].mediaType).toBe('application/vnd.oci.image.manifest.v1+json');
     const tar = path.join(work, 'd.tar');
-    const d = await mb(['build', '-q', '-o', `type=docker,dest=${tar}`, ctx]);
+    const d = await mb(['build', '-q', '-o', `type=docker,dest=${tar},oci-mediatypes=false`, ctx]);
     expect(d.code, d.stderr).toBe(0);
     const list = await run('tar', ['-xOf', tar, 'index.json']);
     expect(JSON.parse(list.stdout).manifests[0].mediaType).toBe('application/vnd.docker.distribution.manifest.v2+json');
