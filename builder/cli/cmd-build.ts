@@ -111,6 +111,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
 
   const input = await resolveContext(positional[0], flags.file as string | undefined);
   const progress = createProgress(mode, process.stderr);
+  progress.watchInterrupt();
   for (const w of input.warnings) progress.info(w);
   for (const n of notes) progress.info(`NOTE: ${n}`);
   const store = await Store.open(root);

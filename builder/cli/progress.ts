@@ -44,7 +44,22 @@ export function createProgress(mode: ProgressMode, out: NodeJS.WritableStream = 
 export class Progress {
   protected next = 1;
   protected readonly start = Date.now();
+  /** plain mode's running steps, for Ctrl-C */
+  private readonly running = new Map<number, () => void>();
+  private interruptHandler?: () => void;
   constructor(protected readonly out: NodeJS.WritableStream = process.stderr, protected readonly quiet = false) {}
+
+  /** Ctrl-C: mark the running steps CANCELED, then let the signal take its course. */
+  watchInterrupt(): void {
+    if (this.quiet || this.interruptHandler) return;
+    this.interruptHandler = () => {
+      for (const cancel of [...this.running.values()]) cancel();
+      this.close();
+      process.off('SIGINT', this.interruptHandler!);
+      if (process.listenerCount('SIGINT') === 0) process.kill(process.pid, 'SIGINT');
+    };
+    process.on('SIGINT', this.interruptHandler);
+  }
 
   protected write(line: string): void {
     if (!this.quiet) this.out.write(line + '\n');
@@ -68,8 +83,9 @@ export class Progress {
     const flush = () => {
       if (partial) this.write(`#${n} ${elapsed()} ${partial}`);
       partial = '';
+      this.running.delete(n);
     };
-    return {
+    const handle: StepHandle = {
       output: (chunk) => emit(chunk.toString()),
       note: (text) => this.write(`#${n} ${text}`),
       done: (extra) => {
@@ -81,10 +97,13 @@ export class Progress {
         this.write(`#${n} ERROR after ${elapsed()}s`);
       },
       cancel: () => {
+        if (!this.running.has(n)) return;
         flush();
         this.write(`#${n} CANCELED`);
       },
     };
+    this.running.set(n, handle.cancel);
+    return handle;
   }
 
   total(): string {
@@ -92,7 +111,9 @@ export class Progress {
   }
 
   /** the end of the build: a live display draws its last frame */
-  close(): void {}
+  close(): void {
+    if (this.interruptHandler) process.off('SIGINT', this.interruptHandler);
+  }
 }
 
 /** BuildKit's vertex digests are of LLB ops; here one of the step's number and label. */
@@ -158,6 +179,9 @@ export class TtyProgress extends Progress {
   };
   constructor(out: NodeJS.WriteStream) {
     super(out, false);
+  }
+
+  override watchInterrupt(): void {
     process.on('SIGINT', this.onSigint);
   }
 
@@ -267,5 +291,6 @@ export class TtyProgress extends Progress {
     this.render(true);
     this.closed = true;
     process.off('SIGINT', this.onSigint);
+    super.close();
   }
 }

@@ -1,8 +1,9 @@
 # Run a command on a pseudo-terminal (stdin, stdout and stderr), print all it wrote; with
-# INTERRUPT_AFTER=S, type Ctrl-C after S seconds. The exit code goes to stderr as "EXIT n".
+# INTERRUPT_AFTER=S, type Ctrl-C after S seconds; with INTERRUPT_ON=TEXT, once TEXT was written. The exit code goes to stderr as "EXIT n".
 import os, pty, sys, time, select, signal
 argv = sys.argv[1:]
 interrupt_after = float(os.environ.get('INTERRUPT_AFTER', '0'))
+interrupt_on = os.environ.get('INTERRUPT_ON', '').encode()
 pid, fd = pty.fork()
 if pid == 0:
     os.execvp(argv[0], argv)
@@ -10,7 +11,7 @@ out = b''
 t0 = time.time()
 sent = False
 while True:
-    if interrupt_after and not sent and time.time() - t0 > interrupt_after:
+    if not sent and ((interrupt_after and time.time() - t0 > interrupt_after) or (interrupt_on and interrupt_on in out)):
         os.write(fd, b'\x03'); sent = True
     r, _, _ = select.select([fd], [], [], 0.1)
     if r:

@@ -33,6 +33,9 @@ beforeAll(async () => {
     'FROM busybox AS a\nRUN for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.3; done\nFROM busybox\nRUN echo cached-one\nCOPY --from=a /bin/true /t\nRUN sleep ${WAIT:-0}\n',
   );
   await fs.writeFile(path.join(ctx, 'Dockerfile'), (await fs.readFile(path.join(ctx, 'Dockerfile'), 'utf8')).replace('FROM busybox\nRUN echo', 'FROM busybox\nARG WAIT\nRUN echo'));
+  // a step that prints a line no Dockerfile text holds (Ctrl-C is typed once it appears), then waits
+  await fs.mkdir(path.join(work, 'long'));
+  await fs.writeFile(path.join(work, 'long', 'Dockerfile'), 'FROM busybox\nRUN echo long-$((1+1))-started; sleep 30\n');
 }, 120_000);
 
 afterAll(async () => {
@@ -61,8 +64,13 @@ describe('--progress tty', () => {
     expect(r.screen).toMatch(/ => CACHED \[stage-1 3\/5\] RUN echo cached-one +0\.0s/);
   });
   it('Ctrl-C shows the step it cancelled', async () => {
-    const r = await onTty(['build', '--build-arg', 'WAIT=30', ctx], { INTERRUPT_AFTER: '5' });
+    const r = await onTty(['build', '--no-cache', path.join(work, 'long')], { INTERRUPT_ON: 'long-2-started' });
     expect(r.code).not.toBe(0);
-    expect(r.screen).toMatch(/ => CANCELED \[stage-1 5\/5\] RUN sleep \$\{WAIT:-0\}/);
+    expect(r.screen).toMatch(/ => CANCELED \[stage-0 2\/2\] RUN echo long-\$\(\(1\+1\)\)-started; sleep 30/);
+  });
+  it('--progress plain: Ctrl-C shows the step it cancelled too', async () => {
+    const r = await onTty(['build', '--progress', 'plain', '--no-cache', path.join(work, 'long')], { INTERRUPT_ON: 'long-2-started' });
+    expect(r.code).not.toBe(0);
+    expect(r.raw).toMatch(/#(\d+) \[stage-0 2\/2\] RUN echo long-\$\(\(1\+1\)\)-started; sleep 30[\s\S]*#\1 CANCELED/);
   });
 });
