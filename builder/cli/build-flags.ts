@@ -44,6 +44,7 @@ export const BUILD_FLAGS: BuildFlag[] = [
   { names: ['--progress'], key: 'progress', kind: 'string', arg: 'MODE', help: 'auto, plain, tty, rawjson or quiet (default auto; $BUILDKIT_PROGRESS)' },
   { names: ['-q', '--quiet'], key: 'quiet', kind: 'bool', help: 'print only the image ID' },
   { names: ['--jobs'], key: 'jobs', kind: 'string', arg: 'N', help: 'RUN/COPY steps working at once (default: twice the cores, at least 4)' },
+  { names: ['--check'], key: 'check', kind: 'bool', help: 'run the build checks only and report what they find (no build)' },
   // hidden compatibility flags (docker build / buildx accept them for old pipelines)
   { names: ['--rm'], key: 'rm', kind: 'bool', hidden: true, note: '' },
   { names: ['--force-rm'], key: 'forceRm', kind: 'bool', hidden: true, note: '' },

@@ -8,9 +8,9 @@ import { BUILD_FLAGS, REFUSED } from './build-flags.js';
 import { createProgress, progressMode, type Progress } from './progress.js';
 import { resolveContext } from './context-input.js';
 import { Store } from '../../store/store.js';
-import { build, type BuildResult } from '../build/build.js';
+import { build, type BuildResult } from '../executor/build.js';
 import { UsageError, MbuildError } from '../../util/errors.js';
-import type { NetworkMode } from '../build/context.js';
+import type { NetworkMode } from '../steps/contract.js';
 import { PREDEFINED_ARGS } from '../plan/plan.js';
 import { writeFileAtomic } from '../../store/fsutil.js';
 
@@ -110,6 +110,13 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   if (outputs.filter((o) => o.dest === '-').length > 1) throw new UsageError('only one --output can write to stdout (dest=-)');
 
   const input = await resolveContext(positional[0], flags.file as string | undefined);
+  if (flags.check) {
+    try {
+      return await (await import('../executor/checks.js')).checkCommand({ contextDir: input.contextDir, dockerfile: input.dockerfile, buildArgs, target: flags.target as string | undefined });
+    } finally {
+      for (const d of input.cleanup) await fs.rm(d, { recursive: true, force: true });
+    }
+  }
   const progress = createProgress(mode, process.stderr);
   progress.watchInterrupt();
   for (const w of input.warnings) progress.info(w);
@@ -148,7 +155,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     return 0;
   } finally {
     progress.close();
-    if (outputs.some((o) => o.push) || (await import('../build/build.js')).registryLoaded) await (await import('../../registry/transport.js')).closeTransport();
+    if (outputs.some((o) => o.push) || (await import('../executor/build.js')).registryLoaded) await (await import('../../registry/transport.js')).closeTransport();
     await new (await import('../../snapshotter/snapshots.js')).Snapshotter(store).removeOwn();
     for (const d of input.cleanup) await fs.rm(d, { recursive: true, force: true });
   }

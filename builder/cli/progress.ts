@@ -10,15 +10,9 @@
  */
 import { createHash } from 'node:crypto';
 import { UsageError } from '../../util/errors.js';
+import type { ProgressReporter, StepHandle } from '../../util/progress.js';
 
-export interface StepHandle {
-  output(chunk: Buffer | string): void;
-  note(text: string): void;
-  done(extra?: string): void;
-  fail(): void;
-  /** stopped because another stage failed (or Ctrl-C) */
-  cancel(): void;
-}
+export type { StepHandle };
 
 export type ProgressMode = 'plain' | 'tty' | 'rawjson' | 'quiet';
 const MODES = ['auto', 'plain', 'tty', 'rawjson', 'quiet'];
@@ -41,7 +35,7 @@ export function createProgress(mode: ProgressMode, out: NodeJS.WritableStream = 
 }
 
 /** plain (and quiet): the base every mode shares. */
-export class Progress {
+export class Progress implements ProgressReporter {
   protected next = 1;
   protected readonly start = Date.now();
   /** plain mode's running steps, for Ctrl-C */

@@ -210,6 +210,7 @@ const CASES: Record<string, () => Promise<void> | void> = {
     expect([['astart', 'aend', 'bstart', 'bend'], ['bstart', 'bend', 'astart', 'aend']]).toContainEqual(order);
     await refused(['--jobs', '0'], /--jobs 0: give a positive whole number/);
   },
+  check: coveredBy('test/integration/checks.test.ts', "'--check'"),
   async rm() {
     expect((await build('FROM busybox\n', ['--rm', '--force-rm'])).code).toBe(0);
   },

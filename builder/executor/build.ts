@@ -7,12 +7,15 @@ import { planBuild, type Plan, type Stage } from '../plan/plan.js';
 import { Snapshotter } from '../../snapshotter/snapshots.js';
 import type { Store } from '../../store/store.js';
 import { loadIgnore } from '../context/dockerignore.js';
-import type { Progress } from '../cli/progress.js';
-import { baseState, forkState, type StageState } from './state.js';
-import type { BuildContext, NetworkMode } from './context.js';
+import type { ProgressReporter } from '../../util/progress.js';
+import { baseState, forkState, type StageState } from '../steps/state.js';
+import type { BuildContext, NetworkMode } from '../steps/contract.js';
 import type { Limits } from '../sandbox/cgroups.js';
 import { applyMeta } from '../steps/meta.js';
 import { runStep, describeRun } from '../steps/run.js';
+import { stepName } from '../dockerfile/heredoc.js';
+import { checksForBuild } from './checks.js';
+import { formatSummary } from '../dockerfile/checks/report.js';
 import { copyStep } from '../steps/copy.js';
 import { workdirStep } from '../steps/workdir.js';
 import { writeImage, type WrittenImage } from './image.js';
@@ -25,8 +28,8 @@ import { FileHashCache } from '../cache/file-hashes.js';
 import { MissExplainer, type StepRecord } from '../cache/explain.js';
 import { inputDigests, stepKey } from '../cache/keys.js';
 import type { Layer } from '../../snapshotter/snapshots.js';
-import type { StepHandle } from '../cli/progress.js';
-import type { StepCache } from './context.js';
+import type { StepHandle } from '../../util/progress.js';
+import type { StepCache } from '../steps/contract.js';
 
 export interface BuildOptions {
   contextDir: string;
@@ -73,7 +76,7 @@ export async function readDockerfile(file: string): Promise<string> {
   }
 }
 
-export async function build(store: Store, progress: Progress, opts: BuildOptions): Promise<BuildResult> {
+export async function build(store: Store, progress: ProgressReporter, opts: BuildOptions): Promise<BuildResult> {
   const names = opts.tags.map((t) => normalizeName(t));
   const text = await readDockerfile(opts.dockerfile);
   const display = path.basename(opts.dockerfile);
@@ -84,6 +87,8 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
   const snap = new Snapshotter(store);
   await snap.init();
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
+  // build checks (`# check=`): error=true stops here; warnings are shown after the build
+  const checks = await checksForBuild(store, text, display, plan, { buildArgs: opts.buildArgs, target: opts.target, ignore });
   const cache = new BuildCache(snap);
   const fileHashes = await FileHashCache.load(path.join(cache.dir, 'file-hashes.json'));
   const explainer = await MissExplainer.load(cache.dir, opts.dockerfile, opts.target);
@@ -155,12 +160,21 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
     return p;
   };
 
+  // the check warnings end the output, whether the build worked or not (as buildx shows them)
+  const showWarnings = () => {
+    const summary = formatSummary(checks.warnings, display);
+    if (summary) progress.info(summary.trimEnd());
+  };
   // start every needed stage at once; each waits for what it reads
   for (const i of plan.order) void runStage(i).catch(() => undefined);
+  // the first failure is the one shown (the others were cancelled by it)
   const state = await runStage(plan.target).catch(() => undefined);
   await Promise.allSettled([...stageRuns.values()]);
   await Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined);
-  if (failed || !state) throw failed;
+  if (failed || !state) {
+    showWarnings();
+    throw failed;
+  }
   if (opts.labels && Object.keys(opts.labels).length) state.config.Labels = { ...(state.config.Labels ?? {}), ...opts.labels };
 
   const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
@@ -168,6 +182,7 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
   const written = await writeImage(snap, state, { created: sourceDateEpoch() ?? state.created, author, annotations: opts.annotations });
   await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
   step.done(`manifest ${written.manifestDigest}`);
+  showWarnings();
   if (names.length) {
     const created = new Date().toISOString();
     await store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created })));
@@ -220,7 +235,7 @@ async function executeStage(
         throw withRange(err, ins.range);
       });
     }
-    const step = ctx.progress.step(`[${label} ${n}] ${ins.raw}`);
+    const step = ctx.progress.step(`[${label} ${n}] ${stepName(ins)}`);
     const before = state.layers.length;
     const position = `${stage.index}/${n}`;
     const cache = new StepCacheHandle(ctx, state, step, explainer, position);
