@@ -62,6 +62,8 @@ export const ERROR_CODES = {
   MBUILD_REGISTRY_BAD_MANIFEST: 'a registry sent a manifest or index that is not valid',
   MBUILD_REGISTRY_TOO_LARGE: 'a registry sent a manifest or config over the size limit',
   MBUILD_CREDENTIALS: 'the Docker credentials file or a credential helper failed',
+  // mbuild serve and the remote CLI
+  MBUILD_REMOTE: 'the mbuild server (--host, MBUILD_HOST) cannot be reached or a call to it failed',
 } as const satisfies Record<`MBUILD_${string}`, string>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -38,6 +38,12 @@ export const COMMANDS: Record<string, Command> = {
   logout: { summary: "remove a registry's saved credentials", usage: 'logout [HOST]' },
   prune: { summary: 'remove what no image name needs (and stale temp work)', usage: 'prune [-a|--all] [--format json]', options: () => '  -a, --all   also empty the build cache\n' },
   system: { summary: 'store usage (df) and cleanup (prune)', usage: 'system df [--format json] | system prune [-a]' },
+  serve: {
+    summary: 'serve builds over gRPC (default unix:///run/mbuild/mbuild.sock)',
+    usage: 'serve [--addr ADDR]... [--tlscacert F --tlscert F --tlskey F] [--max-builds N]',
+    root: true,
+  },
+  info: { summary: 'describe the server (with --host)', usage: 'info' },
   version: { summary: 'show the mbuild version', usage: 'version' },
   help: { summary: 'show help for a command', usage: 'help [COMMAND]' },
 };
@@ -52,6 +58,9 @@ ${Object.entries(COMMANDS)
 Global flags (before the command):
   --root DIR                  the store (default $MBUILD_ROOT, else /var/lib/mbuild as root)
   --debug                     error codes and cause chains
+  -H, --host ADDR[,ADDR...]   work on a server (mbuild serve): unix:///PATH or tcp://HOST:PORT (or
+                              $MBUILD_HOST); build, images, inspect, system df, prune and info go there
+  --tlscacert F --tlscert F --tlskey F   mutual TLS for tcp:// (or $MBUILD_CERT_PATH/{ca,cert,key}.pem)
   --registry-mirror REG=URL   pull REG's images through a mirror (repeatable), e.g. docker.io=http://127.0.0.1:5000
   --insecure-registry HOST    allow plain http / unverified TLS for HOST (repeatable; loopback always is)
   -v, --version               the version
@@ -104,6 +113,9 @@ export async function main(argv: string[]): Promise<number> {
     let i = 0;
     const mirrors: string[] = [];
     const insecure: string[] = [];
+    // a server to work on (server/client.ts): docker's -H/--host and TLS flag names
+    let host = process.env.MBUILD_HOST || '';
+    const tls: Record<'cacert' | 'cert' | 'key', string | undefined> = { cacert: undefined, cert: undefined, key: undefined };
     for (; i < argv.length; i++) {
       const a = argv[i];
       if (a === '--debug') debug = true;
@@ -111,6 +123,12 @@ export async function main(argv: string[]): Promise<number> {
       else if (a.startsWith('--root=')) root = a.slice(7);
       else if (a === '--registry-mirror' || a === '--insecure-registry') (a === '--registry-mirror' ? mirrors : insecure).push(argv[++i] ?? '');
       else if (a.startsWith('--registry-mirror=')) mirrors.push(a.slice(18));
+      else if (a === '-H' || a === '--host') host = argv[++i] ?? '';
+      else if (a.startsWith('--host=')) host = a.slice(7);
+      else if (/^--tls(cacert|cert|key)(=|$)/.test(a)) {
+        const eq = a.indexOf('=');
+        tls[(eq > 0 ? a.slice(5, eq) : a.slice(5)) as 'cacert' | 'cert' | 'key'] = eq > 0 ? a.slice(eq + 1) : argv[++i];
+      }
       else if (a.startsWith('--insecure-registry=')) insecure.push(a.slice(20));
       else if (a === '-h' || a === '--help') {
         process.stdout.write(USAGE);
@@ -139,9 +157,12 @@ export async function main(argv: string[]): Promise<number> {
       rest = argv.slice(i);
     }
     rest = rest.filter((a) => a !== '--debug');
+    // a command's --help is answered here, whatever the host or the user
+    if (command !== 'run' && (rest.includes('--help') || (command !== 'build' && command !== 'login' && rest.includes('-h')))) throw new HelpRequested();
+    if (host && command !== 'serve' && command !== 'help' && command !== 'version') return await (await import('../../server/client.js')).remoteCommand(host, tls, command, rest);
     if (COMMANDS[command].root && process.getuid?.() !== 0) {
-      // a quick, clear answer instead of a raw EPERM from the first mount or chown (help still works)
-      if (!rest.includes('--help')) throw new MbuildError('MBUILD_NEEDS_ROOT', `mbuild ${command} needs root (mounts and namespaces): run it with sudo`);
+      // a quick, clear answer instead of a raw EPERM from the first mount or chown
+      throw new MbuildError('MBUILD_NEEDS_ROOT', `mbuild ${command} needs root (mounts and namespaces): run it with sudo`);
     }
     return await dispatch(command, root, rest, argv.slice(i + 1), argv);
   } catch (caught) {
@@ -158,9 +179,11 @@ export async function main(argv: string[]): Promise<number> {
 
 async function dispatch(command: string, root: string, rest: string[], raw: string[], argv: string[]): Promise<number> {
   const images = () => import('./cmd-images.js');
-  // run's --help is checked among its options only (after the image it belongs to the command)
-  if (command !== 'run' && (rest.includes('--help') || (command !== 'build' && command !== 'login' && rest.includes('-h')))) throw new HelpRequested();
   switch (command) {
+    case 'serve':
+      return await (await import('../../server/serve.js')).serveCommand(root, rest);
+    case 'info':
+      throw new UsageError('"mbuild info" describes a server: give --host ADDR or set MBUILD_HOST');
     case 'help': {
       const which = rest[0];
       if (which && !(which in COMMANDS)) throw new UsageError(`unknown help topic "${which}"`);
