@@ -32,6 +32,15 @@ export interface BuildContext {
   noCache: boolean;
   /** SOURCE_DATE_EPOCH (--build-arg or environment) */
   sourceDateEpoch?: Date;
+  /** proxy variables from --build-arg: set in RUN's environment, kept out of the cache key and the image */
+  proxyEnv: string[];
+  /** --shm-size (KiB) and --ulimit (NAME:SOFT:HARD) for every RUN */
+  shmSizeKb?: number;
+  ulimits: string[];
+  /** --add-host lines for /etc/hosts of every RUN */
+  extraHosts: string;
+  /** aborted when any stage fails: running RUNs are killed, waiting steps do not start */
+  signal: AbortSignal;
   /** limits how many RUN/COPY steps work at once (--jobs) */
   jobs: PQueue;
   /** a stage's index from a COPY --from value (name or number), undefined for an image */
