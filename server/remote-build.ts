@@ -12,6 +12,7 @@ import { parseArgs, parseOutput, type OutputSpec } from '../builder/cli/args.js'
 import { MbuildError, UsageError } from '../util/errors.js';
 import type { Connection } from './connection.js';
 import { contextManifest } from './manifest.js';
+import { contextKey } from './address.js';
 import type { BuildEvent, BuildRequest, Frame, MissingReply, UploadChunk } from './protocol.js';
 
 const FLAGS = [
@@ -85,13 +86,15 @@ export async function remoteBuild(argv: string[], connect: (contextDir: string) 
     // #1: the context transfer, as BuildKit's "[internal] load build context"
     const t0 = Date.now();
     err('#1 [internal] load build context\n');
-    const { entries, skipped, sources } = await contextManifest(contextDir, dockerfile);
+    const { entries, root, skipped, sources } = await contextManifest(contextDir, dockerfile);
     for (const s of skipped) err(`#1 WARNING: ${s} is not a file, folder or symlink: not sent\n`);
     const sent = await uploadMissing(conn, sources);
     err(`#1 transferring context: ${buildkitBytes(sent)} done\n#1 DONE ${((Date.now() - t0) / 1000).toFixed(1)}s\n`);
 
     const request: BuildRequest = {
       manifest: entries,
+      contextRoot: root,
+      contextKey: contextKey(contextDir),
       dockerfileName: path.basename(dockerfile),
       dockerfile: dockerfileText,
       ...(dockerfileIgnore !== undefined ? { dockerfileIgnore } : {}),
@@ -108,6 +111,7 @@ export async function remoteBuild(argv: string[], connect: (contextDir: string) 
       platform: flags.platform as string | undefined,
       jobs: flags.jobs as string | undefined,
       quiet,
+      ...(process.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: process.env.SOURCE_DATE_EPOCH } : {}),
       outputs: outputs.map((o) => ({ type: o.type === 'local' ? 'tar' : (o.type as 'oci' | 'docker' | 'tar') })),
     };
     return await runBuild(conn, request, outputs, contextDir, err);
@@ -175,7 +179,7 @@ async function runBuild(conn: Connection, request: BuildRequest, outputs: Output
       if (ev.kind === 'started') {
         paths = (ev.outputs ?? []).map((p, i): [string, string] => [outputs[i]?.type === 'local' ? `tar ${p}` : p, outputs[i]?.type === 'local' ? `local ${outputs[i]!.dest}` : outputs[i]?.dest ?? p]);
         if (ev.context) paths.push([ev.context, contextDir]);
-      } else if (ev.kind === 'queued') err(`#2 waiting for a build slot on ${conn.address.raw} (${ev.position} ahead)\n`);
+      } else if (ev.kind === 'queued') err(`waiting for a build slot on ${conn.address.raw} (${ev.position} ahead)\n`);
       else if (ev.kind === 'stderr') relayProgress(frame.data?.toString() ?? '');
       else if (ev.kind === 'stdout') process.stdout.write(frame.data ?? '');
       else if (ev.kind === 'output') {

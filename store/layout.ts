@@ -20,6 +20,7 @@
  *   ROOT/registry/blob-sources.json  which repositories a blob came from (registry/sources.ts)
  *   ROOT/containers/<id>.json      `mbuild run` containers (builder/sandbox/containers.ts)
  *   ROOT/server/context/<hex>      `mbuild serve`: uploaded context files by sha256 (server/context-store.ts)
+ *   ROOT/server/contexts/<key>/    `mbuild serve`: a repository's context folder, kept between builds (<key>.json: what it holds)
  *   ROOT/server/builds/<id>/       `mbuild serve`: a running build's context copy and outputs (swept at start)
  *
  * A name with a pid in it belongs to that process: once it is gone, the next Store.open sweeps it.
@@ -41,6 +42,7 @@ export const layout = {
   containers: (root: string): string => path.join(root, 'containers'),
   serverContext: (root: string): string => path.join(root, 'server', 'context'),
   serverBuilds: (root: string): string => path.join(root, 'server', 'builds'),
+  serverContexts: (root: string): string => path.join(root, 'server', 'contexts'),
 };
 
 /** The directory inside a snapshot that holds its files (the overlay lowerdir / upperdir). */
