@@ -6,6 +6,7 @@
  *   fsops.c     `fsops` and `find-opaque` (and the opaque walk `run` reports with)
  *   spec.c      the `run` sandbox spec
  *   rootfs.c    the rootfs mount: overlay (with the long-lowerdir fallbacks) or a bound directory
+ *   mount.c     `mount`: the same overlay mount for the builder itself (COPY, WORKDIR, views)
  *   targets.c   mount targets in the rootfs and the stubs created for them
  *   pseudofs.c  /proc, /sys and /dev inside the sandbox
  *   net.c       loopback and bridge networking
@@ -166,6 +167,10 @@ int parse_run_spec(struct buf *b, struct run_spec *s);
 
 int mount_rootfsdir(struct run_spec *s);
 int mount_overlay(struct run_spec *s);
+
+/* mount.c -------------------------------------------------------------- */
+
+int run_mount(void);
 
 /* targets.c ------------------------------------------------------------ */
 

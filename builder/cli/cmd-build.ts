@@ -26,6 +26,7 @@ const BUILD_FLAGS = [
   { names: ['--push'], key: 'push', kind: 'bool' as const },
   { names: ['--platform'], key: 'platform', kind: 'string' as const },
   { names: ['--jobs'], key: 'jobs', kind: 'string' as const },
+  { names: ['--check'], key: 'check', kind: 'bool' as const },
 ];
 
 export async function buildCommand(root: string, argv: string[]): Promise<number> {
@@ -48,6 +49,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       if (process.env[kv] !== undefined) buildArgs[kv] = process.env[kv]!;
     } else buildArgs[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
+  if (flags.check) return (await import('../executor/checks.js')).checkCommand({ contextDir, dockerfile, buildArgs, target: flags.target as string | undefined });
   const network = (flags.network as string | undefined) ?? 'default';
   if (!['default', 'bridge', 'host', 'none'].includes(network)) throw new UsageError(`--network ${network} is not supported (bridge, host or none)`);
   const { parseMemory, parseCpus, parsePidsLimit } = await import('../sandbox/cgroups.js');

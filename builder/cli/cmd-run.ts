@@ -4,12 +4,11 @@
  * ports, signals passed on to the command, its exit code returned.
  */
 import { randomBytes } from 'node:crypto';
-import path from 'node:path';
 import { parseArgs, type FlagSpec } from './args.js';
 import { Store } from '../../store/store.js';
 import { Snapshotter } from '../../snapshotter/snapshots.js';
 import { readUserDb, resolveUser } from '../steps/users.js';
-import { runSandboxed, type NetworkRequest } from '../sandbox/run.js';
+import { rootfsOf, runSandboxed, type NetworkRequest } from '../sandbox/run.js';
 import { formatBytes, parseCpus, parseMemory, parsePidsLimit, type Limits } from '../sandbox/cgroups.js';
 import { ContainerRegistry, checkContainerName, type ContainerRecord } from '../sandbox/containers.js';
 import { ensureBridge, warnOnce } from '../sandbox/network/index.js';
@@ -124,7 +123,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
 
   let rec: ContainerRecord | undefined;
   let ports: PublishedPorts | undefined;
-  const active = await snap.prepare();
+  const active = await snap.prepare(layers);
   let signal: ((sig: NodeJS.Signals) => void) | undefined;
   let received = 0;
   let killTimer: NodeJS.Timeout | undefined;
@@ -143,15 +142,10 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
       ports = await PublishedPorts.open(publish);
       ports.describe().forEach((d, i) => chosen[i] && process.stderr.write(`mbuild: publishing ${d}\n`));
     }
-    // copy snapshotter: a throwaway materialized copy of the layers is the root (removed with `active`)
-    let rootfs: { lowerDirs: string[]; rootfsDir?: string; upperDir?: string; workDir?: string };
-    if ((await snap.kind()) === 'copy') {
-      rootfs = { lowerDirs: [], rootfsDir: path.join(active.base, 'rootfs') };
-      await snap.materialize(layers, rootfs.rootfsDir!);
-    } else rootfs = { lowerDirs: snap.lowerDirs(layers).map((d) => `${snap.dir}/${d}`), upperDir: active.upper, workDir: active.work };
+    // the container's changes are thrown away with `active`
     const result = await runSandboxed({
       stateParent: store.tmpDir,
-      ...rootfs,
+      ...rootfsOf(active.mount),
       args,
       env,
       cwd: workdir ?? (cfg.WorkingDir || '/'),

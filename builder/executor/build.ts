@@ -13,6 +13,9 @@ import type { BuildContext, NetworkMode } from '../steps/contract.js';
 import type { Limits } from '../sandbox/cgroups.js';
 import { applyMeta } from '../steps/meta.js';
 import { runStep, describeRun } from '../steps/run.js';
+import { stepName } from '../dockerfile/heredoc.js';
+import { checksForBuild } from './checks.js';
+import { formatSummary } from '../dockerfile/checks/report.js';
 import { copyStep } from '../steps/copy.js';
 import { workdirStep } from '../steps/workdir.js';
 import { writeImage, type WrittenImage } from './image.js';
@@ -69,6 +72,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const snap = new Snapshotter(store);
   await snap.init();
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
+  // build checks (`# check=`): error=true stops here; warnings are shown after the build
+  const checks = await checksForBuild(store, text, display, plan, { buildArgs: opts.buildArgs, target: opts.target, ignore });
   const cache = new BuildCache(snap);
   const fileHashes = await FileHashCache.load(path.join(cache.dir, 'file-hashes.json'));
   const explainer = await MissExplainer.load(cache.dir, opts.dockerfile, opts.target);
@@ -123,18 +128,30 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     return p;
   };
 
+  // the check warnings end the output, whether the build worked or not (as buildx shows them)
+  const showWarnings = () => {
+    const summary = formatSummary(checks.warnings, display);
+    if (summary) progress.info(summary.trimEnd());
+  };
   // start every needed stage at once; each waits for what it reads
   for (const i of plan.order) void runStage(i).catch(() => undefined);
-  const state = await runStage(plan.target);
+  const state = await runStage(plan.target).catch((err: unknown) => {
+    showWarnings();
+    throw err;
+  });
   await Promise.allSettled([...stageRuns.values()]);
   await Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined);
-  if (failed) throw failed;
+  if (failed) {
+    showWarnings();
+    throw failed;
+  }
 
   const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
   const step = progress.step('exporting layers');
   const written = await writeImage(snap, state, { created: sourceDateEpoch() ?? state.created, author });
   await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
   step.done(`manifest ${written.manifestDigest}`);
+  showWarnings();
   if (names.length) {
     const created = new Date().toISOString();
     await store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created })));
@@ -186,7 +203,7 @@ async function executeStage(
         throw withRange(err, ins.range);
       });
     }
-    const step = ctx.progress.step(`[${label} ${n}] ${ins.raw}`);
+    const step = ctx.progress.step(`[${label} ${n}] ${stepName(ins)}`);
     const before = state.layers.length;
     const position = `${stage.index}/${n}`;
     const cache = new StepCacheHandle(ctx, state, step, explainer, position);

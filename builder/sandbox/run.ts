@@ -15,6 +15,7 @@ import { onInterrupt } from './interrupt.js';
 import { encodeFields, helperPath, spawnError } from '../../util/native-helper.js';
 import { attachToBridge, planNetwork, resolvConfFor, type Attachment, type NetworkPlan, type NetworkRequest } from './network/index.js';
 import { StatusFilter } from './status.js';
+import type { Mount } from '../../snapshotter/snapshots.js';
 
 export type { Limits, UsageStats } from './cgroups.js';
 export type { NetworkRequest } from './network/index.js';
@@ -92,6 +93,11 @@ export interface SandboxResult {
    * found them after the command ended; undefined if it could not say
    */
   opaqueDirs?: string[];
+}
+
+/** The sandbox's root from a snapshot's mount description (Snapshotter.prepare). */
+export function rootfsOf(m: Mount): Pick<SandboxSpec, 'lowerDirs' | 'upperDir' | 'workDir' | 'rootfsDir'> {
+  return m.type === 'bind' ? { lowerDirs: [], rootfsDir: m.source } : { lowerDirs: m.lowerDirs, upperDir: m.upperDir, workDir: m.workDir };
 }
 
 function signalName(n: number): string | undefined {

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import {
   buildSnapshotName, cacheEntryName, cacheSnapshotName, chainIds, imageSnapshotNames, isCacheSnapshotName, isTrashName,
   parseSnapshotName, snapshotNamesIn, tempSnapshotName, trashName,
-} from '../../store/layout.js';
+} from '../../../store/layout.js';
 
 const sha = (s: string) => 'sha256:' + createHash('sha256').update(s).digest('hex');
 
