@@ -183,6 +183,20 @@ describe('mbuild serve on a unix socket', () => {
     expect((await remote(['info'])).code).toBe(0);
   });
 
+  it('prunes the server store as the local prune does; --all also drops the context content and folders', async () => {
+    const dir = path.join(tmp, 'ctx-a');
+    const r = await remote(['prune', '--all']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^Deleted build cache entries: \d+/m);
+    expect(r.stdout).toMatch(/^Deleted context files: [1-9]\d* /m);
+    expect(r.stdout).toMatch(/^Total reclaimed space: /m);
+    expect(await fs.readdir(path.join(root, 'server', 'contexts'))).toEqual([]);
+    // the content is gone from the server: the next build sends it again
+    const again = await remote(['build', '--progress', 'plain', dir]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toMatch(/transferring context: 2\d\d\.\dkB done/);
+  });
+
   it('refuses what a remote build cannot do, in one line', async () => {
     const r = await remote(['build', '--no-such-flag', '.']);
     expect(r.code).toBe(2);

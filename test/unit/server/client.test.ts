@@ -4,11 +4,11 @@ import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseAddress, parseHostList, pickAddress, repositoryKey, grpcTarget } from '../../server/address.js';
-import { decodeFrame, encodeFrame } from '../../server/protocol.js';
-import { buildkitBytes } from '../../server/remote-build.js';
-import { ContextStore, syncContext } from '../../server/context-store.js';
-import { contextManifest } from '../../server/manifest.js';
+import { parseAddress, parseHostList, pickAddress, repositoryKey, grpcTarget } from '../../../server/address.js';
+import { decodeFrame, encodeFrame } from '../../../server/protocol.js';
+import { buildkitBytes } from '../../../server/remote-build.js';
+import { ContextStore, syncContext } from '../../../server/context-store.js';
+import { contextManifest } from '../../../server/manifest.js';
 
 describe('addresses', () => {
   it('parses unix and tcp addresses as docker writes them, and refuses others in one line', () => {
@@ -50,6 +50,16 @@ describe('addresses', () => {
     } finally {
       await fs.rm(tmp, { recursive: true, force: true });
     }
+  });
+});
+
+describe('start-up', () => {
+  it('keeps grpc-js out of the CLI bundle: serve and --host load dist/bundle/grpc.cjs when they run', async () => {
+    const dist = path.join(path.dirname(new URL(import.meta.url).pathname), '../../../dist/bundle');
+    const main = await fs.readFile(path.join(dist, 'main.cjs'), 'utf8');
+    expect(main).toContain('require("./grpc.cjs")');
+    expect(main).not.toContain('class Http2SubchannelConnector');
+    expect(await fs.readFile(path.join(dist, 'grpc.cjs'), 'utf8')).toContain('Http2SubchannelConnector');
   });
 });
 
