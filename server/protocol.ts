@@ -105,6 +105,8 @@ export interface BuildRequest {
   platform?: string;
   jobs?: string;
   quiet: boolean;
+  /** --secret values, read on the client (the server keeps them in the build's private folder, never in its store) */
+  secrets?: { id: string; value: string /* base64 */ }[];
   /** the client's SOURCE_DATE_EPOCH: it pins the image's times, as in a local build */
   sourceDateEpoch?: string;
   /** archives the server writes and streams back (a `local` output travels as a `tar`) */

@@ -33,7 +33,32 @@ const FLAGS = [
   { names: ['--push'], key: 'push', kind: 'bool' as const },
   { names: ['--platform'], key: 'platform', kind: 'string' as const },
   { names: ['--jobs'], key: 'jobs', kind: 'string' as const },
+  { names: ['--secret'], key: 'secret', kind: 'list' as const },
+  { names: ['--ssh'], key: 'ssh', kind: 'list' as const },
 ];
+
+/** BuildKit's limit on one secret (session/secrets: MaxSecretSize). */
+const MAX_SECRET = 500 * 1024;
+
+/** --secret values as the server gets them: read here, from the client's files and environment. */
+async function readSecrets(specs: string[]): Promise<{ id: string; value: string }[]> {
+  const { parseSecretFlag } = await import('../builder/steps/secrets.js');
+  const out: { id: string; value: string }[] = [];
+  for (const spec of specs) {
+    const s = parseSecretFlag(spec);
+    if (!/^[A-Za-z0-9_.\/-]+$/.test(s.id)) throw new UsageError(`--secret id=${s.id}: with --host an id is letters, digits and _ . / - only`);
+    let value: Buffer;
+    if (s.file !== undefined) value = await fs.readFile(s.file);
+    else {
+      const v = process.env[s.env!];
+      if (v === undefined) continue; // as locally: a RUN that requires it fails, naming it
+      value = Buffer.from(v);
+    }
+    if (value.length > MAX_SECRET) throw new UsageError(`--secret id=${s.id}: ${value.length} bytes is over the 500 KiB a secret may have`);
+    out.push({ id: s.id, value: value.toString('base64') });
+  }
+  return out;
+}
 
 const CHUNK = 1024 * 1024;
 
@@ -74,7 +99,7 @@ export async function remoteBuild(argv: string[], connect: (contextDir: string) 
     } else buildArgs[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
   const progressMode = (flags.progress as string | undefined) ?? 'auto';
-  if (!['auto', 'plain', 'tty', 'quiet'].includes(progressMode)) throw new UsageError(`--progress ${progressMode}: use auto, plain or tty`);
+  if (!['auto', 'plain', 'tty', 'quiet'].includes(progressMode)) throw new UsageError(`--progress ${progressMode}: use auto, plain, tty or quiet (rawjson is not available with --host)`);
   const quiet = Boolean(flags.quiet) || progressMode === 'quiet';
   const specs = (flags.output as string[]).map((raw) => ({ raw, o: parseOutput(raw) }));
   // the server writes archives in its default form and pushes only with --push: any other -o option is refused, not dropped
@@ -82,6 +107,8 @@ export async function remoteBuild(argv: string[], connect: (contextDir: string) 
     if (o.type === 'registry' || o.push || o.names.length || !o.tar || o.compression !== 'gzip' || o.forceCompression || o.ociMediatypes !== undefined || Object.keys(o.annotations).length)
       throw new UsageError(`--output ${raw}: with --host / MBUILD_HOST only type=oci|docker|tar|local,dest=... (and --push) are available`);
   const outputs: OutputSpec[] = specs.map(({ o }) => o).filter((o) => o.type !== 'image');
+  if ((flags.ssh as string[]).length) throw new UsageError('--ssh does not work with --host / MBUILD_HOST yet: the ssh agent is not forwarded to the server');
+  const secrets = await readSecrets(flags.secret as string[]);
   if (flags.push && !(flags.tag as string[]).length) throw new UsageError('--push needs a name to push: add -t REGISTRY/NAME:TAG');
 
   const conn = await connect(contextDir);
@@ -117,6 +144,7 @@ export async function remoteBuild(argv: string[], connect: (contextDir: string) 
       platform: flags.platform as string | undefined,
       jobs: flags.jobs as string | undefined,
       quiet,
+      ...(secrets.length ? { secrets } : {}),
       ...(process.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: process.env.SOURCE_DATE_EPOCH } : {}),
       outputs: outputs.map((o) => ({ type: o.type === 'local' ? 'tar' : (o.type as 'oci' | 'docker' | 'tar') })),
     };

@@ -223,6 +223,7 @@ export class BuilderService {
     try {
       const contextDir = key ? path.join(layout.serverContexts(this.opts.root), key) : path.join(work, 'context');
       const outputs = req.outputs.map((o, i) => ({ type: o.type, dest: path.join(work, `output-${i}`) }));
+      const secretFiles: { id: string; file: string }[] = [];
       await send({ kind: 'started', context: contextDir, outputs: outputs.map((o) => o.dest) });
       await fs.mkdir(work, { mode: 0o700 });
       if (key) await syncContext(this.contexts, req.manifest, contextDir, `${contextDir}.json`);
@@ -231,6 +232,13 @@ export class BuilderService {
         await fs.chmod(contextDir, req.contextRoot.m & 0o7777);
         await fs.utimes(contextDir, req.contextRoot.mt / 1000, req.contextRoot.mt / 1000);
       }
+      // secrets live in the build's own folder (0700, removed when it ends), read-only to the worker
+      for (const [i, sec] of (req.secrets ?? []).entries()) {
+        if (i === 0) await fs.mkdir(path.join(work, 'secrets'), { mode: 0o700 });
+        const file = path.join(work, 'secrets', String(i));
+        await fs.writeFile(file, Buffer.from(sec.value, 'base64'), { mode: 0o400 });
+        secretFiles.push({ id: sec.id, file });
+      }
       const dfDir = path.join(work, 'dockerfile');
       await fs.mkdir(dfDir);
       const dockerfile = path.join(dfDir, req.dockerfileName);
@@ -238,7 +246,8 @@ export class BuilderService {
       if (req.dockerfileIgnore !== undefined) await fs.writeFile(dockerfile + '.dockerignore', req.dockerfileIgnore);
       // the build's SOURCE_DATE_EPOCH is the client's, never the server's own
       const env = { SOURCE_DATE_EPOCH: req.sourceDateEpoch ?? '' };
-      const child = spawnWorker(this.opts.root, ['build', ...buildArgs(req, dockerfile, outputs), '--', contextDir], env);
+      const secretArgs = secretFiles.map((f) => `--secret=id=${f.id},src=${f.file}`);
+      const child = spawnWorker(this.opts.root, ['build', ...buildArgs(req, dockerfile, outputs), ...secretArgs, '--', contextDir], env);
       const kill = (sig: NodeJS.Signals) => {
         if (child.exitCode === null && child.signalCode === null) child.kill(sig);
       };
@@ -305,6 +314,9 @@ function checkBuildRequest(r: BuildRequest): BuildRequest {
   }
   for (const k of ['target', 'network', 'memory', 'cpus', 'pidsLimit', 'platform', 'jobs', 'dockerfileIgnore', 'contextKey', 'sourceDateEpoch'] as const) str(r[k], k);
   if (r.contextRoot !== undefined && (typeof r.contextRoot?.m !== 'number' || typeof r.contextRoot?.mt !== 'number')) throw new UsageError('build request: invalid context root');
+  if (r.secrets !== undefined && (!Array.isArray(r.secrets) || !r.secrets.every((x) => typeof x?.id === 'string' && /^[A-Za-z0-9_.\/-]+$/.test(x.id) && typeof x.value === 'string'))) {
+    throw new UsageError('build request: invalid secrets');
+  }
   if (!Array.isArray(r.tags) || !r.tags.every((t) => typeof t === 'string')) throw new UsageError('build request: tags must be strings');
   if (!r.buildArgs || typeof r.buildArgs !== 'object' || !Object.values(r.buildArgs).every((v) => typeof v === 'string')) throw new UsageError('build request: invalid build args');
   if (!Array.isArray(r.outputs) || !r.outputs.every((o) => ['oci', 'docker', 'tar'].includes(o?.type))) throw new UsageError('build request: invalid outputs');

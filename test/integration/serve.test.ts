@@ -197,6 +197,21 @@ describe('mbuild serve on a unix socket', () => {
     expect(again.stderr).toMatch(/transferring context: 2\d\d\.\dkB done/);
   });
 
+  it('forwards --secret from the client (file and environment); the value never reaches the server store', async () => {
+    const dir = await context('secret', 'FROM busybox\nRUN --mount=type=secret,id=tok --mount=type=secret,id=envtok test "$(cat /run/secrets/tok)" = "$(echo ZQ-FILE-7731 | tr A-Z a-z)" && test "$(cat /run/secrets/envtok)" = "$(echo ZQ-ENV-7731 | tr A-Z a-z)" && echo secret-ok\n');
+    await fs.writeFile(path.join(tmp, 'tok.txt'), 'zq-file-7731');
+    env.MYTOK = 'zq-env-7731';
+    const r = await remote(['build', '--progress', 'plain', '-t', 'with-secret', '--secret', `id=tok,src=${path.join(tmp, 'tok.txt')}`, '--secret', 'id=envtok,env=MYTOK', dir]);
+    delete env.MYTOK;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/^#\d+ [\d.]+ secret-ok$/m);
+    // (the Dockerfile holds the values in capitals only)
+    const grep = await run('grep', ['-r', '-l', '-e', 'zq-file-7731', '-e', 'zq-env-7731', root]);
+    expect(grep.stdout).toBe('');
+    const ssh = await remote(['build', '--ssh', 'default=/nonexistent', dir]);
+    expect(ssh.code).toBe(2);
+  });
+
   it('refuses what a remote build cannot do, in one line', async () => {
     const r = await remote(['build', '--no-such-flag', '.']);
     expect(r.code).toBe(2);
