@@ -8,7 +8,8 @@ import { spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BUSYBOX_TAR, buildText, isRoot, mbuild } from './helpers.js';
+import { createServer, type Server } from 'node:net';
+import { BUSYBOX_TAR, buildText, errorLines, isRoot, mbuild, runOutput } from './helpers.js';
 
 let tmp: string;
 let root: string;
@@ -80,5 +81,38 @@ describe.skipIf(!isRoot)('the store is root\'s', () => {
     expect(r.code, r.stderr).toBe(0);
     expect((await fs.stat(root)).mode & 0o777).toBe(0o700);
     expect(asNobody(['ls', root]).code).not.toBe(0);
+  });
+});
+
+describe.skipIf(!isRoot)('no silent fallback to the host network', () => {
+  let server: Server;
+  let port = 0;
+  let contacted = 0;
+  beforeAll(async () => {
+    // a service only the host itself should reach
+    server = createServer((c) => {
+      contacted++;
+      c.end('HOST-LOOPBACK-SECRET\n');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    port = (server.address() as { port: number }).port;
+  });
+  afterAll(() => server.close());
+
+  it('when the bridge cannot be set up, a RUN step fails with one clear line instead of reaching the host\'s loopback', async () => {
+    // a subnet that clashes with lo's 127.0.0.0/8: the bridge cannot be made
+    const env = { MBUILD_BRIDGE: 'mbtnofallback', MBUILD_SUBNET: '127.0.0.0/16' };
+    const df = `FROM busybox\nRUN nc 127.0.0.1 ${port} </dev/null || echo unreachable\n`;
+    const r = await buildText(root, tmp, df, ['--no-cache'], {}, env);
+    expect(r.code).not.toBe(0);
+    expect(errorLines(r)).toEqual([
+      expect.stringMatching(/^error: Dockerfile:2: .*cannot set up the bridge network for RUN steps \(subnet 127\.0\.0\.0\/16 .*overlaps.*\); fix that, or choose --network none \(no network\) or --network host \(the host's\) explicitly$/),
+    ]);
+    expect(r.stderr).not.toContain('HOST-LOOPBACK-SECRET');
+    // said explicitly, --network none runs the step without any network
+    const none = await buildText(root, tmp, df, ['--no-cache', '--network', 'none'], {}, env);
+    expect(none.code, none.stderr).toBe(0);
+    expect(runOutput(none)).toContain('unreachable');
+    expect(contacted).toBe(0);
   });
 });

@@ -310,23 +310,24 @@ describe('network fallback', () => {
     return { planNetwork, warnings };
   }
 
-  it('without NAT (no iptables) the default falls back to host, saying so once; an explicit bridge stays', async () => {
+  it('without NAT (no iptables) the default stays on the bridge: never the host network', async () => {
     const { planNetwork, warnings } = await planWith(async () => ({ name: 'mbx0', subnet: { base: 0x0a580000, prefix: 16 }, gateway: '10.88.0.1', nat: false }));
-    expect((await planNetwork('default')).mode).toBe('host');
-    expect((await planNetwork('default')).mode).toBe('host');
+    expect((await planNetwork('default')).mode).toBe('bridge');
     expect((await planNetwork('bridge')).mode).toBe('bridge');
     expect((await planNetwork('none')).mode).toBe('none');
-    expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toMatch(/^warning: no NAT for the mbx0 bridge.*use the host network instead/);
+    expect(warnings).toEqual([]);
   });
 
-  it('when the bridge cannot be made, the default falls back to host and an explicit bridge fails', async () => {
+  it('when the bridge cannot be made, the default fails with one clear line instead of using the host network', async () => {
     const { planNetwork, warnings } = await planWith(async () => {
       throw new Error('ip (iproute2) is not installed');
     });
-    expect((await planNetwork('default')).mode).toBe('host');
+    await expect(planNetwork('default')).rejects.toThrow(
+      'cannot set up the bridge network for RUN steps (ip (iproute2) is not installed); fix that, or choose --network none (no network) or --network host (the host\'s) explicitly',
+    );
     await expect(planNetwork('bridge')).rejects.toThrow(/iproute2/);
-    expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toContain('cannot set up the bridge network (ip (iproute2) is not installed)');
+    expect((await planNetwork('none')).mode).toBe('none');
+    expect((await planNetwork('host')).mode).toBe('host');
+    expect(warnings).toEqual([]);
   });
 });
