@@ -1,5 +1,5 @@
 /**
- * Wrapper around native/mbuild-helper (native/mbuild-helper.c): filesystem operations Node cannot do
+ * Wrapper around native/mbuild-helper (native/*.c): filesystem operations Node cannot do
  * (overlayfs whiteouts, opaque xattrs, device nodes). The RUN sandbox is in run.ts.
  */
 import { spawn } from 'node:child_process';
