@@ -147,6 +147,7 @@ struct run_spec {
   int net_mode; /* NET_HOST, NET_NONE, NET_BRIDGE, NET_JOIN */
   const char *netns;
   int forward_signals;
+  int insecure; /* RUN --security=insecure: every capability, no seccomp, nothing masked */
   int report_opaque;
   struct strlist cgroups;
   long ppid;
@@ -192,8 +193,8 @@ int open_target(int rootfd, struct target *t);
 
 int fs_magic_is(int fd, long magic);
 int mount_at(const char *src, int fd, const char *type, unsigned long flags, const char *data, const char *what);
-int setup_proc(int rootfd, struct target *t, int devnull);
-int setup_sys(int rootfd, struct target *t, int devnull);
+int setup_proc(int rootfd, struct target *t, int devnull, int unmasked);
+int setup_sys(int rootfd, struct target *t, int devnull, int unmasked);
 int setup_dev(int rootfd, struct target *t);
 
 /* net.c ---------------------------------------------------------------- */

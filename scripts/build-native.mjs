@@ -1,6 +1,6 @@
 // Compiles native/*.c into native/mbuild-helper with one cc line (run by `npm run build` after tsc).
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -27,7 +27,15 @@ if (probe.error) {
   );
 }
 
-const args = ['-O2', '-Wall', '-o', out, ...srcs];
+// the seccomp profile's C table, from native/seccomp-default.json
+const gen = spawnSync(process.execPath, [join(root, 'scripts', 'gen-seccomp.mjs')], { stdio: 'inherit' });
+if (gen.status !== 0) fail('generating the seccomp table failed');
+if (!existsSync('/usr/include/seccomp.h')) {
+  const hint = spawnSync('cc', ['-E', '-x', 'c', '-'], { input: '#include <seccomp.h>\n', stdio: ['pipe', 'ignore', 'ignore'] });
+  if (hint.status !== 0) fail('libseccomp is missing: install it (Debian: `apt-get install libseccomp-dev`, or run scripts/setup.sh) and run `npm run build` again.');
+}
+
+const args = ['-O2', '-Wall', '-o', out, ...srcs, '-lseccomp'];
 console.log(`build-native: cc ${args.join(' ')}`);
 const r = spawnSync('cc', args, { cwd: root, stdio: 'inherit' });
 if (r.error) fail(`cannot run cc: ${r.error.message}`);

@@ -36,6 +36,8 @@ export interface BuildOptions {
   network: NetworkMode;
   /** cgroup limits for every RUN */
   limits?: Limits;
+  /** granted entitlements (--allow), e.g. security.insecure */
+  allow?: string[];
   tags: string[];
   noCache: boolean;
   /** how many RUN/COPY steps may work at once (default: the number of cores) */
@@ -85,6 +87,7 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
     escape: df.escape,
     network: opts.network,
     limits: opts.limits,
+    allow: opts.allow ?? [],
     cache,
     fileHashes,
     noCache: opts.noCache,

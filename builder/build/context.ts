@@ -10,7 +10,7 @@ import type { Layer } from '../../snapshotter/snapshots.js';
 import type PQueue from 'p-queue';
 import type { Limits } from '../sandbox/cgroups.js';
 
-/** default: bridge, or host (with a warning) when the bridge is not usable; see builder/sandbox/network */
+/** default: bridge (a build fails when the bridge cannot be set up); see builder/sandbox/network */
 export type NetworkMode = 'default' | 'bridge' | 'host' | 'none';
 
 export interface BuildContext {
@@ -23,6 +23,8 @@ export interface BuildContext {
   network: NetworkMode;
   /** --memory / --cpus / --pids-limit, for every RUN */
   limits?: Limits;
+  /** granted entitlements (--allow) */
+  allow: string[];
   cache: BuildCache;
   fileHashes: FileHashCache;
   noCache: boolean;

@@ -26,6 +26,7 @@ const BUILD_FLAGS = [
   { names: ['--push'], key: 'push', kind: 'bool' as const },
   { names: ['--platform'], key: 'platform', kind: 'string' as const },
   { names: ['--jobs'], key: 'jobs', kind: 'string' as const },
+  { names: ['--allow'], key: 'allow', kind: 'list' as const },
 ];
 
 export async function buildCommand(root: string, argv: string[]): Promise<number> {
@@ -56,6 +57,10 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     cpus: flags.cpus !== undefined ? parseCpus(flags.cpus as string) : undefined,
     pids: flags.pidsLimit !== undefined ? parsePidsLimit(flags.pidsLimit as string) : undefined,
   };
+  // BuildKit's entitlements: security.insecure lets RUN --security=insecure run; RUN --network=host
+  // needs no grant here (docker build allows it too), so network.host is accepted as already granted
+  const allow = flags.allow as string[];
+  for (const a of allow) if (a !== 'security.insecure' && a !== 'network.host') throw new UsageError(`--allow ${a}: unknown entitlement (security.insecure or network.host)`);
   const progressMode = (flags.progress as string | undefined) ?? 'auto';
   if (!['auto', 'plain', 'tty', 'quiet'].includes(progressMode)) throw new UsageError(`--progress ${progressMode}: use auto, plain or tty`);
   const outputs: OutputSpec[] = (flags.output as string[]).map(parseOutput);
@@ -78,6 +83,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       target: flags.target as string | undefined,
       network: network as NetworkMode,
       limits,
+      allow,
       tags: flags.tag as string[],
       noCache: Boolean(flags.noCache),
       jobs: parseJobs(flags.jobs as string | undefined),
