@@ -7,8 +7,9 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { intToIp, size } from './cidr.js';
 import { NetworkError, ip, runToolSync } from './cmd.js';
-import { VETH_PREFIX, type Bridge } from './bridge.js';
+import { VETH_PREFIX, warnOnce, type Bridge } from './bridge.js';
 import { ownerAlive, ownerOf, readState, withNetLock, writeState, type Owner } from './state.js';
+import { addPort, macFor, removePort } from './isolation.js';
 
 export interface Attachment {
   address: string;
@@ -63,9 +64,18 @@ export async function attachToBridge(bridge: Bridge, pid: number): Promise<Attac
   }
   const veth = `${VETH_PREFIX}${randomBytes(4).toString('hex')}`;
   const address = await allocate(bridge, owner, veth);
+  const mac = macFor(address);
   try {
-    await ip([`link add ${veth} master ${bridge.name} up type veth peer name eth0 netns ${pid}`], `connecting the sandbox to ${bridge.name}`);
+    // an isolated port: frames go between it and the bridge (the host), never to another sandbox
+    await ip(
+      [`link add ${veth} master ${bridge.name} type veth peer name eth0 address ${mac} netns ${pid}`, `link set dev ${veth} type bridge_slave isolated on`, `link set dev ${veth} up`],
+      `connecting the sandbox to ${bridge.name}`,
+    );
+    // it may send as its own MAC and address only (ensureBridge has warned if nft is missing)
+    const err = await addPort(bridge.name, veth, mac, address);
+    if (err) warnOnce('anti-spoofing-port', `cannot filter spoofing from ${veth} on ${bridge.name}: ${err}`);
   } catch (err) {
+    if (existsSync(`/sys/class/net/${veth}`)) await ip([`link del ${veth}`], `removing ${veth}`).catch(() => undefined);
     await free(bridge, address, owner);
     throw err;
   }
@@ -81,6 +91,7 @@ export async function attachToBridge(bridge: Bridge, pid: number): Promise<Attac
       released = true;
       // deleting one end removes both; usually gone already, with the namespace (then no `ip` to run)
       if (existsSync(`/sys/class/net/${veth}`)) await ip([`link del ${veth}`], `removing ${veth}`).catch(() => undefined);
+      await removePort(bridge.name, veth, mac, address);
       await free(bridge, address, owner);
     },
     releaseSync() {

@@ -1,8 +1,8 @@
 /**
  * The `mbuild0` bridge, as Docker's docker0: a Linux bridge holding the gateway address of a private
  * subnet (default: the first of CANDIDATE_SUBNETS that clashes with no host route), MASQUERADE for
- * the subnet's way out, FORWARD rules so sandboxes reach each other and get replies even when the
- * host's FORWARD policy is DROP. The bridge and these rules stay (they are "the bridge's own");
+ * the subnet's way out, FORWARD rules so sandboxes get out and get replies even when the host's
+ * FORWARD policy is DROP, and (unlike docker0) isolation between sandboxes: see isolation.ts. The bridge and these rules stay (they are "the bridge's own");
  * everything per sandbox is removed with the sandbox, and what dead processes left is swept here.
  *
  * MBUILD_BRIDGE and MBUILD_SUBNET choose another bridge name / subnet (tests use their own).
@@ -13,6 +13,7 @@ import { UsageError } from '../../../util/errors.js';
 import { CANDIDATE_SUBNETS, formatSubnet, gatewayOf, intToIp, ipToInt, overlaps, parseSubnet, tryParseCidr, type Subnet } from './cidr.js';
 import { NetworkError, findTool, ip, ipJson, iptables, runTool } from './cmd.js';
 import { ownerAlive, readState, removeState, stateDir, withNetLock, writeState, type NetState } from './state.js';
+import { ensureAntiSpoofing, removeAntiSpoofing, sweepPorts } from './isolation.js';
 
 export const VETH_PREFIX = 'mbv';
 
@@ -126,6 +127,8 @@ async function setUp(cfg: BridgeConfig): Promise<Bridge> {
   st.subnet = formatSubnet(subnet);
   st.gateway = intToIp(gw);
   const nat = await setUpNat(name, subnet, st);
+  const spoofing = await ensureAntiSpoofing(name);
+  if (spoofing) warnOnce('anti-spoofing', `cannot filter ARP/IP spoofing on the ${name} bridge (${spoofing}): a sandbox could pose as another on it (install nftables)`);
   await sweep(name, st);
   await writeState(name, st);
   return { name, subnet, gateway: intToIp(gw), nat };
@@ -144,6 +147,8 @@ function bridgeRules(name: string, subnet: Subnet): Rule[] {
     { table: 'nat', chain: 'POSTROUTING', spec: ['-s', formatSubnet(subnet), '!', '-o', name, ...tag, '-j', 'MASQUERADE'] },
     { table: 'filter', chain: 'FORWARD', insert: true, spec: ['-i', name, ...tag, '-j', 'ACCEPT'] },
     { table: 'filter', chain: 'FORWARD', insert: true, spec: ['-o', name, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', ...tag, '-j', 'ACCEPT'] },
+    // sandboxes do not reach each other through the host either (inserted last: it comes first)
+    { table: 'filter', chain: 'FORWARD', insert: true, spec: ['-i', name, '-o', name, ...tag, '-j', 'DROP'] },
   ];
 }
 
@@ -227,6 +232,7 @@ async function sweep(name: string, st: NetState): Promise<void> {
   const links = (await ipJson<{ ifname: string }[]>(['link', 'show', 'master', name])) ?? [];
   const stale = links.map((l) => l.ifname).filter((n) => n.startsWith(VETH_PREFIX) && !live.has(n));
   for (const n of stale) await ip([`link del ${n}`], `removing ${n}`).catch(() => undefined);
+  await sweepPorts(name);
   await sweepPortRules(name, false);
 }
 
@@ -242,6 +248,7 @@ export async function teardownBridge(name: string = bridgeConfig().name): Promis
     for (const l of links) await ip([`link del ${l.ifname}`], `removing ${l.ifname}`).catch(() => undefined);
     if (await ipJson(['link', 'show', 'dev', name])) await ip([`link del ${name}`], `removing the bridge ${name}`);
     await sweepPortRules(name, true);
+    await removeAntiSpoofing(name);
     if (st?.tablesCreated?.length && findTool('nft')) {
       for (const t of st.tablesCreated) {
         const rules = await iptables(['-t', t, '-S']).catch(() => undefined);
