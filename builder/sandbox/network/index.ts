@@ -6,11 +6,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import { ensureBridge, type Bridge } from './bridge.js';
-import { NetworkError } from './cmd.js';
+import { NetworkError } from '../../../util/errors.js';
 
 export { attachToBridge, type Attachment } from './attach.js';
 export { ensureBridge, teardownBridge, bridgeConfig, warnOnce, type Bridge } from './bridge.js';
-export { NetworkError } from './cmd.js';
 
 export type NetworkRequest = 'default' | 'bridge' | 'host' | 'none' | { join: string };
 
