@@ -194,6 +194,9 @@ int open_target(int rootfd, struct target *t);
 int fs_magic_is(int fd, long magic);
 int mount_at(const char *src, int fd, const char *type, unsigned long flags, const char *data, const char *what);
 int setup_proc(int rootfd, struct target *t, int devnull, int unmasked);
+/* sandbox.c */
+uint64_t default_caps(void);
+void seccomp_cache_path(char *buf, size_t n);
 int setup_sys(int rootfd, struct target *t, int devnull, int unmasked);
 int setup_dev(int rootfd, struct target *t);
 

@@ -1,6 +1,6 @@
 /* mbuild-helper: the sandboxed child (pid 1 of its namespaces): cgroups, mounts, pivot_root, privileges, exec. */
 #include "helper.h"
-#include "seccomp.h"
+#include "seccomp-filter.h"
 
 /* ------------------------------------------------------- the child (pid 1) */
 
@@ -39,13 +39,27 @@ static int cap_kept(int cap) {
   return 0;
 }
 
-/* The profile's rules as they apply to Docker's default capability set (what the step keeps). */
-static int install_seccomp(void) {
+/* Docker's default capability set (what a sandboxed step keeps), as a mask. */
+uint64_t default_caps(void) {
   uint64_t caps = 0;
-  char err[512];
   for (int cap = 0; cap < 64; cap++)
     if (cap_kept(cap)) caps |= (uint64_t)1 << cap;
-  return mb_seccomp_install(caps, err, sizeof err) < 0 ? fail("%s", err) : 0;
+  return caps;
+}
+
+/* The seccomp program npm run build saved beside the helper (see seccomp.c), if any. */
+void seccomp_cache_path(char *buf, size_t n) {
+  ssize_t l = readlink("/proc/self/exe", buf, n - 32);
+  char *slash = l > 0 ? memrchr(buf, '/', (size_t)l) : NULL;
+  if (!slash) buf[0] = '\0';
+  else snprintf(slash + 1, 32, "seccomp-default.bpf");
+}
+
+/* The profile's rules as they apply to Docker's default capability set. */
+static int install_seccomp(void) {
+  char err[512], cache[PATH_MAX];
+  seccomp_cache_path(cache, sizeof cache);
+  return mb_seccomp_install(default_caps(), cache[0] ? cache : NULL, err, sizeof err) < 0 ? fail("%s", err) : 0;
 }
 
 static int drop_privileges(struct run_spec *s) {

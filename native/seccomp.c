@@ -1,10 +1,10 @@
 /*
- * The RUN step's seccomp filter: Docker's default profile (see seccomp.h). The profile is data
+ * The RUN step's seccomp filter: Docker's default profile (see seccomp-filter.h). The profile is data
  * (seccomp-profile.gen.h); this file only decides which of its rules apply here, hands them to
  * libseccomp, and puts a short BPF prefix of its own in front of libseccomp's program.
  */
 #define _GNU_SOURCE
-#include "seccomp.h"
+#include "seccomp-filter.h"
 
 #include <errno.h>
 #include <linux/audit.h>
@@ -179,7 +179,8 @@ static size_t enosys_prefix(struct sock_filter *f, const uint32_t *arches, size_
   return n;
 }
 
-int mb_seccomp_install(uint64_t caps, char *err, size_t errlen) {
+/* The whole program (prefix + libseccomp's) for `caps`, in *out (malloc'd), its length in *n. */
+static int build_program(uint64_t caps, struct sock_filter **out, size_t *n, char *err, size_t errlen) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(SP_DEFAULT_ERRNO));
   if (!ctx) return seterr(err, errlen, "seccomp_init failed");
   int rc = -1, fd = -1;
@@ -227,15 +228,77 @@ int mb_seccomp_install(uint64_t caps, char *err, size_t errlen) {
     seterr(err, errlen, "seccomp: the filter has %zu instructions, more than the kernel takes", npre + nlib);
     goto out;
   }
-  struct sock_fprog fprog = {.len = (unsigned short)(npre + nlib), .filter = prog};
-  if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog, 0, 0) < 0) {
-    seterr(err, errlen, "seccomp: loading the filter: %s", strerror(errno));
-    goto out;
-  }
+  *out = prog;
+  *n = npre + nlib;
+  prog = NULL;
   rc = 0;
 out:
   if (fd >= 0) close(fd);
   free(prog);
   seccomp_release(ctx);
   return rc;
+}
+
+/*
+ * Building the program costs ~25 ms of CPU (libseccomp), per RUN step. It only depends on what the
+ * key names, so the build (npm run build: `mbuild-helper seccomp-export`) saves it beside the
+ * helper, and a step loads that file when its key line matches, else builds the program itself.
+ */
+static void cache_key(uint64_t caps, char *buf, size_t n) {
+  struct utsname u;
+  const struct scmp_version *v = seccomp_version();
+  if (uname(&u) < 0) u.release[0] = '\0';
+  snprintf(buf, n, "mbuild-seccomp 1 caps=%llx arch=%x kernel=%s libseccomp=%u.%u.%u rules=%zu\n", (unsigned long long)caps,
+           seccomp_arch_native(), u.release, v ? v->major : 0, v ? v->minor : 0, v ? v->micro : 0, sizeof sp_rules / sizeof sp_rules[0]);
+}
+
+static int load_cached(uint64_t caps, const char *path, struct sock_filter **out, size_t *n) {
+  FILE *f = path ? fopen(path, "rbe") : NULL;
+  if (!f) return -1;
+  char want[512], got[512];
+  cache_key(caps, want, sizeof want);
+  int rc = -1;
+  struct sock_filter *prog = malloc(BPF_MAXINSNS * sizeof *prog);
+  if (prog && fgets(got, sizeof got, f) && !strcmp(got, want)) {
+    size_t k = fread(prog, sizeof *prog, BPF_MAXINSNS, f);
+    if (k > 0 && !ferror(f) && feof(f)) {
+      *out = prog;
+      *n = k;
+      prog = NULL;
+      rc = 0;
+    }
+  }
+  free(prog);
+  fclose(f);
+  return rc;
+}
+
+int mb_seccomp_install(uint64_t caps, const char *cache, char *err, size_t errlen) {
+  struct sock_filter *prog = NULL;
+  size_t n = 0;
+  if (load_cached(caps, cache, &prog, &n) < 0 && build_program(caps, &prog, &n, err, errlen) < 0) return -1;
+  struct sock_fprog fprog = {.len = (unsigned short)n, .filter = prog};
+  int rc = prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog, 0, 0);
+  int e = errno;
+  free(prog);
+  return rc < 0 ? seterr(err, errlen, "seccomp: loading the filter: %s", strerror(e)) : 0;
+}
+
+int mb_seccomp_export(uint64_t caps, const char *path, char *err, size_t errlen) {
+  struct sock_filter *prog = NULL;
+  size_t n = 0;
+  if (build_program(caps, &prog, &n, err, errlen) < 0) return -1;
+  char key[512], tmp[4096];
+  cache_key(caps, key, sizeof key);
+  snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
+  FILE *f = fopen(tmp, "wbe");
+  int ok = f && fputs(key, f) >= 0 && fwrite(prog, sizeof *prog, n, f) == n;
+  if (f && fclose(f) != 0) ok = 0;
+  free(prog);
+  if (!ok || rename(tmp, path) < 0) {
+    int e = errno;
+    unlink(tmp);
+    return seterr(err, errlen, "writing %s: %s", path, strerror(e));
+  }
+  return 0;
 }
