@@ -10,10 +10,10 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { NetworkError, UsageError } from '../../../util/errors.js';
-import { CANDIDATE_SUBNETS, formatSubnet, gatewayOf, intToIp, ipToInt, overlaps, parseSubnet, tryParseCidr, type Subnet } from './cidr.js';
+import { CANDIDATE_SUBNETS, formatSubnet, gatewayOf, intToIp, ipToInt, overlaps, parseSubnet, size, tryParseCidr, type Subnet } from './cidr.js';
 import { findTool, ip, ipJson, iptables, runTool } from './cmd.js';
 import { ownerAlive, readState, removeState, stateDir, withNetLock, writeState, type NetState } from './state.js';
-import { ensureAntiSpoofing, removeAntiSpoofing, sweepPorts } from './isolation.js';
+import { addPorts, ensureAntiSpoofing, lastPortIndex, removeAntiSpoofing } from './isolation.js';
 
 export const VETH_PREFIX = 'mbv';
 
@@ -123,12 +123,24 @@ async function setUp(cfg: BridgeConfig): Promise<Bridge> {
     lines.push(`addr add ${intToIp(gw)}/${subnet.prefix} dev ${name}`, `link set ${name} up`);
     await ip(lines, `creating the bridge ${name}`);
   }
-  if (st.subnet && st.subnet !== formatSubnet(subnet)) st.allocs = {}; // the record of an older bridge
+  if (st.subnet && st.subnet !== formatSubnet(subnet)) {
+    st.allocs = {}; // the record of an older bridge
+    st.portsUpTo = undefined;
+  }
   st.subnet = formatSubnet(subnet);
   st.gateway = intToIp(gw);
   const nat = await setUpNat(name, subnet, st);
-  const spoofing = await ensureAntiSpoofing(name);
-  if (spoofing) warnOnce('anti-spoofing', `cannot filter ARP/IP spoofing on the ${name} bridge (${spoofing}): a sandbox could pose as another on it (install nftables)`);
+  const spoof = await ensureAntiSpoofing(name);
+  let spoofError = spoof.error;
+  if (!spoofError && (spoof.created || st.portsUpTo === undefined)) {
+    // every port the allocation can hand out, once (a step then adds nothing)
+    const last = lastPortIndex(size(subnet));
+    const addrs: string[] = [];
+    for (let i = 2; i <= last; i++) addrs.push(intToIp(subnet.base + i));
+    spoofError = await addPorts(name, addrs);
+    st.portsUpTo = spoofError ? undefined : last;
+  }
+  if (spoofError) warnOnce('anti-spoofing', `cannot filter ARP/IP spoofing on the ${name} bridge (${spoofError}): a sandbox could pose as another on it (install nftables)`);
   await sweep(name, st);
   await writeState(name, st);
   return { name, subnet, gateway: intToIp(gw), nat };
@@ -232,7 +244,6 @@ async function sweep(name: string, st: NetState): Promise<void> {
   const links = (await ipJson<{ ifname: string }[]>(['link', 'show', 'master', name])) ?? [];
   const stale = links.map((l) => l.ifname).filter((n) => n.startsWith(VETH_PREFIX) && !live.has(n));
   for (const n of stale) await ip([`link del ${n}`], `removing ${n}`).catch(() => undefined);
-  await sweepPorts(name);
   await sweepPortRules(name, false);
 }
 

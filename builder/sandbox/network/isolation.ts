@@ -8,8 +8,11 @@
  *   with the MAC and address mbuild gave it (sets `ifaces` and `ports`), so no ARP poisoning of the
  *   host's neighbour table and no spoofed source address. Without nft this part is missing and a
  *   warning says so.
+ *
+ * An nft transaction costs 100-200 ms here, too much per RUN step. So the port of address A is
+ * always the veth `vethFor(A)` with MAC `macFor(A)`, and the entries of a window of addresses
+ * (allocation stays inside it) are made once per bridge, in one transaction: a step adds nothing.
  */
-import { existsSync } from 'node:fs';
 import { findTool, runTool } from './cmd.js';
 
 export function tableName(bridge: string): string {
@@ -30,11 +33,17 @@ async function nft(script: string): Promise<string | undefined> {
   return r.code === 0 ? undefined : r.stderr.trim() || `nft exited with ${r.code}`;
 }
 
-/** Creates (or refreshes) the bridge's table; returns why it could not, or undefined. */
-export async function ensureAntiSpoofing(bridge: string): Promise<string | undefined> {
-  if (!nftAvailable()) return 'nft (nftables) is not installed';
+/**
+ * The bridge's table, created when it is missing or not whole: `created` says its port entries are
+ * gone (to be added again); `error` why it could not be made.
+ */
+export async function ensureAntiSpoofing(bridge: string): Promise<{ error?: string; created: boolean }> {
+  if (!nftAvailable()) return { error: 'nft (nftables) is not installed', created: false };
   const t = tableName(bridge);
-  return nft(
+  const now = await runTool('nft', ['list', 'table', 'bridge', t]);
+  if (now.code === 0 && /set ifaces/.test(now.stdout) && /set ports/.test(now.stdout) && /^\s*drop$/m.test(now.stdout)) return { created: false };
+  await nft(`delete table bridge ${t}`); // a partial one (its entries cannot be trusted)
+  const error = await nft(
     [
       `add table bridge ${t}`,
       `add set bridge ${t} ifaces { type ifname ; }`,
@@ -49,54 +58,33 @@ export async function ensureAntiSpoofing(bridge: string): Promise<string | undef
       '',
     ].join('\n'),
   );
+  return { error, created: !error };
 }
 
-const element = (veth: string, mac: string, address: string) => `"${veth}" . ${mac} . ${address}`;
+/** The host end of the veth of the sandbox holding `address`: `mbv` and the address in hex. */
+export function vethFor(address: string): string {
+  return `mbv${address.split('.').map((o) => Number(o).toString(16).padStart(2, '0')).join('')}`;
+}
 
-/** Lets `veth` send as (mac, address) only; every other frame from it is dropped. */
-export async function addPort(bridge: string, veth: string, mac: string, address: string): Promise<string | undefined> {
+/** How many addresses (from index 2 up) get ports: allocation stays below 2 + PORT_WINDOW. */
+export const PORT_WINDOW = 1024;
+
+/** The last address index a sandbox gets in a subnet of `size` addresses (2 is the first). */
+export function lastPortIndex(size: number): number {
+  return Math.min(size - 2, 2 + PORT_WINDOW - 1);
+}
+
+/**
+ * Lets the port of each of `addresses` send as its own MAC and address only, in one transaction.
+ * The table must exist (ensureAntiSpoofing); adding an entry that is there already is no error.
+ */
+export async function addPorts(bridge: string, addresses: string[]): Promise<string | undefined> {
   if (!nftAvailable()) return 'nft (nftables) is not installed';
+  if (addresses.length === 0) return undefined;
   const t = tableName(bridge);
-  return nft(`add element bridge ${t} ports { ${element(veth, mac, address)} }\nadd element bridge ${t} ifaces { "${veth}" }\n`);
-}
-
-export async function removePort(bridge: string, veth: string, mac: string, address: string): Promise<void> {
-  if (!nftAvailable()) return;
-  const t = tableName(bridge);
-  await nft(`delete element bridge ${t} ports { ${element(veth, mac, address)} }`);
-  await nft(`delete element bridge ${t} ifaces { "${veth}" }`);
-}
-
-interface NftSetElem {
-  elem?: { val?: unknown; concat?: unknown[] } | string;
-  concat?: unknown[];
-}
-
-/** Removes the entries of interfaces that are gone (a killed mbuild left them). */
-export async function sweepPorts(bridge: string): Promise<void> {
-  if (!nftAvailable()) return;
-  const t = tableName(bridge);
-  const r = await runTool('nft', ['-j', 'list', 'table', 'bridge', t]);
-  if (r.code !== 0) return;
-  let doc: { nftables?: { set?: { name: string; elem?: (string | NftSetElem)[] } }[] };
-  try {
-    doc = JSON.parse(r.stdout);
-  } catch {
-    return;
-  }
-  const lines: string[] = [];
-  for (const item of doc.nftables ?? []) {
-    const set = item.set;
-    if (!set?.elem) continue;
-    for (const e of set.elem) {
-      const parts = typeof e === 'string' ? [e] : (e.concat ?? (typeof e.elem === 'object' ? e.elem?.concat : undefined) ?? [e.elem]);
-      const veth = parts[0];
-      if (typeof veth !== 'string' || existsSync(`/sys/class/net/${veth}`)) continue;
-      const value = parts.map((p, i) => (i === 0 ? `"${String(p)}"` : String(p))).join(' . ');
-      lines.push(`delete element bridge ${t} ${set.name} { ${value} }`);
-    }
-  }
-  for (const l of lines) await nft(l);
+  const ports = addresses.map((a) => `"${vethFor(a)}" . ${macFor(a)} . ${a}`).join(', ');
+  const ifaces = addresses.map((a) => `"${vethFor(a)}"`).join(', ');
+  return nft(`add element bridge ${t} ports { ${ports} }\nadd element bridge ${t} ifaces { ${ifaces} }\n`);
 }
 
 export async function removeAntiSpoofing(bridge: string): Promise<void> {
