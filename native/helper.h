@@ -2,11 +2,13 @@
  * mbuild-helper: declarations shared by its source files (one program, built by one `cc` line in
  * scripts/build-native.mjs from every .c file in native/).
  *
- *   common.c    errors, input buffers, string builders
+ *   common.c    errors, input buffers, string builders, filesystem magic
  *   fsops.c     `fsops` and `find-opaque` (and the opaque walk `run` reports with)
  *   spec.c      the `run` sandbox spec
  *   rootfs.c    the rootfs mount: overlay (with the long-lowerdir fallbacks) or a bound directory
+ *   mount.c     `mount`: the same overlay mount for the builder itself (COPY, WORKDIR, views)
  *   targets.c   mount targets in the rootfs and the stubs created for them
+ *   usermounts.c RUN --mount binds, scratch overlays and tmpfs, and their targets
  *   pseudofs.c  /proc, /sys and /dev inside the sandbox
  *   net.c       loopback and bridge networking
  *   sandbox.c   the child (pid 1): cgroups, pivot_root, privileges, exec
@@ -129,6 +131,8 @@ struct sbuf {
 int sb_add(struct sbuf *s, const char *t, size_t n);
 int sb_str(struct sbuf *s, const char *t);
 
+int fs_magic_is(int fd, long magic);
+
 /* fsops.c -------------------------------------------------------------- */
 
 int run_fsops(void);
@@ -157,7 +161,13 @@ struct run_spec {
   gid_t *groups;
   size_t ngroups;
   char rootfs[PATH_MAX], empty[PATH_MAX];
+  unsigned long long shm_kb; /* size of /dev/shm (--shm-size); 0: 64 MiB */
+  struct { int resource; struct rlimit lim; } rlimits[16]; /* --ulimit, set before privileges drop */
+  size_t nrlimits;
 };
+
+/* /dev/shm's size in KiB for setup_dev (pseudofs.c) */
+extern unsigned long long g_shm_kb;
 
 int parse_run_spec(struct buf *b, struct run_spec *s);
 
@@ -165,6 +175,10 @@ int parse_run_spec(struct buf *b, struct run_spec *s);
 
 int mount_rootfsdir(struct run_spec *s);
 int mount_overlay(struct run_spec *s);
+
+/* mount.c -------------------------------------------------------------- */
+
+int run_mount(void);
 
 /* targets.c ------------------------------------------------------------ */
 
@@ -189,9 +203,16 @@ int prepare_target(int rootfd, int upperfd, struct target *t);
 int remove_stubs(const char *upper);
 int open_target(int rootfd, struct target *t);
 
+/* usermounts.c --------------------------------------------------------- */
+
+int parse_user_mount_field(const char *k, const char *v);
+int check_user_mounts(void);
+int prepare_user_mounts(int rootfd, int upperfd, const char *rootfs);
+int mount_user_mounts(int rootfd);
+int remove_user_stubs(const char *upper);
+
 /* pseudofs.c ----------------------------------------------------------- */
 
-int fs_magic_is(int fd, long magic);
 int mount_at(const char *src, int fd, const char *type, unsigned long flags, const char *data, const char *what);
 int setup_proc(int rootfd, struct target *t, int devnull, int unmasked);
 /* sandbox.c */

@@ -4,6 +4,7 @@
  *   mbuild-helper fsops              ops on stdin (NUL-separated fields), see run_fsops()
  *   mbuild-helper find-opaque ROOT   NUL-separated relative paths of opaque dirs on stdout
  *   mbuild-helper run                sandbox spec on stdin (NUL-separated key/value pairs), see run_main()
+ *   mbuild-helper mount              one overlay mount in the caller's mount namespace, see mount.c
  *
  * run, network modes: host (the helper's own), none (new netns, lo only), bridge (new netns; the
  * helper announces it with a "netns:<pid>" status record and waits for the caller to plug a veth
@@ -32,6 +33,7 @@ int main(int argc, char **argv) {
     dprintf(2, "mbuild-helper seccomp-export: %s\n", path[0] ? err : "cannot find the helper's directory");
     return 1;
   }
-  dprintf(2, "usage: mbuild-helper fsops | find-opaque ROOT | run   (input on stdin) | seccomp-export\n");
+  if (argc == 2 && !strcmp(argv[1], "mount")) return run_mount();
+  dprintf(2, "usage: mbuild-helper fsops | find-opaque ROOT | run | mount   (input on stdin) | seccomp-export\n");
   return 2;
 }

@@ -8,7 +8,7 @@ import PQueue from 'p-queue';
 import { promises as fs } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Store } from '../store/store.js';
-import type { Progress } from '../builder/cli/progress.js';
+import type { ProgressReporter } from '../util/progress.js';
 import { MediaType, type Descriptor } from '../store/oci.js';
 import { RegistryClient, backoffMs, isRetryable, manifestMediaType } from './client.js';
 import { pushEndpoint } from './mirrors.js';
@@ -19,11 +19,13 @@ import { MbuildError } from '../util/errors.js';
 import { distributable } from '../store/compress.js';
 
 export interface PushOptions {
-  progress?: Progress;
+  progress?: ProgressReporter;
   /** concurrent layer uploads (default 3) */
   concurrency?: number;
   /** blobs larger than this go in chunks of this size (default 32 MiB, env MBUILD_PUSH_CHUNK_SIZE) */
   chunkSize?: number;
+  /** push this manifest (already in the content store, e.g. in the form `-o` asked for) instead of the name's */
+  manifestDigest?: string;
 }
 
 export interface PushResult {
@@ -100,7 +102,7 @@ async function pushBlob(client: RegistryClient, store: Store, d: Descriptor, tp:
 
 export async function pushImage(store: Store, reference: string, opts: PushOptions = {}): Promise<PushResult> {
   const ref = parseRemote(reference);
-  const img = await store.requireImage(reference);
+  const img = opts.manifestDigest ? await store.requireImage(opts.manifestDigest) : await store.requireImage(reference);
   if (ref.digest && ref.digest !== img.manifestDigest) throw new MbuildError('MBUILD_USAGE', `${reference}: the local image has digest ${img.manifestDigest}`);
   const step = opts.progress?.step(`pushing ${displayRef(ref)}`);
   const tp = new TransferProgress(step);
@@ -108,7 +110,7 @@ export async function pushImage(store: Store, reference: string, opts: PushOptio
   try {
     const client = new RegistryClient(pushEndpoint(ref.registry), ref.repository, true);
     // layers leave the store compressed (the gzip twin is made once and remembered)
-    const { manifestDigest, manifest } = ref.digest ? { manifestDigest: img.manifestDigest, manifest: img.manifest } : await distributable(store, img.manifestDigest);
+    const { manifestDigest, manifest } = ref.digest || opts.manifestDigest ? { manifestDigest: img.manifestDigest, manifest: img.manifest } : await distributable(store, img.manifestDigest);
     const manifestBytes = await store.content.readBytes(manifestDigest);
     const mediaType = manifest.mediaType || manifestMediaType(manifestBytes, undefined);
     if (mediaType !== MediaType.manifest && mediaType !== MediaType.dockerManifest) throw new MbuildError('MBUILD_USAGE', `${reference}: cannot push a ${mediaType}`);

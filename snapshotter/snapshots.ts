@@ -4,28 +4,26 @@
  *
  *   ROOT/snapshots/<id>/fs      the layer's files
  *   ROOT/snapshots/<id>/meta.json  { diffId, blob } once known
- *   ROOT/snapshots/empty        an empty lowerdir for FROM scratch
  *
- * Image layers get ids derived from their chain id (shared by every image that has them);
- * build steps get private ids (`b-<pid>-...`) removed when the build ends. In-progress work
- * is under `tmp-<pid>-...` and swept by the next start if its process is gone.
+ * The names (image layers by chain id, build steps' private layers, in-progress work) are
+ * store/layout.ts's.
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { PassThrough, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Store, ResolvedImage } from '../store/store.js';
 import { MediaType } from '../store/oci.js';
-import { sha256 } from '../store/digest.js';
-import { mountOverlay, unmount, relativeTo } from './mount.js';
+import { EMPTY_SNAPSHOT, SNAPSHOT_FILES, buildSnapshotName, imageSnapshotNames, layout, parseSnapshotName, tempSnapshotName } from '../store/layout.js';
+import { mountOverlay, unmount } from './mount.js';
 import { applyLayerTar } from './diff/apply.js';
 import { writeLayerTar, writeTar, isEmptyLayerDir, type TarEntry } from './diff/layer-tar.js';
 import { decompressStream } from './diff/decompress.js';
-import { chooseSnapshotter, diffTree, forcedSnapshotter, hasWhiteouts, materialize, recordTree, type SnapshotterKind } from './copy-fallback.js';
+import { chooseSnapshotter, diffTree, forcedSnapshotter, hasWhiteouts, materialize, recordTree, type SnapshotterKind, type Tree } from './copy-fallback.js';
 import { DigestMismatchError, MbuildError } from '../util/errors.js';
 import { mountsAt } from '../store/recovery.js';
-import { deleteDetached, moveToTrash } from './trash.js';
+import { deleteDetached, moveToTrash } from '../store/trash.js';
 
 export interface LayerBlob {
   diffId: string;
@@ -47,11 +45,23 @@ export interface Layer {
   opaqueDirs?: string[];
 }
 
+/**
+ * How to mount an active snapshot: a description, as containerd's snapshotters return, not a mounted
+ * path. overlay: the parent layers under the snapshot's upper dir; bind (the copy snapshotter): a
+ * plain directory holding a copy of the parent layers, whose changes commit() finds by comparison.
+ */
+export type Mount =
+  | { type: 'overlay'; lowerDirs: string[]; upperDir: string; workDir: string }
+  | { type: 'bind'; source: string };
+
 export interface Active {
   id: string;
   base: string;
   upper: string;
   work: string;
+  mount: Mount;
+  /** bind: the copy's entries before the step (commit() writes the difference as the layer) */
+  before?: Tree;
 }
 
 /**
@@ -78,8 +88,8 @@ export class Snapshotter {
   private readonly present = new Set<string>();
 
   constructor(readonly store: Store) {
-    this.dir = path.join(store.root, 'snapshots');
-    this.emptyDir = path.join(this.dir, 'empty');
+    this.dir = layout.snapshots(store.root);
+    this.emptyDir = path.join(this.dir, EMPTY_SNAPSHOT);
   }
 
   async init(): Promise<void> {
@@ -93,10 +103,10 @@ export class Snapshotter {
    * image's blobs (an image used as a base later is unpacked by chain id).
    */
   async removeOwn(): Promise<void> {
-    const mine = [`b-${process.pid}-`, `tmp-${process.pid}-`];
     const trashed: string[] = [];
     for (const name of await fs.readdir(this.dir).catch(() => [] as string[])) {
-      if (!mine.some((m) => name.startsWith(m))) continue;
+      const n = parseSnapshotName(name);
+      if (n?.pid !== process.pid || (n.kind !== 'build' && n.kind !== 'temp')) continue;
       const p = path.join(this.dir, name);
       // a tree with a mount below it (cannot happen once a build is over) stays for the sweep
       if ((await mountsAt(p)).length > 0) continue;
@@ -118,12 +128,11 @@ export class Snapshotter {
       throw new DigestMismatchError(`image ${img.name ?? img.manifestDigest}: ${img.manifest.layers.length} layers but ${diffIds.length} diff_ids`);
     }
     const layers: Layer[] = [];
-    let chain = '';
+    const names = imageSnapshotNames(diffIds);
     for (let i = 0; i < diffIds.length; i++) {
-      chain = i === 0 ? diffIds[0] : sha256(`${chain} ${diffIds[i]}`);
       const desc = img.manifest.layers[i];
       const blob: LayerBlob = { diffId: diffIds[i], digest: desc.digest, size: desc.size, mediaType: desc.mediaType };
-      layers.push(await this.unpackOnce('c-' + chain.slice(7, 39), blob));
+      layers.push(await this.unpackOnce(names[i], blob));
     }
     return layers;
   }
@@ -140,15 +149,15 @@ export class Snapshotter {
 
   private async unpack(id: string, blob: LayerBlob): Promise<Layer> {
     const final = path.join(this.dir, id);
-    const layer: Layer = { id, dir: path.join(final, 'fs'), blob };
+    const layer: Layer = { id, dir: path.join(final, SNAPSHOT_FILES), blob };
     try {
       await fs.access(path.join(final, 'meta.json'));
       return layer;
     } catch {
       /* not unpacked yet */
     }
-    const tmp = path.join(this.dir, `tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
-    await fs.mkdir(path.join(tmp, 'fs'), { recursive: true, mode: 0o755 });
+    const tmp = path.join(this.dir, tempSnapshotName());
+    await fs.mkdir(path.join(tmp, SNAPSHOT_FILES), { recursive: true, mode: 0o755 });
     try {
       const hash = createHash('sha256');
       const tap = new Transform({
@@ -159,7 +168,7 @@ export class Snapshotter {
       });
       const raw = await decompressStream(this.store.content.open(blob.digest));
       const tarStream = new PassThrough();
-      const applying = applyLayerTar(tarStream, path.join(tmp, 'fs'), layerBudgets());
+      const applying = applyLayerTar(tarStream, path.join(tmp, SNAPSHOT_FILES), layerBudgets());
       await Promise.all([pipeline(raw, tap, tarStream), applying]);
       const got = 'sha256:' + hash.digest('hex');
       if (got !== blob.diffId) throw new DigestMismatchError(`layer ${blob.digest}: uncompressed digest ${got} does not match diff_id ${blob.diffId}`);
@@ -175,20 +184,58 @@ export class Snapshotter {
     }
   }
 
-  /** A new writable layer for one build step. */
-  async prepare(): Promise<Active> {
-    const id = `b-${process.pid}-${randomBytes(6).toString('hex')}`;
+  /**
+   * A new writable snapshot over `parent` for one build step (or `mbuild run`), with the description
+   * of how to mount it. Whichever snapshotter is in use, the caller mounts what it is given.
+   */
+  async prepare(parent: Layer[]): Promise<Active> {
+    await this.ready(parent);
+    const id = buildSnapshotName();
     const base = path.join(this.dir, id);
-    const active = { id, base, upper: path.join(base, 'fs'), work: path.join(base, 'work') };
-    await fs.mkdir(active.upper, { recursive: true });
-    await fs.chmod(active.upper, 0o755);
-    await fs.mkdir(active.work, { recursive: true });
-    return active;
+    const upper = path.join(base, SNAPSHOT_FILES);
+    const work = path.join(base, 'work');
+    await fs.mkdir(upper, { recursive: true });
+    await fs.chmod(upper, 0o755);
+    await fs.mkdir(work, { recursive: true });
+    try {
+      if ((await this.kind()) === 'copy') {
+        const root = path.join(base, 'merged');
+        await materialize(this.layerDirs(parent), root);
+        return { id, base, upper, work, mount: { type: 'bind', source: root }, before: await recordTree(root) };
+      }
+      return { id, base, upper, work, mount: { type: 'overlay', lowerDirs: this.lowerDirs(parent), upperDir: upper, workDir: work } };
+    } catch (err) {
+      await this.remove(id);
+      throw err;
+    }
   }
 
+  /** The active snapshot's changes become a layer (opaqueDirs: what the RUN sandbox found in the upper dir). */
   async commit(active: Active, opaqueDirs?: string[]): Promise<Layer> {
+    if (active.mount.type === 'bind') {
+      await diffTree(active.mount.source, active.before!, active.upper);
+      await fs.rm(active.mount.source, { recursive: true, force: true });
+      opaqueDirs = undefined;
+    }
     await fs.rm(active.work, { recursive: true, force: true });
     return { id: active.id, dir: active.upper, empty: await isEmptyLayerDir(active.upper), opaqueDirs };
+  }
+
+  /** Mount an active snapshot for the builder itself for the duration of fn (a bind is its directory). */
+  async withMounted<T>(active: Active, fn: (root: string) => Promise<T>): Promise<T> {
+    const m = active.mount;
+    if (m.type === 'bind') return fn(m.source);
+    const target = path.join(active.base, 'merged');
+    await fs.mkdir(target);
+    await mountOverlay(target, { lowerDirs: m.lowerDirs, upperDir: m.upperDir, workDir: m.workDir, scratchParent: this.dir });
+    let result: T;
+    try {
+      result = await fn(target);
+    } finally {
+      await unmount(target);
+    }
+    await fs.rmdir(target);
+    return result;
   }
 
   /**
@@ -196,8 +243,8 @@ export class Snapshotter {
    * is not. It is unpacked from the blob if a later step or an export mounts it (ready()).
    */
   async commitTar(entries: TarEntry[]): Promise<Layer> {
-    const id = `b-${process.pid}-${randomBytes(6).toString('hex')}`;
-    const dir = path.join(this.dir, id, 'fs');
+    const id = buildSnapshotName();
+    const dir = path.join(this.dir, id, SNAPSHOT_FILES);
     if (entries.length === 0) return { id, dir, empty: true };
     const blob = await this.ingestTar((out) =>
       writeTar(out, async (w) => {
@@ -215,7 +262,7 @@ export class Snapshotter {
         await fs.access(l.dir);
       } catch {
         if (!l.blob) throw new MbuildError('MBUILD_SNAPSHOT', `layer ${l.id} has neither files nor a blob (run "mbuild prune --all" and build again)`);
-        if (path.dirname(path.dirname(l.dir)) !== this.dir || path.basename(l.dir) !== 'fs') throw new MbuildError('MBUILD_SNAPSHOT', `layer ${l.id}: unexpected directory ${l.dir}`);
+        if (path.dirname(path.dirname(l.dir)) !== this.dir || path.basename(l.dir) !== SNAPSHOT_FILES) throw new MbuildError('MBUILD_SNAPSHOT', `layer ${l.id}: unexpected directory ${l.dir}`);
         await this.unpackOnce(path.basename(path.dirname(l.dir)), l.blob);
       }
       this.present.add(l.dir);
@@ -226,10 +273,10 @@ export class Snapshotter {
     await fs.rm(path.join(this.dir, id), { recursive: true, force: true });
   }
 
-  /** lowerdir list (top-most first, relative to the snapshots dir) for a stack of layers. */
+  /** lowerdir list (absolute, top-most first) for a stack of layers. */
   lowerDirs(layers: Layer[]): string[] {
-    const dirs = layers.filter((l) => !l.empty).map((l) => l.dir).reverse();
-    return relativeTo(this.dir, dirs.length ? dirs : [this.emptyDir]);
+    const dirs = layers.filter((l) => !l.empty).map((l) => path.resolve(l.dir)).reverse();
+    return dirs.length ? dirs : [this.emptyDir];
   }
 
   /** overlay, or copy (copy-fallback.ts) when overlayfs is missing or MBUILD_SNAPSHOTTER=copy; chosen once. */
@@ -246,44 +293,11 @@ export class Snapshotter {
     return layers.filter((l) => !l.empty).map((l) => l.dir);
   }
 
-  /** Copy snapshotter: the layers applied into a plain dir (a new one, removed by the caller). */
-  async materialize(layers: Layer[], target: string): Promise<void> {
-    await this.ready(layers);
-    await materialize(this.layerDirs(layers), target);
-  }
-
-  /** Mount the layers with a new upper layer, let fn change the root, and commit the change. */
+  /** Prepare over the layers, let fn change the mounted root, and commit the change. */
   async mutate(layers: Layer[], fn: (root: string) => Promise<void>): Promise<Layer> {
-    await this.ready(layers);
-    if ((await this.kind()) === 'copy') return this.mutateCopy(layers, fn);
-    const active = await this.prepare();
-    const target = path.join(active.base, 'merged');
-    await fs.mkdir(target);
+    const active = await this.prepare(layers);
     try {
-      await mountOverlay(target, { lowerDirs: this.lowerDirs(layers), upperDir: path.relative(this.dir, active.upper), workDir: path.relative(this.dir, active.work), cwd: this.dir });
-      try {
-        await fn(target);
-      } finally {
-        await unmount(target);
-      }
-      await fs.rmdir(target);
-      return await this.commit(active);
-    } catch (err) {
-      await this.remove(active.id);
-      throw err;
-    }
-  }
-
-  /** mutate() without overlayfs: materialize, record, fn, and the difference becomes the layer. */
-  private async mutateCopy(layers: Layer[], fn: (root: string) => Promise<void>): Promise<Layer> {
-    const active = await this.prepare();
-    const root = path.join(active.base, 'merged');
-    try {
-      await materialize(this.layerDirs(layers), root);
-      const before = await recordTree(root);
-      await fn(root);
-      await diffTree(root, before, active.upper);
-      await fs.rm(root, { recursive: true, force: true });
+      await this.withMounted(active, fn);
       return await this.commit(active);
     } catch (err) {
       await this.remove(active.id);
@@ -296,11 +310,11 @@ export class Snapshotter {
     await this.ready(layers);
     if ((await this.kind()) === 'copy') return this.viewCopy(layers, fn);
     const lowers = this.lowerDirs(layers);
-    if (lowers.length === 1) return fn(path.resolve(this.dir, lowers[0]));
-    const target = path.join(this.dir, `tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+    if (lowers.length === 1) return fn(lowers[0]);
+    const target = path.join(this.dir, tempSnapshotName());
     await fs.mkdir(target);
     try {
-      await mountOverlay(target, { lowerDirs: lowers, cwd: this.dir });
+      await mountOverlay(target, { lowerDirs: lowers, scratchParent: this.dir });
       try {
         return await fn(target);
       } finally {
@@ -319,7 +333,7 @@ export class Snapshotter {
       if (!clean) this.whiteoutFree.set(dirs[0], (clean = hasWhiteouts(dirs[0]).then((w) => !w)));
       if (await clean) return fn(dirs[0]);
     }
-    const target = path.join(this.dir, `tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+    const target = path.join(this.dir, tempSnapshotName());
     try {
       await materialize(dirs, target);
       return await fn(target);

@@ -7,6 +7,7 @@
  *   snapshots  ROOT/snapshots/c-* (unpacked image layers); in use: a layer chain of a named image,
  *              or named by a build-cache entry
  *   cache      ROOT/cache/*.json entries and the k-* snapshots they name (all of it goes with --all)
+ *   cache mounts ROOT/cache-mounts/* (RUN --mount=type=cache, store/cache-mounts.ts; go with --all)
  *   gzip twins ROOT/compressed/<hex>.json memos (store/compress.ts): the gzip form of an
  *              uncompressed layer blob; kept while a named image has that layer (not with --all)
  *   temp       work in progress of running builds and loads (what killed runs left is swept by
@@ -15,10 +16,12 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Store } from './store.js';
-import { isDigest, sha256 } from './digest.js';
+import { isDigest } from './digest.js';
+import { imageSnapshotNames, layout, parseSnapshotName, snapshotNamesIn } from './layout.js';
 import { findStaleTemp, treeBytes } from './recovery.js';
 import { pidAlive } from '../util/process.js';
 import { humanBytes } from '../util/format.js';
+import { CacheMounts } from './cache-mounts.js';
 
 export { treeBytes };
 
@@ -35,6 +38,8 @@ export interface Usage {
   blobs: Bucket;
   snapshots: Bucket;
   cache: Bucket;
+  /** RUN --mount=type=cache directories (ROOT/cache-mounts; all of it goes with --all) */
+  cacheMounts: Bucket;
   temp: Bucket;
 }
 
@@ -60,17 +65,6 @@ export interface StoreAnalysis {
 
 const MAX_INDEX_DEPTH = 4;
 const MAX_CACHE_ENTRY = 4 << 20;
-
-/** The snapshot id Snapshotter.fromImage gives the layer chain ending in diffIds[i]. */
-export function chainSnapshotIds(diffIds: string[]): string[] {
-  const ids: string[] = [];
-  let chain = '';
-  for (let i = 0; i < diffIds.length; i++) {
-    chain = i === 0 ? diffIds[0]! : sha256(`${chain} ${diffIds[i]}`);
-    ids.push('c-' + chain.slice(7, 39));
-  }
-  return ids;
-}
 
 async function readJsonBlob(store: Store, digest: string): Promise<Record<string, unknown> | undefined> {
   try {
@@ -109,7 +103,7 @@ async function walkManifest(store: Store, digest: string, blobs: Set<string>, ch
   const config = await readJsonBlob(store, cfg);
   const diffIds = (config?.rootfs as { diff_ids?: unknown } | undefined)?.diff_ids;
   if (Array.isArray(diffIds) && diffIds.every((d) => typeof d === 'string' && isDigest(d))) {
-    for (const id of chainSnapshotIds(diffIds as string[])) chains.add(id);
+    for (const id of imageSnapshotNames(diffIds as string[])) chains.add(id);
   }
 }
 
@@ -130,7 +124,7 @@ export async function analyzeStore(store: Store): Promise<StoreAnalysis> {
   const usedSnapshots = new Set<string>();
   for (const r of records) if (isDigest(r.digest)) await walkManifest(store, r.digest, imageBlobs, usedSnapshots, 0);
 
-  const cacheDir = path.join(root, 'cache');
+  const cacheDir = layout.cache(root);
   const cacheEntries = (await names(cacheDir)).filter((n) => n.endsWith('.json') && !n.startsWith('.')).map((n) => path.join(cacheDir, n));
   const cacheBlobs = new Set<string>();
   const cacheSnapshots = new Set<string>();
@@ -139,10 +133,10 @@ export async function analyzeStore(store: Store): Promise<StoreAnalysis> {
     if (!st?.isFile() || st.size > MAX_CACHE_ENTRY) continue;
     const text = await fs.readFile(file, 'utf8').catch(() => '');
     for (const m of text.matchAll(/sha256:[a-f0-9]{64}/g)) cacheBlobs.add(m[0]);
-    for (const m of text.matchAll(/\b([ck]-[A-Za-z0-9_.-]+)/g)) cacheSnapshots.add(m[1]!);
+    for (const name of snapshotNamesIn(text)) cacheSnapshots.add(name);
   }
   const gzipMemos: StoreAnalysis['gzipMemos'] = [];
-  const memoDir = path.join(root, 'compressed');
+  const memoDir = layout.compressed(root);
   for (const n of await names(memoDir)) {
     const m = /^([a-f0-9]{64})\.json$/.exec(n);
     if (!m) continue;
@@ -150,7 +144,7 @@ export async function analyzeStore(store: Store): Promise<StoreAnalysis> {
     const gzip = /"digest"\s*:\s*"(sha256:[a-f0-9]{64})"/.exec(text)?.[1];
     gzipMemos.push({ file: path.join(memoDir, n), source: 'sha256:' + m[1], gzip });
   }
-  const snaps = await names(path.join(root, 'snapshots'));
+  const snaps = await names(layout.snapshots(root));
   return {
     names: records.length,
     blobs,
@@ -158,8 +152,8 @@ export async function analyzeStore(store: Store): Promise<StoreAnalysis> {
     cacheBlobs,
     cacheSnapshots,
     cacheEntries,
-    imageSnapshots: snaps.filter((n) => n.startsWith('c-')),
-    cacheSnapshotDirs: snaps.filter((n) => n.startsWith('k-')),
+    imageSnapshots: snaps.filter((n) => parseSnapshotName(n)?.kind === 'image'),
+    cacheSnapshotDirs: snaps.filter((n) => parseSnapshotName(n)?.kind === 'cache'),
     usedSnapshots,
     gzipMemos,
   };
@@ -199,7 +193,7 @@ export async function storeUsage(store: Store): Promise<Usage> {
   const present = [...a.imageBlobs].filter((d) => a.blobs.has(d));
   const unused = unusedBlobs(a, false);
 
-  const snapDir = path.join(store.root, 'snapshots');
+  const snapDir = layout.snapshots(store.root);
   const snapBytes = new Map<string, number>();
   for (const id of [...a.imageSnapshots, ...a.cacheSnapshotDirs]) snapBytes.set(id, await treeBytes(path.join(snapDir, id)));
   const sumSnaps = (ids: string[]) => ids.reduce((t, id) => t + (snapBytes.get(id) ?? 0), 0);
@@ -208,8 +202,11 @@ export async function storeUsage(store: Store): Promise<Usage> {
   let cacheBytes = sumSnaps(a.cacheSnapshotDirs);
   for (const f of a.cacheEntries) cacheBytes += (await fs.lstat(f).catch(() => null))?.size ?? 0;
 
+  const mounts = await new CacheMounts(store.root).list();
+  const mountBytes = mounts.reduce((t, m) => t + m.bytes, 0);
+
   // Store.open has already swept what dead runs left: what is here is running builds' work in progress
-  const temp = (await findStaleTemp(store.root, true)).filter((t) => !t.path.startsWith(path.join(store.root, 'run') + '/') && !t.path.startsWith(path.join(store.root, 'locks') + '/'));
+  const temp = (await findStaleTemp(store.root, true)).filter((t) => !t.path.startsWith(layout.run(store.root) + '/') && !t.path.startsWith(layout.locks(store.root) + '/'));
   let tempBytes = 0;
   let staleCount = 0;
   let staleBytes = 0;
@@ -227,6 +224,7 @@ export async function storeUsage(store: Store): Promise<Usage> {
     blobs: bucket(a.blobs.size, sum(a.blobs.keys()), unused.length, sum(unused)),
     snapshots: bucket(a.imageSnapshots.length, sumSnaps(a.imageSnapshots), unusedSnaps.length, sumSnaps(unusedSnaps)),
     cache: bucket(a.cacheEntries.length, cacheBytes, a.cacheEntries.length, cacheBytes),
+    cacheMounts: bucket(mounts.length, mountBytes, mounts.length, mountBytes),
     temp: bucket(temp.length, tempBytes, staleCount, staleBytes),
   };
 }
@@ -242,6 +240,7 @@ export function formatUsage(u: Usage): string {
   add('Blobs', u.blobs);
   add('Snapshots', u.snapshots);
   add('Build cache', u.cache, ' (prune --all)');
+  add('Cache mounts', u.cacheMounts, ' (prune --all)');
   add('Temp', u.temp);
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
   return rows.map((r) => r.map((v, c) => (c === r.length - 1 ? v : v.padEnd(widths[c]! + 3))).join('')).join('\n') + '\n';

@@ -1,12 +1,14 @@
 /** RUN: the command in a sandbox over the stage's layers; its overlay upperdir becomes the layer. */
 import type { RunInstruction } from '../dockerfile/types.js';
-import type { StepRun } from '../build/context.js';
-import { DEFAULT_SHELL, runEnv } from '../build/state.js';
-import { readUserDb, resolveUser } from '../build/users.js';
-import { runSandboxed, type SandboxResult } from '../sandbox/run.js';
+import type { StepRun } from './contract.js';
+import { DEFAULT_SHELL, runEnv } from './state.js';
+import { readUserDb, resolveUser } from './users.js';
+import { runCommand } from '../dockerfile/heredoc.js';
+import { rootfsOf, runSandboxed, type SandboxResult } from '../sandbox/run.js';
+import { prepareMounts } from './run-mounts.js';
 import { formatBytes } from '../sandbox/cgroups.js';
 import { MbuildError, RunFailedError } from '../../util/errors.js';
-import type { NetworkMode } from '../build/context.js';
+import type { NetworkMode } from './contract.js';
 
 const HOSTNAME = 'mbuild';
 
@@ -33,20 +35,22 @@ function securityFor(ins: RunInstruction, allow: string[]): 'sandbox' | 'insecur
 }
 
 export function describeRun(ins: RunInstruction, shell: string[] | undefined): string {
-  return ins.cmd.shell ? `RUN ${[...(shell ?? DEFAULT_SHELL), ins.cmd.command].join(' ')} # buildkit` : `RUN ${JSON.stringify(ins.cmd.args)} # buildkit`;
+  const { args } = runCommand(ins, shell ?? DEFAULT_SHELL);
+  return ins.cmd.shell ? `RUN ${args.join(' ')} # buildkit` : `RUN ${JSON.stringify(ins.cmd.args)} # buildkit`;
 }
 
-export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInstruction): Promise<void> {
-  if (ins.mounts.length) throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN --mount is not supported yet', { range: ins.range });
-  const args = ins.cmd.shell ? [...(state.config.Shell ?? DEFAULT_SHELL), heredocScript(ins) ?? ins.cmd.command] : ins.cmd.args;
+export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> {
+  const { ctx, state, step, cache } = run;
+  const { args, files } = runCommand(ins, state.config.Shell ?? DEFAULT_SHELL);
   if (args.length === 0) throw new MbuildError('MBUILD_PARSE', 'RUN needs a command', { range: ins.range });
   const userSpec = state.config.User || '0';
   const network = networkFor(ins, ctx.network);
   const security = securityFor(ins, ctx.allow);
   const env = runEnv(state);
   const cwd = state.config.WorkingDir || '/';
+  const mounts = await prepareMounts(run, ins, files);
   // an insecure step's result is its own (the key of a sandboxed step stays as it was)
-  const hit = await cache.lookup({ op: 'run', args, env, user: userSpec, cwd, network, ...(security === 'insecure' ? { security } : {}) });
+  const hit = await cache.lookup({ op: 'run', args, env, user: userSpec, cwd, network, mounts: mounts.key, ...(security === 'insecure' ? { security } : {}) });
   if (hit) {
     state.layers.push(hit);
     return;
@@ -60,10 +64,21 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
     tail.push(...lines);
     if (tail.length > 20) tail.splice(0, tail.length - 20);
   };
+  if (ctx.signal.aborted) throw new MbuildError('MBUILD_CANCELED', 'canceled: another stage failed', { range: ins.range });
+  let canceled = false;
+  const proxy = ctx.proxyEnv.filter((p) => !env.some((e) => e.startsWith(p.slice(0, p.indexOf('=') + 1))));
   const spec = {
     stateParent: ctx.store.tmpDir,
     args,
-    env,
+    env: [...env, ...proxy],
+    onStart: (h: { signal(sig: NodeJS.Signals): void }) => {
+      const kill = () => {
+        canceled = true;
+        h.signal('SIGUSR1'); // the helper kills the step
+      };
+      if (ctx.signal.aborted) kill();
+      else ctx.signal.addEventListener('abort', kill, { once: true });
+    },
     cwd,
     uid: user.uid,
     gid: user.gid,
@@ -71,8 +86,10 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
     hostname: HOSTNAME,
     network,
     security,
-    hosts: `127.0.0.1\tlocalhost ${HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n`,
+    hosts: `127.0.0.1\tlocalhost ${HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n${ctx.extraHosts}`,
     limits: ctx.limits,
+    shmSizeKb: ctx.shmSizeKb,
+    ulimits: ctx.ulimits,
     onOutput: (chunk: Buffer) => {
       step.output(chunk);
       remember(chunk);
@@ -82,6 +99,7 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
     if (partial) tail.push(partial);
     const u = result.usage;
     if (u) step.note(`peak memory ${u.peakMemory !== undefined ? formatBytes(u.peakMemory) : 'n/a'}, cpu ${u.cpuSeconds !== undefined ? u.cpuSeconds.toFixed(2) + 's' : 'n/a'}`);
+    if (canceled) throw new MbuildError('MBUILD_CANCELED', 'canceled: another stage failed', { range: ins.range });
     if (result.exitCode !== 0) {
       const what = ins.cmd.shell ? ins.cmd.command : JSON.stringify(ins.cmd.args);
       const limit = ctx.limits?.memory !== undefined ? ` (memory limit ${formatBytes(ctx.limits.memory)})` : '';
@@ -91,36 +109,37 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
     }
     return result;
   };
-  if ((await ctx.snap.kind()) === 'copy') {
-    // no overlayfs: the step runs in a materialized copy of the layers; its changes become the layer
-    const layer = await ctx.jobs.add(() => ctx.snap.mutate(state.layers, async (root) => {
-      check(await runSandboxed({ ...spec, lowerDirs: [], rootfsDir: root }));
-    }), { throwOnTimeout: true });
-    state.layers.push(await cache.save(layer));
-    return;
-  }
-  await ctx.snap.ready(state.layers);
-  const active = await ctx.snap.prepare();
-  try {
-    const lowerDirs = ctx.snap.lowerDirs(state.layers).map((d) => `${ctx.snap.dir}/${d}`);
-    const result = check(await ctx.jobs.add(() => runSandboxed({ ...spec, lowerDirs, upperDir: active.upper, workDir: active.work }), { throwOnTimeout: true }));
-    state.layers.push(await cache.save(await ctx.snap.commit(active, result.opaqueDirs)));
-  } catch (err) {
-    await ctx.snap.remove(active.id);
-    throw err;
-  }
+  // whichever snapshotter is in use, the sandbox mounts what prepare describes
+  const layer = await ctx.jobs.add(async () => {
+    const active = await ctx.snap.prepare(state.layers);
+    try {
+      const result = check(
+        await mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(env, extra), mounts: m, ...rootfsOf(active.mount) })),
+      );
+      return await ctx.snap.commit(active, result.opaqueDirs);
+    } catch (err) {
+      await ctx.snap.remove(active.id);
+      throw err;
+    }
+  }, { throwOnTimeout: true });
+  state.layers.push(await cache.save(layer));
 }
 
-/** `RUN <<EOF` … `EOF`: the here-document is the script the shell runs. */
-function heredocScript(ins: RunInstruction): string | undefined {
-  if (!ins.heredocs?.length || !ins.cmd.shell) return undefined;
-  const only = ins.heredocs[0];
-  const words = ins.cmd.command.trim();
-  if (ins.heredocs.length === 1 && new RegExp(`^<<-?(["']?)${only.name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\1$`).test(words)) {
-    if (only.content.startsWith('#!')) throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN here-documents with a #! interpreter line are not supported yet', { range: ins.range });
-    return only.content;
+/**
+ * The step's environment plus what its mounts add: env= secrets (over the step's own value, as
+ * BuildKit does) and SSH_AUTH_SOCK (only when the step does not set it). Never part of the cache key.
+ */
+function withMountEnv(env: string[], extra: string[]): string[] {
+  if (extra.length === 0) return env;
+  const name = (e: string) => e.slice(0, e.indexOf('='));
+  const out = [...env];
+  for (const e of extra) {
+    const i = out.findIndex((o) => name(o) === name(e));
+    if (name(e) === 'SSH_AUTH_SOCK' && i >= 0) continue;
+    if (i >= 0) out[i] = e;
+    else out.push(e);
   }
-  throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN here-documents are supported only as the whole command (RUN <<EOF ... EOF)', { range: ins.range });
+  return out;
 }
 
 function truncate(s: string): string {

@@ -1,7 +1,7 @@
 /** What every step can reach while a build runs. */
 import type { Store } from '../../store/store.js';
 import type { Snapshotter } from '../../snapshotter/snapshots.js';
-import type { Progress, StepHandle } from '../cli/progress.js';
+import type { ProgressReporter, StepHandle } from '../../util/progress.js';
 import type { IgnoreMatcher } from '../context/dockerignore.js';
 import type { StageState } from './state.js';
 import type { BuildCache } from '../cache/cache.js';
@@ -9,6 +9,7 @@ import type { FileHashCache } from '../cache/file-hashes.js';
 import type { Layer } from '../../snapshotter/snapshots.js';
 import type PQueue from 'p-queue';
 import type { Limits } from '../sandbox/cgroups.js';
+import type { SecretSource, SshSource } from './secrets.js';
 
 /** default: bridge (a build fails when the bridge cannot be set up); see builder/sandbox/network */
 export type NetworkMode = 'default' | 'bridge' | 'host' | 'none';
@@ -16,7 +17,7 @@ export type NetworkMode = 'default' | 'bridge' | 'host' | 'none';
 export interface BuildContext {
   store: Store;
   snap: Snapshotter;
-  progress: Progress;
+  progress: ProgressReporter;
   contextDir: string;
   ignore: IgnoreMatcher;
   escape: '\\' | '`';
@@ -26,8 +27,22 @@ export interface BuildContext {
   /** granted entitlements (--allow) */
   allow: string[];
   cache: BuildCache;
+  /** --secret and --ssh sources by id (RUN --mount=type=secret / type=ssh) */
+  secrets?: Map<string, SecretSource>;
+  ssh?: Map<string, SshSource>;
   fileHashes: FileHashCache;
   noCache: boolean;
+  /** SOURCE_DATE_EPOCH (--build-arg or environment) */
+  sourceDateEpoch?: Date;
+  /** proxy variables from --build-arg: set in RUN's environment, kept out of the cache key and the image */
+  proxyEnv: string[];
+  /** --shm-size (KiB) and --ulimit (NAME:SOFT:HARD) for every RUN */
+  shmSizeKb?: number;
+  ulimits: string[];
+  /** --add-host lines for /etc/hosts of every RUN */
+  extraHosts: string;
+  /** aborted when any stage fails: running RUNs are killed, waiting steps do not start */
+  signal: AbortSignal;
   /** limits how many RUN/COPY steps work at once (--jobs) */
   jobs: PQueue;
   /** a stage's index from a COPY --from value (name or number), undefined for an image */
@@ -55,7 +70,7 @@ export interface StepRun {
 /** A layer step asks the cache first, and keeps what it made under the same key. */
 export interface StepCache {
   /** The cached layer for these inputs (fixing the step's key), or undefined on a miss. */
-  lookup(inputs: Record<string, unknown>, files?: Record<string, string>): Promise<Layer | undefined>;
+  lookup(inputs: Record<string, unknown>, files?: Record<string, string>, opts?: { independent?: boolean }): Promise<Layer | undefined>;
   /** Keep the layer the step made under the key of the last lookup; returns the kept layer. */
   save(layer: Layer): Promise<Layer>;
 }
