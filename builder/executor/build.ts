@@ -10,6 +10,8 @@ import { loadIgnore } from '../context/dockerignore.js';
 import type { ProgressReporter } from '../../util/progress.js';
 import { baseState, forkState, type StageState } from '../steps/state.js';
 import type { BuildContext, NetworkMode } from '../steps/contract.js';
+import type { SecretSource, SshSource } from '../steps/secrets.js';
+import { mountFrom } from '../dockerfile/run-mount.js';
 import type { Limits } from '../sandbox/cgroups.js';
 import { applyMeta } from '../steps/meta.js';
 import { runStep, describeRun } from '../steps/run.js';
@@ -45,6 +47,24 @@ export interface BuildOptions {
   jobs?: number;
   /** check the registry for FROM / COPY --from images even when the store has them */
   pull?: boolean;
+  /** --secret / --ssh (RUN --mount=type=secret / type=ssh) */
+  secrets?: SecretSource[];
+  ssh?: SshSource[];
+  /** predefined proxy ARGs given with --build-arg (K=V): RUN's environment only, never the image */
+  proxyEnv?: string[];
+  /** --no-cache-filter: stages (by name or index) that do not use the build cache */
+  noCacheStages?: string[];
+  /** --label: added to the final image's config */
+  labels?: Record<string, string>;
+  /** --annotation: on the image manifest */
+  annotations?: Record<string, string>;
+  /** --build-context NAME=docker-image://REF (and oci-layout, loaded): FROM/COPY --from NAME use REF */
+  namedContexts?: Record<string, string>;
+  /** --add-host: lines added to /etc/hosts of every RUN */
+  extraHosts?: string;
+  /** --shm-size in KiB, --ulimit as NAME:SOFT:HARD: for every RUN */
+  shmSizeKb?: number;
+  ulimits?: string[];
 }
 
 export interface BuildResult extends WrittenImage {
@@ -80,6 +100,12 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const explainer = await MissExplainer.load(cache.dir, opts.dockerfile, opts.target);
 
   let failed: unknown;
+  // the first failure cancels every other stage at once (their running RUNs are killed)
+  const abort = new AbortController();
+  const named = opts.namedContexts ?? {};
+  const contextRef = (ref: string) => named[ref] ?? named[ref.toLowerCase()] ?? ref;
+  const noCacheStages = new Set((opts.noCacheStages ?? []).map((s) => s.toLowerCase()));
+  for (const s of noCacheStages) if (!plan.stages.some((st, i) => st.name === s || String(i) === s)) throw new MbuildError('MBUILD_USAGE', `--no-cache-filter ${s}: no stage of that name`);
   const stageRuns = new Map<number, Promise<StageState>>();
   const images = new Map<string, Promise<StageState>>();
   const ctx: BuildContext = {
@@ -91,10 +117,17 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     escape: df.escape,
     network: opts.network,
     limits: opts.limits,
+    secrets: new Map((opts.secrets ?? []).map((x) => [x.id, x])),
+    ssh: new Map((opts.ssh ?? []).map((x) => [x.id, x])),
     cache,
     fileHashes,
     noCache: opts.noCache,
     sourceDateEpoch: sourceDateEpoch(opts.buildArgs),
+    proxyEnv: opts.proxyEnv ?? [],
+    extraHosts: opts.extraHosts ?? '',
+    shmSizeKb: opts.shmSizeKb,
+    ulimits: opts.ulimits ?? [],
+    signal: abort.signal,
     // steps often wait (sleep, network, disk) rather than compute: by default allow twice the cores, at least 4
     jobs: new PQueue({ concurrency: Math.max(1, opts.jobs ?? Math.max(4, 2 * os.availableParallelism())) }),
     stageIndexOf: (from) => {
@@ -103,7 +136,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
       return i >= 0 ? i : undefined;
     },
     stageResult: (i) => runStage(i),
-    imageState: (ref) => {
+    imageState: (asked) => {
+      const ref = contextRef(asked);
       let p = images.get(ref);
       if (!p) {
         p = (async () => {
@@ -121,9 +155,14 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const runStage = (i: number): Promise<StageState> => {
     let p = stageRuns.get(i);
     if (!p) {
-      p = executeStage(ctx, plan, plan.stages[i], () => failed, runStage, explainer);
+      const stage = plan.stages[i];
+      const stageCtx = noCacheStages.has(stage.name ?? '') || noCacheStages.has(String(i)) ? { ...ctx, noCache: true } : ctx;
+      p = executeStage(stageCtx, plan, stage, () => failed, runStage, explainer);
       p.catch((err) => {
-        failed ??= err;
+        if (failed === undefined) {
+          failed = err;
+          abort.abort(err);
+        }
       });
       stageRuns.set(i, p);
     }
@@ -137,20 +176,19 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   };
   // start every needed stage at once; each waits for what it reads
   for (const i of plan.order) void runStage(i).catch(() => undefined);
-  const state = await runStage(plan.target).catch((err: unknown) => {
-    showWarnings();
-    throw err;
-  });
+  // the first failure is the one shown (the others were cancelled by it)
+  const state = await runStage(plan.target).catch(() => undefined);
   await Promise.allSettled([...stageRuns.values()]);
   await Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined);
-  if (failed) {
+  if (failed || !state) {
     showWarnings();
     throw failed;
   }
+  if (opts.labels && Object.keys(opts.labels).length) state.config.Labels = { ...(state.config.Labels ?? {}), ...opts.labels };
 
   const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
   const step = progress.step('exporting layers');
-  const written = await writeImage(snap, state, { created: ctx.sourceDateEpoch?.toISOString() ?? state.created, author });
+  const written = await writeImage(snap, state, { created: ctx.sourceDateEpoch?.toISOString() ?? state.created, author, annotations: opts.annotations });
   await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
   step.done(`manifest ${written.manifestDigest}`);
   showWarnings();
@@ -175,6 +213,7 @@ async function executeStage(
   const total = stage.instructions.length + 1;
   const fromStep = ctx.progress.step(`[${label} 1/${total}] ${stage.from.raw}`);
   try {
+    if (ctx.signal.aborted) throw canceled();
     if (stage.base.kind === 'scratch') state = baseState(undefined, [], 'scratch');
     else if (stage.base.kind === 'stage') state = forkState(await runStage(stage.base.index));
     else state = forkState(await ctx.imageState(stage.base.ref));
@@ -197,13 +236,24 @@ async function executeStage(
   const changesFiles = (ins: Instruction) => ins.kind === 'run' || ins.kind === 'copy' || ins.kind === 'add' || ins.kind === 'workdir';
   const lastFs = readByOthers ? -1 : all.map((a) => changesFiles(a.ins)).lastIndexOf(true);
   for (const [k, { ins, n }] of all.entries()) {
-    if (failed()) throw new MbuildError('MBUILD_CANCELED', 'canceled: another stage failed');
+    if (failed()) throw canceled();
     if ((ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined) {
       // wait for the stage or image it reads before the step shows as started
       const dep = ctx.stageIndexOf(ins.from);
       await (dep !== undefined ? runStage(dep) : ctx.imageState(ins.from)).catch((err) => {
         throw withRange(err, ins.range);
       });
+    }
+    if (ins.kind === 'run') {
+      // RUN --mount=from=<stage|image>: that first, too
+      for (const raw of ins.mounts) {
+        const from = mountFrom(raw, ins.range);
+        if (!from) continue;
+        const dep = ctx.stageIndexOf(from);
+        await (dep !== undefined ? runStage(dep) : ctx.imageState(from)).catch((err) => {
+          throw withRange(err, ins.range);
+        });
+      }
     }
     const step = ctx.progress.step(`[${label} ${n}] ${stepName(ins)}`);
     const before = state.layers.length;
@@ -223,11 +273,16 @@ async function executeStage(
       state.history.push({ entry: { created: ctx.sourceDateEpoch?.toISOString() ?? state.created, created_by: createdBy, comment: 'buildkit.dockerfile.v0' }, layer });
       step.done(cache.hit ? 'CACHED' : undefined);
     } catch (err) {
-      step.fail();
+      if (err instanceof MbuildError && err.code === 'MBUILD_CANCELED') step.cancel();
+      else step.fail();
       throw withRange(err, ins.range);
     }
   }
   return state;
+}
+
+function canceled(): MbuildError {
+  return new MbuildError('MBUILD_CANCELED', 'canceled: another stage failed');
 }
 
 /** True once this process loaded the registry client (its connections need closing at exit). */
