@@ -13,10 +13,10 @@ import type { StepRun } from './contract.js';
 import { lookupFor, type StageState } from './state.js';
 import { expandHeredocContent } from '../dockerfile/heredoc.js';
 import { expandWord } from '../expand/shell-word.js';
-import { bothFilters, excludeFilter, includeFilter, resolveSources, walkSourceSync, type PathFilter, type SourceEntry } from '../context/sources.js';
-import { hasWildcards } from '../context/gomatch.js';
+import { excludeFilter, walkSourceSync, type SourceEntry } from '../context/sources.js';
+import { excludeMatcher, resolveCopySources } from '../context/copy-sources.js';
 import { resolveInScope } from '../context/scope.js';
-import { IgnoreMatcher } from '../context/dockerignore.js';
+import type { IgnoreMatcher } from '../context/dockerignore.js';
 import { readUserDb, resolveChown } from './users.js';
 import { extractArchive } from '../../snapshotter/diff/apply.js';
 import { decompressStream, isArchive } from '../../snapshotter/diff/decompress.js';
@@ -173,39 +173,6 @@ function checksumFor(ins: CopyInstruction, sources: string[], urls: string[], gi
   if (urls.length + gits.length !== 1) throw new MbuildError('MBUILD_PARSE', 'ADD --checksum requires HTTP(S) or Git sources', { range: ins.range });
   // for git: a commit hash (or a prefix), checked by resolveGitCommit
   return urls.length ? parseChecksum(ins.checksum, ins.range) : ins.checksum;
-}
-
-/** COPY --exclude's patterns as one matcher (patternmatcher rules, as .dockerignore), or undefined. */
-function excludeMatcher(ins: CopyInstruction): IgnoreMatcher | undefined {
-  if (ins.exclude.length === 0) return undefined;
-  try {
-    return IgnoreMatcher.fromPatterns(ins.exclude, `${ins.kind.toUpperCase()} --exclude`);
-  } catch (err) {
-    throw new MbuildError('MBUILD_PARSE', (err as Error).message, { range: ins.range });
-  }
-}
-
-/**
- * The sources of a COPY/ADD as BuildKit's file op copies them. Plain: each source as named
- * (wildcards expanded), a directory's contents filtered by --exclude. With --parents a source
- * `base/./pattern` (no "/./": base is the root) copies base's contents keeping only the paths
- * the pattern matches, with their parent directories — so the path below base is kept in the
- * destination. A pattern without wildcards must exist (BuildKit's RequiredPaths).
- */
-async function resolveCopySources(root: string, sources: string[], ignore: IgnoreMatcher | undefined, exclude: IgnoreMatcher | undefined, parents: boolean): Promise<SourceEntry[]> {
-  const withFilter = (e: SourceEntry, f: PathFilter | undefined): SourceEntry => (e.isDir && f ? { ...e, filter: f } : e);
-  const excl = exclude ? excludeFilter(exclude) : undefined;
-  if (!parents) return (await resolveSources(root, sources, ignore)).map((e) => withFilter(e, excl));
-  const out: SourceEntry[] = [];
-  for (const src of sources) {
-    const pivot = src.indexOf('/./');
-    const base = pivot >= 0 ? src.slice(0, pivot) || '/' : '/';
-    const pattern = path.posix.normalize('/' + (pivot >= 0 ? src.slice(pivot + 3) : src)).replace(/^\/+/, '');
-    if (!hasWildcards(base) && !hasWildcards(pattern)) await resolveSources(root, [path.posix.join(base, pattern)], ignore);
-    const include = includeFilter(IgnoreMatcher.fromPatterns([pattern || '.'], 'COPY --parents'));
-    for (const e of await resolveSources(root, [base], ignore)) out.push(withFilter(e, excl ? bothFilters(include, excl) : include));
-  }
-  return out;
 }
 
 async function lstatOrNull(p: string): Promise<Stats | null> {
