@@ -15,6 +15,7 @@ import { onInterrupt } from './interrupt.js';
 import { encodeFields, helperPath, spawnError } from '../../util/native-helper.js';
 import { attachToBridge, planNetwork, resolvConfFor, type Attachment, type NetworkPlan, type NetworkRequest } from './network/index.js';
 import { StatusFilter } from './status.js';
+import type { Mount } from '../../snapshotter/snapshots.js';
 
 export type { Limits, UsageStats } from './cgroups.js';
 export type { NetworkRequest } from './network/index.js';
@@ -47,6 +48,10 @@ export interface SandboxSpec {
    * (with a warning) when the bridge is not usable.
    */
   network: NetworkRequest;
+  /** size of /dev/shm in KiB (--shm-size; default 64 MiB) */
+  shmSizeKb?: number;
+  /** rlimits as NAME:SOFT:HARD (-1 unlimited), docker's --ulimit names */
+  ulimits?: string[];
   /** content of /etc/hosts (on the bridge, "<address> <hostname>" is added) */
   hosts: string;
   /** content of /etc/resolv.conf; default: derived from the host's for the network mode */
@@ -105,6 +110,11 @@ export interface SandboxResult {
    * found them after the command ended; undefined if it could not say
    */
   opaqueDirs?: string[];
+}
+
+/** The sandbox's root from a snapshot's mount description (Snapshotter.prepare). */
+export function rootfsOf(m: Mount): Pick<SandboxSpec, 'lowerDirs' | 'upperDir' | 'workDir' | 'rootfsDir'> {
+  return m.type === 'bind' ? { lowerDirs: [], rootfsDir: m.source } : { lowerDirs: m.lowerDirs, upperDir: m.upperDir, workDir: m.workDir };
 }
 
 function signalName(n: number): string | undefined {
@@ -182,6 +192,8 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       'signals', spec.signals ?? 'kill',
     ];
     if (plan.netns) fields.push('netns', plan.netns);
+    if (spec.shmSizeKb) fields.push('shmsize', String(spec.shmSizeKb));
+    for (const u of spec.ulimits ?? []) fields.push('rlimit', u);
     for (const f of cgroup?.procsFiles() ?? []) fields.push('cgroup', f);
     if (spec.rootfsDir !== undefined) fields.push('rootfsdir', resolve(spec.rootfsDir));
     else {
@@ -215,12 +227,13 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       const pid = Number(payload);
       const h = helper!;
       starting = (async () => {
+        let release: string[] | undefined;
         if (plan.mode === 'bridge') {
           try {
             attachment = await attachToBridge(plan.bridge!, pid);
             await writeFile(join(stateDir, 'hosts'), `${spec.hosts}${spec.hosts && !spec.hosts.endsWith('\n') ? '\n' : ''}${attachment.address}\t${spec.hostname}\n`);
             const a = attachment;
-            h.control!.end(encodeFields(['addr', a.address, 'prefix', String(a.prefix), 'gw', a.gateway, 'ifname', 'eth0']));
+            release = ['addr', a.address, 'prefix', String(a.prefix), 'gw', a.gateway, 'ifname', 'eth0'];
           } catch (err) {
             setupError ??= err;
             h.control!.end(encodeFields(['abort', `network setup failed: ${(err as Error).message}`]));
@@ -228,11 +241,16 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
           }
         }
         try {
+          // before the command starts (on the bridge it waits for its address): published ports and
+          // a container's record exist even for a command that ends at once (`mbuild run -p … true`)
           await spec.onStart?.({ pid, netns: `/proc/${pid}/ns/net`, network: plan.mode, address: attachment?.address, signal: (sig) => h.kill(sig) });
         } catch (err) {
           setupError ??= err;
-          h.kill('SIGUSR1');
+          if (release) h.control!.end(encodeFields(['abort', `start failed: ${(err as Error).message}`]));
+          else h.kill('SIGUSR1');
+          return;
         }
+        if (release) h.control!.end(encodeFields(release));
       })();
     };
     let opaqueDirs: string[] | undefined;

@@ -4,7 +4,7 @@ import type { StepRun } from './contract.js';
 import { DEFAULT_SHELL, runEnv } from './state.js';
 import { readUserDb, resolveUser } from './users.js';
 import { runCommand } from '../dockerfile/heredoc.js';
-import { runSandboxed, type SandboxResult } from '../sandbox/run.js';
+import { rootfsOf, runSandboxed, type SandboxResult } from '../sandbox/run.js';
 import { prepareMounts } from './run-mounts.js';
 import { formatBytes } from '../sandbox/cgroups.js';
 import { MbuildError, RunFailedError } from '../../util/errors.js';
@@ -47,18 +47,31 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     tail.push(...lines);
     if (tail.length > 20) tail.splice(0, tail.length - 20);
   };
+  if (ctx.signal.aborted) throw new MbuildError('MBUILD_CANCELED', 'canceled: another stage failed', { range: ins.range });
+  let canceled = false;
+  const proxy = ctx.proxyEnv.filter((p) => !env.some((e) => e.startsWith(p.slice(0, p.indexOf('=') + 1))));
   const spec = {
     stateParent: ctx.store.tmpDir,
     args,
-    env,
+    env: [...env, ...proxy],
+    onStart: (h: { signal(sig: NodeJS.Signals): void }) => {
+      const kill = () => {
+        canceled = true;
+        h.signal('SIGUSR1'); // the helper kills the step
+      };
+      if (ctx.signal.aborted) kill();
+      else ctx.signal.addEventListener('abort', kill, { once: true });
+    },
     cwd,
     uid: user.uid,
     gid: user.gid,
     groups: user.groups,
     hostname: HOSTNAME,
     network,
-    hosts: `127.0.0.1\tlocalhost ${HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n`,
+    hosts: `127.0.0.1\tlocalhost ${HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n${ctx.extraHosts}`,
     limits: ctx.limits,
+    shmSizeKb: ctx.shmSizeKb,
+    ulimits: ctx.ulimits,
     onOutput: (chunk: Buffer) => {
       step.output(chunk);
       remember(chunk);
@@ -68,6 +81,7 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     if (partial) tail.push(partial);
     const u = result.usage;
     if (u) step.note(`peak memory ${u.peakMemory !== undefined ? formatBytes(u.peakMemory) : 'n/a'}, cpu ${u.cpuSeconds !== undefined ? u.cpuSeconds.toFixed(2) + 's' : 'n/a'}`);
+    if (canceled) throw new MbuildError('MBUILD_CANCELED', 'canceled: another stage failed', { range: ins.range });
     if (result.exitCode !== 0) {
       const what = ins.cmd.shell ? ins.cmd.command : JSON.stringify(ins.cmd.args);
       const limit = ctx.limits?.memory !== undefined ? ` (memory limit ${formatBytes(ctx.limits.memory)})` : '';
@@ -77,26 +91,20 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     }
     return result;
   };
-  if ((await ctx.snap.kind()) === 'copy') {
-    // no overlayfs: the step runs in a materialized copy of the layers; its changes become the layer
-    const layer = await ctx.jobs.add(() => ctx.snap.mutate(state.layers, async (root) => {
-      check(await mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(env, extra), mounts: m, lowerDirs: [], rootfsDir: root })));
-    }), { throwOnTimeout: true });
-    state.layers.push(await cache.save(layer));
-    return;
-  }
-  await ctx.snap.ready(state.layers);
-  const active = await ctx.snap.prepare();
-  try {
-    const lowerDirs = ctx.snap.lowerDirs(state.layers);
-    const result = check(
-      await ctx.jobs.add(() => mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(env, extra), mounts: m, lowerDirs, upperDir: active.upper, workDir: active.work })), { throwOnTimeout: true }),
-    );
-    state.layers.push(await cache.save(await ctx.snap.commit(active, result.opaqueDirs)));
-  } catch (err) {
-    await ctx.snap.remove(active.id);
-    throw err;
-  }
+  // whichever snapshotter is in use, the sandbox mounts what prepare describes
+  const layer = await ctx.jobs.add(async () => {
+    const active = await ctx.snap.prepare(state.layers);
+    try {
+      const result = check(
+        await mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(env, extra), mounts: m, ...rootfsOf(active.mount) })),
+      );
+      return await ctx.snap.commit(active, result.opaqueDirs);
+    } catch (err) {
+      await ctx.snap.remove(active.id);
+      throw err;
+    }
+  }, { throwOnTimeout: true });
+  state.layers.push(await cache.save(layer));
 }
 
 /**
