@@ -108,6 +108,9 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   for (const o of outputs) if (o.type === 'image' || o.type === 'registry') tags.push(...o.names.filter((n) => !tags.includes(n)));
   for (const o of outputs) if (o.push && !tags.length) throw new UsageError(`${flags.push ? '--push' : `--output type=${o.type},push=true`} needs a name to push: add -t REGISTRY/NAME:TAG (or name=)`);
   if (outputs.filter((o) => o.dest === '-').length > 1) throw new UsageError('only one --output can write to stdout (dest=-)');
+  const { parseSecretFlag, parseSshFlag } = await import('../steps/secrets.js');
+  const secrets = (flags.secret as string[]).map((s) => parseSecretFlag(s));
+  const ssh = (flags.ssh as string[]).map((s) => parseSshFlag(s));
 
   const input = await resolveContext(positional[0], flags.file as string | undefined);
   if (flags.check) {
@@ -136,6 +139,8 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       noCacheStages: noCacheFilter,
       jobs: parseJobs(flags.jobs as string | undefined),
       pull: Boolean(flags.pull),
+      secrets,
+      ssh,
       labels,
       annotations: manifestAnnotations,
       namedContexts: await resolveNamedContexts(store, namedContexts),

@@ -10,6 +10,8 @@ import { loadIgnore } from '../context/dockerignore.js';
 import type { ProgressReporter } from '../../util/progress.js';
 import { baseState, forkState, type StageState } from '../steps/state.js';
 import type { BuildContext, NetworkMode } from '../steps/contract.js';
+import type { SecretSource, SshSource } from '../steps/secrets.js';
+import { mountFrom } from '../dockerfile/run-mount.js';
 import type { Limits } from '../sandbox/cgroups.js';
 import { applyMeta } from '../steps/meta.js';
 import { runStep, describeRun } from '../steps/run.js';
@@ -45,6 +47,9 @@ export interface BuildOptions {
   jobs?: number;
   /** check the registry for FROM / COPY --from images even when the store has them */
   pull?: boolean;
+  /** --secret / --ssh (RUN --mount=type=secret / type=ssh) */
+  secrets?: SecretSource[];
+  ssh?: SshSource[];
   /** predefined proxy ARGs given with --build-arg (K=V): RUN's environment only, never the image */
   proxyEnv?: string[];
   /** --no-cache-filter: stages (by name or index) that do not use the build cache */
@@ -83,7 +88,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const df = parseDockerfile(text, display);
   for (const w of df.warnings) progress.info(`WARNING: ${w}`);
   const plan = planBuild(df, { target: opts.target, buildArgs: opts.buildArgs });
-  for (const a of plan.unusedBuildArgs) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
+  // SOURCE_DATE_EPOCH is for the build itself (BuildKit does not ask for an ARG)
+  for (const a of plan.unusedBuildArgs.filter((n) => n !== 'SOURCE_DATE_EPOCH')) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
   const snap = new Snapshotter(store);
   await snap.init();
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
@@ -111,9 +117,12 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     escape: df.escape,
     network: opts.network,
     limits: opts.limits,
+    secrets: new Map((opts.secrets ?? []).map((x) => [x.id, x])),
+    ssh: new Map((opts.ssh ?? []).map((x) => [x.id, x])),
     cache,
     fileHashes,
     noCache: opts.noCache,
+    sourceDateEpoch: sourceDateEpoch(opts.buildArgs),
     proxyEnv: opts.proxyEnv ?? [],
     extraHosts: opts.extraHosts ?? '',
     shmSizeKb: opts.shmSizeKb,
@@ -179,7 +188,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
 
   const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
   const step = progress.step('exporting layers');
-  const written = await writeImage(snap, state, { created: sourceDateEpoch() ?? state.created, author, annotations: opts.annotations });
+  const written = await writeImage(snap, state, { created: ctx.sourceDateEpoch?.toISOString() ?? state.created, author, annotations: opts.annotations });
   await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
   step.done(`manifest ${written.manifestDigest}`);
   showWarnings();
@@ -235,6 +244,17 @@ async function executeStage(
         throw withRange(err, ins.range);
       });
     }
+    if (ins.kind === 'run') {
+      // RUN --mount=from=<stage|image>: that first, too
+      for (const raw of ins.mounts) {
+        const from = mountFrom(raw, ins.range);
+        if (!from) continue;
+        const dep = ctx.stageIndexOf(from);
+        await (dep !== undefined ? runStage(dep) : ctx.imageState(from)).catch((err) => {
+          throw withRange(err, ins.range);
+        });
+      }
+    }
     const step = ctx.progress.step(`[${label} ${n}] ${stepName(ins)}`);
     const before = state.layers.length;
     const position = `${stage.index}/${n}`;
@@ -250,7 +270,7 @@ async function executeStage(
       const layer = state.layers.length > before ? state.layers[state.layers.length - 1] : undefined;
       if (cache.key) state.key = cache.key;
       if (cache.created) state.created = cache.created;
-      state.history.push({ entry: { created: sourceDateEpoch() ?? state.created, created_by: createdBy, comment: 'buildkit.dockerfile.v0' }, layer });
+      state.history.push({ entry: { created: ctx.sourceDateEpoch?.toISOString() ?? state.created, created_by: createdBy, comment: 'buildkit.dockerfile.v0' }, layer });
       step.done(cache.hit ? 'CACHED' : undefined);
     } catch (err) {
       if (err instanceof MbuildError && err.code === 'MBUILD_CANCELED') step.cancel();
@@ -272,15 +292,21 @@ async function loadRegistry() {
   return import('../../registry/ensure.js');
 }
 
-/** SOURCE_DATE_EPOCH (reproducible builds): every time in the image config becomes this one. */
-function sourceDateEpoch(): string | undefined {
-  const v = process.env.SOURCE_DATE_EPOCH;
-  return v && /^\d+$/.test(v) ? new Date(Number(v) * 1000).toISOString() : undefined;
+/**
+ * SOURCE_DATE_EPOCH (reproducible builds), from --build-arg as BuildKit takes it, else from the
+ * environment: every time in the image config becomes this one, and WORKDIR dates what it creates.
+ */
+function sourceDateEpoch(buildArgs: Record<string, string>): Date | undefined {
+  const v = buildArgs.SOURCE_DATE_EPOCH ?? process.env.SOURCE_DATE_EPOCH;
+  if (v === undefined || v === '') return undefined;
+  if (!/^\d+$/.test(v)) throw new MbuildError('MBUILD_USAGE', `invalid SOURCE_DATE_EPOCH "${v}": expected seconds since 1970`);
+  return new Date(Number(v) * 1000);
 }
 
 /** One step's view of the build cache: lookup fixes the step's key; save keeps the layer under it. */
 class StepCacheHandle implements StepCache {
   key?: string;
+  private storeKey?: string;
   created?: string;
   hit = false;
   private record?: StepRecord;
@@ -292,12 +318,16 @@ class StepCacheHandle implements StepCache {
     private readonly position: string,
   ) {}
 
-  async lookup(inputs: Record<string, unknown>, files?: Record<string, string>) {
-    this.key = stepKey(this.state.key, inputs);
+  async lookup(inputs: Record<string, unknown>, files?: Record<string, string>, opts?: { independent?: boolean }) {
+    // an independent step (COPY --link) is kept under a key without the layers below it; the
+    // stage's key still chains through it, so later steps depend on the base and on this layer
+    const own = stepKey(opts?.independent ? 'independent' : this.state.key, inputs);
+    this.storeKey = own;
+    this.key = opts?.independent ? stepKey(this.state.key, { independent: own }) : own;
     this.record = { inputs: { parent: this.state.key.slice(-16), ...inputDigests(inputs) }, ...(files ? { files } : {}) };
     this.explainer.record(this.position, this.record);
     if (!this.ctx.noCache) {
-      const found = await this.ctx.cache.get(this.key);
+      const found = await this.ctx.cache.get(own);
       if (found) {
         this.hit = true;
         this.created = found.created;
@@ -310,8 +340,8 @@ class StepCacheHandle implements StepCache {
 
   async save(layer: Layer): Promise<Layer> {
     this.created = new Date().toISOString();
-    if (!this.key) return layer;
-    return this.ctx.cache.put(this.key, layer, this.created);
+    if (!this.storeKey) return layer;
+    return this.ctx.cache.put(this.storeKey, layer, this.created);
   }
 }
 

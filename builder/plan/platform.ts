@@ -14,10 +14,27 @@ export function platformArgs(): Record<string, string> {
   };
 }
 
+const ARCH_ALIASES: Record<string, string> = { x86_64: 'amd64', x86: '386', i386: '386', aarch64: 'arm64', armhf: 'arm', armel: 'arm' };
+
+/**
+ * Is a platform string (`os/arch[/variant]` as FROM --platform and --platform take it, or a bare
+ * architecture) this machine's? Architecture aliases and the default variants count as the same.
+ */
+export function isHostPlatform(spec: string): boolean {
+  const parts = spec.trim().toLowerCase().split('/');
+  if (parts.length === 1) parts.unshift('linux');
+  const [os = '', arch = '', variant, ...rest] = parts;
+  if (rest.length > 0) return false;
+  const host = targetPlatform();
+  const a = ARCH_ALIASES[arch] ?? arch;
+  if (os !== host.os || a !== host.architecture) return false;
+  const defaultVariant = a === 'arm64' ? 'v8' : a === 'amd64' ? 'v1' : undefined;
+  return (variant ?? defaultVariant) === (host.variant ?? defaultVariant);
+}
+
 /** `--platform`: only this machine's (building for another one is not done yet). */
 export function checkTargetPlatform(want: string): void {
-  const norm = want.trim().toLowerCase().replace(/^linux\/(amd64|arm64)\/v\d$/, 'linux/$1').replace(/^(amd64|arm64|arm|386)$/, 'linux/$1');
   const here = platformString(targetPlatform());
   if (want.includes(',')) throw new UsageError(`--platform ${want}: building for several platforms is not supported yet (only ${here})`);
-  if (norm !== here) throw new UsageError(`--platform ${want}: mbuild builds only for this machine's platform (${here})`);
+  if (!isHostPlatform(want)) throw new UsageError(`--platform ${want}: mbuild builds only for this machine's platform (${here})`);
 }
