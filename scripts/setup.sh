@@ -12,6 +12,9 @@ command -v mount >/dev/null || need+=(mount)
 command -v python3 >/dev/null || need+=(python3)
 command -v xz >/dev/null || need+=(xz-utils)
 command -v bzip2 >/dev/null || need+=(bzip2)
+command -v zstd >/dev/null || need+=(zstd)   # zstd layers: read (ADD, pulls) and written (-o compression=zstd)
+command -v git >/dev/null || need+=(git)     # git URL build contexts
+command -v script >/dev/null || need+=(bsdutils)   # the save-to-a-terminal test
 command -v ip >/dev/null || need+=(iproute2)
 [ -x /usr/sbin/iptables ] || command -v iptables >/dev/null || need+=(iptables)   # NAT for RUN's bridge network
 command -v curl >/dev/null || need+=(curl ca-certificates)   # scripts/demo.sh fetches a page

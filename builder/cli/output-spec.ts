@@ -7,7 +7,7 @@
 import { UsageError } from '../../util/errors.js';
 
 export type OutputType = 'oci' | 'docker' | 'tar' | 'local' | 'image' | 'registry';
-export type Compression = 'gzip' | 'uncompressed';
+export type Compression = 'gzip' | 'uncompressed' | 'zstd';
 
 export interface OutputSpec {
   type: OutputType;
@@ -98,9 +98,8 @@ export function parseOutput(spec: string): OutputSpec {
         if (!bool(key, v)) throw new UsageError('--output store=false is not supported: mbuild keeps every image it builds in its store');
         break;
       case 'compression':
-        if (v === 'zstd' || v === 'estargz')
-          throw new UsageError(`--output compression=${v} is not supported: Node 20's zlib has no ${v === 'zstd' ? 'zstd' : 'eStargz'} encoder (use gzip or uncompressed)`);
-        if (v !== 'gzip' && v !== 'uncompressed') throw new UsageError(`--output compression=${v}: use gzip or uncompressed`);
+        if (v === 'estargz') throw new UsageError('--output compression=estargz is not supported (use gzip, zstd or uncompressed)');
+        if (v !== 'gzip' && v !== 'uncompressed' && v !== 'zstd') throw new UsageError(`--output compression=${v}: use gzip, zstd or uncompressed`);
         out.compression = v;
         break;
       case 'force-compression':

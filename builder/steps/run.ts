@@ -114,7 +114,7 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     const active = await ctx.snap.prepare(state.layers);
     try {
       const result = check(
-        await mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(env, extra), mounts: m, ...rootfsOf(active.mount) })),
+        await mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(spec.env, extra), mounts: m, ...rootfsOf(active.mount) })),
       );
       return await ctx.snap.commit(active, result.opaqueDirs);
     } catch (err) {

@@ -211,6 +211,8 @@ const CASES: Record<string, () => Promise<void> | void> = {
     await refused(['--jobs', '0'], /--jobs 0: give a positive whole number/);
   },
   check: coveredBy('test/integration/checks.test.ts', "'--check'"),
+  secret: coveredBy('test/integration/run-mount.test.ts', "'--secret'"),
+  ssh: coveredBy('test/integration/run-mount.test.ts', "'--ssh'"),
   async rm() {
     expect((await build('FROM busybox\n', ['--rm', '--force-rm'])).code).toBe(0);
   },

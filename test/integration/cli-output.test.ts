@@ -93,7 +93,8 @@ describe('-o type=image / type=registry', () => {
     const cases: [string[], RegExp][] = [
       [['-o', 'type=image,push=true'], /needs a name to push/],
       [['-o', `type=image,name=${reg.host}/x:1,pushh=true`], /--output type=image does not take pushh=/],
-      [['-o', 'type=oci,dest=x.tar,compression=zstd'], /compression=zstd is not supported/],
+      [['-o', 'type=oci,dest=x.tar,compression=estargz'], /compression=estargz is not supported/],
+      [['-o', 'type=oci,dest=x.tar,compression=zstd,oci-mediatypes=false'], /compression=zstd needs OCI media types/],
       [['--annotation', 'index:a=b'], /only manifest annotations are supported/],
       [['-o', 'type=oci,dest=x.tar,oci-mediatypes=false,annotation.a=b'], /annotations need OCI media types/],
     ];
@@ -103,6 +104,28 @@ describe('-o type=image / type=registry', () => {
       expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
       expect(r.stderr).toMatch(re);
     }
+  });
+});
+
+describe('compression=zstd', () => {
+  it('writes zstd layers (force-compression: the base layer too) that decompress to their diff_ids; a registry takes them', async () => {
+    const out = path.join(work, 'zstd');
+    const r = await mb(['build', '-q', '-o', `type=oci,dest=${out},tar=false,compression=zstd,force-compression=true`, ctx]);
+    expect(r.code, r.stderr).toBe(0);
+    const index = JSON.parse(await fs.readFile(path.join(out, 'index.json'), 'utf8'));
+    const manifest = JSON.parse(await fs.readFile(path.join(out, 'blobs/sha256', index.manifests[0].digest.slice(7)), 'utf8'));
+    const config = JSON.parse(await fs.readFile(path.join(out, 'blobs/sha256', manifest.config.digest.slice(7)), 'utf8'));
+    expect(manifest.layers.map((l: { mediaType: string }) => l.mediaType)).toEqual(['application/vnd.oci.image.layer.v1.tar+zstd', 'application/vnd.oci.image.layer.v1.tar+zstd']);
+    for (const [i, l] of manifest.layers.entries()) {
+      const blob = path.join(out, 'blobs/sha256', l.digest.slice(7));
+      const plain = await run('sh', ['-c', `zstd -dcq "${blob}" | sha256sum`]);
+      expect('sha256:' + plain.stdout.split(' ')[0]).toBe(config.rootfs.diff_ids[i]);
+    }
+    const p = await mb(['build', '-q', '-t', `${reg.host}/app/zstd:1`, '-o', 'type=registry,compression=zstd', ctx]);
+    expect(p.code, p.stderr).toBe(0);
+    expect((await remote('app/zstd:1')).manifest.layers.map((l) => l.mediaType)).toEqual(['application/vnd.oci.image.layer.v1.tar+gzip', 'application/vnd.oci.image.layer.v1.tar+zstd']);
+    const c = await run('skopeo', ['copy', '--src-tls-verify=false', `docker://${reg.host}/app/zstd:1`, `oci:${path.join(work, 'zstd-copy')}`]);
+    expect(c.code, c.stderr).toBe(0);
   });
 });
 
