@@ -213,6 +213,7 @@ const CASES: Record<string, () => Promise<void> | void> = {
   check: coveredBy('test/integration/checks.test.ts', "'--check'"),
   secret: coveredBy('test/integration/run-mount.test.ts', "'--secret'"),
   ssh: coveredBy('test/integration/run-mount.test.ts', "'--ssh'"),
+  allow: coveredBy('test/hostile/privileges.test.ts', "'--allow', 'security.insecure'"),
   async rm() {
     expect((await build('FROM busybox\n', ['--rm', '--force-rm'])).code).toBe(0);
   },
