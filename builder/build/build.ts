@@ -24,7 +24,13 @@ import { BuildCache } from '../cache/cache.js';
 import { FileHashCache } from '../cache/file-hashes.js';
 import { MissExplainer, type StepRecord } from '../cache/explain.js';
 import { inputDigests, stepKey } from '../cache/keys.js';
-import type { Layer } from '../../snapshotter/snapshots.js';
+import { compareRecords } from '../cache/explain.js';
+import { CacheBlobError, RemoteCaches } from '../cache/remote-import.js';
+import type { BuiltStep } from '../cache/remote-export.js';
+import type { CacheExportSpec, CacheImportSpec } from '../cache/remote-spec.js';
+import { INLINE_KEY, type InlineCache } from '../cache/remote-format.js';
+import { hostPlatform } from '../plan/platform.js';
+import type { Layer, LayerBlob } from '../../snapshotter/snapshots.js';
 import type { StepHandle } from '../cli/progress.js';
 import type { StepCache } from './context.js';
 
@@ -42,6 +48,21 @@ export interface BuildOptions {
   jobs?: number;
   /** check the registry for FROM / COPY --from images even when the store has them */
   pull?: boolean;
+  /** shared build caches to read (--cache-from) and to write (--cache-to) */
+  cacheFrom?: CacheImportSpec[];
+  cacheTo?: CacheExportSpec[];
+}
+
+/** How often a build starts again after a cached blob turned out unusable (each time without it). */
+const CACHE_RETRIES = 4;
+
+/** The steps a build ran or found, by key, for --cache-to. */
+type StepLog = Map<string, BuiltStep & { position: string }>;
+
+/** "Dockerfile|target": what the records of a shared cache are filed under (no machine-local path). */
+function explainScope(opts: BuildOptions): string {
+  const rel = path.relative(opts.contextDir, opts.dockerfile);
+  return `${rel.startsWith('..') || path.isAbsolute(rel) ? path.basename(opts.dockerfile) : rel}|${opts.target ?? ''}`;
 }
 
 export interface BuildResult extends WrittenImage {
@@ -73,74 +94,132 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
   const fileHashes = await FileHashCache.load(path.join(cache.dir, 'file-hashes.json'));
   const explainer = await MissExplainer.load(cache.dir, opts.dockerfile, opts.target);
 
-  let failed: unknown;
-  const stageRuns = new Map<number, Promise<StageState>>();
+  if ([...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])].some((c) => c.type === 'registry')) registryLoaded = true;
+  const remote = opts.cacheFrom?.length ? await RemoteCaches.load(opts.cacheFrom, snap, cache, progress, hostPlatform()) : undefined;
+  const shared: SharedCache = { remote, log: new Map(), scope: explainScope(opts) };
   const images = new Map<string, Promise<StageState>>();
-  const ctx: BuildContext = {
-    store,
-    snap,
-    progress,
-    contextDir: opts.contextDir,
-    ignore,
-    escape: df.escape,
-    network: opts.network,
-    limits: opts.limits,
-    cache,
-    fileHashes,
-    noCache: opts.noCache,
-    // steps often wait (sleep, network, disk) rather than compute: by default allow twice the cores, at least 4
-    jobs: new PQueue({ concurrency: Math.max(1, opts.jobs ?? Math.max(4, 2 * os.availableParallelism())) }),
-    stageIndexOf: (from) => {
-      if (/^\d+$/.test(from)) return Number(from);
-      const i = plan.stages.findIndex((s) => s.name === from.toLowerCase());
-      return i >= 0 ? i : undefined;
-    },
-    stageResult: (i) => runStage(i),
-    imageState: (ref) => {
-      let p = images.get(ref);
+
+  const attempt = async (): Promise<{ state: StageState }> => {
+    let failed: unknown;
+    const stageRuns = new Map<number, Promise<StageState>>();
+    const ctx: BuildContext = {
+      store,
+      snap,
+      progress,
+      contextDir: opts.contextDir,
+      ignore,
+      escape: df.escape,
+      network: opts.network,
+      limits: opts.limits,
+      cache,
+      fileHashes,
+      noCache: opts.noCache,
+      // steps often wait (sleep, network, disk) rather than compute: by default allow twice the cores, at least 4
+      jobs: new PQueue({ concurrency: Math.max(1, opts.jobs ?? Math.max(4, 2 * os.availableParallelism())) }),
+      stageIndexOf: (from) => {
+        if (/^\d+$/.test(from)) return Number(from);
+        const i = plan.stages.findIndex((s) => s.name === from.toLowerCase());
+        return i >= 0 ? i : undefined;
+      },
+      stageResult: (i) => runStage(i),
+      imageState: (ref) => {
+        let p = images.get(ref);
+        if (!p) {
+          p = (async () => {
+            // the registry code (and undici) loads only when the store lacks the image or --pull asks
+            const local = opts.pull ? undefined : await store.resolveImage(ref).catch(() => undefined);
+            const img = local ?? (await (await loadRegistry()).ensureImage(store, ref, { pull: opts.pull, progress }));
+            // keyed by the config digest (the image id): the same image pulled as OCI or Docker media types, or loaded from an archive, gives the same keys on every machine
+            return baseState(img.config, await snap.fromImage(img), `image:${img.manifest.config.digest}`);
+          })();
+          images.set(ref, p);
+        }
+        return p;
+      },
+    };
+
+    const runStage = (i: number): Promise<StageState> => {
+      let p = stageRuns.get(i);
       if (!p) {
-        p = (async () => {
-          // the registry code (and undici) loads only when the store lacks the image or --pull asks
-          const local = opts.pull ? undefined : await store.resolveImage(ref).catch(() => undefined);
-          const img = local ?? (await (await loadRegistry()).ensureImage(store, ref, { pull: opts.pull, progress }));
-          return baseState(img.config, await snap.fromImage(img), `image:${img.manifestDigest}`);
-        })();
-        images.set(ref, p);
+        p = executeStage(ctx, plan, plan.stages[i], () => failed, runStage, explainer, shared);
+        p.catch((err) => {
+          failed ??= err;
+        });
+        stageRuns.set(i, p);
       }
       return p;
-    },
-  };
+    };
 
-  const runStage = (i: number): Promise<StageState> => {
-    let p = stageRuns.get(i);
-    if (!p) {
-      p = executeStage(ctx, plan, plan.stages[i], () => failed, runStage, explainer);
-      p.catch((err) => {
-        failed ??= err;
-      });
-      stageRuns.set(i, p);
-    }
-    return p;
+    // start every needed stage at once; each waits for what it reads
+    for (const i of plan.order) void runStage(i).catch(() => undefined);
+    const state = await runStage(plan.target);
+    await Promise.allSettled([...stageRuns.values()]);
+    if (failed) throw failed;
+    return { state };
   };
-
-  // start every needed stage at once; each waits for what it reads
-  for (const i of plan.order) void runStage(i).catch(() => undefined);
-  const state = await runStage(plan.target);
-  await Promise.allSettled([...stageRuns.values()]);
-  await Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined);
-  if (failed) throw failed;
 
   const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
-  const step = progress.step('exporting layers');
-  const written = await writeImage(snap, state, { created: sourceDateEpoch() ?? state.created, author });
-  await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
-  step.done(`manifest ${written.manifestDigest}`);
-  if (names.length) {
-    const created = new Date().toISOString();
-    await store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created })));
-    progress.info(`naming to ${names.join(', ')}`);
+  const inline = opts.cacheTo?.some((c) => c.type === 'inline');
+  for (let n = 0; ; n++) {
+    try {
+      const { state } = await attempt().finally(() => Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined));
+      const step = progress.step('exporting layers');
+      const written = await writeImage(snap, state, {
+        created: sourceDateEpoch() ?? state.created,
+        author,
+        extraConfig: inline ? (blobs) => ({ [INLINE_KEY]: inlineCache(state, blobs, shared, explainer) }) : undefined,
+      });
+      await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
+      step.done(`manifest ${written.manifestDigest}`);
+      if (names.length) {
+        const created = new Date().toISOString();
+        await store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created })));
+        progress.info(`naming to ${names.join(', ')}`);
+      }
+      for (const spec of opts.cacheTo ?? []) {
+        if (spec.type === 'inline') continue;
+        const { exportCache } = await import('../cache/remote-export.js');
+        const steps = spec.mode === 'max' ? [...shared.log.values()] : chainOf(state.key, shared.log);
+        await exportCache(spec, { steps, scope: shared.scope, records: explainer.recorded() }, { store, snap, remote, progress });
+      }
+      return { ...written, names, state, snap };
+    } catch (err) {
+      // a cached blob that cannot be used is a miss: build again, that step runs this time
+      if (!(err instanceof CacheBlobError) || !remote || n >= CACHE_RETRIES) throw err;
+      remote.exclude(err.key);
+      progress.info(`WARNING: ${err.message}; building again without it`);
+    }
   }
-  return { ...written, names, state, snap };
+}
+
+/** The steps under a key, newest first (mode=min: the final image's own steps). */
+function chainOf(key: string, log: StepLog): BuiltStep[] {
+  const out: BuiltStep[] = [];
+  for (let k = log.get(key); k; k = log.get(k.parent)) out.push(k);
+  return out;
+}
+
+/** The inline cache: the final image's steps, their layers by position among the image's layers. */
+function inlineCache(state: StageState, blobs: LayerBlob[], shared: SharedCache, explainer: MissExplainer): InlineCache {
+  const imageLayers = state.layers.filter((l) => !l.empty);
+  const records = explainer.recorded();
+  const explain: NonNullable<InlineCache['explain']> = { [shared.scope]: {} };
+  const steps: InlineCache['steps'] = [];
+  for (const s of chainOf(state.key, shared.log)) {
+    const entry = shared.log.get(s.key)!;
+    if (records[entry.position]) explain[shared.scope]![entry.position] = { inputs: records[entry.position]!.inputs };
+    if (s.layer.empty) {
+      steps.push({ key: s.key, parent: s.parent, created: s.created });
+      continue;
+    }
+    let i = imageLayers.indexOf(s.layer);
+    if (i < 0) i = imageLayers.findIndex((l) => l.cacheKey === s.key);
+    const blob = blobs[i];
+    if (i < 0 || !blob || blob.digest !== blob.diffId) continue;
+    steps.push({ key: s.key, parent: s.parent, created: s.created, layer: i, size: blob.size });
+  }
+  steps.sort((a, b) => (a.key < b.key ? -1 : 1));
+  return { steps, explain };
 }
 
 async function executeStage(
@@ -150,6 +229,7 @@ async function executeStage(
   failed: () => unknown,
   runStage: (i: number) => Promise<StageState>,
   explainer: MissExplainer,
+  shared: SharedCache,
 ): Promise<StageState> {
   let state: StageState;
   const label = stage.name ?? `stage-${stage.index}`;
@@ -189,7 +269,7 @@ async function executeStage(
     const step = ctx.progress.step(`[${label} ${n}] ${ins.raw}`);
     const before = state.layers.length;
     const position = `${stage.index}/${n}`;
-    const cache = new StepCacheHandle(ctx, state, step, explainer, position);
+    const cache = new StepCacheHandle(ctx, state, step, explainer, position, shared);
     try {
       const createdBy = ins.kind === 'run' ? describeRun(ins, state.config.Shell) : `${ins.raw} # buildkit`;
       if (applyMeta(state, ins, plan)) {
@@ -224,40 +304,67 @@ function sourceDateEpoch(): string | undefined {
   return v && /^\d+$/.test(v) ? new Date(Number(v) * 1000).toISOString() : undefined;
 }
 
+/** The shared caches of a build (--cache-from / --cache-to) and what it ran or found, by key. */
+interface SharedCache {
+  remote?: RemoteCaches;
+  log: StepLog;
+  scope: string;
+}
+
 /** One step's view of the build cache: lookup fixes the step's key; save keeps the layer under it. */
 class StepCacheHandle implements StepCache {
   key?: string;
   created?: string;
   hit = false;
   private record?: StepRecord;
+  private readonly parent: string;
   constructor(
     private readonly ctx: BuildContext,
     private readonly state: StageState,
     private readonly step: StepHandle,
     private readonly explainer: MissExplainer,
     private readonly position: string,
-  ) {}
+    private readonly shared: SharedCache,
+  ) {
+    this.parent = state.key;
+  }
 
   async lookup(inputs: Record<string, unknown>, files?: Record<string, string>) {
     this.key = stepKey(this.state.key, inputs);
     this.record = { inputs: { parent: this.state.key.slice(-16), ...inputDigests(inputs) }, ...(files ? { files } : {}) };
     this.explainer.record(this.position, this.record);
     if (!this.ctx.noCache) {
-      const found = await this.ctx.cache.get(this.key);
+      // this store first, then the shared caches (their layers are fetched when first needed)
+      const found = (await this.ctx.cache.get(this.key)) ?? (await this.shared.remote?.lookup(this.key));
       if (found) {
         this.hit = true;
         this.created = found.created;
+        this.logStep(found.layer);
         return found.layer;
       }
-      this.step.note(`cache miss: ${this.explainer.explain(this.position, this.record)}`);
+      this.step.note(`cache miss: ${await this.whyMissed(this.record)}`);
     }
     return undefined;
+  }
+
+  /** Compared with this store's last build, else with the inputs another runner recorded in a shared cache. */
+  private async whyMissed(rec: StepRecord): Promise<string> {
+    const local = this.explainer.explain(this.position, rec);
+    if (local !== undefined) return local;
+    const remote = await this.shared.remote?.explain(this.shared.scope, this.position).catch(() => undefined);
+    return remote ? compareRecords(remote, rec) : 'not built before';
+  }
+
+  private logStep(layer: Layer): void {
+    if (this.key && this.created) this.shared.log.set(this.key, { key: this.key, parent: this.parent, created: this.created, layer, position: this.position });
   }
 
   async save(layer: Layer): Promise<Layer> {
     this.created = new Date().toISOString();
     if (!this.key) return layer;
-    return this.ctx.cache.put(this.key, layer, this.created);
+    const kept = await this.ctx.cache.put(this.key, layer, this.created);
+    this.logStep(kept);
+    return kept;
   }
 }
 

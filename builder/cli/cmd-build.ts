@@ -26,6 +26,8 @@ const BUILD_FLAGS = [
   { names: ['--push'], key: 'push', kind: 'bool' as const },
   { names: ['--platform'], key: 'platform', kind: 'string' as const },
   { names: ['--jobs'], key: 'jobs', kind: 'string' as const },
+  { names: ['--cache-from'], key: 'cacheFrom', kind: 'list' as const },
+  { names: ['--cache-to'], key: 'cacheTo', kind: 'list' as const },
 ];
 
 export async function buildCommand(root: string, argv: string[]): Promise<number> {
@@ -65,6 +67,9 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     const want = String(flags.platform).replace(/^linux\/(amd64|arm64)\/v\d$/, 'linux/$1');
     if (want !== `${host.os}/${host.architecture}`) throw new UsageError(`--platform ${flags.platform}: mbuild builds only for this machine's platform (${host.os}/${host.architecture})`);
   }
+  const { parseCacheFrom, parseCacheTo } = await import('../cache/remote-spec.js');
+  const cacheFrom = (flags.cacheFrom as string[]).map(parseCacheFrom);
+  const cacheTo = (flags.cacheTo as string[]).map(parseCacheTo);
   const quiet = Boolean(flags.quiet) || progressMode === 'quiet';
   const progress = new Progress(process.stderr, quiet);
 
@@ -82,6 +87,8 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       noCache: Boolean(flags.noCache),
       jobs: parseJobs(flags.jobs as string | undefined),
       pull: Boolean(flags.pull),
+      cacheFrom,
+      cacheTo,
     });
     for (const out of outputs) await writeOutput(store, result, out, progress);
     if (flags.push) {

@@ -16,6 +16,8 @@ Commands:
       -m, --memory SIZE         memory limit for every RUN (e.g. 512m); --cpus N, --pids-limit N likewise
       -o, --output SPEC         type=oci|docker|tar|local,dest=PATH (repeatable)
       --no-cache                do not use the build cache
+      --cache-from SPEC         read a shared build cache: IMAGE, type=registry,ref=R or type=local,src=DIR (repeatable)
+      --cache-to SPEC           write one: type=registry,ref=R[,mode=min|max], type=local,dest=DIR or type=inline
       --progress auto|plain|tty progress output style
       -q, --quiet               print only the image id
   run [OPTIONS] IMAGE [COMMAND] [ARG...]   run an image's ENTRYPOINT/CMD in the sandbox (throwaway layer)
