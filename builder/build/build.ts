@@ -7,7 +7,7 @@ import { planBuild, type Plan, type Stage } from '../plan/plan.js';
 import { Snapshotter } from '../../snapshotter/snapshots.js';
 import type { Store } from '../../store/store.js';
 import { loadIgnore } from '../context/dockerignore.js';
-import type { Progress } from '../cli/progress.js';
+import { Progress } from '../cli/progress.js';
 import { baseState, forkState, type StageState } from './state.js';
 import type { BuildContext, NetworkMode } from './context.js';
 import type { Limits } from '../sandbox/cgroups.js';
@@ -102,10 +102,10 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
   const attempt = async (): Promise<{ state: StageState }> => {
     let failed: unknown;
     const stageRuns = new Map<number, Promise<StageState>>();
-    const ctx: BuildContext = {
+    const makeCtx = (prog: Progress, stageResult: (i: number) => Promise<StageState>): BuildContext => ({
       store,
       snap,
-      progress,
+      progress: prog,
       contextDir: opts.contextDir,
       ignore,
       escape: df.escape,
@@ -121,7 +121,7 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
         const i = plan.stages.findIndex((s) => s.name === from.toLowerCase());
         return i >= 0 ? i : undefined;
       },
-      stageResult: (i) => runStage(i),
+      stageResult,
       imageState: (ref) => {
         let p = images.get(ref);
         if (!p) {
@@ -136,12 +136,16 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
         }
         return p;
       },
-    };
+    });
+
+    // with a shared cache, a key-only pass first finds the stages no missing step reads: they never run
+    const probe = remote ? await probeStages(plan, makeCtx, remote).catch(() => undefined) : undefined;
+    const ctx = makeCtx(progress, (i) => (!probe || probe.needed.has(i) ? runStage(i) : probe.states.get(i)!));
 
     const runStage = (i: number): Promise<StageState> => {
       let p = stageRuns.get(i);
       if (!p) {
-        p = executeStage(ctx, plan, plan.stages[i], () => failed, runStage, explainer, shared);
+        p = executeStage(ctx, plan, plan.stages[i], () => failed, runStage, (state, step, position) => new StepCacheHandle(ctx, state, step, explainer, position, shared));
         p.catch((err) => {
           failed ??= err;
         });
@@ -151,7 +155,7 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
     };
 
     // start every needed stage at once; each waits for what it reads
-    for (const i of plan.order) void runStage(i).catch(() => undefined);
+    for (const i of plan.order) if (!probe || probe.needed.has(i)) void runStage(i).catch(() => undefined);
     const state = await runStage(plan.target);
     await Promise.allSettled([...stageRuns.values()]);
     if (failed) throw failed;
@@ -228,8 +232,8 @@ async function executeStage(
   stage: Stage,
   failed: () => unknown,
   runStage: (i: number) => Promise<StageState>,
-  explainer: MissExplainer,
-  shared: SharedCache,
+  makeCache: MakeCache,
+  onStep?: (ins: Instruction, cache: CacheHandle) => void,
 ): Promise<StageState> {
   let state: StageState;
   const label = stage.name ?? `stage-${stage.index}`;
@@ -262,14 +266,14 @@ async function executeStage(
     if ((ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined) {
       // wait for the stage or image it reads before the step shows as started
       const dep = ctx.stageIndexOf(ins.from);
-      await (dep !== undefined ? runStage(dep) : ctx.imageState(ins.from)).catch((err) => {
+      await (dep !== undefined ? ctx.stageResult(dep) : ctx.imageState(ins.from)).catch((err) => {
         throw withRange(err, ins.range);
       });
     }
     const step = ctx.progress.step(`[${label} ${n}] ${ins.raw}`);
     const before = state.layers.length;
     const position = `${stage.index}/${n}`;
-    const cache = new StepCacheHandle(ctx, state, step, explainer, position, shared);
+    const cache = makeCache(state, step, position);
     try {
       const createdBy = ins.kind === 'run' ? describeRun(ins, state.config.Shell) : `${ins.raw} # buildkit`;
       if (applyMeta(state, ins, plan)) {
@@ -282,6 +286,7 @@ async function executeStage(
       if (cache.key) state.key = cache.key;
       if (cache.created) state.created = cache.created;
       state.history.push({ entry: { created: sourceDateEpoch() ?? state.created, created_by: createdBy, comment: 'buildkit.dockerfile.v0' }, layer });
+      onStep?.(ins, cache);
       step.done(cache.hit ? 'CACHED' : undefined);
     } catch (err) {
       step.fail();
@@ -304,6 +309,75 @@ function sourceDateEpoch(): string | undefined {
   return v && /^\d+$/.test(v) ? new Date(Number(v) * 1000).toISOString() : undefined;
 }
 
+type CacheHandle = StepCache & { key?: string; created?: string; hit: boolean };
+type MakeCache = (state: StageState, step: StepHandle, position: string) => CacheHandle;
+
+/**
+ * The key-only pass (BuildKit's solver computes cache keys before it runs anything): every stage
+ * is walked with a cache handle that answers each lookup with a placeholder layer, so a step stops
+ * right after its key is known. A stage read only by COPY --from steps that all hit is not needed:
+ * the real pass gives those steps this pass's state (its key is all a hit uses) and never runs it.
+ */
+async function probeStages(
+  plan: Plan,
+  makeCtx: (prog: Progress, stageResult: (i: number) => Promise<StageState>) => BuildContext,
+  remote: RemoteCaches,
+): Promise<{ needed: Set<number>; states: Map<number, Promise<StageState>> }> {
+  const states = new Map<number, Promise<StageState>>();
+  const copyFrom = new Map<number, { dep: number; hit: boolean }[]>();
+  const silent = new Progress(process.stderr, true);
+  const ctx = makeCtx(silent, (i) => probe(i));
+  const probe = (i: number): Promise<StageState> => {
+    let p = states.get(i);
+    if (!p) {
+      const stage = plan.stages[i]!;
+      p = executeStage(ctx, plan, stage, () => undefined, probe, (state) => new ProbeCacheHandle(ctx, state, remote), (ins, cache) => {
+        const dep = (ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined ? ctx.stageIndexOf(ins.from) : undefined;
+        if (dep !== undefined) copyFrom.set(i, [...(copyFrom.get(i) ?? []), { dep, hit: cache.hit }]);
+      });
+      states.set(i, p);
+    }
+    return p;
+  };
+  await probe(plan.target);
+  const needed = new Set<number>();
+  const visit = (i: number) => {
+    if (needed.has(i)) return;
+    needed.add(i);
+    const stage = plan.stages[i]!;
+    if (stage.base.kind === 'stage') visit(stage.base.index);
+    for (const c of copyFrom.get(i) ?? []) if (!c.hit) visit(c.dep);
+  };
+  visit(plan.target);
+  return { needed, states };
+}
+
+/** A stage that was not built: mounting its layers fails clearly instead of copying nothing. */
+const UNBUILT: Layer = { id: 'unbuilt-stage', dir: '/nonexistent/mbuild-unbuilt-stage', empty: false };
+
+class ProbeCacheHandle implements CacheHandle {
+  key?: string;
+  created?: string;
+  hit = false;
+  constructor(
+    private readonly ctx: BuildContext,
+    private readonly state: StageState,
+    private readonly remote: RemoteCaches,
+  ) {}
+
+  async lookup(inputs: Record<string, unknown>) {
+    this.key = stepKey(this.state.key, inputs);
+    const found = this.ctx.noCache ? undefined : ((await this.ctx.cache.get(this.key)) ?? (await this.remote.lookup(this.key)));
+    this.hit = found !== undefined;
+    this.created = found?.created;
+    return UNBUILT;
+  }
+
+  async save(layer: Layer): Promise<Layer> {
+    return layer;
+  }
+}
+
 /** The shared caches of a build (--cache-from / --cache-to) and what it ran or found, by key. */
 interface SharedCache {
   remote?: RemoteCaches;
@@ -312,7 +386,7 @@ interface SharedCache {
 }
 
 /** One step's view of the build cache: lookup fixes the step's key; save keeps the layer under it. */
-class StepCacheHandle implements StepCache {
+class StepCacheHandle implements CacheHandle {
   key?: string;
   created?: string;
   hit = false;

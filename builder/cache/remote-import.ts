@@ -48,6 +48,7 @@ const warn = (progress: Progress, text: string) => progress.info(`WARNING: ${tex
 export class RemoteCaches {
   private readonly excluded = new Set<string>();
   private readonly fetches = new Map<string, Promise<void>>();
+  private readonly found = new Map<string, Promise<{ layer: Layer; created: string } | undefined>>();
   /** steps hit but not fetched yet, by key: an export to the same place reuses their blobs */
   private readonly lazy = new Map<string, { source: Source; step: CachedStep }>();
 
@@ -89,9 +90,18 @@ export class RemoteCaches {
     this.excluded.add(key);
   }
 
-  /** The layer a shared cache keeps under this key, ready to be fetched on first use. */
-  async lookup(key: string): Promise<{ layer: Layer; created: string } | undefined> {
-    if (this.excluded.has(key)) return undefined;
+  /** The layer a shared cache keeps under this key, ready to be fetched on first use (asked once per key). */
+  lookup(key: string): Promise<{ layer: Layer; created: string } | undefined> {
+    if (this.excluded.has(key)) return Promise.resolve(undefined);
+    let p = this.found.get(key);
+    if (!p) {
+      p = this.find(key);
+      this.found.set(key, p);
+    }
+    return p;
+  }
+
+  private async find(key: string): Promise<{ layer: Layer; created: string } | undefined> {
     for (const source of this.sources) {
       const step = source.steps.get(key);
       if (!step) continue;

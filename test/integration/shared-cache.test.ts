@@ -1,0 +1,190 @@
+/**
+ * The shared build cache (--cache-to / --cache-from) between runners: two stores are two CI
+ * runners, a real registry on 127.0.0.1 is the cache. Runner B starts empty, with a fresh copy
+ * of the context (other path, new mtimes), and must get runner A's image digest without running
+ * a step; one changed file reruns only what reads it.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BUSYBOX_TAR, mbuild, run, type CliResult } from '../helpers/cli.js';
+import { startRegistry, type RunningRegistry } from '../helpers/registry.js';
+
+let work: string;
+let reg: RunningRegistry;
+let env: NodeJS.ProcessEnv;
+let n = 0;
+
+// the build stage's RUN prints a marker: a runner that runs it shows the marker in its progress
+const DOCKERFILE = `FROM busybox AS build
+RUN echo STEP-RAN-prepare && echo prepared > /prep
+WORKDIR /src
+COPY src/ ./
+RUN echo STEP-RAN-concat && cat a.txt b.txt > /all.txt && date +%s%N > /stamp
+FROM busybox AS side
+RUN echo STEP-RAN-side && echo side > /side
+FROM busybox
+COPY --from=build /all.txt /stamp /out/
+COPY static.txt /static.txt
+RUN echo STEP-RAN-count && wc -c /out/all.txt > /count.txt
+`;
+const FILES: Record<string, string> = { Dockerfile: DOCKERFILE, 'src/a.txt': 'a\n', 'src/b.txt': 'b\n', 'static.txt': 'static\n' };
+
+interface Built {
+  r: CliResult;
+  digest: string;
+  ran: string[];
+  cached: number;
+  misses: string[];
+  fetched: number;
+}
+
+/** A fresh runner: an empty store with the base image loaded (as a runner's pull would give it). */
+async function runner(): Promise<string> {
+  const root = path.join(work, `runner${++n}`);
+  const r = await mbuild(['--root', root, 'load', '-i', BUSYBOX_TAR], { env });
+  expect(r.code, r.stderr).toBe(0);
+  return root;
+}
+
+/** A fresh checkout of the context: another directory, files written now. */
+async function checkout(changes: Record<string, string> = {}): Promise<string> {
+  const dir = path.join(work, `ctx${++n}`);
+  for (const [f, text] of Object.entries({ ...FILES, ...changes })) {
+    await fs.mkdir(path.dirname(path.join(dir, f)), { recursive: true });
+    await fs.writeFile(path.join(dir, f), text);
+  }
+  return dir;
+}
+
+async function build(root: string, ctx: string, args: string[]): Promise<Built> {
+  const r = await mbuild(['--root', root, 'build', '--progress', 'plain', ...args, ctx], { env });
+  expect(r.code, r.stderr).toBe(0);
+  const digest = /exporting layers\n#\d+ manifest (sha256:[a-f0-9]{64})/.exec(r.stderr)?.[1] ?? /manifest (sha256:[a-f0-9]{64}) DONE/.exec(r.stderr)?.[1];
+  expect(digest, r.stderr).toBeDefined();
+  return {
+    r,
+    digest: digest!,
+    // a marker echoed by a RUN that ran (the command line itself is on the step's title line)
+    ran: [...r.stderr.matchAll(/^#\d+ [\d.]+ STEP-RAN-(\w+)$/gm)].map((m) => m[1]!),
+    cached: (r.stderr.match(/ CACHED DONE/g) ?? []).length,
+    misses: [...r.stderr.matchAll(/cache miss: (.*)$/gm)].map((m) => m[1]!),
+    fetched: (r.stderr.match(/fetching cached layer/g) ?? []).length,
+  };
+}
+
+beforeAll(async () => {
+  work = await fs.mkdtemp(path.join(os.tmpdir(), 'mbuild-shared-cache-'));
+  env = { MBUILD_CONFIG: path.join(work, 'no-config.json'), DOCKER_CONFIG: path.join(work, 'docker'), MBUILD_REGISTRY_BACKOFF_MS: '20' };
+  reg = await startRegistry();
+}, 180_000);
+
+afterAll(async () => {
+  await reg?.stop();
+  if (work) await fs.rm(work, { recursive: true, force: true });
+});
+
+describe('registry cache between runners', () => {
+  let a: Built;
+  let ref: string;
+
+  it('runner A builds and exports every stage (mode=max)', async () => {
+    ref = `${reg.host}/app/cache:main`;
+    a = await build(await runner(), await checkout(), ['--cache-to', `type=registry,ref=${ref},mode=max`]);
+    expect(a.ran.sort()).toEqual(['concat', 'count', 'prepare']); // the side stage is not needed
+    expect(a.r.stderr).toMatch(/exporting cache to .*app\/cache:main \(mode=max\)/);
+  });
+
+  it('is an OCI image manifest with the BuildKit cache config media type (skopeo reads it)', async () => {
+    const raw = await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${ref}`]);
+    expect(raw.code, raw.stderr).toBe(0);
+    const manifest = JSON.parse(raw.stdout);
+    expect(manifest.mediaType).toBe('application/vnd.oci.image.manifest.v1+json');
+    expect(manifest.config.mediaType).toBe('application/vnd.buildkit.cacheconfig.v0');
+    const layers = manifest.layers.filter((l: { mediaType: string }) => l.mediaType === 'application/vnd.oci.image.layer.v1.tar+gzip');
+    expect(layers.length).toBe(7); // RUN, WORKDIR, COPY, RUN of the build stage; COPY --from, COPY, RUN of the final one
+    for (const l of layers) expect(l.annotations['containerd.io/uncompressed']).toMatch(/^sha256:/);
+    const cfg = await run('skopeo', ['inspect', '--raw', '--config', '--tls-verify=false', `docker://${ref}`]);
+    expect(cfg.code, cfg.stderr).toBe(0);
+    const config = JSON.parse(cfg.stdout);
+    expect(config.records.length).toBe(7);
+    expect(config.layers.length).toBe(layers.length);
+  });
+
+  it('runner B, empty store and a fresh checkout, gets the same image without running a step', async () => {
+    const b = await build(await runner(), await checkout(), ['--cache-from', ref]);
+    expect(b.digest).toBe(a.digest);
+    expect(b.ran).toEqual([]);
+    expect(b.misses).toEqual([]);
+    // the final stage's three steps hit; COPY --from=build hits by key, so the build stage never runs
+    expect(b.cached).toBe(3);
+    expect(b.r.stderr).not.toContain('[build ');
+    // lazily: only the final image's layers are downloaded, never the build stage's
+    expect(b.fetched).toBe(3);
+  });
+
+  it('with one file changed only the steps that read it run, and the miss names the file', async () => {
+    const c = await build(await runner(), await checkout({ 'src/b.txt': 'b changed\n' }), ['--cache-from', `type=registry,ref=${ref}`]);
+    expect(c.ran.sort()).toEqual(['concat', 'count']);
+    expect(c.misses).toContain('files changed: src/b.txt');
+    expect(c.digest).not.toBe(a.digest);
+  });
+
+  it('a layer deleted from the registry is a miss with a warning, not a failure', async () => {
+    const other = `${reg.host}/app/cache:deleted`;
+    const ctx = await checkout({ 'static.txt': 'static, another branch\n' });
+    const first = await build(await runner(), ctx, ['--cache-to', `type=registry,ref=${other}`]);
+    const raw = JSON.parse((await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${other}`])).stdout);
+    const cfg = JSON.parse((await run('skopeo', ['inspect', '--raw', '--config', '--tls-verify=false', `docker://${other}`])).stdout);
+    // delete the layer of the final RUN (the newest record's layer)
+    const rec = cfg.mbuild.steps.filter((s: { layer?: number }) => s.layer !== undefined).sort((x: { created: string }, y: { created: string }) => (x.created < y.created ? 1 : -1))[0];
+    const digest = cfg.layers[rec.layer].blob as string;
+    expect(raw.layers.some((l: { digest: string }) => l.digest === digest)).toBe(true);
+    const del = await fetch(`http://${reg.host}/v2/app/cache/blobs/${digest}`, { method: 'DELETE' });
+    expect(del.status).toBe(202);
+    const b = await build(await runner(), await checkout({ 'static.txt': 'static, another branch\n' }), ['--cache-from', other]);
+    expect(b.r.stderr).toContain(`WARNING: the cached layer ${digest} is missing`);
+    expect(b.ran).toEqual(['count']);
+    expect(b.digest).not.toBe(''); // it built
+    expect(first.digest).toMatch(/^sha256:/);
+  });
+
+  it('a cache ref that does not exist is a warning', async () => {
+    const b = await build(await runner(), await checkout(), ['--cache-from', `${reg.host}/app/nothing:here`]);
+    expect(b.r.stderr).toMatch(/WARNING: .*app\/nothing:here holds no build cache/);
+    expect(b.ran.sort()).toEqual(['concat', 'count', 'prepare']);
+  });
+});
+
+describe('local cache directory', () => {
+  it('type=local: runner B gets the same image from a directory A wrote; skopeo reads the layout', async () => {
+    const dir = path.join(work, 'local-cache');
+    const a = await build(await runner(), await checkout(), ['--cache-to', `type=local,dest=${dir},mode=max`]);
+    const raw = await run('skopeo', ['inspect', '--raw', `oci:${dir}:latest`]);
+    expect(raw.code, raw.stderr).toBe(0);
+    expect(JSON.parse(raw.stdout).config.mediaType).toBe('application/vnd.buildkit.cacheconfig.v0');
+    const b = await build(await runner(), await checkout(), ['--cache-from', `type=local,src=${dir}`]);
+    expect(b.digest).toBe(a.digest);
+    expect(b.ran).toEqual([]);
+  });
+});
+
+describe('flags', () => {
+  it('refuses unknown types and keys with one line naming the flag', async () => {
+    const root = path.join(work, 'flags');
+    const ctx = await checkout();
+    for (const [flag, spec, want] of [
+      ['--cache-to', 'type=s3,ref=x', /--cache-to type=s3,ref=x: unknown cache type "s3"/],
+      ['--cache-to', 'type=registry,ref=x,colour=blue', /--cache-to .*: unknown key "colour" for type=registry/],
+      ['--cache-to', 'type=inline,mode=max', /type=inline supports only mode=min/],
+      ['--cache-from', 'type=local,dest=/x', /--cache-from .*: unknown key "dest" for type=local/],
+      ['--cache-to', 'type=registry', /needs ref=/],
+    ] as const) {
+      const r = await mbuild(['--root', root, 'build', flag, spec, ctx], { env });
+      expect(r.code).not.toBe(0);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(want);
+    }
+  });
+});
