@@ -150,6 +150,29 @@ describe('registry cache between runners', () => {
     expect(first.digest).toMatch(/^sha256:/);
   });
 
+  it('a changed mode is named as such on another runner', async () => {
+    const ctx = await checkout();
+    await fs.chmod(path.join(ctx, 'src/a.txt'), 0o600);
+    const c = await build(await runner(), ctx, ['--cache-from', ref]);
+    expect(c.misses).toContain('files changed: src/a.txt (mode 600 vs 644)');
+  });
+
+  it('concurrent exports of two branches to one ref merge: a third runner finds both', async () => {
+    const shared = `${reg.host}/app/cache:shared`;
+    const [x, y] = await Promise.all([
+      checkout({ 'static.txt': 'branch x\n' }).then(async (ctx) => build(await runner(), ctx, ['--cache-to', `type=registry,ref=${shared},mode=max`])),
+      checkout({ 'static.txt': 'branch y\n' }).then(async (ctx) => build(await runner(), ctx, ['--cache-to', `type=registry,ref=${shared},mode=max`])),
+    ]);
+    expect(x.ran.sort()).toEqual(['concat', 'count', 'prepare']);
+    expect(y.ran.sort()).toEqual(['concat', 'count', 'prepare']);
+    // without the merge, the branch that wrote first would find its COPY static.txt and RUN gone
+    for (const text of ['branch x\n', 'branch y\n']) {
+      const got = await build(await runner(), await checkout({ 'static.txt': text }), ['--cache-from', shared]);
+      expect(got.ran).toEqual([]);
+      expect(got.misses).toEqual([]);
+    }
+  });
+
   it('a cache ref that does not exist is a warning', async () => {
     const b = await build(await runner(), await checkout(), ['--cache-from', `${reg.host}/app/nothing:here`]);
     expect(b.r.stderr).toMatch(/WARNING: .*app\/nothing:here holds no build cache/);
@@ -167,6 +190,59 @@ describe('local cache directory', () => {
     const b = await build(await runner(), await checkout(), ['--cache-from', `type=local,src=${dir}`]);
     expect(b.digest).toBe(a.digest);
     expect(b.ran).toEqual([]);
+  });
+});
+
+describe('inline cache', () => {
+  it('type=inline: the pushed image carries the cache; runner B gets the same image and pushes the same digest', async () => {
+    const a = await build(await runner(), await checkout(), ['--cache-to', 'type=inline', '--push', '-t', `${reg.host}/app/web:a`]);
+    const config = JSON.parse((await run('skopeo', ['inspect', '--raw', '--config', '--tls-verify=false', `docker://${reg.host}/app/web:a`])).stdout);
+    expect(config['mbuild.cache.v0'].steps.length).toBe(3); // the final stage's steps (mode=min)
+    const b = await build(await runner(), await checkout(), ['--cache-from', `${reg.host}/app/web:a`, '--cache-to', 'type=inline', '--push', '-t', `${reg.host}/app/web:b`]);
+    expect(b.ran).toEqual([]);
+    expect(b.digest).toBe(a.digest);
+    const pushed = async (tag: string) => JSON.parse((await run('skopeo', ['inspect', '--tls-verify=false', `docker://${reg.host}/app/web:${tag}`])).stdout).Digest;
+    expect(await pushed('b')).toBe(await pushed('a'));
+  });
+});
+
+describe('local cache: corruption and eviction', () => {
+  it('a corrupt blob is a miss: the build starts again without it and the step runs', async () => {
+    const dir = path.join(work, 'corrupt-cache');
+    const a = await build(await runner(), await checkout(), ['--cache-to', `type=local,dest=${dir}`]);
+    const index = JSON.parse(await fs.readFile(path.join(dir, 'index.json'), 'utf8'));
+    const blob = (d: string) => path.join(dir, 'blobs/sha256', d.slice(7));
+    const manifest = JSON.parse(await fs.readFile(blob(index.manifests[0].digest), 'utf8'));
+    const cfg = JSON.parse(await fs.readFile(blob(manifest.config.digest), 'utf8'));
+    const newest = cfg.mbuild.steps.filter((s: { layer?: number }) => s.layer !== undefined).sort((x: { created: string }, y: { created: string }) => (x.created < y.created ? 1 : -1))[0];
+    const victim = blob(cfg.layers[newest.layer].blob);
+    const bytes = await fs.readFile(victim);
+    bytes[bytes.length >> 1] ^= 0xff;
+    await fs.writeFile(victim, bytes);
+    const b = await build(await runner(), await checkout(), ['--cache-from', `type=local,src=${dir}`]);
+    expect(b.r.stderr).toMatch(/WARNING: the cached layer sha256:[a-f0-9]+ from .* cannot be used: .*; building again without it/);
+    expect(b.ran).toEqual(['count']);
+    expect(a.digest).toMatch(/^sha256:/);
+  });
+
+  it('max-size evicts the least recently exported steps and their blobs; max-age drops old ones', async () => {
+    const dir = path.join(work, 'evicting-cache');
+    const blobs = async () => (await fs.readdir(path.join(dir, 'blobs/sha256'))).length;
+    await build(await runner(), await checkout({ 'static.txt': 'old branch\n' }), ['--cache-to', `type=local,dest=${dir},mode=max`]);
+    const full = await blobs();
+    // a limit smaller than this export's own layers: every other step goes, this export's stay
+    await build(await runner(), await checkout({ 'static.txt': 'new branch\n' }), ['--cache-to', `type=local,dest=${dir},max-size=1`]);
+    expect(await blobs()).toBe(3 + 3); // three layers, config, explain record, manifest
+    expect(full).toBe(7 + 3);
+    // the old branch's COPY static.txt was evicted (COPY --from=build has the same key in both: kept)
+    const old = await build(await runner(), await checkout({ 'static.txt': 'old branch\n' }), ['--cache-from', `type=local,src=${dir}`]);
+    expect(old.ran).toEqual(['count']);
+    const kept = await build(await runner(), await checkout({ 'static.txt': 'new branch\n' }), ['--cache-from', `type=local,src=${dir}`]);
+    expect(kept.ran).toEqual([]);
+    // an export with max-age=0s keeps only its own steps
+    await build(await runner(), await checkout({ 'static.txt': 'third\n' }), ['--cache-to', `type=local,dest=${dir},max-age=0s`]);
+    const gone = await build(await runner(), await checkout({ 'static.txt': 'new branch\n' }), ['--cache-from', `type=local,src=${dir}`]);
+    expect(gone.ran).toEqual(['count']);
   });
 });
 
