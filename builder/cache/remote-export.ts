@@ -8,6 +8,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Readable } from 'node:stream';
+import PQueue from 'p-queue';
 import type { Store } from '../../store/store.js';
 import type { Progress } from '../cli/progress.js';
 import type { CacheBackend } from '../../registry/cache-backend.js';
@@ -50,7 +51,7 @@ export async function exportCache(
     const now = new Date().toISOString();
     const ours = await prepareSteps(input.steps, backend, deps, now);
     const explain: ExplainData = { scopes: { [input.scope]: { used: now, steps: input.records } } };
-    const written = await backend.exclusive(() => mergeAndWrite(backend, spec, ours, explain, deps.store, now));
+    const written = await backend.exclusive(() => mergeAndWrite(backend, spec, ours, explain, deps.store, now, deps.progress));
     step.done(`${ours.length} steps, ${written.steps} in the cache, manifest ${written.digest}`);
   } catch (err) {
     step.fail();
@@ -131,23 +132,24 @@ function mergeExplain(theirs: ExplainData | undefined, ours: ExplainData, nowMs:
   return { scopes };
 }
 
-async function mergeAndWrite(
+/** Merge `ours` into the cache at `backend` and write it (call under backend.exclusive()). */
+export async function mergeAndWrite(
   backend: CacheBackend,
   spec: Extract<CacheExportSpec, { type: 'registry' | 'local' }>,
   ours: (CachedStep & { upload: boolean })[],
   explain: ExplainData,
   store: Store,
   now: string,
+  progress?: Progress,
 ): Promise<{ digest: string; steps: number }> {
   const nowMs = Date.parse(now);
   const maxBytes = spec.type === 'local' ? spec.maxBytes : Infinity;
   for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
-    const cur = await readCurrent(backend);
+    const cur = await readCurrent(backend, attempt === 1 ? progress : undefined);
     const steps = mergeSteps(cur.steps.values(), ours, nowMs, spec.maxAgeMs, maxBytes);
     const enc = encodeCache(steps, mergeExplain(cur.explain, explain, nowMs, spec.maxAgeMs));
-    for (const s of ours) {
-      if (s.upload && s.layer) await backend.putBlob(s.layer.desc, () => store.content.open(s.layer!.desc.digest));
-    }
+    const uploads = new PQueue({ concurrency: 3 });
+    await Promise.all(ours.filter((s) => s.upload && s.layer).map((s) => uploads.add(() => backend.putBlob(s.layer!.desc, () => store.content.open(s.layer!.desc.digest)), { throwOnTimeout: true })));
     const cfgDesc = JSON.parse(enc.manifest.toString('utf8')) as Manifest;
     await backend.putBlob(cfgDesc.config, () => streamOf(enc.config));
     if (enc.explain) {

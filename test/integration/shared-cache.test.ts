@@ -5,6 +5,7 @@
  * a step; one changed file reruns only what reads it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -81,6 +82,7 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
+  await (await import('../../registry/transport.js')).closeTransport();
   await reg?.stop();
   if (work) await fs.rm(work, { recursive: true, force: true });
 });
@@ -171,6 +173,31 @@ describe('registry cache between runners', () => {
       expect(got.ran).toEqual([]);
       expect(got.misses).toEqual([]);
     }
+  });
+
+  it('six writers merging into one ref at once lose nothing (read-merge-write, read back, retry)', async () => {
+    process.env.MBUILD_CONFIG = env.MBUILD_CONFIG;
+    const { RegistryCacheBackend } = await import('../../registry/cache-backend.js');
+    const { mergeAndWrite } = await import('../../builder/cache/remote-export.js');
+    const { decodeCache } = await import('../../builder/cache/remote-format.js');
+    const { DEFAULT_MAX_AGE_MS } = await import('../../builder/cache/remote-spec.js');
+    const target = `${reg.host}/app/cache:race`;
+    const spec = { type: 'registry' as const, ref: target, mode: 'min' as const, ignoreError: false, maxAgeMs: DEFAULT_MAX_AGE_MS };
+    const now = new Date().toISOString();
+    const keyOf = (w: number, i: number) => 'sha256:' + createHash('sha256').update(`${w}/${i}`).digest('hex');
+    await Promise.all(
+      [0, 1, 2, 3, 4, 5].map(async (w) => {
+        const backend = new RegistryCacheBackend(target, true);
+        const steps = [0, 1, 2, 3, 4].map((i) => ({ key: keyOf(w, i), parent: 'scratch', created: now, used: now, upload: false }));
+        const explain = { scopes: { [`writer${w}|`]: { used: now, steps: {} } } };
+        await mergeAndWrite(backend, spec, steps, explain, undefined as never, now);
+      }),
+    );
+    const backend = new RegistryCacheBackend(target, false);
+    const top = (await backend.readManifest())!;
+    const manifest = JSON.parse(top.bytes.toString());
+    const parsed = decodeCache(manifest, await backend.readSmallBlob(manifest.config));
+    for (let w = 0; w < 6; w++) for (let i = 0; i < 5; i++) expect(parsed.steps.has(keyOf(w, i)), `writer ${w} step ${i}`).toBe(true);
   });
 
   it('a cache ref that does not exist is a warning', async () => {
