@@ -3,7 +3,8 @@
  * with credentials; Basic), tokens cached per realm/service/scope until they expire.
  * A token realm must be https unless the registry itself is plain http on an insecure host.
  */
-import { RegistryAuthError, RegistryError, describeErrorBody } from './errors.js';
+import { RegistryAuthError, RegistryError } from '../util/errors.js';
+import { describeErrorBody } from './errors.js';
 import { getCredentials, type Credentials } from './credentials.js';
 import { errorText, readCapped, safeUrl, send } from './transport.js';
 import { isInsecure } from './settings.js';

@@ -5,10 +5,10 @@
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Authenticator, authenticatorFor } from './auth.js';
-import { RegistryAuthError, RegistryError, RegistryNotFoundError, RegistryUnreachableError, describeErrorBody } from './errors.js';
+import { describeErrorBody } from './errors.js';
 import { rememberScheme, type Endpoint } from './mirrors.js';
 import { errorText, header, readCapped, safeUrl, send, type Body, type Response } from './transport.js';
-import { DigestMismatchError } from '../util/errors.js';
+import { DigestMismatchError, RegistryAuthError, RegistryError, RegistryNotFoundError, RegistryUnreachableError } from '../util/errors.js';
 import { isDigest, sha256 } from '../store/digest.js';
 import { MediaType } from '../store/oci.js';
 

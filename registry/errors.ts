@@ -1,33 +1,4 @@
-/** Registry errors. Messages name the host and the operation, never a credential or header. */
-import { MbuildError } from '../util/errors.js';
-
-export class RegistryError extends MbuildError {
-  constructor(code: string, message: string, readonly status?: number, cause?: unknown) {
-    super(code, message, cause !== undefined ? { cause } : {});
-  }
-}
-
-/** 401/403 or a failed token request. */
-export class RegistryAuthError extends RegistryError {
-  constructor(message: string, status?: number) {
-    super('MBUILD_REGISTRY_AUTH', message, status);
-  }
-}
-
-/** The registry says the manifest or blob does not exist (404). */
-export class RegistryNotFoundError extends RegistryError {
-  constructor(message: string) {
-    super('MBUILD_REGISTRY_NOT_FOUND', message, 404);
-  }
-}
-
-/** The registry could not be reached at all (DNS, refused, TLS). */
-export class RegistryUnreachableError extends RegistryError {
-  constructor(message: string, cause?: unknown) {
-    super('MBUILD_REGISTRY_UNREACHABLE', message, undefined, cause);
-  }
-}
-
+/** One-line descriptions of registry and network failures (the error classes are in util/errors.ts). */
 /** Describe a registry's JSON error body ({"errors":[{"code","message"}]}) in one line. */
 export function describeErrorBody(text: string): string {
   try {

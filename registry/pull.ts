@@ -13,10 +13,9 @@ import { checkDescriptor, checkDiffIds, checkManifest, isIndexType, isManifestTy
 import { RegistryClient, MAX_MANIFEST_BYTES, type FetchedManifest } from './client.js';
 import { pullEndpoints } from './mirrors.js';
 import { DEFAULT_PLATFORM, displayRef, formatPlatform, manifestRef, parseRemote, platformMatches, storeName, type RemoteRef } from './reference.js';
-import { RegistryError } from './errors.js';
 import { TransferProgress, humanBytes } from './progress.js';
 import { recordSources } from './sources.js';
-import { MbuildError } from '../util/errors.js';
+import { MbuildError, RegistryError } from '../util/errors.js';
 
 export interface PullOptions {
   platform?: Platform;

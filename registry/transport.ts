@@ -9,7 +9,8 @@ import { rootCertificates } from 'node:tls';
 import type { Readable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
 import { Agent, type Dispatcher } from 'undici';
-import { RegistryError, RegistryUnreachableError, describeNetworkError } from './errors.js';
+import { RegistryError, RegistryUnreachableError } from '../util/errors.js';
+import { describeNetworkError } from './errors.js';
 import { isInsecure, registrySettings } from './settings.js';
 
 // undici parses HTTP with llhttp compiled to WebAssembly on the first connection. V8 then tiers it

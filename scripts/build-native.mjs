@@ -1,10 +1,14 @@
-// Compiles native/mbuild-helper.c (run by `npm run build` after tsc).
+// Compiles native/*.c into native/mbuild-helper with one cc line (run by `npm run build` after tsc).
 import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const src = join('native', 'mbuild-helper.c');
+const srcs = readdirSync(join(root, 'native'))
+  .filter((f) => f.endsWith('.c'))
+  .sort()
+  .map((f) => join('native', f));
 const out = join('native', 'mbuild-helper');
 
 function fail(msg) {
@@ -23,8 +27,8 @@ if (probe.error) {
   );
 }
 
-const args = ['-O2', '-Wall', '-o', out, src];
+const args = ['-O2', '-Wall', '-o', out, ...srcs];
 console.log(`build-native: cc ${args.join(' ')}`);
 const r = spawnSync('cc', args, { cwd: root, stdio: 'inherit' });
 if (r.error) fail(`cannot run cc: ${r.error.message}`);
-if (r.status !== 0) fail(`cc failed (${r.signal ?? `exit ${r.status}`}) compiling ${src}`);
+if (r.status !== 0) fail(`cc failed (${r.signal ?? `exit ${r.status}`}) compiling ${srcs.join(' ')}`);

@@ -1,6 +1,6 @@
 // Bundles the CLI (run by `npm run build` after tsc) into one CommonJS file, dist/bundle/main.cjs,
-// npm packages included except undici and grpc (large, and needed only by the commands that talk
-// to a registry or serve: they are required when that code first runs).
+// npm packages included except undici (large, and needed only by the commands that talk to a
+// registry: it is required when that code first runs).
 // - undici gets a bundle of its own, dist/bundle/undici.cjs, of just what mbuild uses
 //   (scripts/undici-entry.cjs): required from node_modules it is ~100 files to resolve and read,
 //   30-50 ms on the first registry request.
@@ -38,7 +38,6 @@ try {
   await build({
     ...common,
     entryPoints: { main: 'builder/cli/main.ts' },
-    external: ['@grpc/grpc-js'],
     plugins: [undiciBeside],
     // the sources are ES modules: import.meta.url becomes this file's URL
     banner: { js: 'const __mbuildModuleUrl = require("node:url").pathToFileURL(__filename).href;' },

@@ -5,7 +5,6 @@
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { MbuildError } from '../util/errors.js';
 
@@ -38,28 +37,11 @@ export async function mountOverlay(target: string, spec: OverlaySpec): Promise<v
   }
 }
 
-export async function mountBind(source: string, target: string, readOnly: boolean): Promise<void> {
-  await run('mount', ['--bind', source, target]);
-  if (readOnly) await run('mount', ['-o', 'remount,bind,ro', target]);
-}
-
 export async function unmount(target: string): Promise<void> {
   try {
     await run('umount', [target]);
   } catch {
     await run('umount', ['-l', target]).catch(() => undefined);
-  }
-}
-
-/** Mount, run fn, always unmount and remove the mountpoint. */
-export async function withMount<T>(mountpoint: string, mount: (target: string) => Promise<void>, fn: (root: string) => Promise<T>): Promise<T> {
-  await fs.mkdir(mountpoint, { recursive: true });
-  await mount(mountpoint);
-  try {
-    return await fn(mountpoint);
-  } finally {
-    await unmount(mountpoint);
-    await fs.rmdir(mountpoint).catch(() => undefined);
   }
 }
 

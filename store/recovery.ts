@@ -15,19 +15,9 @@
 import { promises as fs, readdirSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { MbuildError } from '../util/errors.js';
+import { MbuildError, NoSpaceError } from '../util/errors.js';
 import { pidAlive } from '../util/process.js';
 import { deleteDetached, TRASH_RE } from '../snapshotter/trash.js';
-
-export class NoSpaceError extends MbuildError {
-  constructor(message: string, cause?: unknown) {
-    super('MBUILD_NO_SPACE', message, { cause });
-  }
-  /** The store's filesystem is full (or its quota exhausted). */
-  static forStore(root: string, what?: string, cause?: unknown): NoSpaceError {
-    return new NoSpaceError(`no space left on device${what ? ` while ${what}` : ''}; nothing was committed to the store ${root} (free some space, or run "mbuild prune")`, cause);
-  }
-}
 
 function errnoCause(err: unknown): NodeJS.ErrnoException | undefined {
   for (let e = err, depth = 0; e && depth < 10; e = (e as { cause?: unknown }).cause, depth++) {
@@ -35,11 +25,6 @@ function errnoCause(err: unknown): NodeJS.ErrnoException | undefined {
     if (code === 'ENOSPC' || code === 'EDQUOT') return e as NodeJS.ErrnoException;
   }
   return undefined;
-}
-
-/** Is this (or anything in its cause chain) a full disk or an exhausted quota? */
-export function isNoSpace(err: unknown): boolean {
-  return err instanceof NoSpaceError || errnoCause(err) !== undefined;
 }
 
 /** `err` as a NoSpaceError when a full disk is underneath, else unchanged. */

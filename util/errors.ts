@@ -1,4 +1,11 @@
-/** Errors with stable codes. The CLI prints `message` (one line); `--debug` shows the cause chain. */
+/**
+ * Errors with stable codes (util/error-codes.ts) and every MbuildError subclass. The CLI prints
+ * `message` (one line); `--debug` shows the code and the cause chain.
+ */
+import type { ErrorCode } from './error-codes.js';
+
+export type { ErrorCode } from './error-codes.js';
+
 export interface SourceRange {
   file?: string;
   start: number; // 1-based line
@@ -6,11 +13,11 @@ export interface SourceRange {
 }
 
 export class MbuildError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly range?: SourceRange;
   /** Extra lines shown under the message (e.g. the last output lines of a failed RUN). */
   readonly details?: string[];
-  constructor(code: string, message: string, opts: { range?: SourceRange; cause?: unknown; details?: string[] } = {}) {
+  constructor(code: ErrorCode, message: string, opts: { range?: SourceRange; cause?: unknown; details?: string[] } = {}) {
     super(message, opts.cause !== undefined ? { cause: opts.cause } : undefined);
     this.name = new.target.name;
     this.code = code;
@@ -30,7 +37,7 @@ export class ParseError extends MbuildError {
   }
 }
 export class PlanError extends MbuildError {
-  constructor(code: string, message: string, range?: SourceRange) {
+  constructor(code: ErrorCode, message: string, range?: SourceRange) {
     super(code, message, { range });
   }
 }
@@ -44,7 +51,6 @@ export class RunFailedError extends MbuildError {
     super('MBUILD_RUN_FAILED', message, { range, details });
   }
 }
-export class StoreError extends MbuildError {}
 export class DigestMismatchError extends MbuildError {
   constructor(message: string) {
     super('MBUILD_DIGEST_MISMATCH', message);
@@ -68,5 +74,74 @@ export class SandboxError extends MbuildError {
 export class UsageError extends MbuildError {
   constructor(message: string) {
     super('MBUILD_USAGE', message);
+  }
+}
+
+/** A .dockerignore line that is not a valid pattern, or a .dockerignore that cannot be read. */
+export class IgnorePatternError extends MbuildError {
+  constructor(message: string) {
+    super('MBUILD_DOCKERIGNORE', message);
+  }
+}
+/** A Go filepath.Match pattern with a syntax error. */
+export class BadPatternError extends MbuildError {
+  constructor(pattern: string, why = 'syntax error in pattern') {
+    super('MBUILD_BAD_PATTERN', `${why}: ${JSON.stringify(pattern)}`);
+  }
+}
+export class SymlinkLoopError extends MbuildError {
+  constructor(relPath: string) {
+    super('MBUILD_SYMLINK_LOOP', `too many levels of symbolic links resolving ${JSON.stringify(relPath)}`);
+  }
+}
+export class NetworkError extends MbuildError {
+  constructor(message: string, cause?: unknown) {
+    super('MBUILD_NETWORK', message, { cause });
+  }
+}
+/** A failed `mbuild-helper fsops` operation, with the op, its path and the errno name. */
+export class FsOpError extends MbuildError {
+  readonly op: string;
+  readonly path: string;
+  readonly errno: string;
+  constructor(op: string, path: string, errno: string, reason: string) {
+    super('MBUILD_FSOP', `${op} ${path}: ${reason}`);
+    this.op = op;
+    this.path = path;
+    this.errno = errno;
+  }
+}
+export class NoSpaceError extends MbuildError {
+  constructor(message: string, cause?: unknown) {
+    super('MBUILD_NO_SPACE', message, { cause });
+  }
+  /** The store's filesystem is full (or its quota exhausted). */
+  static forStore(root: string, what?: string, cause?: unknown): NoSpaceError {
+    return new NoSpaceError(`no space left on device${what ? ` while ${what}` : ''}; nothing was committed to the store ${root} (free some space, or run "mbuild prune")`, cause);
+  }
+}
+
+/** Registry errors. Messages name the host and the operation, never a credential or header. */
+export class RegistryError extends MbuildError {
+  constructor(code: ErrorCode, message: string, readonly status?: number, cause?: unknown) {
+    super(code, message, cause !== undefined ? { cause } : {});
+  }
+}
+/** 401/403 or a failed token request. */
+export class RegistryAuthError extends RegistryError {
+  constructor(message: string, status?: number) {
+    super('MBUILD_REGISTRY_AUTH', message, status);
+  }
+}
+/** The registry says the manifest or blob does not exist (404). */
+export class RegistryNotFoundError extends RegistryError {
+  constructor(message: string) {
+    super('MBUILD_REGISTRY_NOT_FOUND', message, 404);
+  }
+}
+/** The registry could not be reached at all (DNS, refused, TLS). */
+export class RegistryUnreachableError extends RegistryError {
+  constructor(message: string, cause?: unknown) {
+    super('MBUILD_REGISTRY_UNREACHABLE', message, undefined, cause);
   }
 }

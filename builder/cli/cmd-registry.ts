@@ -3,7 +3,7 @@ import { parseArgs } from './args.js';
 import { Progress } from './progress.js';
 import { Store } from '../../store/store.js';
 import { familiarName } from '../../store/reference.js';
-import { UsageError } from '../../util/errors.js';
+import { RegistryAuthError, UsageError } from '../../util/errors.js';
 
 async function withTransport<T>(fn: () => Promise<T>): Promise<T> {
   const { closeTransport } = await import('../../registry/transport.js');
@@ -124,7 +124,6 @@ export async function loginCommand(argv: string[]): Promise<number> {
   const { pushEndpoint } = await import('../../registry/mirrors.js');
   const { RegistryClient } = await import('../../registry/client.js');
   const { Authenticator } = await import('../../registry/auth.js');
-  const { RegistryAuthError } = await import('../../registry/errors.js');
   const { storeCredentials } = await import('../../registry/credentials.js');
   const ep = pushEndpoint(host);
   const creds = { username, password };

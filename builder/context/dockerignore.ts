@@ -19,15 +19,9 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { MbuildError } from '../../util/errors.js';
+import { IgnorePatternError, MbuildError } from '../../util/errors.js';
 import { isValidGoPattern } from './gomatch.js';
 import { resolveInScope } from './scope.js';
-
-export class IgnorePatternError extends MbuildError {
-  constructor(message: string) {
-    super('MBUILD_DOCKERIGNORE', message);
-  }
-}
 
 /** Go filepath.Clean for slash-separated paths. */
 export function cleanPath(p: string): string {

@@ -10,13 +10,7 @@
  * pattern throws {@link BadPatternError} (Go's ErrBadPattern). Works on Unicode code
  * points, so '?' and classes consume one character, not one UTF-16 unit.
  */
-import { MbuildError } from '../../util/errors.js';
-
-export class BadPatternError extends MbuildError {
-  constructor(pattern: string, why = 'syntax error in pattern') {
-    super('MBUILD_BAD_PATTERN', `${why}: ${JSON.stringify(pattern)}`);
-  }
-}
+import { BadPatternError } from '../../util/errors.js';
 
 interface Chunk {
   star: boolean;

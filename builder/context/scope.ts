@@ -5,7 +5,7 @@
  */
 import { lstat, readlink } from 'node:fs/promises';
 import path from 'node:path';
-import { MbuildError } from '../../util/errors.js';
+import { MbuildError, SymlinkLoopError } from '../../util/errors.js';
 
 /** Most symlinks followed while resolving one path (as in moby). */
 export const MAX_SYMLINKS = 255;
@@ -30,12 +30,6 @@ export interface ScopeOptions {
    * below it is looked at (used to hide .dockerignore'd links).
    */
   isHidden?: (rel: string) => boolean | Promise<boolean>;
-}
-
-export class SymlinkLoopError extends MbuildError {
-  constructor(relPath: string) {
-    super('MBUILD_SYMLINK_LOOP', `too many levels of symbolic links resolving ${JSON.stringify(relPath)}`);
-  }
 }
 
 function components(p: string): string[] {

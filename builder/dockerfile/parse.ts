@@ -30,12 +30,6 @@ import type {
 
 export { parseGoDuration } from './duration.js';
 
-/** Instruction keywords BuildKit knows. */
-export const INSTRUCTION_NAMES = [
-  'ADD', 'ARG', 'CMD', 'COPY', 'ENTRYPOINT', 'ENV', 'EXPOSE', 'FROM', 'HEALTHCHECK', 'LABEL',
-  'MAINTAINER', 'ONBUILD', 'RUN', 'SHELL', 'STOPSIGNAL', 'USER', 'VOLUME', 'WORKDIR',
-] as const;
-
 /** Thrown inside one instruction; turned into a ParseError at the instruction's range. */
 class InstructionError extends Error {}
 const fail = (message: string): never => {

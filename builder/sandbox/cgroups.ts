@@ -6,7 +6,7 @@
  * `mbuild-<pid namespace>-<pid>-<rand>`, since a non-root cgroup holding processes cannot delegate controllers.
  * v1: one directory per hierarchy, below the cgroup this process is in (its parents' limits still
  * apply). Dead owners' cgroups are swept on first use. The helper puts the command in (see "cgroup"
- * in native/mbuild-helper.c); nothing else of the builder runs inside.
+ * in native/sandbox.c); nothing else of the builder runs inside.
  */
 import { existsSync, promises as fs, readFileSync, readlinkSync, rmdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';

@@ -1,5 +1,5 @@
 /**
- * Wrapper around native/mbuild-helper (native/mbuild-helper.c): filesystem operations Node cannot do
+ * Wrapper around native/mbuild-helper (native/*.c): filesystem operations Node cannot do
  * (overlayfs whiteouts, opaque xattrs, device nodes). The RUN sandbox is in run.ts.
  */
 import { spawn } from 'node:child_process';
@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MbuildError, SandboxError } from '../../util/errors.js';
+import { FsOpError, MbuildError, SandboxError } from '../../util/errors.js';
 
 let cachedHelper: string | undefined;
 
@@ -48,19 +48,6 @@ export type FsOp =
   | { op: 'opaque'; path: string }
   /** Device node or FIFO; mode = permission bits (umask not applied). Fails if the path exists. */
   | { op: 'mknod'; path: string; type: 'c' | 'b' | 'p'; mode: number; major: number; minor: number };
-
-/** A failed filesystem operation: which op, which path and the errno code (e.g. 'EEXIST'). */
-export class FsOpError extends MbuildError {
-  readonly op: string;
-  readonly path: string;
-  readonly errno: string;
-  constructor(op: string, path: string, errno: string, reason: string) {
-    super('MBUILD_FSOP', `${op} ${path}: ${reason}`);
-    this.op = op;
-    this.path = path;
-    this.errno = errno;
-  }
-}
 
 export interface HelperOutput {
   code: number | null;

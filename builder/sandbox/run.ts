@@ -1,6 +1,6 @@
 /**
  * The RUN executor: runs one command in a fresh set of namespaces over an overlay of the image layers,
- * via `mbuild-helper run` (native/mbuild-helper.c), with its network (network/), its cgroup
+ * via `mbuild-helper run` (native/run.c), with its network (network/), its cgroup
  * (cgroups.ts) and, for `mbuild run`, signal forwarding. See docs/security.md items 19-24 and 28.
  */
 import { spawn, type ChildProcess } from 'node:child_process';

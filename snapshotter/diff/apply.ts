@@ -135,10 +135,6 @@ export function classifyWhiteout(base: string, entryName = base): WhiteoutKind {
   return { kind: 'whiteout', victim };
 }
 
-function errCode(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | undefined)?.code;
-}
-
 function lstatMaybe(p: string): BigIntStats | null {
   return lstatSync(p, { bigint: true, throwIfNoEntry: false }) ?? null;
 }
@@ -604,7 +600,7 @@ async function feed(input: Readable, ex: ReturnType<typeof tarExtract>): Promise
   }
 }
 
-async function runUnpack(input: Readable, u: Unpacker, code: string, what: string): Promise<ApplyResult> {
+async function runUnpack(input: Readable, u: Unpacker, code: 'MBUILD_LAYER_APPLY' | 'MBUILD_EXTRACT', what: string): Promise<ApplyResult> {
   // allowUnknownFormat: old v7 headers (no ustar magic) are valid tar, as in Go's archive/tar.
   const ex = tarExtract({ allowUnknownFormat: true } as Parameters<typeof tarExtract>[0]);
   const feeding = feed(input, ex);

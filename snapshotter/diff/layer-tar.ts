@@ -423,6 +423,3 @@ export function layerTarStream(layerDir: string, opts: Omit<LayerTarOptions, 'en
   writeLayerTar(layerDir, out, opts).catch((err: unknown) => out.destroy(err as Error));
   return out;
 }
-
-/** Alias kept for callers that prefer the "from dir" naming. */
-export const layerTarFromDir = writeLayerTar;

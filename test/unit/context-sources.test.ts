@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { IgnoreMatcher, loadIgnore } from '../../builder/context/dockerignore.js';
-import { MAX_SYMLINKS, resolveInScope, resolveInScopeDetailed, SymlinkLoopError } from '../../builder/context/scope.js';
+import { MAX_SYMLINKS, resolveInScope, resolveInScopeDetailed } from '../../builder/context/scope.js';
+import { SymlinkLoopError } from '../../util/errors.js';
 import { resolveSources, walkSourceSync, type SourceEntry } from '../../builder/context/sources.js';
 import { CopySourceMissingError } from '../../util/errors.js';
 

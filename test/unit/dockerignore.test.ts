@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { IgnoreMatcher, loadIgnore } from '../../builder/context/dockerignore.js';
-import { BadPatternError, goMatch, hasWildcards } from '../../builder/context/gomatch.js';
+import { goMatch, hasWildcards } from '../../builder/context/gomatch.js';
+import { BadPatternError } from '../../util/errors.js';
 import { MbuildError } from '../../util/errors.js';
 
 describe('goMatch (Go filepath.Match)', () => {

@@ -6,7 +6,8 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { intToIp, size } from './cidr.js';
-import { NetworkError, ip, runToolSync } from './cmd.js';
+import { NetworkError } from '../../../util/errors.js';
+import { ip, runToolSync } from './cmd.js';
 import { VETH_PREFIX, type Bridge } from './bridge.js';
 import { ownerAlive, ownerOf, readState, withNetLock, writeState, type Owner } from './state.js';
 

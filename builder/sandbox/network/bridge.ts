@@ -9,9 +9,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { UsageError } from '../../../util/errors.js';
+import { NetworkError, UsageError } from '../../../util/errors.js';
 import { CANDIDATE_SUBNETS, formatSubnet, gatewayOf, intToIp, ipToInt, overlaps, parseSubnet, tryParseCidr, type Subnet } from './cidr.js';
-import { NetworkError, findTool, ip, ipJson, iptables, runTool } from './cmd.js';
+import { findTool, ip, ipJson, iptables, runTool } from './cmd.js';
 import { ownerAlive, readState, removeState, stateDir, withNetLock, writeState, type NetState } from './state.js';
 
 export const VETH_PREFIX = 'mbv';

@@ -2,13 +2,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
-import { MbuildError } from '../../../util/errors.js';
-
-export class NetworkError extends MbuildError {
-  constructor(message: string, cause?: unknown) {
-    super('MBUILD_NETWORK', message, { cause });
-  }
-}
+import { NetworkError } from '../../../util/errors.js';
 
 const found = new Map<string, string | null>();
 

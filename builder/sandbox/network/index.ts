@@ -9,7 +9,6 @@ import { ensureBridge, warnOnce, type Bridge } from './bridge.js';
 
 export { attachToBridge, type Attachment } from './attach.js';
 export { ensureBridge, teardownBridge, bridgeConfig, warnOnce, type Bridge } from './bridge.js';
-export { NetworkError } from './cmd.js';
 
 export type NetworkRequest = 'default' | 'bridge' | 'host' | 'none' | { join: string };
 

@@ -6,9 +6,8 @@
  * killed `mbuild run` leaves nothing the next bridge setup does not sweep.
  */
 import net from 'node:net';
-import { UsageError } from '../../../util/errors.js';
+import { NetworkError, UsageError } from '../../../util/errors.js';
 import { ipToInt } from './cidr.js';
-import { NetworkError } from './cmd.js';
 import { deleteRule, ensureRule, warnOnce, type Bridge } from './bridge.js';
 import type { Owner } from './state.js';
 
