@@ -9,8 +9,7 @@ import { MediaType } from '../store/oci.js';
 import { RegistryClient, MAX_MANIFEST_BYTES, type FetchedManifest } from './client.js';
 import { pushEndpoint } from './mirrors.js';
 import { displayRef, parseRemote, type RemoteRef } from './reference.js';
-import { RegistryNotFoundError } from './errors.js';
-import { DigestMismatchError } from '../util/errors.js';
+import { DigestMismatchError, RegistryNotFoundError } from '../util/errors.js';
 import { sha256 } from '../store/digest.js';
 
 export interface CacheBackend {

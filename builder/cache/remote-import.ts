@@ -16,19 +16,13 @@ import { MediaType, type Manifest, type Index } from '../../store/oci.js';
 import type { Layer, LayerBlob, Snapshotter } from '../../snapshotter/snapshots.js';
 import { decompressStream } from '../../snapshotter/diff/decompress.js';
 import { rememberGzip } from '../../store/compress.js';
-import { MbuildError } from '../../util/errors.js';
+import { CacheBlobError } from '../../util/errors.js';
 import { BuildCache } from './cache.js';
 import type { StepRecord } from './explain.js';
 import { CACHE_CONFIG_MEDIA_TYPE, decodeCache, decodeExplain, decodeInline, type CachedStep, type ExplainData, type InlineCache, INLINE_KEY } from './remote-format.js';
 import type { CacheImportSpec } from './remote-spec.js';
 import { LocalCacheBackend } from './local-backend.js';
 
-/** A cached blob could not be fetched or was not what the cache said: the build runs again without it. */
-export class CacheBlobError extends MbuildError {
-  constructor(readonly key: string, message: string, cause?: unknown) {
-    super('MBUILD_CACHE_BLOB', message, { cause });
-  }
-}
 
 interface Source {
   backend: CacheBackend;
