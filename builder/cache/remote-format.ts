@@ -124,8 +124,11 @@ export function decodeCache(manifest: Manifest, config: Buffer): ParsedCache {
   return { steps, explain };
 }
 
+/** the explain records of one cache, uncompressed, at most (a cache is untrusted input) */
+const MAX_EXPLAIN_BYTES = 64 << 20;
+
 export function decodeExplain(bytes: Buffer): ExplainData {
-  const data = JSON.parse(gunzipSync(bytes).toString('utf8')) as ExplainData;
+  const data = JSON.parse(gunzipSync(bytes, { maxOutputLength: MAX_EXPLAIN_BYTES }).toString('utf8')) as ExplainData;
   if (!data || typeof data.scopes !== 'object') throw new CacheFormatError('the explain blob is malformed');
   return data;
 }
