@@ -96,7 +96,13 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
 
   if ([...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])].some((c) => c.type === 'registry')) registryLoaded = true;
   const remote = opts.cacheFrom?.length ? await RemoteCaches.load(opts.cacheFrom, snap, cache, progress, hostPlatform()) : undefined;
-  const shared: SharedCache = { remote, log: new Map(), scope: explainScope(opts) };
+  const imageStages = new Set<number>();
+  for (let i: number | undefined = plan.target; i !== undefined; ) {
+    imageStages.add(i);
+    const base: Stage['base'] = plan.stages[i]!.base;
+    i = base.kind === 'stage' ? base.index : undefined;
+  }
+  const shared: SharedCache = { remote, imageStages, log: new Map(), scope: explainScope(opts) };
   const images = new Map<string, Promise<StageState>>();
 
   const attempt = async (): Promise<{ state: StageState }> => {
@@ -145,7 +151,7 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
     const runStage = (i: number): Promise<StageState> => {
       let p = stageRuns.get(i);
       if (!p) {
-        p = executeStage(ctx, plan, plan.stages[i], () => failed, runStage, (state, step, position) => new StepCacheHandle(ctx, state, step, explainer, position, shared));
+        p = executeStage(ctx, plan, plan.stages[i], () => failed, runStage, (state, step, position) => new StepCacheHandle(ctx, state, step, explainer, position, shared, shared.imageStages?.has(i) ?? false));
         p.catch((err) => {
           failed ??= err;
         });
@@ -381,6 +387,8 @@ class ProbeCacheHandle implements CacheHandle {
 /** The shared caches of a build (--cache-from / --cache-to) and what it ran or found, by key. */
 interface SharedCache {
   remote?: RemoteCaches;
+  /** the target stage and the stages it is built FROM: every layer of theirs ends up in the image */
+  imageStages?: Set<number>;
   log: StepLog;
   scope: string;
 }
@@ -399,6 +407,7 @@ class StepCacheHandle implements CacheHandle {
     private readonly explainer: MissExplainer,
     private readonly position: string,
     private readonly shared: SharedCache,
+    private readonly inImage: boolean,
   ) {
     this.parent = state.key;
   }
@@ -413,6 +422,7 @@ class StepCacheHandle implements CacheHandle {
       if (found) {
         this.hit = true;
         this.created = found.created;
+        if (this.inImage) this.shared.remote?.prefetch(found.layer);
         this.logStep(found.layer);
         return found.layer;
       }

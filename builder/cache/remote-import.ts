@@ -7,6 +7,7 @@
  * without that step (CacheBlobError, handled by builder/build).
  */
 import path from 'node:path';
+import PQueue from 'p-queue';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Store } from '../../store/store.js';
 import type { Progress } from '../cli/progress.js';
@@ -42,6 +43,8 @@ const warn = (progress: Progress, text: string) => progress.info(`WARNING: ${tex
 export class RemoteCaches {
   private readonly excluded = new Set<string>();
   private readonly fetches = new Map<string, Promise<void>>();
+  /** a few layers at a time */
+  private readonly downloads = new PQueue({ concurrency: 3 });
   private readonly found = new Map<string, Promise<{ layer: Layer; created: string } | undefined>>();
   /** steps hit but not fetched yet, by key: an export to the same place reuses their blobs */
   private readonly lazy = new Map<string, { source: Source; step: CachedStep }>();
@@ -143,10 +146,19 @@ export class RemoteCaches {
     const l = step.layer!;
     let p = this.fetches.get(l.diffId);
     if (!p) {
-      p = this.download(source, step);
+      p = this.downloads.add(() => this.download(source, step), { throwOnTimeout: true });
       this.fetches.set(l.diffId, p);
     }
     return p;
+  }
+
+  /**
+   * Start fetching a hit's layer now, for a layer the image will certainly need (a step of the
+   * final stage): the download overlaps the rest of the build. A failure surfaces when the layer
+   * is used (the same promise), where it makes the build start again without the step.
+   */
+  prefetch(layer: Layer): void {
+    if (layer.fetch) layer.fetch().catch(() => undefined);
   }
 
   /** Download the compressed blob: keep it (a push sends the same bytes) and its uncompressed form, both verified. */
