@@ -115,3 +115,10 @@ int sb_add(struct sbuf *s, const char *t, size_t n) {
   return 0;
 }
 int sb_str(struct sbuf *s, const char *t) { return sb_add(s, t, strlen(t)); }
+
+/* ---------------------------------------------------------- filesystems */
+
+int fs_magic_is(int fd, long magic) {
+  struct statfs sf;
+  return fstatfs(fd, &sf) == 0 && (long)sf.f_type == magic;
+}

@@ -2,10 +2,11 @@
  * mbuild-helper: declarations shared by its source files (one program, built by one `cc` line in
  * scripts/build-native.mjs from every .c file in native/).
  *
- *   common.c    errors, input buffers, string builders
+ *   common.c    errors, input buffers, string builders, filesystem magic
  *   fsops.c     `fsops` and `find-opaque` (and the opaque walk `run` reports with)
  *   spec.c      the `run` sandbox spec
  *   rootfs.c    the rootfs mount: overlay (with the long-lowerdir fallbacks) or a bound directory
+ *   mount.c     `mount`: the same overlay mount for the builder itself (COPY, WORKDIR, views)
  *   targets.c   mount targets in the rootfs and the stubs created for them
  *   pseudofs.c  /proc, /sys and /dev inside the sandbox
  *   net.c       loopback and bridge networking
@@ -129,6 +130,8 @@ struct sbuf {
 int sb_add(struct sbuf *s, const char *t, size_t n);
 int sb_str(struct sbuf *s, const char *t);
 
+int fs_magic_is(int fd, long magic);
+
 /* fsops.c -------------------------------------------------------------- */
 
 int run_fsops(void);
@@ -165,6 +168,10 @@ int parse_run_spec(struct buf *b, struct run_spec *s);
 int mount_rootfsdir(struct run_spec *s);
 int mount_overlay(struct run_spec *s);
 
+/* mount.c -------------------------------------------------------------- */
+
+int run_mount(void);
+
 /* targets.c ------------------------------------------------------------ */
 
 enum { TGT_SKIP = 0, TGT_DIRECT = 1, TGT_INSCOPE = 2 };
@@ -190,7 +197,6 @@ int open_target(int rootfd, struct target *t);
 
 /* pseudofs.c ----------------------------------------------------------- */
 
-int fs_magic_is(int fd, long magic);
 int mount_at(const char *src, int fd, const char *type, unsigned long flags, const char *data, const char *what);
 int setup_proc(int rootfd, struct target *t, int devnull);
 int setup_sys(int rootfd, struct target *t, int devnull);

@@ -4,6 +4,7 @@
  *   mbuild-helper fsops              ops on stdin (NUL-separated fields), see run_fsops()
  *   mbuild-helper find-opaque ROOT   NUL-separated relative paths of opaque dirs on stdout
  *   mbuild-helper run                sandbox spec on stdin (NUL-separated key/value pairs), see run_main()
+ *   mbuild-helper mount              one overlay mount in the caller's mount namespace, see mount.c
  *
  * run, network modes: host (the helper's own), none (new netns, lo only), bridge (new netns; the
  * helper announces it with a "netns:<pid>" status record and waits for the caller to plug a veth
@@ -24,6 +25,7 @@ int main(int argc, char **argv) {
   if (argc == 2 && !strcmp(argv[1], "fsops")) return run_fsops();
   if (argc == 3 && !strcmp(argv[1], "find-opaque")) return run_find_opaque(argv[2]);
   if (argc == 2 && !strcmp(argv[1], "run")) return run_main();
-  dprintf(2, "usage: mbuild-helper fsops | find-opaque ROOT | run   (input on stdin)\n");
+  if (argc == 2 && !strcmp(argv[1], "mount")) return run_mount();
+  dprintf(2, "usage: mbuild-helper fsops | find-opaque ROOT | run | mount   (input on stdin)\n");
   return 2;
 }

@@ -1,12 +1,6 @@
 /* mbuild-helper: /proc, /sys and /dev in the sandbox, with Docker's masked and read-only paths. */
 #include "helper.h"
 
-int fs_magic_is(int fd, long magic) {
-  struct statfs sf;
-  return fstatfs(fd, &sf) == 0 && (long)sf.f_type == magic;
-}
-
-
 int mount_at(const char *src, int fd, const char *type, unsigned long flags, const char *data, const char *what) {
   char p[64];
   if (mount(src, fdpath(fd, p, sizeof p), type, flags, data) < 0) return fail("mounting %s: %s", what, strerror(errno));

@@ -32,8 +32,10 @@ static int overlay_opts(struct run_spec *s, struct sbuf *o) {
     if (i && sb_str(o, ":") < 0) return -1;
     if (sb_escaped(o, s->lowers.v[i]) < 0) return -1;
   }
-  if (sb_str(o, ",upperdir=") < 0 || sb_escaped(o, s->upper) < 0) return -1;
-  if (sb_str(o, ",workdir=") < 0 || sb_escaped(o, s->work) < 0) return -1;
+  if (s->upper) { /* none: a read-only view of the lowers */
+    if (sb_str(o, ",upperdir=") < 0 || sb_escaped(o, s->upper) < 0) return -1;
+    if (sb_str(o, ",workdir=") < 0 || sb_escaped(o, s->work) < 0) return -1;
+  }
   return sb_str(o, "," OVL_EXTRA_OPTS);
 }
 
@@ -45,7 +47,7 @@ static int overlay_newapi(struct run_spec *s, const char *target) {
   for (size_t i = 0; i < s->lowers.n && !e; i++)
     if (syscall(SYS_fsconfig, fs, MB_FSCONFIG_SET_STRING, "lowerdir+", s->lowers.v[i], 0) < 0) e = errno;
   const char *kv[][2] = {{"upperdir", s->upper}, {"workdir", s->work}, {"index", "off"}, {"redirect_dir", "off"}, {"metacopy", "off"}};
-  for (size_t i = 0; i < sizeof kv / sizeof kv[0] && !e; i++)
+  for (size_t i = s->upper ? 0 : 2; i < sizeof kv / sizeof kv[0] && !e; i++)
     if (syscall(SYS_fsconfig, fs, MB_FSCONFIG_SET_STRING, kv[i][0], kv[i][1], 0) < 0) e = errno;
   if (!e && syscall(SYS_fsconfig, fs, MB_FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) e = errno;
   int mfd = -1;
@@ -88,10 +90,10 @@ int mount_overlay(struct run_spec *s) {
     if (symlinkat(s->lowers.v[i], lfd, name) < 0) bad = fail("symlink %s/%s: %s", ldir, name, strerror(errno));
     else bad = (i && sb_str(&o, ":") < 0) || sb_str(&o, name) < 0;
   }
-  if (!bad && (symlinkat(s->upper, lfd, "u") < 0 || symlinkat(s->work, lfd, "w") < 0))
+  if (!bad && s->upper && (symlinkat(s->upper, lfd, "u") < 0 || symlinkat(s->work, lfd, "w") < 0))
     bad = fail("symlink in %s: %s", ldir, strerror(errno));
   close(lfd);
-  if (bad || sb_str(&o, ",upperdir=u,workdir=w," OVL_EXTRA_OPTS) < 0) return -1;
+  if (bad || (s->upper && sb_str(&o, ",upperdir=u,workdir=w") < 0) || sb_str(&o, "," OVL_EXTRA_OPTS) < 0) return -1;
   if (o.len >= MOUNT_DATA_MAX) {
     free(o.p);
     return fail("overlay options for %zu layers exceed the mount(2) limit and the new mount API failed: %s",

@@ -3,7 +3,7 @@
  * lacks it (always checked against the registry with `pull: true`, as `--pull` asks).
  */
 import type { Store, ResolvedImage } from '../store/store.js';
-import type { Progress } from '../builder/cli/progress.js';
+import type { ProgressReporter } from '../util/progress.js';
 import type { Platform } from '../store/oci.js';
 import { isDigest } from '../store/digest.js';
 import { ImageNotFoundError } from '../util/errors.js';
@@ -13,7 +13,7 @@ import { pullImage } from './pull.js';
 export interface EnsureOptions {
   /** check the registry even when the store has the image */
   pull?: boolean;
-  progress?: Progress;
+  progress?: ProgressReporter;
   platform?: Platform;
 }
 

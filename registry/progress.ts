@@ -1,6 +1,6 @@
 /** Bytes and layers of a pull or push, as notes on one step of the build's progress display. */
 import { Transform } from 'node:stream';
-import type { StepHandle } from '../builder/cli/progress.js';
+import type { StepHandle } from '../util/progress.js';
 import { humanBytes } from '../util/format.js';
 
 export { humanBytes };

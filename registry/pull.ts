@@ -7,7 +7,7 @@
 import PQueue from 'p-queue';
 import type { Readable } from 'node:stream';
 import type { Store } from '../store/store.js';
-import type { Progress } from '../builder/cli/progress.js';
+import type { ProgressReporter } from '../util/progress.js';
 import type { Descriptor, Manifest, Platform } from '../store/oci.js';
 import { checkDescriptor, checkDiffIds, checkManifest, isIndexType, isManifestType } from '../store/archive/plan.js';
 import { RegistryClient, MAX_MANIFEST_BYTES, type FetchedManifest } from './client.js';
@@ -21,7 +21,7 @@ export interface PullOptions {
   platform?: Platform;
   /** the platform was asked for (--platform): a single-platform image of another one is an error */
   explicitPlatform?: boolean;
-  progress?: Progress;
+  progress?: ProgressReporter;
   /** concurrent layer downloads (default 3) */
   concurrency?: number;
 }

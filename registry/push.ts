@@ -8,7 +8,7 @@ import PQueue from 'p-queue';
 import { promises as fs } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Store } from '../store/store.js';
-import type { Progress } from '../builder/cli/progress.js';
+import type { ProgressReporter } from '../util/progress.js';
 import { MediaType, type Descriptor } from '../store/oci.js';
 import { RegistryClient, backoffMs, isRetryable, manifestMediaType } from './client.js';
 import { pushEndpoint } from './mirrors.js';
@@ -19,7 +19,7 @@ import { MbuildError } from '../util/errors.js';
 import { distributable } from '../store/compress.js';
 
 export interface PushOptions {
-  progress?: Progress;
+  progress?: ProgressReporter;
   /** concurrent layer uploads (default 3) */
   concurrency?: number;
   /** blobs larger than this go in chunks of this size (default 32 MiB, env MBUILD_PUSH_CHUNK_SIZE) */

@@ -8,12 +8,13 @@ import path from 'node:path';
 import type { Store } from '../store/store.js';
 import { writeFileAtomic } from '../store/fsutil.js';
 import { withLock } from '../store/lock.js';
+import { layout } from '../store/layout.js';
 import { isDigest } from '../store/digest.js';
 
 const MAX_PER_BLOB = 8;
 
 function files(store: Store): { file: string; lock: string } {
-  return { file: path.join(store.root, 'registry', 'blob-sources.json'), lock: path.join(store.root, 'locks', 'blob-sources.lock') };
+  return { file: path.join(layout.registry(store.root), 'blob-sources.json'), lock: path.join(layout.locks(store.root), 'blob-sources.lock') };
 }
 
 async function read(file: string): Promise<Record<string, string[]>> {

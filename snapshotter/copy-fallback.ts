@@ -13,8 +13,8 @@ import { promises as fs, constants as C, existsSync, type BigIntStats } from 'no
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { findOpaqueDirs, fsOps, type FsOp } from '../builder/sandbox/native.js';
+import { tempSnapshotName } from '../store/layout.js';
+import { findOpaqueDirs, fsOps, type FsOp } from '../util/native-helper.js';
 import { devMajor, devMinor, isWhiteoutDevice } from './diff/layer-tar.js';
 import { OVERLAY_SAFE_OPTIONS, unmount } from './mount.js';
 import { MbuildError } from '../util/errors.js';
@@ -285,7 +285,7 @@ export async function chooseSnapshotter(probeParent: string, env: NodeJS.Process
   if (forced) return { kind: forced };
   const list = await fs.readFile(filesystems, 'utf8').catch(() => '');
   if (!/^\S*\toverlay$/m.test(list)) return { kind: 'copy', why: 'overlayfs is not in /proc/filesystems' };
-  const probe = path.join(probeParent, `tmp-${process.pid}-probe-${randomBytes(4).toString('hex')}`);
+  const probe = path.join(probeParent, tempSnapshotName('probe'));
   try {
     for (const d of ['l', 'u', 'w', 'm']) await fs.mkdir(path.join(probe, d), { recursive: true });
     // in a mount namespace of its own: the probe mount dies with `mount`, whatever happens to us

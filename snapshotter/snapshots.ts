@@ -4,28 +4,26 @@
  *
  *   ROOT/snapshots/<id>/fs      the layer's files
  *   ROOT/snapshots/<id>/meta.json  { diffId, blob } once known
- *   ROOT/snapshots/empty        an empty lowerdir for FROM scratch
  *
- * Image layers get ids derived from their chain id (shared by every image that has them);
- * build steps get private ids (`b-<pid>-...`) removed when the build ends. In-progress work
- * is under `tmp-<pid>-...` and swept by the next start if its process is gone.
+ * The names (image layers by chain id, build steps' private layers, in-progress work) are
+ * store/layout.ts's.
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { PassThrough, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Store, ResolvedImage } from '../store/store.js';
 import { MediaType } from '../store/oci.js';
-import { sha256 } from '../store/digest.js';
-import { mountOverlay, unmount, relativeTo } from './mount.js';
+import { EMPTY_SNAPSHOT, SNAPSHOT_FILES, buildSnapshotName, imageSnapshotNames, layout, parseSnapshotName, tempSnapshotName } from '../store/layout.js';
+import { mountOverlay, unmount } from './mount.js';
 import { applyLayerTar } from './diff/apply.js';
 import { writeLayerTar, writeTar, isEmptyLayerDir, type TarEntry } from './diff/layer-tar.js';
 import { decompressStream } from './diff/decompress.js';
 import { chooseSnapshotter, diffTree, forcedSnapshotter, hasWhiteouts, materialize, recordTree, type SnapshotterKind } from './copy-fallback.js';
 import { DigestMismatchError, MbuildError } from '../util/errors.js';
 import { mountsAt } from '../store/recovery.js';
-import { deleteDetached, moveToTrash } from './trash.js';
+import { deleteDetached, moveToTrash } from '../store/trash.js';
 
 export interface LayerBlob {
   diffId: string;
@@ -83,8 +81,8 @@ export class Snapshotter {
   private readonly present = new Set<string>();
 
   constructor(readonly store: Store) {
-    this.dir = path.join(store.root, 'snapshots');
-    this.emptyDir = path.join(this.dir, 'empty');
+    this.dir = layout.snapshots(store.root);
+    this.emptyDir = path.join(this.dir, EMPTY_SNAPSHOT);
   }
 
   async init(): Promise<void> {
@@ -98,10 +96,10 @@ export class Snapshotter {
    * image's blobs (an image used as a base later is unpacked by chain id).
    */
   async removeOwn(): Promise<void> {
-    const mine = [`b-${process.pid}-`, `tmp-${process.pid}-`];
     const trashed: string[] = [];
     for (const name of await fs.readdir(this.dir).catch(() => [] as string[])) {
-      if (!mine.some((m) => name.startsWith(m))) continue;
+      const n = parseSnapshotName(name);
+      if (n?.pid !== process.pid || (n.kind !== 'build' && n.kind !== 'temp')) continue;
       const p = path.join(this.dir, name);
       // a tree with a mount below it (cannot happen once a build is over) stays for the sweep
       if ((await mountsAt(p)).length > 0) continue;
@@ -123,12 +121,11 @@ export class Snapshotter {
       throw new DigestMismatchError(`image ${img.name ?? img.manifestDigest}: ${img.manifest.layers.length} layers but ${diffIds.length} diff_ids`);
     }
     const layers: Layer[] = [];
-    let chain = '';
+    const names = imageSnapshotNames(diffIds);
     for (let i = 0; i < diffIds.length; i++) {
-      chain = i === 0 ? diffIds[0] : sha256(`${chain} ${diffIds[i]}`);
       const desc = img.manifest.layers[i];
       const blob: LayerBlob = { diffId: diffIds[i], digest: desc.digest, size: desc.size, mediaType: desc.mediaType };
-      layers.push(await this.unpackOnce('c-' + chain.slice(7, 39), blob));
+      layers.push(await this.unpackOnce(names[i], blob));
     }
     return layers;
   }
@@ -145,15 +142,15 @@ export class Snapshotter {
 
   private async unpack(id: string, blob: LayerBlob): Promise<Layer> {
     const final = path.join(this.dir, id);
-    const layer: Layer = { id, dir: path.join(final, 'fs'), blob };
+    const layer: Layer = { id, dir: path.join(final, SNAPSHOT_FILES), blob };
     try {
       await fs.access(path.join(final, 'meta.json'));
       return layer;
     } catch {
       /* not unpacked yet */
     }
-    const tmp = path.join(this.dir, `tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
-    await fs.mkdir(path.join(tmp, 'fs'), { recursive: true, mode: 0o755 });
+    const tmp = path.join(this.dir, tempSnapshotName());
+    await fs.mkdir(path.join(tmp, SNAPSHOT_FILES), { recursive: true, mode: 0o755 });
     try {
       const hash = createHash('sha256');
       const tap = new Transform({
@@ -164,7 +161,7 @@ export class Snapshotter {
       });
       const raw = await decompressStream(this.store.content.open(blob.digest));
       const tarStream = new PassThrough();
-      const applying = applyLayerTar(tarStream, path.join(tmp, 'fs'), layerBudgets());
+      const applying = applyLayerTar(tarStream, path.join(tmp, SNAPSHOT_FILES), layerBudgets());
       await Promise.all([pipeline(raw, tap, tarStream), applying]);
       const got = 'sha256:' + hash.digest('hex');
       if (got !== blob.diffId) throw new DigestMismatchError(`layer ${blob.digest}: uncompressed digest ${got} does not match diff_id ${blob.diffId}`);
@@ -182,9 +179,9 @@ export class Snapshotter {
 
   /** A new writable layer for one build step. */
   async prepare(): Promise<Active> {
-    const id = `b-${process.pid}-${randomBytes(6).toString('hex')}`;
+    const id = buildSnapshotName();
     const base = path.join(this.dir, id);
-    const active = { id, base, upper: path.join(base, 'fs'), work: path.join(base, 'work') };
+    const active = { id, base, upper: path.join(base, SNAPSHOT_FILES), work: path.join(base, 'work') };
     await fs.mkdir(active.upper, { recursive: true });
     await fs.chmod(active.upper, 0o755);
     await fs.mkdir(active.work, { recursive: true });
@@ -201,8 +198,8 @@ export class Snapshotter {
    * is not. It is unpacked from the blob if a later step or an export mounts it (ready()).
    */
   async commitTar(entries: TarEntry[]): Promise<Layer> {
-    const id = `b-${process.pid}-${randomBytes(6).toString('hex')}`;
-    const dir = path.join(this.dir, id, 'fs');
+    const id = buildSnapshotName();
+    const dir = path.join(this.dir, id, SNAPSHOT_FILES);
     if (entries.length === 0) return { id, dir, empty: true };
     const blob = await this.ingestTar((out) =>
       writeTar(out, async (w) => {
@@ -221,7 +218,7 @@ export class Snapshotter {
       } catch {
         if (l.fetch) await l.fetch();
         if (!l.blob) throw new MbuildError('MBUILD_SNAPSHOT', `layer ${l.id} has neither files nor a blob (run "mbuild prune --all" and build again)`);
-        if (path.dirname(path.dirname(l.dir)) !== this.dir || path.basename(l.dir) !== 'fs') throw new MbuildError('MBUILD_SNAPSHOT', `layer ${l.id}: unexpected directory ${l.dir}`);
+        if (path.dirname(path.dirname(l.dir)) !== this.dir || path.basename(l.dir) !== SNAPSHOT_FILES) throw new MbuildError('MBUILD_SNAPSHOT', `layer ${l.id}: unexpected directory ${l.dir}`);
         await this.unpackOnce(path.basename(path.dirname(l.dir)), l.blob);
       }
       this.present.add(l.dir);
@@ -232,10 +229,10 @@ export class Snapshotter {
     await fs.rm(path.join(this.dir, id), { recursive: true, force: true });
   }
 
-  /** lowerdir list (top-most first, relative to the snapshots dir) for a stack of layers. */
+  /** lowerdir list (absolute, top-most first) for a stack of layers. */
   lowerDirs(layers: Layer[]): string[] {
-    const dirs = layers.filter((l) => !l.empty).map((l) => l.dir).reverse();
-    return relativeTo(this.dir, dirs.length ? dirs : [this.emptyDir]);
+    const dirs = layers.filter((l) => !l.empty).map((l) => path.resolve(l.dir)).reverse();
+    return dirs.length ? dirs : [this.emptyDir];
   }
 
   /** overlay, or copy (copy-fallback.ts) when overlayfs is missing or MBUILD_SNAPSHOTTER=copy; chosen once. */
@@ -266,7 +263,7 @@ export class Snapshotter {
     const target = path.join(active.base, 'merged');
     await fs.mkdir(target);
     try {
-      await mountOverlay(target, { lowerDirs: this.lowerDirs(layers), upperDir: path.relative(this.dir, active.upper), workDir: path.relative(this.dir, active.work), cwd: this.dir });
+      await mountOverlay(target, { lowerDirs: this.lowerDirs(layers), upperDir: active.upper, workDir: active.work, scratchParent: this.dir });
       try {
         await fn(target);
       } finally {
@@ -302,11 +299,11 @@ export class Snapshotter {
     await this.ready(layers);
     if ((await this.kind()) === 'copy') return this.viewCopy(layers, fn);
     const lowers = this.lowerDirs(layers);
-    if (lowers.length === 1) return fn(path.resolve(this.dir, lowers[0]));
-    const target = path.join(this.dir, `tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+    if (lowers.length === 1) return fn(lowers[0]);
+    const target = path.join(this.dir, tempSnapshotName());
     await fs.mkdir(target);
     try {
-      await mountOverlay(target, { lowerDirs: lowers, cwd: this.dir });
+      await mountOverlay(target, { lowerDirs: lowers, scratchParent: this.dir });
       try {
         return await fn(target);
       } finally {
@@ -325,7 +322,7 @@ export class Snapshotter {
       if (!clean) this.whiteoutFree.set(dirs[0], (clean = hasWhiteouts(dirs[0]).then((w) => !w)));
       if (await clean) return fn(dirs[0]);
     }
-    const target = path.join(this.dir, `tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+    const target = path.join(this.dir, tempSnapshotName());
     try {
       await materialize(dirs, target);
       return await fn(target);

@@ -11,6 +11,7 @@ import type { Store } from './store.js';
 import { MediaType, type Descriptor, type Manifest } from './oci.js';
 import { hex } from './digest.js';
 import { writeFileAtomic } from './fsutil.js';
+import { layout } from './layout.js';
 import { createParallelGzip } from './pgzip.js';
 
 const UNCOMPRESSED = new Set<string>([MediaType.layerTar, 'application/vnd.docker.image.rootfs.diff.tar']);
@@ -23,7 +24,7 @@ function level(): number {
 /** The gzip form of one layer blob (made and remembered on first use). */
 export async function gzipLayer(store: Store, layer: Descriptor): Promise<Descriptor> {
   if (!UNCOMPRESSED.has(layer.mediaType)) return layer;
-  const memo = path.join(store.root, 'compressed', `${hex(layer.digest)}.json`);
+  const memo = path.join(layout.compressed(store.root), `${hex(layer.digest)}.json`);
   try {
     const known = JSON.parse(await fs.readFile(memo, 'utf8')) as { digest: string; size: number };
     if (await store.content.has(known.digest)) return { mediaType: MediaType.layerGzip, digest: known.digest, size: known.size };

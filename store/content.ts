@@ -7,6 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { assertDigest, hex, sha256 } from './digest.js';
 import { DigestMismatchError } from '../util/errors.js';
 import { syncDir, tempSibling } from './fsutil.js';
+import { layout } from './layout.js';
 import { asNoSpace } from './recovery.js';
 
 export interface BlobInfo {
@@ -17,7 +18,7 @@ export interface BlobInfo {
 export class ContentStore {
   readonly dir: string;
   constructor(readonly root: string) {
-    this.dir = path.join(root, 'blobs', 'sha256');
+    this.dir = layout.blobs(root);
   }
 
   path(digest: string): string {

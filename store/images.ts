@@ -3,6 +3,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { writeFileAtomic } from './fsutil.js';
 import { withLock } from './lock.js';
+import { layout } from './layout.js';
 import { assertDigest, isDigest } from './digest.js';
 import { asNoSpace } from './recovery.js';
 
@@ -16,8 +17,8 @@ export class ImageIndex {
   private readonly file: string;
   private readonly lockFile: string;
   constructor(root: string) {
-    this.file = path.join(root, 'images.json');
-    this.lockFile = path.join(root, 'locks', 'images.lock');
+    this.file = layout.images(root);
+    this.lockFile = path.join(layout.locks(root), 'images.lock');
   }
 
   async list(): Promise<ImageRecord[]> {

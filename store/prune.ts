@@ -9,8 +9,8 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import type { Store } from './store.js';
+import { layout, tempSnapshotName } from './layout.js';
 import { findStaleTemp, mountsAt, removeUnmounted, withExclusiveStore } from './recovery.js';
 import { analyzeStore, staleMemos, treeBytes, unusedBlobs, unusedSnapshots } from './usage.js';
 
@@ -39,9 +39,9 @@ export async function pruneStore(store: Store, opts: PruneOptions = {}): Promise
 
 async function pruneExclusive(store: Store, all: boolean): Promise<PruneReport> {
   const report: PruneReport = { blobs: freed(), snapshots: freed(), cache: freed(), temp: freed(), skipped: [] };
-  const snapDir = path.join(store.root, 'snapshots');
+  const snapDir = layout.snapshots(store.root);
   // what Store.open already swept counts too
-  const counted = (p: string) => !p.startsWith(path.join(store.root, 'run') + path.sep) && !p.startsWith(path.join(store.root, 'locks') + path.sep);
+  const counted = (p: string) => !p.startsWith(layout.run(store.root) + path.sep) && !p.startsWith(layout.locks(store.root) + path.sep);
   const swept = (store.recovered?.removed ?? []).filter(counted);
   report.temp.count += swept.length;
   report.temp.bytes += swept.length ? (store.recovered?.bytes ?? 0) : 0;
@@ -61,7 +61,7 @@ async function pruneExclusive(store: Store, all: boolean): Promise<PruneReport> 
       return;
     }
     const size = await treeBytes(p);
-    const doomed = path.join(snapDir, `tmp-${process.pid}-prune-${randomBytes(6).toString('hex')}`);
+    const doomed = path.join(snapDir, tempSnapshotName('prune'));
     try {
       await fs.rename(p, doomed);
     } catch (err) {

@@ -3,7 +3,8 @@
  *
  * - Half-finished work of killed runs is swept on every Store.open: temp files (`.tmp-NAME-PID-HEX`,
  *   see fsutil.tempSibling) next to blobs, images.json and cache entries; temp dirs under ROOT/tmp
- *   (`PREFIX-PID-XXXXXX`, Store.mkTemp); snapshots `tmp-PID-…` / `b-PID-…`; locks and use markers
+ *   (`PREFIX-PID-XXXXXX`, Store.mkTemp); snapshots of builds and work in progress, and trash
+ *   (store/layout.ts names them all); locks and use markers
  *   of dead pids. Only entries of processes that are gone are touched, and never a path with a
  *   mount on or below it (rm -r would reach into the mounted filesystem).
  * - Every process that opens the store leaves a use marker ROOT/run/PID (removed when it exits).
@@ -17,7 +18,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MbuildError, NoSpaceError } from '../util/errors.js';
 import { pidAlive } from '../util/process.js';
-import { deleteDetached, TRASH_RE } from '../snapshotter/trash.js';
+import { deleteDetached } from './trash.js';
+import { isTrashName, layout, parseSnapshotName } from './layout.js';
 
 function errnoCause(err: unknown): NodeJS.ErrnoException | undefined {
   for (let e = err, depth = 0; e && depth < 10; e = (e as { cause?: unknown }).cause, depth++) {
@@ -41,8 +43,6 @@ export function asNoSpace(err: unknown, root: string, what?: string): unknown {
 const TEMP_FILE_RE = /^\.tmp-.*-(\d+)-[0-9a-f]{8}$/;
 /** `<prefix>-<pid>-<6 chars>` (Store.mkTemp → mkdtemp) */
 const TEMP_DIR_RE = /^[A-Za-z0-9._]+(?:-[A-Za-z0-9._]+)*?-(\d+)-[A-Za-z0-9]{6}$/;
-/** build-step and in-progress snapshots (Snapshotter), and trees waiting for deletion (snapshotter/trash.ts) */
-const SNAPSHOT_TEMP_RE = /^(?:tmp|b|trash)-(\d+)-/;
 /** A trash tree is swept only when its detached deleter had time to finish (it may outlive the pid in the name). */
 const TRASH_GRACE_MS = 60_000;
 
@@ -72,29 +72,30 @@ export async function findStaleTemp(root: string, all = false, now = Date.now())
     if (pid === process.pid) return;
     if (all || (pid !== undefined && !pidAlive(pid))) out.push({ path: p, pid });
   };
-  for (const dir of [root, path.join(root, 'blobs', 'sha256'), path.join(root, 'cache'), path.join(root, 'compressed')]) {
+  for (const dir of [root, layout.blobs(root), layout.cache(root), layout.compressed(root)]) {
     for (const n of await names(dir)) {
       if (!n.startsWith('.tmp-')) continue;
       const m = TEMP_FILE_RE.exec(n);
       consider(path.join(dir, n), m ? Number(m[1]) : undefined);
     }
   }
-  for (const n of await names(path.join(root, 'tmp'))) {
+  for (const n of await names(layout.tmp(root))) {
     const m = TEMP_DIR_RE.exec(n);
-    consider(path.join(root, 'tmp', n), m ? Number(m[1]) : undefined);
+    consider(path.join(layout.tmp(root), n), m ? Number(m[1]) : undefined);
   }
-  for (const n of await names(path.join(root, 'snapshots'))) {
-    const m = SNAPSHOT_TEMP_RE.exec(n);
-    if (!m) continue;
-    const p = path.join(root, 'snapshots', n);
-    if (!all && TRASH_RE.test(n) && !(await olderThan(p, TRASH_GRACE_MS, 'ctimeMs', now))) continue;
-    consider(p, Number(m[1]));
+  // build-step and in-progress snapshots, and trees waiting for deletion (store/trash.ts)
+  for (const n of await names(layout.snapshots(root))) {
+    const pid = parseSnapshotName(n)?.pid;
+    if (pid === undefined) continue;
+    const p = path.join(layout.snapshots(root), n);
+    if (!all && isTrashName(n) && !(await olderThan(p, TRASH_GRACE_MS, 'ctimeMs', now))) continue;
+    consider(p, pid);
   }
-  for (const n of await names(path.join(root, 'run'))) {
-    if (/^\d+$/.test(n) && !pidAlive(Number(n))) out.push({ path: path.join(root, 'run', n), pid: Number(n) });
+  for (const n of await names(layout.run(root))) {
+    if (/^\d+$/.test(n) && !pidAlive(Number(n))) out.push({ path: path.join(layout.run(root), n), pid: Number(n) });
   }
-  for (const n of await names(path.join(root, 'locks'))) {
-    const p = path.join(root, 'locks', n);
+  for (const n of await names(layout.locks(root))) {
+    const p = path.join(layout.locks(root), n);
     const owner = await lockOwner(p);
     if (owner !== undefined ? !pidAlive(owner) : await olderThan(p, 60_000)) out.push({ path: p, pid: owner });
   }
@@ -169,7 +170,7 @@ export async function recoverStore(root: string, all = false, now = Date.now()):
   const report: RecoveryReport = { removed: [], bytes: 0, skipped: [] };
   const trash: string[] = [];
   for (const e of await findStaleTemp(root, all, now)) {
-    if (TRASH_RE.test(path.basename(e.path))) {
+    if (isTrashName(path.basename(e.path))) {
       trash.push(e.path); // already unmounted and renamed: a new deleter takes it, off the build's time
       continue;
     }
@@ -193,12 +194,12 @@ export async function recoverStore(root: string, all = false, now = Date.now()):
 const registered = new Set<string>();
 
 function gcLockPath(root: string): string {
-  return path.join(root, 'locks', 'gc.lock');
+  return path.join(layout.locks(root), 'gc.lock');
 }
 
 /** Leave ROOT/run/PID for as long as this process lives (best effort: a read-only or full store still opens). */
 export async function registerUse(root: string): Promise<void> {
-  const marker = path.join(root, 'run', String(process.pid));
+  const marker = path.join(layout.run(root), String(process.pid));
   if (registered.has(marker)) return;
   try {
     await fs.mkdir(path.dirname(marker), { recursive: true });
@@ -235,7 +236,7 @@ export async function waitForPrune(root: string, timeoutMs = 30 * 60_000): Promi
 /** Other live processes that have the store open. */
 export async function otherUsers(root: string): Promise<number[]> {
   const out: number[] = [];
-  for (const n of await names(path.join(root, 'run'))) {
+  for (const n of await names(layout.run(root))) {
     const pid = Number(n);
     if (/^\d+$/.test(n) && pid !== process.pid && pidAlive(pid)) out.push(pid);
   }

@@ -7,6 +7,7 @@ import type { ImageConfig, Manifest } from './oci.js';
 import { normalizeName } from './reference.js';
 import { ImageNotFoundError } from '../util/errors.js';
 import { isDigest } from './digest.js';
+import { layout } from './layout.js';
 import { recoverStore, registerUse, waitForPrune, type RecoveryReport } from './recovery.js';
 
 export function defaultRoot(): string {
@@ -30,7 +31,7 @@ export class Store {
   private constructor(readonly root: string) {
     this.content = new ContentStore(root);
     this.images = new ImageIndex(root);
-    this.tmpDir = path.join(root, 'tmp');
+    this.tmpDir = layout.tmp(root);
   }
 
   static async open(root = defaultRoot()): Promise<Store> {

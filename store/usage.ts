@@ -15,7 +15,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Store } from './store.js';
-import { isDigest, sha256 } from './digest.js';
+import { isDigest } from './digest.js';
+import { imageSnapshotNames, layout, parseSnapshotName, snapshotNamesIn } from './layout.js';
 import { findStaleTemp, treeBytes } from './recovery.js';
 import { pidAlive } from '../util/process.js';
 import { humanBytes } from '../util/format.js';
@@ -61,17 +62,6 @@ export interface StoreAnalysis {
 const MAX_INDEX_DEPTH = 4;
 const MAX_CACHE_ENTRY = 4 << 20;
 
-/** The snapshot id Snapshotter.fromImage gives the layer chain ending in diffIds[i]. */
-export function chainSnapshotIds(diffIds: string[]): string[] {
-  const ids: string[] = [];
-  let chain = '';
-  for (let i = 0; i < diffIds.length; i++) {
-    chain = i === 0 ? diffIds[0]! : sha256(`${chain} ${diffIds[i]}`);
-    ids.push('c-' + chain.slice(7, 39));
-  }
-  return ids;
-}
-
 async function readJsonBlob(store: Store, digest: string): Promise<Record<string, unknown> | undefined> {
   try {
     const v = await store.content.readJson<unknown>(digest);
@@ -109,7 +99,7 @@ async function walkManifest(store: Store, digest: string, blobs: Set<string>, ch
   const config = await readJsonBlob(store, cfg);
   const diffIds = (config?.rootfs as { diff_ids?: unknown } | undefined)?.diff_ids;
   if (Array.isArray(diffIds) && diffIds.every((d) => typeof d === 'string' && isDigest(d))) {
-    for (const id of chainSnapshotIds(diffIds as string[])) chains.add(id);
+    for (const id of imageSnapshotNames(diffIds as string[])) chains.add(id);
   }
 }
 
@@ -130,7 +120,7 @@ export async function analyzeStore(store: Store): Promise<StoreAnalysis> {
   const usedSnapshots = new Set<string>();
   for (const r of records) if (isDigest(r.digest)) await walkManifest(store, r.digest, imageBlobs, usedSnapshots, 0);
 
-  const cacheDir = path.join(root, 'cache');
+  const cacheDir = layout.cache(root);
   const cacheEntries = (await names(cacheDir)).filter((n) => n.endsWith('.json') && !n.startsWith('.')).map((n) => path.join(cacheDir, n));
   const cacheBlobs = new Set<string>();
   const cacheSnapshots = new Set<string>();
@@ -139,10 +129,10 @@ export async function analyzeStore(store: Store): Promise<StoreAnalysis> {
     if (!st?.isFile() || st.size > MAX_CACHE_ENTRY) continue;
     const text = await fs.readFile(file, 'utf8').catch(() => '');
     for (const m of text.matchAll(/sha256:[a-f0-9]{64}/g)) cacheBlobs.add(m[0]);
-    for (const m of text.matchAll(/\b([ck]-[A-Za-z0-9_.-]+)/g)) cacheSnapshots.add(m[1]!);
+    for (const name of snapshotNamesIn(text)) cacheSnapshots.add(name);
   }
   const gzipMemos: StoreAnalysis['gzipMemos'] = [];
-  const memoDir = path.join(root, 'compressed');
+  const memoDir = layout.compressed(root);
   for (const n of await names(memoDir)) {
     const m = /^([a-f0-9]{64})\.json$/.exec(n);
     if (!m) continue;
@@ -150,7 +140,7 @@ export async function analyzeStore(store: Store): Promise<StoreAnalysis> {
     const gzip = /"digest"\s*:\s*"(sha256:[a-f0-9]{64})"/.exec(text)?.[1];
     gzipMemos.push({ file: path.join(memoDir, n), source: 'sha256:' + m[1], gzip });
   }
-  const snaps = await names(path.join(root, 'snapshots'));
+  const snaps = await names(layout.snapshots(root));
   return {
     names: records.length,
     blobs,
@@ -158,8 +148,8 @@ export async function analyzeStore(store: Store): Promise<StoreAnalysis> {
     cacheBlobs,
     cacheSnapshots,
     cacheEntries,
-    imageSnapshots: snaps.filter((n) => n.startsWith('c-')),
-    cacheSnapshotDirs: snaps.filter((n) => n.startsWith('k-')),
+    imageSnapshots: snaps.filter((n) => parseSnapshotName(n)?.kind === 'image'),
+    cacheSnapshotDirs: snaps.filter((n) => parseSnapshotName(n)?.kind === 'cache'),
     usedSnapshots,
     gzipMemos,
   };
@@ -199,7 +189,7 @@ export async function storeUsage(store: Store): Promise<Usage> {
   const present = [...a.imageBlobs].filter((d) => a.blobs.has(d));
   const unused = unusedBlobs(a, false);
 
-  const snapDir = path.join(store.root, 'snapshots');
+  const snapDir = layout.snapshots(store.root);
   const snapBytes = new Map<string, number>();
   for (const id of [...a.imageSnapshots, ...a.cacheSnapshotDirs]) snapBytes.set(id, await treeBytes(path.join(snapDir, id)));
   const sumSnaps = (ids: string[]) => ids.reduce((t, id) => t + (snapBytes.get(id) ?? 0), 0);
@@ -209,7 +199,7 @@ export async function storeUsage(store: Store): Promise<Usage> {
   for (const f of a.cacheEntries) cacheBytes += (await fs.lstat(f).catch(() => null))?.size ?? 0;
 
   // Store.open has already swept what dead runs left: what is here is running builds' work in progress
-  const temp = (await findStaleTemp(store.root, true)).filter((t) => !t.path.startsWith(path.join(store.root, 'run') + '/') && !t.path.startsWith(path.join(store.root, 'locks') + '/'));
+  const temp = (await findStaleTemp(store.root, true)).filter((t) => !t.path.startsWith(layout.run(store.root) + '/') && !t.path.startsWith(layout.locks(store.root) + '/'));
   let tempBytes = 0;
   let staleCount = 0;
   let staleBytes = 0;

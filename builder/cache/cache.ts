@@ -1,11 +1,12 @@
 /**
- * The build cache: ROOT/cache/<key>.json → the layer a step produced, kept as the snapshot
- * `k-<key>` so a later build with the same key reuses it without running anything.
+ * The build cache: ROOT/cache/<key>.json → the layer a step produced, kept as a snapshot named by
+ * the key (store/layout.ts) so a later build with the same key reuses it without running anything.
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Layer, LayerBlob, Snapshotter } from '../../snapshotter/snapshots.js';
 import { exists, writeFileAtomic } from '../../store/fsutil.js';
+import { SNAPSHOT_FILES, cacheEntryName, cacheSnapshotName, isCacheSnapshotName, layout } from '../../store/layout.js';
 
 export interface CacheEntry {
   key: string;
@@ -20,16 +21,14 @@ export interface CachedLayer {
   created: string;
 }
 
-const hexOf = (key: string) => key.replace(/^sha256:/, '');
-
 export class BuildCache {
   readonly dir: string;
   constructor(private readonly snap: Snapshotter) {
-    this.dir = path.join(snap.store.root, 'cache');
+    this.dir = layout.cache(snap.store.root);
   }
 
   private entryPath(key: string): string {
-    return path.join(this.dir, `${hexOf(key)}.json`);
+    return path.join(this.dir, cacheEntryName(key));
   }
 
   async get(key: string): Promise<CachedLayer | undefined> {
@@ -39,8 +38,8 @@ export class BuildCache {
     } catch {
       return undefined;
     }
-    if (entry.key !== key || !/^k-[a-f0-9]{32}$/.test(entry.snapshot)) return undefined;
-    const dir = path.join(this.snap.dir, entry.snapshot, 'fs');
+    if (entry.key !== key || !isCacheSnapshotName(entry.snapshot)) return undefined;
+    const dir = path.join(this.snap.dir, entry.snapshot, SNAPSHOT_FILES);
     try {
       await fs.access(dir);
     } catch {
@@ -56,13 +55,13 @@ export class BuildCache {
    * first, this build keeps its own private copy and leaves the cache as it is.
    */
   async put(key: string, layer: Layer, created: string): Promise<Layer> {
-    const id = `k-${hexOf(key).slice(0, 32)}`;
+    const id = cacheSnapshotName(key);
     const base = path.join(this.snap.dir, id);
     if (!(await exists(layer.dir))) {
       // a blob-only layer (Snapshotter.commitTar): the entry names where it would be unpacked
       if (!layer.empty && !layer.blob) throw new Error(`layer ${layer.id} has neither files nor a blob`);
       if (await exists(base)) return layer; // another build's files are there: ours stays private
-      const kept: Layer = { ...layer, id, dir: path.join(base, 'fs'), cacheKey: key };
+      const kept: Layer = { ...layer, id, dir: path.join(base, SNAPSHOT_FILES), cacheKey: key };
       await this.write({ key, snapshot: id, empty: Boolean(layer.empty), blob: layer.blob, created });
       return kept;
     }
@@ -73,14 +72,14 @@ export class BuildCache {
       if (code === 'ENOTEMPTY' || code === 'EEXIST') return layer;
       throw err;
     }
-    const kept: Layer = { ...layer, id, dir: path.join(base, 'fs'), cacheKey: key };
+    const kept: Layer = { ...layer, id, dir: path.join(base, SNAPSHOT_FILES), cacheKey: key };
     await this.write({ key, snapshot: id, empty: Boolean(kept.empty), blob: kept.blob, created });
     return kept;
   }
 
   /** The snapshot id a key's layer is kept under. */
   static snapshotId(key: string): string {
-    return `k-${hexOf(key).slice(0, 32)}`;
+    return cacheSnapshotName(key);
   }
 
   /**

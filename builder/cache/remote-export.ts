@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Readable } from 'node:stream';
 import PQueue from 'p-queue';
 import type { Store } from '../../store/store.js';
-import type { Progress } from '../cli/progress.js';
+import type { ProgressReporter } from '../../util/progress.js';
 import type { CacheBackend } from '../../registry/cache-backend.js';
 import type { Layer, Snapshotter } from '../../snapshotter/snapshots.js';
 import type { Manifest } from '../../store/oci.js';
@@ -43,7 +43,7 @@ const ATTEMPTS = 6;
 export async function exportCache(
   spec: Extract<CacheExportSpec, { type: 'registry' | 'local' }>,
   input: ExportInput,
-  deps: { store: Store; snap: Snapshotter; remote?: RemoteCaches; progress: Progress },
+  deps: { store: Store; snap: Snapshotter; remote?: RemoteCaches; progress: ProgressReporter },
 ): Promise<void> {
   const backend = await openBackend(spec, true);
   const step = deps.progress.step(`exporting cache to ${backend.label} (mode=${spec.mode})`);
@@ -87,7 +87,7 @@ async function prepareSteps(steps: BuiltStep[], backend: CacheBackend, deps: { s
   return out;
 }
 
-async function readCurrent(backend: CacheBackend, progress?: Progress): Promise<{ digest?: string; steps: Map<string, CachedStep>; explain?: ExplainData }> {
+async function readCurrent(backend: CacheBackend, progress?: ProgressReporter): Promise<{ digest?: string; steps: Map<string, CachedStep>; explain?: ExplainData }> {
   const cur = await backend.readManifest();
   if (!cur) return { steps: new Map() };
   try {
@@ -140,7 +140,7 @@ export async function mergeAndWrite(
   explain: ExplainData,
   store: Store,
   now: string,
-  progress?: Progress,
+  progress?: ProgressReporter,
 ): Promise<{ digest: string; steps: number }> {
   const nowMs = Date.parse(now);
   const maxBytes = spec.type === 'local' ? spec.maxBytes : Infinity;

@@ -10,7 +10,7 @@ import path from 'node:path';
 import PQueue from 'p-queue';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Store } from '../../store/store.js';
-import type { Progress } from '../cli/progress.js';
+import type { ProgressReporter } from '../../util/progress.js';
 import type { CacheBackend } from '../../registry/cache-backend.js';
 import type { FetchedManifest } from '../../registry/client.js';
 import { MediaType, type Manifest, type Index } from '../../store/oci.js';
@@ -19,6 +19,7 @@ import { decompressStream } from '../../snapshotter/diff/decompress.js';
 import { rememberGzip } from '../../store/compress.js';
 import { CacheBlobError } from '../../util/errors.js';
 import { BuildCache } from './cache.js';
+import { SNAPSHOT_FILES } from '../../store/layout.js';
 import type { StepRecord } from './explain.js';
 import { CACHE_CONFIG_MEDIA_TYPE, decodeCache, decodeExplain, decodeInline, type CachedStep, type ExplainData, type InlineCache, INLINE_KEY } from './remote-format.js';
 import type { CacheImportSpec } from './remote-spec.js';
@@ -38,7 +39,7 @@ export async function openBackend(spec: { type: 'registry'; ref: string } | { ty
   return new RegistryCacheBackend(spec.ref, push);
 }
 
-const warn = (progress: Progress, text: string) => progress.info(`WARNING: ${text}`);
+const warn = (progress: ProgressReporter, text: string) => progress.info(`WARNING: ${text}`);
 
 export class RemoteCaches {
   private readonly excluded = new Set<string>();
@@ -54,14 +55,14 @@ export class RemoteCaches {
     private readonly store: Store,
     private readonly snap: Snapshotter,
     private readonly cache: BuildCache,
-    private readonly progress: Progress,
+    private readonly progress: ProgressReporter,
   ) {}
 
   get empty(): boolean {
     return this.sources.length === 0;
   }
 
-  static async load(specs: CacheImportSpec[], snap: Snapshotter, cache: BuildCache, progress: Progress, platform: { os: string; architecture: string }): Promise<RemoteCaches> {
+  static async load(specs: CacheImportSpec[], snap: Snapshotter, cache: BuildCache, progress: ProgressReporter, platform: { os: string; architecture: string }): Promise<RemoteCaches> {
     const sources: Source[] = [];
     await Promise.all(
       specs.map(async (spec) => {
@@ -103,7 +104,7 @@ export class RemoteCaches {
       const step = source.steps.get(key);
       if (!step) continue;
       const id = BuildCache.snapshotId(key);
-      const dir = path.join(this.snap.dir, id, 'fs');
+      const dir = path.join(this.snap.dir, id, SNAPSHOT_FILES);
       if (!step.layer) {
         await this.cache.adopt(key, undefined, step.created);
         return { layer: { id, dir, empty: true, cacheKey: key }, created: step.created };

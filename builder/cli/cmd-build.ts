@@ -5,9 +5,9 @@ import { promises as fs } from 'node:fs';
 import { parseArgs, parseOutput, type OutputSpec } from './args.js';
 import { Progress } from './progress.js';
 import { Store } from '../../store/store.js';
-import { build, type BuildResult } from '../build/build.js';
+import { build, type BuildResult } from '../executor/build.js';
 import { UsageError, MbuildError } from '../../util/errors.js';
-import type { NetworkMode } from '../build/context.js';
+import type { NetworkMode } from '../steps/contract.js';
 
 const BUILD_FLAGS = [
   { names: ['-t', '--tag'], key: 'tag', kind: 'list' as const },
@@ -26,6 +26,7 @@ const BUILD_FLAGS = [
   { names: ['--push'], key: 'push', kind: 'bool' as const },
   { names: ['--platform'], key: 'platform', kind: 'string' as const },
   { names: ['--jobs'], key: 'jobs', kind: 'string' as const },
+  { names: ['--check'], key: 'check', kind: 'bool' as const },
   { names: ['--cache-from'], key: 'cacheFrom', kind: 'list' as const },
   { names: ['--cache-to'], key: 'cacheTo', kind: 'list' as const },
 ];
@@ -50,6 +51,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       if (process.env[kv] !== undefined) buildArgs[kv] = process.env[kv]!;
     } else buildArgs[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
+  if (flags.check) return (await import('../executor/checks.js')).checkCommand({ contextDir, dockerfile, buildArgs, target: flags.target as string | undefined });
   const network = (flags.network as string | undefined) ?? 'default';
   if (!['default', 'bridge', 'host', 'none'].includes(network)) throw new UsageError(`--network ${network} is not supported (bridge, host or none)`);
   const { parseMemory, parseCpus, parsePidsLimit } = await import('../sandbox/cgroups.js');
@@ -100,7 +102,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     else progress.info(`built ${id}${result.names.length ? ' as ' + result.names.join(', ') : ''} in ${progress.total()}`);
     return 0;
   } finally {
-    if (flags.push || (await import('../build/build.js')).registryLoaded) await (await import('../../registry/transport.js')).closeTransport();
+    if (flags.push || (await import('../executor/build.js')).registryLoaded) await (await import('../../registry/transport.js')).closeTransport();
     await new (await import('../../snapshotter/snapshots.js')).Snapshotter(store).removeOwn();
     if (emptyContext) await fs.rm(emptyContext, { recursive: true, force: true });
   }

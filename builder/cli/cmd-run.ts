@@ -8,7 +8,7 @@ import path from 'node:path';
 import { parseArgs, type FlagSpec } from './args.js';
 import { Store } from '../../store/store.js';
 import { Snapshotter } from '../../snapshotter/snapshots.js';
-import { readUserDb, resolveUser } from '../build/users.js';
+import { readUserDb, resolveUser } from '../steps/users.js';
 import { runSandboxed, type NetworkRequest } from '../sandbox/run.js';
 import { formatBytes, parseCpus, parseMemory, parsePidsLimit, type Limits } from '../sandbox/cgroups.js';
 import { ContainerRegistry, checkContainerName, type ContainerRecord } from '../sandbox/containers.js';
@@ -148,7 +148,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
     if ((await snap.kind()) === 'copy') {
       rootfs = { lowerDirs: [], rootfsDir: path.join(active.base, 'rootfs') };
       await snap.materialize(layers, rootfs.rootfsDir!);
-    } else rootfs = { lowerDirs: snap.lowerDirs(layers).map((d) => `${snap.dir}/${d}`), upperDir: active.upper, workDir: active.work };
+    } else rootfs = { lowerDirs: snap.lowerDirs(layers), upperDir: active.upper, workDir: active.work };
     const result = await runSandboxed({
       stateParent: store.tmpDir,
       ...rootfs,

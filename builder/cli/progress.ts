@@ -1,12 +1,7 @@
 /** Progress output in the spirit of `docker build --progress=plain`: one numbered line per step. */
-export interface StepHandle {
-  output(chunk: Buffer | string): void;
-  note(text: string): void;
-  done(extra?: string): void;
-  fail(): void;
-}
+import type { ProgressReporter, StepHandle } from '../../util/progress.js';
 
-export class Progress {
+export class Progress implements ProgressReporter {
   private next = 1;
   private readonly start = Date.now();
   constructor(private readonly out: NodeJS.WritableStream = process.stderr, private readonly quiet = false) {}

@@ -355,6 +355,11 @@ export class IgnoreMatcher {
     return new IgnoreMatcher(patterns);
   }
 
+  /** The patterns in file order (text without '!'), for the CopyIgnoredFile check. */
+  get patternList(): { text: string; exclusion: boolean }[] {
+    return this.patterns.map((p) => ({ text: p.text, exclusion: p.exclusion }));
+  }
+
   /** True if there are no patterns at all. */
   get isEmpty(): boolean {
     return this.patterns.length === 0;

@@ -33,6 +33,12 @@ export interface AstNode {
   startLine: number;
   endLine: number;
   heredocs: Heredoc[];
+  /**
+   * The comment lines right before the instruction (text after `#`, trimmed; an empty `#` line
+   * clears them; parser directives excluded), as BuildKit's PrevComment: `# check=skip=...` there
+   * applies to this instruction only.
+   */
+  comments: string[];
 }
 
 export interface AstResult {
@@ -40,6 +46,8 @@ export interface AstResult {
   escape: EscapeToken;
   directives: { name: string; value: string; line: number }[];
   warnings: string[];
+  /** The last line of each instruction that had an empty continuation line (NoEmptyContinuation). */
+  emptyContinuationLines: number[];
 }
 
 /** An error at a 1-based line range; parse.ts turns it into a ParseError. */
@@ -96,22 +104,22 @@ class Directives {
   private readonly seen = new Set<string>();
   readonly found: { name: string; value: string; line: number }[] = [];
 
-  /** Parser directives: comments at the very top of the file, each name at most once. */
-  possibleDirective(line: string, lineNo: number): void {
-    if (this.done) return;
+  /** Parser directives: comments at the very top of the file, each name at most once. True for a directive. */
+  possibleDirective(line: string, lineNo: number): boolean {
+    if (this.done) return false;
     if (!line.startsWith('#')) {
       this.done = true;
-      return;
+      return false;
     }
     const m = DIRECTIVE_RE.exec(trimLeftSpace(line.slice(1)));
     if (!m) {
       this.done = true;
-      return;
+      return false;
     }
     const name = m[1]!.toLowerCase();
     if (!VALID_DIRECTIVES.has(name)) {
       this.done = true;
-      return;
+      return false;
     }
     if (this.seen.has(name)) throw new AstError(`only one ${name} parser directive can be used`, lineNo, lineNo);
     this.seen.add(name);
@@ -124,6 +132,7 @@ class Directives {
       this.continuation = makeContinuationRegex(value);
     }
     this.found.push({ name, value, line: lineNo });
+    return true;
   }
 }
 
@@ -422,6 +431,7 @@ function newNodeFromLine(line: string, d: Directives): AstNode {
     startLine: 0,
     endLine: 0,
     heredocs: [],
+    comments: [],
   };
 }
 
@@ -485,7 +495,7 @@ export function mustParseHeredocWord(src: string): Omit<Heredoc, 'content'> | un
   }
 }
 
-function heredocsFromLine(line: string): Omit<Heredoc, 'content'>[] {
+export function heredocsFromLine(line: string): Omit<Heredoc, 'content'>[] {
   let ws: string[];
   try {
     ws = new Lexer('\\', { rawQuotes: true, rawEscapes: true, skipUnsetEnv: true }).processWords(line, noEnv);
@@ -513,6 +523,9 @@ export function chompHeredocContent(src: string): string {
 // ---------------------------------------------------------------------------------------------
 // the file
 
+/** Go's bufio.MaxScanTokenSize. */
+const MAX_SCAN_TOKEN_SIZE = 64 * 1024;
+
 /** Physical lines, each with its line ending (like BuildKit's scanLines). */
 function splitLines(text: string): string[] {
   return text.match(/[^\n]*\n|[^\n]+$/g) ?? [];
@@ -523,10 +536,25 @@ export function parseAst(text: string): AstResult {
   const lines = splitLines(text);
   const nodes: AstNode[] = [];
   const warnings: string[] = [];
+  const emptyContinuationLines: number[] = [];
+  let comments: string[] = [];
   let i = 0; // index of the next physical line
   let currentLine = 0; // number of physical lines consumed
 
-  const nextLine = (): string | undefined => (i < lines.length ? lines[i++] : undefined);
+  // BuildKit reads lines with a bufio.Scanner (64 KiB buffer): a longer line stops the scan there,
+  // and the file ends with an error unless something failed first
+  let tooLong = false;
+  const nextLine = (): string | undefined => {
+    if (tooLong || i >= lines.length) return undefined;
+    const line = lines[i]!;
+    const bytes = Buffer.byteLength(line);
+    if (bytes > MAX_SCAN_TOKEN_SIZE || (bytes === MAX_SCAN_TOKEN_SIZE && !line.endsWith('\n'))) {
+      tooLong = true;
+      return undefined;
+    }
+    i++;
+    return line;
+  };
 
   const lineError = (e: unknown, start: number, end: number): never => {
     if (e instanceof AstError) throw e;
@@ -537,8 +565,15 @@ export function parseAst(text: string): AstResult {
   for (let raw = nextLine(); raw !== undefined; raw = nextLine()) {
     if (currentLine === 0 && raw.startsWith('\uFEFF')) raw = raw.slice(1);
     let first = trimLeftSpace(trimNewline(raw));
-    d.possibleDirective(first, currentLine + 1);
-    if (isComment(first)) first = '';
+    const directive = d.possibleDirective(first, currentLine + 1);
+    if (isComment(first)) {
+      const text = trimSpace(first.slice(1));
+      if (directive) {
+        // not a comment of the next instruction
+      } else if (text === '') comments = [];
+      else comments.push(text);
+      first = '';
+    }
     currentLine++;
     const startLine = currentLine;
 
@@ -561,7 +596,10 @@ export function parseAst(text: string): AstResult {
       buf += cont;
     }
 
-    if (hasEmptyContinuation) warnings.push(`Empty continuation line found in: ${buf}`);
+    if (hasEmptyContinuation) {
+      warnings.push(`Empty continuation line found in: ${buf}`);
+      emptyContinuationLines.push(currentLine);
+    }
 
     let node: AstNode;
     try {
@@ -597,11 +635,17 @@ export function parseAst(text: string): AstResult {
 
     node.startLine = startLine;
     node.endLine = currentLine;
+    node.comments = comments;
+    comments = [];
     nodes.push(node);
   }
 
   if (nodes.length === 0) throw new AstError('file with no instructions', Math.max(currentLine, 1), Math.max(currentLine, 1));
-  return { nodes, escape: d.escapeToken, directives: d.found, warnings };
+  if (tooLong) {
+    const at = i + 1; // the long line itself (BuildKit names the line before it)
+    throw new AstError(`dockerfile line greater than max allowed size of ${MAX_SCAN_TOKEN_SIZE - 1}`, at, at);
+  }
+  return { nodes, escape: d.escapeToken, directives: d.found, warnings, emptyContinuationLines };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { withLock } from '../../store/lock.js';
+import { layout } from '../../store/layout.js';
 import { writeFileAtomic } from '../../store/fsutil.js';
 import { UsageError } from '../../util/errors.js';
 import { ownerAlive, ownerOf, type Owner } from './network/state.js';
@@ -32,7 +33,7 @@ export function checkContainerName(name: string): void {
 export class ContainerRegistry {
   readonly dir: string;
   constructor(root: string) {
-    this.dir = path.join(root, 'containers');
+    this.dir = layout.containers(root);
   }
 
   private file(id: string): string {

@@ -12,7 +12,7 @@ import type { Writable } from 'node:stream';
 import { SandboxError } from '../../util/errors.js';
 import { StepCgroup, type Limits, type UsageStats } from './cgroups.js';
 import { onInterrupt } from './interrupt.js';
-import { encodeFields, helperPath, spawnError } from './native.js';
+import { encodeFields, helperPath, spawnError } from '../../util/native-helper.js';
 import { attachToBridge, planNetwork, resolvConfFor, type Attachment, type NetworkPlan, type NetworkRequest } from './network/index.js';
 import { StatusFilter } from './status.js';
 

@@ -9,13 +9,14 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import type { CopyInstruction } from '../dockerfile/types.js';
-import type { StepRun } from '../build/context.js';
-import { lookupFor, type StageState } from '../build/state.js';
+import type { StepRun } from './contract.js';
+import { lookupFor, type StageState } from './state.js';
+import { expandHeredocContent } from '../dockerfile/heredoc.js';
 import { expandWord } from '../expand/shell-word.js';
 import { resolveSources, walkSourceSync, type SourceEntry } from '../context/sources.js';
 import { resolveInScope } from '../context/scope.js';
 import type { IgnoreMatcher } from '../context/dockerignore.js';
-import { readUserDb, resolveChown } from '../build/users.js';
+import { readUserDb, resolveChown } from './users.js';
 import { extractArchive } from '../../snapshotter/diff/apply.js';
 import { decompressStream, isArchive } from '../../snapshotter/diff/decompress.js';
 import { CopySourceMissingError, MbuildError } from '../../util/errors.js';
@@ -65,10 +66,12 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
       throw err;
     }
   };
+  // here-document sources as they will be written (expanded unless the terminator was quoted)
+  const heredocs = ins.sourceContents?.map((h) => ({ path: h.path, data: h.expand ? expandHeredocContent(h.data, lookup) : h.data }));
   // what the key covers besides the copied content; URLs are fetched every time (no checksum to key on)
   const inputs = {
     op: ins.kind, sources: local, urls: urls.length ? [urls, Date.now(), Math.random()] : undefined, dest, destIsDir,
-    chown: ins.chown, chmod: ins.chmod, heredocs: ins.sourceContents, workdir,
+    chown: ins.chown, chmod: ins.chmod, heredocs, workdir,
   };
 
   // the last change of the stage, read by nothing later: write the layer tar from the sources
@@ -91,7 +94,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
         // something on the way is not plain directories: copy for real (same result, or the exact error)
       }
     }
-    const downloads = [...(await Promise.all(urls.map((u) => downloadToFile(ctx.store, u)))), ...(await heredocFiles(ctx.store, ins, x))];
+    const downloads = [...(await Promise.all(urls.map((u) => downloadToFile(ctx.store, u)))), ...(await heredocFiles(ctx.store, heredocs ?? []))];
     try {
       const layer = await ctx.snap.mutate(state.layers, async (root) => {
         if (ins.chown) plan.owner = resolveChown(x(ins.chown), await readUserDb(root), ins.range);
@@ -248,21 +251,16 @@ const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 const YIELD_EVERY = 64;
 
 /** `COPY <<EOF /dest`: each here-document becomes a file (0644) named by its terminator. */
-async function heredocFiles(store: StepRun['ctx']['store'], ins: CopyInstruction, x: (w: string) => string): Promise<Downloaded[]> {
+async function heredocFiles(store: StepRun['ctx']['store'], docs: { path: string; data: string }[]): Promise<Downloaded[]> {
   const out: Downloaded[] = [];
-  for (const h of ins.sourceContents ?? []) {
+  for (const h of docs) {
     const dir = await store.mkTemp('heredoc');
     const file = path.join(dir, 'content');
-    await fs.writeFile(file, h.expand ? expandHeredoc(h.data, x) : h.data, { mode: 0o644 });
+    await fs.writeFile(file, h.data, { mode: 0o644 });
     await fs.chmod(file, 0o644);
     out.push({ file, name: h.path, mode: 0o644 });
   }
   return out;
-}
-
-/** Expand variables line by line in a here-document, as a double-quoted shell word would. */
-function expandHeredoc(data: string, x: (w: string) => string): string {
-  return data.split('\n').map((line) => (line.includes('$') ? x(`"${line.replace(/(["\\])/g, '\\$1')}"`) : line)).join('\n');
 }
 
 interface Downloaded { file: string; name: string; mtime?: Date; mode?: number }

@@ -1,7 +1,8 @@
 /** Instructions that only change the image config: ENV, ARG, LABEL, EXPOSE, VOLUME, USER, CMD, ... */
 import type { CommandForm, Instruction } from '../dockerfile/types.js';
 import { expandWord } from '../expand/shell-word.js';
-import { DEFAULT_SHELL, lookupFor, setEnv, type StageState } from '../build/state.js';
+import { exposedPorts, PortSpecError } from '../dockerfile/expose.js';
+import { DEFAULT_SHELL, lookupFor, setEnv, type StageState } from './state.js';
 import { MbuildError } from '../../util/errors.js';
 import type { Plan } from '../plan/plan.js';
 
@@ -39,18 +40,16 @@ export function applyMeta(s: StageState, ins: Instruction, plan: Pick<Plan, 'bui
       return true;
     }
     case 'expose': {
-      const ports = { ...(s.config.ExposedPorts ?? {}) };
-      for (const w of ins.ports) {
-        const spec = x(w);
-        if (!spec) continue;
-        const [range, proto = 'tcp'] = spec.split('/');
-        const m = /^(\d+)(?:-(\d+))?$/.exec(range);
-        if (!m) throw new MbuildError('MBUILD_PARSE', `invalid port for EXPOSE: "${spec}"`, { range: ins.range });
-        const lo = Number(m[1]);
-        const hi = m[2] ? Number(m[2]) : lo;
-        for (let p = lo; p <= hi; p++) ports[`${p}/${proto.toLowerCase()}`] = {};
+      let specs: string[];
+      try {
+        specs = exposedPorts(ins.ports, lookupFor(s), plan.escape);
+      } catch (e) {
+        if (e instanceof PortSpecError) throw new MbuildError('MBUILD_PARSE', e.message, { range: ins.range });
+        throw e;
       }
-      s.config.ExposedPorts = ports;
+      // keys in Go's map order (sorted), as the image config JSON has them
+      const all = new Set([...Object.keys(s.config.ExposedPorts ?? {}), ...specs]);
+      s.config.ExposedPorts = Object.fromEntries([...all].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)).map((p) => [p, {}]));
       return true;
     }
     case 'volume': {

@@ -1,12 +1,13 @@
 /** RUN: the command in a sandbox over the stage's layers; its overlay upperdir becomes the layer. */
 import type { RunInstruction } from '../dockerfile/types.js';
-import type { StepRun } from '../build/context.js';
-import { DEFAULT_SHELL, runEnv } from '../build/state.js';
-import { readUserDb, resolveUser } from '../build/users.js';
+import type { StepRun } from './contract.js';
+import { DEFAULT_SHELL, runEnv } from './state.js';
+import { readUserDb, resolveUser } from './users.js';
+import { runCommand } from '../dockerfile/heredoc.js';
 import { runSandboxed, type SandboxResult } from '../sandbox/run.js';
 import { formatBytes } from '../sandbox/cgroups.js';
 import { MbuildError, RunFailedError } from '../../util/errors.js';
-import type { NetworkMode } from '../build/context.js';
+import type { NetworkMode } from './contract.js';
 
 const HOSTNAME = 'mbuild';
 
@@ -18,12 +19,14 @@ function networkFor(ins: RunInstruction, dflt: NetworkMode): NetworkMode {
 }
 
 export function describeRun(ins: RunInstruction, shell: string[] | undefined): string {
-  return ins.cmd.shell ? `RUN ${[...(shell ?? DEFAULT_SHELL), ins.cmd.command].join(' ')} # buildkit` : `RUN ${JSON.stringify(ins.cmd.args)} # buildkit`;
+  const { args } = runCommand(ins, shell ?? DEFAULT_SHELL);
+  return ins.cmd.shell ? `RUN ${args.join(' ')} # buildkit` : `RUN ${JSON.stringify(ins.cmd.args)} # buildkit`;
 }
 
 export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInstruction): Promise<void> {
   if (ins.mounts.length) throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN --mount is not supported yet', { range: ins.range });
-  const args = ins.cmd.shell ? [...(state.config.Shell ?? DEFAULT_SHELL), heredocScript(ins) ?? ins.cmd.command] : ins.cmd.args;
+  const { args, files } = runCommand(ins, state.config.Shell ?? DEFAULT_SHELL);
+  if (files.length) throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN here-documents starting with #! need file mounts, which are not supported yet', { range: ins.range });
   if (args.length === 0) throw new MbuildError('MBUILD_PARSE', 'RUN needs a command', { range: ins.range });
   const userSpec = state.config.User || '0';
   const network = networkFor(ins, ctx.network);
@@ -84,25 +87,13 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
   await ctx.snap.ready(state.layers);
   const active = await ctx.snap.prepare();
   try {
-    const lowerDirs = ctx.snap.lowerDirs(state.layers).map((d) => `${ctx.snap.dir}/${d}`);
+    const lowerDirs = ctx.snap.lowerDirs(state.layers);
     const result = check(await ctx.jobs.add(() => runSandboxed({ ...spec, lowerDirs, upperDir: active.upper, workDir: active.work }), { throwOnTimeout: true }));
     state.layers.push(await cache.save(await ctx.snap.commit(active, result.opaqueDirs)));
   } catch (err) {
     await ctx.snap.remove(active.id);
     throw err;
   }
-}
-
-/** `RUN <<EOF` … `EOF`: the here-document is the script the shell runs. */
-function heredocScript(ins: RunInstruction): string | undefined {
-  if (!ins.heredocs?.length || !ins.cmd.shell) return undefined;
-  const only = ins.heredocs[0];
-  const words = ins.cmd.command.trim();
-  if (ins.heredocs.length === 1 && new RegExp(`^<<-?(["']?)${only.name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\1$`).test(words)) {
-    if (only.content.startsWith('#!')) throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN here-documents with a #! interpreter line are not supported yet', { range: ins.range });
-    return only.content;
-  }
-  throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN here-documents are supported only as the whole command (RUN <<EOF ... EOF)', { range: ins.range });
 }
 
 function truncate(s: string): string {

@@ -1,10 +1,10 @@
 /** WORKDIR: sets the working directory and creates it (0755, owned by the current USER) if missing. */
 import path from 'node:path';
 import type { WorkdirInstruction } from '../dockerfile/types.js';
-import type { StepRun } from '../build/context.js';
-import { lookupFor } from '../build/state.js';
+import type { StepRun } from './contract.js';
+import { lookupFor } from './state.js';
 import { expandWord } from '../expand/shell-word.js';
-import { readUserDb, resolveUser } from '../build/users.js';
+import { readUserDb, resolveUser } from './users.js';
 import { ensureDir } from './copy.js';
 
 export async function workdirStep({ ctx, state, cache }: StepRun, ins: WorkdirInstruction): Promise<void> {

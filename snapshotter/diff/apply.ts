@@ -48,7 +48,7 @@ import {
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { extract as tarExtract } from 'tar-stream';
-import { fsOps, type FsOp } from '../../builder/sandbox/native.js';
+import { fsOps, type FsOp } from '../../util/native-helper.js';
 import { MbuildError, UnsafeArchiveError } from '../../util/errors.js';
 
 export const DEFAULT_MAX_BYTES = 64 * 1024 ** 3;

@@ -20,7 +20,7 @@ import path from 'node:path';
 import { PassThrough, Readable, Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pack as tarPack, type Pack } from 'tar-stream';
-import { findOpaqueDirs } from '../../builder/sandbox/native.js';
+import { findOpaqueDirs } from '../../util/native-helper.js';
 import { MbuildError } from '../../util/errors.js';
 
 export const WHITEOUT_PREFIX = '.wh.';

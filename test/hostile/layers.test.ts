@@ -13,7 +13,7 @@ import { gzipSync } from 'node:zlib';
 import { applyLayerTar } from '../../snapshotter/diff/apply.js';
 import { decompressStream } from '../../snapshotter/diff/decompress.js';
 import { MbuildError, UnsafeArchiveError } from '../../util/errors.js';
-import { chainSnapshotIds } from '../../store/usage.js';
+import { imageSnapshotNames } from '../../store/layout.js';
 import { Sentinel, buildText, errorLines, exists, isRoot, loadEvil, mountsAnywhere, runOutput, tarOf, type E } from './helpers.js';
 
 let tmp: string;
@@ -184,7 +184,7 @@ for d, dirs, files in os.walk(sys.argv[1]):
             if x.startswith(('trusted.', 'security.')): bad.append(p + ' ' + x)
 print('\\n'.join(bad))`;
     const { busyboxLayer, sha256 } = await import('./helpers.js');
-    const ids = chainSnapshotIds([(await busyboxLayer()).diffId, sha256(await tarOf(lower)), sha256(await tarOf(upper))]);
+    const ids = imageSnapshotNames([(await busyboxLayer()).diffId, sha256(await tarOf(lower)), sha256(await tarOf(upper))]);
     for (const id of ids.slice(1)) {
       const snap = path.join(root, 'snapshots', id);
       expect(await exists(snap), id).toBe(true);

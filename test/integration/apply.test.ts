@@ -8,7 +8,7 @@ import { gzipSync } from 'node:zlib';
 import { tarOf as buildTar, type TarEntry } from '../helpers/tar.js';
 import { applyLayerTar, extractArchive } from '../../snapshotter/diff/apply.js';
 import { decompressStream } from '../../snapshotter/diff/decompress.js';
-import { findOpaqueDirs } from '../../builder/sandbox/native.js';
+import { findOpaqueDirs } from '../../util/native-helper.js';
 import { UnsafeArchiveError, MbuildError } from '../../util/errors.js';
 
 const isRoot = process.getuid?.() === 0;

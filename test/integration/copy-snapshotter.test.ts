@@ -11,7 +11,7 @@ import { PassThrough } from 'node:stream';
 import { extract as tarExtract } from 'tar-stream';
 import { chooseSnapshotter, diffTree, materialize, recordTree } from '../../snapshotter/copy-fallback.js';
 import { writeLayerTar } from '../../snapshotter/diff/layer-tar.js';
-import { fsOps } from '../../builder/sandbox/native.js';
+import { fsOps } from '../../util/native-helper.js';
 import { BUSYBOX_TAR, imageTree, mbuild, mountsUnder } from '../helpers/cli.js';
 import { runConformance } from '../helpers/conformance.js';
 

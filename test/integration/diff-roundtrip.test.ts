@@ -9,7 +9,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { extract as tarExtract } from 'tar-stream';
 import { writeLayerTar } from '../../snapshotter/diff/layer-tar.js';
 import { applyLayerTar } from '../../snapshotter/diff/apply.js';
-import { findOpaqueDirs } from '../../builder/sandbox/native.js';
+import { findOpaqueDirs } from '../../util/native-helper.js';
 
 const run = promisify(execFile);
 const isRoot = process.getuid?.() === 0;

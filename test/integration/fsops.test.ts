@@ -3,7 +3,7 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findOpaqueDirs, fsOps, helperPath } from '../../builder/sandbox/native.js';
+import { findOpaqueDirs, fsOps, helperPath } from '../../util/native-helper.js';
 import { FsOpError } from '../../util/errors.js';
 
 const isRoot = process.getuid?.() === 0;

@@ -11,7 +11,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { helperPath } from '../../builder/sandbox/native.js';
+import { helperPath } from '../../util/native-helper.js';
 import { runSandboxed, type SandboxSpec } from '../../builder/sandbox/run.js';
 import { ensureBridge, teardownBridge, type Bridge } from '../../builder/sandbox/network/index.js';
 import { contains, ipToInt } from '../../builder/sandbox/network/cidr.js';

@@ -16,7 +16,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { encodeFields, findOpaqueDirs, helperPath } from '../../builder/sandbox/native.js';
+import { encodeFields, findOpaqueDirs, helperPath } from '../../util/native-helper.js';
 import { runSandboxed, type SandboxSpec } from '../../builder/sandbox/run.js';
 import { SandboxError } from '../../util/errors.js';
 

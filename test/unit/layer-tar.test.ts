@@ -9,7 +9,7 @@ import { extract as tarExtract, pack as tarPack } from 'tar-stream';
 
 // Unit tests run without the native helper: the opaque-dir query is mocked per test.
 const native = vi.hoisted(() => ({ opaque: [] as string[] }));
-vi.mock('../../builder/sandbox/native.js', () => ({
+vi.mock('../../util/native-helper.js', () => ({
   findOpaqueDirs: async () => native.opaque,
   fsOps: async () => {
     throw new Error('fsOps is not available in unit tests');

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseGroup, parsePasswd, resolveChown, resolveUser } from '../../builder/build/users.js';
+import { parseGroup, parsePasswd, resolveChown, resolveUser } from '../../builder/steps/users.js';
 
 const db = {
   users: parsePasswd('root:x:0:0:root:/root:/bin/sh\nworker:x:1500:1600::/home/worker:/bin/sh\n# comment\nbroken line\n'),

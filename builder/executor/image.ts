@@ -4,7 +4,7 @@ import os from 'node:os';
 import type { ContainerConfig, HistoryEntry, ImageConfig, Manifest } from '../../store/oci.js';
 import { MediaType } from '../../store/oci.js';
 import type { LayerBlob, Snapshotter } from '../../snapshotter/snapshots.js';
-import type { StageState } from './state.js';
+import type { StageState } from '../steps/state.js';
 
 export interface WrittenImage {
   manifestDigest: string;

@@ -1,20 +1,18 @@
 /**
  * Deferred deletion of snapshot trees. Unlinking a layer of thousands of files takes a good part
  * of a second on a busy disk; a build that has finished should not make its user wait for it.
- * The tree is renamed to `trash-PID-HEX` in the snapshots dir (atomic, instant) and a detached
+ * The tree is renamed to a trash name (store/layout.ts) in the snapshots dir (atomic, instant) and a detached
  * `rm -rf` deletes it after the CLI has exited. A deleter that was killed leaves the trash to the
  * next store open (store/recovery.ts), which hands it to a new deleter.
  */
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-
-export const TRASH_RE = /^trash-(\d+)-[0-9a-f]+$/;
+import { trashName } from './layout.js';
 
 /** Rename `dir` (inside `snapDir`) to a trash name; returns the new path, or undefined if it was gone. */
 export async function moveToTrash(snapDir: string, dir: string): Promise<string | undefined> {
-  const dest = path.join(snapDir, `trash-${process.pid}-${randomBytes(6).toString('hex')}`);
+  const dest = path.join(snapDir, trashName());
   try {
     await fs.rename(dir, dest);
     return dest;

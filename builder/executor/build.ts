@@ -7,12 +7,15 @@ import { planBuild, type Plan, type Stage } from '../plan/plan.js';
 import { Snapshotter } from '../../snapshotter/snapshots.js';
 import type { Store } from '../../store/store.js';
 import { loadIgnore } from '../context/dockerignore.js';
-import { Progress } from '../cli/progress.js';
-import { baseState, forkState, type StageState } from './state.js';
-import type { BuildContext, NetworkMode } from './context.js';
+import type { ProgressReporter } from '../../util/progress.js';
+import { baseState, forkState, type StageState } from '../steps/state.js';
+import type { BuildContext, NetworkMode } from '../steps/contract.js';
 import type { Limits } from '../sandbox/cgroups.js';
 import { applyMeta } from '../steps/meta.js';
 import { runStep, describeRun } from '../steps/run.js';
+import { stepName } from '../dockerfile/heredoc.js';
+import { checksForBuild } from './checks.js';
+import { formatSummary } from '../dockerfile/checks/report.js';
 import { copyStep } from '../steps/copy.js';
 import { workdirStep } from '../steps/workdir.js';
 import { writeImage, type WrittenImage } from './image.js';
@@ -31,8 +34,8 @@ import type { CacheExportSpec, CacheImportSpec } from '../cache/remote-spec.js';
 import { INLINE_KEY, type InlineCache } from '../cache/remote-format.js';
 import { hostPlatform } from '../plan/platform.js';
 import type { Layer, LayerBlob } from '../../snapshotter/snapshots.js';
-import type { StepHandle } from '../cli/progress.js';
-import type { StepCache } from './context.js';
+import type { StepHandle } from '../../util/progress.js';
+import type { StepCache } from '../steps/contract.js';
 
 export interface BuildOptions {
   contextDir: string;
@@ -79,7 +82,7 @@ export async function readDockerfile(file: string): Promise<string> {
   }
 }
 
-export async function build(store: Store, progress: Progress, opts: BuildOptions): Promise<BuildResult> {
+export async function build(store: Store, progress: ProgressReporter, opts: BuildOptions): Promise<BuildResult> {
   const names = opts.tags.map((t) => normalizeName(t));
   const text = await readDockerfile(opts.dockerfile);
   const display = path.basename(opts.dockerfile);
@@ -90,6 +93,8 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
   const snap = new Snapshotter(store);
   await snap.init();
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
+  // build checks (`# check=`): error=true stops here; warnings are shown after the build
+  const checks = await checksForBuild(store, text, display, plan, { buildArgs: opts.buildArgs, target: opts.target, ignore });
   const cache = new BuildCache(snap);
   const fileHashes = await FileHashCache.load(path.join(cache.dir, 'file-hashes.json'));
   const explainer = await MissExplainer.load(cache.dir, opts.dockerfile, opts.target);
@@ -108,7 +113,7 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
   const attempt = async (): Promise<{ state: StageState }> => {
     let failed: unknown;
     const stageRuns = new Map<number, Promise<StageState>>();
-    const makeCtx = (prog: Progress, stageResult: (i: number) => Promise<StageState>): BuildContext => ({
+    const makeCtx = (prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>): BuildContext => ({
       store,
       snap,
       progress: prog,
@@ -168,6 +173,11 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
     return { state };
   };
 
+  // the check warnings end the output, whether the build worked or not (as buildx shows them)
+  const showWarnings = () => {
+    const summary = formatSummary(checks.warnings, display);
+    if (summary) progress.info(summary.trimEnd());
+  };
   const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
   const inline = opts.cacheTo?.some((c) => c.type === 'inline');
   for (let n = 0; ; n++) {
@@ -181,6 +191,7 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
       });
       await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
       step.done(`manifest ${written.manifestDigest}`);
+      showWarnings();
       if (names.length) {
         const created = new Date().toISOString();
         await store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created })));
@@ -195,9 +206,13 @@ export async function build(store: Store, progress: Progress, opts: BuildOptions
       return { ...written, names, state, snap };
     } catch (err) {
       // a cached blob that cannot be used is a miss: build again, that step runs this time
-      if (!(err instanceof CacheBlobError) || !remote || n >= CACHE_RETRIES) throw err;
-      remote.exclude(err.key);
-      progress.info(`WARNING: ${err.message}; building again without it`);
+      if (err instanceof CacheBlobError && remote && n < CACHE_RETRIES) {
+        remote.exclude(err.key);
+        progress.info(`WARNING: ${err.message}; building again without it`);
+        continue;
+      }
+      showWarnings();
+      throw err;
     }
   }
 }
@@ -276,7 +291,7 @@ async function executeStage(
         throw withRange(err, ins.range);
       });
     }
-    const step = ctx.progress.step(`[${label} ${n}] ${ins.raw}`);
+    const step = ctx.progress.step(`[${label} ${n}] ${stepName(ins)}`);
     const before = state.layers.length;
     const position = `${stage.index}/${n}`;
     const cache = makeCache(state, step, position);
@@ -326,13 +341,12 @@ type MakeCache = (state: StageState, step: StepHandle, position: string) => Cach
  */
 async function probeStages(
   plan: Plan,
-  makeCtx: (prog: Progress, stageResult: (i: number) => Promise<StageState>) => BuildContext,
+  makeCtx: (prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>) => BuildContext,
   remote: RemoteCaches,
 ): Promise<{ needed: Set<number>; states: Map<number, Promise<StageState>> }> {
   const states = new Map<number, Promise<StageState>>();
   const copyFrom = new Map<number, { dep: number; hit: boolean }[]>();
-  const silent = new Progress(process.stderr, true);
-  const ctx = makeCtx(silent, (i) => probe(i));
+  const ctx = makeCtx(SILENT, (i) => probe(i));
   const probe = (i: number): Promise<StageState> => {
     let p = states.get(i);
     if (!p) {
@@ -357,6 +371,12 @@ async function probeStages(
   visit(plan.target);
   return { needed, states };
 }
+
+/** The key-only pass shows nothing. */
+const SILENT: ProgressReporter = {
+  info: () => undefined,
+  step: () => ({ output: () => undefined, note: () => undefined, done: () => undefined, fail: () => undefined }),
+};
 
 /** A stage that was not built: mounting its layers fails clearly instead of copying nothing. */
 const UNBUILT: Layer = { id: 'unbuilt-stage', dir: '/nonexistent/mbuild-unbuilt-stage', empty: false };

@@ -1,7 +1,7 @@
 /** What every step can reach while a build runs. */
 import type { Store } from '../../store/store.js';
 import type { Snapshotter } from '../../snapshotter/snapshots.js';
-import type { Progress, StepHandle } from '../cli/progress.js';
+import type { ProgressReporter, StepHandle } from '../../util/progress.js';
 import type { IgnoreMatcher } from '../context/dockerignore.js';
 import type { StageState } from './state.js';
 import type { BuildCache } from '../cache/cache.js';
@@ -16,7 +16,7 @@ export type NetworkMode = 'default' | 'bridge' | 'host' | 'none';
 export interface BuildContext {
   store: Store;
   snap: Snapshotter;
-  progress: Progress;
+  progress: ProgressReporter;
   contextDir: string;
   ignore: IgnoreMatcher;
   escape: '\\' | '`';

@@ -1,19 +1,20 @@
 /**
  * Wrapper around native/mbuild-helper (native/*.c): filesystem operations Node cannot do
- * (overlayfs whiteouts, opaque xattrs, device nodes). The RUN sandbox is in run.ts.
+ * (overlayfs whiteouts, opaque xattrs, device nodes), and the helper's location and protocol for the RUN
+ * sandbox (builder/sandbox/run.ts). Here, below every layer, because the snapshotter and the differ use it too.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FsOpError, MbuildError, SandboxError } from '../../util/errors.js';
+import { FsOpError, MbuildError, SandboxError } from './errors.js';
 
 let cachedHelper: string | undefined;
 
 /**
- * Absolute path of native/mbuild-helper. Found by walking up from this module (builder/sandbox/ in the
- * sources, dist/builder/sandbox/ when compiled) to mbuild's package root.
+ * Absolute path of native/mbuild-helper. Found by walking up from this module (util/ in the sources,
+ * dist/util/ when compiled) to mbuild's package root.
  */
 export function helperPath(): string {
   if (cachedHelper) return cachedHelper;
@@ -36,7 +37,7 @@ export function helperPath(): string {
     if (up === dir) break;
     dir = up;
   }
-  if (!fallback) throw new SandboxError('cannot locate the mbuild package root (no package.json above the sandbox module)');
+  if (!fallback) throw new SandboxError('cannot locate the mbuild package root (no package.json above the helper module)');
   cachedHelper = join(fallback, 'native', 'mbuild-helper');
   return cachedHelper;
 }
