@@ -63,10 +63,16 @@ export class MissExplainer {
     this.next[position] = rec;
   }
 
-  /** Why this step missed, compared with the last local build; undefined when there was none. */
-  explain(position: string, rec: StepRecord): string | undefined {
+  /** Did the last local build of this Dockerfile and target record this step? */
+  knows(position: string): boolean {
     const inputs = this.last[position];
-    if (!inputs || typeof inputs !== 'object') return undefined;
+    return Boolean(inputs) && typeof inputs === 'object';
+  }
+
+  /** Why this step missed, compared with the last local build. */
+  explain(position: string, rec: StepRecord): string {
+    const inputs = this.last[position];
+    if (!inputs || typeof inputs !== 'object') return 'not built before';
     this.lastFiles ??= readJson<Files>(`${this.base}.files.json`)?.value ?? {};
     return compareRecords({ inputs, files: this.lastFiles[position] }, rec);
   }

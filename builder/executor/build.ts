@@ -453,8 +453,7 @@ class StepCacheHandle implements CacheHandle {
 
   /** Compared with this store's last build, else with the inputs another runner recorded in a shared cache. */
   private async whyMissed(rec: StepRecord): Promise<string> {
-    const local = this.explainer.explain(this.position, rec);
-    if (local !== undefined) return local;
+    if (this.explainer.knows(this.position) || !this.shared.remote) return this.explainer.explain(this.position, rec);
     const remote = await this.shared.remote?.explain(this.shared.scope, this.position).catch(() => undefined);
     return remote ? compareRecords(remote, rec) : 'not built before';
   }
