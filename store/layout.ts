@@ -19,6 +19,8 @@
  *   ROOT/locks/                    lock files (lock.ts, recovery.ts's gc.lock)
  *   ROOT/registry/blob-sources.json  which repositories a blob came from (registry/sources.ts)
  *   ROOT/containers/<id>.json      `mbuild run` containers (builder/sandbox/containers.ts)
+ *   ROOT/server/context/<hex>      `mbuild serve`: uploaded context files by sha256 (server/context-store.ts)
+ *   ROOT/server/builds/<id>/       `mbuild serve`: a running build's context copy and outputs (swept at start)
  *
  * A name with a pid in it belongs to that process: once it is gone, the next Store.open sweeps it.
  */
@@ -37,6 +39,8 @@ export const layout = {
   locks: (root: string): string => path.join(root, 'locks'),
   registry: (root: string): string => path.join(root, 'registry'),
   containers: (root: string): string => path.join(root, 'containers'),
+  serverContext: (root: string): string => path.join(root, 'server', 'context'),
+  serverBuilds: (root: string): string => path.join(root, 'server', 'builds'),
 };
 
 /** The directory inside a snapshot that holds its files (the overlay lowerdir / upperdir). */

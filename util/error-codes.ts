@@ -62,6 +62,8 @@ export const ERROR_CODES = {
   // the shared build cache (--cache-from / --cache-to)
   MBUILD_CACHE_EXPORT: 'the build cache could not be written to its --cache-to destination',
   MBUILD_CACHE_BLOB: 'a layer of a --cache-from cache could not be fetched or did not match (the build starts again without it)',
+  // mbuild serve and the remote CLI
+  MBUILD_REMOTE: 'the mbuild server (--host, MBUILD_HOST) cannot be reached or a call to it failed',
 } as const satisfies Record<`MBUILD_${string}`, string>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -38,12 +38,20 @@ Commands:
   login [-u USER] [--password-stdin] [HOST]   save credentials for a registry (docker.io by default)
   logout [HOST]               remove a registry's saved credentials
 
+  serve [--addr ADDR]... [--tlscacert F --tlscert F --tlskey F] [--max-builds N]
+                              serve builds over gRPC (default unix:///run/mbuild/mbuild.sock)
+  info                        describe the server (with --host)
+
+Global server flags (before the command): build, images, inspect, system df, prune run on a server
+  -H, --host ADDR[,ADDR...]   unix:///PATH or tcp://HOST:PORT (or $MBUILD_HOST); several: one per repository
+  --tlscacert F --tlscert F --tlskey F   mutual TLS for tcp:// (or $MBUILD_CERT_PATH/{ca,cert,key}.pem)
+
 Global registry flags (before the command):
   --registry-mirror REG=URL   pull REG's images through a mirror (repeatable), e.g. docker.io=http://127.0.0.1:5000
   --insecure-registry HOST    allow plain http / unverified TLS for HOST (repeatable; loopback always is)
 `;
 
-const COMMANDS = new Set(['build', 'run', 'load', 'save', 'images', 'rmi', 'inspect', 'prune', 'system', 'help', 'pull', 'push', 'login', 'logout']);
+const COMMANDS = new Set(['serve', 'info', 'build', 'run', 'load', 'save', 'images', 'rmi', 'inspect', 'prune', 'system', 'help', 'pull', 'push', 'login', 'logout']);
 
 export async function main(argv: string[]): Promise<number> {
   let debug = argv.includes('--debug');
@@ -54,6 +62,9 @@ export async function main(argv: string[]): Promise<number> {
     let i = 0;
     const mirrors: string[] = [];
     const insecure: string[] = [];
+    // a server to work on (server/client.ts): docker's -H/--host and TLS flag names
+    let host = process.env.MBUILD_HOST || '';
+    const tls: Record<'cacert' | 'cert' | 'key', string | undefined> = { cacert: undefined, cert: undefined, key: undefined };
     for (; i < argv.length; i++) {
       const a = argv[i];
       if (a === '--debug') debug = true;
@@ -61,6 +72,12 @@ export async function main(argv: string[]): Promise<number> {
       else if (a.startsWith('--root=')) root = a.slice(7);
       else if (a === '--registry-mirror' || a === '--insecure-registry') (a === '--registry-mirror' ? mirrors : insecure).push(argv[++i] ?? '');
       else if (a.startsWith('--registry-mirror=')) mirrors.push(a.slice(18));
+      else if (a === '-H' || a === '--host') host = argv[++i] ?? '';
+      else if (a.startsWith('--host=')) host = a.slice(7);
+      else if (/^--tls(cacert|cert|key)(=|$)/.test(a)) {
+        const eq = a.indexOf('=');
+        tls[(eq > 0 ? a.slice(5, eq) : a.slice(5)) as 'cacert' | 'cert' | 'key'] = eq > 0 ? a.slice(eq + 1) : argv[++i];
+      }
       else if (a.startsWith('--insecure-registry=')) insecure.push(a.slice(20));
       else if (a === '-h' || a === '--help') {
         process.stdout.write(USAGE);
@@ -82,10 +99,15 @@ export async function main(argv: string[]): Promise<number> {
       rest = argv.slice(i);
     }
     rest = rest.filter((a) => a !== '--debug');
+    if (host && command !== 'serve' && command !== 'help') return await (await import('../../server/client.js')).remoteCommand(host, tls, command, rest);
     switch (command) {
       case 'help':
         process.stdout.write(USAGE);
         return 0;
+      case 'serve':
+        return await (await import('../../server/serve.js')).serveCommand(root, rest);
+      case 'info':
+        throw new UsageError('"mbuild info" describes a server: give --host ADDR or set MBUILD_HOST');
       case 'build': {
         const { reexecInMountNamespace } = await import('./namespace.js');
         const code = await reexecInMountNamespace(argv);

@@ -27,7 +27,7 @@ describe('metadata instructions', () => {
 
   it('EXPOSE expands ranges and lowercases the protocol; a bad port is one error naming it', () => {
     expect(run('FROM scratch\nEXPOSE 80 53/UDP 8000-8002\n').config.ExposedPorts).toEqual({ '80/tcp': {}, '53/udp': {}, '8000/tcp': {}, '8001/tcp': {}, '8002/tcp': {} });
-    expect(() => run('FROM scratch\nEXPOSE http\n')).toThrow('invalid port for EXPOSE: "http"');
+    expect(() => run('FROM scratch\nEXPOSE http\n')).toThrow('invalid containerPort: http');
   });
 
   it('CMD and ENTRYPOINT: the shell form uses SHELL; ENTRYPOINT resets an inherited CMD but not its own stage\'s', () => {

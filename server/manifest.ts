@@ -1,0 +1,55 @@
+/**
+ * The client's description of a build context: every path the .dockerignore leaves, with its
+ * type, mode, size, mtime and (for a file) sha256. Hashes come from the stat-keyed cache the local
+ * builder uses (builder/cache/file-hashes.ts), so an unchanged context is described without being
+ * read; the server asks only for the content its store lacks.
+ */
+import { readlinkSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadIgnore } from '../builder/context/dockerignore.js';
+import { walkSourceSync } from '../builder/context/sources.js';
+import { FileHashCache } from '../builder/cache/file-hashes.js';
+
+export interface ManifestEntry {
+  /** path relative to the context, '/'-separated */
+  p: string;
+  t: 'f' | 'd' | 'l';
+  /** permission bits (mode & 0o7777) */
+  m: number;
+  /** mtime in milliseconds (kept on the server: COPY keeps it, as BuildKit's transfer does) */
+  mt: number;
+  s?: number;
+  h?: string;
+  /** a symlink's target */
+  l?: string;
+}
+
+/** Where the client remembers context file hashes (it may have no store of its own). */
+export function clientHashCacheFile(): string {
+  const base = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
+  return path.join(base, 'mbuild', 'context-hashes.json');
+}
+
+export async function contextManifest(contextDir: string, dockerfile: string): Promise<{ entries: ManifestEntry[]; skipped: string[]; sources: Map<string, string> }> {
+  const ignore = await loadIgnore(contextDir, dockerfile);
+  const hashes = await FileHashCache.load(clientHashCacheFile());
+  const entries: ManifestEntry[] = [];
+  const skipped: string[] = [];
+  // sha256 -> a host path with that content, for the upload
+  const sources = new Map<string, string>();
+  const root = path.resolve(contextDir);
+  for (const item of walkSourceSync(root, { hostPath: root, rel: '.', isDir: true }, ignore)) {
+    const st = item.stat;
+    const base = { p: item.rel, m: st.mode & 0o7777, mt: st.mtimeMs };
+    if (st.isFile()) {
+      const h = hashes.cached(item.hostPath, st) ?? (await hashes.hash(item.hostPath, st));
+      entries.push({ ...base, t: 'f', s: st.size, h });
+      if (!sources.has(h)) sources.set(h, item.hostPath);
+    } else if (st.isDirectory()) entries.push({ ...base, t: 'd' });
+    else if (st.isSymbolicLink()) entries.push({ ...base, t: 'l', l: readlinkSync(item.hostPath) });
+    else skipped.push(item.rel); // sockets, fifos, devices: nothing a COPY can take
+  }
+  await hashes.save().catch(() => undefined);
+  return { entries, skipped, sources };
+}
