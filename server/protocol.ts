@@ -100,6 +100,9 @@ export interface BuildRequest {
   push: boolean;
   platform?: string;
   jobs?: string;
+  /** --cache-from / --cache-to specs, registry and inline only (a local directory would be the server's) */
+  cacheFrom?: string[];
+  cacheTo?: string[];
   quiet: boolean;
   /** archives the server writes and streams back (a `local` output travels as a `tar`) */
   outputs: { type: 'oci' | 'docker' | 'tar' }[];

@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { parseArgs, parseOutput, type OutputSpec } from '../builder/cli/args.js';
 import { MbuildError, UsageError } from '../util/errors.js';
+import { remoteCacheSpecs } from '../builder/cache/remote-spec.js';
 import type { Connection } from './connection.js';
 import { contextManifest } from './manifest.js';
 import type { BuildEvent, BuildRequest, Frame, MissingReply, UploadChunk } from './protocol.js';
@@ -31,6 +32,8 @@ const FLAGS = [
   { names: ['--push'], key: 'push', kind: 'bool' as const },
   { names: ['--platform'], key: 'platform', kind: 'string' as const },
   { names: ['--jobs'], key: 'jobs', kind: 'string' as const },
+  { names: ['--cache-from'], key: 'cacheFrom', kind: 'list' as const },
+  { names: ['--cache-to'], key: 'cacheTo', kind: 'list' as const },
 ];
 
 const CHUNK = 1024 * 1024;
@@ -77,6 +80,10 @@ export async function remoteBuild(argv: string[], connect: (contextDir: string) 
   const outputs: OutputSpec[] = (flags.output as string[]).map(parseOutput).filter((o) => o.type !== 'image');
   if (flags.push && !(flags.tag as string[]).length) throw new UsageError('--push needs a name to push: add -t REGISTRY/NAME:TAG');
 
+  const cacheFrom = flags.cacheFrom as string[];
+  const cacheTo = flags.cacheTo as string[];
+  remoteCacheSpecs(cacheFrom, cacheTo);
+
   const conn = await connect(contextDir);
   const err = (s: string) => {
     if (!quiet) process.stderr.write(s);
@@ -107,6 +114,8 @@ export async function remoteBuild(argv: string[], connect: (contextDir: string) 
       push: Boolean(flags.push),
       platform: flags.platform as string | undefined,
       jobs: flags.jobs as string | undefined,
+      ...(cacheFrom.length ? { cacheFrom } : {}),
+      ...(cacheTo.length ? { cacheTo } : {}),
       quiet,
       outputs: outputs.map((o) => ({ type: o.type === 'local' ? 'tar' : (o.type as 'oci' | 'docker' | 'tar') })),
     };

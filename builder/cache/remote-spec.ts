@@ -120,3 +120,16 @@ export function parseCacheFrom(spec: string): CacheImportSpec {
   if (type === 'inline') throw new UsageError(`${flag} ${spec}: type=inline is for --cache-to; import an inline cache with --cache-from IMAGE`);
   throw new UsageError(`${flag} ${spec}: unknown cache type "${type}" (registry or local)`);
 }
+
+/**
+ * --cache-from / --cache-to as a server takes them: checked with the local parser, and no
+ * type=local (the directory would be on the server, where a client must not choose paths).
+ * Both the client (server/remote-build.ts) and the server (server/service.ts) check.
+ */
+export function remoteCacheSpecs(cacheFrom: string[], cacheTo: string[]): void {
+  for (const [flag, specs, parse] of [['--cache-from', cacheFrom, parseCacheFrom], ['--cache-to', cacheTo, parseCacheTo]] as const) {
+    for (const spec of specs) {
+      if (parse(spec).type === 'local') throw new UsageError(`${flag} ${spec}: type=local is not available with --host / MBUILD_HOST (the directory would be on the server); use type=registry`);
+    }
+  }
+}

@@ -9,7 +9,8 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BUSYBOX_TAR, mbuild, run, type CliResult } from '../helpers/cli.js';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { BUSYBOX_TAR, REPO, mbuild, run, type CliResult } from '../helpers/cli.js';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.js';
 
 let work: string;
@@ -270,6 +271,50 @@ describe('local cache: corruption and eviction', () => {
     await build(await runner(), await checkout({ 'static.txt': 'third\n' }), ['--cache-to', `type=local,dest=${dir},max-age=0s`]);
     const gone = await build(await runner(), await checkout({ 'static.txt': 'new branch\n' }), ['--cache-from', `type=local,src=${dir}`]);
     expect(gone.ran).toEqual(['count']);
+  });
+});
+
+describe('fleet: two servers (separate stores) share one registry cache', () => {
+  it('server B, fed by a client over --host, gets server A\'s image from the cache without running a step; type=local is refused there', async () => {
+    const servers: ChildProcess[] = [];
+    try {
+      const start = async (name: string) => {
+        const root = await runner();
+        const sock = path.join(work, `${name}.sock`);
+        const child = spawn(path.join(REPO, 'bin/mbuild'), ['--root', root, 'serve', '--addr', `unix://${sock}`], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+        servers.push(child);
+        let log = '';
+        child.stderr!.on('data', (d) => (log += d));
+        for (let i = 0; i < 300 && !log.includes('listening on'); i++) await new Promise((r) => setTimeout(r, 100));
+        expect(log).toContain('listening on');
+        return `unix://${sock}`;
+      };
+      const [hostA, hostB] = await Promise.all([start('server-a'), start('server-b')]);
+      const remote = async (host: string, ctx: string, args: string[]): Promise<Built> => {
+        const r = await mbuild(['--host', host, 'build', '--progress', 'plain', ...args, ctx], { env });
+        expect(r.code, r.stderr).toBe(0);
+        return {
+          r,
+          digest: /manifest (sha256:[a-f0-9]{64})/.exec(r.stderr)![1]!,
+          ran: [...r.stderr.matchAll(/^#\d+ [\d.]+ STEP-RAN-(\w+)$/gm)].map((m) => m[1]!),
+          cached: (r.stderr.match(/ CACHED DONE/g) ?? []).length,
+          misses: [...r.stderr.matchAll(/cache miss: (.*)$/gm)].map((m) => m[1]!),
+          fetched: (r.stderr.match(/fetching cached layer/g) ?? []).length,
+        };
+      };
+      const ref = `${reg.host}/app/cache:fleet`;
+      const a = await remote(hostA, await checkout({ 'static.txt': 'fleet\n' }), ['--cache-to', `type=registry,ref=${ref},mode=max`]);
+      expect(a.ran.sort()).toEqual(['concat', 'count', 'prepare']);
+      const b = await remote(hostB, await checkout({ 'static.txt': 'fleet\n' }), ['--cache-from', ref]);
+      expect(b.ran).toEqual([]);
+      expect(b.digest).toBe(a.digest);
+      const refused = await mbuild(['--host', hostB, 'build', '--cache-to', `type=local,dest=${work}/x`, await checkout()], { env });
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toMatch(/--cache-to type=local,dest=.*: type=local is not available with --host/);
+    } finally {
+      for (const s of servers) s.kill('SIGTERM');
+      await Promise.all(servers.map((s) => (s.exitCode === null ? new Promise((r) => s.once('exit', r)) : undefined)));
+    }
   });
 });
 

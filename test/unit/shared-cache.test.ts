@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { parseCacheFrom, parseCacheTo, DEFAULT_MAX_AGE_MS } from '../../builder/cache/remote-spec.js';
+import { parseCacheFrom, parseCacheTo, remoteCacheSpecs, DEFAULT_MAX_AGE_MS } from '../../builder/cache/remote-spec.js';
 import { CACHE_CONFIG_MEDIA_TYPE, decodeCache, decodeExplain, encodeCache, type CachedStep } from '../../builder/cache/remote-format.js';
 import { mergeSteps } from '../../builder/cache/remote-export.js';
 import { compareRecords } from '../../builder/cache/explain.js';
@@ -44,6 +44,14 @@ describe('--cache-to / --cache-from syntax (buildx)', () => {
       expect(fn).toThrow(UsageError);
       expect(fn).toThrow(want);
     }
+  });
+});
+
+describe('over --host', () => {
+  it('takes registry and inline caches, and refuses a local directory (it would be the server\'s)', () => {
+    expect(() => remoteCacheSpecs(['reg/app:cache'], ['type=registry,ref=reg/app:cache,mode=max', 'type=inline'])).not.toThrow();
+    expect(() => remoteCacheSpecs(['type=local,src=/etc'], [])).toThrow(/^--cache-from type=local,src=\/etc: type=local is not available with --host/);
+    expect(() => remoteCacheSpecs([], ['type=local,dest=/root'])).toThrow(/^--cache-to .*not available with --host/);
   });
 });
 
