@@ -10,6 +10,8 @@ import { loadIgnore } from '../context/dockerignore.js';
 import type { ProgressReporter } from '../../util/progress.js';
 import { baseState, forkState, type StageState } from '../steps/state.js';
 import type { BuildContext, NetworkMode } from '../steps/contract.js';
+import type { SecretSource, SshSource } from '../steps/secrets.js';
+import { mountFrom } from '../dockerfile/run-mount.js';
 import type { Limits } from '../sandbox/cgroups.js';
 import { applyMeta } from '../steps/meta.js';
 import { runStep, describeRun } from '../steps/run.js';
@@ -32,7 +34,7 @@ import { RemoteCaches } from '../cache/remote-import.js';
 import type { BuiltStep } from '../cache/remote-export.js';
 import type { CacheExportSpec, CacheImportSpec } from '../cache/remote-spec.js';
 import { INLINE_KEY, type InlineCache } from '../cache/remote-format.js';
-import { hostPlatform } from '../plan/platform.js';
+import { targetPlatform } from '../plan/platform.js';
 import type { Layer, LayerBlob } from '../../snapshotter/snapshots.js';
 import type { StepHandle } from '../../util/progress.js';
 import type { StepCache } from '../steps/contract.js';
@@ -51,6 +53,24 @@ export interface BuildOptions {
   jobs?: number;
   /** check the registry for FROM / COPY --from images even when the store has them */
   pull?: boolean;
+  /** --secret / --ssh (RUN --mount=type=secret / type=ssh) */
+  secrets?: SecretSource[];
+  ssh?: SshSource[];
+  /** predefined proxy ARGs given with --build-arg (K=V): RUN's environment only, never the image */
+  proxyEnv?: string[];
+  /** --no-cache-filter: stages (by name or index) that do not use the build cache */
+  noCacheStages?: string[];
+  /** --label: added to the final image's config */
+  labels?: Record<string, string>;
+  /** --annotation: on the image manifest */
+  annotations?: Record<string, string>;
+  /** --build-context NAME=docker-image://REF (and oci-layout, loaded): FROM/COPY --from NAME use REF */
+  namedContexts?: Record<string, string>;
+  /** --add-host: lines added to /etc/hosts of every RUN */
+  extraHosts?: string;
+  /** --shm-size in KiB, --ulimit as NAME:SOFT:HARD: for every RUN */
+  shmSizeKb?: number;
+  ulimits?: string[];
   /** shared build caches to read (--cache-from) and to write (--cache-to) */
   cacheFrom?: CacheImportSpec[];
   cacheTo?: CacheExportSpec[];
@@ -59,7 +79,7 @@ export interface BuildOptions {
 /** How often a build starts again after a cached blob turned out unusable (each time without it). */
 const CACHE_RETRIES = 4;
 
-/** The steps a build ran or found, by key, for --cache-to. */
+/** The steps a build ran or found, by chain key (the stage's key after the step), for --cache-to. */
 type StepLog = Map<string, BuiltStep & { position: string }>;
 
 /** "Dockerfile|target": what the records of a shared cache are filed under (no machine-local path). */
@@ -89,7 +109,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const df = parseDockerfile(text, display);
   for (const w of df.warnings) progress.info(`WARNING: ${w}`);
   const plan = planBuild(df, { target: opts.target, buildArgs: opts.buildArgs });
-  for (const a of plan.unusedBuildArgs) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
+  // SOURCE_DATE_EPOCH is for the build itself (BuildKit does not ask for an ARG)
+  for (const a of plan.unusedBuildArgs.filter((n) => n !== 'SOURCE_DATE_EPOCH')) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
   const snap = new Snapshotter(store);
   await snap.init();
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
@@ -100,7 +121,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const explainer = await MissExplainer.load(cache.dir, opts.dockerfile, opts.target);
 
   if ([...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])].some((c) => c.type === 'registry')) registryLoaded = true;
-  const remote = opts.cacheFrom?.length ? await RemoteCaches.load(opts.cacheFrom, snap, cache, progress, hostPlatform()) : undefined;
+  const remote = opts.cacheFrom?.length ? await RemoteCaches.load(opts.cacheFrom, snap, cache, progress, targetPlatform()) : undefined;
   const imageStages = new Set<number>();
   for (let i: number | undefined = plan.target; i !== undefined; ) {
     imageStages.add(i);
@@ -108,69 +129,90 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     i = base.kind === 'stage' ? base.index : undefined;
   }
   const shared: SharedCache = { remote, imageStages, log: new Map(), scope: explainScope(opts) };
+  const named = opts.namedContexts ?? {};
+  const contextRef = (ref: string) => named[ref] ?? named[ref.toLowerCase()] ?? ref;
+  const noCacheStages = new Set((opts.noCacheStages ?? []).map((s) => s.toLowerCase()));
+  for (const s of noCacheStages) if (!plan.stages.some((st, i) => st.name === s || String(i) === s)) throw new MbuildError('MBUILD_USAGE', `--no-cache-filter ${s}: no stage of that name`);
   const images = new Map<string, Promise<StageState>>();
 
-  const attempt = async (): Promise<{ state: StageState }> => {
-    let failed: unknown;
-    const stageRuns = new Map<number, Promise<StageState>>();
-    const makeCtx = (prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>): BuildContext => ({
-      store,
-      snap,
-      progress: prog,
-      contextDir: opts.contextDir,
-      ignore,
-      escape: df.escape,
-      network: opts.network,
-      limits: opts.limits,
-      cache,
-      fileHashes,
-      noCache: opts.noCache,
-      // steps often wait (sleep, network, disk) rather than compute: by default allow twice the cores, at least 4
-      jobs: new PQueue({ concurrency: Math.max(1, opts.jobs ?? Math.max(4, 2 * os.availableParallelism())) }),
-      stageIndexOf: (from) => {
-        if (/^\d+$/.test(from)) return Number(from);
-        const i = plan.stages.findIndex((s) => s.name === from.toLowerCase());
-        return i >= 0 ? i : undefined;
-      },
-      stageResult,
-      imageState: (ref) => {
-        let p = images.get(ref);
-        if (!p) {
-          p = (async () => {
-            // the registry code (and undici) loads only when the store lacks the image or --pull asks
-            const local = opts.pull ? undefined : await store.resolveImage(ref).catch(() => undefined);
-            const img = local ?? (await (await loadRegistry()).ensureImage(store, ref, { pull: opts.pull, progress }));
-            // keyed by the config digest (the image id): the same image pulled as OCI or Docker media types, or loaded from an archive, gives the same keys on every machine
-            return baseState(img.config, await snap.fromImage(img), `image:${img.manifest.config.digest}`);
-          })();
-          images.set(ref, p);
-        }
-        return p;
-      },
-    });
-
-    // with a shared cache, a key-only pass first finds the stages no missing step reads: they never run
-    const probe = remote ? await probeStages(plan, makeCtx, remote).catch(() => undefined) : undefined;
-    const ctx = makeCtx(progress, (i) => (!probe || probe.needed.has(i) ? runStage(i) : probe.states.get(i)!));
-
-    const runStage = (i: number): Promise<StageState> => {
-      let p = stageRuns.get(i);
+  const attempt = async (): Promise<StageState | undefined> => {
+  let failed: unknown;
+  // the first failure cancels every other stage at once (their running RUNs are killed)
+  const abort = new AbortController();
+  const stageRuns = new Map<number, Promise<StageState>>();
+  const makeCtx = (prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>): BuildContext => ({
+    store,
+    snap,
+    progress: prog,
+    contextDir: opts.contextDir,
+    ignore,
+    escape: df.escape,
+    network: opts.network,
+    limits: opts.limits,
+    secrets: new Map((opts.secrets ?? []).map((x) => [x.id, x])),
+    ssh: new Map((opts.ssh ?? []).map((x) => [x.id, x])),
+    cache,
+    fileHashes,
+    noCache: opts.noCache,
+    sourceDateEpoch: sourceDateEpoch(opts.buildArgs),
+    proxyEnv: opts.proxyEnv ?? [],
+    extraHosts: opts.extraHosts ?? '',
+    shmSizeKb: opts.shmSizeKb,
+    ulimits: opts.ulimits ?? [],
+    signal: abort.signal,
+    // steps often wait (sleep, network, disk) rather than compute: by default allow twice the cores, at least 4
+    jobs: new PQueue({ concurrency: Math.max(1, opts.jobs ?? Math.max(4, 2 * os.availableParallelism())) }),
+    stageIndexOf: (from) => {
+      if (/^\d+$/.test(from)) return Number(from);
+      const i = plan.stages.findIndex((s) => s.name === from.toLowerCase());
+      return i >= 0 ? i : undefined;
+    },
+    stageResult,
+    imageState: (asked) => {
+      const ref = contextRef(asked);
+      let p = images.get(ref);
       if (!p) {
-        p = executeStage(ctx, plan, plan.stages[i], () => failed, runStage, (state, step, position) => new StepCacheHandle(ctx, state, step, explainer, position, shared, shared.imageStages?.has(i) ?? false));
-        p.catch((err) => {
-          failed ??= err;
-        });
-        stageRuns.set(i, p);
+        p = (async () => {
+          // the registry code (and undici) loads only when the store lacks the image or --pull asks
+          const local = opts.pull ? undefined : await store.resolveImage(ref).catch(() => undefined);
+          const img = local ?? (await (await loadRegistry()).ensureImage(store, ref, { pull: opts.pull, progress }));
+          // keyed by the config digest (the image id): the same image pulled as OCI or Docker media types, or loaded from an archive, gives the same keys on every machine
+          return baseState(img.config, await snap.fromImage(img), `image:${img.manifest.config.digest}`);
+        })();
+        images.set(ref, p);
       }
       return p;
-    };
+    },
+  });
 
-    // start every needed stage at once; each waits for what it reads
-    for (const i of plan.order) if (!probe || probe.needed.has(i)) void runStage(i).catch(() => undefined);
-    const state = await runStage(plan.target);
-    await Promise.allSettled([...stageRuns.values()]);
-    if (failed) throw failed;
-    return { state };
+  // with a shared cache, a key-only pass first finds the stages no missing step reads: they never run
+  const probe = remote ? await probeStages(plan, makeCtx, remote).catch(() => undefined) : undefined;
+  const ctx = makeCtx(progress, (i) => (!probe || probe.needed.has(i) ? runStage(i) : probe.states.get(i)!));
+
+  const runStage = (i: number): Promise<StageState> => {
+    let p = stageRuns.get(i);
+    if (!p) {
+      const stage = plan.stages[i];
+      const stageCtx = noCacheStages.has(stage.name ?? '') || noCacheStages.has(String(i)) ? { ...ctx, noCache: true } : ctx;
+      p = executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)));
+      p.catch((err) => {
+        if (failed === undefined) {
+          failed = err;
+          abort.abort(err);
+        }
+      });
+      stageRuns.set(i, p);
+    }
+    return p;
+  };
+
+  // start every needed stage at once; each waits for what it reads
+  for (const i of plan.order) if (!probe || probe.needed.has(i)) void runStage(i).catch(() => undefined);
+  // the first failure is the one shown (the others were cancelled by it)
+  const state = await runStage(plan.target).catch(() => undefined);
+  await Promise.allSettled([...stageRuns.values()]);
+  if (failed || !state) throw failed;
+  return state;
   };
 
   // the check warnings end the output, whether the build worked or not (as buildx shows them)
@@ -178,73 +220,46 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     const summary = formatSummary(checks.warnings, display);
     if (summary) progress.info(summary.trimEnd());
   };
-  const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
   const inline = opts.cacheTo?.some((c) => c.type === 'inline');
   for (let n = 0; ; n++) {
-    try {
-      const { state } = await attempt().finally(() => Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined));
-      const step = progress.step('exporting layers');
-      const written = await writeImage(snap, state, {
-        created: sourceDateEpoch() ?? state.created,
-        author,
-        extraConfig: inline ? (blobs) => ({ [INLINE_KEY]: inlineCache(state, blobs, shared, explainer) }) : undefined,
-      });
-      await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
-      step.done(`manifest ${written.manifestDigest}`);
-      showWarnings();
-      if (names.length) {
-        const created = new Date().toISOString();
-        await store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created })));
-        progress.info(`naming to ${names.join(', ')}`);
-      }
-      for (const spec of opts.cacheTo ?? []) {
-        if (spec.type === 'inline') continue;
-        const { exportCache } = await import('../cache/remote-export.js');
-        const steps = spec.mode === 'max' ? [...shared.log.values()] : chainOf(state.key, shared.log);
-        await exportCache(spec, { steps, scope: shared.scope, records: explainer.recorded() }, { store, snap, remote, progress });
-      }
-      return { ...written, names, state, snap };
-    } catch (err) {
-      // a cached blob that cannot be used is a miss: build again, that step runs this time
-      if (err instanceof CacheBlobError && remote && n < CACHE_RETRIES) {
-        remote.exclude(err.key);
-        progress.info(`WARNING: ${err.message}; building again without it`);
-        continue;
-      }
-      showWarnings();
-      throw err;
-    }
+  try {
+  const state = (await attempt().finally(() => Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined)))!;
+  if (opts.labels && Object.keys(opts.labels).length) state.config.Labels = { ...(state.config.Labels ?? {}), ...opts.labels };
+
+  const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
+  const step = progress.step('exporting layers');
+  const written = await writeImage(snap, state, {
+    created: sourceDateEpoch(opts.buildArgs)?.toISOString() ?? state.created,
+    author,
+    annotations: opts.annotations,
+    extraConfig: inline ? (blobs) => ({ [INLINE_KEY]: inlineCache(state, blobs, shared, explainer) }) : undefined,
+  });
+  await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
+  step.done(`manifest ${written.manifestDigest}`);
+  showWarnings();
+  if (names.length) {
+    const created = new Date().toISOString();
+    await store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created })));
+    progress.info(`naming to ${names.join(', ')}`);
   }
-}
-
-/** The steps under a key, newest first (mode=min: the final image's own steps). */
-function chainOf(key: string, log: StepLog): BuiltStep[] {
-  const out: BuiltStep[] = [];
-  for (let k = log.get(key); k; k = log.get(k.parent)) out.push(k);
-  return out;
-}
-
-/** The inline cache: the final image's steps, their layers by position among the image's layers. */
-function inlineCache(state: StageState, blobs: LayerBlob[], shared: SharedCache, explainer: MissExplainer): InlineCache {
-  const imageLayers = state.layers.filter((l) => !l.empty);
-  const records = explainer.recorded();
-  const explain: NonNullable<InlineCache['explain']> = { [shared.scope]: {} };
-  const steps: InlineCache['steps'] = [];
-  for (const s of chainOf(state.key, shared.log)) {
-    const entry = shared.log.get(s.key)!;
-    if (records[entry.position]) explain[shared.scope]![entry.position] = { inputs: records[entry.position]!.inputs };
-    if (s.layer.empty) {
-      steps.push({ key: s.key, parent: s.parent, created: s.created });
+  for (const spec of opts.cacheTo ?? []) {
+    if (spec.type === 'inline') continue;
+    const { exportCache } = await import('../cache/remote-export.js');
+    const steps = spec.mode === 'max' ? [...shared.log.values()] : chainOf(state.key, shared.log);
+    await exportCache(spec, { steps, scope: shared.scope, records: explainer.recorded() }, { store, snap, remote, progress });
+  }
+  return { ...written, names, state, snap };
+  } catch (err) {
+    // a cached blob that cannot be used is a miss: build again, that step runs this time
+    if (err instanceof CacheBlobError && remote && n < CACHE_RETRIES) {
+      remote.exclude(err.key);
+      progress.info(`WARNING: ${err.message}; building again without it`);
       continue;
     }
-    let i = imageLayers.indexOf(s.layer);
-    if (i < 0) i = imageLayers.findIndex((l) => l.cacheKey === s.key);
-    const blob = blobs[i];
-    if (i < 0 || !blob || blob.digest !== blob.diffId) continue;
-    steps.push({ key: s.key, parent: s.parent, created: s.created, layer: i, size: blob.size });
+    showWarnings();
+    throw err;
   }
-  steps.sort((a, b) => (a.key < b.key ? -1 : 1));
-  return { steps, explain };
+  }
 }
 
 async function executeStage(
@@ -261,6 +276,7 @@ async function executeStage(
   const total = stage.instructions.length + 1;
   const fromStep = ctx.progress.step(`[${label} 1/${total}] ${stage.from.raw}`);
   try {
+    if (ctx.signal.aborted) throw canceled();
     if (stage.base.kind === 'scratch') state = baseState(undefined, [], 'scratch');
     else if (stage.base.kind === 'stage') state = forkState(await runStage(stage.base.index));
     else state = forkState(await ctx.imageState(stage.base.ref));
@@ -283,13 +299,24 @@ async function executeStage(
   const changesFiles = (ins: Instruction) => ins.kind === 'run' || ins.kind === 'copy' || ins.kind === 'add' || ins.kind === 'workdir';
   const lastFs = readByOthers ? -1 : all.map((a) => changesFiles(a.ins)).lastIndexOf(true);
   for (const [k, { ins, n }] of all.entries()) {
-    if (failed()) throw new MbuildError('MBUILD_CANCELED', 'canceled: another stage failed');
+    if (failed()) throw canceled();
     if ((ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined) {
       // wait for the stage or image it reads before the step shows as started
       const dep = ctx.stageIndexOf(ins.from);
       await (dep !== undefined ? ctx.stageResult(dep) : ctx.imageState(ins.from)).catch((err) => {
         throw withRange(err, ins.range);
       });
+    }
+    if (ins.kind === 'run') {
+      // RUN --mount=from=<stage|image>: that first, too
+      for (const raw of ins.mounts) {
+        const from = mountFrom(raw, ins.range);
+        if (!from) continue;
+        const dep = ctx.stageIndexOf(from);
+        await (dep !== undefined ? runStage(dep) : ctx.imageState(from)).catch((err) => {
+          throw withRange(err, ins.range);
+        });
+      }
     }
     const step = ctx.progress.step(`[${label} ${n}] ${stepName(ins)}`);
     const before = state.layers.length;
@@ -306,15 +333,20 @@ async function executeStage(
       const layer = state.layers.length > before ? state.layers[state.layers.length - 1] : undefined;
       if (cache.key) state.key = cache.key;
       if (cache.created) state.created = cache.created;
-      state.history.push({ entry: { created: sourceDateEpoch() ?? state.created, created_by: createdBy, comment: 'buildkit.dockerfile.v0' }, layer });
+      state.history.push({ entry: { created: ctx.sourceDateEpoch?.toISOString() ?? state.created, created_by: createdBy, comment: 'buildkit.dockerfile.v0' }, layer });
       onStep?.(ins, cache);
       step.done(cache.hit ? 'CACHED' : undefined);
     } catch (err) {
-      step.fail();
+      if (err instanceof MbuildError && err.code === 'MBUILD_CANCELED') step.cancel();
+      else step.fail();
       throw withRange(err, ins.range);
     }
   }
   return state;
+}
+
+function canceled(): MbuildError {
+  return new MbuildError('MBUILD_CANCELED', 'canceled: another stage failed');
 }
 
 /** True once this process loaded the registry client (its connections need closing at exit). */
@@ -324,14 +356,54 @@ async function loadRegistry() {
   return import('../../registry/ensure.js');
 }
 
-/** SOURCE_DATE_EPOCH (reproducible builds): every time in the image config becomes this one. */
-function sourceDateEpoch(): string | undefined {
-  const v = process.env.SOURCE_DATE_EPOCH;
-  return v && /^\d+$/.test(v) ? new Date(Number(v) * 1000).toISOString() : undefined;
+/**
+ * SOURCE_DATE_EPOCH (reproducible builds), from --build-arg as BuildKit takes it, else from the
+ * environment: every time in the image config becomes this one, and WORKDIR dates what it creates.
+ */
+function sourceDateEpoch(buildArgs: Record<string, string>): Date | undefined {
+  const v = buildArgs.SOURCE_DATE_EPOCH ?? process.env.SOURCE_DATE_EPOCH;
+  if (v === undefined || v === '') return undefined;
+  if (!/^\d+$/.test(v)) throw new MbuildError('MBUILD_USAGE', `invalid SOURCE_DATE_EPOCH "${v}": expected seconds since 1970`);
+  return new Date(Number(v) * 1000);
+}
+
+/** The steps under a chain key, newest first (mode=min: the final image's own steps). */
+function chainOf(key: string, log: StepLog): BuiltStep[] {
+  const out: BuiltStep[] = [];
+  for (let e = log.get(key); e; e = log.get(e.parent)) out.push(e);
+  return out;
+}
+
+/** The inline cache: the final image's steps, their layers by position among the image's layers. */
+function inlineCache(state: StageState, blobs: LayerBlob[], shared: SharedCache, explainer: MissExplainer): InlineCache {
+  const imageLayers = state.layers.filter((l) => !l.empty);
+  const records = explainer.recorded();
+  const explain: NonNullable<InlineCache['explain']> = { [shared.scope]: {} };
+  const steps: InlineCache['steps'] = [];
+  for (let e = shared.log.get(state.key); e; e = shared.log.get(e.parent)) {
+    if (records[e.position]) explain[shared.scope]![e.position] = { inputs: records[e.position]!.inputs };
+    if (e.layer.empty) {
+      steps.push({ key: e.key, parent: e.parent, created: e.created });
+      continue;
+    }
+    let i = imageLayers.indexOf(e.layer);
+    if (i < 0) i = imageLayers.findIndex((l) => l.cacheKey === e.key);
+    const blob = blobs[i];
+    if (i < 0 || !blob || blob.digest !== blob.diffId) continue;
+    steps.push({ key: e.key, parent: e.parent, created: e.created, layer: i, size: blob.size });
+  }
+  steps.sort((a, b) => (a.key < b.key ? -1 : 1));
+  return { steps, explain };
 }
 
 type CacheHandle = StepCache & { key?: string; created?: string; hit: boolean };
 type MakeCache = (state: StageState, step: StepHandle, position: string) => CacheHandle;
+
+/** The key-only pass shows nothing. */
+const SILENT: ProgressReporter = {
+  info: () => undefined,
+  step: () => ({ output: () => undefined, note: () => undefined, done: () => undefined, fail: () => undefined, cancel: () => undefined }),
+};
 
 /**
  * The key-only pass (BuildKit's solver computes cache keys before it runs anything): every stage
@@ -372,14 +444,14 @@ async function probeStages(
   return { needed, states };
 }
 
-/** The key-only pass shows nothing. */
-const SILENT: ProgressReporter = {
-  info: () => undefined,
-  step: () => ({ output: () => undefined, note: () => undefined, done: () => undefined, fail: () => undefined }),
-};
-
 /** A stage that was not built: mounting its layers fails clearly instead of copying nothing. */
 const UNBUILT: Layer = { id: 'unbuilt-stage', dir: '/nonexistent/mbuild-unbuilt-stage', empty: false };
+
+/** Keys as StepCacheHandle makes them (COPY --link: stored without the layers below). */
+function keysOf(parent: string, inputs: Record<string, unknown>, independent?: boolean): { own: string; key: string } {
+  const own = stepKey(independent ? 'independent' : parent, inputs);
+  return { own, key: independent ? stepKey(parent, { independent: own }) : own };
+}
 
 class ProbeCacheHandle implements CacheHandle {
   key?: string;
@@ -391,9 +463,10 @@ class ProbeCacheHandle implements CacheHandle {
     private readonly remote: RemoteCaches,
   ) {}
 
-  async lookup(inputs: Record<string, unknown>) {
-    this.key = stepKey(this.state.key, inputs);
-    const found = this.ctx.noCache ? undefined : ((await this.ctx.cache.get(this.key)) ?? (await this.remote.lookup(this.key)));
+  async lookup(inputs: Record<string, unknown>, _files?: Record<string, string>, opts?: { independent?: boolean }) {
+    const { own, key } = keysOf(this.state.key, inputs, opts?.independent);
+    this.key = key;
+    const found = this.ctx.noCache ? undefined : ((await this.ctx.cache.get(own)) ?? (await this.remote.lookup(own)));
     this.hit = found !== undefined;
     this.created = found?.created;
     return UNBUILT;
@@ -404,11 +477,11 @@ class ProbeCacheHandle implements CacheHandle {
   }
 }
 
-/** The shared caches of a build (--cache-from / --cache-to) and what it ran or found, by key. */
+/** The shared caches of a build (--cache-from / --cache-to) and what it ran or found. */
 interface SharedCache {
   remote?: RemoteCaches;
   /** the target stage and the stages it is built FROM: every layer of theirs ends up in the image */
-  imageStages?: Set<number>;
+  imageStages: Set<number>;
   log: StepLog;
   scope: string;
 }
@@ -416,6 +489,7 @@ interface SharedCache {
 /** One step's view of the build cache: lookup fixes the step's key; save keeps the layer under it. */
 class StepCacheHandle implements CacheHandle {
   key?: string;
+  private storeKey?: string;
   created?: string;
   hit = false;
   private record?: StepRecord;
@@ -432,13 +506,17 @@ class StepCacheHandle implements CacheHandle {
     this.parent = state.key;
   }
 
-  async lookup(inputs: Record<string, unknown>, files?: Record<string, string>) {
-    this.key = stepKey(this.state.key, inputs);
+  async lookup(inputs: Record<string, unknown>, files?: Record<string, string>, opts?: { independent?: boolean }) {
+    // an independent step (COPY --link) is kept under a key without the layers below it; the
+    // stage's key still chains through it, so later steps depend on the base and on this layer
+    const { own, key } = keysOf(this.state.key, inputs, opts?.independent);
+    this.storeKey = own;
+    this.key = key;
     this.record = { inputs: { parent: this.state.key.slice(-16), ...inputDigests(inputs) }, ...(files ? { files } : {}) };
     this.explainer.record(this.position, this.record);
     if (!this.ctx.noCache) {
       // this store first, then the shared caches (their layers are fetched when first needed)
-      const found = (await this.ctx.cache.get(this.key)) ?? (await this.shared.remote?.lookup(this.key));
+      const found = (await this.ctx.cache.get(own)) ?? (await this.shared.remote?.lookup(own));
       if (found) {
         this.hit = true;
         this.created = found.created;
@@ -454,18 +532,18 @@ class StepCacheHandle implements CacheHandle {
   /** Compared with this store's last build, else with the inputs another runner recorded in a shared cache. */
   private async whyMissed(rec: StepRecord): Promise<string> {
     if (this.explainer.knows(this.position) || !this.shared.remote) return this.explainer.explain(this.position, rec);
-    const remote = await this.shared.remote?.explain(this.shared.scope, this.position).catch(() => undefined);
+    const remote = await this.shared.remote.explain(this.shared.scope, this.position).catch(() => undefined);
     return remote ? compareRecords(remote, rec) : 'not built before';
   }
 
   private logStep(layer: Layer): void {
-    if (this.key && this.created) this.shared.log.set(this.key, { key: this.key, parent: this.parent, created: this.created, layer, position: this.position });
+    if (this.key && this.storeKey && this.created) this.shared.log.set(this.key, { key: this.storeKey, parent: this.parent, created: this.created, layer, position: this.position });
   }
 
   async save(layer: Layer): Promise<Layer> {
     this.created = new Date().toISOString();
-    if (!this.key) return layer;
-    const kept = await this.ctx.cache.put(this.key, layer, this.created);
+    if (!this.storeKey) return layer;
+    const kept = await this.ctx.cache.put(this.storeKey, layer, this.created);
     this.logStep(kept);
     return kept;
   }

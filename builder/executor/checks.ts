@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import { checkDockerfile, type CheckOptions, type CheckResult } from '../dockerfile/checks/lint.js';
-import { formatCheckReport, formatSummary, violationMessage } from '../dockerfile/checks/report.js';
+import { formatCheckReport, formatSummary, sourceSnippet, violationMessage } from '../dockerfile/checks/report.js';
 import type { Plan } from '../plan/plan.js';
 import type { Store } from '../../store/store.js';
 import { loadIgnore, type IgnoreMatcher } from '../context/dockerignore.js';
@@ -62,7 +62,6 @@ export async function checkCommand(opts: { contextDir: string; dockerfile: strin
   const report = formatCheckReport({ ...result, error: undefined }, file, text);
   process.stdout.write(result.error && result.warnings.length === 0 ? '' : report);
   if (result.error) {
-    const { sourceSnippet } = await import('../dockerfile/checks/report.js');
     const where = result.error.start !== undefined ? `${file}:${result.error.start}: ` : '';
     process.stderr.write(`error: ${where}${result.error.message}\n`);
     if (result.error.start !== undefined) process.stderr.write(sourceSnippet(file, text, result.error.start, result.error.end ?? result.error.start));

@@ -26,6 +26,7 @@ function cleanConfig(c: ContainerConfig): ContainerConfig {
 export interface WriteOptions {
   created: string;
   author?: string;
+  annotations?: Record<string, string>;
   /** top-level config fields made from the layers' blobs (the inline build cache) */
   extraConfig?: (blobs: LayerBlob[]) => Record<string, unknown>;
 }
@@ -55,6 +56,7 @@ export async function writeImage(snap: Snapshotter, state: StageState, opts: Wri
     mediaType: MediaType.manifest,
     config: { mediaType: MediaType.config, digest: cfg.digest, size: cfg.size },
     layers: blobs.map((b) => ({ mediaType: b.mediaType, digest: b.digest, size: b.size })),
+    ...(opts.annotations && Object.keys(opts.annotations).length ? { annotations: opts.annotations } : {}),
   };
   const man = await snap.store.content.putJson(manifest);
   return { manifestDigest: man.digest, manifestSize: man.size, manifest, config };

@@ -5,9 +5,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { constants as osConstants, tmpdir } from 'node:os';
-import { isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, join, posix, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { SandboxError } from '../../util/errors.js';
 import { StepCgroup, type Limits, type UsageStats } from './cgroups.js';
@@ -15,6 +15,7 @@ import { onInterrupt } from './interrupt.js';
 import { encodeFields, helperPath, spawnError } from '../../util/native-helper.js';
 import { attachToBridge, planNetwork, resolvConfFor, type Attachment, type NetworkPlan, type NetworkRequest } from './network/index.js';
 import { StatusFilter } from './status.js';
+import type { Mount } from '../../snapshotter/snapshots.js';
 
 export type { Limits, UsageStats } from './cgroups.js';
 export type { NetworkRequest } from './network/index.js';
@@ -47,6 +48,10 @@ export interface SandboxSpec {
    * (with a warning) when the bridge is not usable.
    */
   network: NetworkRequest;
+  /** size of /dev/shm in KiB (--shm-size; default 64 MiB) */
+  shmSizeKb?: number;
+  /** rlimits as NAME:SOFT:HARD (-1 unlimited), docker's --ulimit names */
+  ulimits?: string[];
   /** content of /etc/hosts (on the bridge, "<address> <hostname>" is added) */
   hosts: string;
   /** content of /etc/resolv.conf; default: derived from the host's for the network mode */
@@ -61,9 +66,22 @@ export interface SandboxSpec {
    * store's tmp dir lets the next start sweep what a killed run left (default: the OS temp dir)
    */
   stateParent?: string;
+  /** RUN --mount: made in order, so a mount inside another one's target goes after it */
+  mounts?: SandboxMount[];
   /** called once the sandbox's network is ready, just before the command starts */
   onStart?: (info: StartInfo) => void | Promise<void>;
 }
+
+/**
+ * A mount of RUN --mount / run --mount, made inside the sandbox before the command starts. A missing
+ * target is created: a directory (kept in the layer, as docker 20.10's BuildKit keeps it) or, for a
+ * non-directory source, an empty file (removed after the step).
+ */
+export type SandboxMount =
+  /** source: a host directory, file or socket; scratch: writable, the writes thrown away after the step */
+  | { kind: 'bind'; source: string; target: string; readonly: boolean; scratch?: boolean }
+  /** size in bytes (0 or undefined: the kernel's default); mode of its root (default 1777) */
+  | { kind: 'tmpfs'; target: string; size?: number; mode?: number };
 
 export interface StartInfo {
   /** the helper, which holds the sandbox's namespaces */
@@ -92,6 +110,11 @@ export interface SandboxResult {
    * found them after the command ended; undefined if it could not say
    */
   opaqueDirs?: string[];
+}
+
+/** The sandbox's root from a snapshot's mount description (Snapshotter.prepare). */
+export function rootfsOf(m: Mount): Pick<SandboxSpec, 'lowerDirs' | 'upperDir' | 'workDir' | 'rootfsDir'> {
+  return m.type === 'bind' ? { lowerDirs: [], rootfsDir: m.source } : { lowerDirs: m.lowerDirs, upperDir: m.upperDir, workDir: m.workDir };
 }
 
 function signalName(n: number): string | undefined {
@@ -124,6 +147,14 @@ function validate(spec: SandboxSpec): void {
   }
   if (spec.signals !== undefined && spec.signals !== 'kill' && spec.signals !== 'forward') throw new SandboxError(`bad signals mode ${String(spec.signals)}`);
   for (const e of spec.env) if (!e.includes('=')) throw new SandboxError(`environment entry without '=': ${e}`);
+  for (const m of spec.mounts ?? []) {
+    const t = posix.normalize(m.target);
+    if (!posix.isAbsolute(m.target) || t === '/' || t !== m.target.replace(/\/+$/, '')) throw new SandboxError(`mount target must be a clean absolute path other than /: ${m.target}`);
+    if (m.kind === 'bind' && !isAbsolute(m.source)) throw new SandboxError(`mount source must be absolute: ${m.source}`);
+    if (m.kind === 'bind' && m.scratch && /[,:\\]/.test(m.source)) throw new SandboxError(`a writable bind mount's source cannot contain ',', ':' or '\\': ${m.source}`);
+    if (m.kind === 'tmpfs' && m.size !== undefined && (!Number.isSafeInteger(m.size) || m.size < 0)) throw new SandboxError(`bad tmpfs size ${m.size}`);
+    if (m.kind === 'tmpfs' && m.mode !== undefined && (!Number.isInteger(m.mode) || m.mode < 0 || m.mode > 0o7777)) throw new SandboxError(`bad tmpfs mode ${m.mode}`);
+  }
 }
 
 /** Runs spec.args in the sandbox; resolves with its exit code. Throws SandboxError when the sandbox itself fails. */
@@ -161,11 +192,31 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       'signals', spec.signals ?? 'kill',
     ];
     if (plan.netns) fields.push('netns', plan.netns);
+    if (spec.shmSizeKb) fields.push('shmsize', String(spec.shmSizeKb));
+    for (const u of spec.ulimits ?? []) fields.push('rlimit', u);
     for (const f of cgroup?.procsFiles() ?? []) fields.push('cgroup', f);
     if (spec.rootfsDir !== undefined) fields.push('rootfsdir', resolve(spec.rootfsDir));
     else {
       fields.push('upper', resolve(spec.upperDir!), 'work', resolve(spec.workDir!), 'opaque', '1');
       for (const d of spec.lowerDirs) fields.push('lower', resolve(d));
+    }
+    for (const [i, m] of (spec.mounts ?? []).entries()) {
+      fields.push('mount', m.target.replace(/^\/+/, ''));
+      if (m.kind === 'tmpfs') {
+        fields.push('mount.tmpfs', String(m.size ?? 0));
+        if (m.mode !== undefined) fields.push('mount.mode', m.mode.toString(8));
+      }
+      else if (m.scratch) {
+        // an overlay over the source; its upper dir goes with the state dir
+        const dir = join(state, `mount-${i}`);
+        await mkdir(join(dir, 'upper'), { recursive: true });
+        await mkdir(join(dir, 'work'));
+        // the overlay's root takes its owner and mode from the upper dir: the source's
+        const st = await stat(m.source);
+        await chown(join(dir, 'upper'), st.uid, st.gid);
+        await chmod(join(dir, 'upper'), st.mode & 0o7777);
+        fields.push('mount.overlay', resolve(m.source), 'mount.upper', join(dir, 'upper'), 'mount.work', join(dir, 'work'));
+      } else fields.push('mount.bind', resolve(m.source), 'mount.ro', m.readonly ? '1' : '0');
     }
     for (const g of spec.groups) fields.push('group', String(g));
     for (const e of spec.env) fields.push('env', e);
@@ -176,12 +227,13 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       const pid = Number(payload);
       const h = helper!;
       starting = (async () => {
+        let release: string[] | undefined;
         if (plan.mode === 'bridge') {
           try {
             attachment = await attachToBridge(plan.bridge!, pid);
             await writeFile(join(stateDir, 'hosts'), `${spec.hosts}${spec.hosts && !spec.hosts.endsWith('\n') ? '\n' : ''}${attachment.address}\t${spec.hostname}\n`);
             const a = attachment;
-            h.control!.end(encodeFields(['addr', a.address, 'prefix', String(a.prefix), 'gw', a.gateway, 'ifname', 'eth0']));
+            release = ['addr', a.address, 'prefix', String(a.prefix), 'gw', a.gateway, 'ifname', 'eth0'];
           } catch (err) {
             setupError ??= err;
             h.control!.end(encodeFields(['abort', `network setup failed: ${(err as Error).message}`]));
@@ -189,11 +241,16 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
           }
         }
         try {
+          // before the command starts (on the bridge it waits for its address): published ports and
+          // a container's record exist even for a command that ends at once (`mbuild run -p … true`)
           await spec.onStart?.({ pid, netns: `/proc/${pid}/ns/net`, network: plan.mode, address: attachment?.address, signal: (sig) => h.kill(sig) });
         } catch (err) {
           setupError ??= err;
-          h.kill('SIGUSR1');
+          if (release) h.control!.end(encodeFields(['abort', `start failed: ${(err as Error).message}`]));
+          else h.kill('SIGUSR1');
+          return;
         }
+        if (release) h.control!.end(encodeFields(release));
       })();
     };
     let opaqueDirs: string[] | undefined;

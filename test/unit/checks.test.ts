@@ -188,6 +188,21 @@ describe('rules', () => {
   });
 });
 
+describe('experimental rules', () => {
+  it('InvalidDefinitionDescription runs only when enabled', () => {
+    const good = '# check=experimental=InvalidDefinitionDescription\n# foo this is the foo\nARG foo=bar\n\n# base this is the base image\nFROM scratch AS base\n\n# version this is the version number\nARG version=latest\n\n# baz this is the baz\nARG foo=baz bar=qux baz=quux\n#\nARG bit=bat\n\n# comment for something other than ARG or FROM\nCOPY Dockerfile .\n';
+    expect(lint(good)).toEqual([]);
+    const bad = '# check=experimental=InvalidDefinitionDescription\n# bar this is the bar\nARG foo=bar\n# BasE this is the BasE image\nFROM scratch AS base\n# definitely a bad comment\nARG version=latest\n# definitely a bad comment\nARG foo=baz bar=qux baz=quux\n';
+    expect(lint(bad)).toEqual([
+      ['InvalidDefinitionDescription', 'Comment for ARG should follow the format: `# foo <description>`', 3],
+      ['InvalidDefinitionDescription', 'Comment for FROM should follow the format: `# base <description>`', 5],
+      ['InvalidDefinitionDescription', 'Comment for ARG should follow the format: `# version <description>`', 7],
+      ['InvalidDefinitionDescription', 'Comment for ARG should follow the format: `# <arg_key> <description>`', 9],
+    ]);
+    expect(lint(bad.replace('# check=experimental=InvalidDefinitionDescription\n', '\n'))).toEqual([]);
+  });
+});
+
 describe('check configuration', () => {
   it('parses skip, experimental and error like BuildKit', () => {
     expect(parseCheckOptions('skip=A, B;error=true')).toMatchObject({ skip: new Set(['A', 'B']), error: true, skipAll: false });

@@ -149,9 +149,14 @@ export function checkDockerfile(text: string, file: string, opts: CheckOptions =
     const cfg = nodeConfig(n);
     const kw = n.value.toLowerCase();
     if (kw === 'maintainer') warn(cfg, 'MaintainerDeprecated', MESSAGES.MaintainerDeprecated(), n.startLine, n.endLine);
+    if (kw === 'arg') {
+      const keys = n.args.map((a) => ('value' in a ? a.value.split('=')[0]! : ''));
+      definitionDescription(cfg, 'ARG', keys, n);
+    }
     if (kw === 'from') {
       const args = n.args.map((a) => ('value' in a ? a.value : ''));
       if (args.length === 3 && args[2] !== args[2]!.toLowerCase()) warn(cfg, 'StageNameCasing', MESSAGES.StageNameCasing(args[2]!), n.startLine, n.endLine);
+      if (args.length === 3 && args[1]!.toLowerCase() === 'as') definitionDescription(cfg, 'FROM', [args[2]!.toLowerCase()], n);
       if (args.length >= 3) {
         const lower = n.value === n.value.toLowerCase();
         const upper = n.value === n.value.toUpperCase();
@@ -163,6 +168,15 @@ export function checkDockerfile(text: string, file: string, opts: CheckOptions =
     }
   }
   if (!df) return result(parseError, config);
+
+  // `# name description` right above a stage or ARG (experimental in BuildKit)
+  function definitionDescription(cfg: CheckConfig, instruction: string, keys: string[], n: AstNode): void {
+    if (n.comments.length === 0 || keys.length === 0) return;
+    const first = n.comments[n.comments.length - 1]!.split(' ')[0]!;
+    if (keys.includes(first)) return;
+    const example = keys.length > 1 ? '<arg_key>' : keys[0]!;
+    warn(cfg, 'InvalidDefinitionDescription', MESSAGES.InvalidDefinitionDescription(instruction, example), n.startLine, n.endLine);
+  }
 
   const instructions = df.instructions;
   const nodeOf = (i: number) => ast.nodes[i]!;

@@ -1,6 +1,7 @@
 /**
  * The build-check rules BuildKit ships (frontend/dockerfile/linter/ruleset.go): names,
- * descriptions, documentation URLs and the exact wording of each warning.
+ * descriptions, documentation URLs and the exact wording of each warning. (InvalidBaseImagePlatform
+ * is left out: mbuild only builds for the host's platform, so it cannot fire.)
  */
 import { goQuote } from '../../expand/shell-word.js';
 
@@ -36,6 +37,12 @@ export const RULES = {
   FromPlatformFlagConstDisallowed: rule('FromPlatformFlagConstDisallowed', 'from-platform-flag-const-disallowed', 'FROM --platform flag should not use a constant value'),
   CopyIgnoredFile: rule('CopyIgnoredFile', 'copy-ignored-file', 'Attempting to Copy file that is excluded by .dockerignore'),
   ExposeProtoCasing: rule('ExposeProtoCasing', 'expose-proto-casing', 'Protocol in EXPOSE instruction should be lowercase'),
+  InvalidDefinitionDescription: rule(
+    'InvalidDefinitionDescription',
+    'invalid-definition-description',
+    'Comment for build stage or argument should follow the format: `# <arg/stage name> <description>`. If this is not intended to be a description comment, add an empty line or comment between the instruction and the comment.',
+    true,
+  ),
   ExposeInvalidFormat: rule('ExposeInvalidFormat', 'expose-invalid-format', 'IP address and host-port mapping should not be used in EXPOSE instruction. This will become an error in a future release'),
 } as const satisfies Record<string, Rule>;
 
@@ -62,6 +69,7 @@ export const MESSAGES = {
   FromPlatformFlagConstDisallowed: (platform: string) => `FROM --platform flag should not use constant value ${goQuote(platform)}`,
   CopyIgnoredFile: (cmd: string, file: string) => `Attempting to ${cmd} file ${goQuote(file)} that is excluded by .dockerignore`,
   ExposeProtoCasing: (port: string) => `Defined protocol '${port}' in EXPOSE instruction should be lowercase`,
+  InvalidDefinitionDescription: (instruction: string, name: string) => `Comment for ${instruction} should follow the format: \`# ${name} <description>\``,
   ExposeInvalidFormat: (port: string) => `EXPOSE instruction should not define an IP address or host-port mapping, found '${port}'`,
 } satisfies Record<RuleName, (...args: string[]) => string>;
 
