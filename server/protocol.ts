@@ -104,6 +104,9 @@ export interface BuildRequest {
   push: boolean;
   platform?: string;
   jobs?: string;
+  /** --cache-from / --cache-to specs, registry and inline only (a local directory would be the server's) */
+  cacheFrom?: string[];
+  cacheTo?: string[];
   quiet: boolean;
   /** --secret values, read on the client (the server keeps them in the build's private folder, never in its store) */
   secrets?: { id: string; value: string /* base64 */ }[];

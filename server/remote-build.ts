@@ -11,6 +11,7 @@ import type { Writable } from 'node:stream';
 import { parseArgs } from '../builder/cli/args.js';
 import { parseOutput, type OutputSpec } from '../builder/cli/output-spec.js';
 import { MbuildError, UsageError } from '../util/errors.js';
+import { remoteCacheSpecs } from '../builder/cache/remote-spec.js';
 import type { Connection } from './connection.js';
 import { contextManifest } from './manifest.js';
 import { contextKey } from './address.js';
@@ -35,6 +36,8 @@ const FLAGS = [
   { names: ['--jobs'], key: 'jobs', kind: 'string' as const },
   { names: ['--secret'], key: 'secret', kind: 'list' as const },
   { names: ['--ssh'], key: 'ssh', kind: 'list' as const },
+  { names: ['--cache-from'], key: 'cacheFrom', kind: 'list' as const },
+  { names: ['--cache-to'], key: 'cacheTo', kind: 'list' as const },
 ];
 
 /** BuildKit's limit on one secret (session/secrets: MaxSecretSize). */
@@ -111,6 +114,10 @@ export async function remoteBuild(argv: string[], connect: (contextDir: string) 
   const secrets = await readSecrets(flags.secret as string[]);
   if (flags.push && !(flags.tag as string[]).length) throw new UsageError('--push needs a name to push: add -t REGISTRY/NAME:TAG');
 
+  const cacheFrom = flags.cacheFrom as string[];
+  const cacheTo = flags.cacheTo as string[];
+  remoteCacheSpecs(cacheFrom, cacheTo);
+
   const conn = await connect(contextDir);
   const err = (s: string) => {
     if (!quiet) process.stderr.write(s);
@@ -143,6 +150,8 @@ export async function remoteBuild(argv: string[], connect: (contextDir: string) 
       push: Boolean(flags.push),
       platform: flags.platform as string | undefined,
       jobs: flags.jobs as string | undefined,
+      ...(cacheFrom.length ? { cacheFrom } : {}),
+      ...(cacheTo.length ? { cacheTo } : {}),
       quiet,
       ...(secrets.length ? { secrets } : {}),
       ...(process.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: process.env.SOURCE_DATE_EPOCH } : {}),

@@ -12,6 +12,7 @@ import type * as grpc from '@grpc/grpc-js';
 import PQueue from 'p-queue';
 import { MbuildError, UsageError } from '../util/errors.js';
 import { layout } from '../store/layout.js';
+import { remoteCacheSpecs } from '../builder/cache/remote-spec.js';
 import { ContextStore, syncContext } from './context-store.js';
 import { spawnWorker, runCommand, exitCode } from './worker.js';
 import type { BuildEvent, BuildRequest, CommandReply, CommandRequest, Frame, InfoReply, MissingReply, MissingRequest, UploadChunk } from './protocol.js';
@@ -318,6 +319,10 @@ function checkBuildRequest(r: BuildRequest): BuildRequest {
     throw new UsageError('build request: invalid secrets');
   }
   if (!Array.isArray(r.tags) || !r.tags.every((t) => typeof t === 'string')) throw new UsageError('build request: tags must be strings');
+  for (const k of ['cacheFrom', 'cacheTo'] as const) {
+    if (r[k] !== undefined && (!Array.isArray(r[k]) || !r[k]!.every((t) => typeof t === 'string'))) throw new UsageError(`build request: ${k} must be strings`);
+  }
+  remoteCacheSpecs(r.cacheFrom ?? [], r.cacheTo ?? []);
   if (!r.buildArgs || typeof r.buildArgs !== 'object' || !Object.values(r.buildArgs).every((v) => typeof v === 'string')) throw new UsageError('build request: invalid build args');
   if (!Array.isArray(r.outputs) || !r.outputs.every((o) => ['oci', 'docker', 'tar'].includes(o?.type))) throw new UsageError('build request: invalid outputs');
   for (const e of r.manifest as ManifestEntry[]) if (e.t === 'f' && (typeof e.h !== 'string' || !/^[0-9a-f]{64}$/.test(e.h))) throw new UsageError(`build request: ${e.p} has no valid digest`);
@@ -336,6 +341,8 @@ function buildArgs(r: BuildRequest, dockerfile: string, outputs: { type: string;
   if (r.pidsLimit !== undefined) a.push(`--pids-limit=${r.pidsLimit}`);
   if (r.platform !== undefined) a.push(`--platform=${r.platform}`);
   if (r.jobs !== undefined) a.push(`--jobs=${r.jobs}`);
+  for (const c of r.cacheFrom ?? []) a.push(`--cache-from=${c}`);
+  for (const c of r.cacheTo ?? []) a.push(`--cache-to=${c}`);
   if (r.noCache) a.push('--no-cache');
   if (r.pull) a.push('--pull');
   if (r.push) a.push('--push');

@@ -43,6 +43,11 @@ export interface Layer {
   cacheKey?: string;
   /** its opaque directories, when known at commit (the RUN sandbox reports them); else read from xattrs */
   opaqueDirs?: string[];
+  /**
+   * A layer known only from a shared build cache: brings its blob into the content store. Called
+   * the first time something needs the layer's bytes (a mount, an export), never before.
+   */
+  fetch?: () => Promise<void>;
 }
 
 /**
@@ -261,6 +266,7 @@ export class Snapshotter {
       try {
         await fs.access(l.dir);
       } catch {
+        if (l.fetch) await l.fetch();
         if (!l.blob) throw new MbuildError('MBUILD_SNAPSHOT', `layer ${l.id} has neither files nor a blob (run "mbuild prune --all" and build again)`);
         if (path.dirname(path.dirname(l.dir)) !== this.dir || path.basename(l.dir) !== SNAPSHOT_FILES) throw new MbuildError('MBUILD_SNAPSHOT', `layer ${l.id}: unexpected directory ${l.dir}`);
         await this.unpackOnce(path.basename(path.dirname(l.dir)), l.blob);
@@ -348,7 +354,10 @@ export class Snapshotter {
    * pushes compress on the way out (store/compress.ts), once per layer.
    */
   async ensureBlob(layer: Layer): Promise<LayerBlob> {
-    if (layer.blob) return layer.blob;
+    if (layer.blob) {
+      if (layer.fetch) await layer.fetch();
+      return layer.blob;
+    }
     layer.blob = await this.ingestTar((out) => writeLayerTar(layer.dir, out, { end: true, opaqueDirs: layer.opaqueDirs }));
     return layer.blob;
   }

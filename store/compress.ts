@@ -39,6 +39,14 @@ export async function gzipLayer(store: Store, layer: Descriptor): Promise<Descri
   return { mediaType: MediaType.layerGzip, digest: info.digest, size: info.size };
 }
 
+/**
+ * Remember that `gz` is the gzip form of the uncompressed blob `diffId` (a layer fetched from a
+ * shared build cache keeps the cache's bytes, so a push of it sends the very same blob).
+ */
+export async function rememberGzip(store: Store, diffId: string, gz: { digest: string; size: number }): Promise<void> {
+  await writeFileAtomic(path.join(store.root, 'compressed', `${hex(diffId)}.json`), JSON.stringify({ digest: gz.digest, size: gz.size }));
+}
+
 /** A manifest whose layers are all compressed: the same manifest when they are already. */
 export async function distributable(store: Store, manifestDigest: string): Promise<{ manifestDigest: string; manifest: Manifest }> {
   const manifest = await store.content.readJson<Manifest>(manifestDigest);

@@ -66,6 +66,9 @@ export const ERROR_CODES = {
   MBUILD_REGISTRY_BAD_MANIFEST: 'a registry sent a manifest or index that is not valid',
   MBUILD_REGISTRY_TOO_LARGE: 'a registry sent a manifest or config over the size limit',
   MBUILD_CREDENTIALS: 'the Docker credentials file or a credential helper failed',
+  // the shared build cache (--cache-from / --cache-to)
+  MBUILD_CACHE_EXPORT: 'the build cache could not be written to its --cache-to destination',
+  MBUILD_CACHE_BLOB: 'a layer of a --cache-from cache could not be fetched or did not match (the build starts again without it)',
   // mbuild serve and the remote CLI
   MBUILD_REMOTE: 'the mbuild server (--host, MBUILD_HOST) cannot be reached or a call to it failed',
 } as const satisfies Record<`MBUILD_${string}`, string>;

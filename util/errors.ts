@@ -145,3 +145,10 @@ export class RegistryUnreachableError extends RegistryError {
     super('MBUILD_REGISTRY_UNREACHABLE', message, undefined, cause);
   }
 }
+
+/** A cached layer of a --cache-from cache could not be fetched or was not what the cache said. */
+export class CacheBlobError extends MbuildError {
+  constructor(readonly key: string, message: string, cause?: unknown) {
+    super('MBUILD_CACHE_BLOB', message, { cause });
+  }
+}

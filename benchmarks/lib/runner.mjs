@@ -8,7 +8,7 @@ import { startRegistry } from './daemons.mjs';
 
 const secs = (ms) => (ms / 1000).toFixed(2);
 
-const VARIANT_LABELS = { cold: 'cold', warm: 'warm (no change)', change: 'one line changed' };
+const VARIANT_LABELS = { cold: 'cold', warm: 'warm (no change)', change: 'one line changed', fresh: 'fresh runner' };
 
 /**
  * From an mbuild --progress plain log: the summed "#N ... DONE 1.234s" times of the Dockerfile
@@ -142,6 +142,38 @@ export async function runScenario(sc, tools, env) {
       } finally {
         await reg?.stop();
       }
+    }
+    return rows;
+  }
+
+  if (sc.kind === 'cachefrom') {
+    // runner A builds once and exports its cache to the registry (untimed); each timed run is a
+    // fresh runner B: no build cache, the base images loaded, the same context
+    const reg = await startRegistry(join(work, 'registry'), env.registryPort);
+    try {
+      const ref = (t) => `127.0.0.1:${env.registryPort}/bench/${sc.id}-${t.name}:cache`;
+      const ready = [];
+      for (const t of active) {
+        if (!t.exportCache) {
+          for (const v of variants) row(v, t.name).skipped = 'no registry cache';
+          continue;
+        }
+        const r = await t.exportCache({ ctx: prep.ctx, dockerfile: prep.dockerfile, ref: ref(t), log: join(logs, `${sc.id}-export-${t.name}.log`) });
+        if (r.code === 0) ready.push(t);
+        else for (const v of variants) row(v, t.name).skipped = `exporting the cache failed: ${tail(join(logs, `${sc.id}-export-${t.name}.log`), 3)}`;
+      }
+      for (const variant of variants) {
+        for (let round = 1; round <= runs && !env.aborted(); round++) {
+          for (const t of rotate(ready, round)) {
+            await t.freshRunner(prep.images, archives);
+            const log = join(logs, `${sc.id}-${variant}-${t.name}-${round}.log`);
+            const load = await settle(env.waitIdle);
+            record(variant, t, round, { ...(await t.importCache({ ctx: prep.ctx, dockerfile: prep.dockerfile, ref: ref(t), tag: tagFor(t), log })), log, load });
+          }
+        }
+      }
+    } finally {
+      await reg.stop();
     }
     return rows;
   }

@@ -44,6 +44,16 @@ COPY --from=c /c /c
 COPY --from=d /d /d
 `;
 
+// a slow build stage (a stand-in for a compiler: the Go base image is not available offline) and a
+// slim final stage that copies its artifact, the seed example's shape
+const CACHE_MULTI = `FROM busybox AS build
+RUN sleep 3 && head -c 20000000 /dev/urandom > /artifact
+RUN sha256sum /artifact > /artifact.sha256
+FROM busybox
+COPY --from=build /artifact /artifact.sha256 /app/
+CMD ["/bin/sh"]
+`;
+
 export const SCENARIOS = [
   {
     id: 'go',
@@ -134,6 +144,39 @@ export const SCENARIOS = [
         ctx, dockerfile: join(ctx, 'Dockerfile'), images: ['busybox'],
         tag: `127.0.0.1:${registryPort}/bench/push100:latest`,
       };
+    },
+  },
+  {
+    // a fresh runner (empty build cache, base images present, fresh context state) importing the
+    // cache another runner pushed: mbuild --cache-from a registry cache (mode=max); BuildKit
+    // (docker 20.10) --cache-from an image built with BUILDKIT_INLINE_CACHE=1 and pushed
+    id: 'cachemulti',
+    title: 'fresh runner, registry cache: multi-stage (3 s build stage, 20 MB artifact)',
+    kind: 'cachefrom',
+    tools: ['mbuild', 'buildkit'],
+    variants: ['fresh'],
+    labels: { fresh: 'cache from the registry' },
+    prepare({ work }) {
+      const ctx = join(work, 'cachemulti');
+      mkdirSync(ctx, { recursive: true });
+      writeFileSync(join(ctx, 'Dockerfile'), CACHE_MULTI);
+      return { ctx, dockerfile: join(ctx, 'Dockerfile'), images: ['busybox'] };
+    },
+  },
+  {
+    id: 'cachectx',
+    title: 'fresh runner, registry cache: 100 MB / 5,000-file context',
+    kind: 'cachefrom',
+    tools: ['mbuild', 'buildkit'],
+    variants: ['fresh'],
+    labels: { fresh: 'cache from the registry' },
+    prepare({ work }) {
+      const ctx = join(work, 'cachectx');
+      mkdirSync(ctx, { recursive: true });
+      makeFileTree(ctx, { files: 5000, dirs: 50, total: 100_000_000 });
+      const dockerfile = join(work, 'cachectx.Dockerfile');
+      writeFileSync(dockerfile, 'FROM busybox\nCOPY . /app\n');
+      return { ctx, dockerfile, images: ['busybox'] };
     },
   },
   {

@@ -23,7 +23,10 @@ export function normalizeName(name) {
 }
 
 export function mbuildTool({ repo, bin, root, network, label }) {
-  const mb = (args) => ['--root', root, ...args];
+  // freshRunner() points the tool at a new, empty store (a CI runner's first build)
+  let current = root;
+  let fresh = 0;
+  const mb = (args) => ['--root', current, ...args];
   // a .js launcher runs under this node; anything else (bin/mbuild, the package's command) is run as is
   const viaNode = bin.endsWith('.js');
   const exe = viaNode ? process.execPath : bin;
@@ -75,6 +78,19 @@ export function mbuildTool({ repo, bin, root, network, label }) {
       withRss(['build', '--progress', 'plain', ...(noCache ? ['--no-cache'] : []), ...(network ? ['--network', network] : []),
         ...(output ? ['-o', `type=oci,dest=${output}`] : []), '-f', dockerfile, '-t', tag, ctx], log),
     push: ({ image, log }) => withRss(['push', image], log),
+    exportCache: ({ ctx, dockerfile, ref, log }) =>
+      withRss(['build', '--progress', 'plain', '--cache-to', `type=registry,ref=${ref},mode=max`, '-f', dockerfile, ctx], log),
+    async freshRunner(images, archives) {
+      if (current !== root) rmSync(current, { recursive: true, force: true });
+      current = `${root}-runner${++fresh}`;
+      unpacked.clear();
+      for (const name of images) {
+        must(exe, argv(mb(['load', '-i', archives[name].docker])));
+        this.ensureImage(name);
+      }
+    },
+    importCache: ({ ctx, dockerfile, ref, tag, log }) =>
+      withRss(['build', '--progress', 'plain', ...(network ? ['--network', network] : []), '--cache-from', ref, '-f', dockerfile, '-t', tag, ctx], log),
   };
 }
 
@@ -110,6 +126,25 @@ export function dockerTools({ cli, buildkitOk, host, configDir, network, missing
         ...(network ? ['--network', network] : []), '-f', dockerfile, '-t', tag, ctx],
       { env: { ...env, DOCKER_BUILDKIT: buildkit ? '1' : '0' }, log }),
     push: ({ image, log }) => timed(cli, ['push', image], { env, log }),
+    // BuildKit in docker 20.10 exports a registry cache only inline: the image, built with
+    // BUILDKIT_INLINE_CACHE=1 and pushed, is the cache
+    exportCache: buildkit
+      ? async ({ ctx, dockerfile, ref, log }) => {
+        const r = await timed(cli, ['build', '--progress=plain', '--build-arg', 'BUILDKIT_INLINE_CACHE=1', ...(network ? ['--network', network] : []), '-f', dockerfile, '-t', ref, ctx],
+          { env: { ...env, DOCKER_BUILDKIT: '1' }, log });
+        return r.code !== 0 ? r : timed(cli, ['push', ref], { env, log: `${log}.push` });
+      }
+      : undefined,
+    // no build cache, no result image, the base images kept (as loaded on a runner)
+    async freshRunner() {
+      d(['builder', 'prune', '-af']);
+      for (const img of d(['images', '--format', '{{.Repository}}:{{.Tag}}']).stdout.split('\n')) {
+        if (img.startsWith('bench/') || img.includes('/bench/')) d(['rmi', '-f', img]);
+      }
+    },
+    importCache: ({ ctx, dockerfile, ref, tag, log }) =>
+      timed(cli, ['build', '--progress=plain', ...(network ? ['--network', network] : []), '--cache-from', ref, '-f', dockerfile, '-t', tag, ctx],
+        { env: { ...env, DOCKER_BUILDKIT: '1' }, log }),
   });
   return [mk('buildkit', true), mk('legacy', false)];
 }

@@ -77,6 +77,19 @@ export class BuildCache {
     return kept;
   }
 
+  /** The snapshot id a key's layer is kept under. */
+  static snapshotId(key: string): string {
+    return cacheSnapshotName(key);
+  }
+
+  /**
+   * Keep a layer that came from a shared cache (builder/cache/remote-import.ts) as a blob-only
+   * entry: its blob is in the content store, its files are unpacked when something mounts it.
+   */
+  async adopt(key: string, blob: LayerBlob | undefined, created: string): Promise<void> {
+    await this.write({ key, snapshot: BuildCache.snapshotId(key), empty: blob === undefined, blob, created });
+  }
+
   /** Remember a layer's blob once it has been made, so the next export does not tar it again. */
   async saveBlob(layer: Layer): Promise<void> {
     if (!layer.cacheKey || !layer.blob) return;

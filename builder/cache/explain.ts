@@ -63,24 +63,23 @@ export class MissExplainer {
     this.next[position] = rec;
   }
 
+  /** Did the last local build of this Dockerfile and target record this step? */
+  knows(position: string): boolean {
+    const inputs = this.last[position];
+    return Boolean(inputs) && typeof inputs === 'object';
+  }
+
+  /** Why this step missed, compared with the last local build. */
   explain(position: string, rec: StepRecord): string {
     const inputs = this.last[position];
     if (!inputs || typeof inputs !== 'object') return 'not built before';
     this.lastFiles ??= readJson<Files>(`${this.base}.files.json`)?.value ?? {};
-    const prev: StepRecord = { inputs, files: this.lastFiles[position] };
-    const changed = Object.keys({ ...prev.inputs, ...rec.inputs }).filter((k) => prev.inputs[k] !== rec.inputs[k]);
-    if (changed.length === 0) return 'the cached layer was removed (pruned?) or --no-cache';
-    const reasons: string[] = [];
-    for (const k of changed) {
-      if (k === 'content' && prev.files && rec.files) {
-        const names = Object.keys({ ...prev.files, ...rec.files }).filter((f) => prev.files![f] !== rec.files![f]).sort();
-        const shown = names.slice(0, 5).join(', ') + (names.length > 5 ? ` and ${names.length - 5} more` : '');
-        reasons.push(names.length ? `files changed: ${shown}` : NAMES.content);
-      } else reasons.push(NAMES[k] ?? `${k} changed`);
-    }
-    // an earlier step's change explains everything after it: say only that
-    if (changed.includes('parent')) return NAMES.parent;
-    return reasons.join('; ');
+    return compareRecords({ inputs, files: this.lastFiles[position] }, rec);
+  }
+
+  /** What this build recorded (for a shared cache to carry to other runners). */
+  recorded(): Record<string, StepRecord> {
+    return this.next;
   }
 
   async save(): Promise<void> {
@@ -100,4 +99,29 @@ export class MissExplainer {
     // the one-file record of earlier versions (per-file digests inline) is replaced
     await rm(`${this.base}.json`, { force: true });
   }
+}
+
+/** `f:644:<sha>` → mode and content, to say "mode 664 vs 644" when only the mode changed. */
+function describeFile(prev: string | undefined, cur: string | undefined, name: string): string {
+  const p = prev?.split(':');
+  const c = cur?.split(':');
+  if (p && c && p[0] === c[0] && p[2] === c[2] && p[1] !== c[1]) return `${name} (mode ${c[1]} vs ${p[1]})`;
+  return name;
+}
+
+/** Why a step's inputs differ from an earlier record of the same step (position). */
+export function compareRecords(prev: StepRecord, rec: StepRecord): string {
+  const changed = Object.keys({ ...prev.inputs, ...rec.inputs }).filter((k) => prev.inputs[k] !== rec.inputs[k]);
+  if (changed.length === 0) return 'the cached layer was removed (pruned?) or --no-cache';
+  // an earlier step's change explains everything after it: say only that
+  if (changed.includes('parent')) return NAMES.parent;
+  const reasons: string[] = [];
+  for (const k of changed) {
+    if (k === 'content' && prev.files && rec.files) {
+      const names = Object.keys({ ...prev.files, ...rec.files }).filter((f) => prev.files![f] !== rec.files![f]).sort();
+      const shown = names.slice(0, 5).map((f) => describeFile(prev.files![f], rec.files![f], f)).join(', ') + (names.length > 5 ? ` and ${names.length - 5} more` : '');
+      reasons.push(names.length ? `files changed: ${shown}` : NAMES.content);
+    } else reasons.push(NAMES[k] ?? `${k} changed`);
+  }
+  return reasons.join('; ');
 }

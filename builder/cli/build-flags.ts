@@ -36,6 +36,8 @@ export const BUILD_FLAGS: BuildFlag[] = [
   { names: ['--metadata-file'], key: 'metadataFile', kind: 'string', arg: 'FILE', help: 'write the build result metadata (digests, names) as JSON to FILE' },
   { names: ['--no-cache'], key: 'noCache', kind: 'bool', help: 'do not use the build cache' },
   { names: ['--no-cache-filter'], key: 'noCacheFilter', kind: 'list', arg: 'STAGE', help: 'do not use the build cache for these stages (repeatable, or comma-separated)' },
+  { names: ['--cache-from'], key: 'cacheFrom', kind: 'list', arg: 'SPEC', help: 'read a shared build cache: IMAGE, type=registry,ref=R or type=local,src=DIR (repeatable)' },
+  { names: ['--cache-to'], key: 'cacheTo', kind: 'list', arg: 'SPEC', help: 'write one: type=registry,ref=R[,mode=min|max], type=local,dest=DIR or type=inline (repeatable)' },
   { names: ['--pull'], key: 'pull', kind: 'bool', help: 'check the registry for newer base images' },
   { names: ['--platform'], key: 'platform', kind: 'string', arg: 'P', help: "target platform (only this machine's platform)" },
   { names: ['--provenance'], key: 'provenance', kind: 'string', arg: 'false', help: 'provenance attestation: only "false" (attestations are not made yet)' },

@@ -115,6 +115,9 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const { parseSecretFlag, parseSshFlag } = await import('../steps/secrets.js');
   const secrets = (flags.secret as string[]).map((s) => parseSecretFlag(s));
   const ssh = (flags.ssh as string[]).map((s) => parseSshFlag(s));
+  const { parseCacheFrom, parseCacheTo } = await import('../cache/remote-spec.js');
+  const cacheFrom = (flags.cacheFrom as string[]).map(parseCacheFrom);
+  const cacheTo = (flags.cacheTo as string[]).map(parseCacheTo);
 
   const input = await resolveContext(positional[0], flags.file as string | undefined);
   if (flags.check) {
@@ -152,6 +155,8 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       extraHosts: hosts,
       shmSizeKb: shmSizeKb(flags.shmSize as string | undefined, parseMemory),
       ulimits: (flags.ulimit as string[]).map(parseUlimit),
+      cacheFrom,
+      cacheTo,
     });
     const { recordImageId } = await import('./image-ref.js');
     await recordImageId(store, result.manifest.config.digest, result.manifestDigest).catch(() => undefined);

@@ -21,7 +21,7 @@ import { formatSummary } from '../dockerfile/checks/report.js';
 import { copyStep } from '../steps/copy.js';
 import { workdirStep } from '../steps/workdir.js';
 import { writeImage, type WrittenImage } from './image.js';
-import { MbuildError, ParseError } from '../../util/errors.js';
+import { CacheBlobError, MbuildError, ParseError } from '../../util/errors.js';
 import { normalizeName } from '../../store/reference.js';
 import os from 'node:os';
 import PQueue from 'p-queue';
@@ -29,7 +29,13 @@ import { BuildCache } from '../cache/cache.js';
 import { FileHashCache } from '../cache/file-hashes.js';
 import { MissExplainer, type StepRecord } from '../cache/explain.js';
 import { inputDigests, stepKey } from '../cache/keys.js';
-import type { Layer } from '../../snapshotter/snapshots.js';
+import { compareRecords } from '../cache/explain.js';
+import { RemoteCaches } from '../cache/remote-import.js';
+import type { BuiltStep } from '../cache/remote-export.js';
+import type { CacheExportSpec, CacheImportSpec } from '../cache/remote-spec.js';
+import { INLINE_KEY, type InlineCache } from '../cache/remote-format.js';
+import { targetPlatform } from '../plan/platform.js';
+import type { Layer, LayerBlob } from '../../snapshotter/snapshots.js';
 import type { StepHandle } from '../../util/progress.js';
 import type { StepCache } from '../steps/contract.js';
 
@@ -67,6 +73,21 @@ export interface BuildOptions {
   /** --shm-size in KiB, --ulimit as NAME:SOFT:HARD: for every RUN */
   shmSizeKb?: number;
   ulimits?: string[];
+  /** shared build caches to read (--cache-from) and to write (--cache-to) */
+  cacheFrom?: CacheImportSpec[];
+  cacheTo?: CacheExportSpec[];
+}
+
+/** How often a build starts again after a cached blob turned out unusable (each time without it). */
+const CACHE_RETRIES = 4;
+
+/** The steps a build ran or found, by chain key (the stage's key after the step), for --cache-to. */
+type StepLog = Map<string, BuiltStep & { position: string }>;
+
+/** "Dockerfile|target": what the records of a shared cache are filed under (no machine-local path). */
+function explainScope(opts: BuildOptions): string {
+  const rel = path.relative(opts.contextDir, opts.dockerfile);
+  return `${rel.startsWith('..') || path.isAbsolute(rel) ? path.basename(opts.dockerfile) : rel}|${opts.target ?? ''}`;
 }
 
 export interface BuildResult extends WrittenImage {
@@ -101,19 +122,30 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const fileHashes = await FileHashCache.load(path.join(cache.dir, 'file-hashes.json'));
   const explainer = await MissExplainer.load(cache.dir, opts.dockerfile, opts.target);
 
-  let failed: unknown;
-  // the first failure cancels every other stage at once (their running RUNs are killed)
-  const abort = new AbortController();
+  if ([...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])].some((c) => c.type === 'registry')) registryLoaded = true;
+  const remote = opts.cacheFrom?.length ? await RemoteCaches.load(opts.cacheFrom, snap, cache, progress, targetPlatform()) : undefined;
+  const imageStages = new Set<number>();
+  for (let i: number | undefined = plan.target; i !== undefined; ) {
+    imageStages.add(i);
+    const base: Stage['base'] = plan.stages[i]!.base;
+    i = base.kind === 'stage' ? base.index : undefined;
+  }
+  const shared: SharedCache = { remote, imageStages, log: new Map(), scope: explainScope(opts) };
   const named = opts.namedContexts ?? {};
   const contextRef = (ref: string) => named[ref] ?? named[ref.toLowerCase()] ?? ref;
   const noCacheStages = new Set((opts.noCacheStages ?? []).map((s) => s.toLowerCase()));
   for (const s of noCacheStages) if (!plan.stages.some((st, i) => st.name === s || String(i) === s)) throw new MbuildError('MBUILD_USAGE', `--no-cache-filter ${s}: no stage of that name`);
-  const stageRuns = new Map<number, Promise<StageState>>();
   const images = new Map<string, Promise<StageState>>();
-  const ctx: BuildContext = {
+
+  const attempt = async (): Promise<StageState | undefined> => {
+  let failed: unknown;
+  // the first failure cancels every other stage at once (their running RUNs are killed)
+  const abort = new AbortController();
+  const stageRuns = new Map<number, Promise<StageState>>();
+  const makeCtx = (prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>): BuildContext => ({
     store,
     snap,
-    progress,
+    progress: prog,
     contextDir: opts.contextDir,
     ignore,
     escape: df.escape,
@@ -138,7 +170,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
       const i = plan.stages.findIndex((s) => s.name === from.toLowerCase());
       return i >= 0 ? i : undefined;
     },
-    stageResult: (i) => runStage(i),
+    stageResult,
     imageState: (asked) => {
       const ref = contextRef(asked);
       let p = images.get(ref);
@@ -147,20 +179,25 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
           // the registry code (and undici) loads only when the store lacks the image or --pull asks
           const local = opts.pull ? undefined : await store.resolveImage(ref).catch(() => undefined);
           const img = local ?? (await (await loadRegistry()).ensureImage(store, ref, { pull: opts.pull, progress }));
-          return baseState(img.config, await snap.fromImage(img), `image:${img.manifestDigest}`);
+          // keyed by the config digest (the image id): the same image pulled as OCI or Docker media types, or loaded from an archive, gives the same keys on every machine
+          return baseState(img.config, await snap.fromImage(img), `image:${img.manifest.config.digest}`);
         })();
         images.set(ref, p);
       }
       return p;
     },
-  };
+  });
+
+  // with a shared cache, a key-only pass first finds the stages no missing step reads: they never run
+  const probe = remote ? await probeStages(plan, makeCtx, remote).catch(() => undefined) : undefined;
+  const ctx = makeCtx(progress, (i) => (!probe || probe.needed.has(i) ? runStage(i) : probe.states.get(i)!));
 
   const runStage = (i: number): Promise<StageState> => {
     let p = stageRuns.get(i);
     if (!p) {
       const stage = plan.stages[i];
       const stageCtx = noCacheStages.has(stage.name ?? '') || noCacheStages.has(String(i)) ? { ...ctx, noCache: true } : ctx;
-      p = executeStage(stageCtx, plan, stage, () => failed, runStage, explainer);
+      p = executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)));
       p.catch((err) => {
         if (failed === undefined) {
           failed = err;
@@ -172,26 +209,34 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     return p;
   };
 
+  // start every needed stage at once; each waits for what it reads
+  for (const i of plan.order) if (!probe || probe.needed.has(i)) void runStage(i).catch(() => undefined);
+  // the first failure is the one shown (the others were cancelled by it)
+  const state = await runStage(plan.target).catch(() => undefined);
+  await Promise.allSettled([...stageRuns.values()]);
+  if (failed || !state) throw failed;
+  return state;
+  };
+
   // the check warnings end the output, whether the build worked or not (as buildx shows them)
   const showWarnings = () => {
     const summary = formatSummary(checks.warnings, display);
     if (summary) progress.info(summary.trimEnd());
   };
-  // start every needed stage at once; each waits for what it reads
-  for (const i of plan.order) void runStage(i).catch(() => undefined);
-  // the first failure is the one shown (the others were cancelled by it)
-  const state = await runStage(plan.target).catch(() => undefined);
-  await Promise.allSettled([...stageRuns.values()]);
-  await Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined);
-  if (failed || !state) {
-    showWarnings();
-    throw failed;
-  }
+  const inline = opts.cacheTo?.some((c) => c.type === 'inline');
+  for (let n = 0; ; n++) {
+  try {
+  const state = (await attempt().finally(() => Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined)))!;
   if (opts.labels && Object.keys(opts.labels).length) state.config.Labels = { ...(state.config.Labels ?? {}), ...opts.labels };
 
   const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
   const step = progress.step('exporting layers');
-  const written = await writeImage(snap, state, { created: ctx.sourceDateEpoch?.toISOString() ?? state.created, author, annotations: opts.annotations });
+  const written = await writeImage(snap, state, {
+    created: sourceDateEpoch(opts.buildArgs)?.toISOString() ?? state.created,
+    author,
+    annotations: opts.annotations,
+    extraConfig: inline ? (blobs) => ({ [INLINE_KEY]: inlineCache(state, blobs, shared, explainer) }) : undefined,
+  });
   await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
   step.done(`manifest ${written.manifestDigest}`);
   showWarnings();
@@ -200,7 +245,24 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     await store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created })));
     progress.info(`naming to ${names.join(', ')}`);
   }
+  for (const spec of opts.cacheTo ?? []) {
+    if (spec.type === 'inline') continue;
+    const { exportCache } = await import('../cache/remote-export.js');
+    const steps = spec.mode === 'max' ? [...shared.log.values()] : chainOf(state.key, shared.log);
+    await exportCache(spec, { steps, scope: shared.scope, records: explainer.recorded() }, { store, snap, remote, progress });
+  }
   return { ...written, names, state, snap };
+  } catch (err) {
+    // a cached blob that cannot be used is a miss: build again, that step runs this time
+    if (err instanceof CacheBlobError && remote && n < CACHE_RETRIES) {
+      remote.exclude(err.key);
+      progress.info(`WARNING: ${err.message}; building again without it`);
+      continue;
+    }
+    showWarnings();
+    throw err;
+  }
+  }
 }
 
 async function executeStage(
@@ -209,7 +271,8 @@ async function executeStage(
   stage: Stage,
   failed: () => unknown,
   runStage: (i: number) => Promise<StageState>,
-  explainer: MissExplainer,
+  makeCache: MakeCache,
+  onStep?: (ins: Instruction, cache: CacheHandle) => void,
 ): Promise<StageState> {
   let state: StageState;
   const label = stage.name ?? `stage-${stage.index}`;
@@ -243,7 +306,7 @@ async function executeStage(
     if ((ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined) {
       // wait for the stage or image it reads before the step shows as started
       const dep = ctx.stageIndexOf(ins.from);
-      await (dep !== undefined ? runStage(dep) : ctx.imageState(ins.from)).catch((err) => {
+      await (dep !== undefined ? ctx.stageResult(dep) : ctx.imageState(ins.from)).catch((err) => {
         throw withRange(err, ins.range);
       });
     }
@@ -261,7 +324,7 @@ async function executeStage(
     const step = ctx.progress.step(`[${label} ${n}] ${stepName(ins)}`);
     const before = state.layers.length;
     const position = `${stage.index}/${n}`;
-    const cache = new StepCacheHandle(ctx, state, step, explainer, position);
+    const cache = makeCache(state, step, position);
     try {
       const createdBy = ins.kind === 'run' ? describeRun(ins, state.config.Shell) : `${ins.raw} # buildkit`;
       if (applyMeta(state, ins, plan)) {
@@ -274,6 +337,7 @@ async function executeStage(
       if (cache.key) state.key = cache.key;
       if (cache.created) state.created = cache.created;
       state.history.push({ entry: { created: ctx.sourceDateEpoch?.toISOString() ?? state.created, created_by: createdBy, comment: 'buildkit.dockerfile.v0' }, layer });
+      onStep?.(ins, cache);
       step.done(cache.hit ? 'CACHED' : undefined);
     } catch (err) {
       if (err instanceof MbuildError && err.code === 'MBUILD_CANCELED') step.cancel();
@@ -306,45 +370,185 @@ function sourceDateEpoch(buildArgs: Record<string, string>): Date | undefined {
   return new Date(Number(v) * 1000);
 }
 
+/** The steps under a chain key, newest first (mode=min: the final image's own steps). */
+function chainOf(key: string, log: StepLog): BuiltStep[] {
+  const out: BuiltStep[] = [];
+  for (let e = log.get(key); e; e = log.get(e.parent)) out.push(e);
+  return out;
+}
+
+/** The inline cache: the final image's steps, their layers by position among the image's layers. */
+function inlineCache(state: StageState, blobs: LayerBlob[], shared: SharedCache, explainer: MissExplainer): InlineCache {
+  const imageLayers = state.layers.filter((l) => !l.empty);
+  const records = explainer.recorded();
+  const explain: NonNullable<InlineCache['explain']> = { [shared.scope]: {} };
+  const steps: InlineCache['steps'] = [];
+  for (let e = shared.log.get(state.key); e; e = shared.log.get(e.parent)) {
+    if (records[e.position]) explain[shared.scope]![e.position] = { inputs: records[e.position]!.inputs };
+    if (e.layer.empty) {
+      steps.push({ key: e.key, parent: e.parent, created: e.created });
+      continue;
+    }
+    let i = imageLayers.indexOf(e.layer);
+    if (i < 0) i = imageLayers.findIndex((l) => l.cacheKey === e.key);
+    const blob = blobs[i];
+    if (i < 0 || !blob || blob.digest !== blob.diffId) continue;
+    steps.push({ key: e.key, parent: e.parent, created: e.created, layer: i, size: blob.size });
+  }
+  steps.sort((a, b) => (a.key < b.key ? -1 : 1));
+  return { steps, explain };
+}
+
+type CacheHandle = StepCache & { key?: string; created?: string; hit: boolean };
+type MakeCache = (state: StageState, step: StepHandle, position: string) => CacheHandle;
+
+/** The key-only pass shows nothing. */
+const SILENT: ProgressReporter = {
+  info: () => undefined,
+  step: () => ({ output: () => undefined, note: () => undefined, done: () => undefined, fail: () => undefined, cancel: () => undefined }),
+};
+
+/**
+ * The key-only pass (BuildKit's solver computes cache keys before it runs anything): every stage
+ * is walked with a cache handle that answers each lookup with a placeholder layer, so a step stops
+ * right after its key is known. A stage read only by COPY --from steps that all hit is not needed:
+ * the real pass gives those steps this pass's state (its key is all a hit uses) and never runs it.
+ */
+async function probeStages(
+  plan: Plan,
+  makeCtx: (prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>) => BuildContext,
+  remote: RemoteCaches,
+): Promise<{ needed: Set<number>; states: Map<number, Promise<StageState>> }> {
+  const states = new Map<number, Promise<StageState>>();
+  const copyFrom = new Map<number, { dep: number; hit: boolean }[]>();
+  const ctx = makeCtx(SILENT, (i) => probe(i));
+  const probe = (i: number): Promise<StageState> => {
+    let p = states.get(i);
+    if (!p) {
+      const stage = plan.stages[i]!;
+      p = executeStage(ctx, plan, stage, () => undefined, probe, (state) => new ProbeCacheHandle(ctx, state, remote), (ins, cache) => {
+        const dep = (ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined ? ctx.stageIndexOf(ins.from) : undefined;
+        if (dep !== undefined) copyFrom.set(i, [...(copyFrom.get(i) ?? []), { dep, hit: cache.hit }]);
+      });
+      states.set(i, p);
+    }
+    return p;
+  };
+  await probe(plan.target);
+  const needed = new Set<number>();
+  const visit = (i: number) => {
+    if (needed.has(i)) return;
+    needed.add(i);
+    const stage = plan.stages[i]!;
+    if (stage.base.kind === 'stage') visit(stage.base.index);
+    for (const c of copyFrom.get(i) ?? []) if (!c.hit) visit(c.dep);
+  };
+  visit(plan.target);
+  return { needed, states };
+}
+
+/** A stage that was not built: mounting its layers fails clearly instead of copying nothing. */
+const UNBUILT: Layer = { id: 'unbuilt-stage', dir: '/nonexistent/mbuild-unbuilt-stage', empty: false };
+
+/** Keys as StepCacheHandle makes them (COPY --link: stored without the layers below). */
+function keysOf(parent: string, inputs: Record<string, unknown>, independent?: boolean): { own: string; key: string } {
+  const own = stepKey(independent ? 'independent' : parent, inputs);
+  return { own, key: independent ? stepKey(parent, { independent: own }) : own };
+}
+
+class ProbeCacheHandle implements CacheHandle {
+  key?: string;
+  created?: string;
+  hit = false;
+  constructor(
+    private readonly ctx: BuildContext,
+    private readonly state: StageState,
+    private readonly remote: RemoteCaches,
+  ) {}
+
+  async lookup(inputs: Record<string, unknown>, _files?: Record<string, string>, opts?: { independent?: boolean }) {
+    const { own, key } = keysOf(this.state.key, inputs, opts?.independent);
+    this.key = key;
+    const found = this.ctx.noCache ? undefined : ((await this.ctx.cache.get(own)) ?? (await this.remote.lookup(own)));
+    this.hit = found !== undefined;
+    this.created = found?.created;
+    return UNBUILT;
+  }
+
+  async save(layer: Layer): Promise<Layer> {
+    return layer;
+  }
+}
+
+/** The shared caches of a build (--cache-from / --cache-to) and what it ran or found. */
+interface SharedCache {
+  remote?: RemoteCaches;
+  /** the target stage and the stages it is built FROM: every layer of theirs ends up in the image */
+  imageStages: Set<number>;
+  log: StepLog;
+  scope: string;
+}
+
 /** One step's view of the build cache: lookup fixes the step's key; save keeps the layer under it. */
-class StepCacheHandle implements StepCache {
+class StepCacheHandle implements CacheHandle {
   key?: string;
   private storeKey?: string;
   created?: string;
   hit = false;
   private record?: StepRecord;
+  private readonly parent: string;
   constructor(
     private readonly ctx: BuildContext,
     private readonly state: StageState,
     private readonly step: StepHandle,
     private readonly explainer: MissExplainer,
     private readonly position: string,
-  ) {}
+    private readonly shared: SharedCache,
+    private readonly inImage: boolean,
+  ) {
+    this.parent = state.key;
+  }
 
   async lookup(inputs: Record<string, unknown>, files?: Record<string, string>, opts?: { independent?: boolean }) {
     // an independent step (COPY --link) is kept under a key without the layers below it; the
     // stage's key still chains through it, so later steps depend on the base and on this layer
-    const own = stepKey(opts?.independent ? 'independent' : this.state.key, inputs);
+    const { own, key } = keysOf(this.state.key, inputs, opts?.independent);
     this.storeKey = own;
-    this.key = opts?.independent ? stepKey(this.state.key, { independent: own }) : own;
+    this.key = key;
     this.record = { inputs: { parent: this.state.key.slice(-16), ...inputDigests(inputs) }, ...(files ? { files } : {}) };
     this.explainer.record(this.position, this.record);
     if (!this.ctx.noCache) {
-      const found = await this.ctx.cache.get(own);
+      // this store first, then the shared caches (their layers are fetched when first needed)
+      const found = (await this.ctx.cache.get(own)) ?? (await this.shared.remote?.lookup(own));
       if (found) {
         this.hit = true;
         this.created = found.created;
+        if (this.inImage) this.shared.remote?.prefetch(found.layer);
+        this.logStep(found.layer);
         return found.layer;
       }
-      this.step.note(`cache miss: ${this.explainer.explain(this.position, this.record)}`);
+      this.step.note(`cache miss: ${await this.whyMissed(this.record)}`);
     }
     return undefined;
+  }
+
+  /** Compared with this store's last build, else with the inputs another runner recorded in a shared cache. */
+  private async whyMissed(rec: StepRecord): Promise<string> {
+    if (this.explainer.knows(this.position) || !this.shared.remote) return this.explainer.explain(this.position, rec);
+    const remote = await this.shared.remote.explain(this.shared.scope, this.position).catch(() => undefined);
+    return remote ? compareRecords(remote, rec) : 'not built before';
+  }
+
+  private logStep(layer: Layer): void {
+    if (this.key && this.storeKey && this.created) this.shared.log.set(this.key, { key: this.storeKey, parent: this.parent, created: this.created, layer, position: this.position });
   }
 
   async save(layer: Layer): Promise<Layer> {
     this.created = new Date().toISOString();
     if (!this.storeKey) return layer;
-    return this.ctx.cache.put(this.storeKey, layer, this.created);
+    const kept = await this.ctx.cache.put(this.storeKey, layer, this.created);
+    this.logStep(kept);
+    return kept;
   }
 }
 

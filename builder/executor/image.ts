@@ -3,7 +3,7 @@ import PQueue from 'p-queue';
 import os from 'node:os';
 import type { ContainerConfig, HistoryEntry, ImageConfig, Manifest } from '../../store/oci.js';
 import { MediaType } from '../../store/oci.js';
-import type { Snapshotter } from '../../snapshotter/snapshots.js';
+import type { LayerBlob, Snapshotter } from '../../snapshotter/snapshots.js';
 import type { StageState } from '../steps/state.js';
 
 export interface WrittenImage {
@@ -23,7 +23,15 @@ function cleanConfig(c: ContainerConfig): ContainerConfig {
   return out;
 }
 
-export async function writeImage(snap: Snapshotter, state: StageState, opts: { created: string; author?: string; annotations?: Record<string, string> }): Promise<WrittenImage> {
+export interface WriteOptions {
+  created: string;
+  author?: string;
+  annotations?: Record<string, string>;
+  /** top-level config fields made from the layers' blobs (the inline build cache) */
+  extraConfig?: (blobs: LayerBlob[]) => Record<string, unknown>;
+}
+
+export async function writeImage(snap: Snapshotter, state: StageState, opts: WriteOptions): Promise<WrittenImage> {
   const layers = state.layers.filter((l) => !l.empty);
   const queue = new PQueue({ concurrency: Math.max(1, Math.min(4, os.availableParallelism())) });
   const blobs = await Promise.all(layers.map((l) => queue.add(() => snap.ensureBlob(l), { throwOnTimeout: true })));
@@ -40,6 +48,7 @@ export async function writeImage(snap: Snapshotter, state: StageState, opts: { c
     config: cleanConfig(state.config),
     rootfs: { type: 'layers', diff_ids: blobs.map((b) => b.diffId) },
     history,
+    ...opts.extraConfig?.(blobs),
   };
   const cfg = await snap.store.content.putJson(config);
   const manifest: Manifest = {

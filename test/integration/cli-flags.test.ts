@@ -164,6 +164,8 @@ const CASES: Record<string, () => Promise<void> | void> = {
     await refused(['--no-cache-filter', 'nosuch'], /--no-cache-filter nosuch: no stage of that name/);
   },
   pull: coveredBy('test/integration/registry.test.ts', "'--pull'"),
+  cacheFrom: coveredBy('test/integration/shared-cache.test.ts', "'--cache-from'"),
+  cacheTo: coveredBy('test/integration/shared-cache.test.ts', "'--cache-to'"),
   async platform() {
     expect((await build('FROM busybox\n', ['--platform', `linux/${os.arch() === 'arm64' ? 'arm64' : 'amd64'}`])).code).toBe(0);
     await refused(['--platform', os.arch() === 'arm64' ? 'linux/amd64' : 'linux/arm64'], /builds only for this machine's platform/);
