@@ -2,10 +2,11 @@
 import { describe, expect, it } from 'vitest';
 import { parseDockerfile } from '../../builder/dockerfile/parse.js';
 import { planBuild } from '../../builder/plan/plan.js';
-import { hostPlatform, isHostPlatform } from '../../builder/plan/platform.js';
+import { isHostPlatform } from '../../builder/plan/platform.js';
+import { targetPlatform } from '../../util/platform.js';
 
 const plan = (text: string) => planBuild(parseDockerfile(text, 'Dockerfile'));
-const host = hostPlatform();
+const host = targetPlatform();
 const foreign = host.architecture === 'amd64' ? 'linux/arm64' : 'linux/amd64';
 
 describe('FROM --platform', () => {
