@@ -2,11 +2,10 @@
 import { describe, expect, it } from 'vitest';
 import { parseDockerfile } from '../../builder/dockerfile/parse.js';
 import { planBuild } from '../../builder/plan/plan.js';
-import { isHostPlatform } from '../../builder/plan/platform.js';
-import { targetPlatform } from '../../util/platform.js';
+import { isHostPlatform, targetPlatform as hostPlatform } from '../../builder/plan/platform.js';
 
 const plan = (text: string) => planBuild(parseDockerfile(text, 'Dockerfile'));
-const host = targetPlatform();
+const host = hostPlatform();
 const foreign = host.architecture === 'amd64' ? 'linux/arm64' : 'linux/amd64';
 
 describe('FROM --platform', () => {
