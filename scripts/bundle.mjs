@@ -41,7 +41,7 @@ try {
   await build({ ...common, entryPoints: { grpc: 'node_modules/@grpc/grpc-js/build/src/index.js' } });
   await build({
     ...common,
-    entryPoints: { main: 'builder/cli/main.ts' },
+    entryPoints: { main: 'cli/main.ts' },
     plugins: [undiciBeside],
     // the sources are ES modules: import.meta.url becomes this file's URL
     banner: { js: 'const __mbuildModuleUrl = require("node:url").pathToFileURL(__filename).href;' },

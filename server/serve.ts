@@ -7,7 +7,7 @@ import { promises as fs, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import os from 'node:os';
-import { parseArgs } from '../builder/cli/args.js';
+import { parseArgs } from '../util/args.js';
 import { UsageError } from '../util/errors.js';
 import { DEFAULT_SOCKET, grpcTarget, isLoopback, parseAddress, type Address } from './address.js';
 import { loadGrpc, MAX_MESSAGE } from './grpc.js';

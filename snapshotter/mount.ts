@@ -3,7 +3,7 @@
  * and the builder's own (COPY, WORKDIR, read-only views, through `mbuild-helper mount` here), is
  * mounted by the same code, native/rootfs.c, with one layer limit: none where the kernel has the new
  * mount API's "lowerdir+" (Linux >= 6.8), else as many layers as fit in mount(2)'s page as short
- * links. The CLI runs builds inside a private mount namespace (see builder/cli/namespace.ts), so a
+ * links. The CLI runs builds inside a private mount namespace (see cli/namespace.ts), so a
  * mount made here can never outlive the process, even after SIGKILL.
  */
 import { execFile } from 'node:child_process';

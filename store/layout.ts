@@ -20,7 +20,7 @@
  *   ROOT/registry/blob-sources.json  which repositories a blob came from (registry/sources.ts)
  *   ROOT/containers/<id>.json      `mbuild run` containers (builder/sandbox/containers.ts)
  *   ROOT/cache-mounts/<32 hex>/    RUN --mount=type=cache directories (cache-mounts.ts)
- *   ROOT/volumes/<name>/_data      `mbuild run --mount type=volume` volumes (builder/cli/run-mount-flag.ts)
+ *   ROOT/volumes/<name>/_data      `mbuild run --mount type=volume` volumes (cli/run-mount-flag.ts)
  *   ROOT/server/context/<hex>      `mbuild serve`: uploaded context files by sha256 (server/context-store.ts)
  *   ROOT/server/contexts/<key>/    `mbuild serve`: a repository's context folder, kept between builds (<key>.json: what it holds)
  *   ROOT/server/builds/<id>/       `mbuild serve`: a running build's context copy and outputs (swept at start)

@@ -1,6 +1,6 @@
 /**
  * What the build, the registry and the commands report progress through. The CLI's implementation
- * (builder/cli/progress.ts) prints it; these types live here so every layer can take one.
+ * (cli/progress.ts) prints it; these types live here so every layer can take one.
  */
 export interface StepHandle {
   output(chunk: Buffer | string): void;

@@ -1,5 +1,4 @@
 /** Runs a plan: stages concurrently (each waits for the stages it reads), steps in order. */
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { parseDockerfile } from '../dockerfile/parse.js';
 import type { Instruction } from '../dockerfile/types.js';
@@ -17,6 +16,7 @@ import { applyMeta } from '../steps/meta.js';
 import { runStep, describeRun } from '../steps/run.js';
 import { stepName } from '../dockerfile/heredoc.js';
 import { checksForBuild } from './checks.js';
+import { readDockerfile } from './read-dockerfile.js';
 import { formatSummary } from '../dockerfile/checks/report.js';
 import { copyStep } from '../steps/copy.js';
 import { workdirStep } from '../steps/workdir.js';
@@ -94,14 +94,6 @@ export interface BuildResult extends WrittenImage {
   names: string[];
   state: StageState;
   snap: Snapshotter;
-}
-
-export async function readDockerfile(file: string): Promise<string> {
-  try {
-    return await fs.readFile(file, 'utf8');
-  } catch (err) {
-    throw new MbuildError('MBUILD_NO_DOCKERFILE', `cannot read the Dockerfile ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
 }
 
 export async function build(store: Store, progress: ProgressReporter, opts: BuildOptions): Promise<BuildResult> {

@@ -9,6 +9,7 @@ import type { Plan } from '../plan/plan.js';
 import type { Store } from '../../store/store.js';
 import { loadIgnore, type IgnoreMatcher } from '../context/dockerignore.js';
 import { MbuildError } from '../../util/errors.js';
+import { readDockerfile } from './read-dockerfile.js';
 
 const ignoreFor = (m: IgnoreMatcher): CheckOptions['ignore'] => ({ excludes: (p) => m.excludes(p), patterns: m.patternList });
 
@@ -49,7 +50,6 @@ export async function checksForBuild(
  * on stderr; exit 1 when anything was found, as BuildKit's check result status.
  */
 export async function checkCommand(opts: { contextDir: string; dockerfile: string; buildArgs: Record<string, string>; target?: string }): Promise<number> {
-  const { readDockerfile } = await import('./build.js');
   const text = await readDockerfile(opts.dockerfile);
   const file = path.basename(opts.dockerfile);
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);

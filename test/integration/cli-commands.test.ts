@@ -12,7 +12,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { BUSYBOX_TAR, REPO, mbuild, run, type CliResult } from '../helpers/cli.js';
-import { COMMANDS } from '../../builder/cli/main.js';
+import { COMMANDS } from '../../cli/main.js';
 
 let work: string;
 let root: string;

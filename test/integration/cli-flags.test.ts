@@ -1,5 +1,5 @@
 /**
- * Every flag `mbuild build` accepts (builder/cli/build-flags.ts) has an effect a user can see, or
+ * Every flag `mbuild build` accepts (cli/build-flags.ts) has an effect a user can see, or
  * a refusal in one line: this file walks the whole table, and fails when a flag is added to the
  * table without a case here. Flags whose effect is pinned by another test file name that file.
  */
@@ -8,7 +8,7 @@ import { promises as fs, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BUSYBOX_TAR, REPO, mbuild, run, type CliResult } from '../helpers/cli.js';
-import { BUILD_FLAGS } from '../../builder/cli/build-flags.js';
+import { BUILD_FLAGS } from '../../cli/build-flags.js';
 
 let work: string;
 let root: string;

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { HelpRequested, parseArgs } from '../../builder/cli/args.js';
-import { parseOutput } from '../../builder/cli/output-spec.js';
-import { renderTemplate } from '../../builder/cli/go-template.js';
-import { suggest } from '../../builder/cli/main.js';
-import { isGitUrl } from '../../builder/cli/context-input.js';
+import { HelpRequested, parseArgs } from '../../util/args.js';
+import { parseOutput } from '../../builder/executor/output-spec.js';
+import { renderTemplate } from '../../cli/go-template.js';
+import { suggest } from '../../cli/main.js';
+import { isGitUrl } from '../../cli/context-input.js';
 
 describe('CLI arguments', () => {
   const specs = [

@@ -2,13 +2,13 @@
 import { createWriteStream, promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from './args.js';
-import { Store } from '../../store/store.js';
-import { familiarName, normalizeName, parseReference } from '../../store/reference.js';
-import { UsageError, ImageNotFoundError, MbuildError } from '../../util/errors.js';
-import { humanBytes } from '../../util/format.js';
+import { parseArgs } from '../util/args.js';
+import { Store } from '../store/store.js';
+import { familiarName, normalizeName, parseReference } from '../store/reference.js';
+import { UsageError, ImageNotFoundError, MbuildError } from '../util/errors.js';
+import { humanBytes } from '../util/format.js';
 import { forgetImageId, knownImages, resolveImageArg } from './image-ref.js';
-import { platformString, targetPlatform } from '../../util/platform.js';
+import { platformString, targetPlatform } from '../util/platform.js';
 
 export async function loadCommand(root: string, argv: string[]): Promise<number> {
   const { flags, positional } = parseArgs(argv, [{ names: ['-i', '--input'], key: 'input', kind: 'string' }, { names: ['-q', '--quiet'], key: 'quiet', kind: 'bool' }]);
@@ -31,7 +31,7 @@ export async function loadCommand(root: string, argv: string[]): Promise<number>
       });
       if ((await fs.stat(input)).size === 0) throw new UsageError('requested load from stdin, but stdin is empty');
     }
-    const { importArchive } = await import('../../store/archive/import.js');
+    const { importArchive } = await import('../store/archive/import.js');
     const loaded = await importArchive(store, input);
     for (const l of loaded) process.stdout.write(l.name ? `Loaded image: ${familiarName(l.name)}\n` : `Loaded image ID: ${l.digest}\n`);
     return 0;
@@ -55,8 +55,8 @@ export async function saveCommand(root: string, argv: string[]): Promise<number>
   // saved by name: that name; by ID: every name the image has (as docker save does)
   const byName = img.names.find((n) => n === normalizeNameSafe(positional[0]));
   const names = byName ? [byName] : img.names;
-  const { exportImage } = await import('../../store/archive/export.js');
-  const { distributable } = await import('../../store/compress.js');
+  const { exportImage } = await import('../store/archive/export.js');
+  const { distributable } = await import('../store/compress.js');
   const { manifestDigest } = await distributable(store, img.manifestDigest);
   await exportImage(store, { manifestDigest, names }, { type: format, dest });
   return 0;

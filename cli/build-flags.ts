@@ -4,7 +4,7 @@
  * test/integration/cli-flags.test.ts walks it: every row needs an effect or a documented refusal
  * there). Hidden rows are the compatibility flags old pipelines pass.
  */
-import type { FlagSpec } from './args.js';
+import type { FlagSpec } from '../util/args.js';
 
 export interface BuildFlag extends FlagSpec {
   /**

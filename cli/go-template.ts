@@ -4,7 +4,7 @@
  * `{{if .X}}…{{else}}…{{end}}`, `{{upper}}`/`{{lower}}`/`{{len}}`. Values print as Go prints them
  * ([a b], map[k:v], <no value>); anything else is refused with the template named.
  */
-import { UsageError } from '../../util/errors.js';
+import { UsageError } from '../util/errors.js';
 
 type Node = { text: string } | { expr: string } | { range: string; body: Node[]; else?: Node[] } | { if: string; body: Node[]; else?: Node[] };
 

@@ -7,12 +7,12 @@
  */
 import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
-import type { Store } from '../../store/store.js';
-import { MediaType, type Descriptor, type Manifest } from '../../store/oci.js';
-import { gzipLayer } from '../../store/compress.js';
-import { decompressStream, haveTool } from '../../snapshotter/diff/decompress.js';
-import { MbuildError, UsageError } from '../../util/errors.js';
-import type { Compression } from './output-spec.js';
+import type { Store } from '../store/store.js';
+import { MediaType, type Descriptor, type Manifest } from '../store/oci.js';
+import { gzipLayer } from '../store/compress.js';
+import { decompressStream, haveTool } from '../snapshotter/diff/decompress.js';
+import { MbuildError, UsageError } from '../util/errors.js';
+import type { Compression } from '../builder/executor/output-spec.js';
 
 export interface ImageForm {
   compression: Compression;

@@ -1,9 +1,9 @@
 /** `mbuild` command line: the command table, global flags, help, errors. */
-import { MbuildError, UsageError } from '../../util/errors.js';
-import { HelpRequested, formatFlags, parseArgs } from './args.js';
+import { MbuildError, UsageError } from '../util/errors.js';
+import { HelpRequested, formatFlags, parseArgs } from '../util/args.js';
 import path from 'node:path';
 import { existsSync } from 'node:fs';
-import { defaultRoot } from '../../store/store.js';
+import { defaultRoot } from '../store/store.js';
 import { BUILD_FLAGS } from './build-flags.js';
 
 interface Command {
@@ -139,7 +139,7 @@ export async function main(argv: string[]): Promise<number> {
       } else break;
     }
     if (!root) root = defaultRoot();
-    if (mirrors.length || insecure.length) (await import('../../registry/settings.js')).configureRegistry({ mirrors, insecure });
+    if (mirrors.length || insecure.length) (await import('../registry/settings.js')).configureRegistry({ mirrors, insecure });
     storeRoot = path.resolve(root);
     command ??= argv[i];
     let rest = argv.slice(i + 1);
@@ -159,7 +159,7 @@ export async function main(argv: string[]): Promise<number> {
     rest = rest.filter((a) => a !== '--debug');
     // a command's --help is answered here, whatever the host or the user
     if (command !== 'run' && (rest.includes('--help') || (command !== 'build' && command !== 'login' && rest.includes('-h')))) throw new HelpRequested();
-    if (host && command !== 'serve' && command !== 'help' && command !== 'version') return await (await import('../../server/client.js')).remoteCommand(host, tls, command, rest);
+    if (host && command !== 'serve' && command !== 'help' && command !== 'version') return await (await import('../server/client.js')).remoteCommand(host, tls, command, rest);
     if (COMMANDS[command].root && process.getuid?.() !== 0) {
       // a quick, clear answer instead of a raw EPERM from the first mount or chown
       throw new MbuildError('MBUILD_NEEDS_ROOT', `mbuild ${command} needs root (mounts and namespaces): run it with sudo`);
@@ -171,7 +171,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     // a full disk anywhere underneath is one clear line (store/recovery.ts)
-    const err = storeRoot ? (await import('../../store/recovery.js')).asNoSpace(caught, storeRoot) : caught;
+    const err = storeRoot ? (await import('../store/recovery.js')).asNoSpace(caught, storeRoot) : caught;
     printError(err, debug);
     return err instanceof UsageError ? 2 : 1;
   }
@@ -181,7 +181,7 @@ async function dispatch(command: string, root: string, rest: string[], raw: stri
   const images = () => import('./cmd-images.js');
   switch (command) {
     case 'serve':
-      return await (await import('../../server/serve.js')).serveCommand(root, rest);
+      return await (await import('../server/serve.js')).serveCommand(root, rest);
     case 'info':
       throw new UsageError('"mbuild info" describes a server: give --host ADDR or set MBUILD_HOST');
     case 'help': {

@@ -6,11 +6,11 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import type { ResolvedImage, Store } from '../../store/store.js';
-import { writeFileAtomic } from '../../store/fsutil.js';
-import { withLock } from '../../store/lock.js';
-import { isDigest } from '../../store/digest.js';
-import { ImageNotFoundError, UsageError } from '../../util/errors.js';
+import type { ResolvedImage, Store } from '../store/store.js';
+import { writeFileAtomic } from '../store/fsutil.js';
+import { withLock } from '../store/lock.js';
+import { isDigest } from '../store/digest.js';
+import { ImageNotFoundError, UsageError } from '../util/errors.js';
 
 interface IdRecord {
   id: string; // config digest

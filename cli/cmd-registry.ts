@@ -1,12 +1,12 @@
 /** Registry commands: pull, push, login, logout. */
-import { parseArgs } from './args.js';
+import { parseArgs } from '../util/args.js';
 import { Progress } from './progress.js';
-import { Store } from '../../store/store.js';
-import { familiarName } from '../../store/reference.js';
-import { RegistryAuthError, UsageError } from '../../util/errors.js';
+import { Store } from '../store/store.js';
+import { familiarName } from '../store/reference.js';
+import { RegistryAuthError, UsageError } from '../util/errors.js';
 
 async function withTransport<T>(fn: () => Promise<T>): Promise<T> {
-  const { closeTransport } = await import('../../registry/transport.js');
+  const { closeTransport } = await import('../registry/transport.js');
   try {
     return await fn();
   } finally {
@@ -20,12 +20,12 @@ export async function pullCommand(root: string, argv: string[]): Promise<number>
     { names: ['-q', '--quiet'], key: 'quiet', kind: 'bool' },
   ]);
   if (positional.length !== 1) throw new UsageError('"mbuild pull" needs one image name, e.g. mbuild pull busybox:latest');
-  const { parsePlatform } = await import('../../registry/reference.js');
+  const { parsePlatform } = await import('../registry/reference.js');
   const platform = flags.platform ? parsePlatform(flags.platform as string) : undefined;
   const quiet = Boolean(flags.quiet);
   const progress = new Progress(process.stderr, quiet);
   const store = await Store.open(root);
-  const { pullImage } = await import('../../registry/pull.js');
+  const { pullImage } = await import('../registry/pull.js');
   const res = await withTransport(() => pullImage(store, positional[0], { platform, explicitPlatform: platform !== undefined, progress }));
   if (!quiet) process.stdout.write(`Digest: ${res.manifestDigest}\n`);
   process.stdout.write(`${res.name}\n`);
@@ -38,7 +38,7 @@ export async function pushCommand(root: string, argv: string[]): Promise<number>
   const quiet = Boolean(flags.quiet);
   const progress = new Progress(process.stderr, quiet);
   const store = await Store.open(root);
-  const { pushImage } = await import('../../registry/push.js');
+  const { pushImage } = await import('../registry/push.js');
   const res = await withTransport(() => pushImage(store, positional[0], { progress }));
   process.stdout.write(`${familiarName(res.name)}: digest: ${res.digest}\n`);
   return 0;
@@ -46,7 +46,7 @@ export async function pushCommand(root: string, argv: string[]): Promise<number>
 
 /** HOST as given to login/logout (`https://host/v1/` spellings too); docker.io when absent. */
 async function loginHost(arg: string | undefined): Promise<string> {
-  const { canonicalRegistry } = await import('../../registry/settings.js');
+  const { canonicalRegistry } = await import('../registry/settings.js');
   if (!arg) return 'docker.io';
   const host = canonicalRegistry(arg.replace(/^[a-z]+:\/\//i, '').split('/')[0]);
   if (!host) throw new UsageError(`invalid registry "${arg}"`);
@@ -121,10 +121,10 @@ export async function loginCommand(argv: string[]): Promise<number> {
   if (!username) throw new UsageError('the username is empty');
   if (!password) throw new UsageError('the password is empty');
 
-  const { pushEndpoint } = await import('../../registry/mirrors.js');
-  const { RegistryClient } = await import('../../registry/client.js');
-  const { Authenticator } = await import('../../registry/auth.js');
-  const { storeCredentials } = await import('../../registry/credentials.js');
+  const { pushEndpoint } = await import('../registry/mirrors.js');
+  const { RegistryClient } = await import('../registry/client.js');
+  const { Authenticator } = await import('../registry/auth.js');
+  const { storeCredentials } = await import('../registry/credentials.js');
   const ep = pushEndpoint(host);
   const creds = { username, password };
   await withTransport(async () => {
@@ -147,7 +147,7 @@ export async function logoutCommand(argv: string[]): Promise<number> {
   const { positional } = parseArgs(argv, []);
   if (positional.length > 1) throw new UsageError('"mbuild logout" takes at most one registry');
   const host = await loginHost(positional[0]);
-  const { eraseCredentials } = await import('../../registry/credentials.js');
+  const { eraseCredentials } = await import('../registry/credentials.js');
   if (await eraseCredentials(host)) process.stdout.write(`Removing login credentials for ${host}\n`);
   else process.stdout.write(`Not logged in to ${host}\n`);
   return 0;

@@ -1,5 +1,5 @@
 /** Docker-style argument parsing: `--flag value`, `--flag=value`, `-t x`, repeatable flags. */
-import { MbuildError, UsageError } from '../../util/errors.js';
+import { MbuildError, UsageError } from './errors.js';
 
 export interface FlagSpec {
   /** names, e.g. ['-t', '--tag'] */

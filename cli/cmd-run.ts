@@ -4,17 +4,17 @@
  * ports, signals passed on to the command, its exit code returned.
  */
 import { randomBytes } from 'node:crypto';
-import { parseArgs, type FlagSpec } from './args.js';
-import { Store } from '../../store/store.js';
-import { Snapshotter } from '../../snapshotter/snapshots.js';
-import { readUserDb, resolveUser } from '../steps/users.js';
-import { rootfsOf, runSandboxed, type NetworkRequest } from '../sandbox/run.js';
-import { formatBytes, parseCpus, parseMemory, parsePidsLimit, type Limits } from '../sandbox/cgroups.js';
-import { ContainerRegistry, checkContainerName, type ContainerRecord } from '../sandbox/containers.js';
-import { ensureBridge, warnOnce } from '../sandbox/network/index.js';
-import { PublishedPorts, parsePublish } from '../sandbox/network/ports.js';
-import { ownerOf } from '../sandbox/network/state.js';
-import { UsageError } from '../../util/errors.js';
+import { parseArgs, type FlagSpec } from '../util/args.js';
+import { Store } from '../store/store.js';
+import { Snapshotter } from '../snapshotter/snapshots.js';
+import { readUserDb, resolveUser } from '../builder/steps/users.js';
+import { rootfsOf, runSandboxed, type NetworkRequest } from '../builder/sandbox/run.js';
+import { formatBytes, parseCpus, parseMemory, parsePidsLimit, type Limits } from '../builder/sandbox/cgroups.js';
+import { ContainerRegistry, checkContainerName, type ContainerRecord } from '../builder/sandbox/containers.js';
+import { ensureBridge, warnOnce } from '../builder/sandbox/network/index.js';
+import { PublishedPorts, parsePublish } from '../builder/sandbox/network/ports.js';
+import { ownerOf } from '../builder/sandbox/network/state.js';
+import { UsageError } from '../util/errors.js';
 
 const RUN_FLAGS: FlagSpec[] = [
   { names: ['--rm'], key: 'rm', kind: 'bool' },

@@ -9,8 +9,8 @@
  * `auto` is tty on a terminal, plain otherwise; BUILDKIT_PROGRESS sets the default.
  */
 import { createHash } from 'node:crypto';
-import { UsageError } from '../../util/errors.js';
-import type { ProgressReporter, StepHandle } from '../../util/progress.js';
+import { UsageError } from '../util/errors.js';
+import type { ProgressReporter, StepHandle } from '../util/progress.js';
 
 export type { StepHandle };
 

@@ -7,10 +7,10 @@ import { promises as fs, statSync } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { csvFields, ramInBytes } from '../dockerfile/run-mount.js';
-import type { SandboxMount } from '../sandbox/run.js';
-import { UsageError } from '../../util/errors.js';
-import { layout } from '../../store/layout.js';
+import { csvFields, ramInBytes } from '../builder/dockerfile/run-mount.js';
+import type { SandboxMount } from '../builder/sandbox/run.js';
+import { UsageError } from '../util/errors.js';
+import { layout } from '../store/layout.js';
 
 export interface DockerMount {
   type: 'bind' | 'volume' | 'tmpfs';

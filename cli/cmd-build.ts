@@ -2,17 +2,17 @@
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import { parseArgs } from './args.js';
-import { parseOutput, type OutputSpec } from './output-spec.js';
+import { parseArgs } from '../util/args.js';
+import { parseOutput, type OutputSpec } from '../builder/executor/output-spec.js';
 import { BUILD_FLAGS, REFUSED } from './build-flags.js';
 import { createProgress, progressMode, type Progress } from './progress.js';
 import { resolveContext } from './context-input.js';
-import { Store } from '../../store/store.js';
-import { build, type BuildResult } from '../executor/build.js';
-import { UsageError, MbuildError } from '../../util/errors.js';
-import type { NetworkMode } from '../steps/contract.js';
-import { PREDEFINED_ARGS } from '../plan/plan.js';
-import { writeFileAtomic } from '../../store/fsutil.js';
+import { Store } from '../store/store.js';
+import { build, type BuildResult } from '../builder/executor/build.js';
+import { UsageError, MbuildError } from '../util/errors.js';
+import type { NetworkMode } from '../builder/steps/contract.js';
+import { PREDEFINED_ARGS } from '../builder/plan/plan.js';
+import { writeFileAtomic } from '../store/fsutil.js';
 
 export { BUILD_FLAGS };
 
@@ -92,7 +92,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   // needs no grant here (docker build allows it too), so network.host is accepted as already granted
   const allow = flags.allow as string[];
   for (const a of allow) if (a !== 'security.insecure' && a !== 'network.host') throw new UsageError(`--allow ${a}: unknown entitlement (security.insecure or network.host)`);
-  const { parseMemory, parseCpus, parsePidsLimit } = await import('../sandbox/cgroups.js');
+  const { parseMemory, parseCpus, parsePidsLimit } = await import('../builder/sandbox/cgroups.js');
   const limits = {
     memory: flags.memory !== undefined ? parseMemory(flags.memory as string) : undefined,
     cpus: flags.cpus !== undefined ? parseCpus(flags.cpus as string) : undefined,
@@ -101,7 +101,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const mode = progressMode(flags.progress as string | undefined, Boolean(flags.quiet));
   const outputs: OutputSpec[] = (flags.output as string[]).map(parseOutput);
   if (flags.push) outputs.push(parseOutput('type=registry'));
-  if (flags.platform !== undefined) (await import('../plan/platform.js')).checkTargetPlatform(String(flags.platform));
+  if (flags.platform !== undefined) (await import('../builder/plan/platform.js')).checkTargetPlatform(String(flags.platform));
   const labels = keyValues(flags.label as string[], '--label');
   const manifestAnnotations = annotations(flags.annotation as string[]);
   const noCacheFilter = (flags.noCacheFilter as string[]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
@@ -112,17 +112,17 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   for (const o of outputs) if (o.type === 'image' || o.type === 'registry') tags.push(...o.names.filter((n) => !tags.includes(n)));
   for (const o of outputs) if (o.push && !tags.length) throw new UsageError(`${flags.push ? '--push' : `--output type=${o.type},push=true`} needs a name to push: add -t REGISTRY/NAME:TAG (or name=)`);
   if (outputs.filter((o) => o.dest === '-').length > 1) throw new UsageError('only one --output can write to stdout (dest=-)');
-  const { parseSecretFlag, parseSshFlag } = await import('../steps/secrets.js');
+  const { parseSecretFlag, parseSshFlag } = await import('../builder/steps/secrets.js');
   const secrets = (flags.secret as string[]).map((s) => parseSecretFlag(s));
   const ssh = (flags.ssh as string[]).map((s) => parseSshFlag(s));
-  const { parseCacheFrom, parseCacheTo } = await import('../cache/remote-spec.js');
+  const { parseCacheFrom, parseCacheTo } = await import('../builder/cache/remote-spec.js');
   const cacheFrom = (flags.cacheFrom as string[]).map(parseCacheFrom);
   const cacheTo = (flags.cacheTo as string[]).map(parseCacheTo);
 
   const input = await resolveContext(positional[0], flags.file as string | undefined);
   if (flags.check) {
     try {
-      return await (await import('../executor/checks.js')).checkCommand({ contextDir: input.contextDir, dockerfile: input.dockerfile, buildArgs, target: flags.target as string | undefined });
+      return await (await import('../builder/executor/checks.js')).checkCommand({ contextDir: input.contextDir, dockerfile: input.dockerfile, buildArgs, target: flags.target as string | undefined });
     } finally {
       for (const d of input.cleanup) await fs.rm(d, { recursive: true, force: true });
     }
@@ -170,8 +170,8 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     return 0;
   } finally {
     progress.close();
-    if (outputs.some((o) => o.push) || (await import('../executor/build.js')).registryLoaded) await (await import('../../registry/transport.js')).closeTransport();
-    await new (await import('../../snapshotter/snapshots.js')).Snapshotter(store).removeOwn();
+    if (outputs.some((o) => o.push) || (await import('../builder/executor/build.js')).registryLoaded) await (await import('../registry/transport.js')).closeTransport();
+    await new (await import('../snapshotter/snapshots.js')).Snapshotter(store).removeOwn();
     for (const d of input.cleanup) await fs.rm(d, { recursive: true, force: true });
   }
 }
@@ -220,7 +220,7 @@ async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, p
   const form = { compression: out.compression, forceCompression: out.forceCompression, ociMediatypes: out.ociMediatypes ?? true, annotations: out.annotations };
   if (out.type === 'image' || out.type === 'registry') {
     if (!out.push) return [];
-    const { pushImage } = await import('../../registry/push.js');
+    const { pushImage } = await import('../registry/push.js');
     const { manifestDigest } = await imageInForm(store, result.manifestDigest, form);
     const pushed: { name: string; digest: string }[] = [];
     for (const name of result.names) pushed.push(await pushImage(store, name, { progress, manifestDigest }));
@@ -230,7 +230,7 @@ async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, p
   const step = progress.step(`exporting to ${out.type} ${dest}`);
   try {
     if (out.type === 'oci' || out.type === 'docker') {
-      const { exportImage } = await import('../../store/archive/export.js');
+      const { exportImage } = await import('../store/archive/export.js');
       const { manifestDigest } = await imageInForm(store, result.manifestDigest, form);
       const names = [...result.names, ...out.names.filter((n) => !result.names.includes(n))];
       if (out.tar) await exportImage(store, { manifestDigest, names }, { type: out.type, dest });
@@ -250,7 +250,7 @@ async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, p
 
 /** tar=false: the same layout as the tar, unpacked into the directory dest. */
 async function exportLayoutDir(store: Store, manifestDigest: string, names: string[], type: 'oci' | 'docker', dest: string): Promise<void> {
-  const { exportImage } = await import('../../store/archive/export.js');
+  const { exportImage } = await import('../store/archive/export.js');
   const tmp = await store.mkTemp('layout');
   try {
     const tarFile = path.join(tmp, 'image.tar');

@@ -5,9 +5,9 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { pipeline } from 'node:stream/promises';
 import { PassThrough } from 'node:stream';
-import type { Layer, Snapshotter } from '../../snapshotter/snapshots.js';
-import { writeLayerTar } from '../../snapshotter/diff/layer-tar.js';
-import { tempSibling } from '../../store/fsutil.js';
+import type { Layer, Snapshotter } from '../snapshotter/snapshots.js';
+import { writeLayerTar } from '../snapshotter/diff/layer-tar.js';
+import { tempSibling } from '../store/fsutil.js';
 
 const run = promisify(execFile);
 

@@ -10,7 +10,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { MbuildError, UsageError } from '../../util/errors.js';
+import { MbuildError, UsageError } from '../util/errors.js';
 
 const exec = promisify(execFile);
 

@@ -1,7 +1,7 @@
 /** Store housekeeping: `mbuild prune [--all]`, `mbuild system df [--format json]`, `mbuild system prune`. */
-import { parseArgs } from './args.js';
-import { Store } from '../../store/store.js';
-import { UsageError } from '../../util/errors.js';
+import { parseArgs } from '../util/args.js';
+import { Store } from '../store/store.js';
+import { UsageError } from '../util/errors.js';
 
 export async function pruneCommand(root: string, argv: string[]): Promise<number> {
   const { flags, positional } = parseArgs(argv, [
@@ -17,8 +17,8 @@ export async function pruneCommand(root: string, argv: string[]): Promise<number
   if (positional.length) throw new UsageError(`"mbuild prune" takes no arguments (got ${positional[0]})`);
   const format = checkFormat(flags.format);
   const store = await Store.open(root);
-  const { pruneStore } = await import('../../store/prune.js');
-  const { humanBytes } = await import('../../store/usage.js');
+  const { pruneStore } = await import('../store/prune.js');
+  const { humanBytes } = await import('../store/usage.js');
   const r = await pruneStore(store, { all: Boolean(flags.all), onlyCacheMounts });
   if (format === 'json') {
     process.stdout.write(JSON.stringify(r, null, 1) + '\n');
@@ -44,7 +44,7 @@ export async function systemCommand(root: string, argv: string[]): Promise<numbe
   if (positional.length) throw new UsageError(`"mbuild system df" takes no arguments (got ${positional[0]})`);
   const format = checkFormat(flags.format);
   const store = await Store.open(root);
-  const { storeUsage, formatUsage } = await import('../../store/usage.js');
+  const { storeUsage, formatUsage } = await import('../store/usage.js');
   const usage = await storeUsage(store);
   process.stdout.write(format === 'json' ? JSON.stringify(usage, null, 1) + '\n' : formatUsage(usage));
   return 0;

@@ -6,9 +6,9 @@ import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import type { Store } from '../../store/store.js';
-import { UsageError } from '../../util/errors.js';
-import { targetPlatform } from '../../util/platform.js';
+import type { Store } from '../store/store.js';
+import { UsageError } from '../util/errors.js';
+import { targetPlatform } from '../util/platform.js';
 
 export async function loadOciLayoutContext(store: Store, spec: string): Promise<string> {
   let dir = spec;
@@ -34,7 +34,7 @@ export async function loadOciLayoutContext(store: Store, spec: string): Promise<
       file = path.join(tmp, 'layout.tar');
       await promisify(execFile)('tar', ['-c', '-f', file, '-C', path.resolve(dir), '.']);
     }
-    const { importArchive } = await import('../../store/archive/import.js');
+    const { importArchive } = await import('../store/archive/import.js');
     const loaded = await importArchive(store, file, { platform: targetPlatform() });
     let pick = loaded;
     if (digest) pick = loaded.filter((l) => l.digest === digest);
