@@ -17,7 +17,7 @@ import { runStep, describeRun } from '../steps/run.js';
 import { stepName } from '../dockerfile/heredoc.js';
 import { checksForBuild } from './checks.js';
 import { readDockerfile } from './read-dockerfile.js';
-import { formatSummary } from '../dockerfile/checks/report.js';
+import { formatSummary } from '../checks/report.js';
 import { copyStep } from '../steps/copy.js';
 import { workdirStep } from '../steps/workdir.js';
 import { writeImage, type WrittenImage } from './image.js';

@@ -1,10 +1,10 @@
 /**
  * Build checks around a build, and `mbuild build --check` (only the checks: no store, no base
- * image, no network). The rules themselves are in builder/dockerfile/checks.
+ * image, no network). The rules themselves are in builder/checks.
  */
 import path from 'node:path';
-import { checkDockerfile, type CheckOptions, type CheckResult } from '../dockerfile/checks/lint.js';
-import { formatCheckReport, formatSummary, sourceSnippet, violationMessage } from '../dockerfile/checks/report.js';
+import { checkDockerfile, type CheckOptions, type CheckResult } from '../checks/lint.js';
+import { formatCheckReport, formatSummary, sourceSnippet, violationMessage } from '../checks/report.js';
 import type { Plan } from '../plan/plan.js';
 import type { Store } from '../../store/store.js';
 import { loadIgnore, type IgnoreMatcher } from '../context/dockerignore.js';

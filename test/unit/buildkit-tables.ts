@@ -10,7 +10,7 @@ import { chompHeredocContent, heredocsFromLine, parseAst, parseHeredocWord, pars
 import { parseDockerfile } from '../../builder/dockerfile/parse.js';
 import { exposedPorts, parsePortSpec, parsePorts } from '../../builder/dockerfile/expose.js';
 import { envLookupFrom, expandWord, Lexer, reversePattern, shellPatternToRegex } from '../../builder/expand/shell-word.js';
-import { checkDirective } from '../../builder/dockerfile/checks/config.js';
+import { checkDirective } from '../../builder/checks/config.js';
 import { dumpNode } from '../../builder/dockerfile/ast.js';
 import { readFileSync } from 'node:fs';
 import type { CopyInstruction, RunInstruction } from '../../builder/dockerfile/types.js';

@@ -3,10 +3,10 @@
  * frontend/dockerfile/dockerfile_lint_test.go.
  */
 import { describe, expect, it } from 'vitest';
-import { checkDockerfile, type CheckOptions } from '../../builder/dockerfile/checks/lint.js';
-import { parseCheckOptions } from '../../builder/dockerfile/checks/config.js';
-import { formatCheckReport, formatSummary, violationMessage } from '../../builder/dockerfile/checks/report.js';
-import { suggest } from '../../builder/dockerfile/checks/suggest.js';
+import { checkDockerfile, type CheckOptions } from '../../builder/checks/lint.js';
+import { parseCheckOptions } from '../../builder/checks/config.js';
+import { formatCheckReport, formatSummary, violationMessage } from '../../builder/checks/report.js';
+import { suggest } from '../../builder/checks/suggest.js';
 import { IgnoreMatcher } from '../../builder/context/dockerignore.js';
 
 const PATH_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];

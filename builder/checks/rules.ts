@@ -3,7 +3,7 @@
  * descriptions, documentation URLs and the exact wording of each warning. (InvalidBaseImagePlatform
  * is left out: mbuild only builds for the host's platform, so it cannot fire.)
  */
-import { goQuote } from '../../expand/shell-word.js';
+import { goQuote } from '../expand/shell-word.js';
 
 export interface Rule {
   name: string;

@@ -9,14 +9,14 @@
  * at the stages the build needs, or at all of them for --check.
  */
 import path from 'node:path';
-import { parseAst, type AstNode, type AstResult } from '../ast.js';
-import { parseDockerfile } from '../parse.js';
-import type { Instruction, ParsedDockerfile } from '../types.js';
-import { parsePortSpec, PortSpecError } from '../expose.js';
-import { Lexer, type EnvLookup, type EscapeToken } from '../../expand/shell-word.js';
-import { planBuild, type Plan } from '../../plan/plan.js';
-import { platformArgs } from '../../plan/platform.js';
-import { parseReference } from '../../../store/reference.js';
+import { parseAst, type AstNode, type AstResult } from '../dockerfile/ast.js';
+import { parseDockerfile } from '../dockerfile/parse.js';
+import type { Instruction, ParsedDockerfile } from '../dockerfile/types.js';
+import { parsePortSpec, PortSpecError } from '../dockerfile/expose.js';
+import { Lexer, type EnvLookup, type EscapeToken } from '../expand/shell-word.js';
+import { planBuild, type Plan } from '../plan/plan.js';
+import { platformArgs } from '../plan/platform.js';
+import { parseReference } from '../../store/reference.js';
 import { MESSAGES, RULES, type RuleName } from './rules.js';
 import { CheckOptionError, checkDirective, configForComments, DEFAULT_CHECK_CONFIG, parseCheckOptions, ruleEnabled, type CheckConfig } from './config.js';
 import { suggest } from './suggest.js';
