@@ -8,6 +8,7 @@
  *   rootfs.c    the rootfs mount: overlay (with the long-lowerdir fallbacks) or a bound directory
  *   mount.c     `mount`: the same overlay mount for the builder itself (COPY, WORKDIR, views)
  *   targets.c   mount targets in the rootfs and the stubs created for them
+ *   usermounts.c RUN --mount binds, scratch overlays and tmpfs, and their targets
  *   pseudofs.c  /proc, /sys and /dev inside the sandbox
  *   net.c       loopback and bridge networking
  *   sandbox.c   the child (pid 1): cgroups, pivot_root, privileges, exec
@@ -194,6 +195,14 @@ extern dev_t g_root_dev;
 int prepare_target(int rootfd, int upperfd, struct target *t);
 int remove_stubs(const char *upper);
 int open_target(int rootfd, struct target *t);
+
+/* usermounts.c --------------------------------------------------------- */
+
+int parse_user_mount_field(const char *k, const char *v);
+int check_user_mounts(void);
+int prepare_user_mounts(int rootfd, int upperfd, const char *rootfs);
+int mount_user_mounts(int rootfd);
+int remove_user_stubs(const char *upper);
 
 /* pseudofs.c ----------------------------------------------------------- */
 

@@ -93,6 +93,7 @@ int run_main(void) {
   }
   for (size_t i = 0; i < NTARGETS; i++)
     if (prepare_target(rootfd, upperfd, &g_targets[i]) < 0) goto cleanup;
+  if (prepare_user_mounts(rootfd, upperfd, s.rootfs) < 0) goto cleanup;
   close(rootfd);
   close(upperfd);
   rootfd = upperfd = -1;
@@ -190,6 +191,7 @@ cleanup:
   if (umount2(s.rootfs, 0) < 0 && umount2(s.rootfs, MNT_DETACH) < 0)
     fail("unmounting the rootfs %s: %s", s.rootfs, strerror(errno));
   if (remove_stubs(s.rootfsdir ? s.rootfsdir : s.upper) < 0 && !g_err[0]) fail("removing mount stubs failed");
+  if (remove_user_stubs(s.rootfsdir ? s.rootfsdir : s.upper) < 0 && !g_err[0]) fail("removing mount stubs failed");
 out:
   if (childerr[0]) {
     report(s.nonce, "error", childerr);

@@ -171,6 +171,7 @@ void __attribute__((noreturn)) child_main(struct run_spec *s) {
   if (setup_proc(rootfd, &g_targets[3], devnull) < 0) child_fail();
   if (setup_sys(rootfd, &g_targets[4], devnull) < 0) child_fail();
   if (setup_dev(rootfd, &g_targets[5]) < 0) child_fail();
+  if (mount_user_mounts(rootfd) < 0) child_fail();
 
   if (sethostname(s->hostname, strlen(s->hostname)) < 0) fail("sethostname: %s", strerror(errno)), child_fail();
   if (s->net_mode == NET_NONE && bring_up_lo() < 0) child_fail();

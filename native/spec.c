@@ -54,9 +54,12 @@ int parse_run_spec(struct buf *b, struct run_spec *s) {
       if (!strcmp(v, "forward")) s->forward_signals = 1;
       else if (!strcmp(v, "kill")) s->forward_signals = 0;
       else return fail("bad signals mode %s", v);
+    } else if (!strncmp(k, "mount", 5)) {
+      if (parse_user_mount_field(k, v) < 0) return -1;
     } else return fail("unknown spec key %s", k);
   }
   if (trunc) return fail("malformed spec");
+  if (check_user_mounts() < 0) return -1;
   if (!s->state || s->state[0] != '/') return fail("spec: state dir missing");
   if (s->rootfsdir) {
     if (s->rootfsdir[0] != '/') return fail("spec: relative rootfs dir");

@@ -20,7 +20,7 @@ import { mountOverlay, unmount } from './mount.js';
 import { applyLayerTar } from './diff/apply.js';
 import { writeLayerTar, writeTar, isEmptyLayerDir, type TarEntry } from './diff/layer-tar.js';
 import { decompressStream } from './diff/decompress.js';
-import { chooseSnapshotter, diffTree, forcedSnapshotter, hasWhiteouts, materialize, recordTree, type SnapshotterKind } from './copy-fallback.js';
+import { chooseSnapshotter, diffTree, forcedSnapshotter, hasWhiteouts, materialize, recordTree, type SnapshotterKind, type Tree } from './copy-fallback.js';
 import { DigestMismatchError, MbuildError } from '../util/errors.js';
 import { mountsAt } from '../store/recovery.js';
 import { deleteDetached, moveToTrash } from '../store/trash.js';
@@ -45,11 +45,23 @@ export interface Layer {
   opaqueDirs?: string[];
 }
 
+/**
+ * How to mount an active snapshot: a description, as containerd's snapshotters return, not a mounted
+ * path. overlay: the parent layers under the snapshot's upper dir; bind (the copy snapshotter): a
+ * plain directory holding a copy of the parent layers, whose changes commit() finds by comparison.
+ */
+export type Mount =
+  | { type: 'overlay'; lowerDirs: string[]; upperDir: string; workDir: string }
+  | { type: 'bind'; source: string };
+
 export interface Active {
   id: string;
   base: string;
   upper: string;
   work: string;
+  mount: Mount;
+  /** bind: the copy's entries before the step (commit() writes the difference as the layer) */
+  before?: Tree;
 }
 
 /**
@@ -172,20 +184,58 @@ export class Snapshotter {
     }
   }
 
-  /** A new writable layer for one build step. */
-  async prepare(): Promise<Active> {
+  /**
+   * A new writable snapshot over `parent` for one build step (or `mbuild run`), with the description
+   * of how to mount it. Whichever snapshotter is in use, the caller mounts what it is given.
+   */
+  async prepare(parent: Layer[]): Promise<Active> {
+    await this.ready(parent);
     const id = buildSnapshotName();
     const base = path.join(this.dir, id);
-    const active = { id, base, upper: path.join(base, SNAPSHOT_FILES), work: path.join(base, 'work') };
-    await fs.mkdir(active.upper, { recursive: true });
-    await fs.chmod(active.upper, 0o755);
-    await fs.mkdir(active.work, { recursive: true });
-    return active;
+    const upper = path.join(base, SNAPSHOT_FILES);
+    const work = path.join(base, 'work');
+    await fs.mkdir(upper, { recursive: true });
+    await fs.chmod(upper, 0o755);
+    await fs.mkdir(work, { recursive: true });
+    try {
+      if ((await this.kind()) === 'copy') {
+        const root = path.join(base, 'merged');
+        await materialize(this.layerDirs(parent), root);
+        return { id, base, upper, work, mount: { type: 'bind', source: root }, before: await recordTree(root) };
+      }
+      return { id, base, upper, work, mount: { type: 'overlay', lowerDirs: this.lowerDirs(parent), upperDir: upper, workDir: work } };
+    } catch (err) {
+      await this.remove(id);
+      throw err;
+    }
   }
 
+  /** The active snapshot's changes become a layer (opaqueDirs: what the RUN sandbox found in the upper dir). */
   async commit(active: Active, opaqueDirs?: string[]): Promise<Layer> {
+    if (active.mount.type === 'bind') {
+      await diffTree(active.mount.source, active.before!, active.upper);
+      await fs.rm(active.mount.source, { recursive: true, force: true });
+      opaqueDirs = undefined;
+    }
     await fs.rm(active.work, { recursive: true, force: true });
     return { id: active.id, dir: active.upper, empty: await isEmptyLayerDir(active.upper), opaqueDirs };
+  }
+
+  /** Mount an active snapshot for the builder itself for the duration of fn (a bind is its directory). */
+  async withMounted<T>(active: Active, fn: (root: string) => Promise<T>): Promise<T> {
+    const m = active.mount;
+    if (m.type === 'bind') return fn(m.source);
+    const target = path.join(active.base, 'merged');
+    await fs.mkdir(target);
+    await mountOverlay(target, { lowerDirs: m.lowerDirs, upperDir: m.upperDir, workDir: m.workDir, scratchParent: this.dir });
+    let result: T;
+    try {
+      result = await fn(target);
+    } finally {
+      await unmount(target);
+    }
+    await fs.rmdir(target);
+    return result;
   }
 
   /**
@@ -243,44 +293,11 @@ export class Snapshotter {
     return layers.filter((l) => !l.empty).map((l) => l.dir);
   }
 
-  /** Copy snapshotter: the layers applied into a plain dir (a new one, removed by the caller). */
-  async materialize(layers: Layer[], target: string): Promise<void> {
-    await this.ready(layers);
-    await materialize(this.layerDirs(layers), target);
-  }
-
-  /** Mount the layers with a new upper layer, let fn change the root, and commit the change. */
+  /** Prepare over the layers, let fn change the mounted root, and commit the change. */
   async mutate(layers: Layer[], fn: (root: string) => Promise<void>): Promise<Layer> {
-    await this.ready(layers);
-    if ((await this.kind()) === 'copy') return this.mutateCopy(layers, fn);
-    const active = await this.prepare();
-    const target = path.join(active.base, 'merged');
-    await fs.mkdir(target);
+    const active = await this.prepare(layers);
     try {
-      await mountOverlay(target, { lowerDirs: this.lowerDirs(layers), upperDir: active.upper, workDir: active.work, scratchParent: this.dir });
-      try {
-        await fn(target);
-      } finally {
-        await unmount(target);
-      }
-      await fs.rmdir(target);
-      return await this.commit(active);
-    } catch (err) {
-      await this.remove(active.id);
-      throw err;
-    }
-  }
-
-  /** mutate() without overlayfs: materialize, record, fn, and the difference becomes the layer. */
-  private async mutateCopy(layers: Layer[], fn: (root: string) => Promise<void>): Promise<Layer> {
-    const active = await this.prepare();
-    const root = path.join(active.base, 'merged');
-    try {
-      await materialize(this.layerDirs(layers), root);
-      const before = await recordTree(root);
-      await fn(root);
-      await diffTree(root, before, active.upper);
-      await fs.rm(root, { recursive: true, force: true });
+      await this.withMounted(active, fn);
       return await this.commit(active);
     } catch (err) {
       await this.remove(active.id);

@@ -19,6 +19,8 @@
  *   ROOT/locks/                    lock files (lock.ts, recovery.ts's gc.lock)
  *   ROOT/registry/blob-sources.json  which repositories a blob came from (registry/sources.ts)
  *   ROOT/containers/<id>.json      `mbuild run` containers (builder/sandbox/containers.ts)
+ *   ROOT/cache-mounts/<32 hex>/    RUN --mount=type=cache directories (cache-mounts.ts)
+ *   ROOT/volumes/<name>/_data      `mbuild run --mount type=volume` volumes (builder/cli/run-mount-flag.ts)
  *   ROOT/server/context/<hex>      `mbuild serve`: uploaded context files by sha256 (server/context-store.ts)
  *   ROOT/server/builds/<id>/       `mbuild serve`: a running build's context copy and outputs (swept at start)
  *
@@ -39,6 +41,8 @@ export const layout = {
   locks: (root: string): string => path.join(root, 'locks'),
   registry: (root: string): string => path.join(root, 'registry'),
   containers: (root: string): string => path.join(root, 'containers'),
+  cacheMounts: (root: string): string => path.join(root, 'cache-mounts'),
+  volumes: (root: string): string => path.join(root, 'volumes'),
   serverContext: (root: string): string => path.join(root, 'server', 'context'),
   serverBuilds: (root: string): string => path.join(root, 'server', 'builds'),
 };

@@ -12,6 +12,7 @@ import path from 'node:path';
 import type { Store } from './store.js';
 import { layout, tempSnapshotName } from './layout.js';
 import { findStaleTemp, mountsAt, removeUnmounted, withExclusiveStore } from './recovery.js';
+import { CacheMounts } from './cache-mounts.js';
 import { analyzeStore, staleMemos, treeBytes, unusedBlobs, unusedSnapshots } from './usage.js';
 
 export interface Freed {
@@ -23,6 +24,7 @@ export interface PruneReport {
   blobs: Freed;
   snapshots: Freed;
   cache: Freed;
+  cacheMounts: Freed;
   temp: Freed;
   /** left alone because something is mounted there */
   skipped: string[];
@@ -31,14 +33,28 @@ export interface PruneReport {
 export interface PruneOptions {
   /** also empty the build cache (ROOT/cache entries and their k-* snapshots) */
   all?: boolean;
+  /** only the RUN --mount=type=cache directories (`--filter type=exec.cachemount`) */
+  onlyCacheMounts?: boolean;
 }
 
 export async function pruneStore(store: Store, opts: PruneOptions = {}): Promise<PruneReport> {
-  return withExclusiveStore(store.root, () => pruneExclusive(store, opts.all ?? false));
+  return withExclusiveStore(store.root, async () => {
+    if (!opts.onlyCacheMounts) return pruneExclusive(store, opts.all ?? false);
+    const report: PruneReport = { blobs: freed(), snapshots: freed(), cache: freed(), cacheMounts: freed(), temp: freed(), skipped: [] };
+    await pruneCacheMounts(store, report);
+    return report;
+  });
+}
+
+async function pruneCacheMounts(store: Store, report: PruneReport): Promise<void> {
+  const r = await new CacheMounts(store.root).removeAll();
+  report.cacheMounts.count += r.count;
+  report.cacheMounts.bytes += r.bytes;
+  report.skipped.push(...r.skipped);
 }
 
 async function pruneExclusive(store: Store, all: boolean): Promise<PruneReport> {
-  const report: PruneReport = { blobs: freed(), snapshots: freed(), cache: freed(), temp: freed(), skipped: [] };
+  const report: PruneReport = { blobs: freed(), snapshots: freed(), cache: freed(), cacheMounts: freed(), temp: freed(), skipped: [] };
   const snapDir = layout.snapshots(store.root);
   // what Store.open already swept counts too
   const counted = (p: string) => !p.startsWith(layout.run(store.root) + path.sep) && !p.startsWith(layout.locks(store.root) + path.sep);
@@ -82,6 +98,7 @@ async function pruneExclusive(store: Store, all: boolean): Promise<PruneReport> 
     for (const id of a.cacheSnapshotDirs) await removeSnapshot(id, report.cache);
     // an entry counts once, whatever the number of snapshots it had
     report.cache.count = a.cacheEntries.length;
+    await pruneCacheMounts(store, report);
   }
 
   const a = await analyzeStore(store);

@@ -7,6 +7,7 @@
  *   snapshots  ROOT/snapshots/c-* (unpacked image layers); in use: a layer chain of a named image,
  *              or named by a build-cache entry
  *   cache      ROOT/cache/*.json entries and the k-* snapshots they name (all of it goes with --all)
+ *   cache mounts ROOT/cache-mounts/* (RUN --mount=type=cache, store/cache-mounts.ts; go with --all)
  *   gzip twins ROOT/compressed/<hex>.json memos (store/compress.ts): the gzip form of an
  *              uncompressed layer blob; kept while a named image has that layer (not with --all)
  *   temp       work in progress of running builds and loads (what killed runs left is swept by
@@ -20,6 +21,7 @@ import { imageSnapshotNames, layout, parseSnapshotName, snapshotNamesIn } from '
 import { findStaleTemp, treeBytes } from './recovery.js';
 import { pidAlive } from '../util/process.js';
 import { humanBytes } from '../util/format.js';
+import { CacheMounts } from './cache-mounts.js';
 
 export { treeBytes };
 
@@ -36,6 +38,8 @@ export interface Usage {
   blobs: Bucket;
   snapshots: Bucket;
   cache: Bucket;
+  /** RUN --mount=type=cache directories (ROOT/cache-mounts; all of it goes with --all) */
+  cacheMounts: Bucket;
   temp: Bucket;
 }
 
@@ -198,6 +202,9 @@ export async function storeUsage(store: Store): Promise<Usage> {
   let cacheBytes = sumSnaps(a.cacheSnapshotDirs);
   for (const f of a.cacheEntries) cacheBytes += (await fs.lstat(f).catch(() => null))?.size ?? 0;
 
+  const mounts = await new CacheMounts(store.root).list();
+  const mountBytes = mounts.reduce((t, m) => t + m.bytes, 0);
+
   // Store.open has already swept what dead runs left: what is here is running builds' work in progress
   const temp = (await findStaleTemp(store.root, true)).filter((t) => !t.path.startsWith(layout.run(store.root) + '/') && !t.path.startsWith(layout.locks(store.root) + '/'));
   let tempBytes = 0;
@@ -217,6 +224,7 @@ export async function storeUsage(store: Store): Promise<Usage> {
     blobs: bucket(a.blobs.size, sum(a.blobs.keys()), unused.length, sum(unused)),
     snapshots: bucket(a.imageSnapshots.length, sumSnaps(a.imageSnapshots), unusedSnaps.length, sumSnaps(unusedSnaps)),
     cache: bucket(a.cacheEntries.length, cacheBytes, a.cacheEntries.length, cacheBytes),
+    cacheMounts: bucket(mounts.length, mountBytes, mounts.length, mountBytes),
     temp: bucket(temp.length, tempBytes, staleCount, staleBytes),
   };
 }
@@ -232,6 +240,7 @@ export function formatUsage(u: Usage): string {
   add('Blobs', u.blobs);
   add('Snapshots', u.snapshots);
   add('Build cache', u.cache, ' (prune --all)');
+  add('Cache mounts', u.cacheMounts, ' (prune --all)');
   add('Temp', u.temp);
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
   return rows.map((r) => r.map((v, c) => (c === r.length - 1 ? v : v.padEnd(widths[c]! + 3))).join('')).join('\n') + '\n';

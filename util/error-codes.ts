@@ -26,6 +26,7 @@ export const ERROR_CODES = {
   MBUILD_UNKNOWN_USER: 'a USER or --chown user is not in the image\'s /etc/passwd',
   MBUILD_UNKNOWN_GROUP: 'a USER or --chown group is not in the image\'s /etc/group',
   MBUILD_RUN_FAILED: 'a RUN command exited non-zero or was killed',
+  MBUILD_RUN_MOUNT: 'a RUN --mount cannot be provided (a required secret or ssh agent not given, a source missing)',
   MBUILD_SANDBOX: 'the RUN sandbox could not be set up',
   MBUILD_NETWORK: 'the RUN network (bridge, veth, address) could not be set up',
   MBUILD_FSOP: 'mbuild-helper could not make a whiteout, an opaque directory or a device node',

@@ -61,6 +61,27 @@ export const SCENARIOS = [
     },
   },
   {
+    // the same build with Go's build cache in a RUN --mount=type=cache (issue 14): after a one-line
+    // change only the main package compiles; compare with go's "one source line changed" row
+    id: 'gocache',
+    title: 'Go multi-stage, GOCACHE in RUN --mount=type=cache',
+    variants: ['change'],
+    labels: { change: 'one source line changed' },
+    skip: ({ repo }) => (existsSync(join(repo, 'examples/myhttpserver/Dockerfile')) ? null : 'skipped: examples/myhttpserver missing'),
+    prepare({ repo, work }) {
+      const ctx = join(work, 'gocache');
+      cpSync(join(repo, 'examples/myhttpserver'), ctx, { recursive: true });
+      const dockerfile = join(ctx, 'Dockerfile');
+      const text = readFileSync(dockerfile, 'utf8');
+      const withMount = text.replace(/^RUN (CGO_ENABLED=0 go build .*)$/m, 'RUN --mount=type=cache,target=/tmp/go-build $1');
+      if (withMount === text) throw new Error('examples/myhttpserver/Dockerfile: no "RUN CGO_ENABLED=0 go build" line to give a cache mount');
+      writeFileSync(dockerfile, withMount);
+      const goFiles = readdirSync(ctx).filter((f) => f.endsWith('.go'));
+      const src = join(ctx, goFiles.includes('httpserver.go') ? 'httpserver.go' : goFiles[0]);
+      return { ctx, dockerfile, images: baseImages(withMount), mutate: (n) => changeLine(src, n) };
+    },
+  },
+  {
     id: 'runs30',
     title: '30 tiny RUN steps',
     variants: ['cold', 'warm'],

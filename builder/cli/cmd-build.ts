@@ -26,6 +26,8 @@ const BUILD_FLAGS = [
   { names: ['--push'], key: 'push', kind: 'bool' as const },
   { names: ['--platform'], key: 'platform', kind: 'string' as const },
   { names: ['--jobs'], key: 'jobs', kind: 'string' as const },
+  { names: ['--secret'], key: 'secret', kind: 'list' as const },
+  { names: ['--ssh'], key: 'ssh', kind: 'list' as const },
   { names: ['--check'], key: 'check', kind: 'bool' as const },
 ];
 
@@ -67,6 +69,9 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     const want = String(flags.platform).replace(/^linux\/(amd64|arm64)\/v\d$/, 'linux/$1');
     if (want !== `${host.os}/${host.architecture}`) throw new UsageError(`--platform ${flags.platform}: mbuild builds only for this machine's platform (${host.os}/${host.architecture})`);
   }
+  const { parseSecretFlag, parseSshFlag } = await import('../steps/secrets.js');
+  const secrets = (flags.secret as string[]).map((s) => parseSecretFlag(s));
+  const ssh = (flags.ssh as string[]).map((s) => parseSshFlag(s));
   const quiet = Boolean(flags.quiet) || progressMode === 'quiet';
   const progress = new Progress(process.stderr, quiet);
 
@@ -84,6 +89,8 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       noCache: Boolean(flags.noCache),
       jobs: parseJobs(flags.jobs as string | undefined),
       pull: Boolean(flags.pull),
+      secrets,
+      ssh,
     });
     for (const out of outputs) await writeOutput(store, result, out, progress);
     if (flags.push) {

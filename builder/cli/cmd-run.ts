@@ -4,12 +4,11 @@
  * ports, signals passed on to the command, its exit code returned.
  */
 import { randomBytes } from 'node:crypto';
-import path from 'node:path';
 import { parseArgs, type FlagSpec } from './args.js';
 import { Store } from '../../store/store.js';
 import { Snapshotter } from '../../snapshotter/snapshots.js';
 import { readUserDb, resolveUser } from '../steps/users.js';
-import { runSandboxed, type NetworkRequest } from '../sandbox/run.js';
+import { rootfsOf, runSandboxed, type NetworkRequest } from '../sandbox/run.js';
 import { formatBytes, parseCpus, parseMemory, parsePidsLimit, type Limits } from '../sandbox/cgroups.js';
 import { ContainerRegistry, checkContainerName, type ContainerRecord } from '../sandbox/containers.js';
 import { ensureBridge, warnOnce } from '../sandbox/network/index.js';
@@ -32,6 +31,7 @@ const RUN_FLAGS: FlagSpec[] = [
   { names: ['-h', '--hostname'], key: 'hostname', kind: 'string' },
   { names: ['--stop-timeout'], key: 'stopTimeout', kind: 'string' },
   { names: ['--debug'], key: 'debug', kind: 'bool' },
+  { names: ['--mount'], key: 'mount', kind: 'list' },
 ];
 
 const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -88,6 +88,8 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
   const workdir = flags.workdir as string | undefined;
   if (workdir !== undefined && !workdir.startsWith('/')) throw new UsageError(`the working directory "${workdir}" is invalid: it needs to be an absolute path`);
 
+  const { parseDockerMount, prepareRunMounts } = await import('./run-mount-flag.js');
+  const mountFlags = (flags.mount as string[]).map(parseDockerMount);
   const store = await Store.open(root);
   const registry = new ContainerRegistry(store.root);
   let network: NetworkRequest;
@@ -124,7 +126,8 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
 
   let rec: ContainerRecord | undefined;
   let ports: PublishedPorts | undefined;
-  const active = await snap.prepare();
+  const userMounts = await prepareRunMounts(store.root, mountFlags, (fn) => snap.view(layers, fn));
+  const active = await snap.prepare(layers);
   let signal: ((sig: NodeJS.Signals) => void) | undefined;
   let received = 0;
   let killTimer: NodeJS.Timeout | undefined;
@@ -143,15 +146,10 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
       ports = await PublishedPorts.open(publish);
       ports.describe().forEach((d, i) => chosen[i] && process.stderr.write(`mbuild: publishing ${d}\n`));
     }
-    // copy snapshotter: a throwaway materialized copy of the layers is the root (removed with `active`)
-    let rootfs: { lowerDirs: string[]; rootfsDir?: string; upperDir?: string; workDir?: string };
-    if ((await snap.kind()) === 'copy') {
-      rootfs = { lowerDirs: [], rootfsDir: path.join(active.base, 'rootfs') };
-      await snap.materialize(layers, rootfs.rootfsDir!);
-    } else rootfs = { lowerDirs: snap.lowerDirs(layers), upperDir: active.upper, workDir: active.work };
+    // the container's changes are thrown away with `active`
     const result = await runSandboxed({
       stateParent: store.tmpDir,
-      ...rootfs,
+      ...rootfsOf(active.mount),
       args,
       env,
       cwd: workdir ?? (cfg.WorkingDir || '/'),
@@ -162,6 +160,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
       network,
       hosts: '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n',
       limits,
+      mounts: userMounts.mounts,
       signals: 'forward',
       onOutput: (chunk, stream) => (stream === 'stdout' ? process.stdout : process.stderr).write(chunk),
       onStart: async (info) => {
@@ -187,5 +186,6 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
     await ports?.close();
     if (rec) await registry.remove(rec.id);
     await snap.remove(active.id);
+    await userMounts.cleanup();
   }
 }

@@ -8,13 +8,18 @@ export async function pruneCommand(root: string, argv: string[]): Promise<number
     { names: ['-a', '--all'], key: 'all', kind: 'bool' },
     { names: ['-f', '--force'], key: 'force', kind: 'bool' }, // accepted for docker muscle memory; prune never asks
     { names: ['--format'], key: 'format', kind: 'string' },
+    { names: ['--filter'], key: 'filter', kind: 'list' },
   ]);
+  // docker builder prune's filter for cache mounts; no other filter is supported
+  const filters = flags.filter as string[];
+  for (const f of filters) if (f !== 'type=exec.cachemount') throw new UsageError(`--filter ${f} is not supported (only type=exec.cachemount: the RUN --mount=type=cache directories)`);
+  const onlyCacheMounts = filters.length > 0;
   if (positional.length) throw new UsageError(`"mbuild prune" takes no arguments (got ${positional[0]})`);
   const format = checkFormat(flags.format);
   const store = await Store.open(root);
   const { pruneStore } = await import('../../store/prune.js');
   const { humanBytes } = await import('../../store/usage.js');
-  const r = await pruneStore(store, { all: Boolean(flags.all) });
+  const r = await pruneStore(store, { all: Boolean(flags.all), onlyCacheMounts });
   if (format === 'json') {
     process.stdout.write(JSON.stringify(r, null, 1) + '\n');
     return 0;
@@ -22,10 +27,11 @@ export async function pruneCommand(root: string, argv: string[]): Promise<number
   const line = (what: string, f: { count: number; bytes: number }) => process.stdout.write(`Deleted ${what}: ${f.count} (${humanBytes(f.bytes)})\n`);
   line('blobs', r.blobs);
   line('snapshots', r.snapshots);
-  if (flags.all) line('build cache entries', r.cache);
+  if (flags.all && !onlyCacheMounts) line('build cache entries', r.cache);
+  if (flags.all || onlyCacheMounts) line('cache mounts', r.cacheMounts);
   line('temp entries', r.temp);
   for (const s of r.skipped) process.stderr.write(`WARNING: left ${s} alone: something is mounted there\n`);
-  const total = r.blobs.bytes + r.snapshots.bytes + r.cache.bytes + r.temp.bytes;
+  const total = r.blobs.bytes + r.snapshots.bytes + r.cache.bytes + r.cacheMounts.bytes + r.temp.bytes;
   process.stdout.write(`Total reclaimed space: ${humanBytes(total)}\n`);
   return 0;
 }

@@ -10,6 +10,8 @@ import { loadIgnore } from '../context/dockerignore.js';
 import type { ProgressReporter } from '../../util/progress.js';
 import { baseState, forkState, type StageState } from '../steps/state.js';
 import type { BuildContext, NetworkMode } from '../steps/contract.js';
+import type { SecretSource, SshSource } from '../steps/secrets.js';
+import { mountFrom } from '../dockerfile/run-mount.js';
 import type { Limits } from '../sandbox/cgroups.js';
 import { applyMeta } from '../steps/meta.js';
 import { runStep, describeRun } from '../steps/run.js';
@@ -45,6 +47,9 @@ export interface BuildOptions {
   jobs?: number;
   /** check the registry for FROM / COPY --from images even when the store has them */
   pull?: boolean;
+  /** --secret / --ssh (RUN --mount=type=secret / type=ssh) */
+  secrets?: SecretSource[];
+  ssh?: SshSource[];
 }
 
 export interface BuildResult extends WrittenImage {
@@ -90,6 +95,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     escape: df.escape,
     network: opts.network,
     limits: opts.limits,
+    secrets: new Map((opts.secrets ?? []).map((x) => [x.id, x])),
+    ssh: new Map((opts.ssh ?? []).map((x) => [x.id, x])),
     cache,
     fileHashes,
     noCache: opts.noCache,
@@ -202,6 +209,17 @@ async function executeStage(
       await (dep !== undefined ? runStage(dep) : ctx.imageState(ins.from)).catch((err) => {
         throw withRange(err, ins.range);
       });
+    }
+    if (ins.kind === 'run') {
+      // RUN --mount=from=<stage|image>: that first, too
+      for (const raw of ins.mounts) {
+        const from = mountFrom(raw, ins.range);
+        if (!from) continue;
+        const dep = ctx.stageIndexOf(from);
+        await (dep !== undefined ? runStage(dep) : ctx.imageState(from)).catch((err) => {
+          throw withRange(err, ins.range);
+        });
+      }
     }
     const step = ctx.progress.step(`[${label} ${n}] ${stepName(ins)}`);
     const before = state.layers.length;

@@ -6,6 +6,7 @@ import type { ArgInstruction, FromInstruction, Instruction, ParsedDockerfile } f
 import { expandWord } from '../expand/shell-word.js';
 import { PlanError } from '../../util/errors.js';
 import { platformArgs } from './platform.js';
+import { mountFrom } from '../dockerfile/run-mount.js';
 
 export type StageBase = { kind: 'scratch' } | { kind: 'stage'; index: number } | { kind: 'image'; ref: string };
 
@@ -76,16 +77,17 @@ export function planBuild(df: ParsedDockerfile, opts: PlanOptions = {}): Plan {
       continue;
     }
     if (ins.kind === 'arg') for (const a of ins.args) declared.add(a.name);
-    if ((ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined) {
-      const from = ins.from;
+    const froms = (ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined ? [ins.from] : ins.kind === 'run' ? ins.mounts.map((m) => mountFrom(m, ins.range)).filter((f): f is string => !!f) : [];
+    for (const from of froms) {
+      const what = ins.kind === 'run' ? `RUN --mount=from=${from}` : `COPY --from=${from}`;
       if (from.includes('$')) throw new PlanError('MBUILD_PLAN', `--from does not take variables: "${from}"`, ins.range);
       const lower = from.toLowerCase();
       let dep: number | undefined;
       if (/^\d+$/.test(from)) {
         dep = Number(from);
-        if (dep >= current.index) throw new PlanError('MBUILD_UNKNOWN_STAGE', `COPY --from=${from}: stage ${from} is not an earlier stage`, ins.range);
+        if (dep >= current.index) throw new PlanError('MBUILD_UNKNOWN_STAGE', `${what}: stage ${from} is not an earlier stage`, ins.range);
       } else if (current.name === lower) {
-        throw new PlanError('MBUILD_UNKNOWN_STAGE', `COPY --from=${from}: a stage cannot copy from itself`, ins.range);
+        throw new PlanError('MBUILD_UNKNOWN_STAGE', `${what}: a stage cannot ${ins.kind === 'run' ? 'mount' : 'copy from'} itself`, ins.range);
       } else if (byName.has(lower)) {
         dep = byName.get(lower)!;
       }

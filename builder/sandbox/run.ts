@@ -5,9 +5,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { constants as osConstants, tmpdir } from 'node:os';
-import { isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, join, posix, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { SandboxError } from '../../util/errors.js';
 import { StepCgroup, type Limits, type UsageStats } from './cgroups.js';
@@ -15,6 +15,7 @@ import { onInterrupt } from './interrupt.js';
 import { encodeFields, helperPath, spawnError } from '../../util/native-helper.js';
 import { attachToBridge, planNetwork, resolvConfFor, type Attachment, type NetworkPlan, type NetworkRequest } from './network/index.js';
 import { StatusFilter } from './status.js';
+import type { Mount } from '../../snapshotter/snapshots.js';
 
 export type { Limits, UsageStats } from './cgroups.js';
 export type { NetworkRequest } from './network/index.js';
@@ -61,9 +62,22 @@ export interface SandboxSpec {
    * store's tmp dir lets the next start sweep what a killed run left (default: the OS temp dir)
    */
   stateParent?: string;
+  /** RUN --mount: made in order, so a mount inside another one's target goes after it */
+  mounts?: SandboxMount[];
   /** called once the sandbox's network is ready, just before the command starts */
   onStart?: (info: StartInfo) => void | Promise<void>;
 }
+
+/**
+ * A mount of RUN --mount / run --mount, made inside the sandbox before the command starts. A missing
+ * target is created: a directory (kept in the layer, as docker 20.10's BuildKit keeps it) or, for a
+ * non-directory source, an empty file (removed after the step).
+ */
+export type SandboxMount =
+  /** source: a host directory, file or socket; scratch: writable, the writes thrown away after the step */
+  | { kind: 'bind'; source: string; target: string; readonly: boolean; scratch?: boolean }
+  /** size in bytes (0 or undefined: the kernel's default); mode of its root (default 1777) */
+  | { kind: 'tmpfs'; target: string; size?: number; mode?: number };
 
 export interface StartInfo {
   /** the helper, which holds the sandbox's namespaces */
@@ -92,6 +106,11 @@ export interface SandboxResult {
    * found them after the command ended; undefined if it could not say
    */
   opaqueDirs?: string[];
+}
+
+/** The sandbox's root from a snapshot's mount description (Snapshotter.prepare). */
+export function rootfsOf(m: Mount): Pick<SandboxSpec, 'lowerDirs' | 'upperDir' | 'workDir' | 'rootfsDir'> {
+  return m.type === 'bind' ? { lowerDirs: [], rootfsDir: m.source } : { lowerDirs: m.lowerDirs, upperDir: m.upperDir, workDir: m.workDir };
 }
 
 function signalName(n: number): string | undefined {
@@ -124,6 +143,14 @@ function validate(spec: SandboxSpec): void {
   }
   if (spec.signals !== undefined && spec.signals !== 'kill' && spec.signals !== 'forward') throw new SandboxError(`bad signals mode ${String(spec.signals)}`);
   for (const e of spec.env) if (!e.includes('=')) throw new SandboxError(`environment entry without '=': ${e}`);
+  for (const m of spec.mounts ?? []) {
+    const t = posix.normalize(m.target);
+    if (!posix.isAbsolute(m.target) || t === '/' || t !== m.target.replace(/\/+$/, '')) throw new SandboxError(`mount target must be a clean absolute path other than /: ${m.target}`);
+    if (m.kind === 'bind' && !isAbsolute(m.source)) throw new SandboxError(`mount source must be absolute: ${m.source}`);
+    if (m.kind === 'bind' && m.scratch && /[,:\\]/.test(m.source)) throw new SandboxError(`a writable bind mount's source cannot contain ',', ':' or '\\': ${m.source}`);
+    if (m.kind === 'tmpfs' && m.size !== undefined && (!Number.isSafeInteger(m.size) || m.size < 0)) throw new SandboxError(`bad tmpfs size ${m.size}`);
+    if (m.kind === 'tmpfs' && m.mode !== undefined && (!Number.isInteger(m.mode) || m.mode < 0 || m.mode > 0o7777)) throw new SandboxError(`bad tmpfs mode ${m.mode}`);
+  }
 }
 
 /** Runs spec.args in the sandbox; resolves with its exit code. Throws SandboxError when the sandbox itself fails. */
@@ -166,6 +193,24 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
     else {
       fields.push('upper', resolve(spec.upperDir!), 'work', resolve(spec.workDir!), 'opaque', '1');
       for (const d of spec.lowerDirs) fields.push('lower', resolve(d));
+    }
+    for (const [i, m] of (spec.mounts ?? []).entries()) {
+      fields.push('mount', m.target.replace(/^\/+/, ''));
+      if (m.kind === 'tmpfs') {
+        fields.push('mount.tmpfs', String(m.size ?? 0));
+        if (m.mode !== undefined) fields.push('mount.mode', m.mode.toString(8));
+      }
+      else if (m.scratch) {
+        // an overlay over the source; its upper dir goes with the state dir
+        const dir = join(state, `mount-${i}`);
+        await mkdir(join(dir, 'upper'), { recursive: true });
+        await mkdir(join(dir, 'work'));
+        // the overlay's root takes its owner and mode from the upper dir: the source's
+        const st = await stat(m.source);
+        await chown(join(dir, 'upper'), st.uid, st.gid);
+        await chmod(join(dir, 'upper'), st.mode & 0o7777);
+        fields.push('mount.overlay', resolve(m.source), 'mount.upper', join(dir, 'upper'), 'mount.work', join(dir, 'work'));
+      } else fields.push('mount.bind', resolve(m.source), 'mount.ro', m.readonly ? '1' : '0');
     }
     for (const g of spec.groups) fields.push('group', String(g));
     for (const e of spec.env) fields.push('env', e);

@@ -9,6 +9,7 @@ import type { FileHashCache } from '../cache/file-hashes.js';
 import type { Layer } from '../../snapshotter/snapshots.js';
 import type PQueue from 'p-queue';
 import type { Limits } from '../sandbox/cgroups.js';
+import type { SecretSource, SshSource } from './secrets.js';
 
 /** default: bridge, or host (with a warning) when the bridge is not usable; see builder/sandbox/network */
 export type NetworkMode = 'default' | 'bridge' | 'host' | 'none';
@@ -24,6 +25,9 @@ export interface BuildContext {
   /** --memory / --cpus / --pids-limit, for every RUN */
   limits?: Limits;
   cache: BuildCache;
+  /** --secret and --ssh sources by id (RUN --mount=type=secret / type=ssh) */
+  secrets?: Map<string, SecretSource>;
+  ssh?: Map<string, SshSource>;
   fileHashes: FileHashCache;
   noCache: boolean;
   /** limits how many RUN/COPY steps work at once (--jobs) */

@@ -4,7 +4,8 @@ import type { StepRun } from './contract.js';
 import { DEFAULT_SHELL, runEnv } from './state.js';
 import { readUserDb, resolveUser } from './users.js';
 import { runCommand } from '../dockerfile/heredoc.js';
-import { runSandboxed, type SandboxResult } from '../sandbox/run.js';
+import { rootfsOf, runSandboxed, type SandboxResult } from '../sandbox/run.js';
+import { prepareMounts } from './run-mounts.js';
 import { formatBytes } from '../sandbox/cgroups.js';
 import { MbuildError, RunFailedError } from '../../util/errors.js';
 import type { NetworkMode } from './contract.js';
@@ -23,16 +24,16 @@ export function describeRun(ins: RunInstruction, shell: string[] | undefined): s
   return ins.cmd.shell ? `RUN ${args.join(' ')} # buildkit` : `RUN ${JSON.stringify(ins.cmd.args)} # buildkit`;
 }
 
-export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInstruction): Promise<void> {
-  if (ins.mounts.length) throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN --mount is not supported yet', { range: ins.range });
+export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> {
+  const { ctx, state, step, cache } = run;
   const { args, files } = runCommand(ins, state.config.Shell ?? DEFAULT_SHELL);
-  if (files.length) throw new MbuildError('MBUILD_UNSUPPORTED', 'RUN here-documents starting with #! need file mounts, which are not supported yet', { range: ins.range });
   if (args.length === 0) throw new MbuildError('MBUILD_PARSE', 'RUN needs a command', { range: ins.range });
   const userSpec = state.config.User || '0';
   const network = networkFor(ins, ctx.network);
   const env = runEnv(state);
   const cwd = state.config.WorkingDir || '/';
-  const hit = await cache.lookup({ op: 'run', args, env, user: userSpec, cwd, network });
+  const mounts = await prepareMounts(run, ins, files);
+  const hit = await cache.lookup({ op: 'run', args, env, user: userSpec, cwd, network, mounts: mounts.key });
   if (hit) {
     state.layers.push(hit);
     return;
@@ -76,24 +77,37 @@ export async function runStep({ ctx, state, step, cache }: StepRun, ins: RunInst
     }
     return result;
   };
-  if ((await ctx.snap.kind()) === 'copy') {
-    // no overlayfs: the step runs in a materialized copy of the layers; its changes become the layer
-    const layer = await ctx.jobs.add(() => ctx.snap.mutate(state.layers, async (root) => {
-      check(await runSandboxed({ ...spec, lowerDirs: [], rootfsDir: root }));
-    }), { throwOnTimeout: true });
-    state.layers.push(await cache.save(layer));
-    return;
+  // whichever snapshotter is in use, the sandbox mounts what prepare describes
+  const layer = await ctx.jobs.add(async () => {
+    const active = await ctx.snap.prepare(state.layers);
+    try {
+      const result = check(
+        await mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(env, extra), mounts: m, ...rootfsOf(active.mount) })),
+      );
+      return await ctx.snap.commit(active, result.opaqueDirs);
+    } catch (err) {
+      await ctx.snap.remove(active.id);
+      throw err;
+    }
+  }, { throwOnTimeout: true });
+  state.layers.push(await cache.save(layer));
+}
+
+/**
+ * The step's environment plus what its mounts add: env= secrets (over the step's own value, as
+ * BuildKit does) and SSH_AUTH_SOCK (only when the step does not set it). Never part of the cache key.
+ */
+function withMountEnv(env: string[], extra: string[]): string[] {
+  if (extra.length === 0) return env;
+  const name = (e: string) => e.slice(0, e.indexOf('='));
+  const out = [...env];
+  for (const e of extra) {
+    const i = out.findIndex((o) => name(o) === name(e));
+    if (name(e) === 'SSH_AUTH_SOCK' && i >= 0) continue;
+    if (i >= 0) out[i] = e;
+    else out.push(e);
   }
-  await ctx.snap.ready(state.layers);
-  const active = await ctx.snap.prepare();
-  try {
-    const lowerDirs = ctx.snap.lowerDirs(state.layers);
-    const result = check(await ctx.jobs.add(() => runSandboxed({ ...spec, lowerDirs, upperDir: active.upper, workDir: active.work }), { throwOnTimeout: true }));
-    state.layers.push(await cache.save(await ctx.snap.commit(active, result.opaqueDirs)));
-  } catch (err) {
-    await ctx.snap.remove(active.id);
-    throw err;
-  }
+  return out;
 }
 
 function truncate(s: string): string {
