@@ -7,6 +7,7 @@
 import path from 'node:path';
 import type { Instruction } from '../types.js';
 import { parsePortSpec, PortSpecError } from '../expose.js';
+import { parseRunMount } from '../run-mount.js';
 import { Lexer, type EnvLookup } from '../../expand/shell-word.js';
 import { MESSAGES, type RuleName } from './rules.js';
 import type { CheckConfig } from './config.js';
@@ -176,7 +177,8 @@ export function dispatchStage(cx: DispatchContext, st: StageState, list: Instruc
         expand(ins.signal);
         break;
       case 'run':
-        for (const m of ins.mounts) expand(m);
+        // the mount options as the build reads them: values expanded (UndefinedVar), errors refused
+        for (const m of ins.mounts) parseRunMount(m, (w) => expand(w), ins.range);
         break;
       case 'cmd':
       case 'entrypoint':
