@@ -160,7 +160,13 @@ struct run_spec {
   gid_t *groups;
   size_t ngroups;
   char rootfs[PATH_MAX], empty[PATH_MAX];
+  unsigned long long shm_kb; /* size of /dev/shm (--shm-size); 0: 64 MiB */
+  struct { int resource; struct rlimit lim; } rlimits[16]; /* --ulimit, set before privileges drop */
+  size_t nrlimits;
 };
+
+/* /dev/shm's size in KiB for setup_dev (pseudofs.c) */
+extern unsigned long long g_shm_kb;
 
 int parse_run_spec(struct buf *b, struct run_spec *s);
 

@@ -86,7 +86,11 @@ static const struct {
     {"null", 1, 3, 1}, {"zero", 1, 5, 1}, {"full", 1, 7, 0}, {"random", 1, 8, 1}, {"urandom", 1, 9, 1}, {"tty", 5, 0, 0},
 };
 
+unsigned long long g_shm_kb;
+
 int setup_dev(int rootfd, struct target *t) {
+  char shm_opts[64];
+  snprintf(shm_opts, sizeof shm_opts, "mode=1777,size=%lluk", g_shm_kb ? g_shm_kb : 65536ULL);
   int fd = open_target(rootfd, t);
   if (fd < 0) return -1;
   /* nodev: a device node made with mknod inside the step cannot be opened; only the bind mounts below can. */
@@ -121,7 +125,7 @@ int setup_dev(int rootfd, struct target *t) {
     int required;
   } subs[] = {
       {"pts", "devpts", "newinstance,ptmxmode=0666,mode=0620,gid=5", MS_NOSUID | MS_NOEXEC, 1},
-      {"shm", "tmpfs", "mode=1777,size=65536k", MS_NOSUID | MS_NODEV | MS_NOEXEC, 1},
+      {"shm", "tmpfs", shm_opts, MS_NOSUID | MS_NODEV | MS_NOEXEC, 1},
       {"mqueue", "mqueue", NULL, MS_NOSUID | MS_NODEV | MS_NOEXEC, 0},
   };
   for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {

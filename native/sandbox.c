@@ -45,6 +45,9 @@ static int drop_privileges(struct run_spec *s) {
     if (cap_kept(cap)) keepmask |= (uint64_t)1 << cap;
     else if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) return fail("dropping capability %d: %s", cap, strerror(errno));
   }
+  /* --ulimit: while CAP_SYS_RESOURCE is still held (a hard limit may be raised) */
+  for (size_t i = 0; i < s->nrlimits; i++)
+    if (setrlimit(s->rlimits[i].resource, &s->rlimits[i].lim) < 0) return fail("setrlimit: %s", strerror(errno));
   if (setgroups(s->ngroups, s->groups) < 0) return fail("setgroups: %s", strerror(errno));
   if (setresgid(s->gid, s->gid, s->gid) < 0) return fail("setgid %u: %s", (unsigned)s->gid, strerror(errno));
   if (setresuid(s->uid, s->uid, s->uid) < 0) return fail("setuid %u: %s", (unsigned)s->uid, strerror(errno));
@@ -170,6 +173,7 @@ void __attribute__((noreturn)) child_main(struct run_spec *s) {
   }
   if (setup_proc(rootfd, &g_targets[3], devnull) < 0) child_fail();
   if (setup_sys(rootfd, &g_targets[4], devnull) < 0) child_fail();
+  g_shm_kb = s->shm_kb;
   if (setup_dev(rootfd, &g_targets[5]) < 0) child_fail();
   if (mount_user_mounts(rootfd) < 0) child_fail();
 

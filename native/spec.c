@@ -56,6 +56,28 @@ int parse_run_spec(struct buf *b, struct run_spec *s) {
       else return fail("bad signals mode %s", v);
     } else if (!strncmp(k, "mount", 5)) {
       if (parse_user_mount_field(k, v) < 0) return -1;
+    } else if (!strcmp(k, "shmsize")) {
+      if (parse_ulong(v, 1UL << 40, &n, 10) < 0 || n == 0) return fail("bad shm size %s", v);
+      s->shm_kb = n;
+    } else if (!strcmp(k, "rlimit")) {
+      /* NAME:SOFT:HARD, -1 for unlimited (docker's --ulimit names) */
+      static const struct { const char *name; int res; } names[] = {
+          {"core", RLIMIT_CORE},       {"cpu", RLIMIT_CPU},         {"data", RLIMIT_DATA},       {"fsize", RLIMIT_FSIZE},
+          {"locks", RLIMIT_LOCKS},     {"memlock", RLIMIT_MEMLOCK}, {"msgqueue", RLIMIT_MSGQUEUE}, {"nice", RLIMIT_NICE},
+          {"nofile", RLIMIT_NOFILE},   {"nproc", RLIMIT_NPROC},     {"rss", RLIMIT_RSS},         {"rtprio", RLIMIT_RTPRIO},
+          {"rttime", RLIMIT_RTTIME},   {"sigpending", RLIMIT_SIGPENDING}, {"stack", RLIMIT_STACK}, {"as", RLIMIT_AS}};
+      char name[16];
+      long long soft, hard;
+      if (s->nrlimits >= sizeof s->rlimits / sizeof s->rlimits[0]) return fail("too many rlimits");
+      if (sscanf(v, "%15[a-z]:%lld:%lld", name, &soft, &hard) != 3) return fail("bad rlimit %s", v);
+      int res = -1;
+      for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(names[i].name, name)) res = names[i].res;
+      if (res < 0) return fail("unknown rlimit %s", name);
+      s->rlimits[s->nrlimits].resource = res;
+      s->rlimits[s->nrlimits].lim.rlim_cur = soft < 0 ? RLIM_INFINITY : (rlim_t)soft;
+      s->rlimits[s->nrlimits].lim.rlim_max = hard < 0 ? RLIM_INFINITY : (rlim_t)hard;
+      s->nrlimits++;
     } else return fail("unknown spec key %s", k);
   }
   if (trunc) return fail("malformed spec");

@@ -24,6 +24,8 @@ export interface PushOptions {
   concurrency?: number;
   /** blobs larger than this go in chunks of this size (default 32 MiB, env MBUILD_PUSH_CHUNK_SIZE) */
   chunkSize?: number;
+  /** push this manifest (already in the content store, e.g. in the form `-o` asked for) instead of the name's */
+  manifestDigest?: string;
 }
 
 export interface PushResult {
@@ -100,7 +102,7 @@ async function pushBlob(client: RegistryClient, store: Store, d: Descriptor, tp:
 
 export async function pushImage(store: Store, reference: string, opts: PushOptions = {}): Promise<PushResult> {
   const ref = parseRemote(reference);
-  const img = await store.requireImage(reference);
+  const img = opts.manifestDigest ? await store.requireImage(opts.manifestDigest) : await store.requireImage(reference);
   if (ref.digest && ref.digest !== img.manifestDigest) throw new MbuildError('MBUILD_USAGE', `${reference}: the local image has digest ${img.manifestDigest}`);
   const step = opts.progress?.step(`pushing ${displayRef(ref)}`);
   const tp = new TransferProgress(step);
@@ -108,7 +110,7 @@ export async function pushImage(store: Store, reference: string, opts: PushOptio
   try {
     const client = new RegistryClient(pushEndpoint(ref.registry), ref.repository, true);
     // layers leave the store compressed (the gzip twin is made once and remembered)
-    const { manifestDigest, manifest } = ref.digest ? { manifestDigest: img.manifestDigest, manifest: img.manifest } : await distributable(store, img.manifestDigest);
+    const { manifestDigest, manifest } = ref.digest || opts.manifestDigest ? { manifestDigest: img.manifestDigest, manifest: img.manifest } : await distributable(store, img.manifestDigest);
     const manifestBytes = await store.content.readBytes(manifestDigest);
     const mediaType = manifest.mediaType || manifestMediaType(manifestBytes, undefined);
     if (mediaType !== MediaType.manifest && mediaType !== MediaType.dockerManifest) throw new MbuildError('MBUILD_USAGE', `${reference}: cannot push a ${mediaType}`);

@@ -1,4 +1,5 @@
 /** Remote references and platforms, on top of store/reference.ts's Docker-style parsing. */
+import { targetPlatform } from '../util/platform.js';
 import { formatReference, parseReference } from '../store/reference.js';
 import type { Platform } from '../store/oci.js';
 import { UsageError } from '../util/errors.js';
@@ -40,7 +41,8 @@ export function apiHost(registry: string): string {
   return registry === 'docker.io' ? 'registry-1.docker.io' : registry;
 }
 
-export const DEFAULT_PLATFORM: Platform = { os: 'linux', architecture: 'amd64' };
+/** the machine's platform (util/platform.ts decides it for pulls, ARGs and configs alike) */
+export const DEFAULT_PLATFORM: Platform = targetPlatform();
 
 /** `linux/arm64/v8`, `linux/amd64`, `arm64` (os linux) → Platform; normalized like containerd. */
 export function parsePlatform(s: string): Platform {

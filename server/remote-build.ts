@@ -8,7 +8,8 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
-import { parseArgs, parseOutput, type OutputSpec } from '../builder/cli/args.js';
+import { parseArgs } from '../builder/cli/args.js';
+import { parseOutput, type OutputSpec } from '../builder/cli/output-spec.js';
 import { MbuildError, UsageError } from '../util/errors.js';
 import type { Connection } from './connection.js';
 import { contextManifest } from './manifest.js';
@@ -74,7 +75,12 @@ export async function remoteBuild(argv: string[], connect: (contextDir: string) 
   const progressMode = (flags.progress as string | undefined) ?? 'auto';
   if (!['auto', 'plain', 'tty', 'quiet'].includes(progressMode)) throw new UsageError(`--progress ${progressMode}: use auto, plain or tty`);
   const quiet = Boolean(flags.quiet) || progressMode === 'quiet';
-  const outputs: OutputSpec[] = (flags.output as string[]).map(parseOutput).filter((o) => o.type !== 'image');
+  const specs = (flags.output as string[]).map((raw) => ({ raw, o: parseOutput(raw) }));
+  // the server writes archives in its default form and pushes only with --push: any other -o option is refused, not dropped
+  for (const { raw, o } of specs)
+    if (o.type === 'registry' || o.push || o.names.length || !o.tar || o.compression !== 'gzip' || o.forceCompression || o.ociMediatypes !== undefined || Object.keys(o.annotations).length)
+      throw new UsageError(`--output ${raw}: with --host / MBUILD_HOST only type=oci|docker|tar|local,dest=... (and --push) are available`);
+  const outputs: OutputSpec[] = specs.map(({ o }) => o).filter((o) => o.type !== 'image');
   if (flags.push && !(flags.tag as string[]).length) throw new UsageError('--push needs a name to push: add -t REGISTRY/NAME:TAG');
 
   const conn = await connect(contextDir);

@@ -7,6 +7,8 @@ export interface StepHandle {
   note(text: string): void;
   done(extra?: string): void;
   fail(): void;
+  /** stopped because another stage failed (or Ctrl-C) */
+  cancel(): void;
 }
 
 export interface ProgressReporter {

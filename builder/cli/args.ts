@@ -1,16 +1,27 @@
 /** Docker-style argument parsing: `--flag value`, `--flag=value`, `-t x`, repeatable flags. */
-import { UsageError } from '../../util/errors.js';
+import { MbuildError, UsageError } from '../../util/errors.js';
 
 export interface FlagSpec {
   /** names, e.g. ['-t', '--tag'] */
   names: string[];
   key: string;
   kind: 'bool' | 'string' | 'list';
+  /** one line for `--help` (VALUE placeholder in `arg`); hidden flags are left out of it */
+  help?: string;
+  arg?: string;
+  hidden?: boolean;
 }
 
 export interface ParsedArgs {
   flags: Record<string, string | boolean | string[] | undefined>;
   positional: string[];
+}
+
+/** `--help` (or `-h` where no flag of the command takes it) anywhere among the options. */
+export class HelpRequested extends MbuildError {
+  constructor() {
+    super('MBUILD_USAGE', 'help requested');
+  }
 }
 
 export function parseArgs(argv: string[], specs: FlagSpec[]): ParsedArgs {
@@ -30,9 +41,13 @@ export function parseArgs(argv: string[], specs: FlagSpec[]): ParsedArgs {
     const eq = a.indexOf('=');
     const name = a.startsWith('--') && eq > 0 ? a.slice(0, eq) : a;
     const spec = specs.find((s) => s.names.includes(name));
-    if (!spec) throw new UsageError(`unknown flag: ${name}`);
+    if (!spec) {
+      if (name === '--help' || name === '-h') throw new HelpRequested();
+      throw new UsageError(`unknown flag: ${name}`);
+    }
     if (spec.kind === 'bool') {
-      flags[spec.key] = eq > 0 ? a.slice(eq + 1) !== 'false' : true;
+      if (eq > 0 && !['true', 'false', '1', '0'].includes(a.slice(eq + 1))) throw new UsageError(`invalid value "${a.slice(eq + 1)}" for ${name}: use true or false`);
+      flags[spec.key] = eq > 0 ? a.slice(eq + 1) === 'true' || a.slice(eq + 1) === '1' : true;
       continue;
     }
     let value: string;
@@ -47,23 +62,16 @@ export function parseArgs(argv: string[], specs: FlagSpec[]): ParsedArgs {
   return { flags, positional };
 }
 
-/** `--output type=oci,dest=out.tar` (or a bare path = local directory, as BuildKit takes it). */
-export interface OutputSpec {
-  type: 'oci' | 'docker' | 'tar' | 'local' | 'image';
-  dest?: string;
-}
-
-export function parseOutput(spec: string): OutputSpec {
-  if (!spec.includes('=')) return { type: spec === '-' ? 'tar' : 'local', dest: spec };
-  const fields: Record<string, string> = {};
-  for (const part of spec.split(',')) {
-    const eq = part.indexOf('=');
-    if (eq < 0) throw new UsageError(`invalid --output value "${spec}": expected key=value pairs`);
-    fields[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
-  }
-  const type = fields.type ?? 'local';
-  if (!['oci', 'docker', 'tar', 'local', 'image'].includes(type)) throw new UsageError(`unsupported output type "${type}" (oci, docker, tar, local, image)`);
-  const dest = fields.dest;
-  if (type !== 'image' && !dest) throw new UsageError(`--output type=${type} needs dest=PATH`);
-  return { type: type as OutputSpec['type'], dest };
+/** The options part of a command's help, from its flag table. */
+export function formatFlags(specs: FlagSpec[]): string {
+  const rows = specs
+    .filter((s) => !s.hidden && s.help)
+    .map((s) => {
+      const short = s.names.find((n) => /^-[^-]/.test(n));
+      const long = s.names.filter((n) => n.startsWith('--'));
+      const names = (short ? `${short}, ` : '    ') + long.join(', ') + (s.kind === 'bool' ? '' : ` ${s.arg ?? 'VALUE'}`);
+      return [names, s.help!];
+    });
+  const w = Math.max(0, ...rows.map((r) => r[0].length)) + 2;
+  return rows.map(([n, h]) => `  ${n.padEnd(w)}${h}`).join('\n') + '\n';
 }

@@ -1,49 +1,82 @@
-/** `mbuild build`: parse flags, build, tag, write outputs. */
+/** `mbuild build`: parse flags (build-flags.ts), build, tag, write outputs, push, write metadata. */
 import path from 'node:path';
-import os from 'node:os';
+import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import { parseArgs, parseOutput, type OutputSpec } from './args.js';
-import { Progress } from './progress.js';
+import { parseArgs } from './args.js';
+import { parseOutput, type OutputSpec } from './output-spec.js';
+import { BUILD_FLAGS, REFUSED } from './build-flags.js';
+import { createProgress, progressMode, type Progress } from './progress.js';
+import { resolveContext } from './context-input.js';
 import { Store } from '../../store/store.js';
 import { build, type BuildResult } from '../executor/build.js';
 import { UsageError, MbuildError } from '../../util/errors.js';
 import type { NetworkMode } from '../steps/contract.js';
+import { PREDEFINED_ARGS } from '../plan/plan.js';
+import { writeFileAtomic } from '../../store/fsutil.js';
 
-const BUILD_FLAGS = [
-  { names: ['-t', '--tag'], key: 'tag', kind: 'list' as const },
-  { names: ['-f', '--file'], key: 'file', kind: 'string' as const },
-  { names: ['--build-arg'], key: 'buildArg', kind: 'list' as const },
-  { names: ['--target'], key: 'target', kind: 'string' as const },
-  { names: ['--network'], key: 'network', kind: 'string' as const },
-  { names: ['--memory', '-m'], key: 'memory', kind: 'string' as const },
-  { names: ['--cpus'], key: 'cpus', kind: 'string' as const },
-  { names: ['--pids-limit'], key: 'pidsLimit', kind: 'string' as const },
-  { names: ['-o', '--output'], key: 'output', kind: 'list' as const },
-  { names: ['--no-cache'], key: 'noCache', kind: 'bool' as const },
-  { names: ['--progress'], key: 'progress', kind: 'string' as const },
-  { names: ['-q', '--quiet'], key: 'quiet', kind: 'bool' as const },
-  { names: ['--pull'], key: 'pull', kind: 'bool' as const },
-  { names: ['--push'], key: 'push', kind: 'bool' as const },
-  { names: ['--platform'], key: 'platform', kind: 'string' as const },
-  { names: ['--jobs'], key: 'jobs', kind: 'string' as const },
-  { names: ['--secret'], key: 'secret', kind: 'list' as const },
-  { names: ['--ssh'], key: 'ssh', kind: 'list' as const },
-  { names: ['--check'], key: 'check', kind: 'bool' as const },
-];
+export { BUILD_FLAGS };
+
+type Flags = Record<string, string | boolean | string[] | undefined>;
+
+function keyValues(list: string[], flag: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of list) {
+    const eq = kv.indexOf('=');
+    if (eq <= 0) throw new UsageError(`${flag} ${kv}: expected KEY=VALUE`);
+    out[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  return out;
+}
+
+/** `--annotation [manifest:]KEY=VALUE` (index / descriptor annotations need an index: refused). */
+function annotations(list: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const a of list) {
+    const m = /^(?:([a-z-]+)(\[[^\]]*\])?:)?([^=:]+)=(.*)$/s.exec(a);
+    if (!m) throw new UsageError(`--annotation ${a}: expected [TYPE:]KEY=VALUE`);
+    if (m[1] !== undefined && m[1] !== 'manifest') throw new UsageError(`--annotation ${a}: only manifest annotations are supported (mbuild writes no index of its own)`);
+    if (m[2] !== undefined) throw new UsageError(`--annotation ${a}: platform-scoped annotations are not supported`);
+    out[m[3]] = m[4];
+  }
+  return out;
+}
+
+/** `--add-host HOST:IP` (docker also takes HOST=IP); IP may be an IPv6 address. */
+function hostLines(list: string[]): string {
+  return list
+    .map((h) => {
+      const m = /^([^:=]+)[:=](.+)$/.exec(h);
+      if (!m || !/^[0-9.]+$|^[0-9a-fA-F:]+$|^\[[0-9a-fA-F:]+\]$/.test(m[2])) throw new UsageError(`--add-host ${h}: expected HOST:IP`);
+      if (m[2] === 'host-gateway') throw new UsageError('--add-host HOST:host-gateway is not supported');
+      return `${m[2].replace(/^\[|\]$/g, '')}\t${m[1]}\n`;
+    })
+    .join('');
+}
+
+/** `--provenance` / `--sbom` / `--attest`: only the "off" forms until attestations are made. */
+function checkAttestations(flags: Flags): void {
+  for (const f of ['provenance', 'sbom'] as const) {
+    const v = flags[f] as string | undefined;
+    if (v !== undefined && !['false', '0'].includes(v.toLowerCase()))
+      throw new UsageError(`--${f}=${v} is not supported yet: mbuild makes no attestations (use --${f}=false)`);
+  }
+  for (const a of flags.attest as string[]) {
+    const kv = keyValues(a.split(','), '--attest');
+    if (!['provenance', 'sbom'].includes(kv.type ?? '') || kv.disabled !== 'true' || Object.keys(kv).length !== 2)
+      throw new UsageError(`--attest ${a} is not supported yet: mbuild makes no attestations (only type=provenance|sbom,disabled=true)`);
+  }
+}
 
 export async function buildCommand(root: string, argv: string[]): Promise<number> {
   const { flags, positional } = parseArgs(argv, BUILD_FLAGS);
+  for (const [key, reason] of Object.entries(REFUSED)) if (flags[key] !== undefined && !(Array.isArray(flags[key]) && !(flags[key] as string[]).length)) throw new UsageError(reason);
   if (positional.length !== 1) throw new UsageError('"mbuild build" requires exactly 1 argument: the build context (e.g. ".")');
-  let contextDir = path.resolve(positional[0]);
-  const dockerfile = flags.file ? path.resolve(flags.file as string) : path.join(contextDir, 'Dockerfile');
-  const st = await fs.stat(contextDir).catch(() => null);
-  let emptyContext: string | undefined;
-  if (!st && flags.file) {
-    // git keeps no empty folders: a Dockerfile given with -f whose context folder is missing builds with an empty context
-    process.stderr.write(`WARNING: the build context ${positional[0]} does not exist; building with an empty context\n`);
-    emptyContext = await fs.mkdtemp(path.join(os.tmpdir(), 'mbuild-empty-context-'));
-    contextDir = emptyContext;
-  } else if (!st?.isDirectory()) throw new UsageError(`the build context ${positional[0]} is not a directory`);
+  const notes: string[] = [];
+  for (const f of BUILD_FLAGS) if (f.note && flags[f.key] !== undefined) notes.push(f.note);
+  const isolation = flags.isolation as string | undefined;
+  if (isolation !== undefined && isolation !== 'default' && isolation !== '') throw new UsageError(`--isolation ${isolation} is not supported on Linux (only "default")`);
+  checkAttestations(flags);
+
   const buildArgs: Record<string, string> = {};
   for (const kv of flags.buildArg as string[]) {
     const eq = kv.indexOf('=');
@@ -51,83 +84,197 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       if (process.env[kv] !== undefined) buildArgs[kv] = process.env[kv]!;
     } else buildArgs[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
-  if (flags.check) return (await import('../executor/checks.js')).checkCommand({ contextDir, dockerfile, buildArgs, target: flags.target as string | undefined });
+  // the proxy variables reach RUN's environment without an ARG, and stay out of the image (as BuildKit)
+  const proxyEnv = Object.entries(buildArgs).filter(([k]) => PREDEFINED_ARGS.has(k)).map(([k, v]) => `${k}=${v}`);
   const network = (flags.network as string | undefined) ?? 'default';
-  if (!['default', 'bridge', 'host', 'none'].includes(network)) throw new UsageError(`--network ${network} is not supported (bridge, host or none)`);
+  if (!['default', 'bridge', 'host', 'none'].includes(network)) throw new UsageError(`--network ${network} is not supported (default, bridge, host or none)`);
   const { parseMemory, parseCpus, parsePidsLimit } = await import('../sandbox/cgroups.js');
   const limits = {
     memory: flags.memory !== undefined ? parseMemory(flags.memory as string) : undefined,
     cpus: flags.cpus !== undefined ? parseCpus(flags.cpus as string) : undefined,
     pids: flags.pidsLimit !== undefined ? parsePidsLimit(flags.pidsLimit as string) : undefined,
   };
-  const progressMode = (flags.progress as string | undefined) ?? 'auto';
-  if (!['auto', 'plain', 'tty', 'quiet'].includes(progressMode)) throw new UsageError(`--progress ${progressMode}: use auto, plain or tty`);
+  const mode = progressMode(flags.progress as string | undefined, Boolean(flags.quiet));
   const outputs: OutputSpec[] = (flags.output as string[]).map(parseOutput);
-  if (flags.platform !== undefined) {
-    const { hostPlatform } = await import('../plan/platform.js');
-    const host = hostPlatform();
-    const want = String(flags.platform).replace(/^linux\/(amd64|arm64)\/v\d$/, 'linux/$1');
-    if (want !== `${host.os}/${host.architecture}`) throw new UsageError(`--platform ${flags.platform}: mbuild builds only for this machine's platform (${host.os}/${host.architecture})`);
-  }
+  if (flags.push) outputs.push(parseOutput('type=registry'));
+  if (flags.platform !== undefined) (await import('../plan/platform.js')).checkTargetPlatform(String(flags.platform));
+  const labels = keyValues(flags.label as string[], '--label');
+  const manifestAnnotations = annotations(flags.annotation as string[]);
+  const noCacheFilter = (flags.noCacheFilter as string[]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
+  const namedContexts = parseBuildContexts(flags.buildContext as string[]);
+  const hosts = hostLines(flags.addHost as string[]);
+  // names: -t, plus name= of image/registry outputs (as buildx merges them)
+  const tags = [...(flags.tag as string[])];
+  for (const o of outputs) if (o.type === 'image' || o.type === 'registry') tags.push(...o.names.filter((n) => !tags.includes(n)));
+  for (const o of outputs) if (o.push && !tags.length) throw new UsageError(`${flags.push ? '--push' : `--output type=${o.type},push=true`} needs a name to push: add -t REGISTRY/NAME:TAG (or name=)`);
+  if (outputs.filter((o) => o.dest === '-').length > 1) throw new UsageError('only one --output can write to stdout (dest=-)');
   const { parseSecretFlag, parseSshFlag } = await import('../steps/secrets.js');
   const secrets = (flags.secret as string[]).map((s) => parseSecretFlag(s));
   const ssh = (flags.ssh as string[]).map((s) => parseSshFlag(s));
-  const quiet = Boolean(flags.quiet) || progressMode === 'quiet';
-  const progress = new Progress(process.stderr, quiet);
 
-  if (flags.push && !(flags.tag as string[]).length) throw new UsageError('--push needs a name to push: add -t REGISTRY/NAME:TAG');
+  const input = await resolveContext(positional[0], flags.file as string | undefined);
+  if (flags.check) {
+    try {
+      return await (await import('../executor/checks.js')).checkCommand({ contextDir: input.contextDir, dockerfile: input.dockerfile, buildArgs, target: flags.target as string | undefined });
+    } finally {
+      for (const d of input.cleanup) await fs.rm(d, { recursive: true, force: true });
+    }
+  }
+  const progress = createProgress(mode, process.stderr);
+  progress.watchInterrupt();
+  for (const w of input.warnings) progress.info(w);
+  for (const n of notes) progress.info(`NOTE: ${n}`);
   const store = await Store.open(root);
   try {
     const result = await build(store, progress, {
-      contextDir,
-      dockerfile,
+      contextDir: input.contextDir,
+      dockerfile: input.dockerfile,
       buildArgs,
+      proxyEnv,
       target: flags.target as string | undefined,
       network: network as NetworkMode,
       limits,
-      tags: flags.tag as string[],
+      tags,
       noCache: Boolean(flags.noCache),
+      noCacheStages: noCacheFilter,
       jobs: parseJobs(flags.jobs as string | undefined),
       pull: Boolean(flags.pull),
       secrets,
       ssh,
+      labels,
+      annotations: manifestAnnotations,
+      namedContexts: await resolveNamedContexts(store, namedContexts),
+      extraHosts: hosts,
+      shmSizeKb: shmSizeKb(flags.shmSize as string | undefined, parseMemory),
+      ulimits: (flags.ulimit as string[]).map(parseUlimit),
     });
-    for (const out of outputs) await writeOutput(store, result, out, progress);
-    if (flags.push) {
-      const { pushImage } = await import('../../registry/push.js');
-      for (const name of result.names) await pushImage(store, name, { progress });
-    }
+    const { recordImageId } = await import('./image-ref.js');
+    await recordImageId(store, result.manifest.config.digest, result.manifestDigest).catch(() => undefined);
+    let pushed: { name: string; digest: string }[] = [];
+    for (const out of outputs) pushed = pushed.concat(await writeOutput(store, result, out, progress));
     const id = result.manifest.config.digest;
-    if (quiet) process.stdout.write(id + '\n');
+    if (flags.iidfile) await writeFileAtomic(path.resolve(flags.iidfile as string), id);
+    if (flags.metadataFile) await writeMetadata(store, path.resolve(flags.metadataFile as string), result, pushed);
+    if (mode === 'quiet') process.stdout.write(id + '\n');
     else progress.info(`built ${id}${result.names.length ? ' as ' + result.names.join(', ') : ''} in ${progress.total()}`);
     return 0;
   } finally {
-    if (flags.push || (await import('../executor/build.js')).registryLoaded) await (await import('../../registry/transport.js')).closeTransport();
+    progress.close();
+    if (outputs.some((o) => o.push) || (await import('../executor/build.js')).registryLoaded) await (await import('../../registry/transport.js')).closeTransport();
     await new (await import('../../snapshotter/snapshots.js')).Snapshotter(store).removeOwn();
-    if (emptyContext) await fs.rm(emptyContext, { recursive: true, force: true });
+    for (const d of input.cleanup) await fs.rm(d, { recursive: true, force: true });
   }
 }
 
-async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, progress: Progress): Promise<void> {
-  if (out.type === 'image') return;
+/** `--build-context NAME=docker-image://REF | oci-layout://PATH[:TAG|@DIGEST]`. */
+function parseBuildContexts(list: string[]): { name: string; kind: 'image' | 'oci-layout'; value: string }[] {
+  return list.map((s) => {
+    const eq = s.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--build-context ${s}: expected NAME=SOURCE`);
+    const name = s.slice(0, eq);
+    const src = s.slice(eq + 1);
+    if (src.startsWith('docker-image://')) return { name, kind: 'image' as const, value: src.slice(15) };
+    if (src.startsWith('oci-layout://')) return { name, kind: 'oci-layout' as const, value: src.slice(13) };
+    throw new UsageError(`--build-context ${s}: only docker-image://REF and oci-layout://PATH are supported (a local directory or URL as a named context is not yet)`);
+  });
+}
+
+/** Named contexts → the image reference FROM / COPY --from NAME use instead (oci-layout ones are loaded first). */
+async function resolveNamedContexts(store: Store, list: ReturnType<typeof parseBuildContexts>): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const c of list) {
+    if (c.kind === 'image') out[c.name] = c.value;
+    else {
+      const { loadOciLayoutContext } = await import('./oci-layout-context.js');
+      out[c.name] = await loadOciLayoutContext(store, c.value);
+    }
+  }
+  return out;
+}
+
+async function writeMetadata(store: Store, file: string, result: BuildResult, pushed: { name: string; digest: string }[]): Promise<void> {
+  // as buildx writes it for the image exporter: the digest is the pushed manifest's when pushed
+  const digest = pushed[0]?.digest ?? result.manifestDigest;
+  const manifest = await store.content.readJson<{ mediaType?: string }>(digest);
+  const meta: Record<string, unknown> = {
+    'containerimage.config.digest': result.manifest.config.digest,
+    'containerimage.descriptor': { mediaType: manifest.mediaType, digest, size: await store.content.size(digest) },
+    'containerimage.digest': digest,
+    ...(result.names.length ? { 'image.name': result.names.join(',') } : {}),
+  };
+  await writeFileAtomic(file, JSON.stringify(meta, null, 2) + '\n');
+}
+
+async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, progress: Progress): Promise<{ name: string; digest: string }[]> {
+  const { imageInForm } = await import('./image-form.js');
+  const form = { compression: out.compression, forceCompression: out.forceCompression, ociMediatypes: out.ociMediatypes ?? true, annotations: out.annotations };
+  if (out.type === 'image' || out.type === 'registry') {
+    if (!out.push) return [];
+    const { pushImage } = await import('../../registry/push.js');
+    const { manifestDigest } = await imageInForm(store, result.manifestDigest, form);
+    const pushed: { name: string; digest: string }[] = [];
+    for (const name of result.names) pushed.push(await pushImage(store, name, { progress, manifestDigest }));
+    return pushed;
+  }
   const dest = out.dest!;
   const step = progress.step(`exporting to ${out.type} ${dest}`);
   try {
     if (out.type === 'oci' || out.type === 'docker') {
       const { exportImage } = await import('../../store/archive/export.js');
-      const { distributable } = await import('../../store/compress.js');
-      const { manifestDigest } = await distributable(store, result.manifestDigest);
-      await exportImage(store, { manifestDigest, names: result.names }, { type: out.type, dest });
+      const { manifestDigest } = await imageInForm(store, result.manifestDigest, form);
+      const names = [...result.names, ...out.names.filter((n) => !result.names.includes(n))];
+      if (out.tar) await exportImage(store, { manifestDigest, names }, { type: out.type, dest });
+      else await exportLayoutDir(store, manifestDigest, names, out.type, dest);
     } else {
       const { exportFilesystem } = await import('./export-fs.js');
       await exportFilesystem(result.snap, result.state.layers, out.type, dest);
     }
     step.done();
+    return [];
   } catch (err) {
     step.fail();
     if (err instanceof MbuildError) throw err;
     throw new MbuildError('MBUILD_EXPORT', `cannot write ${out.type} output to ${dest}: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/** tar=false: the same layout as the tar, unpacked into the directory dest. */
+async function exportLayoutDir(store: Store, manifestDigest: string, names: string[], type: 'oci' | 'docker', dest: string): Promise<void> {
+  const { exportImage } = await import('../../store/archive/export.js');
+  const tmp = await store.mkTemp('layout');
+  try {
+    const tarFile = path.join(tmp, 'image.tar');
+    await exportImage(store, { manifestDigest, names }, { type, dest: tarFile });
+    await fs.mkdir(dest, { recursive: true });
+    await new Promise<void>((resolve, reject) => execFile('tar', ['-x', '--no-same-owner', '-f', tarFile, '-C', dest], (err) => (err ? reject(err) : resolve())));
+  } finally {
+    await fs.rm(tmp, { recursive: true, force: true });
+  }
+}
+
+/** `--shm-size 128m` (docker's units; bytes without one) → KiB for the tmpfs. */
+function shmSizeKb(v: string | undefined, parseMemory: (s: string) => number): number | undefined {
+  if (v === undefined) return undefined;
+  let bytes: number;
+  try {
+    bytes = parseMemory(v);
+  } catch {
+    throw new UsageError(`--shm-size ${v}: expected a size such as 128m`);
+  }
+  if (bytes < 4096) throw new UsageError(`--shm-size ${v}: at least 4k`);
+  return Math.ceil(bytes / 1024);
+}
+
+const ULIMITS = ['core', 'cpu', 'data', 'fsize', 'locks', 'memlock', 'msgqueue', 'nice', 'nofile', 'nproc', 'rss', 'rtprio', 'rttime', 'sigpending', 'stack', 'as'];
+
+/** `--ulimit nofile=1024:2048` (or one value for both; -1 unlimited) → NAME:SOFT:HARD for the sandbox. */
+function parseUlimit(v: string): string {
+  const m = /^([a-z]+)=(-?\d+)(?::(-?\d+))?$/.exec(v);
+  if (!m || !ULIMITS.includes(m[1])) throw new UsageError(`--ulimit ${v}: expected NAME=SOFT[:HARD] with NAME one of ${ULIMITS.join(', ')}`);
+  const soft = Number(m[2]);
+  const hard = m[3] !== undefined ? Number(m[3]) : soft;
+  if (hard >= 0 && (soft < 0 || soft > hard)) throw new UsageError(`--ulimit ${v}: the soft limit is above the hard limit`);
+  return `${m[1]}:${soft}:${hard}`;
 }
 
 function parseJobs(v: string | undefined): number | undefined {

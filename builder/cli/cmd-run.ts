@@ -105,7 +105,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
     if (publish.length) warnOnce('publish-ignored', `published ports are discarded when using the ${netFlag} network`);
   } else throw new UsageError(`--network ${netFlag} is not supported (bridge, host, none or container:NAME)`);
 
-  const img = await store.requireImage(imageRef);
+  const img = await (await import('./image-ref.js')).resolveImageArg(store, imageRef);
   const snap = new Snapshotter(store);
   await snap.init();
   const layers = await snap.fromImage(img);
@@ -168,7 +168,16 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
         if (received) info.signal('SIGUSR1'); // interrupted while starting
         if (ports && info.address) await ports.connect(await ensureBridge(), info.address, ownerOf(info.pid));
         if (rec) {
-          rec.sandbox = ownerOf(info.pid);
+          // outside the bridge the command runs already: one that ended at once needs no record
+          const owner = (() => {
+            try {
+              return ownerOf(info.pid);
+            } catch {
+              return undefined;
+            }
+          })();
+          if (!owner) return;
+          rec.sandbox = owner;
           rec.netns = info.netns;
           rec.address = info.address;
           await registry.update(rec);

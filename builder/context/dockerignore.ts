@@ -355,6 +355,28 @@ export class IgnoreMatcher {
     return new IgnoreMatcher(patterns);
   }
 
+  /**
+   * A matcher from a list of patterns, as moby/patternmatcher.New takes them (COPY --exclude,
+   * the include pattern of COPY --parents): no comment lines. `what` names the flag in errors.
+   */
+  static fromPatterns(list: string[], what: string): IgnoreMatcher {
+    const patterns: Pattern[] = [];
+    for (const raw of list) {
+      let p = raw.trim();
+      if (p === '') continue;
+      const invert = p.startsWith('!');
+      if (invert) p = p.slice(1).trim();
+      if (p.length > 0) {
+        p = cleanPath(p);
+        if (p.length > 1 && p.startsWith('/')) p = p.slice(1);
+      }
+      if (invert && p === '') throw new IgnorePatternError(`${what}: illegal exclusion pattern "!"`);
+      if (!isValidGoPattern(p)) throw new IgnorePatternError(`${what}: syntax error in pattern ${JSON.stringify(raw)}`);
+      patterns.push(compilePattern(p, invert, raw));
+    }
+    return new IgnoreMatcher(patterns);
+  }
+
   /** The patterns in file order (text without '!'), for the CopyIgnoredFile check. */
   get patternList(): { text: string; exclusion: boolean }[] {
     return this.patterns.map((p) => ({ text: p.text, exclusion: p.exclusion }));

@@ -22,6 +22,36 @@ export interface SourceEntry {
   /** the source as named, e.g. "dir/sub" ("." for the root itself) */
   rel: string;
   isDir: boolean;
+  /**
+   * Which paths below a directory source are copied (COPY --exclude, the include pattern of
+   * COPY --parents), matched against paths relative to this source, as fsutil's copier does.
+   */
+  filter?: PathFilter;
+}
+
+/** Paths relative to a copied directory that a copy leaves out, with patternmatcher's rules. */
+export interface PathFilter {
+  hides(rel: string): boolean;
+  /** for a hidden directory: could something below it be shown (so the walk must descend)? */
+  mayShowUnder(rel: string): boolean;
+}
+
+/** COPY --exclude: the patterns' matches are left out (an excluded directory with all below it, unless a '!' pattern re-includes). */
+export function excludeFilter(m: IgnoreMatcher): PathFilter {
+  return { hides: (rel) => m.excludes(rel), mayShowUnder: (rel) => m.mayReincludeUnder(rel) };
+}
+
+/** COPY --parents: only matches of the pattern (and everything below a matched directory); the directories on the way come along. */
+export function includeFilter(m: IgnoreMatcher): PathFilter {
+  return { hides: (rel) => !m.excludes(rel), mayShowUnder: () => true };
+}
+
+/** Both filters: hidden by either; descended into when neither rules out what is below. */
+export function bothFilters(a: PathFilter, b: PathFilter): PathFilter {
+  return {
+    hides: (rel) => a.hides(rel) || b.hides(rel),
+    mayShowUnder: (rel) => (!a.hides(rel) || a.mayShowUnder(rel)) && (!b.hides(rel) || b.mayShowUnder(rel)),
+  };
 }
 
 function isMissing(e: unknown): boolean {
@@ -236,7 +266,7 @@ export function* walkSourceSync(
   if (baseRel === '..' || baseRel.startsWith('../') || path.isAbsolute(baseRel)) {
     throw new MbuildError('MBUILD_CONTEXT_READ', `source ${entry.hostPath} is outside ${root}`);
   }
-  yield* walkDir(entry.hostPath, '', baseRel, [], filter);
+  yield* walkDir(entry.hostPath, '', baseRel, [], filter, entry.filter);
 }
 
 function* walkDir(
@@ -245,6 +275,7 @@ function* walkDir(
   ctxRel: string,
   pending: Pending[],
   ignore: IgnoreMatcher | undefined,
+  own: PathFilter | undefined,
 ): Generator<{ rel: string; hostPath: string; stat: Stats }> {
   const prefix = dirHost.endsWith('/') ? dirHost : dirHost + '/';
   for (const name of sortNames(readdirOrEmpty(dirHost))) {
@@ -253,7 +284,9 @@ function* walkDir(
     if (!stat) continue; // vanished meanwhile
     const childRel = joinRel(rel, name);
     const childCtx = joinRel(ctxRel, name);
-    if (!ignore || !ignore.excludes(childCtx)) {
+    const ignored = ignore !== undefined && ignore.excludes(childCtx);
+    const hidden = own !== undefined && own.hides(childRel);
+    if (!ignored && !hidden) {
       for (const p of pending) {
         if (!p.emitted) {
           p.emitted = true;
@@ -261,9 +294,9 @@ function* walkDir(
         }
       }
       yield { rel: childRel, hostPath, stat };
-      if (stat.isDirectory()) yield* walkDir(hostPath, childRel, childCtx, [], ignore);
-    } else if (stat.isDirectory() && ignore.mayReincludeUnder(childCtx)) {
-      yield* walkDir(hostPath, childRel, childCtx, [...pending, { rel: childRel, hostPath, stat, emitted: false }], ignore);
+      if (stat.isDirectory()) yield* walkDir(hostPath, childRel, childCtx, [], ignore, own);
+    } else if (stat.isDirectory() && (!ignored || ignore!.mayReincludeUnder(childCtx)) && (!hidden || own!.mayShowUnder(childRel))) {
+      yield* walkDir(hostPath, childRel, childCtx, [...pending, { rel: childRel, hostPath, stat, emitted: false }], ignore, own);
     }
   }
 }

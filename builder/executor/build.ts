@@ -50,6 +50,21 @@ export interface BuildOptions {
   /** --secret / --ssh (RUN --mount=type=secret / type=ssh) */
   secrets?: SecretSource[];
   ssh?: SshSource[];
+  /** predefined proxy ARGs given with --build-arg (K=V): RUN's environment only, never the image */
+  proxyEnv?: string[];
+  /** --no-cache-filter: stages (by name or index) that do not use the build cache */
+  noCacheStages?: string[];
+  /** --label: added to the final image's config */
+  labels?: Record<string, string>;
+  /** --annotation: on the image manifest */
+  annotations?: Record<string, string>;
+  /** --build-context NAME=docker-image://REF (and oci-layout, loaded): FROM/COPY --from NAME use REF */
+  namedContexts?: Record<string, string>;
+  /** --add-host: lines added to /etc/hosts of every RUN */
+  extraHosts?: string;
+  /** --shm-size in KiB, --ulimit as NAME:SOFT:HARD: for every RUN */
+  shmSizeKb?: number;
+  ulimits?: string[];
 }
 
 export interface BuildResult extends WrittenImage {
@@ -73,7 +88,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const df = parseDockerfile(text, display);
   for (const w of df.warnings) progress.info(`WARNING: ${w}`);
   const plan = planBuild(df, { target: opts.target, buildArgs: opts.buildArgs });
-  for (const a of plan.unusedBuildArgs) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
+  // SOURCE_DATE_EPOCH is for the build itself (BuildKit does not ask for an ARG)
+  for (const a of plan.unusedBuildArgs.filter((n) => n !== 'SOURCE_DATE_EPOCH')) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
   const snap = new Snapshotter(store);
   await snap.init();
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
@@ -84,6 +100,12 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const explainer = await MissExplainer.load(cache.dir, opts.dockerfile, opts.target);
 
   let failed: unknown;
+  // the first failure cancels every other stage at once (their running RUNs are killed)
+  const abort = new AbortController();
+  const named = opts.namedContexts ?? {};
+  const contextRef = (ref: string) => named[ref] ?? named[ref.toLowerCase()] ?? ref;
+  const noCacheStages = new Set((opts.noCacheStages ?? []).map((s) => s.toLowerCase()));
+  for (const s of noCacheStages) if (!plan.stages.some((st, i) => st.name === s || String(i) === s)) throw new MbuildError('MBUILD_USAGE', `--no-cache-filter ${s}: no stage of that name`);
   const stageRuns = new Map<number, Promise<StageState>>();
   const images = new Map<string, Promise<StageState>>();
   const ctx: BuildContext = {
@@ -100,6 +122,12 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     cache,
     fileHashes,
     noCache: opts.noCache,
+    sourceDateEpoch: sourceDateEpoch(opts.buildArgs),
+    proxyEnv: opts.proxyEnv ?? [],
+    extraHosts: opts.extraHosts ?? '',
+    shmSizeKb: opts.shmSizeKb,
+    ulimits: opts.ulimits ?? [],
+    signal: abort.signal,
     // steps often wait (sleep, network, disk) rather than compute: by default allow twice the cores, at least 4
     jobs: new PQueue({ concurrency: Math.max(1, opts.jobs ?? Math.max(4, 2 * os.availableParallelism())) }),
     stageIndexOf: (from) => {
@@ -108,7 +136,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
       return i >= 0 ? i : undefined;
     },
     stageResult: (i) => runStage(i),
-    imageState: (ref) => {
+    imageState: (asked) => {
+      const ref = contextRef(asked);
       let p = images.get(ref);
       if (!p) {
         p = (async () => {
@@ -126,9 +155,14 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const runStage = (i: number): Promise<StageState> => {
     let p = stageRuns.get(i);
     if (!p) {
-      p = executeStage(ctx, plan, plan.stages[i], () => failed, runStage, explainer);
+      const stage = plan.stages[i];
+      const stageCtx = noCacheStages.has(stage.name ?? '') || noCacheStages.has(String(i)) ? { ...ctx, noCache: true } : ctx;
+      p = executeStage(stageCtx, plan, stage, () => failed, runStage, explainer);
       p.catch((err) => {
-        failed ??= err;
+        if (failed === undefined) {
+          failed = err;
+          abort.abort(err);
+        }
       });
       stageRuns.set(i, p);
     }
@@ -142,20 +176,19 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   };
   // start every needed stage at once; each waits for what it reads
   for (const i of plan.order) void runStage(i).catch(() => undefined);
-  const state = await runStage(plan.target).catch((err: unknown) => {
-    showWarnings();
-    throw err;
-  });
+  // the first failure is the one shown (the others were cancelled by it)
+  const state = await runStage(plan.target).catch(() => undefined);
   await Promise.allSettled([...stageRuns.values()]);
   await Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined);
-  if (failed) {
+  if (failed || !state) {
     showWarnings();
     throw failed;
   }
+  if (opts.labels && Object.keys(opts.labels).length) state.config.Labels = { ...(state.config.Labels ?? {}), ...opts.labels };
 
   const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
   const step = progress.step('exporting layers');
-  const written = await writeImage(snap, state, { created: sourceDateEpoch() ?? state.created, author });
+  const written = await writeImage(snap, state, { created: ctx.sourceDateEpoch?.toISOString() ?? state.created, author, annotations: opts.annotations });
   await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
   step.done(`manifest ${written.manifestDigest}`);
   showWarnings();
@@ -180,6 +213,7 @@ async function executeStage(
   const total = stage.instructions.length + 1;
   const fromStep = ctx.progress.step(`[${label} 1/${total}] ${stage.from.raw}`);
   try {
+    if (ctx.signal.aborted) throw canceled();
     if (stage.base.kind === 'scratch') state = baseState(undefined, [], 'scratch');
     else if (stage.base.kind === 'stage') state = forkState(await runStage(stage.base.index));
     else state = forkState(await ctx.imageState(stage.base.ref));
@@ -202,7 +236,7 @@ async function executeStage(
   const changesFiles = (ins: Instruction) => ins.kind === 'run' || ins.kind === 'copy' || ins.kind === 'add' || ins.kind === 'workdir';
   const lastFs = readByOthers ? -1 : all.map((a) => changesFiles(a.ins)).lastIndexOf(true);
   for (const [k, { ins, n }] of all.entries()) {
-    if (failed()) throw new MbuildError('MBUILD_CANCELED', 'canceled: another stage failed');
+    if (failed()) throw canceled();
     if ((ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined) {
       // wait for the stage or image it reads before the step shows as started
       const dep = ctx.stageIndexOf(ins.from);
@@ -236,14 +270,19 @@ async function executeStage(
       const layer = state.layers.length > before ? state.layers[state.layers.length - 1] : undefined;
       if (cache.key) state.key = cache.key;
       if (cache.created) state.created = cache.created;
-      state.history.push({ entry: { created: sourceDateEpoch() ?? state.created, created_by: createdBy, comment: 'buildkit.dockerfile.v0' }, layer });
+      state.history.push({ entry: { created: ctx.sourceDateEpoch?.toISOString() ?? state.created, created_by: createdBy, comment: 'buildkit.dockerfile.v0' }, layer });
       step.done(cache.hit ? 'CACHED' : undefined);
     } catch (err) {
-      step.fail();
+      if (err instanceof MbuildError && err.code === 'MBUILD_CANCELED') step.cancel();
+      else step.fail();
       throw withRange(err, ins.range);
     }
   }
   return state;
+}
+
+function canceled(): MbuildError {
+  return new MbuildError('MBUILD_CANCELED', 'canceled: another stage failed');
 }
 
 /** True once this process loaded the registry client (its connections need closing at exit). */
@@ -253,15 +292,21 @@ async function loadRegistry() {
   return import('../../registry/ensure.js');
 }
 
-/** SOURCE_DATE_EPOCH (reproducible builds): every time in the image config becomes this one. */
-function sourceDateEpoch(): string | undefined {
-  const v = process.env.SOURCE_DATE_EPOCH;
-  return v && /^\d+$/.test(v) ? new Date(Number(v) * 1000).toISOString() : undefined;
+/**
+ * SOURCE_DATE_EPOCH (reproducible builds), from --build-arg as BuildKit takes it, else from the
+ * environment: every time in the image config becomes this one, and WORKDIR dates what it creates.
+ */
+function sourceDateEpoch(buildArgs: Record<string, string>): Date | undefined {
+  const v = buildArgs.SOURCE_DATE_EPOCH ?? process.env.SOURCE_DATE_EPOCH;
+  if (v === undefined || v === '') return undefined;
+  if (!/^\d+$/.test(v)) throw new MbuildError('MBUILD_USAGE', `invalid SOURCE_DATE_EPOCH "${v}": expected seconds since 1970`);
+  return new Date(Number(v) * 1000);
 }
 
 /** One step's view of the build cache: lookup fixes the step's key; save keeps the layer under it. */
 class StepCacheHandle implements StepCache {
   key?: string;
+  private storeKey?: string;
   created?: string;
   hit = false;
   private record?: StepRecord;
@@ -273,12 +318,16 @@ class StepCacheHandle implements StepCache {
     private readonly position: string,
   ) {}
 
-  async lookup(inputs: Record<string, unknown>, files?: Record<string, string>) {
-    this.key = stepKey(this.state.key, inputs);
+  async lookup(inputs: Record<string, unknown>, files?: Record<string, string>, opts?: { independent?: boolean }) {
+    // an independent step (COPY --link) is kept under a key without the layers below it; the
+    // stage's key still chains through it, so later steps depend on the base and on this layer
+    const own = stepKey(opts?.independent ? 'independent' : this.state.key, inputs);
+    this.storeKey = own;
+    this.key = opts?.independent ? stepKey(this.state.key, { independent: own }) : own;
     this.record = { inputs: { parent: this.state.key.slice(-16), ...inputDigests(inputs) }, ...(files ? { files } : {}) };
     this.explainer.record(this.position, this.record);
     if (!this.ctx.noCache) {
-      const found = await this.ctx.cache.get(this.key);
+      const found = await this.ctx.cache.get(own);
       if (found) {
         this.hit = true;
         this.created = found.created;
@@ -291,8 +340,8 @@ class StepCacheHandle implements StepCache {
 
   async save(layer: Layer): Promise<Layer> {
     this.created = new Date().toISOString();
-    if (!this.key) return layer;
-    return this.ctx.cache.put(this.key, layer, this.created);
+    if (!this.storeKey) return layer;
+    return this.ctx.cache.put(this.storeKey, layer, this.created);
   }
 }
 

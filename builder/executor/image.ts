@@ -23,7 +23,7 @@ function cleanConfig(c: ContainerConfig): ContainerConfig {
   return out;
 }
 
-export async function writeImage(snap: Snapshotter, state: StageState, opts: { created: string; author?: string }): Promise<WrittenImage> {
+export async function writeImage(snap: Snapshotter, state: StageState, opts: { created: string; author?: string; annotations?: Record<string, string> }): Promise<WrittenImage> {
   const layers = state.layers.filter((l) => !l.empty);
   const queue = new PQueue({ concurrency: Math.max(1, Math.min(4, os.availableParallelism())) });
   const blobs = await Promise.all(layers.map((l) => queue.add(() => snap.ensureBlob(l), { throwOnTimeout: true })));
@@ -47,6 +47,7 @@ export async function writeImage(snap: Snapshotter, state: StageState, opts: { c
     mediaType: MediaType.manifest,
     config: { mediaType: MediaType.config, digest: cfg.digest, size: cfg.size },
     layers: blobs.map((b) => ({ mediaType: b.mediaType, digest: b.digest, size: b.size })),
+    ...(opts.annotations && Object.keys(opts.annotations).length ? { annotations: opts.annotations } : {}),
   };
   const man = await snap.store.content.putJson(manifest);
   return { manifestDigest: man.digest, manifestSize: man.size, manifest, config };

@@ -5,7 +5,7 @@
 import type { ArgInstruction, FromInstruction, Instruction, ParsedDockerfile } from '../dockerfile/types.js';
 import { expandWord } from '../expand/shell-word.js';
 import { PlanError } from '../../util/errors.js';
-import { platformArgs } from './platform.js';
+import { isHostPlatform, platformArgs } from './platform.js';
 import { mountFrom } from '../dockerfile/run-mount.js';
 
 export type StageBase = { kind: 'scratch' } | { kind: 'stage'; index: number } | { kind: 'image'; ref: string };
@@ -49,10 +49,20 @@ export function planBuild(df: ParsedDockerfile, opts: PlanOptions = {}): Plan {
   let current: Stage | undefined;
 
   const globalLookup = (name: string) => globalArgs.get(name);
+  // every stage name, so that COPY --from a stage defined later is refused rather than pulled as an image
+  const allNames = new Set(df.instructions.flatMap((i) => (i.kind === 'from' && i.stageName ? [i.stageName] : [])));
   for (const ins of df.instructions) {
     if (ins.kind === 'from') {
       const image = expandWord(ins.image, globalLookup, df.escape);
       if (!image) throw new PlanError('MBUILD_PLAN', 'base name (FROM) cannot be empty', ins.range);
+      if (ins.platform !== undefined) {
+        // one platform per build for now: the host's (BUILDPLATFORM/TARGETPLATFORM are the host's)
+        const platform = expandWord(ins.platform, globalLookup, df.escape);
+        if (platform !== '' && !isHostPlatform(platform)) {
+          const h = platformArgs().TARGETPLATFORM;
+          throw new PlanError('MBUILD_UNSUPPORTED', `FROM --platform=${platform}: building for a platform other than this machine's (${h}) is not supported yet`, ins.range);
+        }
+      }
       const lower = image.toLowerCase();
       let base: StageBase;
       if (lower === 'scratch') base = { kind: 'scratch' };
@@ -90,6 +100,8 @@ export function planBuild(df: ParsedDockerfile, opts: PlanOptions = {}): Plan {
         throw new PlanError('MBUILD_UNKNOWN_STAGE', `${what}: a stage cannot ${ins.kind === 'run' ? 'mount' : 'copy from'} itself`, ins.range);
       } else if (byName.has(lower)) {
         dep = byName.get(lower)!;
+      } else if (allNames.has(lower)) {
+        throw new PlanError('MBUILD_UNKNOWN_STAGE', `cannot copy from stage "${from}", it needs to be defined before current stage "${current.name ?? current.index}"`, ins.range);
       }
       if (dep !== undefined) {
         if (!current.deps.includes(dep)) current.deps.push(dep);

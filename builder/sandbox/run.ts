@@ -48,6 +48,10 @@ export interface SandboxSpec {
    * (with a warning) when the bridge is not usable.
    */
   network: NetworkRequest;
+  /** size of /dev/shm in KiB (--shm-size; default 64 MiB) */
+  shmSizeKb?: number;
+  /** rlimits as NAME:SOFT:HARD (-1 unlimited), docker's --ulimit names */
+  ulimits?: string[];
   /** content of /etc/hosts (on the bridge, "<address> <hostname>" is added) */
   hosts: string;
   /** content of /etc/resolv.conf; default: derived from the host's for the network mode */
@@ -188,6 +192,8 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       'signals', spec.signals ?? 'kill',
     ];
     if (plan.netns) fields.push('netns', plan.netns);
+    if (spec.shmSizeKb) fields.push('shmsize', String(spec.shmSizeKb));
+    for (const u of spec.ulimits ?? []) fields.push('rlimit', u);
     for (const f of cgroup?.procsFiles() ?? []) fields.push('cgroup', f);
     if (spec.rootfsDir !== undefined) fields.push('rootfsdir', resolve(spec.rootfsDir));
     else {
@@ -221,12 +227,13 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       const pid = Number(payload);
       const h = helper!;
       starting = (async () => {
+        let release: string[] | undefined;
         if (plan.mode === 'bridge') {
           try {
             attachment = await attachToBridge(plan.bridge!, pid);
             await writeFile(join(stateDir, 'hosts'), `${spec.hosts}${spec.hosts && !spec.hosts.endsWith('\n') ? '\n' : ''}${attachment.address}\t${spec.hostname}\n`);
             const a = attachment;
-            h.control!.end(encodeFields(['addr', a.address, 'prefix', String(a.prefix), 'gw', a.gateway, 'ifname', 'eth0']));
+            release = ['addr', a.address, 'prefix', String(a.prefix), 'gw', a.gateway, 'ifname', 'eth0'];
           } catch (err) {
             setupError ??= err;
             h.control!.end(encodeFields(['abort', `network setup failed: ${(err as Error).message}`]));
@@ -234,11 +241,16 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
           }
         }
         try {
+          // before the command starts (on the bridge it waits for its address): published ports and
+          // a container's record exist even for a command that ends at once (`mbuild run -p … true`)
           await spec.onStart?.({ pid, netns: `/proc/${pid}/ns/net`, network: plan.mode, address: attachment?.address, signal: (sig) => h.kill(sig) });
         } catch (err) {
           setupError ??= err;
-          h.kill('SIGUSR1');
+          if (release) h.control!.end(encodeFields(['abort', `start failed: ${(err as Error).message}`]));
+          else h.kill('SIGUSR1');
+          return;
         }
+        if (release) h.control!.end(encodeFields(release));
       })();
     };
     let opaqueDirs: string[] | undefined;

@@ -30,6 +30,17 @@ export interface BuildContext {
   ssh?: Map<string, SshSource>;
   fileHashes: FileHashCache;
   noCache: boolean;
+  /** SOURCE_DATE_EPOCH (--build-arg or environment) */
+  sourceDateEpoch?: Date;
+  /** proxy variables from --build-arg: set in RUN's environment, kept out of the cache key and the image */
+  proxyEnv: string[];
+  /** --shm-size (KiB) and --ulimit (NAME:SOFT:HARD) for every RUN */
+  shmSizeKb?: number;
+  ulimits: string[];
+  /** --add-host lines for /etc/hosts of every RUN */
+  extraHosts: string;
+  /** aborted when any stage fails: running RUNs are killed, waiting steps do not start */
+  signal: AbortSignal;
   /** limits how many RUN/COPY steps work at once (--jobs) */
   jobs: PQueue;
   /** a stage's index from a COPY --from value (name or number), undefined for an image */
@@ -57,7 +68,7 @@ export interface StepRun {
 /** A layer step asks the cache first, and keeps what it made under the same key. */
 export interface StepCache {
   /** The cached layer for these inputs (fixing the step's key), or undefined on a miss. */
-  lookup(inputs: Record<string, unknown>, files?: Record<string, string>): Promise<Layer | undefined>;
+  lookup(inputs: Record<string, unknown>, files?: Record<string, string>, opts?: { independent?: boolean }): Promise<Layer | undefined>;
   /** Keep the layer the step made under the key of the last lookup; returns the kept layer. */
   save(layer: Layer): Promise<Layer>;
 }

@@ -17,6 +17,7 @@
 import { lstatSync, readlinkSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import type { TarEntry } from '../../snapshotter/diff/layer-tar.js';
+import type { Chmod } from './chmod.js';
 import type { IgnoreMatcher } from '../context/dockerignore.js';
 import { walkSourceSync, type SourceEntry } from '../context/sources.js';
 
@@ -31,7 +32,9 @@ export interface CopyTarPlan {
   dest: string; // absolute image path
   destIsDir: boolean;
   owner?: { uid: number; gid: number };
-  chmod?: number;
+  chmod?: Chmod;
+  /** COPY --from without --chown: entries keep the source's owner */
+  keepOwner?: boolean;
 }
 
 interface Planned extends TarEntry {
@@ -73,6 +76,10 @@ export class CopyTarPlanner {
     this.gid = plan.owner?.gid ?? 0;
   }
 
+  private mode(st: Stats): number {
+    return this.plan.chmod ? this.plan.chmod.apply(st.mode & 0o7777, st.isDirectory()) : st.mode & 0o7777;
+  }
+
   private lower(rel: string): Stats | undefined {
     return lstatSync(path.join(this.lowerRoot, rel), { throwIfNoEntry: false });
   }
@@ -100,7 +107,7 @@ export class CopyTarPlanner {
       if (kind === 'dir') continue;
       if (kind === 'other') throw new CopyNeedsFiles(`${cur} is not a directory`);
       const isTop = i === parts.length - 1 && top;
-      this.put(cur, { name: cur, type: 'directory', mode: isTop ? top.mode : 0o755, uid: this.uid, gid: this.gid, sec: this.now, creates: true });
+      this.put(cur, { name: cur, type: 'directory', mode: isTop ? top.mode : (this.plan.chmod?.octal ?? 0o755), uid: this.uid, gid: this.gid, sec: this.now, creates: true });
     }
     return cur;
   }
@@ -112,7 +119,7 @@ export class CopyTarPlanner {
   /** Plan one resolved source (a directory's contents, or one file or link). */
   add(srcRoot: string, e: SourceEntry, srcStat: Stats, ignore: IgnoreMatcher | undefined): void {
     if (e.isDir) {
-      const destRel = this.ensureDir(this.plan.dest, { mode: this.plan.chmod ?? srcStat.mode & 0o7777 });
+      const destRel = this.ensureDir(this.plan.dest, { mode: this.mode(srcStat) });
       const group = `${e.hostPath}:`;
       for (const item of walkSourceSync(srcRoot, e, ignore)) {
         this.entry(destRel ? `${destRel}/${item.rel}` : item.rel, item.hostPath, item.stat, group);
@@ -142,9 +149,10 @@ export class CopyTarPlanner {
     if (there === 'other' && isDir) throw new CopyNeedsFiles(`${rel} is not a directory`);
     if (before?.linkGroup) throw new CopyNeedsFiles(`${rel} replaces a hard link`);
     // a directory below that only gets new metadata is copied up without touching its parent
-    const common = { name: rel, uid: this.uid, gid: this.gid, sec: seconds(st), creates: !(isDir && there === 'dir' && !before) };
+    const owner = this.plan.keepOwner && !this.plan.owner ? { uid: st.uid, gid: st.gid } : { uid: this.uid, gid: this.gid };
+    const common = { name: rel, ...owner, sec: seconds(st), creates: !(isDir && there === 'dir' && !before) };
     if (isDir) {
-      this.put(rel, { ...common, type: 'directory', mode: this.plan.chmod ?? st.mode & 0o7777 });
+      this.put(rel, { ...common, type: 'directory', mode: this.mode(st) });
     } else if (st.isSymbolicLink()) {
       this.put(rel, { ...common, type: 'symlink', mode: st.mode & 0o7777, linkname: readlinkSync(src) });
     } else if (st.isFile()) {
@@ -152,10 +160,12 @@ export class CopyTarPlanner {
       this.put(rel, {
         ...common,
         type: 'file',
-        mode: this.plan.chmod ?? st.mode & 0o7777,
+        mode: this.mode(st),
         source: { path: src, size: st.size, ino, dev: BigInt(st.dev) },
         linkGroup: group !== undefined && st.nlink > 1 ? `${group}${st.dev}:${st.ino}` : undefined,
       });
+    } else if (st.isSocket()) {
+      throw new CopyNeedsFiles(`${rel} is a socket`); // copy.ts writes it as an empty file
     } else if (there === 'other') {
       // copy.ts removes what is there and then skips a socket, fifo or device: a deletion
       throw new CopyNeedsFiles(`${rel} would be removed`);

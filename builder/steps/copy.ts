@@ -5,7 +5,7 @@
  */
 import {
   chmodSync, copyFileSync, createReadStream, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, promises as fs,
-  readlinkSync, rmSync, statSync, symlinkSync, utimesSync, type Stats,
+  readlinkSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync, type Stats,
 } from 'node:fs';
 import path from 'node:path';
 import type { CopyInstruction } from '../dockerfile/types.js';
@@ -13,16 +13,19 @@ import type { StepRun } from './contract.js';
 import { lookupFor, type StageState } from './state.js';
 import { expandHeredocContent } from '../dockerfile/heredoc.js';
 import { expandWord } from '../expand/shell-word.js';
-import { resolveSources, walkSourceSync, type SourceEntry } from '../context/sources.js';
+import { bothFilters, excludeFilter, includeFilter, resolveSources, walkSourceSync, type PathFilter, type SourceEntry } from '../context/sources.js';
+import { hasWildcards } from '../context/gomatch.js';
 import { resolveInScope } from '../context/scope.js';
-import type { IgnoreMatcher } from '../context/dockerignore.js';
+import { IgnoreMatcher } from '../context/dockerignore.js';
 import { readUserDb, resolveChown } from './users.js';
 import { extractArchive } from '../../snapshotter/diff/apply.js';
 import { decompressStream, isArchive } from '../../snapshotter/diff/decompress.js';
 import { CopySourceMissingError, MbuildError } from '../../util/errors.js';
-import { downloadToFile } from './download.js';
+import { fetchUrl, parseChecksum, resolveUrl, type Downloaded } from './download.js';
 import { digestSources } from '../cache/context-hash.js';
 import { CopyNeedsFiles, CopyTarPlanner } from './copy-tar.js';
+import { parseChmod, type Chmod } from './chmod.js';
+import { checkoutGit, parseGitSource, resolveGitCommit, type GitSource } from './git.js';
 
 interface Owner { uid: number; gid: number }
 
@@ -30,14 +33,16 @@ interface CopyPlan {
   dest: string; // absolute image path
   destIsDir: boolean;
   owner?: Owner; // undefined → 0:0
-  chmod?: number;
+  chmod?: Chmod;
   isAdd: boolean;
+  /** extract a local tar archive (ADD, unless --unpack=false) */
+  unpack: boolean;
+  /** extract a downloaded tar archive (ADD --unpack=true only) */
+  unpackUrls: boolean;
+  /** COPY --from: without --chown the copied files keep their owners (BuildKit keeps 100:200) */
+  fromImage?: boolean;
 }
 
-export function parseChmod(spec: string, ins: CopyInstruction): number {
-  if (!/^[0-7]{1,4}$/.test(spec)) throw new MbuildError('MBUILD_PARSE', `invalid --chmod value "${spec}": use an octal mode such as 0755`, { range: ins.range });
-  return Number.parseInt(spec, 8);
-}
 
 export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins: CopyInstruction): Promise<void> {
   const lookup = lookupFor(state);
@@ -50,14 +55,28 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
   if (sources.length > 1 && !destIsDir) {
     throw new MbuildError('MBUILD_COPY_DEST', `When using ${ins.kind.toUpperCase()} with more than one source file, the destination must be a directory and end with a /`, { range: ins.range });
   }
-  const plan: CopyPlan = { dest, destIsDir, chmod: ins.chmod ? parseChmod(ins.chmod, ins) : undefined, isAdd: ins.kind === 'add' };
+  const plan: CopyPlan = { dest, destIsDir, chmod: ins.chmod !== undefined ? parseChmod(x(ins.chmod), `${ins.kind.toUpperCase()} --chmod`, ins.range) : undefined, isAdd: ins.kind === 'add',
+    unpack: ins.kind === 'add' && ins.unpack !== false, unpackUrls: ins.kind === 'add' && ins.unpack === true };
 
-  const urls = ins.kind === 'add' && ins.from === undefined ? sources.filter((s) => /^https?:\/\//i.test(s)) : [];
-  const local = sources.filter((s) => !urls.includes(s));
+  const gits = ins.from === undefined ? sources.flatMap((s) => parseGitSource(s, ins.range) ?? []) : [];
+  const urls = ins.from === undefined ? sources.filter((s) => /^https?:\/\//.test(s) && !gits.some((g) => g.src === s)) : [];
+  if (ins.kind === 'copy' && gits.length) throw new MbuildError('MBUILD_PARSE', "COPY: source can't be a git ref for COPY (use ADD)", { range: ins.range });
+  if (ins.kind === 'copy' && urls.length) throw new MbuildError('MBUILD_PARSE', "COPY: source can't be a URL for COPY (use ADD)", { range: ins.range });
+  const local = sources.filter((s) => !urls.includes(s) && !gits.some((g) => g.src === s));
+  const checksum = checksumFor(ins, sources, urls, gits);
+  for (const g of gits) {
+    if (ins.keepGitDir !== undefined && g.keepGitDir !== undefined && ins.keepGitDir !== g.keepGitDir) throw new MbuildError('MBUILD_PARSE', `ADD ${g.src}: inconsistent keep-git-dir configuration`, { range: ins.range });
+    g.keepGitDir ??= ins.keepGitDir;
+  }
 
+  const exclude = excludeMatcher(ins);
+  // COPY --link: the files are copied into an empty tree, so the layer does not depend on the
+  // layers below (nor its cache key) and stacks onto any base. BuildKit links only without --chmod.
+  const link = ins.link && ins.chmod === undefined;
+  const below = link ? [] : state.layers;
   const resolve = async (srcRoot: string, ignore: IgnoreMatcher | undefined, fromImage: boolean): Promise<SourceEntry[]> => {
     try {
-      return await resolveSources(srcRoot, local, ignore);
+      return await resolveCopySources(srcRoot, local, ignore, exclude, ins.parents === true);
     } catch (err) {
       if (err instanceof CopySourceMissingError || (err as MbuildError).code === 'MBUILD_COPY_SOURCE_MISSING') {
         const where = fromImage ? `--from=${ins.from}` : 'the build context';
@@ -68,18 +87,22 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
   };
   // here-document sources as they will be written (expanded unless the terminator was quoted)
   const heredocs = ins.sourceContents?.map((h) => ({ path: h.path, data: h.expand ? expandHeredocContent(h.data, lookup) : h.data }));
-  // what the key covers besides the copied content; URLs are fetched every time (no checksum to key on)
+  // a URL is keyed by its content's digest (or --checksum), as BuildKit's http source is
+  const remote = await Promise.all(urls.map((u) => resolveUrl(ctx.store, ctx.cache.dir, u, checksum, ins.range)));
+  // a git source is keyed by the commit its ref names now
+  const commits = await Promise.all(gits.map((g) => resolveGitCommit(g, checksum, ins.range)));
   const inputs = {
-    op: ins.kind, sources: local, urls: urls.length ? [urls, Date.now(), Math.random()] : undefined, dest, destIsDir,
-    chown: ins.chown, chmod: ins.chmod, heredocs, workdir,
+    op: ins.kind, sources: local, ...(gits.length ? { git: gits.map((g, i) => [g.remote, commits[i], g.subdir ?? '', g.keepGitDir === true, g.submodules]) } : {}), ...(link ? { link: true } : {}), ...(ins.unpack !== undefined ? { unpack: ins.unpack } : {}), urls: remote.length ? remote.map((r) => [r.url, r.name, r.digest, r.mtime ?? '']) : undefined, dest, destIsDir,
+    chown: ins.chown, chmod: ins.chmod !== undefined ? x(ins.chmod) : undefined, heredocs, workdir,
+    ...(ins.exclude.length ? { exclude: ins.exclude } : {}), ...(ins.parents ? { parents: true } : {}),
   };
 
   // the last change of the stage, read by nothing later: write the layer tar from the sources
-  const asTar = lastFsChange === true && ins.kind === 'copy' && urls.length === 0 && !ins.sourceContents?.length && process.env.MBUILD_COPY_AS_TAR !== '0';
-  const copyAsTar = (srcRoot: string, ignore: IgnoreMatcher | undefined, entries: SourceEntry[]) =>
-    ctx.snap.view(state.layers, async (lowerRoot) => {
+  const asTar = lastFsChange === true && ins.kind === 'copy' && urls.length === 0 && gits.length === 0 && !ins.sourceContents?.length && process.env.MBUILD_COPY_AS_TAR !== '0';
+  const copyAsTar = (srcRoot: string, ignore: IgnoreMatcher | undefined, entries: SourceEntry[], fromImage: boolean) =>
+    ctx.snap.view(below, async (lowerRoot) => {
       const owner = ins.chown ? resolveChown(x(ins.chown), await readUserDb(lowerRoot), ins.range) : undefined;
-      const planner = new CopyTarPlanner(lowerRoot, { ...plan, owner });
+      const planner = new CopyTarPlanner(lowerRoot, { ...plan, owner, keepOwner: fromImage && !ins.chown });
       for (const e of entries) planner.add(srcRoot, e, statSync(e.hostPath), ignore);
       return ctx.snap.commitTar(planner.entries());
     });
@@ -87,45 +110,102 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
   const copyFrom = async (srcRoot: string, ignore: IgnoreMatcher | undefined, fromImage: boolean, entries: SourceEntry[]) => {
     if (asTar) {
       try {
-        state.layers.push(await cache.save(await copyAsTar(srcRoot, fromImage ? undefined : ignore, entries)));
+        state.layers.push(await cache.save(await copyAsTar(srcRoot, fromImage ? undefined : ignore, entries, fromImage)));
         return;
       } catch (err) {
         if (!(err instanceof CopyNeedsFiles)) throw err;
         // something on the way is not plain directories: copy for real (same result, or the exact error)
       }
     }
-    const downloads = [...(await Promise.all(urls.map((u) => downloadToFile(ctx.store, u)))), ...(await heredocFiles(ctx.store, heredocs ?? []))];
+    const downloads = [...(await Promise.all(remote.map((r) => fetchUrl(ctx.store, r, checksum, ins.range)))), ...(await heredocFiles(ctx.store, heredocs ?? []))];
+    const checkouts: { dir: string; tmp: string }[] = [];
     try {
-      const layer = await ctx.snap.mutate(state.layers, async (root) => {
+      for (const [i, g] of gits.entries()) checkouts.push(await checkoutGit(ctx.store, g, commits[i]!, ins.range));
+      const layer = await ctx.snap.mutate(below, async (root) => {
+        plan.fromImage = fromImage;
         if (ins.chown) plan.owner = resolveChown(x(ins.chown), await readUserDb(root), ins.range);
         for (const e of entries) await copyEntry(root, srcRoot, e, plan, fromImage ? undefined : ignore);
-        for (const d of downloads) await copyDownload(root, d, plan);
+        for (const [i, d] of downloads.entries()) await copyDownload(root, d, plan, i < remote.length);
+        // a checkout's files go into the destination like a directory's (--exclude applies)
+        for (const c of checkouts) await copyEntry(root, c.dir, { hostPath: c.dir, rel: '.', isDir: true, ...(exclude ? { filter: excludeFilter(exclude) } : {}) }, plan, undefined);
       });
       state.layers.push(await cache.save(layer));
     } finally {
       for (const d of downloads) await fs.rm(path.dirname(d.file), { recursive: true, force: true });
+      for (const c of checkouts) await fs.rm(c.tmp, { recursive: true, force: true });
     }
   };
 
-  if (ins.from === undefined) {
-    const entries = await resolve(ctx.contextDir, ctx.ignore, false);
-    const content = await digestSources(ctx.contextDir, entries, ctx.ignore, ctx.fileHashes);
-    const hit = await cache.lookup({ ...inputs, content: content.digest }, content.files);
-    if (hit) {
-      state.layers.push(hit);
-      return;
-    }
-    await ctx.jobs.add(() => copyFrom(ctx.contextDir, ctx.ignore, false, entries), { throwOnTimeout: true });
-  } else {
-    const dep = ctx.stageIndexOf(ins.from);
-    const src: StageState = dep !== undefined ? await ctx.stageResult(dep) : await ctx.imageState(ins.from);
-    const hit = await cache.lookup({ ...inputs, from: src.key });
-    if (hit) {
-      state.layers.push(hit);
-      return;
-    }
-    await ctx.jobs.add(() => ctx.snap.view(src.layers, async (srcRoot) => copyFrom(srcRoot, undefined, true, await resolve(srcRoot, undefined, true))), { throwOnTimeout: true });
+  try {
+    await copyOrHit();
+  } finally {
+    // a download made for the key and not used (a cache hit) goes too
+    for (const r of remote) if (r.file) await fs.rm(path.dirname(r.file.file), { recursive: true, force: true });
   }
+
+  async function copyOrHit(): Promise<void> {
+    if (ins.from === undefined) {
+      const entries = await resolve(ctx.contextDir, ctx.ignore, false);
+      const content = await digestSources(ctx.contextDir, entries, ctx.ignore, ctx.fileHashes);
+      const hit = await cache.lookup({ ...inputs, content: content.digest }, content.files, { independent: link });
+      if (hit) {
+        state.layers.push(hit);
+        return;
+      }
+      await ctx.jobs.add(() => copyFrom(ctx.contextDir, ctx.ignore, false, entries), { throwOnTimeout: true });
+    } else {
+      const dep = ctx.stageIndexOf(ins.from);
+      const src: StageState = dep !== undefined ? await ctx.stageResult(dep) : await ctx.imageState(ins.from);
+      const hit = await cache.lookup({ ...inputs, from: src.key, owners: 'source' }, undefined, { independent: link });
+      if (hit) {
+        state.layers.push(hit);
+        return;
+      }
+      await ctx.jobs.add(() => ctx.snap.view(src.layers, async (srcRoot) => copyFrom(srcRoot, undefined, true, await resolve(srcRoot, undefined, true))), { throwOnTimeout: true });
+    }
+  }
+}
+
+/** ADD --checksum: only for one http(s) (or git) source, as BuildKit allows it. */
+function checksumFor(ins: CopyInstruction, sources: string[], urls: string[], gits: GitSource[]): string | undefined {
+  if (ins.checksum === undefined) return undefined;
+  if (sources.length + (ins.sourceContents?.length ?? 0) !== 1) throw new MbuildError('MBUILD_PARSE', 'ADD --checksum can\'t be specified for multiple sources', { range: ins.range });
+  if (urls.length + gits.length !== 1) throw new MbuildError('MBUILD_PARSE', 'ADD --checksum requires HTTP(S) or Git sources', { range: ins.range });
+  // for git: a commit hash (or a prefix), checked by resolveGitCommit
+  return urls.length ? parseChecksum(ins.checksum, ins.range) : ins.checksum;
+}
+
+/** COPY --exclude's patterns as one matcher (patternmatcher rules, as .dockerignore), or undefined. */
+function excludeMatcher(ins: CopyInstruction): IgnoreMatcher | undefined {
+  if (ins.exclude.length === 0) return undefined;
+  try {
+    return IgnoreMatcher.fromPatterns(ins.exclude, `${ins.kind.toUpperCase()} --exclude`);
+  } catch (err) {
+    throw new MbuildError('MBUILD_PARSE', (err as Error).message, { range: ins.range });
+  }
+}
+
+/**
+ * The sources of a COPY/ADD as BuildKit's file op copies them. Plain: each source as named
+ * (wildcards expanded), a directory's contents filtered by --exclude. With --parents a source
+ * `base/./pattern` (no "/./": base is the root) copies base's contents keeping only the paths
+ * the pattern matches, with their parent directories — so the path below base is kept in the
+ * destination. A pattern without wildcards must exist (BuildKit's RequiredPaths).
+ */
+async function resolveCopySources(root: string, sources: string[], ignore: IgnoreMatcher | undefined, exclude: IgnoreMatcher | undefined, parents: boolean): Promise<SourceEntry[]> {
+  const withFilter = (e: SourceEntry, f: PathFilter | undefined): SourceEntry => (e.isDir && f ? { ...e, filter: f } : e);
+  const excl = exclude ? excludeFilter(exclude) : undefined;
+  if (!parents) return (await resolveSources(root, sources, ignore)).map((e) => withFilter(e, excl));
+  const out: SourceEntry[] = [];
+  for (const src of sources) {
+    const pivot = src.indexOf('/./');
+    const base = pivot >= 0 ? src.slice(0, pivot) || '/' : '/';
+    const pattern = path.posix.normalize('/' + (pivot >= 0 ? src.slice(pivot + 3) : src)).replace(/^\/+/, '');
+    if (!hasWildcards(base) && !hasWildcards(pattern)) await resolveSources(root, [path.posix.join(base, pattern)], ignore);
+    const include = includeFilter(IgnoreMatcher.fromPatterns([pattern || '.'], 'COPY --parents'));
+    for (const e of await resolveSources(root, [base], ignore)) out.push(withFilter(e, excl ? bothFilters(include, excl) : include));
+  }
+  return out;
 }
 
 async function lstatOrNull(p: string): Promise<Stats | null> {
@@ -137,7 +217,7 @@ async function lstatOrNull(p: string): Promise<Stats | null> {
 }
 
 /** Create the directories of an image path that do not exist yet (0755, owned by --chown's owner). */
-export async function ensureDir(root: string, imagePath: string, owner: Owner | undefined, top?: { stat: Stats; chmod?: number }): Promise<string> {
+export async function ensureDir(root: string, imagePath: string, owner: Owner | undefined, top?: { stat: Stats; chmod?: number }, times?: Date, dirMode = 0o755): Promise<string> {
   const parts = imagePath.split('/').filter(Boolean);
   let cur = '/';
   for (let i = 0; i < parts.length; i++) {
@@ -148,18 +228,35 @@ export async function ensureDir(root: string, imagePath: string, owner: Owner | 
       if (!st.isDirectory()) throw new MbuildError('MBUILD_COPY_DEST', `cannot copy to ${imagePath}: ${cur} is not a directory`);
       continue;
     }
-    await fs.mkdir(host);
     const isTop = i === parts.length - 1 && top;
-    await fs.lchown(host, owner?.uid ?? 0, owner?.gid ?? 0);
-    await fs.chmod(host, isTop ? (top.chmod ?? top.stat.mode & 0o7777) : 0o755);
+    await mkdirMissing(root, host, imagePath, owner, isTop ? (top.chmod ?? top.stat.mode & 0o7777) : dirMode, times, dirMode);
   }
   return resolveInScope(root, imagePath, true);
+}
+
+/**
+ * Make `host` and, when it is the target of a dangling symlink, the directories missing on the
+ * way to it (0755, the same owner), as BuildKit's MkdirAll does for `COPY foo /symlink/`.
+ */
+async function mkdirMissing(root: string, host: string, imagePath: string, owner: Owner | undefined, mode: number, times?: Date, dirMode = 0o755): Promise<void> {
+  const missing: string[] = [];
+  for (let p = host; p.length > root.length && !(await lstatOrNull(p)); p = path.dirname(p)) missing.unshift(p);
+  for (const dir of missing) {
+    try {
+      await fs.mkdir(dir);
+    } catch (err) {
+      throw new MbuildError('MBUILD_COPY_DEST', `cannot copy to ${imagePath}: ${(err as NodeJS.ErrnoException).code === 'ENOTDIR' ? `/${path.relative(root, path.dirname(dir))} is not a directory` : (err as Error).message}`);
+    }
+    await fs.lchown(dir, owner?.uid ?? 0, owner?.gid ?? 0);
+    await fs.chmod(dir, dir === host ? mode : dirMode);
+    if (times) await fs.utimes(dir, times, times);
+  }
 }
 
 async function copyEntry(root: string, srcRoot: string, e: SourceEntry, plan: CopyPlan, ignore: IgnoreMatcher | undefined): Promise<void> {
   if (e.isDir) {
     const srcStat = await fs.stat(e.hostPath);
-    const destHost = await ensureDir(root, plan.dest, plan.owner, { stat: srcStat, chmod: plan.chmod });
+    const destHost = await ensureDir(root, plan.dest, plan.owner, { stat: srcStat, chmod: plan.chmod?.apply(srcStat.mode, true) }, undefined, dirModeOf(plan));
     const dirs: { host: string; stat: Stats }[] = [];
     const links = new Map<number, string>();
     // directories this copy made or checked are real directories: no need to resolve them again
@@ -185,10 +282,8 @@ async function copyEntry(root: string, srcRoot: string, e: SourceEntry, plan: Co
     return;
   }
   const st = await fs.stat(e.hostPath);
-  if (plan.isAdd && st.isFile() && (await isArchive(e.hostPath))) {
-    const destHost = await ensureDir(root, plan.dest, plan.owner);
-    const input = await decompressStream(createReadStream(e.hostPath));
-    await extractArchive(input, destHost, { root });
+  if (plan.unpack && st.isFile() && (await isArchive(e.hostPath))) {
+    await unpackInto(root, e.hostPath, plan);
     return;
   }
   const base = path.posix.basename(e.rel.replace(/\/+$/, '')) || path.posix.basename(e.hostPath);
@@ -198,7 +293,7 @@ async function copyEntry(root: string, srcRoot: string, e: SourceEntry, plan: Co
     const existing = await lstatOrNull(await resolveInScope(root, plan.dest, true));
     if (existing?.isDirectory()) targetPath = path.posix.join(plan.dest, base);
   }
-  const parentHost = await ensureDir(root, path.posix.dirname(targetPath), plan.owner);
+  const parentHost = await ensureDir(root, path.posix.dirname(targetPath), plan.owner, undefined, undefined, dirModeOf(plan));
   copyOne(e.hostPath, path.join(parentHost, path.posix.basename(targetPath)), st, plan);
 }
 
@@ -210,15 +305,15 @@ async function copyEntry(root: string, srcRoot: string, e: SourceEntry, plan: Co
  */
 function copyOne(src: string, dst: string, st: Stats, plan: CopyPlan, links?: Map<number, string>): boolean {
   const existing = lstatSync(dst, { throwIfNoEntry: false });
-  const uid = plan.owner?.uid ?? 0;
-  const gid = plan.owner?.gid ?? 0;
+  const uid = plan.owner?.uid ?? (plan.fromImage ? st.uid : 0);
+  const gid = plan.owner?.gid ?? (plan.fromImage ? st.gid : 0);
   if (st.isDirectory()) {
     // a directory inside a copied tree takes the source's metadata even when it already exists
     // (fsutil's copyFileInfo); only the top-level destination keeps its own
     if (existing && !existing.isDirectory()) throw new MbuildError('MBUILD_COPY_DEST', `cannot copy to non-directory: ${path.basename(dst)}`);
     if (!existing) mkdirSync(dst);
     lchownSync(dst, uid, gid);
-    chmodSync(dst, plan.chmod ?? st.mode & 0o7777);
+    chmodSync(dst, modeOf(plan, st));
     return true;
   }
   if (existing?.isDirectory()) throw new MbuildError('MBUILD_COPY_DEST', `cannot replace the directory ${path.basename(dst)} with a file`);
@@ -238,13 +333,22 @@ function copyOne(src: string, dst: string, st: Stats, plan: CopyPlan, links?: Ma
     lutimesSync(dst, st.atime, st.mtime);
     return true;
   }
-  if (!st.isFile()) return false; // sockets, fifos and devices in a context are not copied
-  copyFileSync(src, dst);
+  if (st.isSocket() && !plan.fromImage) {
+    // BuildKit's context transfer sends a socket as an empty regular file (testCopySocket)
+    writeFileSync(dst, '');
+  } else if (!st.isFile()) return false; // fifos and devices are not copied
+  else copyFileSync(src, dst);
   lchownSync(dst, uid, gid);
-  chmodSync(dst, plan.chmod ?? st.mode & 0o7777);
+  chmodSync(dst, modeOf(plan, st));
   utimesSync(dst, st.atime, st.mtime);
   return true;
 }
+
+/** Directories a copy creates on the way: 0755, or an octal --chmod (BuildKit's MkdirAll with the mode; testCopyChmod). */
+const dirModeOf = (plan: CopyPlan): number => plan.chmod?.octal ?? 0o755;
+
+/** The mode a copied entry gets: its own, or --chmod's. */
+const modeOf = (plan: CopyPlan, st: Stats): number => (plan.chmod ? plan.chmod.apply(st.mode & 0o7777, st.isDirectory()) : st.mode & 0o7777);
 
 /** Let timers, progress output and other stages run between batches of synchronous work. */
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -263,17 +367,27 @@ async function heredocFiles(store: StepRun['ctx']['store'], docs: { path: string
   return out;
 }
 
-interface Downloaded { file: string; name: string; mtime?: Date; mode?: number }
 
-async function copyDownload(root: string, d: Downloaded, plan: CopyPlan): Promise<void> {
+/** ADD of an archive: its entries go below the destination, owned by --chown's owner when given (--chmod does not apply). */
+async function unpackInto(root: string, archive: string, plan: CopyPlan): Promise<void> {
+  const destHost = await ensureDir(root, plan.dest, plan.owner);
+  const input = await decompressStream(createReadStream(archive));
+  await extractArchive(input, destHost, { root, owner: plan.owner });
+}
+
+async function copyDownload(root: string, d: Downloaded, plan: CopyPlan, fromUrl: boolean): Promise<void> {
+  if (fromUrl && plan.unpackUrls && (await isArchive(d.file))) {
+    await unpackInto(root, d.file, plan);
+    return;
+  }
   let targetPath = plan.destIsDir ? path.posix.join(plan.dest, d.name) : plan.dest;
   if (!plan.destIsDir) {
     const existing = await lstatOrNull(await resolveInScope(root, plan.dest, true));
     if (existing?.isDirectory()) targetPath = path.posix.join(plan.dest, d.name);
   }
-  const parentHost = await ensureDir(root, path.posix.dirname(targetPath), plan.owner);
+  const parentHost = await ensureDir(root, path.posix.dirname(targetPath), plan.owner, undefined, undefined, dirModeOf(plan));
   const st = await fs.stat(d.file);
   const dst = path.join(parentHost, path.posix.basename(targetPath));
-  copyOne(d.file, dst, st, { ...plan, chmod: plan.chmod ?? d.mode ?? 0o600 });
+  copyOne(d.file, dst, st, plan);
   if (d.mtime) await fs.utimes(dst, d.mtime, d.mtime);
 }

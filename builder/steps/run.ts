@@ -47,18 +47,31 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     tail.push(...lines);
     if (tail.length > 20) tail.splice(0, tail.length - 20);
   };
+  if (ctx.signal.aborted) throw new MbuildError('MBUILD_CANCELED', 'canceled: another stage failed', { range: ins.range });
+  let canceled = false;
+  const proxy = ctx.proxyEnv.filter((p) => !env.some((e) => e.startsWith(p.slice(0, p.indexOf('=') + 1))));
   const spec = {
     stateParent: ctx.store.tmpDir,
     args,
-    env,
+    env: [...env, ...proxy],
+    onStart: (h: { signal(sig: NodeJS.Signals): void }) => {
+      const kill = () => {
+        canceled = true;
+        h.signal('SIGUSR1'); // the helper kills the step
+      };
+      if (ctx.signal.aborted) kill();
+      else ctx.signal.addEventListener('abort', kill, { once: true });
+    },
     cwd,
     uid: user.uid,
     gid: user.gid,
     groups: user.groups,
     hostname: HOSTNAME,
     network,
-    hosts: `127.0.0.1\tlocalhost ${HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n`,
+    hosts: `127.0.0.1\tlocalhost ${HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n${ctx.extraHosts}`,
     limits: ctx.limits,
+    shmSizeKb: ctx.shmSizeKb,
+    ulimits: ctx.ulimits,
     onOutput: (chunk: Buffer) => {
       step.output(chunk);
       remember(chunk);
@@ -68,6 +81,7 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     if (partial) tail.push(partial);
     const u = result.usage;
     if (u) step.note(`peak memory ${u.peakMemory !== undefined ? formatBytes(u.peakMemory) : 'n/a'}, cpu ${u.cpuSeconds !== undefined ? u.cpuSeconds.toFixed(2) + 's' : 'n/a'}`);
+    if (canceled) throw new MbuildError('MBUILD_CANCELED', 'canceled: another stage failed', { range: ins.range });
     if (result.exitCode !== 0) {
       const what = ins.cmd.shell ? ins.cmd.command : JSON.stringify(ins.cmd.args);
       const limit = ctx.limits?.memory !== undefined ? ` (memory limit ${formatBytes(ctx.limits.memory)})` : '';

@@ -1,4 +1,5 @@
 /** The state of a stage as its instructions run: layers, config, history, variables in scope. */
+import { configPlatform } from '../../util/platform.js';
 import type { ContainerConfig, HistoryEntry, ImageConfig } from '../../store/oci.js';
 import type { Layer } from '../../snapshotter/snapshots.js';
 import type { EnvLookup } from '../expand/shell-word.js';
@@ -35,8 +36,8 @@ export function baseState(config: ImageConfig | undefined, layers: Layer[], key:
     history: [],
     baseHistory: structuredClone(config?.history ?? []),
     os: config?.os ?? 'linux',
-    architecture: config?.architecture ?? 'amd64',
-    variant: config?.variant,
+    architecture: config?.architecture ?? configPlatform().architecture,
+    variant: config ? config.variant : configPlatform().variant,
     args: new Map(),
     cmdSetHere: false,
     key,

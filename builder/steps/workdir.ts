@@ -12,7 +12,8 @@ export async function workdirStep({ ctx, state, cache }: StepRun, ins: WorkdirIn
   // an absolute WORKDIR is kept as written (BuildKit keeps "/root/"); a relative one joins the previous
   const wd = path.posix.isAbsolute(p) ? p : path.posix.join('/', state.config.WorkingDir || '/', p);
   state.config.WorkingDir = wd;
-  const hit = await cache.lookup({ op: 'workdir', dest: wd, user: state.config.User ?? '' });
+  const epoch = ctx.sourceDateEpoch;
+  const hit = await cache.lookup({ op: 'workdir', dest: wd, user: state.config.User ?? '', ...(epoch ? { epoch: epoch.getTime() } : {}) });
   if (hit) {
     state.layers.push(hit);
     return;
@@ -20,7 +21,8 @@ export async function workdirStep({ ctx, state, cache }: StepRun, ins: WorkdirIn
   const layer = await ctx.snap.mutate(state.layers, async (root) => {
     const userSpec = state.config.User;
     const owner = userSpec && userSpec !== 'root' && userSpec !== '0' ? resolveUser(userSpec, await readUserDb(root), ins.range) : undefined;
-    await ensureDir(root, wd, owner);
+    // under SOURCE_DATE_EPOCH the directories made get that time, as BuildKit's Mkdir does
+    await ensureDir(root, wd, owner, undefined, epoch);
   });
   state.layers.push(await cache.save(layer));
 }

@@ -76,6 +76,8 @@ export interface ExtractOptions extends ApplyOptions {
    * Default: destDir itself. Entry names can never leave destDir.
    */
   root?: string;
+  /** Every entry gets this owner instead of the archive's (ADD --chown of an archive, as moby's ChownOpts). */
+  owner?: { uid: number; gid: number };
 }
 
 export interface ApplyResult {
@@ -227,6 +229,7 @@ class Unpacker {
   private readonly maxBytes: number;
   private readonly maxEntries: number;
   private readonly what: string;
+  private readonly owner?: { uid: number; gid: number };
 
   constructor(
     /** real path of the scope root */
@@ -234,8 +237,9 @@ class Unpacker {
     /** the extraction directory, as components below root ([] = root itself) */
     private readonly baseComps: Comps,
     private readonly layerMode: boolean,
-    opts: ApplyOptions,
+    opts: ExtractOptions,
   ) {
+    this.owner = opts.owner;
     this.maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
     this.maxEntries = opts.maxEntries ?? DEFAULT_MAX_ENTRIES;
     this.what = layerMode ? 'layer tar' : 'archive';
@@ -389,6 +393,7 @@ class Unpacker {
     if (type === 'link') return this.hardlink(h, target);
 
     const meta = headerMeta(h);
+    if (this.owner) Object.assign(meta, this.owner);
     const existing = lstatMaybe(p);
     switch (type) {
       case 'directory': {

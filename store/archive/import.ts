@@ -10,6 +10,7 @@
  * registered. A failure at any point before the commit leaves the store as it was; the temp dir
  * is always removed.
  */
+import { targetPlatform } from '../../util/platform.js';
 import { createReadStream, promises as fs } from 'node:fs';
 import type { Store } from '../store.js';
 import type { Platform } from '../oci.js';
@@ -22,7 +23,7 @@ import type { BlobFile, PlannedImage } from './plan.js';
 
 export interface ImportOptions {
   onProgress?: (msg: string) => void;
-  /** the platform taken from a nested (multi-platform) index; linux/amd64 unless given */
+  /** the platform taken from a nested (multi-platform) index; this machine's unless given */
   platform?: Platform;
 }
 
@@ -35,7 +36,7 @@ export interface ImportedImage {
 
 export async function importArchive(store: Store, file: string, opts: ImportOptions = {}): Promise<ImportedImage[]> {
   const onProgress = opts.onProgress ?? (() => {});
-  const platform = opts.platform ?? { os: 'linux', architecture: 'amd64' };
+  const platform = opts.platform ?? targetPlatform();
   const dir = await store.mkTemp('load');
   try {
     const sp = await spoolArchive(await openArchive(file), dir, onProgress);

@@ -3,6 +3,7 @@
  * scripts/record-mount-cases.sh), secrets that must not leak anywhere, cache mounts that persist,
  * share and lock, and the step's cache key.
  */
+import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
@@ -85,7 +86,9 @@ describe('cases recorded from docker build (BuildKit)', async () => {
       const args = (c.args ?? []).map((a) => a.replace('${CASE}', dir).replace('${AGENT}', agentSock));
       // the context as a checkout gives it (the recording used 0644 files, 0755 dirs)
       const ctx = path.join(tmp, `case-${name}-${snapshotter}`);
-      await fs.cp(path.join(dir, 'context'), ctx, { recursive: true });
+      // git keeps no empty folder: a case whose context is empty has none in a fresh clone
+      await fs.mkdir(ctx, { recursive: true });
+      if (existsSync(path.join(dir, 'context'))) await fs.cp(path.join(dir, 'context'), ctx, { recursive: true });
       execFileSync('sh', ['-c', `find "${ctx}" -type d -exec chmod 0755 {} + && find "${ctx}" -type f -exec chmod 0644 {} +`]);
       const out = path.join(tmp, `case-${name}-${snapshotter}.tar`);
       const env = snapshotter === 'copy' ? { MBUILD_SNAPSHOTTER: 'copy' } : undefined;

@@ -1,0 +1,80 @@
+/**
+ * Every flag `mbuild build` takes, with the names and meanings of `docker buildx build`. One row a
+ * flag: add yours here (the help text is generated from this table, and
+ * test/integration/cli-flags.test.ts walks it: every row needs an effect or a documented refusal
+ * there). Hidden rows are the compatibility flags old pipelines pass.
+ */
+import type { FlagSpec } from './args.js';
+
+export interface BuildFlag extends FlagSpec {
+  /**
+   * Compatibility flags that cannot apply here: accepted, and this note is printed when given.
+   * (Flags that are refused are refused in cmd-build with one line naming them.)
+   */
+  note?: string;
+}
+
+export const BUILD_FLAGS: BuildFlag[] = [
+  { names: ['-t', '--tag'], key: 'tag', kind: 'list', arg: 'NAME', help: 'name the image (repeatable)' },
+  { names: ['-f', '--file'], key: 'file', kind: 'string', arg: 'FILE', help: 'the Dockerfile (default CONTEXT/Dockerfile; "-" reads it from stdin)' },
+  { names: ['--build-arg'], key: 'buildArg', kind: 'list', arg: 'K=V', help: 'set a build-time variable (repeatable; "K" alone takes it from the environment)' },
+  { names: ['--build-context'], key: 'buildContext', kind: 'list', arg: 'NAME=SRC', help: 'a named context: docker-image://REF or oci-layout://PATH[:TAG|@DIGEST] (repeatable)' },
+  { names: ['--target'], key: 'target', kind: 'string', arg: 'STAGE', help: 'build up to this stage' },
+  { names: ['--label'], key: 'label', kind: 'list', arg: 'K=V', help: 'add a label to the image config (repeatable)' },
+  { names: ['--annotation'], key: 'annotation', kind: 'list', arg: 'K=V', help: 'add an annotation to the image manifest ([manifest:]KEY=VALUE, repeatable)' },
+  { names: ['--network'], key: 'network', kind: 'string', arg: 'MODE', help: 'network for RUN steps: default, bridge, host or none' },
+  { names: ['--add-host'], key: 'addHost', kind: 'list', arg: 'HOST:IP', help: 'add a line to /etc/hosts of every RUN (repeatable)' },
+  { names: ['--shm-size'], key: 'shmSize', kind: 'string', arg: 'SIZE', help: 'size of /dev/shm in every RUN (default 64m)' },
+  { names: ['--ulimit'], key: 'ulimit', kind: 'list', arg: 'NAME=SOFT[:HARD]', help: 'a resource limit of every RUN, e.g. nofile=1024:2048 (repeatable)' },
+  { names: ['-m', '--memory'], key: 'memory', kind: 'string', arg: 'SIZE', help: 'memory limit of every RUN (e.g. 512m)' },
+  { names: ['--cpus'], key: 'cpus', kind: 'string', arg: 'N', help: 'CPU limit of every RUN (e.g. 0.5)' },
+  { names: ['--pids-limit'], key: 'pidsLimit', kind: 'string', arg: 'N', help: 'process limit of every RUN' },
+  { names: ['-o', '--output'], key: 'output', kind: 'list', arg: 'SPEC', help: 'type=image|registry|oci|docker|tar|local[,KEY=V...] (repeatable; see README)' },
+  { names: ['--push'], key: 'push', kind: 'bool', help: 'push the image to its registry (as -o type=registry)' },
+  { names: ['--load'], key: 'load', kind: 'bool', help: "keep the image in mbuild's store (it always is: the default output)" },
+  { names: ['--iidfile'], key: 'iidfile', kind: 'string', arg: 'FILE', help: 'write the image ID to FILE' },
+  { names: ['--metadata-file'], key: 'metadataFile', kind: 'string', arg: 'FILE', help: 'write the build result metadata (digests, names) as JSON to FILE' },
+  { names: ['--no-cache'], key: 'noCache', kind: 'bool', help: 'do not use the build cache' },
+  { names: ['--no-cache-filter'], key: 'noCacheFilter', kind: 'list', arg: 'STAGE', help: 'do not use the build cache for these stages (repeatable, or comma-separated)' },
+  { names: ['--pull'], key: 'pull', kind: 'bool', help: 'check the registry for newer base images' },
+  { names: ['--platform'], key: 'platform', kind: 'string', arg: 'P', help: "target platform (only this machine's platform)" },
+  { names: ['--provenance'], key: 'provenance', kind: 'string', arg: 'false', help: 'provenance attestation: only "false" (attestations are not made yet)' },
+  { names: ['--sbom'], key: 'sbom', kind: 'string', arg: 'false', help: 'SBOM attestation: only "false" (attestations are not made yet)' },
+  { names: ['--attest'], key: 'attest', kind: 'list', arg: 'SPEC', help: 'attestations: only type=provenance|sbom,disabled=true' },
+  { names: ['--progress'], key: 'progress', kind: 'string', arg: 'MODE', help: 'auto, plain, tty, rawjson or quiet (default auto; $BUILDKIT_PROGRESS)' },
+  { names: ['-q', '--quiet'], key: 'quiet', kind: 'bool', help: 'print only the image ID' },
+  { names: ['--jobs'], key: 'jobs', kind: 'string', arg: 'N', help: 'RUN/COPY steps working at once (default: twice the cores, at least 4)' },
+  { names: ['--secret'], key: 'secret', kind: 'list', arg: 'id=ID,src=FILE|env=VAR', help: 'a secret for RUN --mount=type=secret (repeatable; never stored)' },
+  { names: ['--ssh'], key: 'ssh', kind: 'list', arg: 'default|ID=SOCKET|KEY', help: 'an SSH agent for RUN --mount=type=ssh (repeatable)' },
+  { names: ['--check'], key: 'check', kind: 'bool', help: 'run the build checks only and report what they find (no build)' },
+  // hidden compatibility flags (docker build / buildx accept them for old pipelines)
+  { names: ['--rm'], key: 'rm', kind: 'bool', hidden: true, note: '' },
+  { names: ['--force-rm'], key: 'forceRm', kind: 'bool', hidden: true, note: '' },
+  { names: ['--compress'], key: 'compress', kind: 'bool', hidden: true, note: '--compress has no effect: the context is read in place, never sent to a daemon' },
+  { names: ['--disable-content-trust'], key: 'disableContentTrust', kind: 'bool', hidden: true, note: '' },
+  { names: ['--isolation'], key: 'isolation', kind: 'string', hidden: true },
+  { names: ['--squash'], key: 'squash', kind: 'bool', hidden: true },
+  { names: ['--security-opt'], key: 'securityOpt', kind: 'list', hidden: true },
+  { names: ['--cgroup-parent'], key: 'cgroupParent', kind: 'string', hidden: true },
+  { names: ['--cpu-shares', '-c'], key: 'cpuShares', kind: 'string', hidden: true },
+  { names: ['--cpu-period'], key: 'cpuPeriod', kind: 'string', hidden: true },
+  { names: ['--cpu-quota'], key: 'cpuQuota', kind: 'string', hidden: true },
+  { names: ['--cpuset-cpus'], key: 'cpusetCpus', kind: 'string', hidden: true },
+  { names: ['--cpuset-mems'], key: 'cpusetMems', kind: 'string', hidden: true },
+  { names: ['--memory-swap'], key: 'memorySwap', kind: 'string', hidden: true },
+  { names: ['--stream'], key: 'stream', kind: 'bool', hidden: true },
+];
+
+/** Hidden flags refused with the reason: accepting them would build something other than asked. */
+export const REFUSED: Record<string, string> = {
+  squash: '--squash is not supported (an experimental flag of the legacy builder; BuildKit refuses it too)',
+  securityOpt: '--security-opt is not supported by mbuild build',
+  cgroupParent: '--cgroup-parent is not supported: every RUN gets its own cgroup under mbuild\'s',
+  cpuShares: '--cpu-shares is not supported: use --cpus',
+  cpuPeriod: '--cpu-period is not supported: use --cpus',
+  cpuQuota: '--cpu-quota is not supported: use --cpus',
+  cpusetCpus: '--cpuset-cpus is not supported: use --cpus',
+  cpusetMems: '--cpuset-mems is not supported',
+  memorySwap: '--memory-swap is not supported: use --memory',
+  stream: '--stream is not supported (an experimental flag of the legacy builder)',
+};

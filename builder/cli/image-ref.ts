@@ -1,0 +1,87 @@
+/**
+ * An image as a docker user names it on the command line: a name, an image ID (the config digest,
+ * `sha256:…` as `build -q` prints it), or a unique prefix of the ID as `mbuild images` shows it.
+ * Unnamed builds are found too: each build records ID → manifest in ROOT/image-ids.json (the
+ * blobs stay until `mbuild prune`, which removes what no name keeps).
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import type { ResolvedImage, Store } from '../../store/store.js';
+import { writeFileAtomic } from '../../store/fsutil.js';
+import { withLock } from '../../store/lock.js';
+import { isDigest } from '../../store/digest.js';
+import { ImageNotFoundError, UsageError } from '../../util/errors.js';
+
+interface IdRecord {
+  id: string; // config digest
+  manifest: string; // manifest digest
+}
+
+const MAX_RECORDS = 500;
+const file = (store: Store) => path.join(store.root, 'image-ids.json');
+
+async function readIds(store: Store): Promise<IdRecord[]> {
+  try {
+    const data = JSON.parse(await fs.readFile(file(store), 'utf8')) as { ids?: IdRecord[] };
+    return (data.ids ?? []).filter((r) => isDigest(r.id) && isDigest(r.manifest));
+  } catch {
+    return [];
+  }
+}
+
+/** Remember a built image's ID (newest first, a bounded list). */
+export async function recordImageId(store: Store, id: string, manifest: string): Promise<void> {
+  await withLock(path.join(store.root, 'locks', 'image-ids.lock'), async () => {
+    const ids = [{ id, manifest }, ...(await readIds(store)).filter((r) => r.id !== id)].slice(0, MAX_RECORDS);
+    await writeFileAtomic(file(store), JSON.stringify({ ids }) + '\n');
+  });
+}
+
+export async function forgetImageId(store: Store, id: string): Promise<void> {
+  await withLock(path.join(store.root, 'locks', 'image-ids.lock'), async () => {
+    await writeFileAtomic(file(store), JSON.stringify({ ids: (await readIds(store)).filter((r) => r.id !== id) }) + '\n');
+  });
+}
+
+/** Every known image: config digest → manifest digest, and the names on it. */
+export async function knownImages(store: Store): Promise<Map<string, { manifest: string; names: string[] }>> {
+  const out = new Map<string, { manifest: string; names: string[] }>();
+  for (const rec of await store.images.list()) {
+    const m = await store.content.readJson<{ config?: { digest?: string } }>(rec.digest).catch(() => undefined);
+    const id = m?.config?.digest;
+    if (!id) continue;
+    const e = out.get(id) ?? { manifest: rec.digest, names: [] };
+    e.names.push(rec.name);
+    out.set(id, e);
+  }
+  for (const r of await readIds(store)) if (!out.has(r.id) && (await store.content.has(r.manifest))) out.set(r.id, { manifest: r.manifest, names: [] });
+  return out;
+}
+
+const ID_LIKE = /^(sha256:)?[a-f0-9]{1,64}$/;
+
+/** The image an argument names (name first, as docker does, then an ID or a unique ID prefix). */
+export async function resolveImageArg(store: Store, arg: string): Promise<ResolvedImage & { id: string; names: string[] }> {
+  const full = /^sha256:[a-f0-9]{64}$/.test(arg) || /^[a-f0-9]{64}$/.test(arg);
+  if (!full) {
+    const byName = await store.resolveImage(arg).catch(() => undefined);
+    if (byName && byName.name) {
+      const names = (await store.images.list()).filter((r) => r.digest === byName.manifestDigest).map((r) => r.name);
+      return { ...byName, id: byName.configDigest, names };
+    }
+  }
+  if (ID_LIKE.test(arg)) {
+    const want = arg.startsWith('sha256:') ? arg : `sha256:${arg}`;
+    const known = await knownImages(store);
+    const hits = [...known.entries()].filter(([id]) => id.startsWith(want));
+    // a manifest digest names its image too (as `mbuild inspect` shows it in Digest)
+    if (!hits.length) for (const [id, e] of known) if (e.manifest === want) hits.push([id, e]);
+    if (hits.length > 1) throw new UsageError(`${arg} is ambiguous: it is the start of ${hits.length} image IDs (give more of it)`);
+    if (hits.length === 1) {
+      const [id, e] = hits[0];
+      const img = await store.requireImage(e.manifest);
+      return { ...img, name: e.names[0], id, names: e.names };
+    }
+  }
+  throw new ImageNotFoundError(arg);
+}

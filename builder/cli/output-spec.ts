@@ -1,0 +1,122 @@
+/**
+ * `-o, --output` as `docker buildx build` reads it: a bare path (local directory, `-` a tar on
+ * stdout) or comma-separated key=value options. Every key is either applied or refused: a key
+ * this type does not take is one error naming it (BuildKit would ignore some silently; a typo
+ * such as `pushh=true` must not build and skip the push).
+ */
+import { UsageError } from '../../util/errors.js';
+
+export type OutputType = 'oci' | 'docker' | 'tar' | 'local' | 'image' | 'registry';
+export type Compression = 'gzip' | 'uncompressed';
+
+export interface OutputSpec {
+  type: OutputType;
+  dest?: string;
+  /** names for the image (comma-separated in `name=`, quoted as BuildKit's CSV allows) */
+  names: string[];
+  push: boolean;
+  /** oci/docker: false writes the layout as a directory at dest */
+  tar: boolean;
+  compression: Compression;
+  /** recompress layers that are stored in another compression (base image layers) */
+  forceCompression: boolean;
+  /**
+   * undefined: true, what mbuild stores and `mbuild push` pushes, and what current BuildKit pushes
+   * (docker 20.10's BuildKit wrote Docker media types: oci-mediatypes=false gives those)
+   */
+  ociMediatypes?: boolean;
+  /** annotation.KEY=V / annotation-manifest.KEY=V: annotations on the image manifest */
+  annotations: Record<string, string>;
+}
+
+const IMAGE_KEYS = ['name', 'push', 'compression', 'force-compression', 'oci-mediatypes', 'annotation', 'store'];
+const KEYS: Record<OutputType, string[]> = {
+  image: IMAGE_KEYS,
+  registry: IMAGE_KEYS,
+  oci: ['dest', 'name', 'tar', 'compression', 'force-compression', 'oci-mediatypes', 'annotation'],
+  docker: ['dest', 'name', 'tar', 'compression', 'force-compression', 'oci-mediatypes', 'annotation'],
+  local: ['dest'],
+  tar: ['dest'],
+};
+
+/** Split on commas outside double quotes (`name="a,b"` is one field, as in BuildKit's CSV form). */
+function fields(spec: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let quoted = false;
+  for (const ch of spec) {
+    if (ch === '"') quoted = !quoted;
+    else if (ch === ',' && !quoted) {
+      out.push(cur);
+      cur = '';
+    } else cur += ch;
+  }
+  if (quoted) throw new UsageError(`--output ${spec}: unbalanced quote`);
+  out.push(cur);
+  return out;
+}
+
+function bool(key: string, v: string): boolean {
+  if (v === '' || v === 'true') return true;
+  if (v === 'false') return false;
+  throw new UsageError(`--output ${key}=${v}: use true or false`);
+}
+
+export function parseOutput(spec: string): OutputSpec {
+  const base: OutputSpec = { type: 'local', names: [], push: false, tar: true, compression: 'gzip', forceCompression: false, annotations: {} };
+  if (!spec.includes('=')) return { ...base, type: spec === '-' ? 'tar' : 'local', dest: spec };
+  const kv: [string, string][] = [];
+  for (const part of fields(spec)) {
+    const eq = part.indexOf('=');
+    if (eq < 0) throw new UsageError(`--output ${spec}: "${part}" is not key=value`);
+    kv.push([part.slice(0, eq).trim().toLowerCase(), part.slice(eq + 1).trim()]);
+  }
+  const type = (kv.find(([k]) => k === 'type')?.[1] ?? 'local') as OutputType;
+  if (!(type in KEYS)) throw new UsageError(`--output type=${type} is not supported (image, registry, oci, docker, tar, local)`);
+  const out: OutputSpec = { ...base, type, push: type === 'registry' };
+  for (const [key, v] of kv) {
+    if (key === 'type') continue;
+    const root = key.startsWith('annotation.') || key.startsWith('annotation-manifest.') ? 'annotation' : key;
+    if (key === 'compression-level' || key === 'push-by-digest' || key === 'unpack' || key === 'dangling-name-prefix' || key === 'name-canonical' || key === 'buildinfo' || key === 'platform-split' || key === 'insecure' || key.startsWith('annotation-index'))
+      throw new UsageError(`--output ${key}= is not supported by mbuild`);
+    if (!KEYS[type].includes(root)) throw new UsageError(`--output type=${type} does not take ${key}= (it takes ${KEYS[type].join(', ')})`);
+    switch (root) {
+      case 'dest':
+        out.dest = v;
+        break;
+      case 'name':
+        out.names.push(...v.split(',').map((n) => n.trim()).filter(Boolean));
+        break;
+      case 'push':
+        out.push = bool(key, v);
+        break;
+      case 'tar':
+        out.tar = bool(key, v);
+        break;
+      case 'store':
+        // the local store is the only place an image can go before a push: store=false cannot apply
+        if (!bool(key, v)) throw new UsageError('--output store=false is not supported: mbuild keeps every image it builds in its store');
+        break;
+      case 'compression':
+        if (v === 'zstd' || v === 'estargz')
+          throw new UsageError(`--output compression=${v} is not supported: Node 20's zlib has no ${v === 'zstd' ? 'zstd' : 'eStargz'} encoder (use gzip or uncompressed)`);
+        if (v !== 'gzip' && v !== 'uncompressed') throw new UsageError(`--output compression=${v}: use gzip or uncompressed`);
+        out.compression = v;
+        break;
+      case 'force-compression':
+        out.forceCompression = bool(key, v);
+        break;
+      case 'oci-mediatypes':
+        out.ociMediatypes = bool(key, v);
+        break;
+      case 'annotation':
+        out.annotations[key.slice(key.indexOf('.') + 1)] = v;
+        break;
+    }
+  }
+  if ((type === 'local' || type === 'tar' || type === 'oci' || type === 'docker') && !out.dest) {
+    if (type === 'local' || !out.tar) throw new UsageError(`--output type=${type} needs dest=PATH`);
+    throw new UsageError(`--output type=${type} needs dest=FILE (or dest=- for stdout)`);
+  }
+  return out;
+}

@@ -1,0 +1,266 @@
+/**
+ * Every flag `mbuild build` accepts (builder/cli/build-flags.ts) has an effect a user can see, or
+ * a refusal in one line: this file walks the whole table, and fails when a flag is added to the
+ * table without a case here. Flags whose effect is pinned by another test file name that file.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { promises as fs, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BUSYBOX_TAR, REPO, mbuild, run, type CliResult } from '../helpers/cli.js';
+import { BUILD_FLAGS } from '../../builder/cli/build-flags.js';
+
+let work: string;
+let root: string;
+let n = 0;
+const mb = (args: string[], input?: string): Promise<CliResult> => mbuild(['--root', root, ...args], { input });
+
+async function ctxWith(dockerfile: string, files: Record<string, string> = {}): Promise<string> {
+  const dir = path.join(work, `ctx${++n}`);
+  await fs.mkdir(dir);
+  await fs.writeFile(path.join(dir, 'Dockerfile'), dockerfile);
+  for (const [f, c] of Object.entries(files)) await fs.writeFile(path.join(dir, f), c);
+  return dir;
+}
+
+async function build(dockerfile: string, args: string[] = []): Promise<CliResult & { dir: string }> {
+  const dir = await ctxWith(dockerfile);
+  const r = await mb(['build', '--progress', 'plain', ...args, dir]);
+  return { ...r, dir };
+}
+
+async function inspect(name: string): Promise<Record<string, any>> {
+  const r = await mb(['inspect', name]);
+  expect(r.code, r.stderr).toBe(0);
+  return JSON.parse(r.stdout)[0];
+}
+
+/** a refusal: non-zero exit, one line on stderr matching re */
+async function refused(args: string[], re: RegExp): Promise<void> {
+  const r = await build('FROM busybox\n', args);
+  expect(r.code, r.stderr).not.toBe(0);
+  expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
+  expect(r.stderr).toMatch(re);
+}
+
+/** a flag whose effect another test file pins: that file must use it */
+function coveredBy(file: string, needle: string): () => void {
+  return () => expect(readFileSync(path.join(REPO, file), 'utf8')).toContain(needle);
+}
+
+beforeAll(async () => {
+  work = await fs.mkdtemp(path.join(os.tmpdir(), 'mbuild-cli-flags-'));
+  root = path.join(work, 'store');
+  expect((await mb(['load', '-i', BUSYBOX_TAR])).code).toBe(0);
+}, 120_000);
+
+afterAll(async () => {
+  if (work) await fs.rm(work, { recursive: true, force: true });
+});
+
+const CASES: Record<string, () => Promise<void> | void> = {
+  async tag() {
+    const r = await build('FROM busybox\n', ['-t', 'flags/tag:1', '-t', 'flags/tag:2']);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await inspect('flags/tag:1')).RepoTags).toEqual(['flags/tag:1', 'flags/tag:2']);
+  },
+  async file() {
+    // -f - : the Dockerfile from stdin, the context from the directory
+    const dir = await ctxWith('FROM scratch\n', { 'data.txt': 'from the context\n' });
+    const r = await mb(['build', '-q', '-t', 'flags/file', '-f', '-', dir], 'FROM busybox\nCOPY data.txt /\nRUN cat /data.txt\n');
+    expect(r.code, r.stderr).toBe(0);
+    const out = await mb(['run', 'flags/file', 'cat', '/data.txt']);
+    expect(out.stdout).toBe('from the context\n');
+  },
+  async buildArg() {
+    const r = await build('FROM busybox\nARG A\nRUN echo "a=$A"\n', ['--build-arg', 'A=given']);
+    expect(r.stdout + r.stderr).toContain('a=given');
+  },
+  async buildContext() {
+    // docker-image:// replaces FROM NAME and COPY --from=NAME
+    const r = await build('FROM base\nCOPY --from=tools /bin/busybox /copied\nRUN test -x /copied && echo ok-context\n', ['--build-context', 'base=docker-image://busybox', '--build-context', 'tools=docker-image://busybox:latest']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('ok-context');
+    // oci-layout:// loads a layout directory
+    const layout = path.join(work, 'layout');
+    await fs.mkdir(layout);
+    expect((await run('tar', ['-xf', BUSYBOX_TAR, '-C', layout])).code).toBe(0);
+    const o = await build('FROM base\nRUN echo ok-layout\n', ['--build-context', `base=oci-layout://${layout}`]);
+    expect(o.code, o.stderr).toBe(0);
+    expect(o.stderr).toContain('ok-layout');
+    await refused(['--build-context', 'x=./dir'], /only docker-image:\/\/REF and oci-layout:\/\/PATH are supported/);
+  },
+  async target() {
+    const r = await build('FROM busybox AS a\nRUN echo in-a\nFROM busybox AS b\nRUN echo in-b\n', ['--target', 'a']);
+    expect(r.stderr).toContain('in-a');
+    expect(r.stderr).not.toContain('in-b');
+  },
+  async label() {
+    const r = await build('FROM busybox\nLABEL from=file\n', ['-t', 'flags/label', '--label', 'from=cli', '--label', 'other=x']);
+    expect(r.code, r.stderr).toBe(0);
+    const img = await inspect('flags/label');
+    expect(img.Config.Labels).toEqual({ from: 'cli', other: 'x' });
+    // in the config, not in the history (as BuildKit)
+    expect(JSON.stringify(img.History)).not.toContain('other=x');
+  },
+  async annotation() {
+    const r = await build('FROM busybox\n', ['-t', 'flags/ann', '--annotation', 'org.opencontainers.image.source=https://example.com/x']);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await inspect('flags/ann')).Manifest.annotations).toEqual({ 'org.opencontainers.image.source': 'https://example.com/x' });
+    await refused(['--annotation', 'index:a=b'], /only manifest annotations/);
+  },
+  async network() {
+    const r = await build('FROM busybox\nRUN ls /sys/class/net\n', ['--network', 'none', '--no-cache']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/#\d+ [\d.]+ lo\n/);
+    expect(r.stderr).not.toContain('eth0');
+    await refused(['--network', 'macvlan'], /--network macvlan is not supported/);
+  },
+  async addHost() {
+    const r = await build('FROM busybox\nRUN cat /etc/hosts\n', ['--add-host', 'db.internal:10.1.2.3', '--add-host', 'v6:::1']);
+    expect(r.stderr).toMatch(/10\.1\.2\.3\tdb\.internal/);
+    expect(r.stderr).toMatch(/::1\tv6/);
+    await refused(['--add-host', 'nohost'], /--add-host nohost: expected HOST:IP/);
+  },
+  memory: coveredBy('test/integration/sandbox-limits.test.ts', "'--memory'"),
+  cpus: coveredBy('test/integration/sandbox-limits.test.ts', '--cpus'),
+  pidsLimit: coveredBy('test/integration/sandbox-limits.test.ts', "'--pids-limit'"),
+  output: coveredBy('test/integration/cli-output.test.ts', 'type=image,name='),
+  push: coveredBy('test/integration/cli-output.test.ts', "'--push'"),
+  async load() {
+    // the store is where --load puts images: the name is there
+    const r = await build('FROM busybox\n', ['--load', '-t', 'flags/load']);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await mb(['images', 'flags/load'])).stdout).toContain('flags/load');
+  },
+  async iidfile() {
+    const f = path.join(work, 'iid');
+    const r = await build('FROM busybox\nRUN echo iid\n', ['-q', '--iidfile', f]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await fs.readFile(f, 'utf8')).toBe(r.stdout.trim());
+  },
+  async metadataFile() {
+    const f = path.join(work, 'meta.json');
+    const r = await build('FROM busybox\n', ['-q', '-t', 'flags/meta', '--metadata-file', f]);
+    expect(r.code, r.stderr).toBe(0);
+    const meta = JSON.parse(await fs.readFile(f, 'utf8'));
+    const img = await inspect('flags/meta');
+    expect(meta).toMatchObject({ 'containerimage.digest': img.Digest, 'containerimage.config.digest': img.Id, 'image.name': 'docker.io/flags/meta:latest' });
+  },
+  async noCache() {
+    const df = 'FROM busybox\nRUN echo cached-or-not\n';
+    const dir = await ctxWith(df);
+    expect((await mb(['build', '--progress', 'plain', dir])).code).toBe(0);
+    expect((await mb(['build', '--progress', 'plain', dir])).stderr).toContain('CACHED');
+    expect((await mb(['build', '--progress', 'plain', '--no-cache', dir])).stderr).not.toContain('CACHED');
+  },
+  async noCacheFilter() {
+    const dir = await ctxWith('FROM busybox AS a\nRUN echo stage-a\nFROM busybox AS b\nRUN echo stage-b\nCOPY --from=a /bin/sh /sh\n');
+    expect((await mb(['build', '--progress', 'plain', dir])).code).toBe(0);
+    const r = await mb(['build', '--progress', 'plain', '--no-cache-filter', 'a', dir]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/#\d+ [\d.]+ stage-a/); // ran again
+    expect(r.stderr).not.toMatch(/#\d+ [\d.]+ stage-b/); // still cached
+    await refused(['--no-cache-filter', 'nosuch'], /--no-cache-filter nosuch: no stage of that name/);
+  },
+  pull: coveredBy('test/integration/registry.test.ts', "'--pull'"),
+  async platform() {
+    expect((await build('FROM busybox\n', ['--platform', `linux/${os.arch() === 'arm64' ? 'arm64' : 'amd64'}`])).code).toBe(0);
+    await refused(['--platform', os.arch() === 'arm64' ? 'linux/amd64' : 'linux/arm64'], /builds only for this machine's platform/);
+  },
+  async provenance() {
+    expect((await build('FROM busybox\n', ['--provenance=false'])).code).toBe(0);
+    await refused(['--provenance=mode=max'], /--provenance=mode=max is not supported yet: mbuild makes no attestations/);
+  },
+  async sbom() {
+    expect((await build('FROM busybox\n', ['--sbom=false'])).code).toBe(0);
+    await refused(['--sbom=true'], /--sbom=true is not supported yet/);
+  },
+  async attest() {
+    expect((await build('FROM busybox\n', ['--attest', 'type=provenance,disabled=true'])).code).toBe(0);
+    await refused(['--attest', 'type=sbom'], /--attest type=sbom is not supported yet/);
+  },
+  async progress() {
+    const dir = await ctxWith('FROM busybox\nRUN echo raw-json\n');
+    const r = await mb(['build', '--progress', 'rawjson', '--no-cache', dir]);
+    expect(r.code, r.stderr).toBe(0);
+    const objs = r.stderr.trim().split('\n').map((l) => JSON.parse(l));
+    const vertex = objs.flatMap((o) => o.vertexes ?? []).find((v: { name: string }) => v.name.includes('RUN echo raw-json'));
+    expect(vertex.digest).toMatch(/^sha256:/);
+    const logs = objs.flatMap((o) => o.logs ?? []).filter((l: { vertex: string }) => l.vertex === vertex.digest);
+    expect(Buffer.from(logs.map((l: { data: string }) => l.data).join(''), 'base64').toString()).toContain('raw-json');
+    expect(objs.flatMap((o) => o.vertexes ?? []).some((v: { digest: string; completed?: string }) => v.digest === vertex.digest && v.completed)).toBe(true);
+    const q = await mb(['build', '--progress', 'quiet', dir]);
+    expect(q.stderr).toBe('');
+    expect(q.stdout).toMatch(/^sha256:[a-f0-9]{64}\n$/);
+    // BUILDKIT_PROGRESS is the default
+    const env = await mbuild(['--root', root, 'build', dir], { env: { BUILDKIT_PROGRESS: 'rawjson' } });
+    expect(JSON.parse(env.stderr.split('\n')[0])).toHaveProperty('vertexes');
+    await refused(['--progress', 'fancy'], /--progress fancy: use auto, plain, tty, rawjson or quiet/);
+  },
+  async quiet() {
+    const r = await build('FROM busybox\n', ['-q']);
+    expect(r.stdout).toMatch(/^sha256:[a-f0-9]{64}\n$/);
+  },
+  async jobs() {
+    // one step at a time: the two stages' RUN output never interleaves
+    const r = await build('FROM busybox AS a\nRUN echo a-start; sleep 1; echo a-end\nFROM busybox AS b\nRUN echo b-start; sleep 1; echo b-end\nFROM busybox\nCOPY --from=a /bin/true /a\nCOPY --from=b /bin/true /b\n', ['--jobs', '1']);
+    expect(r.code, r.stderr).toBe(0);
+    const order = [...r.stderr.matchAll(/#\d+ [\d.]+ ([ab])-(start|end)\n/g)].map((m) => m[1] + m[2]);
+    expect([['astart', 'aend', 'bstart', 'bend'], ['bstart', 'bend', 'astart', 'aend']]).toContainEqual(order);
+    await refused(['--jobs', '0'], /--jobs 0: give a positive whole number/);
+  },
+  check: coveredBy('test/integration/checks.test.ts', "'--check'"),
+  async rm() {
+    expect((await build('FROM busybox\n', ['--rm', '--force-rm'])).code).toBe(0);
+  },
+  forceRm: () => undefined, // with rm above: intermediate containers are never kept, as --rm asks
+  async compress() {
+    const r = await build('FROM busybox\n', ['--compress']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('NOTE: --compress has no effect');
+  },
+  async disableContentTrust() {
+    expect((await build('FROM busybox\n', ['--disable-content-trust=true'])).code).toBe(0);
+  },
+  async isolation() {
+    expect((await build('FROM busybox\n', ['--isolation', 'default'])).code).toBe(0);
+    await refused(['--isolation', 'hyperv'], /--isolation hyperv is not supported on Linux/);
+  },
+  async shmSize() {
+    const r = await build('FROM busybox\nRUN df -k /dev/shm\n', ['--shm-size', '128m', '--no-cache']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/tmpfs +131072 +\d+ +\d+ +\d+% \/dev\/shm/);
+    await refused(['--shm-size', 'lots'], /--shm-size lots: expected a size/);
+  },
+  async ulimit() {
+    const r = await build('FROM busybox\nRUN echo "n=$(ulimit -n) hn=$(ulimit -Hn) c=$(ulimit -c)"\n', ['--ulimit', 'nofile=1000:2000', '--ulimit', 'core=-1', '--no-cache']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('n=1000 hn=2000 c=unlimited');
+    await refused(['--ulimit', 'files=1'], /--ulimit files=1: expected NAME=SOFT\[:HARD\]/);
+  },
+  squash: () => refused(['--squash'], /--squash is not supported/),
+  securityOpt: () => refused(['--security-opt', 'seccomp=unconfined'], /--security-opt is not supported/),
+  cgroupParent: () => refused(['--cgroup-parent', 'x'], /--cgroup-parent is not supported/),
+  cpuShares: () => refused(['--cpu-shares', '512'], /--cpu-shares is not supported: use --cpus/),
+  cpuPeriod: () => refused(['--cpu-period', '100000'], /--cpu-period is not supported: use --cpus/),
+  cpuQuota: () => refused(['--cpu-quota', '50000'], /--cpu-quota is not supported: use --cpus/),
+  cpusetCpus: () => refused(['--cpuset-cpus', '0'], /--cpuset-cpus is not supported/),
+  cpusetMems: () => refused(['--cpuset-mems', '0'], /--cpuset-mems is not supported/),
+  memorySwap: () => refused(['--memory-swap', '1g'], /--memory-swap is not supported/),
+  stream: () => refused(['--stream'], /--stream is not supported/),
+};
+
+describe('every build flag has an effect or a clear refusal', () => {
+  it('each flag of the table has a case here (and no case names a flag that is gone)', () => {
+    expect(Object.keys(CASES).sort()).toEqual(BUILD_FLAGS.map((f) => f.key).sort());
+  });
+  for (const f of BUILD_FLAGS) {
+    it(`${f.names.join(', ')}`, async () => {
+      await CASES[f.key]!();
+    }, 120_000);
+  }
+  it('an unknown flag is refused in one line naming it', async () => {
+    await refused(['--no-such-flag'], /unknown flag: --no-such-flag/);
+  });
+});
