@@ -151,6 +151,7 @@ struct run_spec {
   int net_mode; /* NET_HOST, NET_NONE, NET_BRIDGE, NET_JOIN */
   const char *netns;
   int forward_signals;
+  int insecure; /* RUN --security=insecure: every capability, no seccomp, nothing masked */
   int report_opaque;
   struct strlist cgroups;
   long ppid;
@@ -213,8 +214,11 @@ int remove_user_stubs(const char *upper);
 /* pseudofs.c ----------------------------------------------------------- */
 
 int mount_at(const char *src, int fd, const char *type, unsigned long flags, const char *data, const char *what);
-int setup_proc(int rootfd, struct target *t, int devnull);
-int setup_sys(int rootfd, struct target *t, int devnull);
+int setup_proc(int rootfd, struct target *t, int devnull, int unmasked);
+/* sandbox.c */
+uint64_t default_caps(void);
+void seccomp_cache_path(char *buf, size_t n);
+int setup_sys(int rootfd, struct target *t, int devnull, int unmasked);
 int setup_dev(int rootfd, struct target *t);
 
 /* net.c ---------------------------------------------------------------- */

@@ -20,12 +20,20 @@
  * Its source files and what each holds: helper.h.
  */
 #include "helper.h"
+#include "seccomp-filter.h"
 
 int main(int argc, char **argv) {
   if (argc == 2 && !strcmp(argv[1], "fsops")) return run_fsops();
   if (argc == 3 && !strcmp(argv[1], "find-opaque")) return run_find_opaque(argv[2]);
   if (argc == 2 && !strcmp(argv[1], "run")) return run_main();
+  if (argc == 2 && !strcmp(argv[1], "seccomp-export")) { /* at build: the program run loads (seccomp.c) */
+    char err[512], path[PATH_MAX];
+    seccomp_cache_path(path, sizeof path);
+    if (path[0] && mb_seccomp_export(default_caps(), path, err, sizeof err) == 0) return 0;
+    dprintf(2, "mbuild-helper seccomp-export: %s\n", path[0] ? err : "cannot find the helper's directory");
+    return 1;
+  }
   if (argc == 2 && !strcmp(argv[1], "mount")) return run_mount();
-  dprintf(2, "usage: mbuild-helper fsops | find-opaque ROOT | run | mount   (input on stdin)\n");
+  dprintf(2, "usage: mbuild-helper fsops | find-opaque ROOT | run | mount   (input on stdin) | seccomp-export\n");
   return 2;
 }

@@ -43,7 +43,8 @@ static const char *g_masked_proc[] = {"asound", "acpi", "interrupts", "kcore", "
                                       "timer_stats", "sched_debug", "scsi", NULL};
 static const char *g_ro_proc[] = {"bus", "fs", "irq", "sys", "sysrq-trigger", NULL};
 
-int setup_proc(int rootfd, struct target *t, int devnull) {
+/* unmasked (RUN --security=insecure): nothing hidden or read-only, as Docker's --privileged */
+int setup_proc(int rootfd, struct target *t, int devnull, int unmasked) {
   int fd = open_target(rootfd, t);
   if (fd < 0) return -1;
   int r = mount_at("proc", fd, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "/proc");
@@ -52,11 +53,11 @@ int setup_proc(int rootfd, struct target *t, int devnull) {
   int pfd = openat(rootfd, "proc", O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
   if (pfd < 0 || !fs_magic_is(pfd, PROCFS_MAGIC)) return fail("reopening /proc after mounting it failed");
   char what[64];
-  for (int i = 0; g_masked_proc[i]; i++) {
+  for (int i = 0; !unmasked && g_masked_proc[i]; i++) {
     snprintf(what, sizeof what, "/proc/%s", g_masked_proc[i]);
     if (mask_path(pfd, g_masked_proc[i], devnull, what) < 0) return -1;
   }
-  for (int i = 0; g_ro_proc[i]; i++) {
+  for (int i = 0; !unmasked && g_ro_proc[i]; i++) {
     snprintf(what, sizeof what, "/proc/%s", g_ro_proc[i]);
     if (ro_bind(pfd, g_ro_proc[i], what) < 0) return -1;
   }
@@ -64,16 +65,16 @@ int setup_proc(int rootfd, struct target *t, int devnull) {
   return 0;
 }
 
-int setup_sys(int rootfd, struct target *t, int devnull) {
+int setup_sys(int rootfd, struct target *t, int devnull, int unmasked) {
   int fd = open_target(rootfd, t);
   if (fd < 0) return -1;
-  int r = mount_at("sysfs", fd, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "/sys");
+  int r = mount_at("sysfs", fd, "sysfs", (unmasked ? 0 : MS_RDONLY) | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "/sys");
   close(fd);
   if (r < 0) return -1;
   int sfd = openat(rootfd, "sys", O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
   if (sfd < 0 || !fs_magic_is(sfd, SYSFS_MAGIC_)) return fail("reopening /sys after mounting it failed");
-  if (mask_path(sfd, "firmware", devnull, "/sys/firmware") < 0) return -1;
-  if (mask_path(sfd, "devices/virtual/powercap", devnull, "/sys/devices/virtual/powercap") < 0) return -1;
+  if (!unmasked && mask_path(sfd, "firmware", devnull, "/sys/firmware") < 0) return -1;
+  if (!unmasked && mask_path(sfd, "devices/virtual/powercap", devnull, "/sys/devices/virtual/powercap") < 0) return -1;
   close(sfd);
   return 0;
 }

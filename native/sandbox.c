@@ -1,5 +1,6 @@
 /* mbuild-helper: the sandboxed child (pid 1 of its namespaces): cgroups, mounts, pivot_root, privileges, exec. */
 #include "helper.h"
+#include "seccomp-filter.h"
 
 /* ------------------------------------------------------- the child (pid 1) */
 
@@ -38,11 +39,36 @@ static int cap_kept(int cap) {
   return 0;
 }
 
+/* Docker's default capability set (what a sandboxed step keeps), as a mask. */
+uint64_t default_caps(void) {
+  uint64_t caps = 0;
+  for (int cap = 0; cap < 64; cap++)
+    if (cap_kept(cap)) caps |= (uint64_t)1 << cap;
+  return caps;
+}
+
+/* The seccomp program npm run build saved beside the helper (see seccomp.c), if any. */
+void seccomp_cache_path(char *buf, size_t n) {
+  ssize_t l = readlink("/proc/self/exe", buf, n - 32);
+  char *slash = l > 0 ? memrchr(buf, '/', (size_t)l) : NULL;
+  if (!slash) buf[0] = '\0';
+  else snprintf(slash + 1, 32, "seccomp-default.bpf");
+}
+
+/* The profile's rules as they apply to Docker's default capability set. */
+static int install_seccomp(void) {
+  char err[512], cache[PATH_MAX];
+  seccomp_cache_path(cache, sizeof cache);
+  return mb_seccomp_install(default_caps(), cache[0] ? cache : NULL, err, sizeof err) < 0 ? fail("%s", err) : 0;
+}
+
 static int drop_privileges(struct run_spec *s) {
   uint64_t keepmask = 0;
   for (int cap = 0; cap < 64; cap++) {
-    if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0) break; /* past the last capability */
-    if (cap_kept(cap)) keepmask |= (uint64_t)1 << cap;
+    int have = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+    if (have < 0) break; /* past the last capability */
+    if (!have) continue;  /* not ours to give (insecure: every capability mbuild itself has) */
+    if (s->insecure || cap_kept(cap)) keepmask |= (uint64_t)1 << cap;
     else if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) return fail("dropping capability %d: %s", cap, strerror(errno));
   }
   /* --ulimit: while CAP_SYS_RESOURCE is still held (a hard limit may be raised) */
@@ -142,7 +168,12 @@ void __attribute__((noreturn)) child_main(struct run_spec *s) {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) fail("PR_SET_PDEATHSIG: %s", strerror(errno)), child_fail();
   check_parent_alive();
   if (join_cgroups(s) < 0) child_fail();
+  /* a cgroup namespace rooted at the step's own cgroups: its view of cgroupfs ends there */
+  if (unshare(CLONE_NEWCGROUP) < 0) fail("unshare cgroup namespace: %s", strerror(errno)), child_fail();
   if (setsid() < 0) fail("setsid: %s", strerror(errno)), child_fail();
+  /* a fresh session keyring: nothing of the caller's session reaches the step (as runc) */
+  if (syscall(SYS_keyctl, 1 /* KEYCTL_JOIN_SESSION_KEYRING */, NULL) < 0 && errno != ENOSYS)
+    fail("joining a new session keyring: %s", strerror(errno)), child_fail();
 
   /* our own mount namespace (a copy of the helper's private one), so pivot_root only moves us */
   if (unshare(CLONE_NEWNS) < 0) fail("unshare mount namespace: %s", strerror(errno)), child_fail();
@@ -171,8 +202,8 @@ void __attribute__((noreturn)) child_main(struct run_spec *s) {
     if (fd < 0 || mount_at(src, fd, NULL, MS_BIND, NULL, what) < 0) child_fail();
     close(fd);
   }
-  if (setup_proc(rootfd, &g_targets[3], devnull) < 0) child_fail();
-  if (setup_sys(rootfd, &g_targets[4], devnull) < 0) child_fail();
+  if (setup_proc(rootfd, &g_targets[3], devnull, s->insecure) < 0) child_fail();
+  if (setup_sys(rootfd, &g_targets[4], devnull, s->insecure) < 0) child_fail();
   g_shm_kb = s->shm_kb;
   if (setup_dev(rootfd, &g_targets[5]) < 0) child_fail();
   if (mount_user_mounts(rootfd) < 0) child_fail();
@@ -190,6 +221,8 @@ void __attribute__((noreturn)) child_main(struct run_spec *s) {
   umask(0);
   if (mkdir_p(s->cwd) < 0) child_fail();
   if (chdir(s->cwd) < 0) fail("chdir to working directory %s: %s", s->cwd, strerror(errno)), child_fail();
+  /* Docker's seccomp profile, as runc: before the capabilities go (loading needs CAP_SYS_ADMIN) */
+  if (!s->insecure && install_seccomp() < 0) child_fail();
   if (drop_privileges(s) < 0) child_fail();
   /* credential changes clear the parent-death signal: set it again, then re-check the parent */
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) fail("PR_SET_PDEATHSIG: %s", strerror(errno)), child_fail();

@@ -50,6 +50,10 @@ int parse_run_spec(struct buf *b, struct run_spec *s) {
     else if (!strcmp(k, "cgroup")) {
       if (v[0] != '/') return fail("spec: relative cgroup path %s", v);
       if (sl_push(&s->cgroups, v) < 0) return -1;
+    } else if (!strcmp(k, "security")) {
+      if (!strcmp(v, "insecure")) s->insecure = 1;
+      else if (!strcmp(v, "sandbox")) s->insecure = 0;
+      else return fail("bad security mode %s", v);
     } else if (!strcmp(k, "signals")) {
       if (!strcmp(v, "forward")) s->forward_signals = 1;
       else if (!strcmp(v, "kill")) s->forward_signals = 0;

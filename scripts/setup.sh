@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v cc >/dev/null || need+=(gcc libc6-dev)
+[ -e /usr/include/seccomp.h ] || need+=(libseccomp-dev)   # the RUN sandbox's seccomp filter (native/seccomp.c)
+command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)   # the bridge's anti-spoofing rules
 command -v unshare >/dev/null || need+=(util-linux)
 command -v mount >/dev/null || need+=(mount)
 command -v python3 >/dev/null || need+=(python3)

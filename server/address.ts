@@ -64,6 +64,19 @@ export function pickAddress(list: Address[], key: string): Address {
  * (a fresh clone elsewhere has the same one), else the repository's top folder, else dir itself.
  */
 export function repositoryKey(dir: string): string {
+  return repositoryOf(dir).key;
+}
+
+/**
+ * Names a build context across runners: its repository and its folder inside it. The server keeps
+ * one context folder per name, so the next build of it sends and copies only what changed.
+ */
+export function contextKey(dir: string): string {
+  const { key, top, real } = repositoryOf(dir);
+  return createHash('sha256').update(key).update('\0').update(path.relative(top, real)).digest('hex');
+}
+
+function repositoryOf(dir: string): { key: string; top: string; real: string } {
   let d = path.resolve(dir);
   try {
     d = realpathSync(d);
@@ -74,9 +87,9 @@ export function repositoryKey(dir: string): string {
     const git = path.join(cur, '.git');
     if (existsSync(git)) {
       const url = originUrl(git);
-      return url ? `git:${url}` : `dir:${cur}`;
+      return { key: url ? `git:${url}` : `dir:${cur}`, top: cur, real: d };
     }
-    if (path.dirname(cur) === cur) return `dir:${d}`;
+    if (path.dirname(cur) === cur) return { key: `dir:${d}`, top: d, real: d };
   }
 }
 

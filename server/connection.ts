@@ -60,7 +60,11 @@ export class Connection {
   error(err: grpc.ServiceError): Error {
     const s = this.grpc.status;
     if (err.code === s.INVALID_ARGUMENT) return new UsageError(err.details);
-    if (err.code === s.UNAVAILABLE) return new MbuildError('MBUILD_REMOTE', `cannot reach the mbuild server at ${this.address.raw}: ${err.details}`, { cause: err });
+    if (err.code === s.UNAVAILABLE) {
+      // grpc-js: "No connection established. Last error: Error: connect ENOENT /x. Resolution note: "
+      const last = /Last error: (?:Error: )?(.*?)(?:\. Resolution note:.*)?$/s.exec(err.details)?.[1]?.trim();
+      return new MbuildError('MBUILD_REMOTE', `cannot reach the mbuild server at ${this.address.raw}: ${last || err.details}`, { cause: err });
+    }
     if (err.code === s.CANCELLED) return new MbuildError('MBUILD_REMOTE', `the call to ${this.address.raw} was cancelled`, { cause: err });
     return new MbuildError('MBUILD_REMOTE', `the mbuild server at ${this.address.raw}: ${err.details}`, { cause: err });
   }

@@ -4,7 +4,7 @@
  * builder uses (builder/cache/file-hashes.ts), so an unchanged context is described without being
  * read; the server asks only for the content its store lacks.
  */
-import { readlinkSync } from 'node:fs';
+import { readlinkSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { loadIgnore } from '../builder/context/dockerignore.js';
@@ -23,6 +23,8 @@ export interface ManifestEntry {
   h?: string;
   /** a symlink's target */
   l?: string;
+  /** server side only, in a kept context folder's record: the client's mtime, where mt is the folder's */
+  cmt?: number;
 }
 
 /** Where the client remembers context file hashes (it may have no store of its own). */
@@ -31,12 +33,20 @@ export function clientHashCacheFile(): string {
   return path.join(base, 'mbuild', 'context-hashes.json');
 }
 
-export async function contextManifest(contextDir: string, dockerfile: string): Promise<{ entries: ManifestEntry[]; skipped: string[]; sources: Map<string, string> }> {
+export interface ContextManifest {
+  entries: ManifestEntry[];
+  /** the context folder's own mode and mtime (`COPY . /dst` gives them to /dst) */
+  root: { m: number; mt: number };
+  skipped: string[];
+  /** sha256 -> a host path with that content, for the upload */
+  sources: Map<string, string>;
+}
+
+export async function contextManifest(contextDir: string, dockerfile: string): Promise<ContextManifest> {
   const ignore = await loadIgnore(contextDir, dockerfile);
   const hashes = await FileHashCache.load(clientHashCacheFile());
   const entries: ManifestEntry[] = [];
   const skipped: string[] = [];
-  // sha256 -> a host path with that content, for the upload
   const sources = new Map<string, string>();
   const root = path.resolve(contextDir);
   for (const item of walkSourceSync(root, { hostPath: root, rel: '.', isDir: true }, ignore)) {
@@ -51,5 +61,6 @@ export async function contextManifest(contextDir: string, dockerfile: string): P
     else skipped.push(item.rel); // sockets, fifos, devices: nothing a COPY can take
   }
   await hashes.save().catch(() => undefined);
-  return { entries, skipped, sources };
+  const rootStat = statSync(root);
+  return { entries, root: { m: rootStat.mode & 0o7777, mt: rootStat.mtimeMs }, skipped, sources };
 }

@@ -84,6 +84,10 @@ export interface UploadChunk {
 /** What a remote build asks for: the CLI's build flags, resolved on the client. */
 export interface BuildRequest {
   manifest: ManifestEntry[];
+  /** the context folder's own mode and mtime */
+  contextRoot?: { m: number; mt: number };
+  /** names the repository (sha256 hex): the server keeps its context folder between builds */
+  contextKey?: string;
   /** the Dockerfile's base name and text, and its `<name>.dockerignore` when it has one */
   dockerfileName: string;
   dockerfile: string;
@@ -101,6 +105,10 @@ export interface BuildRequest {
   platform?: string;
   jobs?: string;
   quiet: boolean;
+  /** --secret values, read on the client (the server keeps them in the build's private folder, never in its store) */
+  secrets?: { id: string; value: string /* base64 */ }[];
+  /** the client's SOURCE_DATE_EPOCH: it pins the image's times, as in a local build */
+  sourceDateEpoch?: string;
   /** archives the server writes and streams back (a `local` output travels as a `tar`) */
   outputs: { type: 'oci' | 'docker' | 'tar' }[];
 }

@@ -13,6 +13,7 @@ import { parseOutput, type OutputSpec } from '../builder/cli/output-spec.js';
 import { MbuildError, UsageError } from '../util/errors.js';
 import type { Connection } from './connection.js';
 import { contextManifest } from './manifest.js';
+import { contextKey } from './address.js';
 import type { BuildEvent, BuildRequest, Frame, MissingReply, UploadChunk } from './protocol.js';
 
 const FLAGS = [
@@ -32,7 +33,32 @@ const FLAGS = [
   { names: ['--push'], key: 'push', kind: 'bool' as const },
   { names: ['--platform'], key: 'platform', kind: 'string' as const },
   { names: ['--jobs'], key: 'jobs', kind: 'string' as const },
+  { names: ['--secret'], key: 'secret', kind: 'list' as const },
+  { names: ['--ssh'], key: 'ssh', kind: 'list' as const },
 ];
+
+/** BuildKit's limit on one secret (session/secrets: MaxSecretSize). */
+const MAX_SECRET = 500 * 1024;
+
+/** --secret values as the server gets them: read here, from the client's files and environment. */
+async function readSecrets(specs: string[]): Promise<{ id: string; value: string }[]> {
+  const { parseSecretFlag } = await import('../builder/steps/secrets.js');
+  const out: { id: string; value: string }[] = [];
+  for (const spec of specs) {
+    const s = parseSecretFlag(spec);
+    if (!/^[A-Za-z0-9_.\/-]+$/.test(s.id)) throw new UsageError(`--secret id=${s.id}: with --host an id is letters, digits and _ . / - only`);
+    let value: Buffer;
+    if (s.file !== undefined) value = await fs.readFile(s.file);
+    else {
+      const v = process.env[s.env!];
+      if (v === undefined) continue; // as locally: a RUN that requires it fails, naming it
+      value = Buffer.from(v);
+    }
+    if (value.length > MAX_SECRET) throw new UsageError(`--secret id=${s.id}: ${value.length} bytes is over the 500 KiB a secret may have`);
+    out.push({ id: s.id, value: value.toString('base64') });
+  }
+  return out;
+}
 
 const CHUNK = 1024 * 1024;
 
@@ -73,7 +99,7 @@ export async function remoteBuild(argv: string[], connect: (contextDir: string) 
     } else buildArgs[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
   const progressMode = (flags.progress as string | undefined) ?? 'auto';
-  if (!['auto', 'plain', 'tty', 'quiet'].includes(progressMode)) throw new UsageError(`--progress ${progressMode}: use auto, plain or tty`);
+  if (!['auto', 'plain', 'tty', 'quiet'].includes(progressMode)) throw new UsageError(`--progress ${progressMode}: use auto, plain, tty or quiet (rawjson is not available with --host)`);
   const quiet = Boolean(flags.quiet) || progressMode === 'quiet';
   const specs = (flags.output as string[]).map((raw) => ({ raw, o: parseOutput(raw) }));
   // the server writes archives in its default form and pushes only with --push: any other -o option is refused, not dropped
@@ -81,6 +107,8 @@ export async function remoteBuild(argv: string[], connect: (contextDir: string) 
     if (o.type === 'registry' || o.push || o.names.length || !o.tar || o.compression !== 'gzip' || o.forceCompression || o.ociMediatypes !== undefined || Object.keys(o.annotations).length)
       throw new UsageError(`--output ${raw}: with --host / MBUILD_HOST only type=oci|docker|tar|local,dest=... (and --push) are available`);
   const outputs: OutputSpec[] = specs.map(({ o }) => o).filter((o) => o.type !== 'image');
+  if ((flags.ssh as string[]).length) throw new UsageError('--ssh does not work with --host / MBUILD_HOST yet: the ssh agent is not forwarded to the server');
+  const secrets = await readSecrets(flags.secret as string[]);
   if (flags.push && !(flags.tag as string[]).length) throw new UsageError('--push needs a name to push: add -t REGISTRY/NAME:TAG');
 
   const conn = await connect(contextDir);
@@ -91,13 +119,15 @@ export async function remoteBuild(argv: string[], connect: (contextDir: string) 
     // #1: the context transfer, as BuildKit's "[internal] load build context"
     const t0 = Date.now();
     err('#1 [internal] load build context\n');
-    const { entries, skipped, sources } = await contextManifest(contextDir, dockerfile);
+    const { entries, root, skipped, sources } = await contextManifest(contextDir, dockerfile);
     for (const s of skipped) err(`#1 WARNING: ${s} is not a file, folder or symlink: not sent\n`);
     const sent = await uploadMissing(conn, sources);
     err(`#1 transferring context: ${buildkitBytes(sent)} done\n#1 DONE ${((Date.now() - t0) / 1000).toFixed(1)}s\n`);
 
     const request: BuildRequest = {
       manifest: entries,
+      contextRoot: root,
+      contextKey: contextKey(contextDir),
       dockerfileName: path.basename(dockerfile),
       dockerfile: dockerfileText,
       ...(dockerfileIgnore !== undefined ? { dockerfileIgnore } : {}),
@@ -114,6 +144,8 @@ export async function remoteBuild(argv: string[], connect: (contextDir: string) 
       platform: flags.platform as string | undefined,
       jobs: flags.jobs as string | undefined,
       quiet,
+      ...(secrets.length ? { secrets } : {}),
+      ...(process.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: process.env.SOURCE_DATE_EPOCH } : {}),
       outputs: outputs.map((o) => ({ type: o.type === 'local' ? 'tar' : (o.type as 'oci' | 'docker' | 'tar') })),
     };
     return await runBuild(conn, request, outputs, contextDir, err);
@@ -181,7 +213,7 @@ async function runBuild(conn: Connection, request: BuildRequest, outputs: Output
       if (ev.kind === 'started') {
         paths = (ev.outputs ?? []).map((p, i): [string, string] => [outputs[i]?.type === 'local' ? `tar ${p}` : p, outputs[i]?.type === 'local' ? `local ${outputs[i]!.dest}` : outputs[i]?.dest ?? p]);
         if (ev.context) paths.push([ev.context, contextDir]);
-      } else if (ev.kind === 'queued') err(`#2 waiting for a build slot on ${conn.address.raw} (${ev.position} ahead)\n`);
+      } else if (ev.kind === 'queued') err(`waiting for a build slot on ${conn.address.raw} (${ev.position} ahead)\n`);
       else if (ev.kind === 'stderr') relayProgress(frame.data?.toString() ?? '');
       else if (ev.kind === 'stdout') process.stdout.write(frame.data ?? '');
       else if (ev.kind === 'output') {

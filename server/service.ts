@@ -12,7 +12,7 @@ import type * as grpc from '@grpc/grpc-js';
 import PQueue from 'p-queue';
 import { MbuildError, UsageError } from '../util/errors.js';
 import { layout } from '../store/layout.js';
-import { ContextStore } from './context-store.js';
+import { ContextStore, syncContext } from './context-store.js';
 import { spawnWorker, runCommand, exitCode } from './worker.js';
 import type { BuildEvent, BuildRequest, CommandReply, CommandRequest, Frame, InfoReply, MissingReply, MissingRequest, UploadChunk } from './protocol.js';
 import type { ManifestEntry } from './manifest.js';
@@ -34,6 +34,8 @@ export class BuilderService {
   private readonly queue: PQueue;
   private readonly running = new Map<string, { kill: (sig: NodeJS.Signals) => void; digests: Set<string> }>();
   private readonly waiting = new Set<() => void>();
+  /** context folders a running build reads (a second build of the same one gets a folder of its own) */
+  private readonly busyContexts = new Set<string>();
   draining = false;
 
   constructor(private readonly opts: ServiceOptions, private readonly grpcStatus: typeof grpc.status) {
@@ -46,6 +48,7 @@ export class BuilderService {
     // build folders of a server that was killed: nothing runs in them any more
     await fs.rm(layout.serverBuilds(this.opts.root), { recursive: true, force: true });
     await fs.mkdir(layout.serverBuilds(this.opts.root), { recursive: true, mode: 0o700 });
+    await fs.mkdir(layout.serverContexts(this.opts.root), { recursive: true, mode: 0o700 });
   }
 
   get active(): number {
@@ -126,7 +129,20 @@ export class BuilderService {
     if (r.code === 0 && args.some((a) => a === '--all' || a === '-a') && !args.includes('--format=json') && !args.includes('json')) {
       const inUse = new Set<string>();
       for (const b of this.running.values()) for (const d of b.digests) inUse.add(d);
-      const [count, bytes] = await this.contexts.prune(inUse);
+      let [count, bytes] = await this.contexts.prune(inUse);
+      // the kept context folders no running build reads
+      const dir = layout.serverContexts(this.opts.root);
+      const { treeBytes } = await import('../store/usage.js');
+      for (const n of await fs.readdir(dir).catch(() => [] as string[])) {
+        const key = n.replace(/\.json$/, '');
+        if (this.busyContexts.has(key)) continue;
+        const p = path.join(dir, n);
+        if (!n.endsWith('.json')) {
+          bytes += await treeBytes(p).catch(() => 0);
+          count++;
+        }
+        await fs.rm(p, { recursive: true, force: true });
+      }
       const { humanBytes } = await import('../store/usage.js');
       r.stdout += `Deleted context files: ${count} (${humanBytes(bytes)})\n`;
     }
@@ -201,19 +217,37 @@ export class BuilderService {
     const digests = new Set(req.manifest.filter((e) => e.t === 'f').map((e) => e.h!));
     const entry = { kill: (_: NodeJS.Signals) => undefined as void, digests };
     this.running.set(id, entry);
+    const key = req.contextKey !== undefined && /^[0-9a-f]{64}$/.test(req.contextKey) && !this.busyContexts.has(req.contextKey) ? req.contextKey : undefined;
+    if (key) this.busyContexts.add(key);
     this.opts.log(`build ${id}: started (${req.manifest.length} context entries)`);
     try {
-      const contextDir = path.join(work, 'context');
+      const contextDir = key ? path.join(layout.serverContexts(this.opts.root), key) : path.join(work, 'context');
       const outputs = req.outputs.map((o, i) => ({ type: o.type, dest: path.join(work, `output-${i}`) }));
+      const secretFiles: { id: string; file: string }[] = [];
       await send({ kind: 'started', context: contextDir, outputs: outputs.map((o) => o.dest) });
       await fs.mkdir(work, { mode: 0o700 });
-      await this.contexts.materialize(req.manifest, contextDir);
+      if (key) await syncContext(this.contexts, req.manifest, contextDir, `${contextDir}.json`);
+      else await this.contexts.materialize(req.manifest, contextDir);
+      if (req.contextRoot) {
+        await fs.chmod(contextDir, req.contextRoot.m & 0o7777);
+        await fs.utimes(contextDir, req.contextRoot.mt / 1000, req.contextRoot.mt / 1000);
+      }
+      // secrets live in the build's own folder (0700, removed when it ends), read-only to the worker
+      for (const [i, sec] of (req.secrets ?? []).entries()) {
+        if (i === 0) await fs.mkdir(path.join(work, 'secrets'), { mode: 0o700 });
+        const file = path.join(work, 'secrets', String(i));
+        await fs.writeFile(file, Buffer.from(sec.value, 'base64'), { mode: 0o400 });
+        secretFiles.push({ id: sec.id, file });
+      }
       const dfDir = path.join(work, 'dockerfile');
       await fs.mkdir(dfDir);
       const dockerfile = path.join(dfDir, req.dockerfileName);
       await fs.writeFile(dockerfile, req.dockerfile);
       if (req.dockerfileIgnore !== undefined) await fs.writeFile(dockerfile + '.dockerignore', req.dockerfileIgnore);
-      const child = spawnWorker(this.opts.root, ['build', ...buildArgs(req, dockerfile, outputs), '--', contextDir]);
+      // the build's SOURCE_DATE_EPOCH is the client's, never the server's own
+      const env = { SOURCE_DATE_EPOCH: req.sourceDateEpoch ?? '' };
+      const secretArgs = secretFiles.map((f) => `--secret=id=${f.id},src=${f.file}`);
+      const child = spawnWorker(this.opts.root, ['build', ...buildArgs(req, dockerfile, outputs), ...secretArgs, '--', contextDir], env);
       const kill = (sig: NodeJS.Signals) => {
         if (child.exitCode === null && child.signalCode === null) child.kill(sig);
       };
@@ -253,6 +287,7 @@ export class BuilderService {
       await send({ kind: 'exit', code: err instanceof UsageError ? 2 : 1 });
       return 1;
     } finally {
+      if (key) this.busyContexts.delete(key);
       this.running.delete(id);
       await fs.rm(work, { recursive: true, force: true }).catch(() => undefined);
     }
@@ -277,7 +312,11 @@ function checkBuildRequest(r: BuildRequest): BuildRequest {
   if (typeof r.dockerfile !== 'string' || typeof r.dockerfileName !== 'string' || !/^[^/\0]+$/.test(r.dockerfileName) || r.dockerfileName.startsWith('.')) {
     throw new UsageError('build request: invalid Dockerfile');
   }
-  for (const k of ['target', 'network', 'memory', 'cpus', 'pidsLimit', 'platform', 'jobs', 'dockerfileIgnore'] as const) str(r[k], k);
+  for (const k of ['target', 'network', 'memory', 'cpus', 'pidsLimit', 'platform', 'jobs', 'dockerfileIgnore', 'contextKey', 'sourceDateEpoch'] as const) str(r[k], k);
+  if (r.contextRoot !== undefined && (typeof r.contextRoot?.m !== 'number' || typeof r.contextRoot?.mt !== 'number')) throw new UsageError('build request: invalid context root');
+  if (r.secrets !== undefined && (!Array.isArray(r.secrets) || !r.secrets.every((x) => typeof x?.id === 'string' && /^[A-Za-z0-9_.\/-]+$/.test(x.id) && typeof x.value === 'string'))) {
+    throw new UsageError('build request: invalid secrets');
+  }
   if (!Array.isArray(r.tags) || !r.tags.every((t) => typeof t === 'string')) throw new UsageError('build request: tags must be strings');
   if (!r.buildArgs || typeof r.buildArgs !== 'object' || !Object.values(r.buildArgs).every((v) => typeof v === 'string')) throw new UsageError('build request: invalid build args');
   if (!Array.isArray(r.outputs) || !r.outputs.every((o) => ['oci', 'docker', 'tar'].includes(o?.type))) throw new UsageError('build request: invalid outputs');

@@ -19,16 +19,16 @@ function mbuildCommand(): string {
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 
 /** The environment of a worker: the server's, without what would make it a client or share our namespace. */
-function workerEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
+function workerEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env = { ...process.env, ...extra };
   for (const k of ['MBUILD_HOST', 'MBUILD_IN_MOUNTNS', 'MBUILD_NS_PARENT', 'MBUILD_CERT_PATH']) delete env[k];
   return env;
 }
 
-export function spawnWorker(root: string, args: string[]): ChildProcess {
+export function spawnWorker(root: string, args: string[], env?: NodeJS.ProcessEnv): ChildProcess {
   const argv = [mbuildCommand(), '--root', root, ...args];
   const cmd = SETPRIV ? [SETPRIV, '--pdeathsig', 'TERM', '--', ...argv] : argv;
-  return spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: workerEnv() });
+  return spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: workerEnv(env) });
 }
 
 export function exitCode(code: number | null, signal: NodeJS.Signals | null): number {

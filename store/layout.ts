@@ -22,6 +22,7 @@
  *   ROOT/cache-mounts/<32 hex>/    RUN --mount=type=cache directories (cache-mounts.ts)
  *   ROOT/volumes/<name>/_data      `mbuild run --mount type=volume` volumes (builder/cli/run-mount-flag.ts)
  *   ROOT/server/context/<hex>      `mbuild serve`: uploaded context files by sha256 (server/context-store.ts)
+ *   ROOT/server/contexts/<key>/    `mbuild serve`: a repository's context folder, kept between builds (<key>.json: what it holds)
  *   ROOT/server/builds/<id>/       `mbuild serve`: a running build's context copy and outputs (swept at start)
  *
  * A name with a pid in it belongs to that process: once it is gone, the next Store.open sweeps it.
@@ -45,6 +46,7 @@ export const layout = {
   volumes: (root: string): string => path.join(root, 'volumes'),
   serverContext: (root: string): string => path.join(root, 'server', 'context'),
   serverBuilds: (root: string): string => path.join(root, 'server', 'builds'),
+  serverContexts: (root: string): string => path.join(root, 'server', 'contexts'),
 };
 
 /** The directory inside a snapshot that holds its files (the overlay lowerdir / upperdir). */

@@ -14,6 +14,21 @@ export function defaultRoot(): string {
   return process.env.MBUILD_ROOT || (process.getuid?.() === 0 ? '/var/lib/mbuild' : path.join(process.env.HOME ?? '/tmp', '.local/share/mbuild'));
 }
 
+/**
+ * ROOT is its owner's alone (0700), also when an older mbuild made it 0755: layers hold whatever RUN
+ * steps and images put there (setuid-root copies, device nodes), which must not be reachable by the
+ * host's other users through ROOT/snapshots/.../fs. Nothing below needs another user's access: the
+ * sandbox reaches its layers through mounts made as root.
+ */
+async function makePrivate(root: string): Promise<void> {
+  await fs.mkdir(path.dirname(root), { recursive: true });
+  await fs.mkdir(root, { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EEXIST') throw e;
+  });
+  const st = await fs.stat(root);
+  if ((st.mode & 0o077) !== 0 && st.uid === process.getuid?.()) await fs.chmod(root, st.mode & 0o7700);
+}
+
 export interface ResolvedImage {
   name?: string;
   manifestDigest: string;
@@ -36,6 +51,7 @@ export class Store {
 
   static async open(root = defaultRoot()): Promise<Store> {
     const store = new Store(path.resolve(root));
+    await makePrivate(store.root);
     await fs.mkdir(store.tmpDir, { recursive: true });
     await fs.mkdir(store.content.dir, { recursive: true });
     // announce this process (prune waits for it), wait out a running prune, sweep what killed runs left

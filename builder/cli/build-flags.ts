@@ -44,6 +44,7 @@ export const BUILD_FLAGS: BuildFlag[] = [
   { names: ['--progress'], key: 'progress', kind: 'string', arg: 'MODE', help: 'auto, plain, tty, rawjson or quiet (default auto; $BUILDKIT_PROGRESS)' },
   { names: ['-q', '--quiet'], key: 'quiet', kind: 'bool', help: 'print only the image ID' },
   { names: ['--jobs'], key: 'jobs', kind: 'string', arg: 'N', help: 'RUN/COPY steps working at once (default: twice the cores, at least 4)' },
+  { names: ['--allow'], key: 'allow', kind: 'list', arg: 'ENTITLEMENT', help: 'security.insecure lets RUN --security=insecure steps run (all capabilities, no seccomp); network.host is always granted' },
   { names: ['--secret'], key: 'secret', kind: 'list', arg: 'id=ID,src=FILE|env=VAR', help: 'a secret for RUN --mount=type=secret (repeatable; never stored)' },
   { names: ['--ssh'], key: 'ssh', kind: 'list', arg: 'default|ID=SOCKET|KEY', help: 'an SSH agent for RUN --mount=type=ssh (repeatable)' },
   { names: ['--check'], key: 'check', kind: 'bool', help: 'run the build checks only and report what they find (no build)' },

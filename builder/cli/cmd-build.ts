@@ -88,6 +88,10 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const proxyEnv = Object.entries(buildArgs).filter(([k]) => PREDEFINED_ARGS.has(k)).map(([k, v]) => `${k}=${v}`);
   const network = (flags.network as string | undefined) ?? 'default';
   if (!['default', 'bridge', 'host', 'none'].includes(network)) throw new UsageError(`--network ${network} is not supported (default, bridge, host or none)`);
+  // BuildKit's entitlements: security.insecure lets RUN --security=insecure run; RUN --network=host
+  // needs no grant here (docker build allows it too), so network.host is accepted as already granted
+  const allow = flags.allow as string[];
+  for (const a of allow) if (a !== 'security.insecure' && a !== 'network.host') throw new UsageError(`--allow ${a}: unknown entitlement (security.insecure or network.host)`);
   const { parseMemory, parseCpus, parsePidsLimit } = await import('../sandbox/cgroups.js');
   const limits = {
     memory: flags.memory !== undefined ? parseMemory(flags.memory as string) : undefined,
@@ -134,6 +138,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       target: flags.target as string | undefined,
       network: network as NetworkMode,
       limits,
+      allow,
       tags,
       noCache: Boolean(flags.noCache),
       noCacheStages: noCacheFilter,

@@ -41,6 +41,8 @@ export interface BuildOptions {
   network: NetworkMode;
   /** cgroup limits for every RUN */
   limits?: Limits;
+  /** granted entitlements (--allow), e.g. security.insecure */
+  allow?: string[];
   tags: string[];
   noCache: boolean;
   /** how many RUN/COPY steps may work at once (default: the number of cores) */
@@ -117,6 +119,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     escape: df.escape,
     network: opts.network,
     limits: opts.limits,
+    allow: opts.allow ?? [],
     secrets: new Map((opts.secrets ?? []).map((x) => [x.id, x])),
     ssh: new Map((opts.ssh ?? []).map((x) => [x.id, x])),
     cache,

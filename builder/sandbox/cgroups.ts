@@ -2,11 +2,17 @@
  * One cgroup per sandboxed command, cgroup v1 or v2: memory / cpu / pids limits, the devices allow-list
  * (v1), and what the command used (peak memory, CPU time, OOM kills), read when it has ended.
  *
- * v2 (detected by /sys/fs/cgroup/cgroup.controllers): cgroups live directly below the root,
- * `mbuild-<pid namespace>-<pid>-<rand>`, since a non-root cgroup holding processes cannot delegate controllers.
- * v1: one directory per hierarchy, below the cgroup this process is in (its parents' limits still
- * apply). Dead owners' cgroups are swept on first use. The helper puts the command in (see "cgroup"
- * in native/sandbox.c); nothing else of the builder runs inside.
+ * As runc does it: the command is in a cgroup of its own in every hierarchy (v1: memory, cpu,
+ * cpuacct, cpuset, devices, freezer, blkio, pids, name=systemd, ... and the unified one of a hybrid
+ * host), and the helper gives it a cgroup namespace rooted there. The limits are set on a parent,
+ * `mbuild-<pid namespace>-<pid>-<rand>`, whose only child `step` holds the command: whatever the
+ * command can see or mount of its cgroups starts at `step`, so it cannot raise its own limits,
+ * and it reaches no other cgroup (no freezing the host's).
+ *
+ * v2 (detected by /sys/fs/cgroup/cgroup.controllers): the parents live directly below the root.
+ * v1: below the cgroup this process is in, in each hierarchy (its own limits still apply). Dead
+ * owners' cgroups are swept on first use. The helper puts the command in (see "cgroup" in
+ * native/sandbox.c); nothing else of the builder runs inside.
  */
 import { existsSync, promises as fs, readFileSync, readlinkSync, rmdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -41,7 +47,8 @@ export interface CgroupLayout {
   v1?: Map<string, string>;
 }
 
-const V1_CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'pids', 'devices'] as const;
+/** the leaf below each parent that holds the command */
+const LEAF = 'step';
 const NAME_RE = /^mbuild-(\d+)-(\d+)-[0-9a-f]+$/;
 
 /** This process's pid namespace: a pid in a cgroup name means nothing in another one. */
@@ -84,8 +91,9 @@ export function detectCgroups(mountinfo = '/proc/self/mountinfo', selfCgroup = '
     if (post[0] !== 'cgroup' || pre.length < 5) continue;
     const mountRoot = unescapeMount(pre[3]);
     const mountPoint = unescapeMount(pre[4]);
+    // every hierarchy this process is in: its controllers (or name=...) as /proc/self/cgroup names them
     for (const c of (post[2] ?? '').split(',')) {
-      if (!(V1_CONTROLLERS as readonly string[]).includes(c) || dirs.has(c)) continue;
+      if (!ownPath.has(c) || dirs.has(c)) continue;
       const p = ownPath.get(c) ?? '/';
       // inside a container the hierarchy may be mounted from a subtree (mountRoot)
       const rel = mountRoot !== '/' && (p === mountRoot || p.startsWith(mountRoot + '/')) ? p.slice(mountRoot.length) : p;
@@ -93,6 +101,19 @@ export function detectCgroups(mountinfo = '/proc/self/mountinfo', selfCgroup = '
     }
   }
   if (dirs.size === 0) return undefined;
+  // a hybrid host's unified hierarchy (no controllers, but a cgroup of its own all the same)
+  const unifiedOwn = /^0::(.*)$/m.exec(own)?.[1];
+  if (unifiedOwn !== undefined) {
+    for (const line of info.split('\n')) {
+      const sep = line.indexOf(' - ');
+      const pre = line.slice(0, sep).split(' ');
+      if (sep < 0 || !line.slice(sep + 3).startsWith('cgroup2 ') || pre.length < 5) continue;
+      const mountRoot = unescapeMount(pre[3]);
+      const rel = mountRoot !== '/' && (unifiedOwn === mountRoot || unifiedOwn.startsWith(mountRoot + '/')) ? unifiedOwn.slice(mountRoot.length) : unifiedOwn;
+      dirs.set('unified', path.join(unescapeMount(pre[4]), rel).replace(/(.)\/+$/, '$1'));
+      break;
+    }
+  }
   return { version: 1, root: '/sys/fs/cgroup', v1: dirs };
 }
 
@@ -111,16 +132,17 @@ function layout(): CgroupLayout | undefined {
 export class StepCgroup {
   private constructor(
     readonly layout: CgroupLayout,
-    /** controller (v1) or 'unified' (v2) → cgroup directory */
+    /** controller (v1; 'unified' for a hybrid host's v2) or 'unified' (v2) → the parent cgroup directory */
     readonly dirs: Map<string, string>,
     readonly limits: Limits,
+    readonly allDevices: boolean,
   ) {}
 
   /**
    * A fresh cgroup with the limits applied. Undefined when cgroups are not available and no limit was
    * asked for (the command then runs without usage figures); a SandboxError when a limit cannot be set.
    */
-  static async create(limits: Limits, forced?: CgroupLayout): Promise<StepCgroup | undefined> {
+  static async create(limits: Limits, forced?: CgroupLayout, opts: { allDevices?: boolean } = {}): Promise<StepCgroup | undefined> {
     const lay = forced ?? layout();
     const wanted = limits.memory !== undefined || limits.cpus !== undefined || limits.pids !== undefined;
     if (!lay) {
@@ -135,8 +157,6 @@ export class StepCgroup {
       dirs.set('unified', path.join(lay.root, name));
     } else {
       for (const [c, parent] of lay.v1!) {
-        // cpu only for --cpus, unless it shares its hierarchy with cpuacct (needed for the CPU time)
-        if (c === 'cpu' && limits.cpus === undefined && parent !== lay.v1!.get('cpuacct')) continue;
         await sweepParent(parent);
         dirs.set(c, path.join(parent, name));
       }
@@ -144,11 +164,14 @@ export class StepCgroup {
       if (limits.cpus !== undefined && !dirs.has('cpu')) throw new SandboxError('--cpus needs the cpu cgroup controller, which is not mounted');
       if (limits.pids !== undefined && !dirs.has('pids')) throw new SandboxError('--pids-limit needs the pids cgroup controller, which is not mounted');
     }
-    const cg = new StepCgroup(lay, dirs, limits);
+    const cg = new StepCgroup(lay, dirs, limits, opts.allDevices ?? false);
     try {
       // comounted controllers (cpu,cpuacct) share one directory
-      for (const d of new Set(dirs.values())) await fs.mkdir(d).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'EEXIST') throw e; });
+      const parents = [...new Set(dirs.values())];
+      for (const d of parents) await mkdirCgroup(d, cg.isCpuset(d));
+      // limits (and the device list, which a child copies when it is made) before the leaf exists
       await cg.apply();
+      for (const d of parents) await mkdirCgroup(path.join(d, LEAF), cg.isCpuset(d));
     } catch (err) {
       await cg.destroy().catch(() => undefined);
       if (err instanceof SandboxError) throw err;
@@ -158,9 +181,13 @@ export class StepCgroup {
     return cg;
   }
 
-  /** The files the helper writes the command's pid into (one per hierarchy). */
+  /** The files the helper writes the command's pid into (one per hierarchy): the leaves'. */
   procsFiles(): string[] {
-    return [...new Set(this.dirs.values())].map((d) => path.join(d, 'cgroup.procs'));
+    return [...new Set(this.dirs.values())].map((d) => path.join(d, LEAF, 'cgroup.procs'));
+  }
+
+  private isCpuset(dir: string): boolean {
+    return this.layout.version === 1 && this.dirs.get('cpuset') === dir;
   }
 
   private file(ctrl: string, name: string): string | undefined {
@@ -199,7 +226,7 @@ export class StepCgroup {
       await w('cpu', 'cpu.cfs_quota_us', String(Math.max(1000, Math.round(cpus * 100000))));
     }
     if (pids !== undefined) await w('pids', 'pids.max', String(pids));
-    if (this.dirs.has('devices')) {
+    if (this.dirs.has('devices') && !this.allDevices) {
       await w('devices', 'devices.deny', 'a');
       for (const rule of DEVICE_ALLOW) await w('devices', 'devices.allow', rule);
     }
@@ -221,7 +248,8 @@ export class StepCgroup {
       const usec = field(cpu, 'usage_usec');
       return { peakMemory: num(peak), cpuSeconds: usec === undefined ? undefined : usec / 1e6, oomKilled: (field(events, 'oom_kill') ?? 0) > 0 };
     }
-    const [peak, usage, oom] = await Promise.all([read('memory', 'memory.max_usage_in_bytes'), read('cpuacct', 'cpuacct.usage'), read('memory', 'memory.oom_control')]);
+    // v1 counts an OOM kill in the victim's own cgroup (the leaf), not in the parent whose limit hit
+    const [peak, usage, oom] = await Promise.all([read('memory', 'memory.max_usage_in_bytes'), read('cpuacct', 'cpuacct.usage'), read('memory', `${LEAF}/memory.oom_control`)]);
     const ns = num(usage);
     return { peakMemory: num(peak), cpuSeconds: ns === undefined ? undefined : ns / 1e9, oomKilled: (field(oom, 'oom_kill') ?? 0) > 0 };
   }
@@ -233,7 +261,7 @@ export class StepCgroup {
 
   /** Synchronous best effort for signal handlers: the processes must already be dying. */
   destroySync(): void {
-    for (const d of new Set(this.dirs.values())) {
+    for (const d of [...new Set(this.dirs.values())].flatMap((p) => [path.join(p, LEAF), p])) {
       for (let i = 0; i < 50; i++) {
         try {
           killAll(d);
@@ -266,7 +294,28 @@ function killAll(dir: string): void {
   }
 }
 
+/**
+ * mkdir, and for a v1 cpuset cgroup the CPUs and memory nodes of its parent (a new cpuset cgroup
+ * has none, and no process could join it).
+ */
+async function mkdirCgroup(dir: string, cpuset: boolean): Promise<void> {
+  await fs.mkdir(dir).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EEXIST') throw e;
+  });
+  if (!cpuset) return;
+  for (const f of ['cpuset.cpus', 'cpuset.mems']) {
+    const v = (await fs.readFile(path.join(path.dirname(dir), f), 'utf8')).trim();
+    await fs.writeFile(path.join(dir, f), v);
+  }
+}
+
+/** Removes a parent cgroup and its leaf (killing what is left in them). */
 async function removeCgroup(dir: string): Promise<void> {
+  await removeOne(path.join(dir, LEAF));
+  await removeOne(dir);
+}
+
+async function removeOne(dir: string): Promise<void> {
   for (let i = 0; ; i++) {
     try {
       await fs.rmdir(dir);

@@ -56,6 +56,12 @@ export interface SandboxSpec {
   hosts: string;
   /** content of /etc/resolv.conf; default: derived from the host's for the network mode */
   resolvConf?: string;
+  /**
+   * sandbox (default): Docker's default capabilities for root and its seccomp profile. insecure
+   * (RUN --security=insecure, granted by --allow security.insecure): every capability, no seccomp
+   * filter, /proc and /sys not masked or read-only, every device allowed by the cgroup.
+   */
+  security?: 'sandbox' | 'insecure';
   /** cgroup limits; usage is measured whenever cgroups are available */
   limits?: Limits;
   /** kill (default): SIGINT/SIGTERM kill the command; forward: they are passed on to it (mbuild run) */
@@ -145,6 +151,7 @@ function validate(spec: SandboxSpec): void {
   if (typeof n === 'object' ? !n || typeof n.join !== 'string' || !isAbsolute(n.join) : !['default', 'bridge', 'host', 'none'].includes(n)) {
     throw new SandboxError(`unsupported network mode ${JSON.stringify(n)}`);
   }
+  if (spec.security !== undefined && spec.security !== 'sandbox' && spec.security !== 'insecure') throw new SandboxError(`bad security mode ${String(spec.security)}`);
   if (spec.signals !== undefined && spec.signals !== 'kill' && spec.signals !== 'forward') throw new SandboxError(`bad signals mode ${String(spec.signals)}`);
   for (const e of spec.env) if (!e.includes('=')) throw new SandboxError(`environment entry without '=': ${e}`);
   for (const m of spec.mounts ?? []) {
@@ -162,7 +169,7 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
   validate(spec);
   const bin = helperPath();
   const plan = await planNetwork(spec.network);
-  const cgroup = await StepCgroup.create(spec.limits ?? {});
+  const cgroup = await StepCgroup.create(spec.limits ?? {}, undefined, { allDevices: spec.security === 'insecure' });
   let state: string | undefined;
   let helper: Helper | undefined;
   let attachment: Attachment | undefined;
@@ -190,6 +197,7 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       'hostname', spec.hostname,
       'network', plan.mode,
       'signals', spec.signals ?? 'kill',
+      'security', spec.security ?? 'sandbox',
     ];
     if (plan.netns) fields.push('netns', plan.netns);
     if (spec.shmSizeKb) fields.push('shmsize', String(spec.shmSizeKb));

@@ -11,7 +11,7 @@ import type PQueue from 'p-queue';
 import type { Limits } from '../sandbox/cgroups.js';
 import type { SecretSource, SshSource } from './secrets.js';
 
-/** default: bridge, or host (with a warning) when the bridge is not usable; see builder/sandbox/network */
+/** default: bridge (a build fails when the bridge cannot be set up); see builder/sandbox/network */
 export type NetworkMode = 'default' | 'bridge' | 'host' | 'none';
 
 export interface BuildContext {
@@ -24,6 +24,8 @@ export interface BuildContext {
   network: NetworkMode;
   /** --memory / --cpus / --pids-limit, for every RUN */
   limits?: Limits;
+  /** granted entitlements (--allow) */
+  allow: string[];
   cache: BuildCache;
   /** --secret and --ssh sources by id (RUN --mount=type=secret / type=ssh) */
   secrets?: Map<string, SecretSource>;

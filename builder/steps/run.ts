@@ -19,6 +19,21 @@ function networkFor(ins: RunInstruction, dflt: NetworkMode): NetworkMode {
   throw new MbuildError('MBUILD_PARSE', `RUN --network=${n} is not supported (use default, host or none)`, { range: ins.range });
 }
 
+/**
+ * RUN --security: sandbox (the default: Docker's capabilities and seccomp profile) or insecure (all
+ * capabilities, no seccomp filter, /proc and /sys unmasked, every device allowed), which as in
+ * BuildKit needs the security.insecure entitlement (mbuild build --allow security.insecure).
+ */
+function securityFor(ins: RunInstruction, allow: string[]): 'sandbox' | 'insecure' {
+  const s = ins.security ?? 'sandbox';
+  if (s === 'sandbox') return s;
+  if (s !== 'insecure') throw new MbuildError('MBUILD_PARSE', `RUN --security=${s} is not valid (sandbox or insecure)`, { range: ins.range });
+  if (!allow.includes('security.insecure')) {
+    throw new MbuildError('MBUILD_ENTITLEMENT', 'RUN --security=insecure needs the security.insecure entitlement: build with --allow security.insecure', { range: ins.range });
+  }
+  return s;
+}
+
 export function describeRun(ins: RunInstruction, shell: string[] | undefined): string {
   const { args } = runCommand(ins, shell ?? DEFAULT_SHELL);
   return ins.cmd.shell ? `RUN ${args.join(' ')} # buildkit` : `RUN ${JSON.stringify(ins.cmd.args)} # buildkit`;
@@ -30,10 +45,12 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
   if (args.length === 0) throw new MbuildError('MBUILD_PARSE', 'RUN needs a command', { range: ins.range });
   const userSpec = state.config.User || '0';
   const network = networkFor(ins, ctx.network);
+  const security = securityFor(ins, ctx.allow);
   const env = runEnv(state);
   const cwd = state.config.WorkingDir || '/';
   const mounts = await prepareMounts(run, ins, files);
-  const hit = await cache.lookup({ op: 'run', args, env, user: userSpec, cwd, network, mounts: mounts.key });
+  // an insecure step's result is its own (the key of a sandboxed step stays as it was)
+  const hit = await cache.lookup({ op: 'run', args, env, user: userSpec, cwd, network, mounts: mounts.key, ...(security === 'insecure' ? { security } : {}) });
   if (hit) {
     state.layers.push(hit);
     return;
@@ -68,6 +85,7 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     groups: user.groups,
     hostname: HOSTNAME,
     network,
+    security,
     hosts: `127.0.0.1\tlocalhost ${HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n${ctx.extraHosts}`,
     limits: ctx.limits,
     shmSizeKb: ctx.shmSizeKb,

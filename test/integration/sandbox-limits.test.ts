@@ -36,7 +36,7 @@ describe('limit flags', () => {
     expect(formatBytes(512)).toBe('512B');
   });
 
-  it('finds v1 hierarchies below the process cgroup, also from a subtree mount', () => {
+  it('finds every v1 hierarchy below the process cgroup (freezer, name=systemd and a hybrid unified one too), also from a subtree mount', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mbuild-cg-'));
     try {
       writeFileSync(
@@ -46,9 +46,12 @@ describe('limit flags', () => {
           '35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory',
           '36 31 0:33 /docker/abc /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct',
           '39 31 0:36 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids',
+          '40 31 0:37 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer',
+          '41 31 0:38 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd',
+          '42 31 0:39 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate',
         ].join('\n'),
       );
-      writeFileSync(path.join(dir, 'cgroup'), '4:memory:/a/b\n3:cpu,cpuacct:/docker/abc/x\n2:pids:/\n0::/\n');
+      writeFileSync(path.join(dir, 'cgroup'), '6:name=systemd:/u\n5:freezer:/f\n4:memory:/a/b\n3:cpu,cpuacct:/docker/abc/x\n2:pids:/\n0::/u\n');
       const lay = detectCgroups(path.join(dir, 'mountinfo'), path.join(dir, 'cgroup'));
       if (existsSync('/sys/fs/cgroup/cgroup.controllers')) return; // a v2 host reports v2 whatever the files say
       expect(lay?.version).toBe(1);
@@ -56,6 +59,10 @@ describe('limit flags', () => {
       expect(lay?.v1?.get('cpu')).toBe('/sys/fs/cgroup/cpu,cpuacct/x');
       expect(lay?.v1?.get('cpuacct')).toBe('/sys/fs/cgroup/cpu,cpuacct/x');
       expect(lay?.v1?.get('pids')).toBe('/sys/fs/cgroup/pids');
+      expect(lay?.v1?.get('freezer')).toBe('/sys/fs/cgroup/freezer/f');
+      expect(lay?.v1?.get('name=systemd')).toBe('/sys/fs/cgroup/systemd/u');
+      expect(lay?.v1?.get('unified')).toBe('/sys/fs/cgroup/unified/u');
+      expect([...lay!.v1!.keys()].sort()).toEqual(['cpu', 'cpuacct', 'freezer', 'memory', 'name=systemd', 'pids', 'unified']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -222,7 +229,9 @@ describe.skipIf(!isRoot)('cgroup v2', () => {
     const cg = (await StepCgroup.create({}, lay))!;
     expect(cg).toBeDefined();
     const [procs] = cg.procsFiles();
-    const dir = path.dirname(procs!);
+    // the command's leaf below the parent that holds the limits
+    expect(path.basename(path.dirname(procs!))).toBe('step');
+    const dir = path.dirname(path.dirname(procs!));
     expect(path.basename(dir)).toMatch(/^mbuild-\d+-\d+-[0-9a-f]+$/);
     const child = spawn('sh', ['-c', 'read x; i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done'], { stdio: ['pipe', 'ignore', 'ignore'] });
     writeFileSync(procs!, String(child.pid));

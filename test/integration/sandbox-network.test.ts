@@ -1,6 +1,6 @@
 /**
  * Bridge networking of the RUN sandbox, on a bridge of the test's own (MBUILD_BRIDGE) that is torn
- * down at the end: addresses, routes, reaching the gateway and each other, none/host, cleanup after
+ * down at the end: addresses, routes, reaching the gateway but not each other, no spoofing, none/host, cleanup after
  * every step, after interruption, after 50 builds, and of what dead processes left behind.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -14,7 +14,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { helperPath } from '../../util/native-helper.js';
 import { runSandboxed, type SandboxSpec } from '../../builder/sandbox/run.js';
 import { ensureBridge, teardownBridge, type Bridge } from '../../builder/sandbox/network/index.js';
-import { contains, ipToInt } from '../../builder/sandbox/network/cidr.js';
+import { contains, intToIp, ipToInt } from '../../builder/sandbox/network/cidr.js';
+import { macFor } from '../../builder/sandbox/network/isolation.js';
 import { readState } from '../../builder/sandbox/network/state.js';
 import { detectCgroups } from '../../builder/sandbox/cgroups.js';
 import { BUSYBOX_TAR, REPO, mbuild, mountsUnder } from '../helpers/cli.js';
@@ -191,24 +192,34 @@ describe.skipIf(!isRoot)('RUN sandbox networking (root)', () => {
     }
   });
 
-  it('two concurrent steps get different addresses and reach each other across the bridge', async () => {
-    // the test's HTTP server on the gateway passes A's address to B, and tells A when B is done
-    let ipA = '';
-    let doneB = '';
+  /** a coordination server on the gateway: /set/K/V stores, /get/K answers V (empty until set) */
+  async function board() {
+    const kv = new Map<string, string>();
     const server = http.createServer((req, res) => {
-      const [, cmd, arg] = (req.url ?? '').split('/');
-      if (cmd === 'a') ipA = arg ?? '';
-      if (cmd === 'b') doneB = decodeURIComponent(arg ?? '');
-      res.end(cmd === 'geta' ? ipA : cmd === 'wait' ? (doneB ? 'bye' : '') : 'ok');
+      const [, cmd, k, v] = (req.url ?? '').split('/');
+      if (cmd === 'set') kv.set(k ?? '', decodeURIComponent(v ?? ''));
+      res.end(cmd === 'get' ? (kv.get(k ?? '') ?? '') : 'ok');
     });
     await new Promise<void>((r) => server.listen(0, bridge.gateway, r));
-    const gw = `http://${bridge.gateway}:${(server.address() as net.AddressInfo).port}`;
-    const myIp = `ip -o -4 addr show eth0 | sed 's/.* inet \\([0-9.]*\\).*/\\1/'`;
-    const poll = (url: string) => `until r=$(wget -qO- ${url}) && [ -n "$r" ]; do sleep 0.05; done`;
+    const url = `http://${bridge.gateway}:${(server.address() as net.AddressInfo).port}`;
+    return { kv, url, close: () => server.close() };
+  }
+  const myIp = `ip -o -4 addr show eth0 | sed 's/.* inet \\([0-9.]*\\).*/\\1/'`;
+  const waitFor = (url: string) => `until r=$(wget -qO- ${url}) && [ -n "$r" ]; do sleep 0.05; done`;
+
+  it('two concurrent steps get different addresses and reach the gateway, but not each other: not across the bridge, not routed through the host', async () => {
+    const b0 = await board();
+    const gw = b0.url;
     try {
       const [a, b] = await Promise.all([
-        run(`ip=$(${myIp}); mkdir /w && echo hello-from-A > /w/index.html && httpd -p 7000 -h /w && wget -qO- ${gw}/a/$ip && ${poll(`${gw}/wait`)}; echo A=$ip`),
-        run(`ip=$(${myIp}); ${poll(`${gw}/geta`)}; got=$(wget -qO- http://$r:7000/); wget -qO- ${gw}/b/$ip%20$got; echo; echo B=$ip got=$got`),
+        run(`ip=$(${myIp}); mkdir /w && echo hello-from-A > /w/index.html && httpd -p 7000 -h /w && wget -qO- ${gw}/set/a/$ip && ${waitFor(`${gw}/get/bdone`)}; echo A=$ip`),
+        // insecure (NET_ADMIN): B also tries a host route to A through the gateway
+        run(
+          `ip=$(${myIp}); ${waitFor(`${gw}/get/a`)}; a=$r; d=$(wget -T 2 -qO- http://$a:7000/ 2>/dev/null || echo blocked); ` +
+            `ip route add $a/32 via ${bridge.gateway} dev eth0 && g=$(wget -T 2 -qO- http://$a:7000/ 2>/dev/null || echo blocked); ` +
+            `wget -qO- ${gw}/set/bdone/1 >/dev/null; echo B=$ip direct=$d routed=$g`,
+          { security: 'insecure' },
+        ),
       ]);
       expect(a.exitCode, a.out).toBe(0);
       expect(b.exitCode, b.out).toBe(0);
@@ -216,14 +227,46 @@ describe.skipIf(!isRoot)('RUN sandbox networking (root)', () => {
       expect(b.address).toBeDefined();
       expect(a.address).not.toBe(b.address);
       expect(a.out).toContain(`A=${a.address}`);
-      expect(ipA).toBe(a.address);
-      expect(b.out).toContain(`B=${b.address} got=hello-from-A`);
-      expect(doneB).toBe(`${b.address} hello-from-A`);
+      expect(b0.kv.get('a')).toBe(a.address);
+      expect(b.out).toContain(`B=${b.address} direct=blocked routed=blocked`);
     } finally {
-      server.close();
+      b0.close();
     }
     expect(vethsOnBridge()).toEqual([]);
     expect((await readState(BRIDGE))?.allocs).toEqual({});
+  });
+
+  it('a step cannot spoof: a source address not its own is dropped, and ARP claiming another sandbox\'s address does not reach the host', async () => {
+    const b0 = await board();
+    const gw = b0.url;
+    const spoof = intToIp(bridge.subnet.base + 2 ** (32 - bridge.subnet.prefix) - 2);
+    try {
+      const victim = run(`ip=$(${myIp}); wget -qO- ${gw}/set/v/$ip >/dev/null; ${waitFor(`${gw}/get/done`)}; echo V=$ip`);
+      await vi.waitFor(() => expect(b0.kv.get('v')).toBeTruthy(), { timeout: 20_000, interval: 50 });
+      const v = b0.kv.get('v')!;
+      // the host knows the victim's MAC; after the 1 s lock time an ARP claiming its address would replace it
+      await new Promise<void>((r) => {
+        const c = net.connect(7, v); // any answer (a reset) resolves the victim's MAC
+        c.on('error', () => r());
+        c.on('connect', () => (c.destroy(), r()));
+      });
+      expect(sh(`ip neigh show ${v} dev ${BRIDGE}`)).toContain(`lladdr ${macFor(v)}`);
+      await new Promise((r) => setTimeout(r, 1200));
+      const attacker = await run(
+        `ping -c 1 -W 2 ${bridge.gateway} >/dev/null && echo own-ok; ip addr add ${spoof}/32 dev eth0 && ` +
+          `(ping -c 1 -W 2 -I ${spoof} ${bridge.gateway} >/dev/null && echo spoofed-ip-ok || echo spoofed-ip-dropped); ` +
+          // arping binds to the address it claims: the attacker takes it on its own eth0 first
+          `ip addr add ${v}/32 dev eth0 && arping -U -c 3 -w 3 -s ${v} -I eth0 ${bridge.gateway} >/dev/null && echo arp-sent`,
+        { security: 'insecure' },
+      );
+      expect(attacker.out.trim().split('\n')).toEqual(['own-ok', 'spoofed-ip-dropped', 'arp-sent']);
+      const neigh = sh(`ip neigh show ${v} dev ${BRIDGE}`);
+      expect(neigh).toContain(`lladdr ${macFor(v)}`);
+      b0.kv.set('done', '1');
+      expect((await victim).out).toContain(`V=${v}`);
+    } finally {
+      b0.close();
+    }
   });
 
   it('sweeps what a dead process left: its address record and its veth', async () => {
@@ -274,7 +317,7 @@ describe.skipIf(!isRoot)('RUN sandbox networking (root)', () => {
     mkdirSync(ctx);
     writeFileSync(join(ctx, 'Dockerfile'), 'FROM busybox\nRUN ip -o -4 addr show eth0\nRUN --network=none true\n');
     const rulesBefore = rulesMentioning(BRIDGE);
-    expect(rulesBefore).toHaveLength(3); // MASQUERADE and the two FORWARD rules: the bridge's own
+    expect(rulesBefore).toHaveLength(4); // MASQUERADE, two FORWARD accepts and the bridge-to-bridge DROP: the bridge's own
     const seen = new Set<string>();
     for (let i = 0; i < 50; i++) {
       const r = await mbuild(['--root', root, 'build', '--no-cache', '--memory', '64m', '--progress', 'plain', ctx], { env: { MBUILD_BRIDGE: BRIDGE } });
@@ -310,23 +353,24 @@ describe('network fallback', () => {
     return { planNetwork, warnings };
   }
 
-  it('without NAT (no iptables) the default falls back to host, saying so once; an explicit bridge stays', async () => {
+  it('without NAT (no iptables) the default stays on the bridge: never the host network', async () => {
     const { planNetwork, warnings } = await planWith(async () => ({ name: 'mbx0', subnet: { base: 0x0a580000, prefix: 16 }, gateway: '10.88.0.1', nat: false }));
-    expect((await planNetwork('default')).mode).toBe('host');
-    expect((await planNetwork('default')).mode).toBe('host');
+    expect((await planNetwork('default')).mode).toBe('bridge');
     expect((await planNetwork('bridge')).mode).toBe('bridge');
     expect((await planNetwork('none')).mode).toBe('none');
-    expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toMatch(/^warning: no NAT for the mbx0 bridge.*use the host network instead/);
+    expect(warnings).toEqual([]);
   });
 
-  it('when the bridge cannot be made, the default falls back to host and an explicit bridge fails', async () => {
+  it('when the bridge cannot be made, the default fails with one clear line instead of using the host network', async () => {
     const { planNetwork, warnings } = await planWith(async () => {
       throw new Error('ip (iproute2) is not installed');
     });
-    expect((await planNetwork('default')).mode).toBe('host');
+    await expect(planNetwork('default')).rejects.toThrow(
+      'cannot set up the bridge network for RUN steps (ip (iproute2) is not installed); fix that, or choose --network none (no network) or --network host (the host\'s) explicitly',
+    );
     await expect(planNetwork('bridge')).rejects.toThrow(/iproute2/);
-    expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toContain('cannot set up the bridge network (ip (iproute2) is not installed)');
+    expect((await planNetwork('none')).mode).toBe('none');
+    expect((await planNetwork('host')).mode).toBe('host');
+    expect(warnings).toEqual([]);
   });
 });

@@ -142,7 +142,17 @@ describe('mbuild serve on a unix socket', () => {
     const a = await context('ctx-a', 'FROM busybox\nCOPY . /src\nRUN wc -c /src/big.txt\n', { 'big.txt': big, 'src/one.go': 'package one\n', 'src/two.go': 'package two\n' });
     const first = await remote(['build', '--progress', 'plain', a]);
     expect(first.code, first.stderr).toBe(0);
-    expect(first.stderr).toMatch(/transferring context: 2\d\d\.\dkB done/);
+    // the server copies the files a local build copies: names, modes, sizes, mtimes, contents
+    const localRoot = path.join(tmp, 'local-root');
+    expect((await mbuild(['--root', localRoot, 'load', '-i', BUSYBOX_TAR])).code).toBe(0);
+    const remoteFs = path.join(tmp, 'remote-fs.tar');
+    const localFs = path.join(tmp, 'local-fs.tar');
+    expect((await remote(['build', '-q', '-o', `type=tar,dest=${remoteFs}`, a])).code).toBe(0);
+    expect((await mbuild(['--root', localRoot, 'build', '-q', '-o', `type=tar,dest=${localFs}`, a])).code).toBe(0);
+    // (folders COPY creates get the time of the build, locally too: files only)
+    const listing = async (tar: string) => (await run('tar', ['-tvf', tar, '--full-time', 'src'])).stdout.split('\n').filter((l) => l.startsWith('-')).sort();
+    expect((await listing(remoteFs)).length).toBe(4);
+    expect(await listing(remoteFs)).toEqual(await listing(localFs));
     // a fresh checkout elsewhere: same bytes, new inodes and mtimes
     const b = path.join(tmp, 'ctx-b');
     await run('cp', ['-r', a, b]);
@@ -171,6 +181,35 @@ describe('mbuild serve on a unix socket', () => {
     await until(() => processesMatching('sleep 301').length === 0, 30_000);
     // the server goes on serving
     expect((await remote(['info'])).code).toBe(0);
+  });
+
+  it('prunes the server store as the local prune does; --all also drops the context content and folders', async () => {
+    const dir = path.join(tmp, 'ctx-a');
+    const r = await remote(['prune', '--all']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^Deleted build cache entries: \d+/m);
+    expect(r.stdout).toMatch(/^Deleted context files: [1-9]\d* /m);
+    expect(r.stdout).toMatch(/^Total reclaimed space: /m);
+    expect(await fs.readdir(path.join(root, 'server', 'contexts'))).toEqual([]);
+    // the content is gone from the server: the next build sends it again
+    const again = await remote(['build', '--progress', 'plain', dir]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toMatch(/transferring context: 2\d\d\.\dkB done/);
+  });
+
+  it('forwards --secret from the client (file and environment); the value never reaches the server store', async () => {
+    const dir = await context('secret', 'FROM busybox\nRUN --mount=type=secret,id=tok --mount=type=secret,id=envtok test "$(cat /run/secrets/tok)" = "$(echo ZQ-FILE-7731 | tr A-Z a-z)" && test "$(cat /run/secrets/envtok)" = "$(echo ZQ-ENV-7731 | tr A-Z a-z)" && echo secret-ok\n');
+    await fs.writeFile(path.join(tmp, 'tok.txt'), 'zq-file-7731');
+    env.MYTOK = 'zq-env-7731';
+    const r = await remote(['build', '--progress', 'plain', '-t', 'with-secret', '--secret', `id=tok,src=${path.join(tmp, 'tok.txt')}`, '--secret', 'id=envtok,env=MYTOK', dir]);
+    delete env.MYTOK;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/^#\d+ [\d.]+ secret-ok$/m);
+    // (the Dockerfile holds the values in capitals only)
+    const grep = await run('grep', ['-r', '-l', '-e', 'zq-file-7731', '-e', 'zq-env-7731', root]);
+    expect(grep.stdout).toBe('');
+    const ssh = await remote(['build', '--ssh', 'default=/nonexistent', dir]);
+    expect(ssh.code).toBe(2);
   });
 
   it('refuses what a remote build cannot do, in one line', async () => {

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseDockerfile } from '../../builder/dockerfile/parse.js';
 import { planBuild } from '../../builder/plan/plan.js';
-import { hostPlatform, isHostPlatform } from '../../builder/plan/platform.js';
+import { isHostPlatform, targetPlatform as hostPlatform } from '../../builder/plan/platform.js';
 
 const plan = (text: string) => planBuild(parseDockerfile(text, 'Dockerfile'));
 const host = hostPlatform();

@@ -10,7 +10,7 @@ describe('one platform for pulls, ARGs and the config', () => {
     vi.resetModules();
     const { DEFAULT_PLATFORM } = await import('../../registry/reference.js');
     const { platformArgs, configPlatform } = await import('../../builder/plan/platform.js');
-    const { baseState } = await import('../../builder/build/state.js');
+    const { baseState } = await import('../../builder/steps/state.js');
     expect(DEFAULT_PLATFORM).toEqual({ os: 'linux', architecture: 'arm64' });
     expect(platformArgs()).toMatchObject({ TARGETARCH: 'arm64', TARGETPLATFORM: 'linux/arm64', TARGETVARIANT: '', BUILDARCH: 'arm64' });
     expect(configPlatform()).toEqual({ os: 'linux', architecture: 'arm64', variant: 'v8' });

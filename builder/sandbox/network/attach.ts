@@ -3,13 +3,13 @@
  * veth pair whose host end `mbv<hex>` is a port of the bridge and whose other end is created as
  * `eth0` directly inside the sandbox's network namespace. The helper sets the address and routes.
  */
-import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { intToIp, size } from './cidr.js';
 import { NetworkError } from '../../../util/errors.js';
 import { ip, runToolSync } from './cmd.js';
-import { VETH_PREFIX, type Bridge } from './bridge.js';
+import type { Bridge } from './bridge.js';
 import { ownerAlive, ownerOf, readState, withNetLock, writeState, type Owner } from './state.js';
+import { lastPortIndex, macFor, vethFor } from './isolation.js';
 
 export interface Attachment {
   address: string;
@@ -23,19 +23,23 @@ export interface Attachment {
   releaseSync(): void;
 }
 
-/** Hands out the next free address (round-robin over the subnet, skipping network, gateway, broadcast). */
-async function allocate(bridge: Bridge, owner: Owner, veth: string): Promise<string> {
+/**
+ * Hands out the next free address (round-robin over the first PORT_WINDOW addresses of the subnet,
+ * skipping network and gateway); its veth is named after it (vethFor).
+ */
+async function allocate(bridge: Bridge, owner: Owner): Promise<string> {
   return withNetLock(bridge.name, async () => {
     const st = (await readState(bridge.name)) ?? { subnet: '', gateway: bridge.gateway, allocs: {} };
     for (const [addr, a] of Object.entries(st.allocs)) if (!ownerAlive(a)) delete st.allocs[addr];
     const first = 2;
-    const last = size(bridge.subnet) - 2;
+    // the window whose anti-spoofing entries exist (isolation.ts)
+    const last = lastPortIndex(size(bridge.subnet));
     let i = st.next ?? first;
     for (let tries = 0; tries <= last - first; tries++, i++) {
       if (i > last || i < first) i = first;
       const addr = intToIp(bridge.subnet.base + i);
       if (st.allocs[addr]) continue;
-      st.allocs[addr] = { ...owner, veth };
+      st.allocs[addr] = { ...owner, veth: vethFor(addr) };
       st.next = i + 1;
       await writeState(bridge.name, st);
       return addr;
@@ -62,11 +66,19 @@ export async function attachToBridge(bridge: Bridge, pid: number): Promise<Attac
   } catch {
     throw new NetworkError('the sandbox ended before its network was set up');
   }
-  const veth = `${VETH_PREFIX}${randomBytes(4).toString('hex')}`;
-  const address = await allocate(bridge, owner, veth);
+  const address = await allocate(bridge, owner);
+  const veth = vethFor(address);
+  const mac = macFor(address);
   try {
-    await ip([`link add ${veth} master ${bridge.name} up type veth peer name eth0 netns ${pid}`], `connecting the sandbox to ${bridge.name}`);
+    // a dead owner's veth can outlive it while something holds its namespace: the address is ours now
+    if (existsSync(`/sys/class/net/${veth}`)) await ip([`link del ${veth}`], `removing ${veth}`).catch(() => undefined);
+    // an isolated port: frames go between it and the bridge (the host), never to another sandbox
+    await ip(
+      [`link add ${veth} master ${bridge.name} type veth peer name eth0 address ${mac} netns ${pid}`, `link set dev ${veth} type bridge_slave isolated on`, `link set dev ${veth} up`],
+      `connecting the sandbox to ${bridge.name}`,
+    );
   } catch (err) {
+    if (existsSync(`/sys/class/net/${veth}`)) await ip([`link del ${veth}`], `removing ${veth}`).catch(() => undefined);
     await free(bridge, address, owner);
     throw err;
   }

@@ -1,8 +1,8 @@
 /**
  * The `mbuild0` bridge, as Docker's docker0: a Linux bridge holding the gateway address of a private
  * subnet (default: the first of CANDIDATE_SUBNETS that clashes with no host route), MASQUERADE for
- * the subnet's way out, FORWARD rules so sandboxes reach each other and get replies even when the
- * host's FORWARD policy is DROP. The bridge and these rules stay (they are "the bridge's own");
+ * the subnet's way out, FORWARD rules so sandboxes get out and get replies even when the host's
+ * FORWARD policy is DROP, and (unlike docker0) isolation between sandboxes: see isolation.ts. The bridge and these rules stay (they are "the bridge's own");
  * everything per sandbox is removed with the sandbox, and what dead processes left is swept here.
  *
  * MBUILD_BRIDGE and MBUILD_SUBNET choose another bridge name / subnet (tests use their own).
@@ -10,9 +10,10 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { NetworkError, UsageError } from '../../../util/errors.js';
-import { CANDIDATE_SUBNETS, formatSubnet, gatewayOf, intToIp, ipToInt, overlaps, parseSubnet, tryParseCidr, type Subnet } from './cidr.js';
+import { CANDIDATE_SUBNETS, formatSubnet, gatewayOf, intToIp, ipToInt, overlaps, parseSubnet, size, tryParseCidr, type Subnet } from './cidr.js';
 import { findTool, ip, ipJson, iptables, runTool } from './cmd.js';
 import { ownerAlive, readState, removeState, stateDir, withNetLock, writeState, type NetState } from './state.js';
+import { addPorts, ensureAntiSpoofing, lastPortIndex, removeAntiSpoofing } from './isolation.js';
 
 export const VETH_PREFIX = 'mbv';
 
@@ -122,10 +123,24 @@ async function setUp(cfg: BridgeConfig): Promise<Bridge> {
     lines.push(`addr add ${intToIp(gw)}/${subnet.prefix} dev ${name}`, `link set ${name} up`);
     await ip(lines, `creating the bridge ${name}`);
   }
-  if (st.subnet && st.subnet !== formatSubnet(subnet)) st.allocs = {}; // the record of an older bridge
+  if (st.subnet && st.subnet !== formatSubnet(subnet)) {
+    st.allocs = {}; // the record of an older bridge
+    st.portsUpTo = undefined;
+  }
   st.subnet = formatSubnet(subnet);
   st.gateway = intToIp(gw);
   const nat = await setUpNat(name, subnet, st);
+  const spoof = await ensureAntiSpoofing(name);
+  let spoofError = spoof.error;
+  if (!spoofError && (spoof.created || st.portsUpTo === undefined)) {
+    // every port the allocation can hand out, once (a step then adds nothing)
+    const last = lastPortIndex(size(subnet));
+    const addrs: string[] = [];
+    for (let i = 2; i <= last; i++) addrs.push(intToIp(subnet.base + i));
+    spoofError = await addPorts(name, addrs);
+    st.portsUpTo = spoofError ? undefined : last;
+  }
+  if (spoofError) warnOnce('anti-spoofing', `cannot filter ARP/IP spoofing on the ${name} bridge (${spoofError}): a sandbox could pose as another on it (install nftables)`);
   await sweep(name, st);
   await writeState(name, st);
   return { name, subnet, gateway: intToIp(gw), nat };
@@ -144,6 +159,8 @@ function bridgeRules(name: string, subnet: Subnet): Rule[] {
     { table: 'nat', chain: 'POSTROUTING', spec: ['-s', formatSubnet(subnet), '!', '-o', name, ...tag, '-j', 'MASQUERADE'] },
     { table: 'filter', chain: 'FORWARD', insert: true, spec: ['-i', name, ...tag, '-j', 'ACCEPT'] },
     { table: 'filter', chain: 'FORWARD', insert: true, spec: ['-o', name, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', ...tag, '-j', 'ACCEPT'] },
+    // sandboxes do not reach each other through the host either (inserted last: it comes first)
+    { table: 'filter', chain: 'FORWARD', insert: true, spec: ['-i', name, '-o', name, ...tag, '-j', 'DROP'] },
   ];
 }
 
@@ -242,6 +259,7 @@ export async function teardownBridge(name: string = bridgeConfig().name): Promis
     for (const l of links) await ip([`link del ${l.ifname}`], `removing ${l.ifname}`).catch(() => undefined);
     if (await ipJson(['link', 'show', 'dev', name])) await ip([`link del ${name}`], `removing the bridge ${name}`);
     await sweepPortRules(name, true);
+    await removeAntiSpoofing(name);
     if (st?.tablesCreated?.length && findTool('nft')) {
       for (const t of st.tablesCreated) {
         const rules = await iptables(['-t', t, '-S']).catch(() => undefined);

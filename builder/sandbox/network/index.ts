@@ -1,11 +1,12 @@
 /**
  * Network modes of a sandbox, as Docker's: bridge (own namespace, eth0 on the mbuild0 bridge, NAT out),
  * host (the host's namespace), none (own namespace with only lo), join (the namespace of a running
- * container, `--network container:NAME`). 'default' is bridge, falling back to host with one warning
- * when the bridge cannot be made or has no NAT (no iptables), so builds that need the outside work.
+ * container, `--network container:NAME`). 'default' is bridge: when the bridge cannot be made the
+ * step fails; it never falls back to the host's network.
  */
 import { readFile } from 'node:fs/promises';
-import { ensureBridge, warnOnce, type Bridge } from './bridge.js';
+import { ensureBridge, type Bridge } from './bridge.js';
+import { NetworkError } from '../../../util/errors.js';
 
 export { attachToBridge, type Attachment } from './attach.js';
 export { ensureBridge, teardownBridge, bridgeConfig, warnOnce, type Bridge } from './bridge.js';
@@ -22,19 +23,15 @@ export interface NetworkPlan {
 export async function planNetwork(req: NetworkRequest): Promise<NetworkPlan> {
   if (typeof req === 'object') return { mode: 'join', netns: req.join };
   if (req === 'host' || req === 'none') return { mode: req };
-  let bridge: Bridge;
+  // never the host's network in place of the bridge: that would hand a step the host's loopback
+  // services and addresses without anyone asking for them. Without NAT the bridge still isolates
+  // (ensureBridge has warned that it reaches only this host).
   try {
-    bridge = await ensureBridge();
+    return { mode: 'bridge', bridge: await ensureBridge() };
   } catch (err) {
-    if (req === 'bridge') throw err;
-    warnOnce('bridge-fallback', `cannot set up the bridge network (${(err as Error).message}); RUN steps use the host network instead (--network none isolates them)`);
-    return { mode: 'host' };
+    const why = (err as Error).message;
+    throw new NetworkError(`cannot set up the bridge network for RUN steps (${why}); fix that, or choose --network none (no network) or --network host (the host's) explicitly`, err);
   }
-  if (!bridge.nat && req === 'default') {
-    warnOnce('nat-fallback', `no NAT for the ${bridge.name} bridge (see above); RUN steps use the host network instead (--network bridge forces the bridge, --network none isolates)`);
-    return { mode: 'host' };
-  }
-  return { mode: 'bridge', bridge };
 }
 
 let hostResolv: Promise<string> | undefined;

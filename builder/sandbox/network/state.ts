@@ -30,6 +30,8 @@ export interface NetState {
   tablesCreated?: string[];
   /** next address index to try (addresses are handed out round-robin, so one is not reused at once) */
   next?: number;
+  /** the anti-spoofing entries (isolation.ts) exist for address indexes 2..portsUpTo of this subnet */
+  portsUpTo?: number;
   /** address → owner */
   allocs: Record<string, Allocation>;
 }

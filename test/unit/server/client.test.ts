@@ -4,11 +4,11 @@ import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseAddress, parseHostList, pickAddress, repositoryKey, grpcTarget } from '../../server/address.js';
-import { decodeFrame, encodeFrame } from '../../server/protocol.js';
-import { buildkitBytes } from '../../server/remote-build.js';
-import { ContextStore } from '../../server/context-store.js';
-import { contextManifest } from '../../server/manifest.js';
+import { parseAddress, parseHostList, pickAddress, repositoryKey, grpcTarget } from '../../../server/address.js';
+import { decodeFrame, encodeFrame } from '../../../server/protocol.js';
+import { buildkitBytes } from '../../../server/remote-build.js';
+import { ContextStore, syncContext } from '../../../server/context-store.js';
+import { contextManifest } from '../../../server/manifest.js';
 
 describe('addresses', () => {
   it('parses unix and tcp addresses as docker writes them, and refuses others in one line', () => {
@@ -50,6 +50,16 @@ describe('addresses', () => {
     } finally {
       await fs.rm(tmp, { recursive: true, force: true });
     }
+  });
+});
+
+describe('start-up', () => {
+  it('keeps grpc-js out of the CLI bundle: serve and --host load dist/bundle/grpc.cjs when they run', async () => {
+    const dist = path.join(path.dirname(new URL(import.meta.url).pathname), '../../../dist/bundle');
+    const main = await fs.readFile(path.join(dist, 'main.cjs'), 'utf8');
+    expect(main).toContain('require("./grpc.cjs")');
+    expect(main).not.toContain('class Http2SubchannelConnector');
+    expect(await fs.readFile(path.join(dist, 'grpc.cjs'), 'utf8')).toContain('Http2SubchannelConnector');
   });
 });
 
@@ -113,6 +123,42 @@ describe('context manifest and the server copy', () => {
       await expect(w.commit()).rejects.toThrow(/has digest sha256:/);
     } finally {
       delete process.env.XDG_CACHE_HOME;
+      await fs.rm(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps a context folder between builds: unchanged files stay as they are, changes and removals apply', async () => {
+    const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'mbuild-sync-'));
+    try {
+      const store = new ContextStore(path.join(tmp, 'root'));
+      await store.init();
+      const put = async (text: string) => {
+        const sha = (await import('node:crypto')).createHash('sha256').update(text).digest('hex');
+        const w = store.writer(sha);
+        await w.write(Buffer.from(text));
+        await w.commit();
+        return sha;
+      };
+      const [a, b, c] = [await put('a'), await put('b'), await put('c')];
+      const dir = path.join(tmp, 'ctx');
+      const rec = `${dir}.json`;
+      await syncContext(store, [{ p: 'd', t: 'd', m: 0o755, mt: 1000 }, { p: 'd/a', t: 'f', m: 0o644, mt: 2000, s: 1, h: a }, { p: 'gone', t: 'f', m: 0o644, mt: 2000, s: 1, h: b }, { p: 'x', t: 'd', m: 0o755, mt: 1000 }], dir, rec);
+      const inoA = (await fs.stat(path.join(dir, 'd/a'))).ino;
+      const ctimeA = (await fs.stat(path.join(dir, 'd/a'))).ctimeMs;
+      // same content and time: untouched (its stat, so the hash cache's key, stays); a new time is set in place
+      await syncContext(store, [{ p: 'd', t: 'd', m: 0o755, mt: 1000 }, { p: 'd/a', t: 'f', m: 0o644, mt: 2000, s: 1, h: a }, { p: 'x', t: 'l', m: 0o777, mt: 1000, l: 'd/a' }, { p: 'y', t: 'f', m: 0o600, mt: 3000, s: 1, h: c }], dir, rec);
+      const st = await fs.stat(path.join(dir, 'd/a'));
+      expect([st.ino, st.ctimeMs]).toEqual([inoA, ctimeA]);
+      await expect(fs.stat(path.join(dir, 'gone'))).rejects.toThrow();
+      expect(await fs.readlink(path.join(dir, 'x'))).toBe('d/a');
+      expect(await fs.readFile(path.join(dir, 'y'), 'utf8')).toBe('c');
+      expect((await fs.stat(path.join(dir, 'y'))).mode & 0o777).toBe(0o600);
+      await syncContext(store, [{ p: 'd', t: 'd', m: 0o755, mt: 1000 }, { p: 'd/a', t: 'f', m: 0o644, mt: 9000, s: 1, h: a }], dir, rec);
+      const moved = await fs.stat(path.join(dir, 'd/a'));
+      expect(moved.ino).toBe(inoA);
+      expect(moved.mtimeMs).toBe(9000);
+      expect((await fs.readdir(dir)).sort()).toEqual(['d']);
+    } finally {
       await fs.rm(tmp, { recursive: true, force: true });
     }
   });
