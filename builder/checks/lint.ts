@@ -8,18 +8,17 @@
  * stage; rules found while "dispatching" instructions (UndefinedVar, JSONArgsRecommended, ...) look
  * at the stages the build needs, or at all of them for --check.
  */
-import path from 'node:path';
 import { parseAst, type AstNode, type AstResult } from '../dockerfile/ast.js';
 import { parseDockerfile } from '../dockerfile/parse.js';
 import type { Instruction, ParsedDockerfile } from '../dockerfile/types.js';
-import { parsePortSpec, PortSpecError } from '../dockerfile/expose.js';
-import { Lexer, type EnvLookup, type EscapeToken } from '../expand/shell-word.js';
+import { Lexer, type EnvLookup } from '../expand/shell-word.js';
 import { planBuild, type Plan } from '../plan/plan.js';
 import { platformArgs } from '../plan/platform.js';
 import { parseReference } from '../../store/reference.js';
 import { MESSAGES, RULES, type RuleName } from './rules.js';
 import { CheckOptionError, checkDirective, configForComments, DEFAULT_CHECK_CONFIG, parseCheckOptions, ruleEnabled, type CheckConfig } from './config.js';
 import { suggest } from './suggest.js';
+import { dispatchStage, Env, withRange, type DispatchContext, type StageState } from './dispatch.js';
 
 export interface CheckWarning {
   rule: RuleName;
@@ -50,46 +49,7 @@ export interface CheckOptions {
   ignore?: { excludes(rel: string): boolean; patterns: { text: string; exclusion: boolean }[] };
 }
 
-/** Args BuildKit never puts in the environment. */
-const NON_ENV_ARGS = new Set(['BUILDKIT_SBOM_SCAN_CONTEXT', 'BUILDKIT_SBOM_SCAN_STAGE']);
 const RESERVED_STAGE_NAMES = new Set(['context', 'scratch']);
-
-const SECRET_DENY = /(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)/i;
-const SECRET_ALLOW = /(?:_|^)(?:public|file|version)(?:_|$)/i;
-
-/** An ordered environment (BuildKit's EnvList: keys in the order they were first set). */
-class Env {
-  private readonly map = new Map<string, string>();
-  constructor(entries: Iterable<[string, string]> = []) {
-    for (const [k, v] of entries) this.set(k, v);
-  }
-  static fromList(list: string[]): Env {
-    return new Env(list.map((e) => {
-      const i = e.indexOf('=');
-      return i < 0 ? [e, ''] : [e.slice(0, i), e.slice(i + 1)];
-    }));
-  }
-  set(k: string, v: string): void {
-    this.map.set(k, v);
-  }
-  get lookup(): EnvLookup {
-    return (k) => this.map.get(k);
-  }
-  keys(): string[] {
-    return [...this.map.keys()];
-  }
-  clone(): Env {
-    return new Env(this.map);
-  }
-}
-
-interface StageState {
-  env: Env;
-  /** false when the base image's environment is unknown: UndefinedVar cannot be judged */
-  envKnown: boolean;
-  shell: boolean;
-  workdirSet: boolean;
-}
 
 /** ProcessWordWithMatches: the result and which names were (not) found. */
 function process(lex: Lexer, word: string, env: EnvLookup): { result: string; matched: Set<string>; unmatched: Set<string> } {
@@ -289,6 +249,16 @@ export function checkDockerfile(text: string, file: string, opts: CheckOptions =
   }
 
   // dispatch: the stages the build needs (all of them for --check), in file order
+  const cx: DispatchContext = {
+    warn,
+    config: (i) => nodeConfig(nodeOf(i)),
+    keyword: (i) => nodeOf(i).value,
+    args: (i) => nodeOf(i).args.map((a) => ('value' in a ? a.value : '')),
+    lex,
+    buildArgs,
+    globals,
+    ...(opts.ignore ? { ignore: opts.ignore } : {}),
+  };
   const wanted = new Set(opts.allStages ? plan.stages.map((s) => s.index) : plan.order);
   const finals = new Map<number, StageState>();
   const firstStageIns = new Map(plan.stages.map((s) => [s.index, instructions.indexOf(s.from)]));
@@ -303,170 +273,12 @@ export function checkDockerfile(text: string, file: string, opts: CheckOptions =
       const env = opts.imageEnv?.(stage.base.ref);
       st = { env: Env.fromList(env ?? []), envKnown: env !== undefined, shell: false, workdirSet: false };
     }
-    let error: CheckResult['error'];
     try {
-      dispatchStage(stage.instructions, firstStageIns.get(stage.index)! + 1);
+      dispatchStage(cx, st, stage.instructions, firstStageIns.get(stage.index)! + 1);
     } catch (e) {
-      error = errorOf(e);
+      return result(errorOf(e), config);
     }
-    if (error) return result(error, config);
     finals.set(stage.index, st);
-
-    function dispatchStage(list: Instruction[], offset: number): void {
-      const declared = new Set<string>();
-      const once = new Map<string, { start: number; end: number }>();
-      list.forEach((ins, j) => {
-        const cfg = nodeConfig(nodeOf(offset + j));
-        const { start, end } = ins.range;
-        const at = (e: unknown) => withRange(e, ins.range);
-        const expand = (word: string, lexer = lex) => {
-          let r;
-          try {
-            r = lexer.process(word, st.env.lookup);
-          } catch (e) {
-            throw at(e);
-          }
-          reportUnmatched(r.unmatched);
-          return r.result;
-        };
-        const reportUnmatched = (unmatched: Set<string>) => {
-          if (!st.envKnown) return;
-          for (const v of unmatched) {
-            if (declared.has(v) || NON_ENV_ARGS.has(v)) continue;
-            warn(cfg, 'UndefinedVar', MESSAGES.UndefinedVar(v, suggest(v, st.env.keys(), true)), start, end);
-          }
-        };
-        // the earlier one is reported: it is the one that has no effect
-        const usedOnce = (kind: string, written: string) => {
-          const prev = once.get(kind);
-          if (prev) warn(cfg, 'MultipleInstructionsDisallowed', MESSAGES.MultipleInstructionsDisallowed(written), prev.start, prev.end);
-          once.set(kind, { start, end });
-        };
-        const legacy = (cmd: string) => {
-          const n = nodeOf(offset + j);
-          const args = n.args.map((a) => ('value' in a ? a.value : ''));
-          for (let k = 2; k < args.length; k += 3) if (args[k] === '') warn(cfg, 'LegacyKeyValueFormat', MESSAGES.LegacyKeyValueFormat(cmd), start, end);
-        };
-        const secret = (instruction: string, key: string) => {
-          if (SECRET_DENY.test(key) && !SECRET_ALLOW.test(key)) warn(cfg, 'SecretsUsedInArgOrEnv', MESSAGES.SecretsUsedInArgOrEnv(instruction, key), start, end);
-        };
-        const name = nodeOf(offset + j).value;
-
-        switch (ins.kind) {
-          case 'env': {
-            const pairs = ins.pairs.map((p) => ({ key: expand(p.key), value: expand(p.value) }));
-            legacy(name);
-            for (const p of pairs) {
-              secret('ENV', p.key);
-              st.env.set(p.key, p.value);
-            }
-            break;
-          }
-          case 'label':
-            for (const p of ins.pairs) {
-              expand(p.key);
-              expand(p.value);
-            }
-            legacy(name);
-            break;
-          case 'arg':
-            for (const a of ins.args) {
-              secret('ARG', a.name);
-              let value: string | undefined;
-              if (a.name in buildArgs) value = buildArgs[a.name];
-              else if (a.default !== undefined) value = expand(a.default);
-              else value = globals.lookup(a.name);
-              if (value !== undefined && !NON_ENV_ARGS.has(a.name)) st.env.set(a.name, value);
-              declared.add(a.name);
-            }
-            break;
-          case 'copy':
-          case 'add': {
-            if (ins.chown !== undefined) expand(ins.chown);
-            if (ins.chmod !== undefined) expand(ins.chmod);
-            if (ins.checksum !== undefined) expand(ins.checksum);
-            const sources = ins.sources.map((s) => expand(s));
-            expand(ins.dest);
-            for (const h of ins.sourceContents ?? []) {
-              if (!h.expand) continue;
-              try {
-                reportUnmatched(new Lexer('\\', { skipProcessQuotes: true }).process(h.data, st.env.lookup).unmatched);
-              } catch (e) {
-                throw at(e);
-              }
-            }
-            if (ins.from === undefined) copyIgnored(cfg, ins.kind === 'add' ? 'Add' : 'Copy', sources, start, end);
-            break;
-          }
-          case 'workdir': {
-            const p = expand(ins.path);
-            if (!st.workdirSet && !p.startsWith('/')) warn(cfg, 'WorkdirRelativePath', MESSAGES.WorkdirRelativePath(p), start, end);
-            st.workdirSet = true;
-            break;
-          }
-          case 'user':
-            expand(ins.user);
-            break;
-          case 'volume':
-            for (const v of ins.paths) if (expand(v) === '') throw at(new Error('VOLUME specified can not be an empty string'));
-            break;
-          case 'stopsignal':
-            expand(ins.signal);
-            break;
-          case 'run':
-            for (const m of ins.mounts) expand(m);
-            break;
-          case 'cmd':
-          case 'entrypoint':
-            usedOnce(ins.kind, name);
-            if (ins.cmd.shell && !st.shell) warn(cfg, 'JSONArgsRecommended', MESSAGES.JSONArgsRecommended(name), start, end);
-            break;
-          case 'healthcheck':
-            usedOnce(ins.kind, name);
-            break;
-          case 'shell':
-            st.shell = true;
-            break;
-          case 'expose': {
-            let words: string[];
-            try {
-              words = ins.ports.flatMap((w) => lex.processWords(w, st.env.lookup));
-            } catch (e) {
-              throw at(e);
-            }
-            for (const w of words) {
-              let spec;
-              try {
-                spec = parsePortSpec(w);
-              } catch (e) {
-                if (e instanceof PortSpecError) throw at(e);
-                throw e;
-              }
-              if (spec.proto !== spec.proto.toLowerCase()) warn(cfg, 'ExposeProtoCasing', MESSAGES.ExposeProtoCasing(w), start, end);
-              if (spec.ip !== '' || spec.hostPort !== '') warn(cfg, 'ExposeInvalidFormat', MESSAGES.ExposeInvalidFormat(w), start, end);
-            }
-            break;
-          }
-          default:
-            break;
-        }
-      });
-    }
-  }
-
-  function copyIgnored(cfg: CheckConfig, cmd: string, sources: string[], start: number, end: number): void {
-    const ig = opts.ignore;
-    if (!ig || ig.patterns.length === 0 || ig.patterns.some((p) => p.exclusion)) return;
-    for (const raw of sources) {
-      if (/^[a-z][a-z0-9+.-]*:\/\//i.test(raw)) continue; // ADD <url>
-      const src = path.posix.normalize(raw).replace(/(.)\/+$/, '$1');
-      if (src === '.' || src === '/') {
-        const all = ig.patterns.some((p) => !p.exclusion && ['*', '**', '**/*'].includes(p.text));
-        if (!all) continue;
-      }
-      const rel = src.replace(/^\/+/, '').replace(/^\.\//, '');
-      if (rel === '' ? true : ig.excludes(rel)) warn(cfg, 'CopyIgnoredFile', MESSAGES.CopyIgnoredFile(cmd, src), start, end);
-    }
   }
 
   return result(undefined, config);
@@ -511,12 +323,6 @@ function parsePlatform(s: string): { os: string; arch: string } | undefined {
   const os = parts[0]!.toLowerCase();
   const arch = parts.length > 1 ? parts[1]!.toLowerCase() : '';
   return { os, arch };
-}
-
-function withRange(e: unknown, range: { start: number; end: number }): Error {
-  const err = e instanceof Error ? e : new Error(String(e));
-  (err as Error & { range?: unknown }).range ??= range;
-  return err;
 }
 
 function errorOf(e: unknown, range?: { start: number; end: number }): NonNullable<CheckResult['error']> {

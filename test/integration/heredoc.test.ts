@@ -49,6 +49,60 @@ describe('RUN here-documents', () => {
     await expectFiles('FROM busybox AS build\nSHELL ["/usr/bin/awk"]\nRUN <<EOF\nBEGIN {\n\tprint "foo" > "/dest"\n}\nEOF\nFROM scratch\nCOPY --from=build /dest /dest\n', { dest: 'foo\n' });
   });
 
+  it('runs a #! here-document with its interpreter, mounted at /dev/pipes (testRunShebangHeredoc; awk is /usr/bin/awk here)', async () => {
+    const { files, dir } = await buildLocal(`FROM busybox AS build
+WORKDIR /dest
+RUN <<EOF
+#!/usr/bin/awk -f
+BEGIN {
+	print "hello" >> "./out1"
+	print "world" >> "./out1"
+}
+EOF
+RUN <<-EOF
+	#!/usr/bin/awk -f
+	BEGIN {
+		print "hello" >> "./out2"
+		print "world" >> "./out2"
+	}
+EOF
+RUN <<EOF
+#!/bin/sh
+echo "
+	foo" > /dest/foo2-run
+echo "$0" > /dest/argv0
+EOF
+RUN <<-EOF
+#!/bin/sh
+echo "
+	bar" > /dest/bar2-run
+EOF
+FROM scratch
+COPY --from=build /dest /
+`);
+    expect({ out1: await files('out1'), out2: await files('out2'), foo2: await files('foo2-run'), bar2: await files('bar2-run'), argv0: await files('argv0') }).toEqual({
+      out1: 'hello\nworld\n', out2: 'hello\nworld\n', foo2: '\n\tfoo\n', bar2: '\nbar\n', argv0: '/dev/pipes/EOF\n',
+    });
+    expect((await fs.readdir(dir)).sort()).toEqual(['argv0', 'bar2-run', 'foo2-run', 'out1', 'out2']);
+  });
+
+  it('keys a #! here-document by its script and leaves nothing of it in the layer', async () => {
+    const df = (word: string) => `FROM busybox\nRUN <<EOF\n#!/bin/sh\necho ${word} > /w\nEOF\n`;
+    const ctx = await fs.mkdtemp(path.join(tmp, 'ctx-'));
+    await fs.writeFile(path.join(ctx, 'Dockerfile'), df('one'));
+    let r = await mbuild(['--root', root, 'build', '--progress', 'plain', '-t', 'heredoc-shebang', ctx]);
+    expect(r.code, r.stderr).toBe(0);
+    const inspect = await mbuild(['--root', root, 'inspect', 'heredoc-shebang']);
+    const history = (JSON.parse(inspect.stdout)[0].History as { created_by: string }[]).map((h) => h.created_by);
+    expect(history).toContain('RUN /bin/sh -c /dev/pipes/EOF # buildkit');
+    await fs.writeFile(path.join(ctx, 'Dockerfile'), df('two'));
+    const out = path.join(tmp, 'shebang-two');
+    r = await mbuild(['--root', root, 'build', '--progress', 'plain', '-o', `type=local,dest=${out}`, ctx]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await fs.readFile(path.join(out, 'w'), 'utf8')).toBe('two\n');
+    expect(await fs.readdir(path.join(out, 'dev'))).toEqual([]);
+  });
+
   it('runs heredocs inside commands, several per RUN and on other descriptors (testRunComplexHeredoc)', async () => {
     await expectFiles(
       `FROM busybox AS build

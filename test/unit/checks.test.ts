@@ -242,6 +242,8 @@ describe('check configuration', () => {
     expect(checkDockerfile('FROM scratch\nEXPOSE 80:90-91\n', 'Dockerfile').error).toEqual({ message: 'invalid ranges specified for container and host Ports: 90-91 and 80', start: 2, end: 2 });
     expect(checkDockerfile('FROM scratch\nCOPY --from=nope /a /b\nFROM scratch\n', 'Dockerfile', { allStages: true }).error).toBeUndefined();
     expect(checkDockerfile('FROM scratch\nENV A="${B:?must be set}"\n', 'Dockerfile').error?.message).toContain('B: must be set');
+    expect(checkDockerfile('FROM scratch\nRUN --mount=type=nope true\n', 'Dockerfile').error).toMatchObject({ start: 2 });
+    expect(lint('FROM scratch\nRUN --mount=type=cache,target=/$CACHE_DIR true\n')).toEqual([['UndefinedVar', "Usage of undefined variable '$CACHE_DIR'", 2]]);
   });
 });
 
