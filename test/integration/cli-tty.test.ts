@@ -53,7 +53,7 @@ describe('--progress tty', () => {
     expect(r.raw).not.toMatch(/^#\d+ /m); // not the plain form
     const lines = r.screen.trim().split('\n');
     expect(lines[0]).toMatch(/^\[\+\] Building \d+\.\ds \(\d+\/\d+\) FINISHED$/);
-    expect(r.screen).toMatch(/ => \[a 2\/2\] RUN for i in 1 2 3 4 5 6 7 8; do echo line \$i; sleep 0\.3; done +\d+\.\ds\n => => peak memory [\d.]+k?B, cpu [\d.]+s\n/);
+    expect(r.screen).toMatch(/ => \[a 2\/2\] RUN for i in 1 2 3 4 5 6 7 8; do echo line \$i; sleep 0\.3; done +\d+\.\ds\n => => peak memory [\d.]+[kMG]?B, cpu [\d.]+s\n/);
     // finished: collapsed (no output lines left on the screen)
     expect(r.screen).not.toContain('=> => # line');
     expect(lines.every((l) => l.length <= 100)).toBe(true);

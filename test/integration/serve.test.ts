@@ -127,7 +127,7 @@ describe('mbuild serve on a unix socket', () => {
     for (const [i, r] of runs.entries()) {
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).toContain(`built-${i}`);
-      expect(r.stderr).toMatch(/^#1 transferring context: \d+(\.\d+)?k?B done$/m);
+      expect(r.stderr).toMatch(/^#1 transferring context: \d+(\.\d+)?[kMG]?B done$/m);
       expect(r.stderr).toContain(`naming to docker.io/library/six:${i}`);
       expect(await fs.readFile(path.join(tmp, `six-out-${i}`, 'copy'), 'utf8')).toBe(`client ${i}\n`);
     }
