@@ -2,7 +2,7 @@
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import { parseArgs } from '../util/args.js';
+import { buildArgValues, parseArgs } from '../util/args.js';
 import { parseOutput, type OutputSpec } from '../builder/executor/output-spec.js';
 import { BUILD_FLAGS, REFUSED } from './build-flags.js';
 import { createProgress, progressMode, type Progress } from './progress.js';
@@ -77,13 +77,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   if (isolation !== undefined && isolation !== 'default' && isolation !== '') throw new UsageError(`--isolation ${isolation} is not supported on Linux (only "default")`);
   checkAttestations(flags);
 
-  const buildArgs: Record<string, string> = {};
-  for (const kv of flags.buildArg as string[]) {
-    const eq = kv.indexOf('=');
-    if (eq < 0) {
-      if (process.env[kv] !== undefined) buildArgs[kv] = process.env[kv]!;
-    } else buildArgs[kv.slice(0, eq)] = kv.slice(eq + 1);
-  }
+  const buildArgs = buildArgValues(flags.buildArg as string[]);
   // the proxy variables reach RUN's environment without an ARG, and stay out of the image (as BuildKit)
   const proxyEnv = Object.entries(buildArgs).filter(([k]) => PREDEFINED_ARGS.has(k)).map(([k, v]) => `${k}=${v}`);
   const network = (flags.network as string | undefined) ?? 'default';

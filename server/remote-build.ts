@@ -8,7 +8,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
-import { parseArgs } from '../util/args.js';
+import { buildArgValues, parseArgs } from '../util/args.js';
 import { parseOutput, type OutputSpec } from '../builder/executor/output-spec.js';
 import { MbuildError, UsageError } from '../util/errors.js';
 import { remoteCacheSpecs } from '../builder/cache/remote-spec.js';
@@ -94,13 +94,7 @@ export async function remoteBuild(argv: string[], connect: (contextDir: string) 
     throw new MbuildError('MBUILD_NO_DOCKERFILE', `cannot read the Dockerfile ${dockerfile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   });
   const dockerfileIgnore = await fs.readFile(dockerfile + '.dockerignore', 'utf8').catch(() => undefined);
-  const buildArgs: Record<string, string> = {};
-  for (const kv of flags.buildArg as string[]) {
-    const eq = kv.indexOf('=');
-    if (eq < 0) {
-      if (process.env[kv] !== undefined) buildArgs[kv] = process.env[kv]!;
-    } else buildArgs[kv.slice(0, eq)] = kv.slice(eq + 1);
-  }
+  const buildArgs = buildArgValues(flags.buildArg as string[]);
   const progressMode = (flags.progress as string | undefined) ?? 'auto';
   if (!['auto', 'plain', 'tty', 'quiet'].includes(progressMode)) throw new UsageError(`--progress ${progressMode}: use auto, plain, tty or quiet (rawjson is not available with --host)`);
   const quiet = Boolean(flags.quiet) || progressMode === 'quiet';

@@ -75,3 +75,15 @@ export function formatFlags(specs: FlagSpec[]): string {
   const w = Math.max(0, ...rows.map((r) => r[0].length)) + 2;
   return rows.map(([n, h]) => `  ${n.padEnd(w)}${h}`).join('\n') + '\n';
 }
+
+/** `--build-arg K=V` values as docker reads them: `K` alone takes K from the environment (if set). */
+export function buildArgValues(list: string[], env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of list) {
+    const eq = kv.indexOf('=');
+    if (eq < 0) {
+      if (env[kv] !== undefined) out[kv] = env[kv]!;
+    } else out[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  return out;
+}

@@ -88,3 +88,10 @@ describe('commands', () => {
     expect(isGitUrl('https://example.com/ctx.tar.gz')).toBe(false);
   });
 });
+
+describe('buildArgValues', () => {
+  it('reads K=V, takes a bare K from the environment only when it is set, and keeps "=" in values', async () => {
+    const { buildArgValues } = await import('../../util/args.js');
+    expect(buildArgValues(['A=1', 'B', 'C', 'D=x=y', 'E='], { B: 'from-env' })).toEqual({ A: '1', B: 'from-env', D: 'x=y', E: '' });
+  });
+});
