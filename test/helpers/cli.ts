@@ -45,3 +45,14 @@ export async function mountsUnder(dir: string): Promise<string[]> {
   const { readFile } = await import('node:fs/promises');
   return (await readFile('/proc/mounts', 'utf8')).split('\n').filter((l) => l.includes(` ${dir}`));
 }
+
+/** A fresh build context under `parent` holding `files` (name -> content; folders are made). */
+export async function writeContext(parent: string, files: Record<string, string>): Promise<string> {
+  const { promises: fs } = await import('node:fs');
+  const dir = await fs.mkdtemp(path.join(parent, 'ctx-'));
+  for (const [name, content] of Object.entries(files)) {
+    await fs.mkdir(path.dirname(path.join(dir, name)), { recursive: true });
+    await fs.writeFile(path.join(dir, name), content);
+  }
+  return dir;
+}

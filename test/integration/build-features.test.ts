@@ -6,19 +6,12 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { BUSYBOX_TAR, imageTree, mbuild, mountsUnder, run } from '../helpers/cli.js';
+import { BUSYBOX_TAR, imageTree, mbuild, mountsUnder, run, writeContext } from '../helpers/cli.js';
 
 let tmp: string;
 let root: string;
 
-async function context(files: Record<string, string>): Promise<string> {
-  const dir = await fs.mkdtemp(path.join(tmp, 'ctx-'));
-  for (const [name, content] of Object.entries(files)) {
-    await fs.mkdir(path.dirname(path.join(dir, name)), { recursive: true });
-    await fs.writeFile(path.join(dir, name), content);
-  }
-  return dir;
-}
+const context = (files: Record<string, string>): Promise<string> => writeContext(tmp, files);
 
 async function build(ctx: string, extra: string[] = []) {
   const out = path.join(tmp, `out-${Math.random().toString(36).slice(2)}.tar`);

@@ -11,22 +11,15 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { BUSYBOX_TAR, REPO, mbuild, run, type CliResult } from '../helpers/cli.js';
+import { BUSYBOX_TAR, REPO, mbuild, run, type CliResult, writeContext } from '../helpers/cli.js';
 import { COMMANDS } from '../../cli/main.js';
 
 let work: string;
 let root: string;
-let n = 0;
 const MB = path.join(REPO, 'bin/mbuild');
 const mb = (args: string[], input?: string): Promise<CliResult> => mbuild(['--root', root, ...args], { input });
 
-async function ctxWith(dockerfile: string, files: Record<string, string> = {}): Promise<string> {
-  const dir = path.join(work, `ctx${++n}`);
-  await fs.mkdir(dir);
-  await fs.writeFile(path.join(dir, 'Dockerfile'), dockerfile);
-  for (const [f, c] of Object.entries(files)) await fs.writeFile(path.join(dir, f), c);
-  return dir;
-}
+const ctxWith = (dockerfile: string, files: Record<string, string> = {}): Promise<string> => writeContext(work, { Dockerfile: dockerfile, ...files });
 
 /** a tiny static file server on 127.0.0.1 (tarball and dumb-http git contexts) */
 async function serve(dir: string): Promise<{ url: string; close(): Promise<void> }> {

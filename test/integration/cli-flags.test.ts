@@ -7,21 +7,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { promises as fs, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BUSYBOX_TAR, REPO, mbuild, run, type CliResult } from '../helpers/cli.js';
+import { BUSYBOX_TAR, REPO, mbuild, run, type CliResult, writeContext } from '../helpers/cli.js';
 import { BUILD_FLAGS } from '../../cli/build-flags.js';
 
 let work: string;
 let root: string;
-let n = 0;
 const mb = (args: string[], input?: string): Promise<CliResult> => mbuild(['--root', root, ...args], { input });
 
-async function ctxWith(dockerfile: string, files: Record<string, string> = {}): Promise<string> {
-  const dir = path.join(work, `ctx${++n}`);
-  await fs.mkdir(dir);
-  await fs.writeFile(path.join(dir, 'Dockerfile'), dockerfile);
-  for (const [f, c] of Object.entries(files)) await fs.writeFile(path.join(dir, f), c);
-  return dir;
-}
+const ctxWith = (dockerfile: string, files: Record<string, string> = {}): Promise<string> => writeContext(work, { Dockerfile: dockerfile, ...files });
 
 async function build(dockerfile: string, args: string[] = []): Promise<CliResult & { dir: string }> {
   const dir = await ctxWith(dockerfile);

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
-import { BUSYBOX_TAR, REPO, SHARED, imageTree, mbuild, mountsUnder, run } from '../helpers/cli.js';
+import { BUSYBOX_TAR, REPO, SHARED, imageTree, mbuild, mountsUnder, run, writeContext } from '../helpers/cli.js';
 import { CacheMounts } from '../../store/cache-mounts.js';
 
 const CASES = path.join(REPO, 'test/fixtures/mount-cases');
@@ -22,14 +22,7 @@ let root: string;
 let agentSock: string;
 let agentPid: number;
 
-async function context(files: Record<string, string>): Promise<string> {
-  const dir = await fs.mkdtemp(path.join(tmp, 'ctx-'));
-  for (const [name, content] of Object.entries(files)) {
-    await fs.mkdir(path.dirname(path.join(dir, name)), { recursive: true });
-    await fs.writeFile(path.join(dir, name), content);
-  }
-  return dir;
-}
+const context = (files: Record<string, string>): Promise<string> => writeContext(tmp, files);
 
 async function build(ctx: string, extra: string[] = [], env?: NodeJS.ProcessEnv) {
   const out = path.join(tmp, `out-${Math.random().toString(36).slice(2)}.tar`);
