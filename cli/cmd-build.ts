@@ -95,7 +95,10 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const mode = progressMode(flags.progress as string | undefined, Boolean(flags.quiet));
   const outputs: OutputSpec[] = (flags.output as string[]).map(parseOutput);
   if (flags.push) outputs.push(parseOutput('type=registry'));
-  if (flags.platform !== undefined) (await import('../builder/plan/platform.js')).checkTargetPlatform(String(flags.platform));
+  const { parsePlatformList } = await import('../util/platform.js');
+  const platforms = parsePlatformList(flags.platform as string[]);
+  // buildx: "docker exporter does not currently support exporting manifest lists"
+  for (const o of outputs) if (o.type === 'docker' && platforms.length > 1) throw new UsageError(`--output type=docker cannot hold an image for several platforms (${platforms.length} asked with --platform): use type=oci, or one --platform`);
   const labels = keyValues(flags.label as string[], '--label');
   const manifestAnnotations = annotations(flags.annotation as string[]);
   const noCacheFilter = (flags.noCacheFilter as string[]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
@@ -151,12 +154,14 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       ulimits: (flags.ulimit as string[]).map(parseUlimit),
       cacheFrom,
       cacheTo,
+      platforms,
     });
     const { recordImageId } = await import('./image-ref.js');
-    await recordImageId(store, result.manifest.config.digest, result.manifestDigest).catch(() => undefined);
+    // the ID of a multi-platform build is its index digest (as BuildKit's image exporter gives it)
+    const id = result.index?.digest ?? result.manifest.config.digest;
+    await recordImageId(store, id, result.index?.digest ?? result.manifestDigest).catch(() => undefined);
     let pushed: { name: string; digest: string }[] = [];
     for (const out of outputs) pushed = pushed.concat(await writeOutput(store, result, out, progress));
-    const id = result.manifest.config.digest;
     if (flags.iidfile) await writeFileAtomic(path.resolve(flags.iidfile as string), id);
     if (flags.metadataFile) await writeMetadata(store, path.resolve(flags.metadataFile as string), result, pushed);
     if (mode === 'quiet') process.stdout.write(id + '\n');
@@ -198,10 +203,11 @@ async function resolveNamedContexts(store: Store, list: ReturnType<typeof parseB
 
 async function writeMetadata(store: Store, file: string, result: BuildResult, pushed: { name: string; digest: string }[]): Promise<void> {
   // as buildx writes it for the image exporter: the digest is the pushed manifest's when pushed
-  const digest = pushed[0]?.digest ?? result.manifestDigest;
+  const digest = pushed[0]?.digest ?? result.index?.digest ?? result.manifestDigest;
   const manifest = await store.content.readJson<{ mediaType?: string }>(digest);
   const meta: Record<string, unknown> = {
-    'containerimage.config.digest': result.manifest.config.digest,
+    // a multi-platform build has no one config: buildx leaves the key out
+    ...(result.index ? {} : { 'containerimage.config.digest': result.manifest.config.digest }),
     'containerimage.descriptor': { mediaType: manifest.mediaType, digest, size: await store.content.size(digest) },
     'containerimage.digest': digest,
     ...(result.names.length ? { 'image.name': result.names.join(',') } : {}),
@@ -212,10 +218,24 @@ async function writeMetadata(store: Store, file: string, result: BuildResult, pu
 async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, progress: Progress): Promise<{ name: string; digest: string }[]> {
   const { imageInForm } = await import('./image-form.js');
   const form = { compression: out.compression, forceCompression: out.forceCompression, ociMediatypes: out.ociMediatypes ?? true, annotations: out.annotations };
+  // several platforms: each image in the form asked for, under a new index of those (the stored index stays as built)
+  const inForm = async (): Promise<string> => {
+    if (!result.index) return (await imageInForm(store, result.manifestDigest, form)).manifestDigest;
+    const { platformDescriptor, writeIndex } = await import('../builder/executor/index.js');
+    const entries = [];
+    for (const img of result.images) {
+      const f = await imageInForm(store, img.manifestDigest, form);
+      const mediaType = (await store.content.readJson<{ mediaType?: string }>(f.manifestDigest)).mediaType;
+      entries.push(platformDescriptor({ manifestDigest: f.manifestDigest, manifestSize: await store.content.size(f.manifestDigest), config: img.config, mediaType }));
+    }
+    const docker = !form.ociMediatypes;
+    const idx = await writeIndex(store, entries.map((e) => (docker ? { ...e } : e)), { mediaType: docker ? 'application/vnd.docker.distribution.manifest.list.v2+json' : undefined });
+    return idx.digest;
+  };
   if (out.type === 'image' || out.type === 'registry') {
     if (!out.push) return [];
     const { pushImage } = await import('../registry/push.js');
-    const { manifestDigest } = await imageInForm(store, result.manifestDigest, form);
+    const manifestDigest = await inForm();
     const pushed: { name: string; digest: string }[] = [];
     for (const name of result.names) pushed.push(await pushImage(store, name, { progress, manifestDigest }));
     return pushed;
@@ -225,13 +245,15 @@ async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, p
   try {
     if (out.type === 'oci' || out.type === 'docker') {
       const { exportImage } = await import('../store/archive/export.js');
-      const { manifestDigest } = await imageInForm(store, result.manifestDigest, form);
+      const manifestDigest = await inForm();
       const names = [...result.names, ...out.names.filter((n) => !result.names.includes(n))];
       if (out.tar) await exportImage(store, { manifestDigest, names }, { type: out.type, dest });
       else await exportLayoutDir(store, manifestDigest, names, out.type, dest);
     } else {
-      const { exportFilesystem } = await import('./export-fs.js');
-      await exportFilesystem(result.snap, result.state.layers, out.type, dest);
+      const { exportFilesystem, exportFilesystems } = await import('./export-fs.js');
+      // several platforms: a folder per platform (linux_amd64/, linux_arm64/), as BuildKit writes them
+      if (result.index) await exportFilesystems(result.snap, result.images.map((i) => ({ platform: i.platform, layers: i.state.layers })), out.type, dest);
+      else await exportFilesystem(result.snap, result.state.layers, out.type, dest);
     }
     step.done();
     return [];

@@ -34,7 +34,8 @@ import { RemoteCaches } from '../cache/remote-import.js';
 import type { BuiltStep } from '../cache/remote-export.js';
 import type { CacheExportSpec, CacheImportSpec } from '../cache/remote-spec.js';
 import { INLINE_KEY, type InlineCache } from '../cache/remote-format.js';
-import { targetPlatform } from '../plan/platform.js';
+import { platformString, targetPlatform, type TargetPlatform } from '../plan/platform.js';
+import { platformDescriptor, writeIndex, type WrittenIndex } from './index.js';
 import type { Layer, LayerBlob } from '../../snapshotter/snapshots.js';
 import type { StepHandle } from '../../util/progress.js';
 import type { StepCache } from '../steps/contract.js';
@@ -76,6 +77,8 @@ export interface BuildOptions {
   /** shared build caches to read (--cache-from) and to write (--cache-to) */
   cacheFrom?: CacheImportSpec[];
   cacheTo?: CacheExportSpec[];
+  /** --platform: the target platforms (default: this machine's); several make an image index */
+  platforms?: TargetPlatform[];
 }
 
 /** How often a build starts again after a cached blob turned out unusable (each time without it). */
@@ -90,10 +93,23 @@ function explainScope(opts: BuildOptions): string {
   return `${rel.startsWith('..') || path.isAbsolute(rel) ? path.basename(opts.dockerfile) : rel}|${opts.target ?? ''}`;
 }
 
+/** One platform's image of a build. */
+export interface PlatformImage extends WrittenImage {
+  platform: TargetPlatform;
+  state: StageState;
+}
+
+/**
+ * What a build made. With one platform, the image itself (manifestDigest, manifest, config); with
+ * several, `index` is the result (the name holds it) and `images` its platforms' images; the
+ * top-level image fields are then the first platform's.
+ */
 export interface BuildResult extends WrittenImage {
   names: string[];
   state: StageState;
   snap: Snapshotter;
+  images: PlatformImage[];
+  index?: WrittenIndex;
 }
 
 export async function build(store: Store, progress: ProgressReporter, opts: BuildOptions): Promise<BuildResult> {
@@ -102,7 +118,12 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const display = path.basename(opts.dockerfile);
   const df = parseDockerfile(text, display);
   for (const w of df.warnings) progress.info(`WARNING: ${w}`);
-  const plan = planBuild(df, { target: opts.target, buildArgs: opts.buildArgs });
+  const platforms = opts.platforms?.length ? opts.platforms : [targetPlatform()];
+  const multi = platforms.length > 1;
+  // one plan per target platform (TARGET* ARGs and each stage's platform differ; BUILD* do not)
+  const plans = platforms.map((platform) => planBuild(df, { target: opts.target, buildArgs: opts.buildArgs, platform }));
+  const plan = plans[0]!;
+  if (multi) for (const p of plans) p.label = platformString(p.platform);
   // SOURCE_DATE_EPOCH is for the build itself (BuildKit does not ask for an ARG)
   for (const a of plan.unusedBuildArgs.filter((n) => n !== 'SOURCE_DATE_EPOCH')) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
   const snap = new Snapshotter(store);
@@ -115,26 +136,50 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const explainer = await MissExplainer.load(cache.dir, opts.dockerfile, opts.target);
 
   if ([...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])].some((c) => c.type === 'registry')) registryLoaded = true;
-  const remote = opts.cacheFrom?.length ? await RemoteCaches.load(opts.cacheFrom, snap, cache, progress, targetPlatform()) : undefined;
+  const remote = opts.cacheFrom?.length ? await RemoteCaches.load(opts.cacheFrom, snap, cache, progress, platforms[0]!) : undefined;
   const imageStages = new Set<number>();
   for (let i: number | undefined = plan.target; i !== undefined; ) {
     imageStages.add(i);
     const base: Stage['base'] = plan.stages[i]!.base;
     i = base.kind === 'stage' ? base.index : undefined;
   }
-  const shared: SharedCache = { remote, imageStages, log: new Map(), scope: explainScope(opts) };
+  const shared: SharedCache = { remote, imageStages, log: new Map(), scope: explainScope(opts), inflight: new Map() };
   const named = opts.namedContexts ?? {};
   const contextRef = (ref: string) => named[ref] ?? named[ref.toLowerCase()] ?? ref;
   const noCacheStages = new Set((opts.noCacheStages ?? []).map((s) => s.toLowerCase()));
   for (const s of noCacheStages) if (!plan.stages.some((st, i) => st.name === s || String(i) === s)) throw new MbuildError('MBUILD_USAGE', `--no-cache-filter ${s}: no stage of that name`);
   const images = new Map<string, Promise<StageState>>();
 
-  const attempt = async (): Promise<StageState | undefined> => {
+  const imageState = (asked: string, platform: TargetPlatform): Promise<StageState> => {
+    const ref = contextRef(asked);
+    const key = `${ref}|${platformString(platform)}`;
+    let p = images.get(key);
+    if (!p) {
+      p = (async () => {
+        // the registry code (and undici) loads only when the store lacks the image or --pull asks
+        const local = opts.pull ? undefined : await store.resolveImage(ref, platform).catch(() => undefined);
+        const img = local ?? (await (await loadRegistry()).ensureImage(store, ref, { pull: opts.pull, progress, platform }));
+        // keyed by the config digest (the image id): the same image pulled as OCI or Docker media types, or loaded from an archive, gives the same keys on every machine
+        return baseState(img.config, await snap.fromImage(img), `image:${img.manifest.config.digest}`);
+      })();
+      images.set(key, p);
+    }
+    return p;
+  };
+
+  // every platform's plan at once, sharing one step queue; the first failure anywhere cancels all
+  const attempt = async (): Promise<StageState[]> => {
   let failed: unknown;
-  // the first failure cancels every other stage at once (their running RUNs are killed)
   const abort = new AbortController();
-  const stageRuns = new Map<number, Promise<StageState>>();
-  const makeCtx = (prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>): BuildContext => ({
+  // steps often wait (sleep, network, disk) rather than compute: by default allow twice the cores, at least 4
+  const jobs = new PQueue({ concurrency: Math.max(1, opts.jobs ?? Math.max(4, 2 * os.availableParallelism())) });
+  const onFail = (err: unknown) => {
+    if (failed === undefined) {
+      failed = err;
+      abort.abort(err);
+    }
+  };
+  const makeCtx = (plan: Plan, prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>): BuildContext => ({
     store,
     snap,
     progress: prog,
@@ -155,47 +200,30 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     shmSizeKb: opts.shmSizeKb,
     ulimits: opts.ulimits ?? [],
     signal: abort.signal,
-    // steps often wait (sleep, network, disk) rather than compute: by default allow twice the cores, at least 4
-    jobs: new PQueue({ concurrency: Math.max(1, opts.jobs ?? Math.max(4, 2 * os.availableParallelism())) }),
+    jobs,
     stageIndexOf: (from) => {
       if (/^\d+$/.test(from)) return Number(from);
       const i = plan.stages.findIndex((s) => s.name === from.toLowerCase());
       return i >= 0 ? i : undefined;
     },
     stageResult,
-    imageState: (asked) => {
-      const ref = contextRef(asked);
-      let p = images.get(ref);
-      if (!p) {
-        p = (async () => {
-          // the registry code (and undici) loads only when the store lacks the image or --pull asks
-          const local = opts.pull ? undefined : await store.resolveImage(ref).catch(() => undefined);
-          const img = local ?? (await (await loadRegistry()).ensureImage(store, ref, { pull: opts.pull, progress }));
-          // keyed by the config digest (the image id): the same image pulled as OCI or Docker media types, or loaded from an archive, gives the same keys on every machine
-          return baseState(img.config, await snap.fromImage(img), `image:${img.manifest.config.digest}`);
-        })();
-        images.set(ref, p);
-      }
-      return p;
-    },
+    imageState: (ref) => imageState(ref, plan.platform),
   });
 
+  const runPlan = async (plan: Plan): Promise<StageState> => {
+  const stageRuns = new Map<number, Promise<StageState>>();
   // with a shared cache, a key-only pass first finds the stages no missing step reads: they never run
-  const probe = remote ? await probeStages(plan, makeCtx, remote).catch(() => undefined) : undefined;
-  const ctx = makeCtx(progress, (i) => (!probe || probe.needed.has(i) ? runStage(i) : probe.states.get(i)!));
+  const probe = remote ? await probeStages(plan, (prog, res) => makeCtx(plan, prog, res), remote).catch(() => undefined) : undefined;
+  const ctx = makeCtx(plan, progress, (i) => (!probe || probe.needed.has(i) ? runStage(i) : probe.states.get(i)!));
 
   const runStage = (i: number): Promise<StageState> => {
     let p = stageRuns.get(i);
     if (!p) {
       const stage = plan.stages[i];
-      const stageCtx = noCacheStages.has(stage.name ?? '') || noCacheStages.has(String(i)) ? { ...ctx, noCache: true } : ctx;
+      // a stage's images (FROM, COPY --from, RUN --mount=from) are for its own platform (FROM --platform)
+      const stageCtx: BuildContext = { ...ctx, imageState: (ref) => imageState(ref, stage.platform), ...(noCacheStages.has(stage.name ?? '') || noCacheStages.has(String(i)) ? { noCache: true } : {}) };
       p = executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)));
-      p.catch((err) => {
-        if (failed === undefined) {
-          failed = err;
-          abort.abort(err);
-        }
-      });
+      p.catch(onFail);
       stageRuns.set(i, p);
     }
     return p;
@@ -203,11 +231,18 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
 
   // start every needed stage at once; each waits for what it reads
   for (const i of plan.order) if (!probe || probe.needed.has(i)) void runStage(i).catch(() => undefined);
-  // the first failure is the one shown (the others were cancelled by it)
   const state = await runStage(plan.target).catch(() => undefined);
   await Promise.allSettled([...stageRuns.values()]);
   if (failed || !state) throw failed;
   return state;
+  };
+
+  const runs = plans.map((p) => runPlan(p));
+  for (const r of runs) r.catch(onFail);
+  await Promise.allSettled(runs);
+  // the first failure is the one shown (the others were cancelled by it)
+  if (failed) throw failed;
+  return Promise.all(runs);
   };
 
   // the check warnings end the output, whether the build worked or not (as buildx shows them)
@@ -218,32 +253,41 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const inline = opts.cacheTo?.some((c) => c.type === 'inline');
   for (let n = 0; ; n++) {
   try {
-  const state = (await attempt().finally(() => Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined)))!;
-  if (opts.labels && Object.keys(opts.labels).length) state.config.Labels = { ...(state.config.Labels ?? {}), ...opts.labels };
-
-  const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
+  const states = await attempt().finally(() => Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined));
   const step = progress.step('exporting layers');
-  const written = await writeImage(snap, state, {
-    created: sourceDateEpoch(opts.buildArgs)?.toISOString() ?? state.created,
-    author,
-    annotations: opts.annotations,
-    extraConfig: inline ? (blobs) => ({ [INLINE_KEY]: inlineCache(state, blobs, shared, explainer) }) : undefined,
-  });
-  await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
-  step.done(`manifest ${written.manifestDigest}`);
+  const written: PlatformImage[] = [];
+  for (const [k, state] of states.entries()) {
+    const p = plans[k]!;
+    if (opts.labels && Object.keys(opts.labels).length) state.config.Labels = { ...(state.config.Labels ?? {}), ...opts.labels };
+    const author = p.stages[p.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
+    const img = await writeImage(snap, state, {
+      created: sourceDateEpoch(opts.buildArgs)?.toISOString() ?? state.created,
+      author,
+      annotations: opts.annotations,
+      extraConfig: inline ? (blobs) => ({ [INLINE_KEY]: inlineCache(state, blobs, shared, explainer) }) : undefined,
+    });
+    await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
+    written.push({ ...img, platform: p.platform, state });
+    if (multi) step.note(`${platformString(p.platform)}: manifest ${img.manifestDigest}`);
+  }
+  // several platforms: the result is an image index of their manifests
+  const index = multi ? await writeIndex(store, written.map((w) => platformDescriptor(w))) : undefined;
+  const top = index?.digest ?? written[0]!.manifestDigest;
+  step.done(index ? `index ${index.digest}` : `manifest ${top}`);
   showWarnings();
   if (names.length) {
     const created = new Date().toISOString();
-    await store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created })));
+    await store.images.put(names.map((name) => ({ name, digest: top, created })));
     progress.info(`naming to ${names.join(', ')}`);
   }
   for (const spec of opts.cacheTo ?? []) {
     if (spec.type === 'inline') continue;
     const { exportCache } = await import('../cache/remote-export.js');
-    const steps = spec.mode === 'max' ? [...shared.log.values()] : chainOf(state.key, shared.log);
+    const steps = spec.mode === 'max' ? [...shared.log.values()] : [...new Map(states.flatMap((st) => chainOf(st.key, shared.log)).map((e) => [e.key, e])).values()];
     await exportCache(spec, { steps, scope: shared.scope, records: explainer.recorded() }, { store, snap, remote, progress });
   }
-  return { ...written, names, state, snap };
+  const first = written[0]!;
+  return { manifestDigest: first.manifestDigest, manifestSize: first.manifestSize, manifest: first.manifest, config: first.config, names, state: first.state, snap, images: written, ...(index ? { index } : {}) };
   } catch (err) {
     // a cached blob that cannot be used is a miss: build again, that step runs this time
     if (err instanceof CacheBlobError && remote && n < CACHE_RETRIES) {
@@ -267,12 +311,13 @@ async function executeStage(
   onStep?: (ins: Instruction, cache: CacheHandle) => void,
 ): Promise<StageState> {
   let state: StageState;
-  const label = stage.name ?? `stage-${stage.index}`;
+  // several platforms: each step says which one, as BuildKit's `[linux/arm64 build 2/3]`
+  const label = `${plan.label ? plan.label + ' ' : ''}${stage.name ?? `stage-${stage.index}`}`;
   const total = stage.instructions.length + 1;
   const fromStep = ctx.progress.step(`[${label} 1/${total}] ${stage.from.raw}`);
   try {
     if (ctx.signal.aborted) throw canceled();
-    if (stage.base.kind === 'scratch') state = baseState(undefined, [], 'scratch');
+    if (stage.base.kind === 'scratch') state = baseState(undefined, [], 'scratch', stage.platform);
     else if (stage.base.kind === 'stage') state = forkState(await runStage(stage.base.index));
     else state = forkState(await ctx.imageState(stage.base.ref));
     fromStep.done();
@@ -315,7 +360,7 @@ async function executeStage(
     }
     const step = ctx.progress.step(`[${label} ${n}] ${stepName(ins)}`);
     const before = state.layers.length;
-    const position = `${stage.index}/${n}`;
+    const position = `${plan.label ? plan.label + ':' : ''}${stage.index}/${n}`;
     const cache = makeCache(state, step, position);
     try {
       const createdBy = ins.kind === 'run' ? describeRun(ins, state.config.Shell) : `${ins.raw} # buildkit`;
@@ -335,6 +380,8 @@ async function executeStage(
       if (err instanceof MbuildError && err.code === 'MBUILD_CANCELED') step.cancel();
       else step.fail();
       throw withRange(err, ins.range);
+    } finally {
+      cache.settle?.();
     }
   }
   return state;
@@ -391,7 +438,7 @@ function inlineCache(state: StageState, blobs: LayerBlob[], shared: SharedCache,
   return { steps, explain };
 }
 
-type CacheHandle = StepCache & { key?: string; created?: string; hit: boolean };
+type CacheHandle = StepCache & { key?: string; created?: string; hit: boolean; settle?: () => void };
 type MakeCache = (state: StageState, step: StepHandle, position: string) => CacheHandle;
 
 /** The key-only pass shows nothing. */
@@ -479,6 +526,11 @@ interface SharedCache {
   imageStages: Set<number>;
   log: StepLog;
   scope: string;
+  /**
+   * Steps being made now, by key: the same step in two platforms' plans (a $BUILDPLATFORM stage,
+   * a COPY into scratch) runs once; the other waits for its layer (BuildKit's solver merges them).
+   */
+  inflight: Map<string, Promise<Layer | undefined>>;
 }
 
 /** One step's view of the build cache: lookup fixes the step's key; save keeps the layer under it. */
@@ -489,6 +541,9 @@ class StepCacheHandle implements CacheHandle {
   hit = false;
   private record?: StepRecord;
   private readonly parent: string;
+  /** this handle makes the step the others with its key wait for */
+  private making?: (layer: Layer | undefined) => void;
+  private makingKey?: string;
   constructor(
     private readonly ctx: BuildContext,
     private readonly state: StageState,
@@ -511,7 +566,8 @@ class StepCacheHandle implements CacheHandle {
     this.explainer.record(this.position, this.record);
     if (!this.ctx.noCache) {
       // this store first, then the shared caches (their layers are fetched when first needed)
-      const found = (await this.ctx.cache.get(own)) ?? (await this.shared.remote?.lookup(own));
+      let found = (await this.ctx.cache.get(own)) ?? (await this.shared.remote?.lookup(own));
+      found ??= await this.madeMeanwhile(own);
       if (found) {
         this.hit = true;
         this.created = found.created;
@@ -520,8 +576,44 @@ class StepCacheHandle implements CacheHandle {
         return found.layer;
       }
       this.step.note(`cache miss: ${await this.whyMissed(this.record)}`);
+    } else {
+      const made = await this.madeMeanwhile(own);
+      if (made) {
+        this.hit = true;
+        this.created = made.created;
+        this.logStep(made.layer);
+        return made.layer;
+      }
     }
     return undefined;
+  }
+
+  /**
+   * Another plan of this build is making the step with this key: wait for its layer (undefined when
+   * it failed). Otherwise this handle makes it, and the others wait (settled by save or settle).
+   */
+  private async madeMeanwhile(own: string): Promise<{ layer: Layer; created: string } | undefined> {
+    if (this.making) {
+      if (this.makingKey === own) return undefined; // a second lookup of this very step
+      this.settle();
+    }
+    const running = this.shared.inflight.get(own);
+    if (running) {
+      const layer = await running;
+      if (layer) return { layer, created: (await this.ctx.cache.get(own))?.created ?? new Date().toISOString() };
+      return undefined;
+    }
+    this.shared.inflight.set(own, new Promise((resolve) => (this.making = resolve)));
+    this.makingKey = own;
+    return undefined;
+  }
+
+  /** The step ended without saving (it failed, or was cached after all): whoever waits runs it. */
+  settle(): void {
+    if (!this.making || !this.makingKey) return;
+    this.making(undefined);
+    this.making = undefined;
+    this.shared.inflight.delete(this.makingKey);
   }
 
   /** Compared with this store's last build, else with the inputs another runner recorded in a shared cache. */
@@ -540,6 +632,10 @@ class StepCacheHandle implements CacheHandle {
     if (!this.storeKey) return layer;
     const kept = await this.ctx.cache.put(this.storeKey, layer, this.created);
     this.logStep(kept);
+    if (this.making) {
+      this.making(kept);
+      this.making = undefined;
+    }
     return kept;
   }
 }

@@ -14,7 +14,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pack as tarPack, type Pack } from 'tar-stream';
 import type { Store } from '../store.js';
-import { MediaType, type Descriptor, type Index } from '../oci.js';
+import { MediaType, type Descriptor, type Index, type Manifest } from '../oci.js';
 import { assertDigest, hex, sha256 } from '../digest.js';
 import { familiarName, formatReference, parseReference } from '../reference.js';
 import { syncDir, tempSibling } from '../fsutil.js';
@@ -60,8 +60,27 @@ export async function exportImage(store: Store, image: ExportImage, opts: Export
   } catch (err) {
     throw new MbuildError('MBUILD_STORE', `manifest ${manifestDigest} in the store is not valid JSON`, { cause: err });
   }
-  const manifest = checkManifest(parsed, `manifest ${manifestDigest}`);
-  const manifestMediaType = manifest.mediaType ?? MediaType.manifest;
+  // a multi-platform image: the index, then each platform's manifest with its config and layers
+  const isIndex = typeof parsed === 'object' && parsed !== null && Array.isArray((parsed as Index).manifests);
+  if (isIndex && opts.type === 'docker') throw new MbuildError('MBUILD_EXPORT', `image ${manifestDigest} is a multi-platform index: a docker archive holds one platform (save it with --format oci)`);
+  const children = isIndex ? (parsed as Index).manifests : [];
+  const manifests: { digest: string; manifest: Manifest }[] = [];
+  if (!isIndex) manifests.push({ digest: manifestDigest, manifest: checkManifest(parsed, `manifest ${manifestDigest}`) });
+  const blobs = new Map<string, BlobEntry>();
+  const addBlobEntry = (d: { digest: string; size: number }, where: string) => {
+    const prev = blobs.get(d.digest);
+    if (prev && prev.size !== d.size) throw new MbuildError('MBUILD_STORE', `blob ${d.digest} is listed with two sizes in ${where}`);
+    blobs.set(d.digest, { digest: d.digest, size: d.size });
+  };
+  addBlobEntry({ digest: manifestDigest, size: manifestBytes.length }, `image ${manifestDigest}`);
+  for (const c of children) {
+    assertDigest(c.digest, 'manifest digest');
+    if (!(await store.content.has(c.digest))) throw new MbuildError('MBUILD_STORE', `the ${c.platform ? `${c.platform.os}/${c.platform.architecture}` : c.digest} image of index ${manifestDigest} is missing from the store (pull it with --platform first)`);
+    addBlobEntry(c, `index ${manifestDigest}`);
+    manifests.push({ digest: c.digest, manifest: checkManifest(await store.content.readJson(c.digest), `manifest ${c.digest}`) });
+  }
+  const manifest = manifests[0]!.manifest;
+  const manifestMediaType = isIndex ? ((parsed as Index).mediaType ?? MediaType.index) : (manifest.mediaType ?? MediaType.manifest);
 
   const names: { full: string; tag: string }[] = [];
   for (const n of image.names) {
@@ -70,12 +89,7 @@ export async function exportImage(store: Store, image: ExportImage, opts: Export
   }
 
   // every blob once, with the size its descriptor promises
-  const blobs = new Map<string, BlobEntry>();
-  for (const d of [{ mediaType: manifestMediaType, digest: manifestDigest, size: manifestBytes.length }, manifest.config, ...manifest.layers]) {
-    const prev = blobs.get(d.digest);
-    if (prev && prev.size !== d.size) throw new MbuildError('MBUILD_STORE', `blob ${d.digest} is listed with two sizes in manifest ${manifestDigest}`);
-    blobs.set(d.digest, { digest: d.digest, size: d.size });
-  }
+  for (const m of manifests) for (const d of [m.manifest.config, ...m.manifest.layers]) addBlobEntry(d, `manifest ${m.digest}`);
   for (const b of blobs.values()) {
     let size: number;
     try {
