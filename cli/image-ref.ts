@@ -75,7 +75,11 @@ export async function resolvePlatform(store: Store, ref: string, platform?: Targ
   const digest = /^sha256:[a-f0-9]{64}$/.test(ref) ? ref : await store.images.get(normalizeSafe(ref)).then((r) => r?.digest);
   if (!digest) return undefined;
   const top = await store.content.readJson<unknown>(digest).catch(() => undefined);
-  if (!isIndexJson(top)) return undefined;
+  if (!isIndexJson(top)) {
+    const single = platform ? await store.resolveImage(digest).catch(() => undefined) : undefined;
+    if (single && platform) throw new MbuildError('MBUILD_NO_MATCHING_PLATFORM', `${ref} is a ${platformString({ os: single.config.os, architecture: single.config.architecture, variant: single.config.variant })} image, not ${platformString(platform)}`);
+    return undefined;
+  }
   const entries = await store.indexEntries(digest);
   const present = [];
   for (const e of entries) if (await store.content.has(e.digest)) present.push(e);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { ContentStore } from './content.js';
 import { ImageIndex } from './images.js';
 import type { Descriptor, ImageConfig, Index, Manifest } from './oci.js';
-import { pickPlatformEntry, targetPlatform, type TargetPlatform } from '../util/platform.js';
+import { isHostPlatform, pickPlatformEntry, platformMatches, targetPlatform, type TargetPlatform } from '../util/platform.js';
 import { normalizeName } from './reference.js';
 import { ImageNotFoundError } from '../util/errors.js';
 import { isDigest } from './digest.js';
@@ -79,7 +79,8 @@ export class Store {
    * a multi-platform image index gives its manifest for `platform` (default: this machine's), when
    * the store has that one.
    */
-  async resolveImage(nameOrDigest: string, platform: TargetPlatform = targetPlatform()): Promise<ResolvedImage | undefined> {
+  async resolveImage(nameOrDigest: string, wanted?: TargetPlatform): Promise<ResolvedImage | undefined> {
+    const platform = wanted ?? targetPlatform();
     let digest: string | undefined;
     let name: string | undefined;
     if (isDigest(nameOrDigest)) {
@@ -106,6 +107,10 @@ export class Store {
     }
     const manifest = top;
     const config = await this.content.readJson<ImageConfig>(manifest.config.digest);
+    // a single-platform image of another platform than a foreign one asked for is not it (a build
+    // for linux/arm64 pulls the arm64 image rather than take the amd64 one it has); for this
+    // machine's platform any single image is taken, as before (with the pull's warning, if any)
+    if (wanted && !indexDigest && !isHostPlatform(wanted) && !platformMatches({ os: config.os, architecture: config.architecture, variant: config.variant }, wanted)) return undefined;
     return { name, manifestDigest: digest, manifest, config, configDigest: manifest.config.digest, ...(indexDigest ? { indexDigest } : {}) };
   }
 
