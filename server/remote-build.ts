@@ -32,7 +32,7 @@ const FLAGS = [
   { names: ['-q', '--quiet'], key: 'quiet', kind: 'bool' as const },
   { names: ['--pull'], key: 'pull', kind: 'bool' as const },
   { names: ['--push'], key: 'push', kind: 'bool' as const },
-  { names: ['--platform'], key: 'platform', kind: 'string' as const },
+  { names: ['--platform'], key: 'platform', kind: 'list' as const },
   { names: ['--jobs'], key: 'jobs', kind: 'string' as const },
   { names: ['--secret'], key: 'secret', kind: 'list' as const },
   { names: ['--ssh'], key: 'ssh', kind: 'list' as const },
@@ -142,7 +142,8 @@ export async function remoteBuild(argv: string[], connect: (contextDir: string) 
       noCache: Boolean(flags.noCache),
       pull: Boolean(flags.pull),
       push: Boolean(flags.push),
-      platform: flags.platform as string | undefined,
+      // repeated --platform flags travel as one comma list (the worker reads both forms)
+      platform: (flags.platform as string[]).length ? (flags.platform as string[]).join(',') : undefined,
       jobs: flags.jobs as string | undefined,
       ...(cacheFrom.length ? { cacheFrom } : {}),
       ...(cacheTo.length ? { cacheTo } : {}),
