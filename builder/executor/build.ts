@@ -213,7 +213,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const runPlan = async (plan: Plan): Promise<StageState> => {
   const stageRuns = new Map<number, Promise<StageState>>();
   // with a shared cache, a key-only pass first finds the stages no missing step reads: they never run
-  const probe = remote ? await probeStages(plan, (prog, res) => makeCtx(plan, prog, res), remote).catch(() => undefined) : undefined;
+  const probe = remote ? await probeStages(plan, (prog, res) => makeCtx(plan, prog, res), imageState, remote).catch(() => undefined) : undefined;
   const ctx = makeCtx(plan, progress, (i) => (!probe || probe.needed.has(i) ? runStage(i) : probe.states.get(i)!));
 
   const runStage = (i: number): Promise<StageState> => {
@@ -456,6 +456,7 @@ const SILENT: ProgressReporter = {
 async function probeStages(
   plan: Plan,
   makeCtx: (prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>) => BuildContext,
+  imageFor: (ref: string, platform: TargetPlatform) => Promise<StageState>,
   remote: RemoteCaches,
 ): Promise<{ needed: Set<number>; states: Map<number, Promise<StageState>> }> {
   const states = new Map<number, Promise<StageState>>();
@@ -465,7 +466,9 @@ async function probeStages(
     let p = states.get(i);
     if (!p) {
       const stage = plan.stages[i]!;
-      p = executeStage(ctx, plan, stage, () => undefined, probe, (state) => new ProbeCacheHandle(ctx, state, remote), (ins, cache) => {
+      // the stage's images are its platform's (FROM --platform), as in the real pass
+      const sctx: BuildContext = { ...ctx, imageState: (ref) => imageFor(ref, stage.platform) };
+      p = executeStage(sctx, plan, stage, () => undefined, probe, (state) => new ProbeCacheHandle(sctx, state, remote), (ins, cache) => {
         const dep = (ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined ? ctx.stageIndexOf(ins.from) : undefined;
         if (dep !== undefined) copyFrom.set(i, [...(copyFrom.get(i) ?? []), { dep, hit: cache.hit }]);
       });
