@@ -3,7 +3,7 @@ import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { buildArgValues, parseArgs } from '../util/args.js';
-import { parseOutput, type OutputSpec } from '../builder/executor/output-spec.js';
+import { ociMediatypesFor, parseOutput, type OutputSpec } from '../builder/executor/output-spec.js';
 import { BUILD_FLAGS, REFUSED } from './build-flags.js';
 import { createProgress, progressMode, type Progress } from './progress.js';
 import { resolveContext } from './context-input.js';
@@ -211,7 +211,7 @@ async function writeMetadata(store: Store, file: string, result: BuildResult, pu
 
 async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, progress: Progress): Promise<{ name: string; digest: string }[]> {
   const { imageInForm } = await import('./image-form.js');
-  const form = { compression: out.compression, forceCompression: out.forceCompression, ociMediatypes: out.ociMediatypes ?? true, annotations: out.annotations };
+  const form = { compression: out.compression, forceCompression: out.forceCompression, ociMediatypes: ociMediatypesFor(out, Object.keys(result.manifest.annotations ?? {}).length > 0), annotations: out.annotations };
   if (out.type === 'image' || out.type === 'registry') {
     if (!out.push) return [];
     const { pushImage } = await import('../registry/push.js');

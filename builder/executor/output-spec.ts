@@ -20,10 +20,7 @@ export interface OutputSpec {
   compression: Compression;
   /** recompress layers that are stored in another compression (base image layers) */
   forceCompression: boolean;
-  /**
-   * undefined: true, what mbuild stores and `mbuild push` pushes, and what current BuildKit pushes
-   * (docker 20.10's BuildKit wrote Docker media types: oci-mediatypes=false gives those)
-   */
+  /** as given; undefined: the exporter's default (ociMediatypesFor) */
   ociMediatypes?: boolean;
   /** annotation.KEY=V / annotation-manifest.KEY=V: annotations on the image manifest */
   annotations: Record<string, string>;
@@ -38,6 +35,22 @@ const KEYS: Record<OutputType, string[]> = {
   local: ['dest'],
   tar: ['dest'],
 };
+
+/**
+ * oci-mediatypes when not given, per exporter, as BuildKit v0.12-v0.31 decides it
+ * (exporter/oci/export.go, containerimage/opts.go EnableOCITypes):
+ * - `oci`: OCI media types;
+ * - `docker`: Docker media types, unless something needs OCI ones: zstd layers (BuildKit turns
+ *   OCI types on for them) or manifest annotations (-o annotation.K=V or --annotation; Docker's manifest schema has no field for them);
+ * - `image`/`registry`: OCI media types, what mbuild stores and `mbuild push` pushes and what
+ *   buildx pushes today (its default provenance attestation turns OCI types on, and BuildKit
+ *   v0.32 made them the default); oci-mediatypes=false gives docker 20.10's Docker types.
+ */
+export function ociMediatypesFor(out: OutputSpec, imageHasAnnotations = false): boolean {
+  if (out.ociMediatypes !== undefined) return out.ociMediatypes;
+  if (out.type === 'docker') return out.compression === 'zstd' || imageHasAnnotations || Object.keys(out.annotations).length > 0;
+  return true;
+}
 
 /** Split on commas outside double quotes (`name="a,b"` is one field, as in BuildKit's CSV form). */
 function fields(spec: string): string[] {

@@ -143,4 +143,40 @@ describe('-o type=oci / type=docker', () => {
     const list = await run('tar', ['-xOf', tar, 'index.json']);
     expect(JSON.parse(list.stdout).manifests[0].mediaType).toBe('application/vnd.docker.distribution.manifest.v2+json');
   });
+
+  /** The manifest an archive holds: its media type, its config's and its layers'. */
+  async function archiveTypes(tar: string): Promise<string[]> {
+    const index = JSON.parse((await run('tar', ['-xOf', tar, 'index.json'])).stdout);
+    const m = JSON.parse((await run('tar', ['-xOf', tar, `blobs/sha256/${index.manifests[0].digest.slice(7)}`])).stdout);
+    expect(index.manifests[0].mediaType).toBe(m.mediaType);
+    return [m.mediaType, m.config.mediaType, ...m.layers.map((l: { mediaType: string }) => l.mediaType)];
+  }
+
+  it('type=docker defaults to Docker media types, type=oci to OCI ones (as BuildKit); zstd or annotations turn OCI on for docker', async () => {
+    const docker = path.join(work, 'default-docker.tar');
+    expect((await mb(['build', '-q', '-o', `type=docker,dest=${docker}`, ctx])).code).toBe(0);
+    expect(await archiveTypes(docker)).toEqual([
+      'application/vnd.docker.distribution.manifest.v2+json',
+      'application/vnd.docker.container.image.v1+json',
+      'application/vnd.docker.image.rootfs.diff.tar.gzip',
+      'application/vnd.docker.image.rootfs.diff.tar.gzip',
+    ]);
+    const oci = path.join(work, 'default-oci.tar');
+    expect((await mb(['build', '-q', '-o', `type=oci,dest=${oci}`, ctx])).code).toBe(0);
+    expect(await archiveTypes(oci)).toEqual([
+      'application/vnd.oci.image.manifest.v1+json',
+      'application/vnd.oci.image.config.v1+json',
+      'application/vnd.oci.image.layer.v1.tar+gzip',
+      'application/vnd.oci.image.layer.v1.tar+gzip',
+    ]);
+    const dockerOci = path.join(work, 'docker-oci.tar');
+    expect((await mb(['build', '-q', '-o', `type=docker,dest=${dockerOci},oci-mediatypes=true`, ctx])).code).toBe(0);
+    expect((await archiveTypes(dockerOci))[0]).toBe('application/vnd.oci.image.manifest.v1+json');
+    const zstd = path.join(work, 'docker-zstd.tar');
+    expect((await mb(['build', '-q', '-o', `type=docker,dest=${zstd},compression=zstd`, ctx])).code).toBe(0);
+    expect((await archiveTypes(zstd)).slice(0, 1)).toEqual(['application/vnd.oci.image.manifest.v1+json']);
+    const annotated = path.join(work, 'docker-annotated.tar');
+    expect((await mb(['build', '-q', '--annotation', 'a=b', '-o', `type=docker,dest=${annotated}`, ctx])).code).toBe(0);
+    expect((await archiveTypes(annotated))[0]).toBe('application/vnd.oci.image.manifest.v1+json');
+  });
 });
