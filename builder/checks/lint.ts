@@ -17,7 +17,7 @@ import { platformArgs } from '../plan/platform.js';
 import { parseReference } from '../../store/reference.js';
 import { MESSAGES, RULES, type RuleName } from './rules.js';
 import { CheckOptionError, checkDirective, configForComments, DEFAULT_CHECK_CONFIG, parseCheckOptions, ruleEnabled, type CheckConfig } from './config.js';
-import { suggest } from './suggest.js';
+import { suggest } from '../../util/suggest.js';
 import { dispatchStage, Env, withRange, type DispatchContext, type StageState } from './dispatch.js';
 
 export interface CheckWarning {

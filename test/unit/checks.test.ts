@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { checkDockerfile, type CheckOptions } from '../../builder/checks/lint.js';
 import { parseCheckOptions } from '../../builder/checks/config.js';
 import { formatCheckReport, formatSummary, violationMessage } from '../../builder/checks/report.js';
-import { suggest } from '../../builder/checks/suggest.js';
+import { suggest } from '../../util/suggest.js';
 import { IgnoreMatcher } from '../../builder/context/dockerignore.js';
 
 const PATH_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];
