@@ -23,7 +23,7 @@ export const BUILD_FLAGS: BuildFlag[] = [
   { names: ['--label'], key: 'label', kind: 'list', arg: 'K=V', help: 'add a label to the image config (repeatable)' },
   { names: ['--annotation'], key: 'annotation', kind: 'list', arg: 'K=V', help: 'add an annotation to the image manifest ([manifest:]KEY=VALUE, repeatable)' },
   { names: ['--network'], key: 'network', kind: 'string', arg: 'MODE', help: 'network for RUN steps: default, bridge, host or none' },
-  { names: ['--add-host'], key: 'addHost', kind: 'list', arg: 'HOST:IP', help: 'add a line to /etc/hosts of every RUN (repeatable)' },
+  { names: ['--add-host'], key: 'addHost', kind: 'list', arg: 'HOST:IP', help: 'add a line to /etc/hosts of every RUN (repeatable; IP host-gateway: the host, as the bridge gateway)' },
   { names: ['--shm-size'], key: 'shmSize', kind: 'string', arg: 'SIZE', help: 'size of /dev/shm in every RUN (default 64m)' },
   { names: ['--ulimit'], key: 'ulimit', kind: 'list', arg: 'NAME=SOFT[:HARD]', help: 'a resource limit of every RUN, e.g. nofile=1024:2048 (repeatable)' },
   { names: ['-m', '--memory'], key: 'memory', kind: 'string', arg: 'SIZE', help: 'memory limit of every RUN (e.g. 512m)' },

@@ -2,6 +2,7 @@
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
+import { isIP } from 'node:net';
 import { buildArgValues, parseArgs } from '../util/args.js';
 import { ociMediatypesFor, parseOutput, type OutputSpec } from '../builder/executor/output-spec.js';
 import { BUILD_FLAGS, REFUSED } from './build-flags.js';
@@ -41,16 +42,40 @@ function annotations(list: string[]): Record<string, string> {
   return out;
 }
 
-/** `--add-host HOST:IP` (docker also takes HOST=IP); IP may be an IPv6 address. */
-function hostLines(list: string[]): string {
-  return list
-    .map((h) => {
-      const m = /^([^:=]+)[:=](.+)$/.exec(h);
-      if (!m || !/^[0-9.]+$|^[0-9a-fA-F:]+$|^\[[0-9a-fA-F:]+\]$/.test(m[2])) throw new UsageError(`--add-host ${h}: expected HOST:IP`);
-      if (m[2] === 'host-gateway') throw new UsageError('--add-host HOST:host-gateway is not supported');
-      return `${m[2].replace(/^\[|\]$/g, '')}\t${m[1]}\n`;
-    })
-    .join('');
+/**
+ * `--add-host HOST:IP` (buildx also takes HOST=IP; an IPv6 address may be in brackets). IP
+ * `host-gateway` is Docker's name for the host as RUN steps reach it: buildx asks the builder for
+ * it (dockerd answers with docker0's address); here it is the address of mbuild's bridge, a host
+ * address whatever a step's network mode (as docker0's is with --network host).
+ */
+function parseAddHosts(list: string[]): { host: string; ip: string }[] {
+  return list.map((h) => {
+    const eq = h.indexOf('=');
+    const cut = eq > 0 ? eq : h.indexOf(':');
+    const host = cut > 0 ? h.slice(0, cut) : '';
+    const ip = cut > 0 ? h.slice(cut + 1).replace(/^\[(.*)\]$/, '$1') : '';
+    if (!host || !ip) throw new UsageError(`--add-host ${h}: expected HOST:IP`);
+    if (ip !== 'host-gateway' && !isIP(ip)) throw new UsageError(`--add-host ${h}: invalid IP address "${ip}" (expected HOST:IP or HOST:host-gateway)`);
+    return { host, ip };
+  });
+}
+
+/** The /etc/hosts lines, host-gateway resolved (the bridge is made when it is not there yet). */
+async function hostLines(entries: { host: string; ip: string }[]): Promise<string> {
+  let gateway: string | undefined;
+  let out = '';
+  for (const { host, ip } of entries) {
+    if (ip === 'host-gateway' && gateway === undefined) {
+      const { planNetwork } = await import('../builder/sandbox/network/index.js');
+      try {
+        gateway = (await planNetwork('bridge')).bridge!.gateway;
+      } catch (err) {
+        throw new UsageError(`--add-host ${host}:host-gateway: unable to derive the IP value for host-gateway (${(err as Error).message})`);
+      }
+    }
+    out += `${ip === 'host-gateway' ? gateway : ip}\t${host}\n`;
+  }
+  return out;
 }
 
 /** `--provenance` / `--sbom` / `--attest`: only the "off" forms until attestations are made. */
@@ -100,7 +125,9 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const manifestAnnotations = annotations(flags.annotation as string[]);
   const noCacheFilter = (flags.noCacheFilter as string[]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
   const namedContexts = parseBuildContexts(flags.buildContext as string[]);
-  const hosts = hostLines(flags.addHost as string[]);
+  // host-gateway makes the bridge when needed: not for --check, which builds nothing
+  const addHosts = parseAddHosts(flags.addHost as string[]);
+  const hosts = flags.check ? '' : await hostLines(addHosts);
   // names: -t, plus name= of image/registry outputs (as buildx merges them)
   const tags = [...(flags.tag as string[])];
   for (const o of outputs) if (o.type === 'image' || o.type === 'registry') tags.push(...o.names.filter((n) => !tags.includes(n)));

@@ -114,6 +114,13 @@ const CASES: Record<string, () => Promise<void> | void> = {
     expect(r.stderr).toMatch(/10\.1\.2\.3\tdb\.internal/);
     expect(r.stderr).toMatch(/::1\tv6/);
     await refused(['--add-host', 'nohost'], /--add-host nohost: expected HOST:IP/);
+    await refused(['--add-host', 'db:10.1.2'], /--add-host db:10.1.2: invalid IP address "10.1.2"/);
+    // host-gateway: the host as the step reaches it, the gateway of its bridge network
+    const g = await build('FROM busybox\nRUN grep gw.internal /etc/hosts; ip route | grep default\n', ['--no-cache', '--add-host', 'gw.internal:host-gateway', '--add-host', 'b6=[::1]']);
+    expect(g.code, g.stderr).toBe(0);
+    const gw = /default via ([\d.]+)/.exec(g.stderr)?.[1];
+    expect(gw).toBeDefined();
+    expect(g.stderr).toContain(`${gw}\tgw.internal`);
   },
   memory: coveredBy('test/integration/sandbox-limits.test.ts', "'--memory'"),
   cpus: coveredBy('test/integration/sandbox-limits.test.ts', '--cpus'),
