@@ -3,11 +3,12 @@ import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { isIP } from 'node:net';
+import os from 'node:os';
 import { buildArgValues, parseArgs } from '../util/args.js';
 import { ociMediatypesFor, parseOutput, type OutputSpec } from '../builder/executor/output-spec.js';
 import { BUILD_FLAGS, REFUSED } from './build-flags.js';
 import { createProgress, progressMode, type Progress } from './progress.js';
-import { resolveContext } from './context-input.js';
+import { cloneGit, fetchUrl, isGitUrl, isUrl, resolveContext } from './context-input.js';
 import { Store } from '../store/store.js';
 import { build, type BuildResult } from '../builder/executor/build.js';
 import { UsageError, MbuildError } from '../util/errors.js';
@@ -154,6 +155,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   for (const n of notes) progress.info(`NOTE: ${n}`);
   const store = await Store.open(root);
   try {
+    const contexts = await resolveNamedContexts(store, namedContexts, input.cleanup);
     const result = await build(store, progress, {
       contextDir: input.contextDir,
       dockerfile: input.dockerfile,
@@ -172,7 +174,8 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       ssh,
       labels,
       annotations: manifestAnnotations,
-      namedContexts: await resolveNamedContexts(store, namedContexts),
+      namedContexts: contexts.images,
+      contextDirs: contexts.dirs,
       extraHosts: hosts,
       shmSizeKb: shmSizeKb(flags.shmSize as string | undefined, parseMemory),
       ulimits: (flags.ulimit as string[]).map(parseUlimit),
@@ -197,30 +200,63 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   }
 }
 
-/** `--build-context NAME=docker-image://REF | oci-layout://PATH[:TAG|@DIGEST]`. */
-function parseBuildContexts(list: string[]): { name: string; kind: 'image' | 'oci-layout'; value: string }[] {
+type BuildContextSpec = { name: string; kind: 'image' | 'oci-layout' | 'dir' | 'git' | 'http'; value: string };
+
+/**
+ * `--build-context NAME=SRC` as buildx reads SRC: docker-image://REF, oci-layout://PATH[:TAG|@DIGEST],
+ * a git URL or an http(s) URL (given to BuildKit as they are), else a local directory.
+ */
+function parseBuildContexts(list: string[]): BuildContextSpec[] {
   return list.map((s) => {
     const eq = s.indexOf('=');
     if (eq <= 0) throw new UsageError(`--build-context ${s}: expected NAME=SOURCE`);
     const name = s.slice(0, eq);
     const src = s.slice(eq + 1);
+    // buildx sends these two names as the main context and the Dockerfile's directory
+    if (name === 'context' || name === 'dockerfile') throw new UsageError(`--build-context ${s}: replacing the main ${name === 'context' ? 'context' : "Dockerfile's directory"} this way is not supported (give it as the build context or with -f)`);
     if (src.startsWith('docker-image://')) return { name, kind: 'image' as const, value: src.slice(15) };
     if (src.startsWith('oci-layout://')) return { name, kind: 'oci-layout' as const, value: src.slice(13) };
-    throw new UsageError(`--build-context ${s}: only docker-image://REF and oci-layout://PATH are supported (a local directory or URL as a named context is not yet)`);
+    if (src.startsWith('target:')) throw new UsageError(`--build-context ${s}: target: contexts are for buildx bake (not supported)`);
+    if (isGitUrl(src)) return { name, kind: 'git' as const, value: src };
+    if (isUrl(src)) return { name, kind: 'http' as const, value: src };
+    if (!src) throw new UsageError(`--build-context ${s}: expected NAME=SOURCE`);
+    return { name, kind: 'dir' as const, value: path.resolve(src) };
   });
 }
 
-/** Named contexts → the image reference FROM / COPY --from NAME use instead (oci-layout ones are loaded first). */
-async function resolveNamedContexts(store: Store, list: ReturnType<typeof parseBuildContexts>): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
+/**
+ * Named contexts → the image references FROM / COPY --from NAME use instead (oci-layout ones are
+ * loaded first) and the directories (git sources cloned, http ones downloaded into temp dirs that
+ * `cleanup` collects).
+ */
+async function resolveNamedContexts(store: Store, list: BuildContextSpec[], cleanup: string[]): Promise<{ images: Record<string, string>; dirs: Record<string, string> }> {
+  const images: Record<string, string> = {};
+  const dirs: Record<string, string> = {};
+  const temp = async () => {
+    const d = await fs.mkdtemp(path.join(os.tmpdir(), 'mbuild-named-context-'));
+    cleanup.push(d);
+    return d;
+  };
   for (const c of list) {
-    if (c.kind === 'image') out[c.name] = c.value;
-    else {
+    if (c.kind === 'image') images[c.name] = c.value;
+    else if (c.kind === 'oci-layout') {
       const { loadOciLayoutContext } = await import('./oci-layout-context.js');
-      out[c.name] = await loadOciLayoutContext(store, c.value);
+      images[c.name] = await loadOciLayoutContext(store, c.value);
+    } else if (c.kind === 'git') dirs[c.name] = await cloneGit(c.value, await temp());
+    else if (c.kind === 'http') {
+      // BuildKit's http source: the download is one file named "context" (never unpacked)
+      const d = await temp();
+      await fs.writeFile(path.join(d, 'context'), await fetchUrl(c.value), { mode: 0o600 });
+      dirs[c.name] = d;
+    } else {
+      const st = await fs.stat(c.value).catch((err: NodeJS.ErrnoException) => {
+        throw new UsageError(`--build-context ${c.name}: failed to get build context ${c.name}: ${err.code === 'ENOENT' ? `${c.value} does not exist` : err.message}`);
+      });
+      if (!st.isDirectory()) throw new UsageError(`--build-context ${c.name}: ${c.value} is not a directory`);
+      dirs[c.name] = c.value;
     }
   }
-  return out;
+  return { images, dirs };
 }
 
 async function writeMetadata(store: Store, file: string, result: BuildResult, pushed: { name: string; digest: string }[]): Promise<void> {
