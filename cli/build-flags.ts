@@ -18,7 +18,7 @@ export const BUILD_FLAGS: BuildFlag[] = [
   { names: ['-t', '--tag'], key: 'tag', kind: 'list', arg: 'NAME', help: 'name the image (repeatable)' },
   { names: ['-f', '--file'], key: 'file', kind: 'string', arg: 'FILE', help: 'the Dockerfile (default CONTEXT/Dockerfile; "-" reads it from stdin)' },
   { names: ['--build-arg'], key: 'buildArg', kind: 'list', arg: 'K=V', help: 'set a build-time variable (repeatable; "K" alone takes it from the environment)' },
-  { names: ['--build-context'], key: 'buildContext', kind: 'list', arg: 'NAME=SRC', help: 'a named context: docker-image://REF or oci-layout://PATH[:TAG|@DIGEST] (repeatable)' },
+  { names: ['--build-context'], key: 'buildContext', kind: 'list', arg: 'NAME=SRC', help: 'a named context for FROM / COPY --from / RUN --mount from=: DIR, docker-image://REF, oci-layout://PATH[:TAG|@DIGEST], a git or http(s) URL (repeatable)' },
   { names: ['--target'], key: 'target', kind: 'string', arg: 'STAGE', help: 'build up to this stage' },
   { names: ['--label'], key: 'label', kind: 'list', arg: 'K=V', help: 'add a label to the image config (repeatable)' },
   { names: ['--annotation'], key: 'annotation', kind: 'list', arg: 'K=V', help: 'add an annotation to the image manifest ([manifest:]KEY=VALUE, repeatable)' },
