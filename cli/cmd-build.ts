@@ -132,6 +132,8 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   // names: -t, plus name= of image/registry outputs (as buildx merges them)
   const tags = [...(flags.tag as string[])];
   for (const o of outputs) if (o.type === 'image' || o.type === 'registry') tags.push(...o.names.filter((n) => !tags.includes(n)));
+  // as BuildKit's push: "can't push tagged ref NAME by digest"
+  for (const o of outputs) if (o.pushByDigest) for (const t of tags) if (/[:@][^/]*$/.test(t)) throw new UsageError(`--output push-by-digest=true: can't push tagged ref ${t} by digest (name the repository only)`);
   for (const o of outputs) if (o.push && !tags.length) throw new UsageError(`${flags.push ? '--push' : `--output type=${o.type},push=true`} needs a name to push: add -t REGISTRY/NAME:TAG (or name=)`);
   if (outputs.filter((o) => o.dest === '-').length > 1) throw new UsageError('only one --output can write to stdout (dest=-)');
   const { parseSecretFlag, parseSshFlag } = await import('../builder/steps/secrets.js');
@@ -259,6 +261,11 @@ async function resolveNamedContexts(store: Store, list: BuildContextSpec[], clea
   return { images, dirs };
 }
 
+/** `reg/app:1` → `reg/app` (a normalized name always has a tag; a digest ref is kept as it is). */
+function repositoryOf(name: string): string {
+  return name.replace(/:[^/:@]*$/, '');
+}
+
 async function writeMetadata(store: Store, file: string, result: BuildResult, pushed: { name: string; digest: string }[]): Promise<void> {
   // as buildx writes it for the image exporter: the digest is the pushed manifest's when pushed
   const digest = pushed[0]?.digest ?? result.manifestDigest;
@@ -274,13 +281,14 @@ async function writeMetadata(store: Store, file: string, result: BuildResult, pu
 
 async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, progress: Progress): Promise<{ name: string; digest: string }[]> {
   const { imageInForm } = await import('./image-form.js');
-  const form = { compression: out.compression, forceCompression: out.forceCompression, ociMediatypes: ociMediatypesFor(out, Object.keys(result.manifest.annotations ?? {}).length > 0), annotations: out.annotations };
+  const form = { compression: out.compression, compressionLevel: out.compressionLevel, forceCompression: out.forceCompression, ociMediatypes: ociMediatypesFor(out, Object.keys(result.manifest.annotations ?? {}).length > 0), annotations: out.annotations };
   if (out.type === 'image' || out.type === 'registry') {
     if (!out.push) return [];
     const { pushImage } = await import('../registry/push.js');
     const { manifestDigest } = await imageInForm(store, result.manifestDigest, form);
     const pushed: { name: string; digest: string }[] = [];
-    for (const name of result.names) pushed.push(await pushImage(store, name, { progress, manifestDigest }));
+    // push-by-digest: the manifest goes to each repository by its digest; no tag is made or moved
+    for (const name of result.names) pushed.push(await pushImage(store, out.pushByDigest ? `${repositoryOf(name)}@${manifestDigest}` : name, { progress, manifestDigest }));
     return pushed;
   }
   const dest = out.dest!;
