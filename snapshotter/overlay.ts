@@ -6,10 +6,13 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { SNAPSHOT_FILES, SNAPSHOT_WORK } from '../store/layout.js';
-import { SnapshotExistsError } from '../util/errors.js';
+import { MbuildError, SnapshotExistsError } from '../util/errors.js';
 import { BaseSnapshotter, type Live } from './base.js';
 import { bindMount, overlayMount } from './mount.js';
 import type { Layer, Mount } from './snapshotter.js';
+
+/** Linux's OVL_MAX_STACK: the most lower layers one overlay mount takes. */
+export const OVERLAY_MAX_LAYERS = 500;
 
 export class OverlaySnapshotter extends BaseSnapshotter {
   readonly kind = 'overlay';
@@ -23,6 +26,11 @@ export class OverlaySnapshotter extends BaseSnapshotter {
   /** lowerdir list (absolute, top-most first) for a stack of layers. */
   private lowerDirs(layers: readonly Layer[]): string[] {
     const dirs = this.layerDirs(layers).reverse();
+    // the mounter takes any number (lowerdir+, else short links); the kernel stacks 500 at most and
+    // would say only "Invalid argument"
+    if (dirs.length > OVERLAY_MAX_LAYERS) {
+      throw new MbuildError('MBUILD_MOUNT', `${dirs.length} layers are more than overlayfs can stack (${OVERLAY_MAX_LAYERS}, the kernel's limit): combine some RUN, COPY or WORKDIR steps`);
+    }
     return dirs.length ? dirs : [this.emptyDir];
   }
 

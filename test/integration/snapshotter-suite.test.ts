@@ -250,3 +250,28 @@ for (const [kind, open] of Object.entries(impls)) {
     });
   });
 }
+
+describe('past the kernel\'s overlay stack', () => {
+  it('overlay refuses more than 500 layers in one clear line; copy takes them', async () => {
+    const dir = path.join(tmp, 'deep', 'snapshots');
+    const layers: Layer[] = [];
+    for (let i = 0; i < 501; i++) {
+      const d = path.join(dir, `c-deep${i}`, 'fs');
+      await fs.mkdir(d, { recursive: true });
+      await fs.writeFile(path.join(d, `f${i}`), '');
+      layers.push({ id: `c-deep${i}`, dir: d });
+    }
+    const overlay = await OverlaySnapshotter.open(dir);
+    await expect(overlay.prepare(`b-${process.pid}-deep`, layers)).rejects.toThrow(/^501 layers are more than overlayfs can stack \(500, the kernel's limit\): combine some RUN, COPY or WORKDIR steps$/);
+    await expect(overlay.view(`tmp-${process.pid}-deep`, layers)).rejects.toThrow(/501 layers/);
+    expect(await fs.readdir(dir)).not.toContain(`b-${process.pid}-deep`);
+    // 500 mount (lowerdir+ here, short links on older kernels: the same mounter)
+    const v = `tmp-${process.pid}-deep500`;
+    expect(Object.keys(await withMounted(await overlay.view(v, layers.slice(0, 500)), dir, treeOf))).toHaveLength(500);
+    await overlay.remove(v);
+    const copy = await CopySnapshotter.open(dir);
+    const c = `tmp-${process.pid}-deepcopy`;
+    expect(Object.keys(await withMounted(await copy.view(c, layers), dir, treeOf))).toHaveLength(501);
+    await copy.remove(c);
+  }, 300_000);
+});
