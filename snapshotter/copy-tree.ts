@@ -92,13 +92,13 @@ async function emptyDir(dir: string): Promise<void> {
 }
 
 /** Applies overlay-format layer dirs (bottom-most first) into `target`, a plain directory. */
-export async function materialize(layerDirs: string[], target: string): Promise<void> {
+export async function materialize(layerDirs: string[], target: string, opaqueDirs: (layerDir: string) => Promise<string[]> = findOpaqueDirs): Promise<void> {
   await fs.mkdir(target, { recursive: true, mode: 0o755 });
-  for (const dir of layerDirs) await applyLayerDir(path.resolve(dir), target);
+  for (const dir of layerDirs) await applyLayerDir(path.resolve(dir), target, await opaqueDirs(path.resolve(dir)));
 }
 
-async function applyLayerDir(layer: string, target: string): Promise<void> {
-  const opaque = new Set(await findOpaqueDirs(layer));
+async function applyLayerDir(layer: string, target: string, opaqueDirs: string[]): Promise<void> {
+  const opaque = new Set(opaqueDirs);
   if (opaque.has('.')) await emptyDir(target);
   const links = new Map<string, string>(); // layer inode → its first path in target
   const walk = async (rel: string): Promise<void> => {

@@ -12,6 +12,7 @@ import { SnapshotExistsError } from '../util/errors.js';
 import { BaseSnapshotter, type Live } from './base.js';
 import { diffTree, hasWhiteouts, materialize, recordTree, type Tree } from './copy-tree.js';
 import { bindMount } from './mount.js';
+import { findOpaqueDirs } from '../util/native-helper.js';
 import type { Layer, Mount } from './snapshotter.js';
 
 export class CopySnapshotter extends BaseSnapshotter {
@@ -19,6 +20,16 @@ export class CopySnapshotter extends BaseSnapshotter {
   /** the record of each active snapshot's copy, taken at prepare */
   private readonly before = new Map<string, Tree>();
   private readonly whiteoutFree = new Map<string, Promise<boolean>>();
+  /** each committed layer's opaque dirs, read once (a helper call) however many copies are made of it */
+  private readonly opaque = new Map<string, Promise<string[]>>();
+  private readonly opaqueDirs = (dir: string): Promise<string[]> => {
+    let p = this.opaque.get(dir);
+    if (!p) {
+      this.opaque.set(dir, (p = findOpaqueDirs(dir)));
+      p.catch(() => this.opaque.delete(dir));
+    }
+    return p;
+  };
 
   static async open(dir: string): Promise<CopySnapshotter> {
     const s = new CopySnapshotter(dir);
@@ -32,7 +43,7 @@ export class CopySnapshotter extends BaseSnapshotter {
       await fs.mkdir(path.join(base, SNAPSHOT_FILES), { mode: 0o755 });
       await fs.chmod(path.join(base, SNAPSHOT_FILES), 0o755);
       const merged = path.join(base, SNAPSHOT_MERGED);
-      await materialize(this.layerDirs(parent), merged);
+      await materialize(this.layerDirs(parent), merged, this.opaqueDirs);
       this.before.set(key, await recordTree(merged));
       const mounts = [bindMount(merged, false)];
       this.live.set(key, { kind: 'active', chain: parent.map((l) => l.id), mounts });
@@ -58,7 +69,7 @@ export class CopySnapshotter extends BaseSnapshotter {
       const base = await this.claim(key);
       source = path.join(base, SNAPSHOT_MERGED);
       try {
-        await materialize(dirs, source);
+        await materialize(dirs, source, this.opaqueDirs);
       } catch (err) {
         await fs.rm(base, { recursive: true, force: true });
         throw err;

@@ -111,25 +111,26 @@ export interface Snapshotter {
 export function openSnapshotter(store: Store): Snapshotter {
   forcedSnapshotter(); // a bad MBUILD_SNAPSHOTTER fails before any work
   const dir = layout.snapshots(store.root);
-  let impl = opened.get(dir);
-  if (!impl) {
-    impl = chooseSnapshotter(dir).then(async ({ kind, why }) => {
-      if (why) process.stderr.write(`mbuild: ${why}; using the copy snapshotter (slower)\n`);
-      return kind === 'copy' ? (await import('./copy.js')).CopySnapshotter.open(dir) : (await import('./overlay.js')).OverlaySnapshotter.open(dir);
-    });
-    impl.catch(() => opened.delete(dir));
-    opened.set(dir, impl);
-  }
-  const use = impl;
+  const use = async (): Promise<Snapshotter> => {
+    let impl = opened.get(dir);
+    if (!impl) {
+      impl = chooseSnapshotter(dir).then(async ({ kind, why }) => {
+        if (why) process.stderr.write(`mbuild: ${why}; using the copy snapshotter (slower)\n`);
+        return kind === 'copy' ? (await import('./copy.js')).CopySnapshotter.open(dir) : (await import('./overlay.js')).OverlaySnapshotter.open(dir);
+      });
+      impl.catch(() => opened.delete(dir));
+      opened.set(dir, impl);
+    }
+    return impl;
+  };
   return {
-    prepare: async (key, parent) => (await use).prepare(key, parent),
-    view: async (key, parent) => (await use).view(key, parent),
-    mounts: async (key) => (await use).mounts(key),
-    commit: async (name, key, opts) => (await use).commit(name, key, opts),
-    remove: async (key) => (await use).remove(key),
-    stat: async (key) => (await use).stat(key),
-    walk: async (fn) => (await use).walk(fn),
+    prepare: async (key, parent) => (await use()).prepare(key, parent),
+    view: async (key, parent) => (await use()).view(key, parent),
+    mounts: async (key) => (await use()).mounts(key),
+    commit: async (name, key, opts) => (await use()).commit(name, key, opts),
+    remove: async (key) => (await use()).remove(key),
+    stat: async (key) => (await use()).stat(key),
+    walk: async (fn) => (await use()).walk(fn),
   };
 }
 const opened = new Map<string, Promise<Snapshotter>>();
-
