@@ -197,7 +197,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   } finally {
     progress.close();
     if (outputs.some((o) => o.push) || (await import('../builder/executor/build.js')).registryLoaded) await (await import('../registry/transport.js')).closeTransport();
-    await new (await import('../snapshotter/snapshots.js')).Snapshotter(store).removeOwn();
+    await new (await import('../snapshotter/layers.js')).Layers(store).removeOwn();
     for (const d of input.cleanup) await fs.rm(d, { recursive: true, force: true });
   }
 }

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { parseDockerfile } from '../dockerfile/parse.js';
 import type { Instruction } from '../dockerfile/types.js';
 import { planBuild, type Plan, type Stage } from '../plan/plan.js';
-import { Snapshotter } from '../../snapshotter/snapshots.js';
+import { Layers } from '../../snapshotter/layers.js';
 import type { Store } from '../../store/store.js';
 import { loadIgnore } from '../context/dockerignore.js';
 import type { ProgressReporter } from '../../util/progress.js';
@@ -36,7 +36,7 @@ import type { BuiltStep } from '../cache/remote-export.js';
 import type { CacheExportSpec, CacheImportSpec } from '../cache/remote-spec.js';
 import { INLINE_KEY, type InlineCache } from '../cache/remote-format.js';
 import { targetPlatform } from '../plan/platform.js';
-import type { Layer, LayerBlob } from '../../snapshotter/snapshots.js';
+import type { CommitOptions, Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
 import type { StepHandle } from '../../util/progress.js';
 import type { StepCache } from '../steps/contract.js';
 
@@ -96,7 +96,7 @@ function explainScope(opts: BuildOptions): string {
 export interface BuildResult extends WrittenImage {
   names: string[];
   state: StageState;
-  snap: Snapshotter;
+  snap: Layers;
 }
 
 export async function build(store: Store, progress: ProgressReporter, opts: BuildOptions): Promise<BuildResult> {
@@ -108,8 +108,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const plan = planBuild(df, { target: opts.target, buildArgs: opts.buildArgs });
   // SOURCE_DATE_EPOCH is for the build itself (BuildKit does not ask for an ARG)
   for (const a of plan.unusedBuildArgs.filter((n) => n !== 'SOURCE_DATE_EPOCH')) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
-  const snap = new Snapshotter(store);
-  await snap.init();
+  const snap = new Layers(store);
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
   // build checks (`# check=`): error=true stops here; warnings are shown after the build
   const checks = await checksForBuild(store, text, display, plan, { buildArgs: opts.buildArgs, target: opts.target, ignore });
@@ -510,6 +509,10 @@ class ProbeCacheHandle implements CacheHandle {
   async save(layer: Layer): Promise<Layer> {
     return layer;
   }
+
+  commit(active: string, opts?: CommitOptions): Promise<Layer> {
+    return this.ctx.snap.commitPrivate(active, opts);
+  }
 }
 
 /** The shared caches of a build (--cache-from / --cache-to) and what it ran or found. */
@@ -579,6 +582,14 @@ class StepCacheHandle implements CacheHandle {
     this.created = new Date().toISOString();
     if (!this.storeKey) return layer;
     const kept = await this.ctx.cache.put(this.storeKey, layer, this.created);
+    this.logStep(kept);
+    return kept;
+  }
+
+  async commit(active: string, opts?: CommitOptions): Promise<Layer> {
+    this.created = new Date().toISOString();
+    if (!this.storeKey) return this.ctx.snap.commitPrivate(active, opts);
+    const kept = await this.ctx.cache.commit(this.storeKey, active, this.created, opts);
     this.logStep(kept);
     return kept;
   }
