@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs, type FlagSpec } from '../util/args.js';
 import { Store } from '../store/store.js';
-import { Snapshotter } from '../snapshotter/snapshots.js';
+import { Layers } from '../snapshotter/layers.js';
 import { readUserDb, resolveUser } from '../builder/steps/users.js';
 import { rootfsOf, runSandboxed, type NetworkRequest } from '../builder/sandbox/run.js';
 import { formatBytes, parseCpus, parseMemory, parsePidsLimit, type Limits } from '../builder/sandbox/cgroups.js';
@@ -112,8 +112,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
   // another platform's image runs under qemu-user (binfmt_misc), as docker run --platform does
   const imgPlatform = { os: img.config.os, architecture: img.config.architecture, ...(img.config.variant ? { variant: img.config.variant } : {}) };
   if (!isHostPlatform(imgPlatform)) await (await import('../builder/sandbox/emulation.js')).ensureEmulation(imgPlatform);
-  const snap = new Snapshotter(store);
-  await snap.init();
+  const snap = new Layers(store);
   const layers = await snap.fromImage(img);
   const cfg = img.config.config ?? {};
   const entrypoint = flags.entrypoint !== undefined ? ((flags.entrypoint as string) === '' ? [] : [flags.entrypoint as string]) : (cfg.Entrypoint ?? []);
@@ -155,7 +154,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
     // the container's changes are thrown away with `active`
     const result = await runSandboxed({
       stateParent: store.tmpDir,
-      ...rootfsOf(active.mount),
+      ...rootfsOf(active.mounts),
       args,
       env,
       cwd: workdir ?? (cfg.WorkingDir || '/'),
@@ -200,7 +199,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
     if (killTimer) clearTimeout(killTimer);
     await ports?.close();
     if (rec) await registry.remove(rec.id);
-    await snap.remove(active.id);
+    await snap.discard(active.key);
     await userMounts.cleanup();
   }
 }

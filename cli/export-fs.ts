@@ -5,14 +5,15 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { pipeline } from 'node:stream/promises';
 import { PassThrough } from 'node:stream';
-import type { Layer, Snapshotter } from '../snapshotter/snapshots.js';
+import type { Layer } from '../snapshotter/snapshotter.js';
+import type { Layers } from '../snapshotter/layers.js';
 import { writeLayerTar } from '../snapshotter/diff/layer-tar.js';
 import { tempSibling } from '../store/fsutil.js';
 import { platformFolder, type TargetPlatform } from '../util/platform.js';
 
 const run = promisify(execFile);
 
-export async function exportFilesystem(snap: Snapshotter, layers: Layer[], type: 'tar' | 'local', dest: string): Promise<void> {
+export async function exportFilesystem(snap: Layers, layers: Layer[], type: 'tar' | 'local', dest: string): Promise<void> {
   await snap.view(layers, async (root) => {
     if (type === 'local') {
       await fs.mkdir(dest, { recursive: true });
@@ -37,7 +38,7 @@ export async function exportFilesystem(snap: Snapshotter, layers: Layer[], type:
  * A multi-platform build's root filesystems, one folder per platform (`linux_amd64/`, ...) in the
  * directory or the tar, as BuildKit's local and tar exporters write them.
  */
-export async function exportFilesystems(snap: Snapshotter, images: { platform: TargetPlatform; layers: Layer[] }[], type: 'tar' | 'local', dest: string): Promise<void> {
+export async function exportFilesystems(snap: Layers, images: { platform: TargetPlatform; layers: Layer[] }[], type: 'tar' | 'local', dest: string): Promise<void> {
   if (type === 'local') {
     for (const img of images) await exportFilesystem(snap, img.layers, 'local', path.join(dest, platformFolder(img.platform)));
     return;

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { parseDockerfile } from '../dockerfile/parse.js';
 import type { Instruction } from '../dockerfile/types.js';
 import { planBuild, type Plan, type Stage } from '../plan/plan.js';
-import { Snapshotter } from '../../snapshotter/snapshots.js';
+import { Layers } from '../../snapshotter/layers.js';
 import type { Store } from '../../store/store.js';
 import { loadIgnore } from '../context/dockerignore.js';
 import type { ProgressReporter } from '../../util/progress.js';
@@ -21,6 +21,7 @@ import { formatSummary } from '../checks/report.js';
 import { copyStep } from '../steps/copy.js';
 import { workdirStep } from '../steps/workdir.js';
 import { writeImage, type WrittenImage } from './image.js';
+import { dirContextCopy, namedContextOf, replacedStages, stagesNeeded, type NamedContexts } from './named-contexts.js';
 import { CacheBlobError, MbuildError, ParseError } from '../../util/errors.js';
 import { normalizeName } from '../../store/reference.js';
 import os from 'node:os';
@@ -36,7 +37,7 @@ import type { CacheExportSpec, CacheImportSpec } from '../cache/remote-spec.js';
 import { INLINE_KEY, type InlineCache } from '../cache/remote-format.js';
 import { platformString, targetPlatform, type TargetPlatform } from '../plan/platform.js';
 import { platformDescriptor, writeIndex, type WrittenIndex } from './index.js';
-import type { Layer, LayerBlob } from '../../snapshotter/snapshots.js';
+import type { CommitOptions, Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
 import type { StepHandle } from '../../util/progress.js';
 import type { StepCache } from '../steps/contract.js';
 
@@ -69,6 +70,8 @@ export interface BuildOptions {
   annotations?: Record<string, string>;
   /** --build-context NAME=docker-image://REF (and oci-layout, loaded): FROM/COPY --from NAME use REF */
   namedContexts?: Record<string, string>;
+  /** --build-context NAME=DIR (a git or http(s) source fetched into one): see named-contexts.ts */
+  contextDirs?: Record<string, string>;
   /** --add-host: lines added to /etc/hosts of every RUN */
   extraHosts?: string;
   /** --shm-size in KiB, --ulimit as NAME:SOFT:HARD: for every RUN */
@@ -107,7 +110,7 @@ export interface PlatformImage extends WrittenImage {
 export interface BuildResult extends WrittenImage {
   names: string[];
   state: StageState;
-  snap: Snapshotter;
+  snap: Layers;
   images: PlatformImage[];
   index?: WrittenIndex;
 }
@@ -126,8 +129,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   if (multi) for (const p of plans) p.label = platformString(p.platform);
   // SOURCE_DATE_EPOCH is for the build itself (BuildKit does not ask for an ARG)
   for (const a of plan.unusedBuildArgs.filter((n) => n !== 'SOURCE_DATE_EPOCH')) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
-  const snap = new Snapshotter(store);
-  await snap.init();
+  const snap = new Layers(store);
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
   // build checks (`# check=`): error=true stops here; warnings are shown after the build
   const checks = await checksForBuild(store, text, display, plan, { buildArgs: opts.buildArgs, target: opts.target, ignore });
@@ -144,8 +146,14 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     i = base.kind === 'stage' ? base.index : undefined;
   }
   const shared: SharedCache = { remote, imageStages, log: new Map(), scope: explainScope(opts), inflight: new Map() };
-  const named = opts.namedContexts ?? {};
-  const contextRef = (ref: string) => named[ref] ?? named[ref.toLowerCase()] ?? ref;
+  const named: NamedContexts = { images: opts.namedContexts ?? {}, dirs: opts.contextDirs ?? {} };
+  const contextRef = (ref: string) => {
+    const c = namedContextOf(named, ref);
+    return c && 'image' in c ? c.image : ref;
+  };
+  // stages a named context replaces never run (nor what only they read); the same in every plan
+  const replaced = replacedStages(plan, named);
+  const dirStates = new Map<string, Promise<StageState>>();
   const noCacheStages = new Set((opts.noCacheStages ?? []).map((s) => s.toLowerCase()));
   for (const s of noCacheStages) if (!plan.stages.some((st, i) => st.name === s || String(i) === s)) throw new MbuildError('MBUILD_USAGE', `--no-cache-filter ${s}: no stage of that name`);
   const images = new Map<string, Promise<StageState>>();
@@ -179,7 +187,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
       abort.abort(err);
     }
   };
-  const makeCtx = (plan: Plan, prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>): BuildContext => ({
+  const makeCtx = (plan: Plan, prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>, platform: TargetPlatform = plan.platform): BuildContext => {
+  const c: BuildContext = {
     store,
     snap,
     progress: prog,
@@ -207,13 +216,47 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
       return i >= 0 ? i : undefined;
     },
     stageResult,
-    imageState: (ref) => imageState(ref, plan.platform),
-  });
+    imageState: (asked) => {
+      const dir = namedContextOf(named, asked);
+      if (dir && 'dir' in dir) return dirContextState(c, asked, dir.dir);
+      return imageState(asked, platform);
+    },
+  };
+  return c;
+  };
+
+  /** A directory context: its files (its own .dockerignore applied) copied onto an empty filesystem, cached by content. */
+  const dirContextState = (c: BuildContext, name: string, dir: string): Promise<StageState> => {
+    let p = dirStates.get(name);
+    if (!p) {
+      p = (async () => {
+        const dc: BuildContext = { ...c, contextDir: dir, ignore: await loadIgnore(dir) };
+        const state = baseState(undefined, [], `context:${name}`);
+        const step = dc.progress.step(`[context ${name}] load from client`);
+        const cache = new StepCacheHandle(dc, state, step, explainer, `context:${name}`, shared, false);
+        try {
+          await copyStep({ ctx: dc, state, step, label: `context ${name}`, cache }, dirContextCopy(name));
+          if (cache.key) state.key = cache.key;
+          // the layer's history entry, as BuildKit's exporter adds one for a layer without any
+          state.baseHistory = [{ created: cache.created ?? state.created, created_by: `local source for ${name}`, comment: 'buildkit.exporter.image.v0' }];
+          step.done();
+        } catch (err) {
+          step.fail();
+          throw err;
+        } finally {
+          cache.settle();
+        }
+        return state;
+      })();
+      dirStates.set(name, p);
+    }
+    return p;
+  };
 
   const runPlan = async (plan: Plan): Promise<StageState> => {
   const stageRuns = new Map<number, Promise<StageState>>();
   // with a shared cache, a key-only pass first finds the stages no missing step reads: they never run
-  const probe = remote ? await probeStages(plan, (prog, res) => makeCtx(plan, prog, res), imageState, remote).catch(() => undefined) : undefined;
+  const probe = remote && !replaced.size ? await probeStages(plan, (prog, res, platform) => makeCtx(plan, prog, res, platform), remote).catch(() => undefined) : undefined;
   const ctx = makeCtx(plan, progress, (i) => (!probe || probe.needed.has(i) ? runStage(i) : probe.states.get(i)!));
 
   const runStage = (i: number): Promise<StageState> => {
@@ -221,8 +264,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     if (!p) {
       const stage = plan.stages[i];
       // a stage's images (FROM, COPY --from, RUN --mount=from) are for its own platform (FROM --platform)
-      const stageCtx: BuildContext = { ...ctx, imageState: (ref) => imageState(ref, stage.platform), ...(noCacheStages.has(stage.name ?? '') || noCacheStages.has(String(i)) ? { noCache: true } : {}) };
-      p = executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)));
+      const stageCtx: BuildContext = { ...makeCtx(plan, progress, ctx.stageResult, stage.platform), ...(noCacheStages.has(stage.name ?? '') || noCacheStages.has(String(i)) ? { noCache: true } : {}) };
+      p = replaced.has(i) ? ctx.imageState(stage.name!).then(forkState) : executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)));
       p.catch(onFail);
       stageRuns.set(i, p);
     }
@@ -230,7 +273,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   };
 
   // start every needed stage at once; each waits for what it reads
-  for (const i of plan.order) if (!probe || probe.needed.has(i)) void runStage(i).catch(() => undefined);
+  for (const i of stagesNeeded(plan, replaced)) if (!probe || probe.needed.has(i)) void runStage(i).catch(() => undefined);
   const state = await runStage(plan.target).catch(() => undefined);
   await Promise.allSettled([...stageRuns.values()]);
   if (failed || !state) throw failed;
@@ -455,8 +498,7 @@ const SILENT: ProgressReporter = {
  */
 async function probeStages(
   plan: Plan,
-  makeCtx: (prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>) => BuildContext,
-  imageFor: (ref: string, platform: TargetPlatform) => Promise<StageState>,
+  makeCtx: (prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>, platform?: TargetPlatform) => BuildContext,
   remote: RemoteCaches,
 ): Promise<{ needed: Set<number>; states: Map<number, Promise<StageState>> }> {
   const states = new Map<number, Promise<StageState>>();
@@ -467,7 +509,7 @@ async function probeStages(
     if (!p) {
       const stage = plan.stages[i]!;
       // the stage's images are its platform's (FROM --platform), as in the real pass
-      const sctx: BuildContext = { ...ctx, imageState: (ref) => imageFor(ref, stage.platform) };
+      const sctx: BuildContext = makeCtx(SILENT, (j) => probe(j), stage.platform);
       p = executeStage(sctx, plan, stage, () => undefined, probe, (state) => new ProbeCacheHandle(sctx, state, remote), (ins, cache) => {
         const dep = (ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined ? ctx.stageIndexOf(ins.from) : undefined;
         if (dep !== undefined) copyFrom.set(i, [...(copyFrom.get(i) ?? []), { dep, hit: cache.hit }]);
@@ -519,6 +561,10 @@ class ProbeCacheHandle implements CacheHandle {
 
   async save(layer: Layer): Promise<Layer> {
     return layer;
+  }
+
+  commit(active: string, opts?: CommitOptions): Promise<Layer> {
+    return this.ctx.snap.commitPrivate(active, opts);
   }
 }
 
@@ -634,6 +680,18 @@ class StepCacheHandle implements CacheHandle {
     this.created = new Date().toISOString();
     if (!this.storeKey) return layer;
     const kept = await this.ctx.cache.put(this.storeKey, layer, this.created);
+    this.logStep(kept);
+    if (this.making) {
+      this.making(kept);
+      this.making = undefined;
+    }
+    return kept;
+  }
+
+  async commit(active: string, opts?: CommitOptions): Promise<Layer> {
+    this.created = new Date().toISOString();
+    if (!this.storeKey) return this.ctx.snap.commitPrivate(active, opts);
+    const kept = await this.ctx.cache.commit(this.storeKey, active, this.created, opts);
     this.logStep(kept);
     if (this.making) {
       this.making(kept);
