@@ -37,3 +37,22 @@ describe('FROM --platform', () => {
     );
   });
 });
+
+describe('index entries', () => {
+  it('picks the wanted platform: arm64 with or without v8, arm by variant, an attestation entry only when asked for', async () => {
+    const { pickPlatformEntry } = await import('../../util/platform.js');
+    const entries = [
+      { digest: 'att', platform: { os: 'unknown', architecture: 'unknown' } },
+      { digest: 'amd', platform: { os: 'linux', architecture: 'amd64' } },
+      { digest: 'arm64', platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } },
+      { digest: 'armv6', platform: { os: 'linux', architecture: 'arm', variant: 'v6' } },
+      { digest: 'armv7', platform: { os: 'linux', architecture: 'arm', variant: 'v7' } },
+    ];
+    expect(pickPlatformEntry(entries, parsePlatform('linux/arm64'))?.digest).toBe('arm64');
+    expect(pickPlatformEntry(entries, { os: 'linux', architecture: 'arm64', variant: 'v8' })?.digest).toBe('arm64');
+    expect(pickPlatformEntry(entries, parsePlatform('linux/amd64'))?.digest).toBe('amd');
+    expect(pickPlatformEntry(entries, parsePlatform('linux/arm/v7'))?.digest).toBe('armv7');
+    expect(pickPlatformEntry(entries, parsePlatform('linux/s390x'))).toBeUndefined();
+    expect(pickPlatformEntry(entries, { os: 'unknown', architecture: 'unknown' })?.digest).toBe('att'); // only when asked for
+  });
+});
