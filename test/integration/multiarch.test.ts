@@ -58,7 +58,7 @@ describe('multi-platform builds', () => {
     const ctx = await writeContext(work, {
       Dockerfile: `FROM ${MULTI_BUSYBOX}\nARG TARGETPLATFORM\nARG TARGETARCH\nARG BUILDPLATFORM\nRUN uname -m > /arch && echo "$TARGETPLATFORM $TARGETARCH $BUILDPLATFORM" > /args\n`,
     });
-    const r = await ok(['build', '--progress', 'plain', '--platform', 'linux/amd64,linux/arm64', '-t', 'multi:1', '-o', `type=oci,dest=${path.join(work, 'multi.tar')}`, '-o', `type=local,dest=${path.join(work, 'fs')}`, ctx]);
+    const r = await ok(['build', '--progress', 'plain', '--platform', 'linux/amd64,linux/arm64', '-t', 'multi:1', '-o', `type=oci,dest=${path.join(work, 'multi.tar')}`, '-o', `type=local,dest=${path.join(work, 'fs')}`, '--metadata-file', path.join(work, 'meta.json'), '--iidfile', path.join(work, 'iid'), ctx]);
     // every step says its platform, as BuildKit's do
     expect(r.stderr).toMatch(/\[linux\/arm64 stage-0 5\/5\] RUN uname -m/);
     expect(r.stderr).toMatch(/\[linux\/amd64 stage-0 5\/5\] RUN uname -m/);
@@ -73,7 +73,13 @@ describe('multi-platform builds', () => {
     const dir = path.join(work, 'multi-layout');
     await fs.mkdir(dir);
     expect((await run('tar', ['-xf', path.join(work, 'multi.tar'), '-C', dir])).code).toBe(0);
-    const { index, blob } = await readIndex(dir);
+    const { top, index, blob } = await readIndex(dir);
+    // the build's ID and metadata name the index (as buildx's for a multi-platform image)
+    const meta = JSON.parse(await fs.readFile(path.join(work, 'meta.json'), 'utf8'));
+    expect(meta['containerimage.descriptor'].mediaType).toBe('application/vnd.oci.image.index.v1+json');
+    expect(meta['containerimage.config.digest']).toBeUndefined();
+    expect(await fs.readFile(path.join(work, 'iid'), 'utf8')).toBe(meta['containerimage.digest']);
+    expect(top.manifests[0].annotations['io.containerd.image.name']).toBe('docker.io/library/multi:1');
     expect(index.manifests.map((m: { platform: { architecture: string } }) => m.platform.architecture)).toEqual(['amd64', 'arm64']);
     for (const m of index.manifests) {
       const cfg = JSON.parse(await blob(JSON.parse(await blob(m.digest)).config.digest));
