@@ -15,6 +15,11 @@ export interface EnsureOptions {
   pull?: boolean;
   progress?: ProgressReporter;
   platform?: Platform;
+  /**
+   * a single-platform image of another platform is an error (`mbuild pull --platform`); a build
+   * takes it with a warning instead, as BuildKit does (InvalidBaseImagePlatform)
+   */
+  strictPlatform?: boolean;
 }
 
 const inflight = new Map<string, Promise<ResolvedImage>>();
@@ -46,7 +51,7 @@ export async function ensureImage(store: Store, ref: string, opts: EnsureOptions
   let p = inflight.get(key);
   if (!p) {
     p = (async () => {
-      const res = await pullImage(store, ref, { progress: opts.progress, platform: opts.platform, explicitPlatform: opts.platform !== undefined });
+      const res = await pullImage(store, ref, { progress: opts.progress, platform: opts.platform, explicitPlatform: opts.strictPlatform ?? opts.platform !== undefined });
       return { ...(await store.requireImage(res.manifestDigest)), name: res.name, ...(res.indexDigest ? { indexDigest: res.indexDigest } : {}) };
     })();
     inflight.set(key, p);
