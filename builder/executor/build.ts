@@ -31,6 +31,7 @@ import { MissExplainer, type StepRecord } from '../cache/explain.js';
 import { inputDigests, stepKey } from '../cache/keys.js';
 import { compareRecords } from '../cache/explain.js';
 import { RemoteCaches } from '../cache/remote-import.js';
+import { claimStep, type StepClaim } from '../cache/step-claim.js';
 import type { BuiltStep } from '../cache/remote-export.js';
 import type { CacheExportSpec, CacheImportSpec } from '../cache/remote-spec.js';
 import { INLINE_KEY, type InlineCache } from '../cache/remote-format.js';
@@ -335,6 +336,8 @@ async function executeStage(
       if (err instanceof MbuildError && err.code === 'MBUILD_CANCELED') step.cancel();
       else step.fail();
       throw withRange(err, ins.range);
+    } finally {
+      await cache.release?.();
     }
   }
   return state;
@@ -391,7 +394,7 @@ function inlineCache(state: StageState, blobs: LayerBlob[], shared: SharedCache,
   return { steps, explain };
 }
 
-type CacheHandle = StepCache & { key?: string; created?: string; hit: boolean };
+type CacheHandle = StepCache & { key?: string; created?: string; hit: boolean; release?(): Promise<void> };
 type MakeCache = (state: StageState, step: StepHandle, position: string) => CacheHandle;
 
 /** The key-only pass shows nothing. */
@@ -488,6 +491,7 @@ class StepCacheHandle implements CacheHandle {
   created?: string;
   hit = false;
   private record?: StepRecord;
+  private claim?: StepClaim;
   private readonly parent: string;
   constructor(
     private readonly ctx: BuildContext,
@@ -511,7 +515,20 @@ class StepCacheHandle implements CacheHandle {
     this.explainer.record(this.position, this.record);
     if (!this.ctx.noCache) {
       // this store first, then the shared caches (their layers are fetched when first needed)
-      const found = (await this.ctx.cache.get(own)) ?? (await this.shared.remote?.lookup(own));
+      let found = (await this.ctx.cache.get(own)) ?? (await this.shared.remote?.lookup(own));
+      if (!found) {
+        // a miss: claim the step, so a build of this store that needs it too waits for our layer
+        this.claim = await claimStep(this.ctx.store.root, own, this.ctx.signal).catch((err) => {
+          throw this.ctx.signal.aborted ? canceled() : err;
+        });
+        if (this.claim.waited) {
+          found = await this.ctx.cache.get(own);
+          if (found) {
+            await this.release();
+            this.step.note('CACHED: built by another build at the same time');
+          }
+        }
+      }
       if (found) {
         this.hit = true;
         this.created = found.created;
@@ -539,8 +556,16 @@ class StepCacheHandle implements CacheHandle {
     this.created = new Date().toISOString();
     if (!this.storeKey) return layer;
     const kept = await this.ctx.cache.put(this.storeKey, layer, this.created);
+    await this.release();
     this.logStep(kept);
     return kept;
+  }
+
+  /** Ends the claim on the step (after save, or when the step failed): a waiting build looks again. */
+  async release(): Promise<void> {
+    const c = this.claim;
+    this.claim = undefined;
+    await c?.release();
   }
 }
 
