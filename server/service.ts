@@ -177,6 +177,24 @@ export class BuilderService {
     }
   }
 
+  /**
+   * The worker's COPY steps key context files by their sha256, remembered by stat in the store's
+   * file-hash cache: the server wrote every file from content verified by the digest the manifest
+   * names, so it records those digests for the files as they are now, and a fresh runner's copy
+   * (new mtimes) is never read again on the server.
+   */
+  private async rememberHashes(contextDir: string, manifest: ManifestEntry[]): Promise<void> {
+    const { FileHashCache } = await import('../builder/cache/file-hashes.js');
+    const cache = await FileHashCache.load(path.join(layout.cache(this.opts.root), 'file-hashes.json'));
+    for (const e of manifest) {
+      if (e.t !== 'f' || !e.h) continue;
+      const file = path.join(contextDir, e.p);
+      const st = await fs.lstat(file).catch(() => undefined);
+      if (st?.isFile()) cache.remember(file, st, e.h);
+    }
+    await cache.save();
+  }
+
   /** The first message of a Build call is the request; what follows is the client's side of ssh connections. */
   private async build(call: BuildCall): Promise<void> {
     let agents: ServerAgents | undefined;
@@ -299,6 +317,7 @@ export class BuilderService {
         await fs.chmod(contextDir, req.contextRoot.m & 0o7777);
         await fs.utimes(contextDir, req.contextRoot.mt / 1000, req.contextRoot.mt / 1000);
       }
+      await this.rememberHashes(contextDir, req.manifest);
       // secrets live in the build's own folder (0700, removed when it ends), read-only to the worker
       for (const [i, sec] of (req.secrets ?? []).entries()) {
         if (i === 0) await fs.mkdir(path.join(work, 'secrets'), { mode: 0o700 });
