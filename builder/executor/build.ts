@@ -107,16 +107,19 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   // SOURCE_DATE_EPOCH is for the build itself (BuildKit does not ask for an ARG)
   for (const a of plan.unusedBuildArgs.filter((n) => n !== 'SOURCE_DATE_EPOCH')) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
   const snap = new Snapshotter(store);
+  const cache = new BuildCache(snap);
+  if ([...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])].some((c) => c.type === 'registry')) registryLoaded = true;
+  // the shared caches' manifests are read while the store and the checks get ready (a fresh
+  // runner's first round trips to the registry overlap its own start-up)
+  const remoteLoad = opts.cacheFrom?.length ? RemoteCaches.load(opts.cacheFrom, snap, cache, progress, targetPlatform()) : undefined;
+  remoteLoad?.catch(() => undefined);
   await snap.init();
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
   // build checks (`# check=`): error=true stops here; warnings are shown after the build
   const checks = await checksForBuild(store, text, display, plan, { buildArgs: opts.buildArgs, target: opts.target, ignore });
-  const cache = new BuildCache(snap);
   const fileHashes = await FileHashCache.load(path.join(cache.dir, 'file-hashes.json'));
   const explainer = await MissExplainer.load(cache.dir, opts.dockerfile, opts.target);
-
-  if ([...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])].some((c) => c.type === 'registry')) registryLoaded = true;
-  const remote = opts.cacheFrom?.length ? await RemoteCaches.load(opts.cacheFrom, snap, cache, progress, targetPlatform()) : undefined;
+  const remote = await remoteLoad;
   const imageStages = new Set<number>();
   for (let i: number | undefined = plan.target; i !== undefined; ) {
     imageStages.add(i);
@@ -417,11 +420,18 @@ async function probeStages(
   const states = new Map<number, Promise<StageState>>();
   const copyFrom = new Map<number, { dep: number; hit: boolean }[]>();
   const ctx = makeCtx(SILENT, (i) => probe(i));
+  // the final image's stages: their hits' layers will be needed, so their downloads start now
+  const imageStages = new Set<number>();
+  for (let i: number | undefined = plan.target; i !== undefined; ) {
+    imageStages.add(i);
+    const base: Stage['base'] = plan.stages[i]!.base;
+    i = base.kind === 'stage' ? base.index : undefined;
+  }
   const probe = (i: number): Promise<StageState> => {
     let p = states.get(i);
     if (!p) {
       const stage = plan.stages[i]!;
-      p = executeStage(ctx, plan, stage, () => undefined, probe, (state) => new ProbeCacheHandle(ctx, state, remote), (ins, cache) => {
+      p = executeStage(ctx, plan, stage, () => undefined, probe, (state) => new ProbeCacheHandle(ctx, state, remote, imageStages.has(i)), (ins, cache) => {
         const dep = (ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined ? ctx.stageIndexOf(ins.from) : undefined;
         if (dep !== undefined) copyFrom.set(i, [...(copyFrom.get(i) ?? []), { dep, hit: cache.hit }]);
       });
@@ -459,12 +469,14 @@ class ProbeCacheHandle implements CacheHandle {
     private readonly ctx: BuildContext,
     private readonly state: StageState,
     private readonly remote: RemoteCaches,
+    private readonly inImage: boolean,
   ) {}
 
   async lookup(inputs: Record<string, unknown>, _files?: Record<string, string>, opts?: { independent?: boolean }) {
     const { own, key } = keysOf(this.state.key, inputs, opts?.independent);
     this.key = key;
     const found = this.ctx.noCache ? undefined : ((await this.ctx.cache.get(own)) ?? (await this.remote.lookup(own)));
+    if (found && this.inImage) this.remote.prefetch(found.layer);
     this.hit = found !== undefined;
     this.created = found?.created;
     return UNBUILT;
