@@ -1,4 +1,5 @@
 /** `mbuild build`: parse flags (build-flags.ts), build, tag, write outputs, push, write metadata. */
+import { begin, span } from '../util/trace.js';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
@@ -113,7 +114,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const cacheFrom = (flags.cacheFrom as string[]).map(parseCacheFrom);
   const cacheTo = (flags.cacheTo as string[]).map(parseCacheTo);
 
-  const input = await resolveContext(positional[0], flags.file as string | undefined);
+  const input = await span('cli.context', () => resolveContext(positional[0], flags.file as string | undefined));
   if (flags.check) {
     try {
       return await (await import('../builder/executor/checks.js')).checkCommand({ contextDir: input.contextDir, dockerfile: input.dockerfile, buildArgs, target: flags.target as string | undefined });
@@ -125,8 +126,9 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   progress.watchInterrupt();
   for (const w of input.warnings) progress.info(w);
   for (const n of notes) progress.info(`NOTE: ${n}`);
-  const store = await Store.open(root);
+  const store = await span('cli.store-open', () => Store.open(root));
   try {
+    const endBuild = begin('cli.build');
     const result = await build(store, progress, {
       contextDir: input.contextDir,
       dockerfile: input.dockerfile,
@@ -152,8 +154,9 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       cacheFrom,
       cacheTo,
     });
+    endBuild();
     const { recordImageId } = await import('./image-ref.js');
-    await recordImageId(store, result.manifest.config.digest, result.manifestDigest).catch(() => undefined);
+    await span('cli.record-id', () => recordImageId(store, result.manifest.config.digest, result.manifestDigest)).catch(() => undefined);
     let pushed: { name: string; digest: string }[] = [];
     for (const out of outputs) pushed = pushed.concat(await writeOutput(store, result, out, progress));
     const id = result.manifest.config.digest;
@@ -165,7 +168,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   } finally {
     progress.close();
     if (outputs.some((o) => o.push) || (await import('../builder/executor/build.js')).registryLoaded) await (await import('../registry/transport.js')).closeTransport();
-    await new (await import('../snapshotter/snapshots.js')).Snapshotter(store).removeOwn();
+    await span('cli.remove-own', async () => new (await import('../snapshotter/snapshots.js')).Snapshotter(store).removeOwn());
     for (const d of input.cleanup) await fs.rm(d, { recursive: true, force: true });
   }
 }

@@ -15,10 +15,12 @@ import { onInterrupt } from './interrupt.js';
 import { encodeFields, helperPath, spawnError } from '../../util/native-helper.js';
 import { attachToBridge, planNetwork, resolvConfFor, type Attachment, type NetworkPlan, type NetworkRequest } from './network/index.js';
 import { StatusFilter } from './status.js';
+import { begin, mark, span } from '../../util/trace.js';
 import type { Mount } from '../../snapshotter/snapshots.js';
 
 export type { Limits, UsageStats } from './cgroups.js';
 export type { NetworkRequest } from './network/index.js';
+export { warmNetwork } from './network/index.js';
 
 export interface SandboxSpec {
   /** overlay lowerdirs, top-most first; empty = scratch (an empty dir is used as the single lower) */
@@ -168,8 +170,18 @@ function validate(spec: SandboxSpec): void {
 export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
   validate(spec);
   const bin = helperPath();
-  const plan = await planNetwork(spec.network);
-  const cgroup = await StepCgroup.create(spec.limits ?? {}, undefined, { allDevices: spec.security === 'insecure' });
+  // independent: made at the same time (the network's first use in a process checks the bridge)
+  const [planned, made] = await Promise.allSettled([
+    span('sandbox.network-plan', () => planNetwork(spec.network)),
+    span('sandbox.cgroup-create', () => StepCgroup.create(spec.limits ?? {}, undefined, { allDevices: spec.security === 'insecure' })),
+  ]);
+  if (planned.status === 'rejected') {
+    if (made.status === 'fulfilled') await made.value?.destroy().catch(() => undefined);
+    throw planned.reason;
+  }
+  if (made.status === 'rejected') throw made.reason;
+  const plan = planned.value;
+  const cgroup = made.value;
   let state: string | undefined;
   let helper: Helper | undefined;
   let attachment: Attachment | undefined;
@@ -177,6 +189,7 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
   let setupError: unknown;
   let stopTracking: (() => void) | undefined;
   try {
+    const endState = begin('sandbox.state-dir');
     state = await mkdtemp(spec.stateParent ? join(spec.stateParent, `run-${process.pid}-`) : join(tmpdir(), 'mbuild-run-'));
     const stateDir = state;
     await Promise.all([
@@ -186,6 +199,7 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       mkdir(join(state, 'rootfs')),
       mkdir(join(state, 'empty')),
     ]);
+    endState();
     const nonce = randomBytes(16).toString('hex');
     const fields: string[] = [
       'nonce', nonce,
@@ -234,11 +248,12 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
     const onNetns = (payload: string): void => {
       const pid = Number(payload);
       const h = helper!;
+      mark('sandbox.helper-netns');
       starting = (async () => {
         let release: string[] | undefined;
         if (plan.mode === 'bridge') {
           try {
-            attachment = await attachToBridge(plan.bridge!, pid);
+            attachment = await span('sandbox.bridge-attach', () => attachToBridge(plan.bridge!, pid));
             await writeFile(join(stateDir, 'hosts'), `${spec.hosts}${spec.hosts && !spec.hosts.endsWith('\n') ? '\n' : ''}${attachment.address}\t${spec.hostname}\n`);
             const a = attachment;
             release = ['addr', a.address, 'prefix', String(a.prefix), 'gw', a.gateway, 'ifname', 'eth0'];
@@ -265,6 +280,7 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
     const onOpaque = (hex: string): void => {
       opaqueDirs = Buffer.from(hex, 'hex').toString('utf8').split('\0').filter((p) => p !== '');
     };
+    const endHelper = begin('sandbox.helper');
     helper = startHelper(bin, encodeFields(fields), nonce, {
       onOutput: spec.onOutput,
       onNetns,
@@ -284,20 +300,27 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
     let outcome: { exitCode: number; signal?: string };
     try {
       outcome = await helper.done;
+      endHelper();
     } catch (err) {
       await starting?.catch(() => undefined);
       throw setupError ?? err;
     }
     await starting;
     if (setupError) throw setupError;
-    const usage = cgroup ? await cgroup.stats() : undefined;
+    const usage = cgroup ? await span('sandbox.cgroup-stats', () => cgroup.stats()) : undefined;
     return { ...outcome, network: plan.mode, address: attachment?.address, usage, opaqueDirs };
   } finally {
     stopTracking?.();
     await starting?.catch(() => undefined);
-    await attachment?.release().catch(() => undefined);
-    await cgroup?.destroy();
-    if (state) await rm(state, { recursive: true, force: true });
+    // independent of each other: at the same time
+    const stateDir = state;
+    const [, destroyed, removed] = await Promise.allSettled([
+      span('sandbox.bridge-release', async () => attachment?.release().catch(() => undefined)),
+      span('sandbox.cgroup-destroy', async () => cgroup?.destroy()),
+      stateDir ? span('sandbox.state-rm', () => rm(stateDir, { recursive: true, force: true })) : undefined,
+    ]);
+    if (destroyed.status === 'rejected') throw destroyed.reason;
+    if (removed.status === 'rejected') throw removed.reason;
   }
 }
 
