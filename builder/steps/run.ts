@@ -111,20 +111,21 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     }
     return result;
   };
-  // whichever snapshotter is in use, the sandbox mounts what prepare describes
+  // whichever snapshotter is in use, the sandbox mounts what prepare describes; the build cache
+  // commits the active snapshot under the step's key
   const layer = await ctx.jobs.add(async () => {
     const active = await span('run.snapshot-prepare', () => ctx.snap.prepare(state.layers));
     try {
       const result = check(
-        await span('run.sandbox', () => mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(spec.env, extra), mounts: m, ...rootfsOf(active.mount) }))),
+        await span('run.sandbox', () => mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(spec.env, extra), mounts: m, ...rootfsOf(active.mounts) }))),
       );
-      return await span('run.snapshot-commit', () => ctx.snap.commit(active, result.opaqueDirs));
+      return await span('run.snapshot-commit', () => cache.commit(active.key, { opaqueDirs: result.opaqueDirs }));
     } catch (err) {
-      await ctx.snap.remove(active.id);
+      await ctx.snap.discard(active.key);
       throw err;
     }
   }, { throwOnTimeout: true });
-  state.layers.push(await span('run.cache-save', () => cache.save(layer)));
+  state.layers.push(layer);
 }
 
 /**
