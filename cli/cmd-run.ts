@@ -3,6 +3,7 @@
  * its layers, with a throwaway upper layer, as `docker run` does: bridge network by default, published
  * ports, signals passed on to the command, its exit code returned.
  */
+import { isRootless } from '../util/rootless.js';
 import { randomBytes } from 'node:crypto';
 import { parseArgs, type FlagSpec } from '../util/args.js';
 import { Store } from '../store/store.js';
@@ -79,6 +80,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
     cpus: flags.cpus !== undefined ? parseCpus(flags.cpus as string) : undefined,
     pids: flags.pidsLimit !== undefined ? parsePidsLimit(flags.pidsLimit as string) : undefined,
   };
+  if (isRootless()) (await import('./rootless.js')).refuseRootlessLimits(limits, 'run');
   const name = flags.name as string | undefined;
   if (name !== undefined) checkContainerName(name);
   const stopTimeout = flags.stopTimeout !== undefined ? Number(flags.stopTimeout) : 10;

@@ -18,6 +18,8 @@ const run = promisify(execFile);
 
 /** Options that keep every change visible as plain files and whiteouts in the upperdir. */
 export const OVERLAY_SAFE_OPTIONS = 'redirect_dir=off,index=off,metacopy=off';
+/** The same in a user namespace (rootless): user.overlay.* xattrs; redirects are then never followed. */
+export const OVERLAY_USERNS_OPTIONS = 'userxattr,redirect_dir=nofollow,index=off,metacopy=off';
 
 export interface OverlaySpec {
   /** absolute paths, top-most first (a read-only view needs at least two) */
