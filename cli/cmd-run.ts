@@ -160,6 +160,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
       groups: user.groups,
       hostname,
       network,
+      portForwarding: publish.length > 0,
       hosts: '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n',
       limits,
       mounts: userMounts.mounts,
@@ -168,7 +169,8 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
       onStart: async (info) => {
         signal = info.signal;
         if (received) info.signal('SIGUSR1'); // interrupted while starting
-        if (ports && info.address) await ports.connect(await ensureBridge(), info.address, ownerOf(info.pid));
+        if (ports && info.forward) await ports.connectForwarded(info.forward);
+        else if (ports && info.address) await ports.connect(await ensureBridge(), info.address, ownerOf(info.pid));
         if (rec) {
           // outside the bridge the command runs already: one that ended at once needs no record
           const owner = (() => {
