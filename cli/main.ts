@@ -58,7 +58,8 @@ ${Object.entries(COMMANDS)
   .join('\n')}
 
 Global flags (before the command):
-  --root DIR                  the store (default $MBUILD_ROOT, else /var/lib/mbuild as root)
+  --root DIR                  the store (default $MBUILD_ROOT, else /var/lib/mbuild as root,
+                              ~/.local/share/mbuild as a normal user: rootless)
   --debug                     error codes and cause chains
   -H, --host ADDR[,ADDR...]   work on a server (mbuild serve): unix:///PATH or tcp://HOST:PORT (or
                               $MBUILD_HOST); build, images, inspect, system df, prune and info go there
