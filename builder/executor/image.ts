@@ -3,7 +3,8 @@ import PQueue from 'p-queue';
 import os from 'node:os';
 import type { ContainerConfig, HistoryEntry, ImageConfig, Manifest } from '../../store/oci.js';
 import { MediaType } from '../../store/oci.js';
-import type { LayerBlob, Snapshotter } from '../../snapshotter/snapshots.js';
+import type { LayerBlob } from '../../snapshotter/snapshotter.js';
+import type { Layers } from '../../snapshotter/layers.js';
 import type { StageState } from '../steps/state.js';
 
 export interface WrittenImage {
@@ -31,7 +32,7 @@ export interface WriteOptions {
   extraConfig?: (blobs: LayerBlob[]) => Record<string, unknown>;
 }
 
-export async function writeImage(snap: Snapshotter, state: StageState, opts: WriteOptions): Promise<WrittenImage> {
+export async function writeImage(snap: Layers, state: StageState, opts: WriteOptions): Promise<WrittenImage> {
   const layers = state.layers.filter((l) => !l.empty);
   const queue = new PQueue({ concurrency: Math.max(1, Math.min(4, os.availableParallelism())) });
   const blobs = await Promise.all(layers.map((l) => queue.add(() => snap.ensureBlob(l), { throwOnTimeout: true })));
