@@ -1,5 +1,6 @@
 /** `mbuild build`: parse flags (build-flags.ts), build, tag, write outputs, push, write metadata. */
 import { begin, span } from '../util/trace.js';
+import { isRootless } from '../util/rootless.js';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
@@ -119,6 +120,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     cpus: flags.cpus !== undefined ? parseCpus(flags.cpus as string) : undefined,
     pids: flags.pidsLimit !== undefined ? parsePidsLimit(flags.pidsLimit as string) : undefined,
   };
+  if (isRootless()) (await import('./rootless.js')).refuseRootlessLimits(limits, 'build');
   const mode = progressMode(flags.progress as string | undefined, Boolean(flags.quiet));
   const outputs: OutputSpec[] = (flags.output as string[]).map(parseOutput);
   if (flags.push) outputs.push(parseOutput('type=registry'));
