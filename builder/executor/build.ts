@@ -38,6 +38,7 @@ import { targetPlatform } from '../plan/platform.js';
 import type { Layer, LayerBlob } from '../../snapshotter/snapshots.js';
 import type { StepHandle } from '../../util/progress.js';
 import type { StepCache } from '../steps/contract.js';
+import type { ImageRead, TracedStep } from '../attest/capture.js';
 
 export interface BuildOptions {
   contextDir: string;
@@ -94,9 +95,23 @@ export interface BuildResult extends WrittenImage {
   names: string[];
   state: StageState;
   snap: Snapshotter;
+  /** what an attestation needs to know about the build (builder/attest) */
+  record: BuildRecord;
+}
+
+/** The build as provenance tells it: when, from which images, with which steps. */
+export interface BuildRecord {
+  startedOn: Date;
+  plan: Plan;
+  dockerfileText: string;
+  /** images read (FROM, COPY --from, RUN --mount=from), by the reference the Dockerfile gave */
+  images: Map<string, ImageRead>;
+  /** the steps in the order they ran, with the index of the layer each gave the image */
+  trace: TracedStep[];
 }
 
 export async function build(store: Store, progress: ProgressReporter, opts: BuildOptions): Promise<BuildResult> {
+  const startedOn = new Date();
   const names = opts.tags.map((t) => normalizeName(t));
   const text = await readDockerfile(opts.dockerfile);
   const display = path.basename(opts.dockerfile);
@@ -128,9 +143,12 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const noCacheStages = new Set((opts.noCacheStages ?? []).map((s) => s.toLowerCase()));
   for (const s of noCacheStages) if (!plan.stages.some((st, i) => st.name === s || String(i) === s)) throw new MbuildError('MBUILD_USAGE', `--no-cache-filter ${s}: no stage of that name`);
   const images = new Map<string, Promise<StageState>>();
+  const imagesRead = new Map<string, ImageRead>();
+  let trace: { stage: number; ins: Instruction; layer?: Layer }[] = [];
 
   const attempt = async (): Promise<StageState | undefined> => {
   let failed: unknown;
+  trace = [];
   // the first failure cancels every other stage at once (their running RUNs are killed)
   const abort = new AbortController();
   const stageRuns = new Map<number, Promise<StageState>>();
@@ -171,6 +189,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
           // the registry code (and undici) loads only when the store lacks the image or --pull asks
           const local = opts.pull ? undefined : await store.resolveImage(ref).catch(() => undefined);
           const img = local ?? (await (await loadRegistry()).ensureImage(store, ref, { pull: opts.pull, progress }));
+          imagesRead.set(asked, { ref, digest: img.manifestDigest, platform: { architecture: img.config.architecture, os: img.config.os, ...(img.config.variant ? { variant: img.config.variant } : {}) } });
           // keyed by the config digest (the image id): the same image pulled as OCI or Docker media types, or loaded from an archive, gives the same keys on every machine
           return baseState(img.config, await snap.fromImage(img), `image:${img.manifest.config.digest}`);
         })();
@@ -189,7 +208,9 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     if (!p) {
       const stage = plan.stages[i];
       const stageCtx = noCacheStages.has(stage.name ?? '') || noCacheStages.has(String(i)) ? { ...ctx, noCache: true } : ctx;
-      p = executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)));
+      p = executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)), (ins, _cache, layer) => {
+        trace.push({ stage: i, ins, layer });
+      });
       p.catch((err) => {
         if (failed === undefined) {
           failed = err;
@@ -243,7 +264,18 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     const steps = spec.mode === 'max' ? [...shared.log.values()] : chainOf(state.key, shared.log);
     await exportCache(spec, { steps, scope: shared.scope, records: explainer.recorded() }, { store, snap, remote, progress });
   }
-  return { ...written, names, state, snap };
+  const imageLayers = state.layers.filter((l) => !l.empty);
+  const record: BuildRecord = {
+    startedOn,
+    plan,
+    dockerfileText: text,
+    images: imagesRead,
+    trace: trace.map((t) => {
+      const at = t.layer && !t.layer.empty ? imageLayers.indexOf(t.layer) : -1;
+      return { stage: t.stage, ins: t.ins, ...(at >= 0 ? { layerIndex: at } : {}) };
+    }),
+  };
+  return { ...written, names, state, snap, record };
   } catch (err) {
     // a cached blob that cannot be used is a miss: build again, that step runs this time
     if (err instanceof CacheBlobError && remote && n < CACHE_RETRIES) {
@@ -264,7 +296,7 @@ async function executeStage(
   failed: () => unknown,
   runStage: (i: number) => Promise<StageState>,
   makeCache: MakeCache,
-  onStep?: (ins: Instruction, cache: CacheHandle) => void,
+  onStep?: (ins: Instruction, cache: CacheHandle, layer?: Layer) => void,
 ): Promise<StageState> {
   let state: StageState;
   const label = stage.name ?? `stage-${stage.index}`;
@@ -329,7 +361,7 @@ async function executeStage(
       if (cache.key) state.key = cache.key;
       if (cache.created) state.created = cache.created;
       state.history.push({ entry: { created: ctx.sourceDateEpoch?.toISOString() ?? state.created, created_by: createdBy, comment: 'buildkit.dockerfile.v0' }, layer });
-      onStep?.(ins, cache);
+      onStep?.(ins, cache, layer);
       step.done(cache.hit ? 'CACHED' : undefined);
     } catch (err) {
       if (err instanceof MbuildError && err.code === 'MBUILD_CANCELED') step.cancel();
