@@ -246,6 +246,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const step = progress.step('exporting layers');
   const written = await writeImage(snap, state, {
     created: sourceDateEpoch(opts.buildArgs)?.toISOString() ?? state.created,
+    clampMtime: sourceDateEpoch(opts.buildArgs),
     author,
     annotations: opts.annotations,
     extraConfig: inline ? (blobs) => ({ [INLINE_KEY]: inlineCache(state, blobs, shared, explainer) }) : undefined,
@@ -387,7 +388,7 @@ async function loadRegistry() {
  * SOURCE_DATE_EPOCH (reproducible builds), from --build-arg as BuildKit takes it, else from the
  * environment: every time in the image config becomes this one, and WORKDIR dates what it creates.
  */
-function sourceDateEpoch(buildArgs: Record<string, string>): Date | undefined {
+export function sourceDateEpoch(buildArgs: Record<string, string>): Date | undefined {
   const v = buildArgs.SOURCE_DATE_EPOCH ?? process.env.SOURCE_DATE_EPOCH;
   if (v === undefined || v === '') return undefined;
   if (!/^\d+$/.test(v)) throw new MbuildError('MBUILD_USAGE', `invalid SOURCE_DATE_EPOCH "${v}": expected seconds since 1970`);
