@@ -26,10 +26,10 @@ export function goPackages(info: GoBuildInfo, location: string): FoundPackage[] 
   const add = (path: string, version: string) => out.push({ kind: 'golang', name: path, version, location });
   if (info.main?.path) add(info.main.path, info.main.version);
   for (const d of info.deps) {
-    // a replacement by another module names what was built; one by a local directory keeps the path
+    // a replacement by another module names what was built; one by a local directory keeps the required path and version
     const r = d.replace;
     if (r && !r.path.startsWith('.') && !r.path.startsWith('/')) add(r.path, r.version);
-    else add(d.path, r?.version || d.version);
+    else add(d.path, d.version);
   }
   if (info.goVersion) add('stdlib', info.goVersion);
   return out;
