@@ -116,6 +116,8 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       if (o.type === 'local' || o.type === 'tar') throw new UsageError(`--output type=${o.type} with --provenance/--sbom is not supported yet: attestations go into an image index (type=image, registry, oci or docker)`);
       if (o.ociMediatypes === false) throw new UsageError(`--output type=${o.type},oci-mediatypes=false cannot carry attestations (as BuildKit: they need OCI media types)`);
     }
+    if (!outputs.some((o) => o.type === 'oci' || o.type === 'docker' || o.push))
+      throw new UsageError(`${attestReq.provenance ? '--provenance' : '--sbom'} needs an output that carries attestations: --push, -o type=registry or -o type=oci|docker (mbuild's store keeps the image without them)`);
   }
   if (outputs.filter((o) => o.dest === '-').length > 1) throw new UsageError('only one --output can write to stdout (dest=-)');
   const { parseSecretFlag, parseSshFlag } = await import('../builder/steps/secrets.js');
