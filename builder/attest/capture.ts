@@ -10,6 +10,17 @@ import type { Plan } from '../plan/plan.js';
 import type { Platform } from '../../store/oci.js';
 import type { BuildStep } from './provenance.js';
 
+/** The build as provenance tells it: when, from which images, with which steps (the executor fills it). */
+export interface BuildRecord {
+  startedOn: Date;
+  plan: Plan;
+  dockerfileText: string;
+  /** images read (FROM, COPY --from, RUN --mount=from), by the reference the Dockerfile gave */
+  images: Map<string, ImageRead>;
+  /** the steps in the order they ran, with the index of the layer each gave the image */
+  trace: TracedStep[];
+}
+
 export interface TracedStep {
   stage: number;
   ins: Instruction;

@@ -38,7 +38,9 @@ import { targetPlatform } from '../plan/platform.js';
 import type { Layer, LayerBlob } from '../../snapshotter/snapshots.js';
 import type { StepHandle } from '../../util/progress.js';
 import type { StepCache } from '../steps/contract.js';
-import type { ImageRead, TracedStep } from '../attest/capture.js';
+import type { BuildRecord, ImageRead } from '../attest/capture.js';
+
+export type { BuildRecord };
 
 export interface BuildOptions {
   contextDir: string;
@@ -97,17 +99,6 @@ export interface BuildResult extends WrittenImage {
   snap: Snapshotter;
   /** what an attestation needs to know about the build (builder/attest) */
   record: BuildRecord;
-}
-
-/** The build as provenance tells it: when, from which images, with which steps. */
-export interface BuildRecord {
-  startedOn: Date;
-  plan: Plan;
-  dockerfileText: string;
-  /** images read (FROM, COPY --from, RUN --mount=from), by the reference the Dockerfile gave */
-  images: Map<string, ImageRead>;
-  /** the steps in the order they ran, with the index of the layer each gave the image */
-  trace: TracedStep[];
 }
 
 export async function build(store: Store, progress: ProgressReporter, opts: BuildOptions): Promise<BuildResult> {

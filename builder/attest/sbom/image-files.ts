@@ -89,7 +89,7 @@ export async function readImageFiles(store: Store, layers: Descriptor[], req: Fi
       }
     } catch (err) {
       input.destroy();
-      throw new MbuildError('MBUILD_LAYER', `cannot read layer ${layer.digest} for the SBOM: ${(err as Error).message}`, { cause: err });
+      throw new MbuildError('MBUILD_STORE', `cannot read layer ${layer.digest} for the SBOM: ${(err as Error).message}`, { cause: err });
     }
     for (const b of newBlocked) blocked.add(b);
     for (const o of newOpaque) opaque.add(o);
