@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs, type FlagSpec } from '../util/args.js';
 import { Store } from '../store/store.js';
-import { Snapshotter } from '../snapshotter/snapshots.js';
+import { Layers } from '../snapshotter/layers.js';
 import { readUserDb, resolveUser } from '../builder/steps/users.js';
 import { rootfsOf, runSandboxed, type NetworkRequest } from '../builder/sandbox/run.js';
 import { formatBytes, parseCpus, parseMemory, parsePidsLimit, type Limits } from '../builder/sandbox/cgroups.js';
@@ -106,8 +106,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
   } else throw new UsageError(`--network ${netFlag} is not supported (bridge, host, none or container:NAME)`);
 
   const img = await (await import('./image-ref.js')).resolveImageArg(store, imageRef);
-  const snap = new Snapshotter(store);
-  await snap.init();
+  const snap = new Layers(store);
   const layers = await snap.fromImage(img);
   const cfg = img.config.config ?? {};
   const entrypoint = flags.entrypoint !== undefined ? ((flags.entrypoint as string) === '' ? [] : [flags.entrypoint as string]) : (cfg.Entrypoint ?? []);
@@ -149,7 +148,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
     // the container's changes are thrown away with `active`
     const result = await runSandboxed({
       stateParent: store.tmpDir,
-      ...rootfsOf(active.mount),
+      ...rootfsOf(active.mounts),
       args,
       env,
       cwd: workdir ?? (cfg.WorkingDir || '/'),
@@ -194,7 +193,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
     if (killTimer) clearTimeout(killTimer);
     await ports?.close();
     if (rec) await registry.remove(rec.id);
-    await snap.remove(active.id);
+    await snap.discard(active.key);
     await userMounts.cleanup();
   }
 }

@@ -11,7 +11,7 @@ import { parseRunMount } from '../dockerfile/run-mount.js';
 import { Lexer, type EnvLookup } from '../expand/shell-word.js';
 import { MESSAGES, type RuleName } from './rules.js';
 import type { CheckConfig } from './config.js';
-import { suggest } from './suggest.js';
+import { suggest } from '../../util/suggest.js';
 
 /** Args BuildKit never puts in the environment. */
 export const NON_ENV_ARGS = new Set(['BUILDKIT_SBOM_SCAN_CONTEXT', 'BUILDKIT_SBOM_SCAN_STAGE']);

@@ -8,7 +8,7 @@
  * stage; rules found while "dispatching" instructions (UndefinedVar, JSONArgsRecommended, ...) look
  * at the stages the build needs, or at all of them for --check.
  */
-import { parseAst, type AstNode, type AstResult } from '../dockerfile/ast.js';
+import { AstError, parseAst, type AstNode, type AstResult } from '../dockerfile/ast.js';
 import { parseDockerfile } from '../dockerfile/parse.js';
 import type { Instruction, ParsedDockerfile } from '../dockerfile/types.js';
 import { Lexer, type EnvLookup } from '../expand/shell-word.js';
@@ -17,7 +17,7 @@ import { platformArgs } from '../plan/platform.js';
 import { parseReference } from '../../store/reference.js';
 import { MESSAGES, RULES, type RuleName } from './rules.js';
 import { CheckOptionError, checkDirective, configForComments, DEFAULT_CHECK_CONFIG, parseCheckOptions, ruleEnabled, type CheckConfig } from './config.js';
-import { suggest } from './suggest.js';
+import { suggest } from '../../util/suggest.js';
 import { dispatchStage, Env, withRange, type DispatchContext, type StageState } from './dispatch.js';
 
 export interface CheckWarning {
@@ -327,7 +327,8 @@ function parsePlatform(s: string): { os: string; arch: string } | undefined {
 
 function errorOf(e: unknown, range?: { start: number; end: number }): NonNullable<CheckResult['error']> {
   const err = e as Error & { range?: { start: number; end: number } };
-  const r = err.range ?? range;
+  // the parser's AstError carries its lines as start/end
+  const r = err.range ?? (e instanceof AstError ? { start: e.start, end: e.end } : range);
   return { message: err.message, ...(r ? { start: r.start, end: r.end } : {}) };
 }
 

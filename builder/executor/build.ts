@@ -3,7 +3,7 @@ import path from 'node:path';
 import { parseDockerfile } from '../dockerfile/parse.js';
 import type { Instruction } from '../dockerfile/types.js';
 import { planBuild, type Plan, type Stage } from '../plan/plan.js';
-import { Snapshotter } from '../../snapshotter/snapshots.js';
+import { Layers } from '../../snapshotter/layers.js';
 import type { Store } from '../../store/store.js';
 import { loadIgnore } from '../context/dockerignore.js';
 import type { ProgressReporter } from '../../util/progress.js';
@@ -21,6 +21,7 @@ import { formatSummary } from '../checks/report.js';
 import { copyStep } from '../steps/copy.js';
 import { workdirStep } from '../steps/workdir.js';
 import { writeImage, type WrittenImage } from './image.js';
+import { dirContextCopy, namedContextOf, replacedStages, stagesNeeded, type NamedContexts } from './named-contexts.js';
 import { CacheBlobError, MbuildError, ParseError } from '../../util/errors.js';
 import { normalizeName } from '../../store/reference.js';
 import os from 'node:os';
@@ -35,7 +36,7 @@ import type { BuiltStep } from '../cache/remote-export.js';
 import type { CacheExportSpec, CacheImportSpec } from '../cache/remote-spec.js';
 import { INLINE_KEY, type InlineCache } from '../cache/remote-format.js';
 import { targetPlatform } from '../plan/platform.js';
-import type { Layer, LayerBlob } from '../../snapshotter/snapshots.js';
+import type { CommitOptions, Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
 import type { StepHandle } from '../../util/progress.js';
 import type { StepCache } from '../steps/contract.js';
 import type { BuildRecord, ImageRead } from '../attest/capture.js';
@@ -71,6 +72,8 @@ export interface BuildOptions {
   annotations?: Record<string, string>;
   /** --build-context NAME=docker-image://REF (and oci-layout, loaded): FROM/COPY --from NAME use REF */
   namedContexts?: Record<string, string>;
+  /** --build-context NAME=DIR (a git or http(s) source fetched into one): see named-contexts.ts */
+  contextDirs?: Record<string, string>;
   /** --add-host: lines added to /etc/hosts of every RUN */
   extraHosts?: string;
   /** --shm-size in KiB, --ulimit as NAME:SOFT:HARD: for every RUN */
@@ -96,7 +99,7 @@ function explainScope(opts: BuildOptions): string {
 export interface BuildResult extends WrittenImage {
   names: string[];
   state: StageState;
-  snap: Snapshotter;
+  snap: Layers;
   /** what an attestation needs to know about the build (builder/attest) */
   record: BuildRecord;
 }
@@ -111,8 +114,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const plan = planBuild(df, { target: opts.target, buildArgs: opts.buildArgs });
   // SOURCE_DATE_EPOCH is for the build itself (BuildKit does not ask for an ARG)
   for (const a of plan.unusedBuildArgs.filter((n) => n !== 'SOURCE_DATE_EPOCH')) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
-  const snap = new Snapshotter(store);
-  await snap.init();
+  const snap = new Layers(store);
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
   // build checks (`# check=`): error=true stops here; warnings are shown after the build
   const checks = await checksForBuild(store, text, display, plan, { buildArgs: opts.buildArgs, target: opts.target, ignore });
@@ -129,8 +131,14 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     i = base.kind === 'stage' ? base.index : undefined;
   }
   const shared: SharedCache = { remote, imageStages, log: new Map(), scope: explainScope(opts) };
-  const named = opts.namedContexts ?? {};
-  const contextRef = (ref: string) => named[ref] ?? named[ref.toLowerCase()] ?? ref;
+  const named: NamedContexts = { images: opts.namedContexts ?? {}, dirs: opts.contextDirs ?? {} };
+  const contextRef = (ref: string) => {
+    const c = namedContextOf(named, ref);
+    return c && 'image' in c ? c.image : ref;
+  };
+  // stages a named context replaces never run (nor what only they read)
+  const replaced = replacedStages(plan, named);
+  const dirStates = new Map<string, Promise<StageState>>();
   const noCacheStages = new Set((opts.noCacheStages ?? []).map((s) => s.toLowerCase()));
   for (const s of noCacheStages) if (!plan.stages.some((st, i) => st.name === s || String(i) === s)) throw new MbuildError('MBUILD_USAGE', `--no-cache-filter ${s}: no stage of that name`);
   const images = new Map<string, Promise<StageState>>();
@@ -143,7 +151,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   // the first failure cancels every other stage at once (their running RUNs are killed)
   const abort = new AbortController();
   const stageRuns = new Map<number, Promise<StageState>>();
-  const makeCtx = (prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>): BuildContext => ({
+  const makeCtx = (prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>): BuildContext => {
+  const c: BuildContext = {
     store,
     snap,
     progress: prog,
@@ -173,6 +182,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     },
     stageResult,
     imageState: (asked) => {
+      const dir = namedContextOf(named, asked);
+      if (dir && 'dir' in dir) return dirContextState(c, asked, dir.dir);
       const ref = contextRef(asked);
       let p = images.get(ref);
       if (!p) {
@@ -188,10 +199,38 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
       }
       return p;
     },
-  });
+  };
+  return c;
+  };
+
+  /** A directory context: its files (its own .dockerignore applied) copied onto an empty filesystem, cached by content. */
+  const dirContextState = (c: BuildContext, name: string, dir: string): Promise<StageState> => {
+    let p = dirStates.get(name);
+    if (!p) {
+      p = (async () => {
+        const dc: BuildContext = { ...c, contextDir: dir, ignore: await loadIgnore(dir) };
+        const state = baseState(undefined, [], `context:${name}`);
+        const step = dc.progress.step(`[context ${name}] load from client`);
+        try {
+          const cache = new StepCacheHandle(dc, state, step, explainer, `context:${name}`, shared, false);
+          await copyStep({ ctx: dc, state, step, label: `context ${name}`, cache }, dirContextCopy(name));
+          if (cache.key) state.key = cache.key;
+          // the layer's history entry, as BuildKit's exporter adds one for a layer without any
+          state.baseHistory = [{ created: cache.created ?? state.created, created_by: `local source for ${name}`, comment: 'buildkit.exporter.image.v0' }];
+          step.done();
+        } catch (err) {
+          step.fail();
+          throw err;
+        }
+        return state;
+      })();
+      dirStates.set(name, p);
+    }
+    return p;
+  };
 
   // with a shared cache, a key-only pass first finds the stages no missing step reads: they never run
-  const probe = remote ? await probeStages(plan, makeCtx, remote).catch(() => undefined) : undefined;
+  const probe = remote && !replaced.size ? await probeStages(plan, makeCtx, remote).catch(() => undefined) : undefined;
   const ctx = makeCtx(progress, (i) => (!probe || probe.needed.has(i) ? runStage(i) : probe.states.get(i)!));
 
   const runStage = (i: number): Promise<StageState> => {
@@ -199,9 +238,11 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     if (!p) {
       const stage = plan.stages[i];
       const stageCtx = noCacheStages.has(stage.name ?? '') || noCacheStages.has(String(i)) ? { ...ctx, noCache: true } : ctx;
-      p = executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)), (ins, _cache, layer) => {
-        trace.push({ stage: i, ins, layer });
-      });
+      p = replaced.has(i)
+        ? ctx.imageState(stage.name!).then(forkState)
+        : executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)), (ins, _cache, layer) => {
+            trace.push({ stage: i, ins, layer });
+          });
       p.catch((err) => {
         if (failed === undefined) {
           failed = err;
@@ -214,7 +255,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   };
 
   // start every needed stage at once; each waits for what it reads
-  for (const i of plan.order) if (!probe || probe.needed.has(i)) void runStage(i).catch(() => undefined);
+  for (const i of stagesNeeded(plan, replaced)) if (!probe || probe.needed.has(i)) void runStage(i).catch(() => undefined);
   // the first failure is the one shown (the others were cancelled by it)
   const state = await runStage(plan.target).catch(() => undefined);
   await Promise.allSettled([...stageRuns.values()]);
@@ -494,6 +535,10 @@ class ProbeCacheHandle implements CacheHandle {
   async save(layer: Layer): Promise<Layer> {
     return layer;
   }
+
+  commit(active: string, opts?: CommitOptions): Promise<Layer> {
+    return this.ctx.snap.commitPrivate(active, opts);
+  }
 }
 
 /** The shared caches of a build (--cache-from / --cache-to) and what it ran or found. */
@@ -563,6 +608,14 @@ class StepCacheHandle implements CacheHandle {
     this.created = new Date().toISOString();
     if (!this.storeKey) return layer;
     const kept = await this.ctx.cache.put(this.storeKey, layer, this.created);
+    this.logStep(kept);
+    return kept;
+  }
+
+  async commit(active: string, opts?: CommitOptions): Promise<Layer> {
+    this.created = new Date().toISOString();
+    if (!this.storeKey) return this.ctx.snap.commitPrivate(active, opts);
+    const kept = await this.ctx.cache.commit(this.storeKey, active, this.created, opts);
     this.logStep(kept);
     return kept;
   }

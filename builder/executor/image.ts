@@ -4,8 +4,9 @@ import os from 'node:os';
 import type { ContainerConfig, HistoryEntry, ImageConfig, Manifest } from '../../store/oci.js';
 import { MediaType } from '../../store/oci.js';
 import { PassThrough } from 'node:stream';
-import type { Layer, LayerBlob, Snapshotter } from '../../snapshotter/snapshots.js';
-import { writeLayerTar } from '../../snapshotter/diff/layer-tar.js';
+import type { Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
+import type { Layers } from '../../snapshotter/layers.js';
+import { compare } from '../../snapshotter/diff/differ.js';
 import { parseSnapshotName } from '../../store/layout.js';
 import type { StageState } from '../steps/state.js';
 
@@ -40,7 +41,7 @@ export interface WriteOptions {
   extraConfig?: (blobs: LayerBlob[]) => Record<string, unknown>;
 }
 
-export async function writeImage(snap: Snapshotter, state: StageState, opts: WriteOptions): Promise<WrittenImage> {
+export async function writeImage(snap: Layers, state: StageState, opts: WriteOptions): Promise<WrittenImage> {
   const layers = state.layers.filter((l) => !l.empty);
   const queue = new PQueue({ concurrency: Math.max(1, Math.min(4, os.availableParallelism())) });
   const blobOf = (l: Layer) => (opts.clampMtime && !l.fetch && parseSnapshotName(l.id)?.kind !== 'image' ? clampedBlob(snap, l, opts.clampMtime) : snap.ensureBlob(l));
@@ -73,8 +74,8 @@ export async function writeImage(snap: Snapshotter, state: StageState, opts: Wri
 }
 
 /** The layer's tar with every time after `mtime` written as `mtime` (not kept as the layer's own blob). */
-async function clampedBlob(snap: Snapshotter, layer: Layer, mtime: Date): Promise<LayerBlob> {
+async function clampedBlob(snap: Layers, layer: Layer, mtime: Date): Promise<LayerBlob> {
   const out = new PassThrough();
-  const [, info] = await Promise.all([writeLayerTar(layer.dir, out, { end: true, opaqueDirs: layer.opaqueDirs, mtime }), snap.store.content.ingest(out)]);
+  const [, info] = await Promise.all([compare(layer, out, { mtime }), snap.store.content.ingest(out)]);
   return { diffId: info.digest, digest: info.digest, size: info.size, mediaType: MediaType.layerTar };
 }

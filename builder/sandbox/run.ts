@@ -15,7 +15,8 @@ import { onInterrupt } from './interrupt.js';
 import { encodeFields, helperPath, spawnError } from '../../util/native-helper.js';
 import { attachToBridge, planNetwork, resolvConfFor, type Attachment, type NetworkPlan, type NetworkRequest } from './network/index.js';
 import { StatusFilter } from './status.js';
-import type { Mount } from '../../snapshotter/snapshots.js';
+import type { Mount } from '../../snapshotter/snapshotter.js';
+import { overlayDirs, single } from '../../snapshotter/mount.js';
 
 export type { Limits, UsageStats } from './cgroups.js';
 export type { NetworkRequest } from './network/index.js';
@@ -118,9 +119,16 @@ export interface SandboxResult {
   opaqueDirs?: string[];
 }
 
-/** The sandbox's root from a snapshot's mount description (Snapshotter.prepare). */
-export function rootfsOf(m: Mount): Pick<SandboxSpec, 'lowerDirs' | 'upperDir' | 'workDir' | 'rootfsDir'> {
-  return m.type === 'bind' ? { lowerDirs: [], rootfsDir: m.source } : { lowerDirs: m.lowerDirs, upperDir: m.upperDir, workDir: m.workDir };
+/**
+ * The sandbox's root from a snapshot's mount description (Snapshotter.prepare): the helper mounts
+ * it with the one overlay mounter (native/rootfs.c), or binds the directory.
+ */
+export function rootfsOf(mounts: Mount[]): Pick<SandboxSpec, 'lowerDirs' | 'upperDir' | 'workDir' | 'rootfsDir'> {
+  const m = single(mounts);
+  if (m.type === 'bind') return { lowerDirs: [], rootfsDir: m.source };
+  const d = overlayDirs(m);
+  if (!d.upperDir) throw new SandboxError('the sandbox needs a writable snapshot');
+  return { lowerDirs: d.lowerDirs, upperDir: d.upperDir, workDir: d.workDir };
 }
 
 function signalName(n: number): string | undefined {

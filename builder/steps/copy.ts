@@ -9,7 +9,7 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import type { CopyInstruction } from '../dockerfile/types.js';
-import type { StepRun } from './contract.js';
+import { commitOrDiscard, type StepRun } from './contract.js';
 import { lookupFor, type StageState } from './state.js';
 import { expandHeredocContent } from '../dockerfile/heredoc.js';
 import { expandWord } from '../expand/shell-word.js';
@@ -121,7 +121,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
     const checkouts: { dir: string; tmp: string }[] = [];
     try {
       for (const [i, g] of gits.entries()) checkouts.push(await checkoutGit(ctx.store, g, commits[i]!, ins.range));
-      const layer = await ctx.snap.mutate(below, async (root) => {
+      const active = await ctx.snap.change(below, async (root) => {
         plan.fromImage = fromImage;
         if (ins.chown) plan.owner = resolveChown(x(ins.chown), await readUserDb(root), ins.range);
         for (const e of entries) await copyEntry(root, srcRoot, e, plan, fromImage ? undefined : ignore);
@@ -129,7 +129,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
         // a checkout's files go into the destination like a directory's (--exclude applies)
         for (const c of checkouts) await copyEntry(root, c.dir, { hostPath: c.dir, rel: '.', isDir: true, ...(exclude ? { filter: excludeFilter(exclude) } : {}) }, plan, undefined);
       });
-      state.layers.push(await cache.save(layer));
+      state.layers.push(await commitOrDiscard(ctx, cache, active));
     } finally {
       for (const d of downloads) await fs.rm(path.dirname(d.file), { recursive: true, force: true });
       for (const c of checkouts) await fs.rm(c.tmp, { recursive: true, force: true });

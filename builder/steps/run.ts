@@ -109,20 +109,21 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     }
     return result;
   };
-  // whichever snapshotter is in use, the sandbox mounts what prepare describes
+  // whichever snapshotter is in use, the sandbox mounts what prepare describes; the build cache
+  // commits the active snapshot under the step's key
   const layer = await ctx.jobs.add(async () => {
     const active = await ctx.snap.prepare(state.layers);
     try {
       const result = check(
-        await mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(spec.env, extra), mounts: m, ...rootfsOf(active.mount) })),
+        await mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(spec.env, extra), mounts: m, ...rootfsOf(active.mounts) })),
       );
-      return await ctx.snap.commit(active, result.opaqueDirs);
+      return await cache.commit(active.key, { opaqueDirs: result.opaqueDirs });
     } catch (err) {
-      await ctx.snap.remove(active.id);
+      await ctx.snap.discard(active.key);
       throw err;
     }
   }, { throwOnTimeout: true });
-  state.layers.push(await cache.save(layer));
+  state.layers.push(layer);
 }
 
 /**

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { checkDockerfile, type CheckOptions } from '../../builder/checks/lint.js';
 import { parseCheckOptions } from '../../builder/checks/config.js';
 import { formatCheckReport, formatSummary, violationMessage } from '../../builder/checks/report.js';
-import { suggest } from '../../builder/checks/suggest.js';
+import { suggest } from '../../util/suggest.js';
 import { IgnoreMatcher } from '../../builder/context/dockerignore.js';
 
 const PATH_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];
@@ -243,6 +243,7 @@ describe('check configuration', () => {
     expect(checkDockerfile('FROM scratch\nCOPY --from=nope /a /b\nFROM scratch\n', 'Dockerfile', { allStages: true }).error).toBeUndefined();
     expect(checkDockerfile('FROM scratch\nENV A="${B:?must be set}"\n', 'Dockerfile').error?.message).toContain('B: must be set');
     expect(checkDockerfile('FROM scratch\nRUN --mount=type=nope true\n', 'Dockerfile').error).toMatchObject({ start: 2 });
+    expect(checkDockerfile(`FROM scratch\nLABEL a=b\nLABEL x=${'a'.repeat(70000)}\n`, 'Dockerfile').error).toEqual({ message: 'dockerfile line greater than max allowed size of 65535', start: 3, end: 3 });
     expect(lint('FROM scratch\nRUN --mount=type=cache,target=/$CACHE_DIR true\n')).toEqual([['UndefinedVar', "Usage of undefined variable '$CACHE_DIR'", 2]]);
   });
 });
