@@ -163,7 +163,9 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const input = await span('cli.context', () => resolveContext(positional[0], flags.file as string | undefined));
   if (flags.check) {
     try {
-      return await (await import('../builder/executor/checks.js')).checkCommand({ contextDir: input.contextDir, dockerfile: input.dockerfile, buildArgs, target: flags.target as string | undefined });
+      // base images' environments from the store when there is one (never made or pulled for a check)
+      const store = (await fs.stat(root).catch(() => null))?.isDirectory() ? await Store.open(root) : undefined;
+      return await (await import('../builder/executor/checks.js')).checkCommand({ contextDir: input.contextDir, dockerfile: input.dockerfile, buildArgs, target: flags.target as string | undefined, allow, store });
     } finally {
       for (const d of input.cleanup) await fs.rm(d, { recursive: true, force: true });
     }
