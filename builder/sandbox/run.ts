@@ -13,7 +13,7 @@ import { SandboxError } from '../../util/errors.js';
 import { StepCgroup, type Limits, type UsageStats } from './cgroups.js';
 import { onInterrupt } from './interrupt.js';
 import { encodeFields, helperPath, spawnError } from '../../util/native-helper.js';
-import { attachToBridge, planNetwork, resolvConfFor, type Attachment, type NetworkPlan, type NetworkRequest } from './network/index.js';
+import { attachToBridge, planNetwork, resolvConfFor, warnOnce, type Attachment, type NetworkPlan, type NetworkRequest } from './network/index.js';
 import { StatusFilter } from './status.js';
 import { begin, mark, span } from '../../util/trace.js';
 import type { Mount } from '../../snapshotter/snapshotter.js';
@@ -79,6 +79,12 @@ export interface SandboxSpec {
   mounts?: SandboxMount[];
   /** called once the sandbox's network is ready, just before the command starts */
   onStart?: (info: StartInfo) => void | Promise<void>;
+  /**
+   * wait (default): runSandboxed returns once the veth, cgroups and state dir are gone. background
+   * (signals 'kill' only): it returns when the command has ended; they go meanwhile, and
+   * settleSandboxes() waits for them
+   */
+  cleanup?: 'wait' | 'background';
 }
 
 /**
@@ -318,18 +324,43 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
     const usage = cgroup ? await span('sandbox.cgroup-stats', () => cgroup.stats()) : undefined;
     return { ...outcome, network: plan.mode, address: attachment?.address, usage, opaqueDirs };
   } finally {
-    stopTracking?.();
     await starting?.catch(() => undefined);
-    // independent of each other: at the same time
-    const stateDir = state;
-    const [, destroyed, removed] = await Promise.allSettled([
-      span('sandbox.bridge-release', async () => attachment?.release().catch(() => undefined)),
-      span('sandbox.cgroup-destroy', async () => cgroup?.destroy()),
-      stateDir ? span('sandbox.state-rm', () => rm(stateDir, { recursive: true, force: true })) : undefined,
-    ]);
-    if (destroyed.status === 'rejected') throw destroyed.reason;
-    if (removed.status === 'rejected') throw removed.reason;
+    const cleanup = cleanUp(attachment, cgroup, state);
+    if (spec.cleanup === 'background' && stopTracking) {
+      // the command has ended and what it used is read: the next step need not wait for the veth,
+      // the cgroups and the state dir to go. Until they are gone an interruption still undoes them,
+      // and settleSandboxes() (the end of the build) waits for them.
+      const stop = stopTracking;
+      const tracked = cleanup
+        .catch((err: unknown) => warnOnce('sandbox-cleanup', `a RUN step's sandbox was not removed completely: ${(err as Error).message}`))
+        .finally(() => {
+          stop();
+          pendingCleanups.delete(tracked);
+        });
+      pendingCleanups.add(tracked);
+    } else {
+      stopTracking?.();
+      await cleanup;
+    }
   }
+}
+
+const pendingCleanups = new Set<Promise<void>>();
+
+/** Waits until every sandbox that ended with cleanup 'background' is removed (the end of a build). */
+export async function settleSandboxes(): Promise<void> {
+  while (pendingCleanups.size) await Promise.allSettled([...pendingCleanups]);
+}
+
+/** Undoes what a sandbox held on the host; the three are independent, so at the same time. */
+async function cleanUp(attachment: Attachment | undefined, cgroup: StepCgroup | undefined, state: string | undefined): Promise<void> {
+  const [, destroyed, removed] = await Promise.allSettled([
+    span('sandbox.bridge-release', async () => attachment?.release().catch(() => undefined)),
+    span('sandbox.cgroup-destroy', async () => cgroup?.destroy()),
+    state ? span('sandbox.state-rm', () => rm(state, { recursive: true, force: true })) : undefined,
+  ]);
+  if (destroyed.status === 'rejected') throw destroyed.reason;
+  if (removed.status === 'rejected') throw removed.reason;
 }
 
 interface Helper {
