@@ -1,4 +1,6 @@
 /** `mbuild build`: parse flags (build-flags.ts), build, tag, write outputs, push, write metadata. */
+import { begin, span } from '../util/trace.js';
+import { isRootless } from '../util/rootless.js';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
@@ -124,6 +126,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     cpus: flags.cpus !== undefined ? parseCpus(flags.cpus as string) : undefined,
     pids: flags.pidsLimit !== undefined ? parsePidsLimit(flags.pidsLimit as string) : undefined,
   };
+  if (isRootless()) (await import('./rootless.js')).refuseRootlessLimits(limits, 'build');
   const mode = progressMode(flags.progress as string | undefined, Boolean(flags.quiet));
   const outputs: OutputSpec[] = (flags.output as string[]).map(parseOutput);
   if (flags.push) outputs.push(parseOutput('type=registry'));
@@ -157,10 +160,12 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const cacheFrom = (flags.cacheFrom as string[]).map(parseCacheFrom);
   const cacheTo = (flags.cacheTo as string[]).map(parseCacheTo);
 
-  const input = await resolveContext(positional[0], flags.file as string | undefined);
+  const input = await span('cli.context', () => resolveContext(positional[0], flags.file as string | undefined));
   if (flags.check) {
     try {
-      return await (await import('../builder/executor/checks.js')).checkCommand({ contextDir: input.contextDir, dockerfile: input.dockerfile, buildArgs, target: flags.target as string | undefined });
+      // base images' environments from the store when there is one (never made or pulled for a check)
+      const store = (await fs.stat(root).catch(() => null))?.isDirectory() ? await Store.open(root) : undefined;
+      return await (await import('../builder/executor/checks.js')).checkCommand({ contextDir: input.contextDir, dockerfile: input.dockerfile, buildArgs, target: flags.target as string | undefined, allow, store });
     } finally {
       for (const d of input.cleanup) await fs.rm(d, { recursive: true, force: true });
     }
@@ -169,9 +174,10 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   progress.watchInterrupt();
   for (const w of input.warnings) progress.info(w);
   for (const n of notes) progress.info(`NOTE: ${n}`);
-  const store = await Store.open(root);
+  const store = await span('cli.store-open', () => Store.open(root));
   try {
     const contexts = await resolveNamedContexts(store, namedContexts, input.cleanup);
+    const endBuild = begin('cli.build');
     const result = await build(store, progress, {
       contextDir: input.contextDir,
       dockerfile: input.dockerfile,
@@ -198,8 +204,9 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       cacheFrom,
       cacheTo,
     });
+    endBuild();
     const { recordImageId } = await import('./image-ref.js');
-    await recordImageId(store, result.manifest.config.digest, result.manifestDigest).catch(() => undefined);
+    await span('cli.record-id', () => recordImageId(store, result.manifest.config.digest, result.manifestDigest)).catch(() => undefined);
     const attested = attesting ? await prepareAttestations(store, result, attestReq, frontendArgs(flags, buildArgs, labels), input.dockerfile, progress) : undefined;
     let pushed: { name: string; digest: string }[] = [];
     for (const out of outputs) pushed = pushed.concat(await writeOutput(store, result, out, progress, attested));
@@ -212,7 +219,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   } finally {
     progress.close();
     if (outputs.some((o) => o.push) || (await import('../builder/executor/build.js')).registryLoaded) await (await import('../registry/transport.js')).closeTransport();
-    await new (await import('../snapshotter/layers.js')).Layers(store).removeOwn();
+    await span('cli.remove-own', async () => new (await import('../snapshotter/layers.js')).Layers(store).removeOwn());
     for (const d of input.cleanup) await fs.rm(d, { recursive: true, force: true });
   }
 }

@@ -1,4 +1,5 @@
 /** Runs a plan: stages concurrently (each waits for the stages it reads), steps in order. */
+import { begin, span } from '../../util/trace.js';
 import path from 'node:path';
 import { parseDockerfile } from '../dockerfile/parse.js';
 import type { Instruction } from '../dockerfile/types.js';
@@ -107,6 +108,7 @@ export interface BuildResult extends WrittenImage {
 export async function build(store: Store, progress: ProgressReporter, opts: BuildOptions): Promise<BuildResult> {
   const startedOn = new Date();
   const names = opts.tags.map((t) => normalizeName(t));
+  const endPrepare = begin('build.prepare');
   const text = await readDockerfile(opts.dockerfile);
   const display = path.basename(opts.dockerfile);
   const df = parseDockerfile(text, display);
@@ -131,6 +133,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     i = base.kind === 'stage' ? base.index : undefined;
   }
   const shared: SharedCache = { remote, imageStages, log: new Map(), scope: explainScope(opts) };
+  endPrepare();
   const named: NamedContexts = { images: opts.namedContexts ?? {}, dirs: opts.contextDirs ?? {} };
   const contextRef = (ref: string) => {
     const c = namedContextOf(named, ref);
@@ -271,11 +274,12 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const inline = opts.cacheTo?.some((c) => c.type === 'inline');
   for (let n = 0; ; n++) {
   try {
-  const state = (await attempt().finally(() => Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined)))!;
+  const state = (await span('build.steps', () => attempt().finally(() => span('build.save-hashes', () => Promise.all([fileHashes.save(), explainer.save()])).catch(() => undefined))))!;
   if (opts.labels && Object.keys(opts.labels).length) state.config.Labels = { ...(state.config.Labels ?? {}), ...opts.labels };
 
   const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
   const step = progress.step('exporting layers');
+  const endExport = begin('build.export');
   const written = await writeImage(snap, state, {
     created: sourceDateEpoch(opts.buildArgs)?.toISOString() ?? state.created,
     clampMtime: sourceDateEpoch(opts.buildArgs),
@@ -284,11 +288,12 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     extraConfig: inline ? (blobs) => ({ [INLINE_KEY]: inlineCache(state, blobs, shared, explainer) }) : undefined,
   });
   await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
+  endExport();
   step.done(`manifest ${written.manifestDigest}`);
   showWarnings();
   if (names.length) {
     const created = new Date().toISOString();
-    await store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created })));
+    await span('build.name', () => store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created }))));
     progress.info(`naming to ${names.join(', ')}`);
   }
   for (const spec of opts.cacheTo ?? []) {
