@@ -1,4 +1,5 @@
 /** `mbuild` command line: the command table, global flags, help, errors. */
+import { mark } from '../util/trace.js';
 import { MbuildError, UsageError } from '../util/errors.js';
 import { HelpRequested, formatFlags, parseArgs } from '../util/args.js';
 import path from 'node:path';
@@ -101,6 +102,7 @@ function isContextArg(a: string): boolean {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  mark('cli.main'); // its time: node's start and the bundle's load
   let debug = argv.includes('--debug');
   let storeRoot = '';
   // `mbuild images | head -1`: a closed pipe ends the command quietly, as it does for docker

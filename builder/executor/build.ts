@@ -1,4 +1,5 @@
 /** Runs a plan: stages concurrently (each waits for the stages it reads), steps in order. */
+import { begin, span } from '../../util/trace.js';
 import path from 'node:path';
 import { parseDockerfile } from '../dockerfile/parse.js';
 import type { Instruction } from '../dockerfile/types.js';
@@ -39,6 +40,9 @@ import { targetPlatform } from '../plan/platform.js';
 import type { CommitOptions, Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
 import type { StepHandle } from '../../util/progress.js';
 import type { StepCache } from '../steps/contract.js';
+import type { BuildRecord, ImageRead } from '../attest/capture.js';
+
+export type { BuildRecord };
 
 export interface BuildOptions {
   contextDir: string;
@@ -97,10 +101,14 @@ export interface BuildResult extends WrittenImage {
   names: string[];
   state: StageState;
   snap: Layers;
+  /** what an attestation needs to know about the build (builder/attest) */
+  record: BuildRecord;
 }
 
 export async function build(store: Store, progress: ProgressReporter, opts: BuildOptions): Promise<BuildResult> {
+  const startedOn = new Date();
   const names = opts.tags.map((t) => normalizeName(t));
+  const endPrepare = begin('build.prepare');
   const text = await readDockerfile(opts.dockerfile);
   const display = path.basename(opts.dockerfile);
   const df = parseDockerfile(text, display);
@@ -125,6 +133,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     i = base.kind === 'stage' ? base.index : undefined;
   }
   const shared: SharedCache = { remote, imageStages, log: new Map(), scope: explainScope(opts) };
+  endPrepare();
   const named: NamedContexts = { images: opts.namedContexts ?? {}, dirs: opts.contextDirs ?? {} };
   const contextRef = (ref: string) => {
     const c = namedContextOf(named, ref);
@@ -136,9 +145,12 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const noCacheStages = new Set((opts.noCacheStages ?? []).map((s) => s.toLowerCase()));
   for (const s of noCacheStages) if (!plan.stages.some((st, i) => st.name === s || String(i) === s)) throw new MbuildError('MBUILD_USAGE', `--no-cache-filter ${s}: no stage of that name`);
   const images = new Map<string, Promise<StageState>>();
+  const imagesRead = new Map<string, ImageRead>();
+  let trace: { stage: number; ins: Instruction; layer?: Layer }[] = [];
 
   const attempt = async (): Promise<StageState | undefined> => {
   let failed: unknown;
+  trace = [];
   // the first failure cancels every other stage at once (their running RUNs are killed)
   const abort = new AbortController();
   const stageRuns = new Map<number, Promise<StageState>>();
@@ -182,6 +194,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
           // the registry code (and undici) loads only when the store lacks the image or --pull asks
           const local = opts.pull ? undefined : await store.resolveImage(ref).catch(() => undefined);
           const img = local ?? (await (await loadRegistry()).ensureImage(store, ref, { pull: opts.pull, progress }));
+          imagesRead.set(asked, { ref, digest: img.manifestDigest, platform: { architecture: img.config.architecture, os: img.config.os, ...(img.config.variant ? { variant: img.config.variant } : {}) } });
           // keyed by the config digest (the image id): the same image pulled as OCI or Docker media types, or loaded from an archive, gives the same keys on every machine
           return baseState(img.config, await snap.fromImage(img), `image:${img.manifest.config.digest}`);
         })();
@@ -228,7 +241,11 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     if (!p) {
       const stage = plan.stages[i];
       const stageCtx = noCacheStages.has(stage.name ?? '') || noCacheStages.has(String(i)) ? { ...ctx, noCache: true } : ctx;
-      p = replaced.has(i) ? ctx.imageState(stage.name!).then(forkState) : executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)));
+      p = replaced.has(i)
+        ? ctx.imageState(stage.name!).then(forkState)
+        : executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)), (ins, _cache, layer) => {
+            trace.push({ stage: i, ins, layer });
+          });
       p.catch((err) => {
         if (failed === undefined) {
           failed = err;
@@ -257,23 +274,26 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const inline = opts.cacheTo?.some((c) => c.type === 'inline');
   for (let n = 0; ; n++) {
   try {
-  const state = (await attempt().finally(() => Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined)))!;
+  const state = (await span('build.steps', () => attempt().finally(() => span('build.save-hashes', () => Promise.all([fileHashes.save(), explainer.save()])).catch(() => undefined))))!;
   if (opts.labels && Object.keys(opts.labels).length) state.config.Labels = { ...(state.config.Labels ?? {}), ...opts.labels };
 
   const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
   const step = progress.step('exporting layers');
+  const endExport = begin('build.export');
   const written = await writeImage(snap, state, {
     created: sourceDateEpoch(opts.buildArgs)?.toISOString() ?? state.created,
+    clampMtime: sourceDateEpoch(opts.buildArgs),
     author,
     annotations: opts.annotations,
     extraConfig: inline ? (blobs) => ({ [INLINE_KEY]: inlineCache(state, blobs, shared, explainer) }) : undefined,
   });
   await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
+  endExport();
   step.done(`manifest ${written.manifestDigest}`);
   showWarnings();
   if (names.length) {
     const created = new Date().toISOString();
-    await store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created })));
+    await span('build.name', () => store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created }))));
     progress.info(`naming to ${names.join(', ')}`);
   }
   for (const spec of opts.cacheTo ?? []) {
@@ -282,7 +302,18 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     const steps = spec.mode === 'max' ? [...shared.log.values()] : chainOf(state.key, shared.log);
     await exportCache(spec, { steps, scope: shared.scope, records: explainer.recorded() }, { store, snap, remote, progress });
   }
-  return { ...written, names, state, snap };
+  const imageLayers = state.layers.filter((l) => !l.empty);
+  const record: BuildRecord = {
+    startedOn,
+    plan,
+    dockerfileText: text,
+    images: imagesRead,
+    trace: trace.map((t) => {
+      const at = t.layer && !t.layer.empty ? imageLayers.indexOf(t.layer) : -1;
+      return { stage: t.stage, ins: t.ins, ...(at >= 0 ? { layerIndex: at } : {}) };
+    }),
+  };
+  return { ...written, names, state, snap, record };
   } catch (err) {
     // a cached blob that cannot be used is a miss: build again, that step runs this time
     if (err instanceof CacheBlobError && remote && n < CACHE_RETRIES) {
@@ -303,7 +334,7 @@ async function executeStage(
   failed: () => unknown,
   runStage: (i: number) => Promise<StageState>,
   makeCache: MakeCache,
-  onStep?: (ins: Instruction, cache: CacheHandle) => void,
+  onStep?: (ins: Instruction, cache: CacheHandle, layer?: Layer) => void,
 ): Promise<StageState> {
   let state: StageState;
   const label = stage.name ?? `stage-${stage.index}`;
@@ -368,7 +399,7 @@ async function executeStage(
       if (cache.key) state.key = cache.key;
       if (cache.created) state.created = cache.created;
       state.history.push({ entry: { created: ctx.sourceDateEpoch?.toISOString() ?? state.created, created_by: createdBy, comment: 'buildkit.dockerfile.v0' }, layer });
-      onStep?.(ins, cache);
+      onStep?.(ins, cache, layer);
       step.done(cache.hit ? 'CACHED' : undefined);
     } catch (err) {
       if (err instanceof MbuildError && err.code === 'MBUILD_CANCELED') step.cancel();
@@ -394,7 +425,7 @@ async function loadRegistry() {
  * SOURCE_DATE_EPOCH (reproducible builds), from --build-arg as BuildKit takes it, else from the
  * environment: every time in the image config becomes this one, and WORKDIR dates what it creates.
  */
-function sourceDateEpoch(buildArgs: Record<string, string>): Date | undefined {
+export function sourceDateEpoch(buildArgs: Record<string, string>): Date | undefined {
   const v = buildArgs.SOURCE_DATE_EPOCH ?? process.env.SOURCE_DATE_EPOCH;
   if (v === undefined || v === '') return undefined;
   if (!/^\d+$/.test(v)) throw new MbuildError('MBUILD_USAGE', `invalid SOURCE_DATE_EPOCH "${v}": expected seconds since 1970`);

@@ -15,11 +15,13 @@ import { onInterrupt } from './interrupt.js';
 import { encodeFields, helperPath, spawnError } from '../../util/native-helper.js';
 import { attachSlirp, attachToBridge, planNetwork, resolvConfFor, type Attachment, type NetworkPlan, type NetworkRequest, type SlirpAttachment } from './network/index.js';
 import { StatusFilter } from './status.js';
+import { begin, mark, span } from '../../util/trace.js';
 import type { Mount } from '../../snapshotter/snapshotter.js';
 import { overlayDirs, single } from '../../snapshotter/mount.js';
 
 export type { Limits, UsageStats } from './cgroups.js';
 export type { NetworkRequest } from './network/index.js';
+export { warmNetwork } from './network/index.js';
 
 export interface SandboxSpec {
   /** overlay lowerdirs, top-most first; empty = scratch (an empty dir is used as the single lower) */
@@ -180,8 +182,18 @@ function validate(spec: SandboxSpec): void {
 export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
   validate(spec);
   const bin = helperPath();
-  const plan = await planNetwork(spec.network);
-  const cgroup = await StepCgroup.create(spec.limits ?? {}, undefined, { allDevices: spec.security === 'insecure' });
+  // independent: made at the same time (the network's first use in a process checks the bridge)
+  const [planned, made] = await Promise.allSettled([
+    span('sandbox.network-plan', () => planNetwork(spec.network)),
+    span('sandbox.cgroup-create', () => StepCgroup.create(spec.limits ?? {}, undefined, { allDevices: spec.security === 'insecure' })),
+  ]);
+  if (planned.status === 'rejected') {
+    if (made.status === 'fulfilled') await made.value?.destroy().catch(() => undefined);
+    throw planned.reason;
+  }
+  if (made.status === 'rejected') throw made.reason;
+  const plan = planned.value;
+  const cgroup = made.value;
   let state: string | undefined;
   let helper: Helper | undefined;
   let attachment: Attachment | undefined;
@@ -191,6 +203,7 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
   let stopTracking: (() => void) | undefined;
   let apiDir: string | undefined;
   try {
+    const endState = begin('sandbox.state-dir');
     state = await mkdtemp(spec.stateParent ? join(spec.stateParent, `run-${process.pid}-`) : join(tmpdir(), 'mbuild-run-'));
     const stateDir = state;
     await Promise.all([
@@ -200,6 +213,7 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       mkdir(join(state, 'rootfs')),
       mkdir(join(state, 'empty')),
     ]);
+    endState();
     const nonce = randomBytes(16).toString('hex');
     const fields: string[] = [
       'nonce', nonce,
@@ -250,6 +264,7 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
     const onNetns = (payload: string): void => {
       const pid = Number(payload);
       const h = helper!;
+      mark('sandbox.helper-netns');
       starting = (async () => {
         let release: string[] | undefined;
         if (plan.mode === 'bridge' || plan.mode === 'slirp') {
@@ -259,9 +274,9 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
             if (plan.mode === 'slirp') {
               // the API socket's path must stay under 108 bytes: a short private dir of its own
               if (spec.portForwarding) apiDir = await mkdtemp(join(tmpdir(), 'mbuild-slirp-'));
-              a = slirp = await attachSlirp(pid, apiDir ? join(apiDir, 'api.sock') : undefined);
+              a = slirp = await span('sandbox.slirp-attach', () => attachSlirp(pid, apiDir ? join(apiDir, 'api.sock') : undefined));
               ifname = slirp.ifname;
-            } else a = attachment = await attachToBridge(plan.bridge!, pid);
+            } else a = attachment = await span('sandbox.bridge-attach', () => attachToBridge(plan.bridge!, pid));
             await writeFile(join(stateDir, 'hosts'), `${spec.hosts}${spec.hosts && !spec.hosts.endsWith('\n') ? '\n' : ''}${a.address}\t${spec.hostname}\n`);
             release = ['addr', a.address, 'prefix', String(a.prefix), 'gw', a.gateway, 'ifname', ifname];
           } catch (err) {
@@ -295,6 +310,7 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
     const onOpaque = (hex: string): void => {
       opaqueDirs = Buffer.from(hex, 'hex').toString('utf8').split('\0').filter((p) => p !== '');
     };
+    const endHelper = begin('sandbox.helper');
     helper = startHelper(bin, encodeFields(fields), nonce, {
       onOutput: spec.onOutput,
       onNetns,
@@ -315,22 +331,31 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
     let outcome: { exitCode: number; signal?: string };
     try {
       outcome = await helper.done;
+      endHelper();
     } catch (err) {
       await starting?.catch(() => undefined);
       throw setupError ?? err;
     }
     await starting;
     if (setupError) throw setupError;
-    const usage = cgroup ? await cgroup.stats() : undefined;
+    const usage = cgroup ? await span('sandbox.cgroup-stats', () => cgroup.stats()) : undefined;
     return { ...outcome, network: plan.mode, address: attachment?.address ?? slirp?.address, usage, opaqueDirs };
   } finally {
     stopTracking?.();
     await starting?.catch(() => undefined);
-    await attachment?.release().catch(() => undefined);
-    await slirp?.release().catch(() => undefined);
-    if (apiDir) await rm(apiDir, { recursive: true, force: true });
-    await cgroup?.destroy();
-    if (state) await rm(state, { recursive: true, force: true });
+    // independent of each other: at the same time
+    const stateDir = state;
+    const [, , destroyed, removed] = await Promise.allSettled([
+      span('sandbox.bridge-release', async () => attachment?.release().catch(() => undefined)),
+      (async () => {
+        await slirp?.release().catch(() => undefined);
+        if (apiDir) await rm(apiDir, { recursive: true, force: true });
+      })(),
+      span('sandbox.cgroup-destroy', async () => cgroup?.destroy()),
+      stateDir ? span('sandbox.state-rm', () => rm(stateDir, { recursive: true, force: true })) : undefined,
+    ]);
+    if (destroyed.status === 'rejected') throw destroyed.reason;
+    if (removed.status === 'rejected') throw removed.reason;
   }
 }
 

@@ -46,6 +46,20 @@ export async function planNetwork(req: NetworkRequest): Promise<NetworkPlan> {
   }
 }
 
+/**
+ * Starts what planNetwork(req) will need (the bridge's first check in this process, ~0.1-0.9 s)
+ * without waiting for it, so a step that is about to run overlaps it with its own set-up. A failure
+ * is reported by the planNetwork call that follows, which tries again.
+ */
+export function warmNetwork(req: NetworkRequest): void {
+  if (typeof req === 'object' || req === 'host' || req === 'none') return;
+  try {
+    ensureBridge().catch(() => undefined);
+  } catch {
+    // a bad MBUILD_BRIDGE: planNetwork says so
+  }
+}
+
 let hostResolv: Promise<string> | undefined;
 
 /**
