@@ -9,12 +9,12 @@ import { promises as fs } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Store } from '../store/store.js';
 import type { ProgressReporter } from '../util/progress.js';
-import { MediaType, type Descriptor, type Index, type Manifest } from '../store/oci.js';
+import { MediaType, type Descriptor } from '../store/oci.js';
 import { isIndexJson } from '../store/store.js';
 import { normalizeName } from '../store/reference.js';
 import { RegistryClient, backoffMs, isRetryable, manifestMediaType } from './client.js';
 import { pushEndpoint } from './mirrors.js';
-import { displayRef, formatPlatform, parseRemote, type RemoteRef } from './reference.js';
+import { displayRef, parseRemote } from './reference.js';
 import { TransferProgress, humanBytes, type BlobProgress } from './progress.js';
 import { knownSources, recordSources } from './sources.js';
 import { MbuildError } from '../util/errors.js';
@@ -108,21 +108,40 @@ export async function pushImage(store: Store, reference: string, opts: PushOptio
   const topDigest = opts.manifestDigest ?? (await store.images.get(normalizeName(reference)))?.digest;
   const top = topDigest ? await store.content.readJson<Record<string, unknown>>(topDigest).catch(() => undefined) : undefined;
   if (topDigest && top && isIndexJson(top)) {
-    if (opts.manifestDigest || ref.digest) return pushIndex(store, ref, topDigest, top, opts);
+    if (ref.digest && ref.digest !== topDigest) throw new MbuildError('MBUILD_USAGE', `${reference}: the local image index has digest ${topDigest}`);
+    if (opts.manifestDigest || ref.digest) return pushIndex(store, reference, topDigest, opts);
     // by name: each platform's layers leave compressed, under an index of those manifests
-    const dist = await distributableIndex(store, topDigest);
-    return pushIndex(store, ref, dist.digest, dist.index, opts);
+    return pushIndex(store, reference, (await distributableIndex(store, topDigest)).digest, opts);
   }
   const img = opts.manifestDigest ? await store.requireImage(opts.manifestDigest) : await store.requireImage(reference);
   if (ref.digest && ref.digest !== img.manifestDigest) throw new MbuildError('MBUILD_USAGE', `${reference}: the local image has digest ${img.manifestDigest}`);
   const step = opts.progress?.step(`pushing ${displayRef(ref)}`);
   const tp = new TransferProgress(step);
+  const chunkSize = opts.chunkSize ?? defaultChunkSize();
   try {
     const client = new RegistryClient(pushEndpoint(ref.registry), ref.repository, true);
     // layers leave the store compressed (the gzip twin is made once and remembered)
-    const { manifestDigest } = ref.digest || opts.manifestDigest ? { manifestDigest: img.manifestDigest } : await distributable(store, img.manifestDigest);
+    const { manifestDigest, manifest } = ref.digest || opts.manifestDigest ? { manifestDigest: img.manifestDigest, manifest: img.manifest } : await distributable(store, img.manifestDigest);
+    const manifestBytes = await store.content.readBytes(manifestDigest);
+    const mediaType = manifest.mediaType || manifestMediaType(manifestBytes, undefined);
+    if (mediaType !== MediaType.manifest && mediaType !== MediaType.dockerManifest) throw new MbuildError('MBUILD_USAGE', `${reference}: cannot push a ${mediaType}`);
     const counts: Record<BlobOutcome, number> = { existing: 0, mounted: 0, uploaded: 0 };
-    await pushManifest(client, store, manifestDigest, ref.digest ? manifestDigest : (ref.tag ?? 'latest'), tp, counts, opts, reference);
+    const layers = [...new Map(manifest.layers.map((l) => [l.digest, l])).values()];
+    const queue = new PQueue({ concurrency: opts.concurrency ?? 3 });
+    const results = await Promise.allSettled(layers.map((l) => queue.add(() => pushBlob(client, store, l, tp, chunkSize, 'layer'), { throwOnTimeout: true })));
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
+    for (const r of results) if (r.status === 'fulfilled') counts[r.value]++;
+    counts[await pushBlob(client, store, manifest.config, tp, chunkSize, 'config')]++;
+
+    const tag = ref.digest ? manifestDigest : (ref.tag ?? 'latest');
+    const current = await client.headManifest(tag);
+    if (current?.digest === manifestDigest) tp.note(`manifest ${manifestDigest} already tagged ${tag}`);
+    else {
+      const got = await client.putManifest(tag, mediaType, manifestBytes);
+      if (got && got !== manifestDigest) throw new MbuildError('MBUILD_REGISTRY', `${client.host} stored the manifest as ${got}, expected ${manifestDigest}`);
+      tp.note(`manifest ${manifestDigest} tagged ${tag}`);
+    }
+    await recordSources(store, client.host, ref.repository, [manifest.config.digest, ...layers.map((l) => l.digest)]).catch(() => undefined);
     step?.done(`${counts.uploaded} pushed, ${counts.mounted} mounted, ${counts.existing} already there, ${tp.summary()}`);
     return { name: displayRef(ref), digest: manifestDigest, ...counts, bytes: tp.bytes };
   } catch (err) {
@@ -131,55 +150,47 @@ export async function pushImage(store: Store, reference: string, opts: PushOptio
   }
 }
 
-/** An image index: each manifest it lists (by digest), then the index under the tag. */
-async function pushIndex(store: Store, ref: RemoteRef, indexDigest: string, index: Index, opts: PushOptions): Promise<PushResult> {
-  if (ref.digest && ref.digest !== indexDigest) throw new MbuildError('MBUILD_USAGE', `${displayRef(ref)}: the local image index has digest ${indexDigest}`);
+/**
+ * Push an index (a build with attestations, or several platforms): each manifest it lists with
+ * its config and layers, put by digest, then the index under the tag (skipped when the tag
+ * already points at it). Blobs the repository has are not sent.
+ */
+export async function pushIndex(store: Store, reference: string, indexDigest: string, opts: PushOptions = {}): Promise<PushResult> {
+  const ref = parseRemote(reference);
   const step = opts.progress?.step(`pushing ${displayRef(ref)}`);
   const tp = new TransferProgress(step);
+  const chunkSize = opts.chunkSize ?? defaultChunkSize();
   try {
     const client = new RegistryClient(pushEndpoint(ref.registry), ref.repository, true);
+    const indexBytes = await store.content.readBytes(indexDigest);
+    const index = JSON.parse(indexBytes.toString('utf8')) as { mediaType?: string; manifests?: Descriptor[] };
     const counts: Record<BlobOutcome, number> = { existing: 0, mounted: 0, uploaded: 0 };
-    const missing = [];
-    for (const d of index.manifests) if (!(await store.content.has(d.digest))) missing.push(formatPlatform(d.platform));
-    if (missing.length) throw new MbuildError('MBUILD_STORE', `${displayRef(ref)}: the store lacks the ${missing.join(', ')} image of index ${indexDigest} (pull it with --platform first)`);
-    for (const d of index.manifests) await pushManifest(client, store, d.digest, d.digest, tp, counts, opts, displayRef(ref));
+    const sent: string[] = [];
+    for (const d of index.manifests ?? []) {
+      const bytes = await store.content.readBytes(d.digest);
+      const manifest = JSON.parse(bytes.toString('utf8')) as { config: Descriptor; layers: Descriptor[] };
+      const blobs = [...new Map([...manifest.layers, manifest.config].map((l) => [l.digest, l])).values()];
+      const queue = new PQueue({ concurrency: opts.concurrency ?? 3 });
+      const results = await Promise.allSettled(blobs.map((l) => queue.add(() => pushBlob(client, store, l, tp, chunkSize, l === manifest.config ? 'config' : 'layer'), { throwOnTimeout: true })));
+      for (const r of results) if (r.status === 'rejected') throw r.reason;
+      for (const r of results) if (r.status === 'fulfilled') counts[r.value]++;
+      const got = await client.putManifest(d.digest, d.mediaType, bytes);
+      if (got && got !== d.digest) throw new MbuildError('MBUILD_REGISTRY', `${client.host} stored manifest ${d.digest} as ${got}`);
+      sent.push(...blobs.map((b) => b.digest));
+    }
     const tag = ref.digest ? indexDigest : (ref.tag ?? 'latest');
-    const bytes = await store.content.readBytes(indexDigest);
     const current = await client.headManifest(tag);
     if (current?.digest === indexDigest) tp.note(`index ${indexDigest} already tagged ${tag}`);
     else {
-      const got = await client.putManifest(tag, index.mediaType ?? MediaType.index, bytes);
+      const got = await client.putManifest(tag, index.mediaType ?? MediaType.index, indexBytes);
       if (got && got !== indexDigest) throw new MbuildError('MBUILD_REGISTRY', `${client.host} stored the index as ${got}, expected ${indexDigest}`);
       tp.note(`index ${indexDigest} tagged ${tag}`);
     }
-    step?.done(`${index.manifests.length} manifests, ${counts.uploaded} pushed, ${counts.mounted} mounted, ${counts.existing} already there, ${tp.summary()}`);
+    await recordSources(store, client.host, ref.repository, sent).catch(() => undefined);
+    step?.done(`${counts.uploaded} pushed, ${counts.mounted} mounted, ${counts.existing} already there, ${tp.summary()}`);
     return { name: displayRef(ref), digest: indexDigest, ...counts, bytes: tp.bytes };
   } catch (err) {
     step?.fail();
     throw err;
   }
-}
-
-/** One manifest: its layers (concurrently), its config, then the manifest itself under `tag` (a tag or its digest). */
-async function pushManifest(client: RegistryClient, store: Store, manifestDigest: string, tag: string, tp: TransferProgress, counts: Record<BlobOutcome, number>, opts: PushOptions, what: string): Promise<void> {
-  const manifestBytes = await store.content.readBytes(manifestDigest);
-  const manifest = JSON.parse(manifestBytes.toString('utf8')) as Manifest;
-  const mediaType = manifest.mediaType || manifestMediaType(manifestBytes, undefined);
-  if (mediaType !== MediaType.manifest && mediaType !== MediaType.dockerManifest) throw new MbuildError('MBUILD_USAGE', `${what}: cannot push a ${mediaType}`);
-  const chunkSize = opts.chunkSize ?? defaultChunkSize();
-  const layers = [...new Map(manifest.layers.map((l) => [l.digest, l])).values()];
-  const queue = new PQueue({ concurrency: opts.concurrency ?? 3 });
-  const results = await Promise.allSettled(layers.map((l) => queue.add(() => pushBlob(client, store, l, tp, chunkSize, 'layer'), { throwOnTimeout: true })));
-  for (const r of results) if (r.status === 'rejected') throw r.reason;
-  for (const r of results) if (r.status === 'fulfilled') counts[r.value]++;
-  counts[await pushBlob(client, store, manifest.config, tp, chunkSize, 'config')]++;
-
-  const current = await client.headManifest(tag);
-  if (current?.digest === manifestDigest) tp.note(`manifest ${manifestDigest} already tagged ${tag}`);
-  else {
-    const got = await client.putManifest(tag, mediaType, manifestBytes);
-    if (got && got !== manifestDigest) throw new MbuildError('MBUILD_REGISTRY', `${client.host} stored the manifest as ${got}, expected ${manifestDigest}`);
-    tp.note(tag === manifestDigest ? `manifest ${manifestDigest}` : `manifest ${manifestDigest} tagged ${tag}`);
-  }
-  await recordSources(store, client.host, client.repository, [manifest.config.digest, ...layers.map((l) => l.digest)]).catch(() => undefined);
 }

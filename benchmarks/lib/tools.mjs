@@ -49,8 +49,12 @@ export function mbuildTool({ repo, bin, root, network, label }) {
     const kb = existsSync(rssFile) ? Number(readFileSync(rssFile, 'utf8').trim().split('\n').pop()) : NaN;
     return { ...r, rssKb: kb > 0 ? kb : null };
   };
-  // its RUN network default, from its own usage text ("--network ... (default host)")
-  const defaultNetwork = usage.match(/--network \S+\s+network for RUN steps \(default (\w+)/)?.[1] ?? 'unknown';
+  // its RUN network default, from its own usage text: the flag is in `mbuild build --help` (older
+  // versions: "(default host)"; now the modes, "default, bridge, host or none", where default is
+  // the bridge and never falls back to the host's network)
+  const buildUsage = sh(exe, argv(['build', '--help'])).out;
+  const netHelp = buildUsage.match(/--network \S+\s+network for RUN steps(.*)/)?.[1] ?? '';
+  const defaultNetwork = netHelp.match(/\(default (\w+)/)?.[1] ?? (/^: default, bridge\b/.test(netHelp) ? 'bridge' : 'unknown');
   return {
     name: 'mbuild',
     missing: null,
@@ -91,6 +95,13 @@ export function mbuildTool({ repo, bin, root, network, label }) {
     },
     importCache: ({ ctx, dockerfile, ref, tag, log }) =>
       withRss(['build', '--progress', 'plain', ...(network ? ['--network', network] : []), '--cache-from', ref, '-f', dockerfile, '-t', tag, ctx], log),
+    // `mbuild serve` on the bench store (benchmarks/lib/server-runs.mjs): builds go to it with --host
+    async serve({ dir, maxBuilds, log }) {
+      const { startServer } = await import('./server-runs.mjs');
+      return startServer({ exe, argv: argv(mb(['serve', '--addr', `unix://${join(dir, 's.sock')}`, '--max-builds', String(maxBuilds)])), host: `unix://${join(dir, 's.sock')}`, log });
+    },
+    remoteBuild: ({ host, ctx, dockerfile, tag, noCache, log, env }) =>
+      timed(exe, argv(['--host', host, 'build', '--progress', 'plain', ...(noCache ? ['--no-cache'] : []), ...(network ? ['--network', network] : []), '-f', dockerfile, '-t', tag, ctx]), { log, env: { ...process.env, ...env } }),
   };
 }
 

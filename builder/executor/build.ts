@@ -1,4 +1,6 @@
 /** Runs a plan: stages concurrently (each waits for the stages it reads), steps in order. */
+import { settleSandboxes } from '../sandbox/run.js';
+import { begin, span } from '../../util/trace.js';
 import path from 'node:path';
 import { parseDockerfile } from '../dockerfile/parse.js';
 import type { Instruction } from '../dockerfile/types.js';
@@ -32,6 +34,7 @@ import { MissExplainer, type StepRecord } from '../cache/explain.js';
 import { inputDigests, stepKey } from '../cache/keys.js';
 import { compareRecords } from '../cache/explain.js';
 import { RemoteCaches } from '../cache/remote-import.js';
+import { claimStep, type StepClaim } from '../cache/step-claim.js';
 import type { BuiltStep } from '../cache/remote-export.js';
 import type { CacheExportSpec, CacheImportSpec } from '../cache/remote-spec.js';
 import { INLINE_KEY, type InlineCache } from '../cache/remote-format.js';
@@ -40,6 +43,9 @@ import { platformDescriptor, writeIndex, type WrittenIndex } from './index.js';
 import type { CommitOptions, Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
 import type { StepHandle } from '../../util/progress.js';
 import type { StepCache } from '../steps/contract.js';
+import type { BuildRecord, ImageRead } from '../attest/capture.js';
+
+export type { BuildRecord };
 
 export interface BuildOptions {
   contextDir: string;
@@ -113,10 +119,14 @@ export interface BuildResult extends WrittenImage {
   snap: Layers;
   images: PlatformImage[];
   index?: WrittenIndex;
+  /** what an attestation needs to know about the build (builder/attest; the first platform's plan) */
+  record: BuildRecord;
 }
 
 export async function build(store: Store, progress: ProgressReporter, opts: BuildOptions): Promise<BuildResult> {
+  const startedOn = new Date();
   const names = opts.tags.map((t) => normalizeName(t));
+  const endPrepare = begin('build.prepare');
   const text = await readDockerfile(opts.dockerfile);
   const display = path.basename(opts.dockerfile);
   const df = parseDockerfile(text, display);
@@ -130,22 +140,26 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   // SOURCE_DATE_EPOCH is for the build itself (BuildKit does not ask for an ARG)
   for (const a of plan.unusedBuildArgs.filter((n) => n !== 'SOURCE_DATE_EPOCH')) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
   const snap = new Layers(store);
+  const cache = new BuildCache(snap);
+  if ([...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])].some((c) => c.type === 'registry')) registryLoaded = true;
+  // the shared caches' manifests are read while the store and the checks get ready (a fresh
+  // runner's first round trips to the registry overlap its own start-up)
+  const remoteLoad = opts.cacheFrom?.length ? RemoteCaches.load(opts.cacheFrom, snap, cache, progress, targetPlatform()) : undefined;
+  remoteLoad?.catch(() => undefined);
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
   // build checks (`# check=`): error=true stops here; warnings are shown after the build
   const checks = await checksForBuild(store, text, display, plan, { buildArgs: opts.buildArgs, target: opts.target, ignore });
-  const cache = new BuildCache(snap);
   const fileHashes = await FileHashCache.load(path.join(cache.dir, 'file-hashes.json'));
   const explainer = await MissExplainer.load(cache.dir, opts.dockerfile, opts.target);
-
-  if ([...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])].some((c) => c.type === 'registry')) registryLoaded = true;
-  const remote = opts.cacheFrom?.length ? await RemoteCaches.load(opts.cacheFrom, snap, cache, progress, platforms[0]!) : undefined;
+  const remote = await remoteLoad;
   const imageStages = new Set<number>();
   for (let i: number | undefined = plan.target; i !== undefined; ) {
     imageStages.add(i);
     const base: Stage['base'] = plan.stages[i]!.base;
     i = base.kind === 'stage' ? base.index : undefined;
   }
-  const shared: SharedCache = { remote, imageStages, log: new Map(), scope: explainScope(opts), inflight: new Map() };
+  const shared: SharedCache = { remote, imageStages, log: new Map(), scope: explainScope(opts) };
+  endPrepare();
   const named: NamedContexts = { images: opts.namedContexts ?? {}, dirs: opts.contextDirs ?? {} };
   const contextRef = (ref: string) => {
     const c = namedContextOf(named, ref);
@@ -157,6 +171,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const noCacheStages = new Set((opts.noCacheStages ?? []).map((s) => s.toLowerCase()));
   for (const s of noCacheStages) if (!plan.stages.some((st, i) => st.name === s || String(i) === s)) throw new MbuildError('MBUILD_USAGE', `--no-cache-filter ${s}: no stage of that name`);
   const images = new Map<string, Promise<StageState>>();
+  const imagesRead = new Map<string, ImageRead>();
+  let trace: { stage: number; ins: Instruction; layer?: Layer }[] = [];
 
   const imageState = (asked: string, platform: TargetPlatform): Promise<StageState> => {
     const ref = contextRef(asked);
@@ -178,6 +194,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   // every platform's plan at once, sharing one step queue; the first failure anywhere cancels all
   const attempt = async (): Promise<StageState[]> => {
   let failed: unknown;
+  trace = [];
   const abort = new AbortController();
   // steps often wait (sleep, network, disk) rather than compute: by default allow twice the cores, at least 4
   const jobs = new PQueue({ concurrency: Math.max(1, opts.jobs ?? Math.max(4, 2 * os.availableParallelism())) });
@@ -243,8 +260,6 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
         } catch (err) {
           step.fail();
           throw err;
-        } finally {
-          cache.settle();
         }
         return state;
       })();
@@ -265,7 +280,12 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
       const stage = plan.stages[i];
       // a stage's images (FROM, COPY --from, RUN --mount=from) are for its own platform (FROM --platform)
       const stageCtx: BuildContext = { ...makeCtx(plan, progress, ctx.stageResult, stage.platform), ...(noCacheStages.has(stage.name ?? '') || noCacheStages.has(String(i)) ? { noCache: true } : {}) };
-      p = replaced.has(i) ? ctx.imageState(stage.name!).then(forkState) : executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)));
+      p = replaced.has(i)
+        ? ctx.imageState(stage.name!).then(forkState)
+        : executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)), (ins, _cache, layer) => {
+            // the provenance's steps: the first platform's plan (attestations of several platforms are refused)
+            if (plan === plans[0]) trace.push({ stage: i, ins, layer });
+          });
       p.catch(onFail);
       stageRuns.set(i, p);
     }
@@ -296,8 +316,10 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const inline = opts.cacheTo?.some((c) => c.type === 'inline');
   for (let n = 0; ; n++) {
   try {
-  const states = await attempt().finally(() => Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined));
+  // every RUN step's sandbox removed (they go in the background: runSandboxed's cleanup option)
+  const states = await span('build.steps', () => attempt().finally(() => span('build.save-hashes', () => Promise.all([fileHashes.save(), explainer.save(), settleSandboxes()])).catch(() => undefined)));
   const step = progress.step('exporting layers');
+  const endExport = begin('build.export');
   const written: PlatformImage[] = [];
   for (const [k, state] of states.entries()) {
     const p = plans[k]!;
@@ -305,6 +327,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     const author = p.stages[p.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
     const img = await writeImage(snap, state, {
       created: sourceDateEpoch(opts.buildArgs)?.toISOString() ?? state.created,
+      clampMtime: sourceDateEpoch(opts.buildArgs),
       author,
       annotations: opts.annotations,
       extraConfig: inline ? (blobs) => ({ [INLINE_KEY]: inlineCache(state, blobs, shared, explainer) }) : undefined,
@@ -316,11 +339,12 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   // several platforms: the result is an image index of their manifests
   const index = multi ? await writeIndex(store, written.map((w) => platformDescriptor(w))) : undefined;
   const top = index?.digest ?? written[0]!.manifestDigest;
+  endExport();
   step.done(index ? `index ${index.digest}` : `manifest ${top}`);
   showWarnings();
   if (names.length) {
     const created = new Date().toISOString();
-    await store.images.put(names.map((name) => ({ name, digest: top, created })));
+    await span('build.name', () => store.images.put(names.map((name) => ({ name, digest: top, created }))));
     progress.info(`naming to ${names.join(', ')}`);
   }
   for (const spec of opts.cacheTo ?? []) {
@@ -330,7 +354,18 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     await exportCache(spec, { steps, scope: shared.scope, records: explainer.recorded() }, { store, snap, remote, progress });
   }
   const first = written[0]!;
-  return { manifestDigest: first.manifestDigest, manifestSize: first.manifestSize, manifest: first.manifest, config: first.config, names, state: first.state, snap, images: written, ...(index ? { index } : {}) };
+  const imageLayers = first.state.layers.filter((l) => !l.empty);
+  const record: BuildRecord = {
+    startedOn,
+    plan,
+    dockerfileText: text,
+    images: imagesRead,
+    trace: trace.map((t) => {
+      const at = t.layer && !t.layer.empty ? imageLayers.indexOf(t.layer) : -1;
+      return { stage: t.stage, ins: t.ins, ...(at >= 0 ? { layerIndex: at } : {}) };
+    }),
+  };
+  return { manifestDigest: first.manifestDigest, manifestSize: first.manifestSize, manifest: first.manifest, config: first.config, names, state: first.state, snap, images: written, ...(index ? { index } : {}), record };
   } catch (err) {
     // a cached blob that cannot be used is a miss: build again, that step runs this time
     if (err instanceof CacheBlobError && remote && n < CACHE_RETRIES) {
@@ -351,7 +386,7 @@ async function executeStage(
   failed: () => unknown,
   runStage: (i: number) => Promise<StageState>,
   makeCache: MakeCache,
-  onStep?: (ins: Instruction, cache: CacheHandle) => void,
+  onStep?: (ins: Instruction, cache: CacheHandle, layer?: Layer) => void,
 ): Promise<StageState> {
   let state: StageState;
   // several platforms: each step says which one, as BuildKit's `[linux/arm64 build 2/3]`
@@ -417,14 +452,14 @@ async function executeStage(
       if (cache.key) state.key = cache.key;
       if (cache.created) state.created = cache.created;
       state.history.push({ entry: { created: ctx.sourceDateEpoch?.toISOString() ?? state.created, created_by: createdBy, comment: 'buildkit.dockerfile.v0' }, layer });
-      onStep?.(ins, cache);
+      onStep?.(ins, cache, layer);
       step.done(cache.hit ? 'CACHED' : undefined);
     } catch (err) {
       if (err instanceof MbuildError && err.code === 'MBUILD_CANCELED') step.cancel();
       else step.fail();
       throw withRange(err, ins.range);
     } finally {
-      cache.settle?.();
+      await cache.release?.();
     }
   }
   return state;
@@ -445,7 +480,7 @@ async function loadRegistry() {
  * SOURCE_DATE_EPOCH (reproducible builds), from --build-arg as BuildKit takes it, else from the
  * environment: every time in the image config becomes this one, and WORKDIR dates what it creates.
  */
-function sourceDateEpoch(buildArgs: Record<string, string>): Date | undefined {
+export function sourceDateEpoch(buildArgs: Record<string, string>): Date | undefined {
   const v = buildArgs.SOURCE_DATE_EPOCH ?? process.env.SOURCE_DATE_EPOCH;
   if (v === undefined || v === '') return undefined;
   if (!/^\d+$/.test(v)) throw new MbuildError('MBUILD_USAGE', `invalid SOURCE_DATE_EPOCH "${v}": expected seconds since 1970`);
@@ -481,7 +516,7 @@ function inlineCache(state: StageState, blobs: LayerBlob[], shared: SharedCache,
   return { steps, explain };
 }
 
-type CacheHandle = StepCache & { key?: string; created?: string; hit: boolean; settle?: () => void };
+type CacheHandle = StepCache & { key?: string; created?: string; hit: boolean; release?(): Promise<void> };
 type MakeCache = (state: StageState, step: StepHandle, position: string) => CacheHandle;
 
 /** The key-only pass shows nothing. */
@@ -504,13 +539,20 @@ async function probeStages(
   const states = new Map<number, Promise<StageState>>();
   const copyFrom = new Map<number, { dep: number; hit: boolean }[]>();
   const ctx = makeCtx(SILENT, (i) => probe(i));
+  // the final image's stages: their hits' layers will be needed, so their downloads start now
+  const imageStages = new Set<number>();
+  for (let i: number | undefined = plan.target; i !== undefined; ) {
+    imageStages.add(i);
+    const base: Stage['base'] = plan.stages[i]!.base;
+    i = base.kind === 'stage' ? base.index : undefined;
+  }
   const probe = (i: number): Promise<StageState> => {
     let p = states.get(i);
     if (!p) {
       const stage = plan.stages[i]!;
       // the stage's images are its platform's (FROM --platform), as in the real pass
       const sctx: BuildContext = makeCtx(SILENT, (j) => probe(j), stage.platform);
-      p = executeStage(sctx, plan, stage, () => undefined, probe, (state) => new ProbeCacheHandle(sctx, state, remote), (ins, cache) => {
+      p = executeStage(sctx, plan, stage, () => undefined, probe, (state) => new ProbeCacheHandle(sctx, state, remote, imageStages.has(i)), (ins, cache) => {
         const dep = (ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined ? ctx.stageIndexOf(ins.from) : undefined;
         if (dep !== undefined) copyFrom.set(i, [...(copyFrom.get(i) ?? []), { dep, hit: cache.hit }]);
       });
@@ -548,12 +590,14 @@ class ProbeCacheHandle implements CacheHandle {
     private readonly ctx: BuildContext,
     private readonly state: StageState,
     private readonly remote: RemoteCaches,
+    private readonly inImage: boolean,
   ) {}
 
   async lookup(inputs: Record<string, unknown>, _files?: Record<string, string>, opts?: { independent?: boolean }) {
     const { own, key } = keysOf(this.state.key, inputs, opts?.independent);
     this.key = key;
     const found = this.ctx.noCache ? undefined : ((await this.ctx.cache.get(own)) ?? (await this.remote.lookup(own)));
+    if (found && this.inImage) this.remote.prefetch(found.layer);
     this.hit = found !== undefined;
     this.created = found?.created;
     return UNBUILT;
@@ -575,11 +619,6 @@ interface SharedCache {
   imageStages: Set<number>;
   log: StepLog;
   scope: string;
-  /**
-   * Steps being made now, by key: the same step in two platforms' plans (a $BUILDPLATFORM stage,
-   * a COPY into scratch) runs once; the other waits for its layer (BuildKit's solver merges them).
-   */
-  inflight: Map<string, Promise<Layer | undefined>>;
 }
 
 /** One step's view of the build cache: lookup fixes the step's key; save keeps the layer under it. */
@@ -589,10 +628,8 @@ class StepCacheHandle implements CacheHandle {
   created?: string;
   hit = false;
   private record?: StepRecord;
+  private claim?: StepClaim;
   private readonly parent: string;
-  /** this handle makes the step the others with its key wait for */
-  private making?: (layer: Layer | undefined) => void;
-  private makingKey?: string;
   constructor(
     private readonly ctx: BuildContext,
     private readonly state: StageState,
@@ -616,7 +653,19 @@ class StepCacheHandle implements CacheHandle {
     if (!this.ctx.noCache) {
       // this store first, then the shared caches (their layers are fetched when first needed)
       let found = (await this.ctx.cache.get(own)) ?? (await this.shared.remote?.lookup(own));
-      found ??= await this.madeMeanwhile(own);
+      if (!found) {
+        // a miss: claim the step, so a build of this store that needs it too waits for our layer
+        this.claim = await claimStep(this.ctx.store.root, own, this.ctx.signal).catch((err) => {
+          throw this.ctx.signal.aborted ? canceled() : err;
+        });
+        if (this.claim.waited) {
+          found = await this.ctx.cache.get(own);
+          if (found) {
+            await this.release();
+            this.step.note('CACHED: built by another build at the same time');
+          }
+        }
+      }
       if (found) {
         this.hit = true;
         this.created = found.created;
@@ -625,45 +674,10 @@ class StepCacheHandle implements CacheHandle {
         return found.layer;
       }
       this.step.note(`cache miss: ${await this.whyMissed(this.record)}`);
-    } else {
-      const made = await this.madeMeanwhile(own);
-      if (made) {
-        this.hit = true;
-        this.created = made.created;
-        this.logStep(made.layer);
-        return made.layer;
-      }
     }
     return undefined;
   }
 
-  /**
-   * Another plan of this build is making the step with this key: wait for its layer (undefined when
-   * it failed). Otherwise this handle makes it, and the others wait (settled by save or settle).
-   */
-  private async madeMeanwhile(own: string): Promise<{ layer: Layer; created: string } | undefined> {
-    if (this.making) {
-      if (this.makingKey === own) return undefined; // a second lookup of this very step
-      this.settle();
-    }
-    const running = this.shared.inflight.get(own);
-    if (running) {
-      const layer = await running;
-      if (layer) return { layer, created: (await this.ctx.cache.get(own))?.created ?? new Date().toISOString() };
-      return undefined;
-    }
-    this.shared.inflight.set(own, new Promise((resolve) => (this.making = resolve)));
-    this.makingKey = own;
-    return undefined;
-  }
-
-  /** The step ended without saving (it failed, or was cached after all): whoever waits runs it. */
-  settle(): void {
-    if (!this.making || !this.makingKey) return;
-    this.making(undefined);
-    this.making = undefined;
-    this.shared.inflight.delete(this.makingKey);
-  }
 
   /** Compared with this store's last build, else with the inputs another runner recorded in a shared cache. */
   private async whyMissed(rec: StepRecord): Promise<string> {
@@ -680,11 +694,8 @@ class StepCacheHandle implements CacheHandle {
     this.created = new Date().toISOString();
     if (!this.storeKey) return layer;
     const kept = await this.ctx.cache.put(this.storeKey, layer, this.created);
+    await this.release();
     this.logStep(kept);
-    if (this.making) {
-      this.making(kept);
-      this.making = undefined;
-    }
     return kept;
   }
 
@@ -692,12 +703,16 @@ class StepCacheHandle implements CacheHandle {
     this.created = new Date().toISOString();
     if (!this.storeKey) return this.ctx.snap.commitPrivate(active, opts);
     const kept = await this.ctx.cache.commit(this.storeKey, active, this.created, opts);
+    await this.release();
     this.logStep(kept);
-    if (this.making) {
-      this.making(kept);
-      this.making = undefined;
-    }
     return kept;
+  }
+
+  /** Ends the claim on the step (after save or commit, or when the step failed): a waiting build looks again. */
+  async release(): Promise<void> {
+    const c = this.claim;
+    this.claim = undefined;
+    await c?.release();
   }
 }
 

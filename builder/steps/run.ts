@@ -4,10 +4,11 @@ import type { StepRun } from './contract.js';
 import { DEFAULT_SHELL, runEnv } from './state.js';
 import { readUserDb, resolveUser } from './users.js';
 import { runCommand } from '../dockerfile/heredoc.js';
-import { rootfsOf, runSandboxed, type SandboxResult } from '../sandbox/run.js';
+import { rootfsOf, runSandboxed, warmNetwork, type SandboxResult } from '../sandbox/run.js';
 import { prepareMounts } from './run-mounts.js';
 import { formatBytes } from '../sandbox/cgroups.js';
 import { MbuildError, RunFailedError } from '../../util/errors.js';
+import { span } from '../../util/trace.js';
 import type { NetworkMode } from './contract.js';
 import { isHostPlatform } from '../../util/platform.js';
 
@@ -51,11 +52,12 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
   const cwd = state.config.WorkingDir || '/';
   const mounts = await prepareMounts(run, ins, files);
   // an insecure step's result is its own (the key of a sandboxed step stays as it was)
-  const hit = await cache.lookup({ op: 'run', args, env, user: userSpec, cwd, network, mounts: mounts.key, ...(security === 'insecure' ? { security } : {}) });
+  const hit = await span('run.cache-lookup', () => cache.lookup({ op: 'run', args, env, user: userSpec, cwd, network, mounts: mounts.key, ...(security === 'insecure' ? { security } : {}) }));
   if (hit) {
     state.layers.push(hit);
     return;
   }
+  warmNetwork(network);
   // a foreign platform's binaries run under qemu-user (binfmt_misc, registered when missing)
   const platform = { os: state.os, architecture: state.architecture, ...(state.variant ? { variant: state.variant } : {}) };
   if (!isHostPlatform(platform)) {
@@ -95,6 +97,8 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     security,
     hosts: `127.0.0.1\tlocalhost ${HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n${ctx.extraHosts}`,
     limits: ctx.limits,
+    // the build waits for it at its end (settleSandboxes in executor/build.ts)
+    cleanup: 'background' as const,
     shmSizeKb: ctx.shmSizeKb,
     ulimits: ctx.ulimits,
     onOutput: (chunk: Buffer) => {
@@ -119,12 +123,12 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
   // whichever snapshotter is in use, the sandbox mounts what prepare describes; the build cache
   // commits the active snapshot under the step's key
   const layer = await ctx.jobs.add(async () => {
-    const active = await ctx.snap.prepare(state.layers);
+    const active = await span('run.snapshot-prepare', () => ctx.snap.prepare(state.layers));
     try {
       const result = check(
-        await mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(spec.env, extra), mounts: m, ...rootfsOf(active.mounts) })),
+        await span('run.sandbox', () => mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(spec.env, extra), mounts: m, ...rootfsOf(active.mounts) }))),
       );
-      return await cache.commit(active.key, { opaqueDirs: result.opaqueDirs });
+      return await span('run.snapshot-commit', () => cache.commit(active.key, { opaqueDirs: result.opaqueDirs }));
     } catch (err) {
       await ctx.snap.discard(active.key);
       throw err;

@@ -60,27 +60,21 @@ export async function exportImage(store: Store, image: ExportImage, opts: Export
   } catch (err) {
     throw new MbuildError('MBUILD_STORE', `manifest ${manifestDigest} in the store is not valid JSON`, { cause: err });
   }
-  // a multi-platform image: the index, then each platform's manifest with its config and layers
-  const isIndex = typeof parsed === 'object' && parsed !== null && Array.isArray((parsed as Index).manifests);
-  if (isIndex && opts.type === 'docker') throw new MbuildError('MBUILD_EXPORT', `image ${manifestDigest} is a multi-platform index: a docker archive holds one platform (save it with --format oci)`);
-  const children = isIndex ? (parsed as Index).manifests : [];
-  const manifests: { digest: string; manifest: Manifest }[] = [];
-  if (!isIndex) manifests.push({ digest: manifestDigest, manifest: checkManifest(parsed, `manifest ${manifestDigest}`) });
-  const blobs = new Map<string, BlobEntry>();
-  const addBlobEntry = (d: { digest: string; size: number }, where: string) => {
-    const prev = blobs.get(d.digest);
-    if (prev && prev.size !== d.size) throw new MbuildError('MBUILD_STORE', `blob ${d.digest} is listed with two sizes in ${where}`);
-    blobs.set(d.digest, { digest: d.digest, size: d.size });
-  };
-  addBlobEntry({ digest: manifestDigest, size: manifestBytes.length }, `image ${manifestDigest}`);
-  for (const c of children) {
-    assertDigest(c.digest, 'manifest digest');
-    if (!(await store.content.has(c.digest))) throw new MbuildError('MBUILD_STORE', `the ${c.platform ? `${c.platform.os}/${c.platform.architecture}` : c.digest} image of index ${manifestDigest} is missing from the store (pull it with --platform first)`);
-    addBlobEntry(c, `index ${manifestDigest}`);
-    manifests.push({ digest: c.digest, manifest: checkManifest(await store.content.readJson(c.digest), `manifest ${c.digest}`) });
-  }
-  const manifest = manifests[0]!.manifest;
-  const manifestMediaType = isIndex ? ((parsed as Index).mediaType ?? MediaType.index) : (manifest.mediaType ?? MediaType.manifest);
+  // an index (a build with attestations): every manifest it lists goes in, the index is what names point at
+  const top = parsed as { mediaType?: string; manifests?: Descriptor[] };
+  const isIndex = top.mediaType === MediaType.index || (top.mediaType === undefined && Array.isArray(top.manifests));
+  const children: { digest: string; bytes: Buffer; mediaType: string; platform?: Descriptor['platform'] }[] = [];
+  if (isIndex) {
+    for (const d of top.manifests ?? []) {
+      const bytes = await store.content.readBytes(assertDigest(d.digest, 'manifest digest'));
+      if (sha256(bytes) !== d.digest) throw new DigestMismatchError(`manifest ${d.digest} in the store does not match its digest`);
+      children.push({ digest: d.digest, bytes, mediaType: d.mediaType, platform: d.platform });
+    }
+  } else children.push({ digest: manifestDigest, bytes: manifestBytes, mediaType: (top.mediaType as string | undefined) ?? MediaType.manifest });
+  const images = children.map((c) => ({ ...c, manifest: checkManifest(JSON.parse(c.bytes.toString('utf8')), `manifest ${c.digest}`) }));
+  // the image `docker load` reads: the first one that is not an attestation manifest
+  const manifest = (images.find((i) => i.platform?.architecture !== 'unknown') ?? images[0]!).manifest;
+  const manifestMediaType = isIndex ? MediaType.index : images[0]!.mediaType;
 
   const names: { full: string; tag: string }[] = [];
   for (const n of image.names) {
@@ -89,7 +83,17 @@ export async function exportImage(store: Store, image: ExportImage, opts: Export
   }
 
   // every blob once, with the size its descriptor promises
-  for (const m of manifests) for (const d of [m.manifest.config, ...m.manifest.layers]) addBlobEntry(d, `manifest ${m.digest}`);
+  const blobs = new Map<string, BlobEntry>();
+  const all: Descriptor[] = [{ mediaType: manifestMediaType, digest: manifestDigest, size: manifestBytes.length }];
+  for (const i of images) {
+    if (isIndex) all.push({ mediaType: i.mediaType, digest: i.digest, size: i.bytes.length });
+    all.push(i.manifest.config, ...i.manifest.layers);
+  }
+  for (const d of all) {
+    const prev = blobs.get(d.digest);
+    if (prev && prev.size !== d.size) throw new MbuildError('MBUILD_STORE', `blob ${d.digest} is listed with two sizes in manifest ${manifestDigest}`);
+    blobs.set(d.digest, { digest: d.digest, size: d.size });
+  }
   for (const b of blobs.values()) {
     let size: number;
     try {
@@ -190,6 +194,8 @@ async function writeOutput(dest: string, fill: (pack: Pack) => Promise<void>): P
   if (dest === '-') {
     const out = process.stdout;
     await run(out, false);
+    // Node 20's pipeline ends a piped stdout despite end: false (then it is flushed already)
+    if (out.writableEnded) return;
     // stdout is not ended (it belongs to the process): wait until what was written is flushed
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
