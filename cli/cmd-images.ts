@@ -164,7 +164,7 @@ export async function tagCommand(root: string, argv: string[]): Promise<number> 
   const img = await resolveImageArg(store, positional[0]);
   const target = normalizeName(positional[1]);
   if (parseReference(target).digest) throw new UsageError(`mbuild tag ${positional[1]}: a target name cannot hold a digest`);
-  await store.images.put({ name: target, digest: img.manifestDigest, created: new Date().toISOString() });
+  await store.images.put({ name: target, digest: img.indexDigest ?? img.manifestDigest, created: new Date().toISOString() });
   return 0;
 }
 

@@ -164,6 +164,13 @@ describe('multi-platform builds', () => {
     expect(cp.code, cp.stderr).toBe(0);
     for (const m of index.manifests) await fs.access(path.join(out, 'blobs', 'sha256', m.digest.slice(7)));
 
+    // mbuild push of a stored multi-platform image: every platform (layers compressed), then the index
+    const name2 = `${reg.host}/multi/app:2`;
+    await ok(['tag', name, name2]);
+    await ok(['push', name2]);
+    const raw2 = JSON.parse((await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${name2}`])).stdout);
+    expect(raw2.manifests.map((m: { platform: { architecture: string } }) => m.platform.architecture)).toEqual(['amd64', 'arm64']);
+
     // a fresh store pulls the arm64 image of the index, runs it (emulated), then the amd64 one too
     const fresh = path.join(work, 'fresh');
     await ok(['pull', '--platform', 'linux/arm64', name], fresh);
