@@ -207,7 +207,9 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     endBuild();
     const { recordImageId } = await import('./image-ref.js');
     await span('cli.record-id', () => recordImageId(store, result.manifest.config.digest, result.manifestDigest)).catch(() => undefined);
-    const attested = attesting ? await prepareAttestations(store, result, attestReq, frontendArgs(flags, buildArgs, labels), input.dockerfile, progress) : undefined;
+    // a local directory: buildx's git facts (a context from a URL or stdin is mbuild's own temp copy)
+    const vcs = attestReq.provenance && !input.cleanup.length ? await (await import('../builder/attest/vcs.js')).gitVcsArgs(input.contextDir, input.dockerfile) : {};
+    const attested = attesting ? await prepareAttestations(store, result, attestReq, { ...frontendArgs(flags, buildArgs, labels), ...vcs }, input.dockerfile, progress) : undefined;
     let pushed: { name: string; digest: string }[] = [];
     for (const out of outputs) pushed = pushed.concat(await writeOutput(store, result, out, progress, attested));
     const id = result.manifest.config.digest;
