@@ -3,7 +3,8 @@ import { begin, span } from '../util/trace.js';
 import { isRootless } from '../util/rootless.js';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
-import { promises as fs } from 'node:fs';
+import { createReadStream, promises as fs } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import os from 'node:os';
 import { buildArgValues, parseArgs } from '../util/args.js';
@@ -146,11 +147,11 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   for (const o of outputs) if (o.push && !tags.length) throw new UsageError(`${flags.push ? '--push' : `--output type=${o.type},push=true`} needs a name to push: add -t REGISTRY/NAME:TAG (or name=)`);
   if (attesting) {
     for (const o of outputs) {
-      if (o.type === 'local' || o.type === 'tar') throw new UsageError(`--output type=${o.type} with --provenance/--sbom is not supported yet: attestations go into an image index (type=image, registry, oci or docker)`);
+      if (o.type === 'tar' || (o.type === 'local' && o.dest === '-')) throw new UsageError(`--output type=tar with --provenance/--sbom is not supported yet (type=local writes them beside the files; type=oci, docker, image and registry into an index)`);
       if (o.ociMediatypes === false) throw new UsageError(`--output type=${o.type},oci-mediatypes=false cannot carry attestations (as BuildKit: they need OCI media types)`);
     }
-    if (!outputs.some((o) => o.type === 'oci' || o.type === 'docker' || o.push))
-      throw new UsageError(`${attestReq.provenance ? '--provenance' : '--sbom'} needs an output that carries attestations: --push, -o type=registry or -o type=oci|docker (mbuild's store keeps the image without them)`);
+    if (!outputs.some((o) => o.type === 'oci' || o.type === 'docker' || o.type === 'local' || o.push))
+      throw new UsageError(`${attestReq.provenance ? '--provenance' : '--sbom'} needs an output that carries attestations: --push, -o type=registry, -o type=oci|docker or -o type=local (mbuild's store keeps the image without them)`);
   }
   if (outputs.filter((o) => o.dest === '-').length > 1) throw new UsageError('only one --output can write to stdout (dest=-)');
   const { parseSecretFlag, parseSshFlag } = await import('../builder/steps/secrets.js');
@@ -371,6 +372,7 @@ async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, p
     } else {
       const { exportFilesystem } = await import('./export-fs.js');
       await exportFilesystem(result.snap, result.state.layers, out.type, dest);
+      if (attested && out.type === 'local') await writeStatementFiles(dest, attested.forImage(result.manifest.layers));
     }
     step.done();
     return [];
@@ -378,6 +380,33 @@ async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, p
     step.fail();
     if (err instanceof MbuildError) throw err;
     throw new MbuildError('MBUILD_EXPORT', `cannot write ${out.type} output to ${dest}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * With -o type=local, BuildKit writes each attestation as an in-toto statement file beside the
+ * exported files (provenance.json, sbom.spdx.json; mode 0600) whose subjects are every regular
+ * file exported, by path and sha256.
+ */
+async function writeStatementFiles(dest: string, atts: import('../builder/attest/attach.js').Attestation[]): Promise<void> {
+  const { fileStatement, STATEMENT_FILES } = await import('../builder/attest/attach.js');
+  const files: { path: string; sha256: string }[] = [];
+  const walk = async (dir: string, rel: string): Promise<void> => {
+    const entries = (await fs.readdir(dir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const e of entries) {
+      const p = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) await walk(path.join(dir, e.name), p);
+      else if (e.isFile()) {
+        const h = createHash('sha256');
+        for await (const chunk of createReadStream(path.join(dir, e.name))) h.update(chunk as Buffer);
+        files.push({ path: p, sha256: h.digest('hex') });
+      }
+    }
+  };
+  await walk(dest, '');
+  for (const att of atts) {
+    const name = STATEMENT_FILES[att.predicateType] ?? 'attestation.json';
+    await fs.writeFile(path.join(dest, name), JSON.stringify(fileStatement(att, files), null, 2), { mode: 0o600 });
   }
 }
 

@@ -219,6 +219,21 @@ describe('--sbom and --provenance', () => {
     expect(Date.now() - Date.parse(pred.runDetails.metadata.finishedOn)).toBeLessThan(3_600_000);
   }, 300_000);
 
+  it('-o type=local: the statements beside the files, every exported file a subject', async () => {
+    const root = await store('local');
+    const dest = path.join(work, 'local-out');
+    await build(root, ['--sbom', '--provenance', '-o', `type=local,dest=${dest}`]);
+    const sbom = JSON.parse(await fs.readFile(path.join(dest, 'sbom.spdx.json'), 'utf8'));
+    const prov = JSON.parse(await fs.readFile(path.join(dest, 'provenance.json'), 'utf8'));
+    expect(sbom.predicateType).toBe('https://spdx.dev/Document');
+    expect(prov.predicateType).toBe('https://slsa.dev/provenance/v1');
+    expect((await fs.stat(path.join(dest, 'provenance.json'))).mode & 0o777).toBe(0o600);
+    const built = sbom.subject.find((x: { name: string }) => x.name === 'built');
+    expect(built).toEqual({ name: 'built', digest: { sha256: createHash('sha256').update('built\n').digest('hex') } });
+    expect(sbom.subject.map((x: { name: string }) => x.name)).toContain('usr/local/bin/gohello');
+    expect((sbom.predicate.packages as { name: string }[]).map((p) => p.name)).toContain('libc6');
+  }, 300_000);
+
   it('a context in a git work tree: buildx\'s git facts land in buildkit_metadata.vcs, credentials redacted', async () => {
     const root = await store('vcs');
     const repo = path.join(work, 'repo');
