@@ -332,7 +332,7 @@ async function prepareAttestations(store: Store, result: BuildResult, req: impor
  */
 async function outputForm(store: Store, result: BuildResult, out: OutputSpec, progress: Progress, attested: Attested | undefined): Promise<{ digest: string; index: boolean }> {
   const { imageInForm } = await import('./image-form.js');
-  const form = { compression: out.compression, compressionLevel: out.compressionLevel, forceCompression: out.forceCompression, ociMediatypes: ociMediatypesFor(out, Object.keys(result.manifest.annotations ?? {}).length > 0), annotations: out.annotations };
+  const form = { compression: out.compression, compressionLevel: out.compressionLevel, forceCompression: out.forceCompression, ociMediatypes: ociMediatypesFor(out, Object.keys(result.manifest.annotations ?? {}).length > 0, attested !== undefined), annotations: out.annotations };
   const { manifestDigest, manifest } = await imageInForm(store, result.manifestDigest, form);
   if (!attested) return { digest: manifestDigest, index: false };
   const { writeAttestedIndex } = await import('../builder/attest/attach.js');
