@@ -118,7 +118,7 @@ export async function main(argv: string[]): Promise<number> {
     let i = 0;
     const mirrors: string[] = [];
     const insecure: string[] = [];
-    // a server to work on (server/client.ts): docker's -H/--host and TLS flag names
+    // a server to work on (cli/remote.ts): docker's -H/--host and TLS flag names
     let host = process.env.MBUILD_HOST || '';
     const tls: Record<'cacert' | 'cert' | 'key', string | undefined> = { cacert: undefined, cert: undefined, key: undefined };
     for (; i < argv.length; i++) {
@@ -164,13 +164,13 @@ export async function main(argv: string[]): Promise<number> {
     rest = rest.filter((a) => a !== '--debug');
     // a command's --help is answered here, whatever the host or the user
     if (command !== 'run' && (rest.includes('--help') || (command !== 'build' && command !== 'login' && rest.includes('-h')))) throw new HelpRequested();
-    if (host && command !== 'serve' && command !== 'help' && command !== 'version') return await (await import('../server/client.js')).remoteCommand(host, tls, command, rest);
+    if (host && command !== 'serve' && command !== 'help' && command !== 'version') return await (await import('./remote.js')).remoteCommand(host, tls, command, rest);
     if (process.platform === 'linux' && process.getuid?.() !== 0 && !NO_STORE.has(command) && !(command === 'build' && rest.includes('--check'))) {
       // a quick, clear answer instead of a raw EPERM from the first mount or chown
       if (COMMANDS[command].root) throw new MbuildError('MBUILD_NEEDS_ROOT', `mbuild ${command} needs root (mounts and namespaces): run it with sudo`);
       // rootless (cli/rootless.ts): every command that opens the store runs in the user namespace,
       // where the layers' files have the owners the images give them
-      return await (await import('./rootless.js')).reexecRootless(argv);
+      return await (await import('./rootless.js')).reexecRootless(argv, storeRoot);
     }
     return await dispatch(command, root, rest, argv.slice(i + 1), argv);
   } catch (caught) {

@@ -1,4 +1,5 @@
 /** Runs a plan: stages concurrently (each waits for the stages it reads), steps in order. */
+import { settleSandboxes } from '../sandbox/run.js';
 import { begin, span } from '../../util/trace.js';
 import path from 'node:path';
 import { parseDockerfile } from '../dockerfile/parse.js';
@@ -33,6 +34,7 @@ import { MissExplainer, type StepRecord } from '../cache/explain.js';
 import { inputDigests, stepKey } from '../cache/keys.js';
 import { compareRecords } from '../cache/explain.js';
 import { RemoteCaches } from '../cache/remote-import.js';
+import { claimStep, type StepClaim } from '../cache/step-claim.js';
 import type { BuiltStep } from '../cache/remote-export.js';
 import type { CacheExportSpec, CacheImportSpec } from '../cache/remote-spec.js';
 import { INLINE_KEY, type InlineCache } from '../cache/remote-format.js';
@@ -117,15 +119,18 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   // SOURCE_DATE_EPOCH is for the build itself (BuildKit does not ask for an ARG)
   for (const a of plan.unusedBuildArgs.filter((n) => n !== 'SOURCE_DATE_EPOCH')) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
   const snap = new Layers(store);
+  const cache = new BuildCache(snap);
+  if ([...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])].some((c) => c.type === 'registry')) registryLoaded = true;
+  // the shared caches' manifests are read while the store and the checks get ready (a fresh
+  // runner's first round trips to the registry overlap its own start-up)
+  const remoteLoad = opts.cacheFrom?.length ? RemoteCaches.load(opts.cacheFrom, snap, cache, progress, targetPlatform()) : undefined;
+  remoteLoad?.catch(() => undefined);
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
   // build checks (`# check=`): error=true stops here; warnings are shown after the build
   const checks = await checksForBuild(store, text, display, plan, { buildArgs: opts.buildArgs, target: opts.target, ignore });
-  const cache = new BuildCache(snap);
   const fileHashes = await FileHashCache.load(path.join(cache.dir, 'file-hashes.json'));
   const explainer = await MissExplainer.load(cache.dir, opts.dockerfile, opts.target);
-
-  if ([...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])].some((c) => c.type === 'registry')) registryLoaded = true;
-  const remote = opts.cacheFrom?.length ? await RemoteCaches.load(opts.cacheFrom, snap, cache, progress, targetPlatform()) : undefined;
+  const remote = await remoteLoad;
   const imageStages = new Set<number>();
   for (let i: number | undefined = plan.target; i !== undefined; ) {
     imageStages.add(i);
@@ -274,7 +279,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const inline = opts.cacheTo?.some((c) => c.type === 'inline');
   for (let n = 0; ; n++) {
   try {
-  const state = (await span('build.steps', () => attempt().finally(() => span('build.save-hashes', () => Promise.all([fileHashes.save(), explainer.save()])).catch(() => undefined))))!;
+  // every RUN step's sandbox removed (they go in the background: runSandboxed's cleanup option)
+  const state = (await span('build.steps', () => attempt().finally(() => span('build.save-hashes', () => Promise.all([fileHashes.save(), explainer.save(), settleSandboxes()])).catch(() => undefined))))!;
   if (opts.labels && Object.keys(opts.labels).length) state.config.Labels = { ...(state.config.Labels ?? {}), ...opts.labels };
 
   const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
@@ -405,6 +411,8 @@ async function executeStage(
       if (err instanceof MbuildError && err.code === 'MBUILD_CANCELED') step.cancel();
       else step.fail();
       throw withRange(err, ins.range);
+    } finally {
+      await cache.release?.();
     }
   }
   return state;
@@ -461,7 +469,7 @@ function inlineCache(state: StageState, blobs: LayerBlob[], shared: SharedCache,
   return { steps, explain };
 }
 
-type CacheHandle = StepCache & { key?: string; created?: string; hit: boolean };
+type CacheHandle = StepCache & { key?: string; created?: string; hit: boolean; release?(): Promise<void> };
 type MakeCache = (state: StageState, step: StepHandle, position: string) => CacheHandle;
 
 /** The key-only pass shows nothing. */
@@ -484,11 +492,18 @@ async function probeStages(
   const states = new Map<number, Promise<StageState>>();
   const copyFrom = new Map<number, { dep: number; hit: boolean }[]>();
   const ctx = makeCtx(SILENT, (i) => probe(i));
+  // the final image's stages: their hits' layers will be needed, so their downloads start now
+  const imageStages = new Set<number>();
+  for (let i: number | undefined = plan.target; i !== undefined; ) {
+    imageStages.add(i);
+    const base: Stage['base'] = plan.stages[i]!.base;
+    i = base.kind === 'stage' ? base.index : undefined;
+  }
   const probe = (i: number): Promise<StageState> => {
     let p = states.get(i);
     if (!p) {
       const stage = plan.stages[i]!;
-      p = executeStage(ctx, plan, stage, () => undefined, probe, (state) => new ProbeCacheHandle(ctx, state, remote), (ins, cache) => {
+      p = executeStage(ctx, plan, stage, () => undefined, probe, (state) => new ProbeCacheHandle(ctx, state, remote, imageStages.has(i)), (ins, cache) => {
         const dep = (ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined ? ctx.stageIndexOf(ins.from) : undefined;
         if (dep !== undefined) copyFrom.set(i, [...(copyFrom.get(i) ?? []), { dep, hit: cache.hit }]);
       });
@@ -526,12 +541,14 @@ class ProbeCacheHandle implements CacheHandle {
     private readonly ctx: BuildContext,
     private readonly state: StageState,
     private readonly remote: RemoteCaches,
+    private readonly inImage: boolean,
   ) {}
 
   async lookup(inputs: Record<string, unknown>, _files?: Record<string, string>, opts?: { independent?: boolean }) {
     const { own, key } = keysOf(this.state.key, inputs, opts?.independent);
     this.key = key;
     const found = this.ctx.noCache ? undefined : ((await this.ctx.cache.get(own)) ?? (await this.remote.lookup(own)));
+    if (found && this.inImage) this.remote.prefetch(found.layer);
     this.hit = found !== undefined;
     this.created = found?.created;
     return UNBUILT;
@@ -562,6 +579,7 @@ class StepCacheHandle implements CacheHandle {
   created?: string;
   hit = false;
   private record?: StepRecord;
+  private claim?: StepClaim;
   private readonly parent: string;
   constructor(
     private readonly ctx: BuildContext,
@@ -585,7 +603,20 @@ class StepCacheHandle implements CacheHandle {
     this.explainer.record(this.position, this.record);
     if (!this.ctx.noCache) {
       // this store first, then the shared caches (their layers are fetched when first needed)
-      const found = (await this.ctx.cache.get(own)) ?? (await this.shared.remote?.lookup(own));
+      let found = (await this.ctx.cache.get(own)) ?? (await this.shared.remote?.lookup(own));
+      if (!found) {
+        // a miss: claim the step, so a build of this store that needs it too waits for our layer
+        this.claim = await claimStep(this.ctx.store.root, own, this.ctx.signal).catch((err) => {
+          throw this.ctx.signal.aborted ? canceled() : err;
+        });
+        if (this.claim.waited) {
+          found = await this.ctx.cache.get(own);
+          if (found) {
+            await this.release();
+            this.step.note('CACHED: built by another build at the same time');
+          }
+        }
+      }
       if (found) {
         this.hit = true;
         this.created = found.created;
@@ -613,6 +644,7 @@ class StepCacheHandle implements CacheHandle {
     this.created = new Date().toISOString();
     if (!this.storeKey) return layer;
     const kept = await this.ctx.cache.put(this.storeKey, layer, this.created);
+    await this.release();
     this.logStep(kept);
     return kept;
   }
@@ -621,8 +653,16 @@ class StepCacheHandle implements CacheHandle {
     this.created = new Date().toISOString();
     if (!this.storeKey) return this.ctx.snap.commitPrivate(active, opts);
     const kept = await this.ctx.cache.commit(this.storeKey, active, this.created, opts);
+    await this.release();
     this.logStep(kept);
     return kept;
+  }
+
+  /** Ends the claim on the step (after save or commit, or when the step failed): a waiting build looks again. */
+  async release(): Promise<void> {
+    const c = this.claim;
+    this.claim = undefined;
+    await c?.release();
   }
 }
 

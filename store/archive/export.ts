@@ -194,6 +194,8 @@ async function writeOutput(dest: string, fill: (pack: Pack) => Promise<void>): P
   if (dest === '-') {
     const out = process.stdout;
     await run(out, false);
+    // Node 20's pipeline ends a piped stdout despite end: false (then it is flushed already)
+    if (out.writableEnded) return;
     // stdout is not ended (it belongs to the process): wait until what was written is flushed
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
