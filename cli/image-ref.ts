@@ -32,7 +32,10 @@ async function readIds(store: Store): Promise<IdRecord[]> {
 /** Remember a built image's ID (newest first, a bounded list). */
 export async function recordImageId(store: Store, id: string, manifest: string): Promise<void> {
   await withLock(path.join(store.root, 'locks', 'image-ids.lock'), async () => {
-    const ids = [{ id, manifest }, ...(await readIds(store)).filter((r) => r.id !== id)].slice(0, MAX_RECORDS);
+    const known = await readIds(store);
+    // a rebuild that changed nothing: the record is first already (no write, no two fsyncs)
+    if (known[0]?.id === id && known[0].manifest === manifest) return;
+    const ids = [{ id, manifest }, ...known.filter((r) => r.id !== id)].slice(0, MAX_RECORDS);
     await writeFileAtomic(file(store), JSON.stringify({ ids }) + '\n');
   });
 }

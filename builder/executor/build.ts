@@ -1,4 +1,5 @@
 /** Runs a plan: stages concurrently (each waits for the stages it reads), steps in order. */
+import { settleSandboxes } from '../sandbox/run.js';
 import { begin, span } from '../../util/trace.js';
 import path from 'node:path';
 import { parseDockerfile } from '../dockerfile/parse.js';
@@ -278,7 +279,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const inline = opts.cacheTo?.some((c) => c.type === 'inline');
   for (let n = 0; ; n++) {
   try {
-  const state = (await span('build.steps', () => attempt().finally(() => span('build.save-hashes', () => Promise.all([fileHashes.save(), explainer.save()])).catch(() => undefined))))!;
+  // every RUN step's sandbox removed (they go in the background: runSandboxed's cleanup option)
+  const state = (await span('build.steps', () => attempt().finally(() => span('build.save-hashes', () => Promise.all([fileHashes.save(), explainer.save(), settleSandboxes()])).catch(() => undefined))))!;
   if (opts.labels && Object.keys(opts.labels).length) state.config.Labels = { ...(state.config.Labels ?? {}), ...opts.labels };
 
   const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
