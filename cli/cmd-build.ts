@@ -1,5 +1,6 @@
 /** `mbuild build`: parse flags (build-flags.ts), build, tag, write outputs, push, write metadata. */
 import { begin, span } from '../util/trace.js';
+import { isRootless } from '../util/rootless.js';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
@@ -80,18 +81,22 @@ async function hostLines(entries: { host: string; ip: string }[]): Promise<strin
   return out;
 }
 
-/** `--provenance` / `--sbom` / `--attest`: only the "off" forms until attestations are made. */
-function checkAttestations(flags: Flags): void {
-  for (const f of ['provenance', 'sbom'] as const) {
-    const v = flags[f] as string | undefined;
-    if (v !== undefined && !['false', '0'].includes(v.toLowerCase()))
-      throw new UsageError(`--${f}=${v} is not supported yet: mbuild makes no attestations (use --${f}=false)`);
+/**
+ * The frontend attributes buildx sends for these flags (what provenance records as the request):
+ * build-arg:K, label:K, target, context:NAME, no-cache. --platform is left out as BuildKit leaves
+ * it out (a host-specific attribute).
+ */
+function frontendArgs(flags: Flags, buildArgs: Record<string, string>, labels: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(buildArgs)) out[`build-arg:${k}`] = v;
+  for (const [k, v] of Object.entries(labels)) out[`label:${k}`] = v;
+  if (flags.target !== undefined) out.target = flags.target as string;
+  for (const c of flags.buildContext as string[]) {
+    const eq = c.indexOf('=');
+    if (eq > 0) out[`context:${c.slice(0, eq)}`] = c.slice(eq + 1);
   }
-  for (const a of flags.attest as string[]) {
-    const kv = keyValues(a.split(','), '--attest');
-    if (!['provenance', 'sbom'].includes(kv.type ?? '') || kv.disabled !== 'true' || Object.keys(kv).length !== 2)
-      throw new UsageError(`--attest ${a} is not supported yet: mbuild makes no attestations (only type=provenance|sbom,disabled=true)`);
-  }
+  if (flags.noCache) out['no-cache'] = '';
+  return out;
 }
 
 export async function buildCommand(root: string, argv: string[]): Promise<number> {
@@ -102,7 +107,9 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   for (const f of BUILD_FLAGS) if (f.note && flags[f.key] !== undefined) notes.push(f.note);
   const isolation = flags.isolation as string | undefined;
   if (isolation !== undefined && isolation !== 'default' && isolation !== '') throw new UsageError(`--isolation ${isolation} is not supported on Linux (only "default")`);
-  checkAttestations(flags);
+  const { parseAttestFlags } = await import('../builder/attest/spec.js');
+  const attestReq = parseAttestFlags(flags.provenance as string | undefined, flags.sbom as string | undefined, flags.attest as string[]);
+  const attesting = Boolean(attestReq.provenance || attestReq.sbom);
 
   const buildArgs = buildArgValues(flags.buildArg as string[]);
   // the proxy variables reach RUN's environment without an ARG, and stay out of the image (as BuildKit)
@@ -119,6 +126,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     cpus: flags.cpus !== undefined ? parseCpus(flags.cpus as string) : undefined,
     pids: flags.pidsLimit !== undefined ? parsePidsLimit(flags.pidsLimit as string) : undefined,
   };
+  if (isRootless()) (await import('./rootless.js')).refuseRootlessLimits(limits, 'build');
   const mode = progressMode(flags.progress as string | undefined, Boolean(flags.quiet));
   const outputs: OutputSpec[] = (flags.output as string[]).map(parseOutput);
   if (flags.push) outputs.push(parseOutput('type=registry'));
@@ -136,6 +144,14 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   // as BuildKit's push: "can't push tagged ref NAME by digest"
   for (const o of outputs) if (o.pushByDigest) for (const t of tags) if (/[:@][^/]*$/.test(t)) throw new UsageError(`--output push-by-digest=true: can't push tagged ref ${t} by digest (name the repository only)`);
   for (const o of outputs) if (o.push && !tags.length) throw new UsageError(`${flags.push ? '--push' : `--output type=${o.type},push=true`} needs a name to push: add -t REGISTRY/NAME:TAG (or name=)`);
+  if (attesting) {
+    for (const o of outputs) {
+      if (o.type === 'local' || o.type === 'tar') throw new UsageError(`--output type=${o.type} with --provenance/--sbom is not supported yet: attestations go into an image index (type=image, registry, oci or docker)`);
+      if (o.ociMediatypes === false) throw new UsageError(`--output type=${o.type},oci-mediatypes=false cannot carry attestations (as BuildKit: they need OCI media types)`);
+    }
+    if (!outputs.some((o) => o.type === 'oci' || o.type === 'docker' || o.push))
+      throw new UsageError(`${attestReq.provenance ? '--provenance' : '--sbom'} needs an output that carries attestations: --push, -o type=registry or -o type=oci|docker (mbuild's store keeps the image without them)`);
+  }
   if (outputs.filter((o) => o.dest === '-').length > 1) throw new UsageError('only one --output can write to stdout (dest=-)');
   const { parseSecretFlag, parseSshFlag } = await import('../builder/steps/secrets.js');
   const secrets = (flags.secret as string[]).map((s) => parseSecretFlag(s));
@@ -147,7 +163,9 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const input = await span('cli.context', () => resolveContext(positional[0], flags.file as string | undefined));
   if (flags.check) {
     try {
-      return await (await import('../builder/executor/checks.js')).checkCommand({ contextDir: input.contextDir, dockerfile: input.dockerfile, buildArgs, target: flags.target as string | undefined });
+      // base images' environments from the store when there is one (never made or pulled for a check)
+      const store = (await fs.stat(root).catch(() => null))?.isDirectory() ? await Store.open(root) : undefined;
+      return await (await import('../builder/executor/checks.js')).checkCommand({ contextDir: input.contextDir, dockerfile: input.dockerfile, buildArgs, target: flags.target as string | undefined, allow, store });
     } finally {
       for (const d of input.cleanup) await fs.rm(d, { recursive: true, force: true });
     }
@@ -189,8 +207,9 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     endBuild();
     const { recordImageId } = await import('./image-ref.js');
     await span('cli.record-id', () => recordImageId(store, result.manifest.config.digest, result.manifestDigest)).catch(() => undefined);
+    const attested = attesting ? await prepareAttestations(store, result, attestReq, frontendArgs(flags, buildArgs, labels), input.dockerfile, progress) : undefined;
     let pushed: { name: string; digest: string }[] = [];
-    for (const out of outputs) pushed = pushed.concat(await writeOutput(store, result, out, progress));
+    for (const out of outputs) pushed = pushed.concat(await writeOutput(store, result, out, progress, attested));
     const id = result.manifest.config.digest;
     if (flags.iidfile) await writeFileAtomic(path.resolve(flags.iidfile as string), id);
     if (flags.metadataFile) await writeMetadata(store, path.resolve(flags.metadataFile as string), result, pushed);
@@ -282,16 +301,60 @@ async function writeMetadata(store: Store, file: string, result: BuildResult, pu
   await writeFileAtomic(file, JSON.stringify(meta, null, 2) + '\n');
 }
 
-async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, progress: Progress): Promise<{ name: string; digest: string }[]> {
+type Attested = Awaited<ReturnType<typeof import('../builder/attest/make.js').prepareAttestations>>;
+
+/** SBOM scan and provenance capture, once per build (the forms of the image differ only in their layers). */
+async function prepareAttestations(store: Store, result: BuildResult, req: import('../builder/attest/spec.js').AttestRequest, args: Record<string, string>, dockerfile: string, progress: Progress): Promise<Attested> {
+  const { prepareAttestations: prepare } = await import('../builder/attest/make.js');
+  const { sourceDateEpoch } = await import('../builder/executor/build.js');
+  const { targetPlatform } = await import('../builder/plan/platform.js');
+  const { packageVersion } = await import('./cmd-images.js');
+  const step = progress.step(req.sbom ? 'generating sbom' : 'generating provenance');
+  try {
+    const prepared = await prepare(store, result.manifest, result.record, req, {
+      frontendArgs: args,
+      dockerfile,
+      sourceDateEpoch: sourceDateEpoch(result.record.plan.buildArgs),
+      builderPlatform: targetPlatform(),
+      tool: `Tool: mbuild-${packageVersion()}`,
+    });
+    step.done();
+    return prepared;
+  } catch (err) {
+    step.fail();
+    throw err;
+  }
+}
+
+/**
+ * The image in an output's form; with attestations, the index BuildKit makes of it: the image
+ * (with its platform) and its attestation manifest (platform unknown/unknown).
+ */
+async function outputForm(store: Store, result: BuildResult, out: OutputSpec, progress: Progress, attested: Attested | undefined): Promise<{ digest: string; index: boolean }> {
   const { imageInForm } = await import('./image-form.js');
   const form = { compression: out.compression, compressionLevel: out.compressionLevel, forceCompression: out.forceCompression, ociMediatypes: ociMediatypesFor(out, Object.keys(result.manifest.annotations ?? {}).length > 0), annotations: out.annotations };
+  const { manifestDigest, manifest } = await imageInForm(store, result.manifestDigest, form);
+  if (!attested) return { digest: manifestDigest, index: false };
+  const { writeAttestedIndex } = await import('../builder/attest/attach.js');
+  const c = result.config;
+  const platform = { architecture: c.architecture, os: c.os, ...(c.variant ? { variant: c.variant } : {}) };
+  const size = await store.content.size(manifestDigest);
+  const index = await writeAttestedIndex(store, [{ manifest: { mediaType: manifest.mediaType ?? '', digest: manifestDigest, size }, platform, attestations: attested.forImage(manifest.layers) }], result.names);
+  progress.info(`exporting manifest list ${index.digest}`);
+  return { digest: index.digest, index: true };
+}
+
+async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, progress: Progress, attested?: Attested): Promise<{ name: string; digest: string }[]> {
   if (out.type === 'image' || out.type === 'registry') {
     if (!out.push) return [];
-    const { pushImage } = await import('../registry/push.js');
-    const { manifestDigest } = await imageInForm(store, result.manifestDigest, form);
+    const { pushImage, pushIndex } = await import('../registry/push.js');
+    const { digest, index } = await outputForm(store, result, out, progress, attested);
     const pushed: { name: string; digest: string }[] = [];
-    // push-by-digest: the manifest goes to each repository by its digest; no tag is made or moved
-    for (const name of result.names) pushed.push(await pushImage(store, out.pushByDigest ? `${repositoryOf(name)}@${manifestDigest}` : name, { progress, manifestDigest }));
+    // push-by-digest: the manifest (or the index) goes to each repository by its digest; no tag is made or moved
+    for (const name of result.names) {
+      const ref = out.pushByDigest ? `${repositoryOf(name)}@${digest}` : name;
+      pushed.push(index ? await pushIndex(store, ref, digest, { progress }) : await pushImage(store, ref, { progress, manifestDigest: digest }));
+    }
     return pushed;
   }
   const dest = out.dest!;
@@ -299,7 +362,7 @@ async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, p
   try {
     if (out.type === 'oci' || out.type === 'docker') {
       const { exportImage } = await import('../store/archive/export.js');
-      const { manifestDigest } = await imageInForm(store, result.manifestDigest, form);
+      const { digest: manifestDigest } = await outputForm(store, result, out, progress, attested);
       const names = [...result.names, ...out.names.filter((n) => !result.names.includes(n))];
       if (out.tar) await exportImage(store, { manifestDigest, names }, { type: out.type, dest });
       else await exportLayoutDir(store, manifestDigest, names, out.type, dest);

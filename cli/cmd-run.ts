@@ -3,6 +3,7 @@
  * its layers, with a throwaway upper layer, as `docker run` does: bridge network by default, published
  * ports, signals passed on to the command, its exit code returned.
  */
+import { isRootless } from '../util/rootless.js';
 import { randomBytes } from 'node:crypto';
 import { parseArgs, type FlagSpec } from '../util/args.js';
 import { Store } from '../store/store.js';
@@ -79,6 +80,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
     cpus: flags.cpus !== undefined ? parseCpus(flags.cpus as string) : undefined,
     pids: flags.pidsLimit !== undefined ? parsePidsLimit(flags.pidsLimit as string) : undefined,
   };
+  if (isRootless()) (await import('./rootless.js')).refuseRootlessLimits(limits, 'run');
   const name = flags.name as string | undefined;
   if (name !== undefined) checkContainerName(name);
   const stopTimeout = flags.stopTimeout !== undefined ? Number(flags.stopTimeout) : 10;
@@ -157,6 +159,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
       groups: user.groups,
       hostname,
       network,
+      portForwarding: publish.length > 0,
       hosts: '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n',
       limits,
       mounts: userMounts.mounts,
@@ -165,7 +168,8 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
       onStart: async (info) => {
         signal = info.signal;
         if (received) info.signal('SIGUSR1'); // interrupted while starting
-        if (ports && info.address) await ports.connect(await ensureBridge(), info.address, ownerOf(info.pid));
+        if (ports && info.forward) await ports.connectForwarded(info.forward);
+        else if (ports && info.address) await ports.connect(await ensureBridge(), info.address, ownerOf(info.pid));
         if (rec) {
           // outside the bridge the command runs already: one that ended at once needs no record
           const owner = (() => {

@@ -12,6 +12,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { MbuildError } from '../util/errors.js';
+import { isRootless } from '../util/rootless.js';
 import { encodeFields, runHelper } from '../util/native-helper.js';
 import { tempSnapshotName } from '../store/layout.js';
 import type { Mount } from './snapshotter.js';
@@ -20,6 +21,8 @@ const run = promisify(execFile);
 
 /** Options that keep every change visible as plain files and whiteouts in the upperdir. */
 export const OVERLAY_SAFE_OPTIONS = 'redirect_dir=off,index=off,metacopy=off';
+/** The same in a user namespace (rootless): user.overlay.* xattrs; redirects are then never followed. */
+export const OVERLAY_USERNS_OPTIONS = 'userxattr,redirect_dir=nofollow,index=off,metacopy=off';
 
 /** An overlay's directories, as a snapshotter knows them. */
 export interface OverlayDirs {
@@ -49,7 +52,7 @@ function splitEscaped(s: string, sep: string): string[] {
 export function overlayMount(d: OverlayDirs): Mount {
   const options = [`lowerdir=${d.lowerDirs.map((l) => escape(path.resolve(l))).join(':')}`];
   if (d.upperDir) options.push(`upperdir=${escape(path.resolve(d.upperDir))}`, `workdir=${escape(path.resolve(d.workDir!))}`);
-  options.push(...OVERLAY_SAFE_OPTIONS.split(','));
+  options.push(...(isRootless() ? OVERLAY_USERNS_OPTIONS : OVERLAY_SAFE_OPTIONS).split(','));
   return { type: 'overlay', source: 'overlay', options };
 }
 

@@ -10,7 +10,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { tempSnapshotName } from '../store/layout.js';
 import { MbuildError } from '../util/errors.js';
-import { OVERLAY_SAFE_OPTIONS, unmount } from './mount.js';
+import { OVERLAY_SAFE_OPTIONS, OVERLAY_USERNS_OPTIONS, unmount } from './mount.js';
+import { isRootless } from '../util/rootless.js';
 
 const run = promisify(execFile);
 
@@ -38,7 +39,7 @@ export async function chooseSnapshotter(probeParent: string, env: NodeJS.Process
     for (const d of ['l', 'u', 'w', 'm']) await fs.mkdir(path.join(probe, d), { recursive: true });
     // in a mount namespace of its own: the probe mount dies with `mount`, whatever happens to us
     const unshare = ['/usr/bin/unshare', '/bin/unshare'].find((p) => existsSync(p));
-    const mountArgs = ['-t', 'overlay', 'overlay', '-o', `lowerdir=l,upperdir=u,workdir=w,${OVERLAY_SAFE_OPTIONS}`, 'm'];
+    const mountArgs = ['-t', 'overlay', 'overlay', '-o', `lowerdir=l,upperdir=u,workdir=w,${isRootless() ? OVERLAY_USERNS_OPTIONS : OVERLAY_SAFE_OPTIONS}`, 'm'];
     if (unshare) await run(unshare, ['--mount', '--propagation', 'private', 'mount', ...mountArgs], { cwd: probe });
     else {
       await run('mount', mountArgs, { cwd: probe });

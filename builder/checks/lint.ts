@@ -47,6 +47,8 @@ export interface CheckOptions {
   imageEnv?: (ref: string) => string[] | undefined;
   /** the context's .dockerignore, for CopyIgnoredFile */
   ignore?: { excludes(rel: string): boolean; patterns: { text: string; exclusion: boolean }[] };
+  /** --allow: RUN --security=insecure without security.insecure is an error (undefined: not judged) */
+  allow?: string[];
 }
 
 const RESERVED_STAGE_NAMES = new Set(['context', 'scratch']);
@@ -200,6 +202,7 @@ export function checkDockerfile(text: string, file: string, opts: CheckOptions =
   const declaredArgs = [...new Set([...globals.keys(), ...metaArgs.flatMap((a) => a.args.map((x) => x.name))])];
 
   // FROM arguments (buildDispatchStates): every stage
+  const stagesSoFar = new Set<string>();
   for (let i = firstFrom; i < instructions.length; i++) {
     const ins = instructions[i]!;
     if (ins.kind !== 'from') continue;
@@ -239,6 +242,16 @@ export function checkDockerfile(text: string, file: string, opts: CheckOptions =
       if (plat.result === '') return result({ message: `empty platform value from expression ${ins.platform}`, start, end }, config);
     }
     if (name.result === '') return result({ message: `base name (${ins.image}) should not be blank`, start, end }, config);
+    // the base must be an earlier stage, scratch, or an image the build can look up
+    const base = name.result;
+    if (base !== 'scratch' && !stagesSoFar.has(base.toLowerCase())) {
+      try {
+        parseReference(base);
+      } catch (e) {
+        return result(errorOf(e, ins.range), config);
+      }
+    }
+    if (ins.stageName !== undefined) stagesSoFar.add(ins.stageName);
   }
 
   let plan: Plan;
@@ -258,6 +271,12 @@ export function checkDockerfile(text: string, file: string, opts: CheckOptions =
     buildArgs,
     globals,
     ...(opts.ignore ? { ignore: opts.ignore } : {}),
+    ...(opts.allow ? { allow: opts.allow } : {}),
+    // a --from that names no stage is an image reference
+    checkImageRef: (from) => {
+      if (/^\d+$/.test(from) || plan.stages.some((s) => s.name === from.toLowerCase())) return;
+      parseReference(from);
+    },
   };
   const wanted = new Set(opts.allStages ? plan.stages.map((s) => s.index) : plan.order);
   const finals = new Map<number, StageState>();

@@ -34,6 +34,7 @@ import { MissExplainer, type StepRecord } from '../cache/explain.js';
 import { inputDigests, stepKey } from '../cache/keys.js';
 import { compareRecords } from '../cache/explain.js';
 import { RemoteCaches } from '../cache/remote-import.js';
+import { claimStep, type StepClaim } from '../cache/step-claim.js';
 import type { BuiltStep } from '../cache/remote-export.js';
 import type { CacheExportSpec, CacheImportSpec } from '../cache/remote-spec.js';
 import { INLINE_KEY, type InlineCache } from '../cache/remote-format.js';
@@ -41,6 +42,9 @@ import { targetPlatform } from '../plan/platform.js';
 import type { CommitOptions, Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
 import type { StepHandle } from '../../util/progress.js';
 import type { StepCache } from '../steps/contract.js';
+import type { BuildRecord, ImageRead } from '../attest/capture.js';
+
+export type { BuildRecord };
 
 export interface BuildOptions {
   contextDir: string;
@@ -99,9 +103,12 @@ export interface BuildResult extends WrittenImage {
   names: string[];
   state: StageState;
   snap: Layers;
+  /** what an attestation needs to know about the build (builder/attest) */
+  record: BuildRecord;
 }
 
 export async function build(store: Store, progress: ProgressReporter, opts: BuildOptions): Promise<BuildResult> {
+  const startedOn = new Date();
   const names = opts.tags.map((t) => normalizeName(t));
   const endPrepare = begin('build.prepare');
   const text = await readDockerfile(opts.dockerfile);
@@ -112,15 +119,18 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   // SOURCE_DATE_EPOCH is for the build itself (BuildKit does not ask for an ARG)
   for (const a of plan.unusedBuildArgs.filter((n) => n !== 'SOURCE_DATE_EPOCH')) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
   const snap = new Layers(store);
+  const cache = new BuildCache(snap);
+  if ([...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])].some((c) => c.type === 'registry')) registryLoaded = true;
+  // the shared caches' manifests are read while the store and the checks get ready (a fresh
+  // runner's first round trips to the registry overlap its own start-up)
+  const remoteLoad = opts.cacheFrom?.length ? RemoteCaches.load(opts.cacheFrom, snap, cache, progress, targetPlatform()) : undefined;
+  remoteLoad?.catch(() => undefined);
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
   // build checks (`# check=`): error=true stops here; warnings are shown after the build
   const checks = await checksForBuild(store, text, display, plan, { buildArgs: opts.buildArgs, target: opts.target, ignore });
-  const cache = new BuildCache(snap);
   const fileHashes = await FileHashCache.load(path.join(cache.dir, 'file-hashes.json'));
   const explainer = await MissExplainer.load(cache.dir, opts.dockerfile, opts.target);
-
-  if ([...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])].some((c) => c.type === 'registry')) registryLoaded = true;
-  const remote = opts.cacheFrom?.length ? await RemoteCaches.load(opts.cacheFrom, snap, cache, progress, targetPlatform()) : undefined;
+  const remote = await remoteLoad;
   const imageStages = new Set<number>();
   for (let i: number | undefined = plan.target; i !== undefined; ) {
     imageStages.add(i);
@@ -140,9 +150,12 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const noCacheStages = new Set((opts.noCacheStages ?? []).map((s) => s.toLowerCase()));
   for (const s of noCacheStages) if (!plan.stages.some((st, i) => st.name === s || String(i) === s)) throw new MbuildError('MBUILD_USAGE', `--no-cache-filter ${s}: no stage of that name`);
   const images = new Map<string, Promise<StageState>>();
+  const imagesRead = new Map<string, ImageRead>();
+  let trace: { stage: number; ins: Instruction; layer?: Layer }[] = [];
 
   const attempt = async (): Promise<StageState | undefined> => {
   let failed: unknown;
+  trace = [];
   // the first failure cancels every other stage at once (their running RUNs are killed)
   const abort = new AbortController();
   const stageRuns = new Map<number, Promise<StageState>>();
@@ -186,6 +199,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
           // the registry code (and undici) loads only when the store lacks the image or --pull asks
           const local = opts.pull ? undefined : await store.resolveImage(ref).catch(() => undefined);
           const img = local ?? (await (await loadRegistry()).ensureImage(store, ref, { pull: opts.pull, progress }));
+          imagesRead.set(asked, { ref, digest: img.manifestDigest, platform: { architecture: img.config.architecture, os: img.config.os, ...(img.config.variant ? { variant: img.config.variant } : {}) } });
           // keyed by the config digest (the image id): the same image pulled as OCI or Docker media types, or loaded from an archive, gives the same keys on every machine
           return baseState(img.config, await snap.fromImage(img), `image:${img.manifest.config.digest}`);
         })();
@@ -232,7 +246,11 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     if (!p) {
       const stage = plan.stages[i];
       const stageCtx = noCacheStages.has(stage.name ?? '') || noCacheStages.has(String(i)) ? { ...ctx, noCache: true } : ctx;
-      p = replaced.has(i) ? ctx.imageState(stage.name!).then(forkState) : executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)));
+      p = replaced.has(i)
+        ? ctx.imageState(stage.name!).then(forkState)
+        : executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)), (ins, _cache, layer) => {
+            trace.push({ stage: i, ins, layer });
+          });
       p.catch((err) => {
         if (failed === undefined) {
           failed = err;
@@ -270,6 +288,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const endExport = begin('build.export');
   const written = await writeImage(snap, state, {
     created: sourceDateEpoch(opts.buildArgs)?.toISOString() ?? state.created,
+    clampMtime: sourceDateEpoch(opts.buildArgs),
     author,
     annotations: opts.annotations,
     extraConfig: inline ? (blobs) => ({ [INLINE_KEY]: inlineCache(state, blobs, shared, explainer) }) : undefined,
@@ -289,7 +308,18 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     const steps = spec.mode === 'max' ? [...shared.log.values()] : chainOf(state.key, shared.log);
     await exportCache(spec, { steps, scope: shared.scope, records: explainer.recorded() }, { store, snap, remote, progress });
   }
-  return { ...written, names, state, snap };
+  const imageLayers = state.layers.filter((l) => !l.empty);
+  const record: BuildRecord = {
+    startedOn,
+    plan,
+    dockerfileText: text,
+    images: imagesRead,
+    trace: trace.map((t) => {
+      const at = t.layer && !t.layer.empty ? imageLayers.indexOf(t.layer) : -1;
+      return { stage: t.stage, ins: t.ins, ...(at >= 0 ? { layerIndex: at } : {}) };
+    }),
+  };
+  return { ...written, names, state, snap, record };
   } catch (err) {
     // a cached blob that cannot be used is a miss: build again, that step runs this time
     if (err instanceof CacheBlobError && remote && n < CACHE_RETRIES) {
@@ -310,7 +340,7 @@ async function executeStage(
   failed: () => unknown,
   runStage: (i: number) => Promise<StageState>,
   makeCache: MakeCache,
-  onStep?: (ins: Instruction, cache: CacheHandle) => void,
+  onStep?: (ins: Instruction, cache: CacheHandle, layer?: Layer) => void,
 ): Promise<StageState> {
   let state: StageState;
   const label = stage.name ?? `stage-${stage.index}`;
@@ -375,12 +405,14 @@ async function executeStage(
       if (cache.key) state.key = cache.key;
       if (cache.created) state.created = cache.created;
       state.history.push({ entry: { created: ctx.sourceDateEpoch?.toISOString() ?? state.created, created_by: createdBy, comment: 'buildkit.dockerfile.v0' }, layer });
-      onStep?.(ins, cache);
+      onStep?.(ins, cache, layer);
       step.done(cache.hit ? 'CACHED' : undefined);
     } catch (err) {
       if (err instanceof MbuildError && err.code === 'MBUILD_CANCELED') step.cancel();
       else step.fail();
       throw withRange(err, ins.range);
+    } finally {
+      await cache.release?.();
     }
   }
   return state;
@@ -401,7 +433,7 @@ async function loadRegistry() {
  * SOURCE_DATE_EPOCH (reproducible builds), from --build-arg as BuildKit takes it, else from the
  * environment: every time in the image config becomes this one, and WORKDIR dates what it creates.
  */
-function sourceDateEpoch(buildArgs: Record<string, string>): Date | undefined {
+export function sourceDateEpoch(buildArgs: Record<string, string>): Date | undefined {
   const v = buildArgs.SOURCE_DATE_EPOCH ?? process.env.SOURCE_DATE_EPOCH;
   if (v === undefined || v === '') return undefined;
   if (!/^\d+$/.test(v)) throw new MbuildError('MBUILD_USAGE', `invalid SOURCE_DATE_EPOCH "${v}": expected seconds since 1970`);
@@ -437,7 +469,7 @@ function inlineCache(state: StageState, blobs: LayerBlob[], shared: SharedCache,
   return { steps, explain };
 }
 
-type CacheHandle = StepCache & { key?: string; created?: string; hit: boolean };
+type CacheHandle = StepCache & { key?: string; created?: string; hit: boolean; release?(): Promise<void> };
 type MakeCache = (state: StageState, step: StepHandle, position: string) => CacheHandle;
 
 /** The key-only pass shows nothing. */
@@ -460,11 +492,18 @@ async function probeStages(
   const states = new Map<number, Promise<StageState>>();
   const copyFrom = new Map<number, { dep: number; hit: boolean }[]>();
   const ctx = makeCtx(SILENT, (i) => probe(i));
+  // the final image's stages: their hits' layers will be needed, so their downloads start now
+  const imageStages = new Set<number>();
+  for (let i: number | undefined = plan.target; i !== undefined; ) {
+    imageStages.add(i);
+    const base: Stage['base'] = plan.stages[i]!.base;
+    i = base.kind === 'stage' ? base.index : undefined;
+  }
   const probe = (i: number): Promise<StageState> => {
     let p = states.get(i);
     if (!p) {
       const stage = plan.stages[i]!;
-      p = executeStage(ctx, plan, stage, () => undefined, probe, (state) => new ProbeCacheHandle(ctx, state, remote), (ins, cache) => {
+      p = executeStage(ctx, plan, stage, () => undefined, probe, (state) => new ProbeCacheHandle(ctx, state, remote, imageStages.has(i)), (ins, cache) => {
         const dep = (ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined ? ctx.stageIndexOf(ins.from) : undefined;
         if (dep !== undefined) copyFrom.set(i, [...(copyFrom.get(i) ?? []), { dep, hit: cache.hit }]);
       });
@@ -502,12 +541,14 @@ class ProbeCacheHandle implements CacheHandle {
     private readonly ctx: BuildContext,
     private readonly state: StageState,
     private readonly remote: RemoteCaches,
+    private readonly inImage: boolean,
   ) {}
 
   async lookup(inputs: Record<string, unknown>, _files?: Record<string, string>, opts?: { independent?: boolean }) {
     const { own, key } = keysOf(this.state.key, inputs, opts?.independent);
     this.key = key;
     const found = this.ctx.noCache ? undefined : ((await this.ctx.cache.get(own)) ?? (await this.remote.lookup(own)));
+    if (found && this.inImage) this.remote.prefetch(found.layer);
     this.hit = found !== undefined;
     this.created = found?.created;
     return UNBUILT;
@@ -538,6 +579,7 @@ class StepCacheHandle implements CacheHandle {
   created?: string;
   hit = false;
   private record?: StepRecord;
+  private claim?: StepClaim;
   private readonly parent: string;
   constructor(
     private readonly ctx: BuildContext,
@@ -561,7 +603,20 @@ class StepCacheHandle implements CacheHandle {
     this.explainer.record(this.position, this.record);
     if (!this.ctx.noCache) {
       // this store first, then the shared caches (their layers are fetched when first needed)
-      const found = (await this.ctx.cache.get(own)) ?? (await this.shared.remote?.lookup(own));
+      let found = (await this.ctx.cache.get(own)) ?? (await this.shared.remote?.lookup(own));
+      if (!found) {
+        // a miss: claim the step, so a build of this store that needs it too waits for our layer
+        this.claim = await claimStep(this.ctx.store.root, own, this.ctx.signal).catch((err) => {
+          throw this.ctx.signal.aborted ? canceled() : err;
+        });
+        if (this.claim.waited) {
+          found = await this.ctx.cache.get(own);
+          if (found) {
+            await this.release();
+            this.step.note('CACHED: built by another build at the same time');
+          }
+        }
+      }
       if (found) {
         this.hit = true;
         this.created = found.created;
@@ -589,6 +644,7 @@ class StepCacheHandle implements CacheHandle {
     this.created = new Date().toISOString();
     if (!this.storeKey) return layer;
     const kept = await this.ctx.cache.put(this.storeKey, layer, this.created);
+    await this.release();
     this.logStep(kept);
     return kept;
   }
@@ -597,8 +653,16 @@ class StepCacheHandle implements CacheHandle {
     this.created = new Date().toISOString();
     if (!this.storeKey) return this.ctx.snap.commitPrivate(active, opts);
     const kept = await this.ctx.cache.commit(this.storeKey, active, this.created, opts);
+    await this.release();
     this.logStep(kept);
     return kept;
+  }
+
+  /** Ends the claim on the step (after save or commit, or when the step failed): a waiting build looks again. */
+  async release(): Promise<void> {
+    const c = this.claim;
+    this.claim = undefined;
+    await c?.release();
   }
 }
 

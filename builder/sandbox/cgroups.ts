@@ -21,6 +21,7 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SandboxError, UsageError } from '../../util/errors.js';
 import { pidAlive } from '../../util/process.js';
+import { isRootless } from '../../util/rootless.js';
 
 export interface Limits {
   /** bytes */
@@ -125,7 +126,8 @@ let layoutCache: CgroupLayout | null | undefined;
 const swept = new Set<string>();
 
 function layout(): CgroupLayout | undefined {
-  if (layoutCache === undefined) layoutCache = process.getuid?.() === 0 ? detectCgroups() ?? null : null;
+  // rootless: no cgroup is ours to write (limits are refused by the CLI; no usage figures)
+  if (layoutCache === undefined) layoutCache = process.getuid?.() === 0 && !isRootless() ? detectCgroups() ?? null : null;
   return layoutCache ?? undefined;
 }
 

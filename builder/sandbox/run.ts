@@ -13,7 +13,7 @@ import { SandboxError } from '../../util/errors.js';
 import { StepCgroup, type Limits, type UsageStats } from './cgroups.js';
 import { onInterrupt } from './interrupt.js';
 import { encodeFields, helperPath, spawnError } from '../../util/native-helper.js';
-import { attachToBridge, planNetwork, resolvConfFor, warnOnce, type Attachment, type NetworkPlan, type NetworkRequest } from './network/index.js';
+import { attachSlirp, attachToBridge, planNetwork, resolvConfFor, warnOnce, type Attachment, type NetworkPlan, type NetworkRequest, type SlirpAttachment } from './network/index.js';
 import { StatusFilter } from './status.js';
 import { begin, mark, span } from '../../util/trace.js';
 import type { Mount } from '../../snapshotter/snapshotter.js';
@@ -79,6 +79,8 @@ export interface SandboxSpec {
   mounts?: SandboxMount[];
   /** called once the sandbox's network is ready, just before the command starts */
   onStart?: (info: StartInfo) => void | Promise<void>;
+  /** rootless (slirp network): open slirp4netns's API so that onStart can use StartInfo.forward */
+  portForwarding?: boolean;
   /**
    * wait (default): runSandboxed returns once the veth, cgroups and state dir are gone. background
    * (signals 'kill' only): it returns when the command has ended; they go meanwhile, and
@@ -107,6 +109,8 @@ export interface StartInfo {
   address?: string;
   /** sends a signal to the helper: forwarded to the command in forward mode; SIGUSR1 kills it */
   signal(sig: NodeJS.Signals): void;
+  /** slirp network with portForwarding: forwards a host TCP port to the sandbox's port */
+  forward?: (hostIp: string, hostPort: number, containerPort: number) => Promise<void>;
 }
 
 export interface SandboxResult {
@@ -199,9 +203,11 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
   let state: string | undefined;
   let helper: Helper | undefined;
   let attachment: Attachment | undefined;
+  let slirp: SlirpAttachment | undefined;
   let starting: Promise<void> | undefined;
   let setupError: unknown;
   let stopTracking: (() => void) | undefined;
+  let apiDir: string | undefined;
   try {
     const endState = begin('sandbox.state-dir');
     state = await mkdtemp(spec.stateParent ? join(spec.stateParent, `run-${process.pid}-`) : join(tmpdir(), 'mbuild-run-'));
@@ -223,7 +229,9 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       'uid', String(spec.uid),
       'gid', String(spec.gid),
       'hostname', spec.hostname,
-      'network', plan.mode,
+      // slirp: to the helper the same as bridge (a namespace of its own, whose interface the caller
+      // plugs in and whose address comes on fd 3)
+      'network', plan.mode === 'slirp' ? 'bridge' : plan.mode,
       'signals', spec.signals ?? 'kill',
       'security', spec.security ?? 'sandbox',
     ];
@@ -265,12 +273,18 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       mark('sandbox.helper-netns');
       starting = (async () => {
         let release: string[] | undefined;
-        if (plan.mode === 'bridge') {
+        if (plan.mode === 'bridge' || plan.mode === 'slirp') {
           try {
-            attachment = await span('sandbox.bridge-attach', () => attachToBridge(plan.bridge!, pid));
-            await writeFile(join(stateDir, 'hosts'), `${spec.hosts}${spec.hosts && !spec.hosts.endsWith('\n') ? '\n' : ''}${attachment.address}\t${spec.hostname}\n`);
-            const a = attachment;
-            release = ['addr', a.address, 'prefix', String(a.prefix), 'gw', a.gateway, 'ifname', 'eth0'];
+            let a: { address: string; prefix: number; gateway: string };
+            let ifname = 'eth0';
+            if (plan.mode === 'slirp') {
+              // the API socket's path must stay under 108 bytes: a short private dir of its own
+              if (spec.portForwarding) apiDir = await mkdtemp(join(tmpdir(), 'mbuild-slirp-'));
+              a = slirp = await span('sandbox.slirp-attach', () => attachSlirp(pid, apiDir ? join(apiDir, 'api.sock') : undefined));
+              ifname = slirp.ifname;
+            } else a = attachment = await span('sandbox.bridge-attach', () => attachToBridge(plan.bridge!, pid));
+            await writeFile(join(stateDir, 'hosts'), `${spec.hosts}${spec.hosts && !spec.hosts.endsWith('\n') ? '\n' : ''}${a.address}\t${spec.hostname}\n`);
+            release = ['addr', a.address, 'prefix', String(a.prefix), 'gw', a.gateway, 'ifname', ifname];
           } catch (err) {
             setupError ??= err;
             h.control!.end(encodeFields(['abort', `network setup failed: ${(err as Error).message}`]));
@@ -280,7 +294,15 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
         try {
           // before the command starts (on the bridge it waits for its address): published ports and
           // a container's record exist even for a command that ends at once (`mbuild run -p … true`)
-          await spec.onStart?.({ pid, netns: `/proc/${pid}/ns/net`, network: plan.mode, address: attachment?.address, signal: (sig) => h.kill(sig) });
+          const sl = slirp;
+          await spec.onStart?.({
+            pid,
+            netns: `/proc/${pid}/ns/net`,
+            network: plan.mode,
+            address: attachment?.address ?? sl?.address,
+            signal: (sig) => h.kill(sig),
+            forward: sl && apiDir ? (ip, hostPort, port) => sl.forward(ip, hostPort, port) : undefined,
+          });
         } catch (err) {
           setupError ??= err;
           if (release) h.control!.end(encodeFields(['abort', `start failed: ${(err as Error).message}`]));
@@ -299,7 +321,7 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       onOutput: spec.onOutput,
       onNetns,
       onOpaque,
-      control: plan.mode === 'bridge',
+      control: plan.mode === 'bridge' || plan.mode === 'slirp',
       // mbuild run forwards the terminal's signals itself
       detached: spec.signals === 'forward',
     });
@@ -308,6 +330,7 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       stopTracking = onInterrupt(() => {
         h.kill('SIGKILL');
         attachment?.releaseSync();
+        slirp?.releaseSync();
         cgroup?.destroySync();
       });
     }
@@ -322,10 +345,16 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
     await starting;
     if (setupError) throw setupError;
     const usage = cgroup ? await span('sandbox.cgroup-stats', () => cgroup.stats()) : undefined;
-    return { ...outcome, network: plan.mode, address: attachment?.address, usage, opaqueDirs };
+    return { ...outcome, network: plan.mode, address: attachment?.address ?? slirp?.address, usage, opaqueDirs };
   } finally {
     await starting?.catch(() => undefined);
-    const cleanup = cleanUp(attachment, cgroup, state);
+    const slirpGone = slirp || apiDir
+      ? async (): Promise<void> => {
+          await slirp?.release().catch(() => undefined);
+          if (apiDir) await rm(apiDir, { recursive: true, force: true });
+        }
+      : undefined;
+    const cleanup = cleanUp(attachment, cgroup, state, slirpGone);
     if (spec.cleanup === 'background' && stopTracking) {
       // the command has ended and what it used is read: the next step need not wait for the veth,
       // the cgroups and the state dir to go. Until they are gone an interruption still undoes them,
@@ -353,9 +382,15 @@ export async function settleSandboxes(): Promise<void> {
 }
 
 /** Undoes what a sandbox held on the host; the three are independent, so at the same time. */
-async function cleanUp(attachment: Attachment | undefined, cgroup: StepCgroup | undefined, state: string | undefined): Promise<void> {
-  const [, destroyed, removed] = await Promise.allSettled([
+async function cleanUp(
+  attachment: Attachment | undefined,
+  cgroup: StepCgroup | undefined,
+  state: string | undefined,
+  slirpGone?: () => Promise<void>,
+): Promise<void> {
+  const [, , destroyed, removed] = await Promise.allSettled([
     span('sandbox.bridge-release', async () => attachment?.release().catch(() => undefined)),
+    slirpGone?.(),
     span('sandbox.cgroup-destroy', async () => cgroup?.destroy()),
     state ? span('sandbox.state-rm', () => rm(state, { recursive: true, force: true })) : undefined,
   ]);

@@ -26,6 +26,7 @@ export function apply(mounts: Mount[], tar: Readable, opts: ApplyOptions = {}): 
 }
 
 /** The layer tar of a committed layer, written to `out` (ended after). */
-export function compare(layer: Layer, out: Writable): Promise<void> {
-  return writeLayerTar(layer.dir, out, { end: true, opaqueDirs: layer.opaqueDirs });
+export function compare(layer: Layer, out: Writable, opts: { mtime?: Date } = {}): Promise<void> {
+  // mtime: times after it are written as it (SOURCE_DATE_EPOCH for the layers of an image)
+  return writeLayerTar(layer.dir, out, { end: true, opaqueDirs: layer.opaqueDirs, ...(opts.mtime ? { mtime: opts.mtime } : {}) });
 }

@@ -210,15 +210,27 @@ const CASES: Record<string, () => Promise<void> | void> = {
   },
   async provenance() {
     expect((await build('FROM busybox\n', ['--provenance=false'])).code).toBe(0);
-    await refused(['--provenance=mode=max'], /--provenance=mode=max is not supported yet: mbuild makes no attestations/);
+    // alone it takes no value (buildx's --provenance): the context after it stays the context
+    const out = path.join(work, 'prov.tar');
+    const r = await build('FROM busybox\n', ['-o', `type=oci,dest=${out}`, '--provenance']);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await run('tar', ['-xOf', out, 'index.json'])).stdout).toContain('application/vnd.oci.image.index.v1+json');
+    await refused(['--provenance=mode=max'], /^error: --provenance needs an output that carries attestations: --push, -o type=registry or -o type=oci\|docker/);
+    await refused(['--provenance=mode=most', '--push'], /--provenance=mode=most: mode=most is not one of min, max/);
+    await refused(['--provenance=filename=p.json', '--push'], /the key filename= is not supported/);
+    await refused(['--provenance', '-o', 'type=local,dest=/tmp/x'], /--output type=local with --provenance\/--sbom is not supported yet/);
+    coveredBy('test/integration/attest.test.ts', "'--provenance=mode=max'")();
   },
   async sbom() {
     expect((await build('FROM busybox\n', ['--sbom=false'])).code).toBe(0);
-    await refused(['--sbom=true'], /--sbom=true is not supported yet/);
+    await refused(['--sbom=generator=docker/buildkit-syft-scanner', '--push'], /--sbom=generator=docker\/buildkit-syft-scanner: the key generator= is not supported/);
+    await refused(['--sbom', '-o', 'type=oci,dest=/tmp/x.tar,oci-mediatypes=false'], /oci-mediatypes=false cannot carry attestations/);
+    coveredBy('test/integration/attest.test.ts', "'--sbom'")();
   },
   async attest() {
     expect((await build('FROM busybox\n', ['--attest', 'type=provenance,disabled=true'])).code).toBe(0);
-    await refused(['--attest', 'type=sbom'], /--attest type=sbom is not supported yet/);
+    await refused(['--attest', 'type=vuln', '--push'], /--attest type=vuln: type=vuln is not supported \(provenance or sbom\)/);
+    coveredBy('test/integration/attest.test.ts', "'type=provenance,mode=min'")();
   },
   async progress() {
     const dir = await ctxWith('FROM busybox\nRUN echo raw-json\n');
