@@ -170,7 +170,7 @@ export async function main(argv: string[]): Promise<number> {
       if (COMMANDS[command].root) throw new MbuildError('MBUILD_NEEDS_ROOT', `mbuild ${command} needs root (mounts and namespaces): run it with sudo`);
       // rootless (cli/rootless.ts): every command that opens the store runs in the user namespace,
       // where the layers' files have the owners the images give them
-      return await (await import('./rootless.js')).reexecRootless(argv);
+      return await (await import('./rootless.js')).reexecRootless(argv, storeRoot);
     }
     return await dispatch(command, root, rest, argv.slice(i + 1), argv);
   } catch (caught) {

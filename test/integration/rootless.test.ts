@@ -164,6 +164,20 @@ describe('rootless build', () => {
     }
   });
 
+  it('--network host is the host network seen without privilege (loopback included, /sys read-only); none has only lo', async () => {
+    const ctx = await writeFiles(path.join(home, 'ctx-netmodes'), {
+      Dockerfile: `FROM busybox\nRUN wget -q -O - http://127.0.0.1:${loopbackPort}/ && grep -w sysfs /proc/mounts | grep -c ro, && (ip link add x type dummy 2>&1 || true)\n`,
+    });
+    const host = await asUser(['build', '--no-cache', '--progress', 'plain', '--network', 'host', ctx]);
+    expect(host.stderr).toContain('for loopback only');
+    expect(host.stderr).toMatch(/ip: RTNETLINK answers: Operation not permitted/);
+    expect(host.code).toBe(0);
+    const none = await writeFiles(path.join(home, 'ctx-none'), { Dockerfile: 'FROM busybox\nRUN ip -o link | cut -d: -f2 | tr -d " \\n"; echo "<-links"\n' });
+    const r = await asUser(['build', '--no-cache', '--progress', 'plain', '--network', 'none', none]);
+    expect(r.stderr).toMatch(/ lo<-links/);
+    expect(r.code).toBe(0);
+  });
+
   it('RUN mknod fails as under rootless BuildKit; -m/--cpus/--pids-limit are refused in one line', async () => {
     const ctx = await writeFiles(path.join(home, 'ctx-mknod'), { Dockerfile: 'FROM busybox\nRUN mknod /tmp/null c 1 3\n' });
     const r = await asUser(['build', '--progress', 'plain', ctx]);

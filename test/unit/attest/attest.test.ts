@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { REPO } from '../../helpers/cli.js';
-import { readGoBuildInfo } from '../../../builder/attest/sbom/go-buildinfo.js';
+import { Readable } from 'node:stream';
+import { readGoBuildInfo, scanGoBuildInfo } from '../../../builder/attest/sbom/go-buildinfo.js';
 import { isNodeModulePackageJson, parseApkInstalled, parseDpkgStatus, parseOsRelease, parsePackageJson } from '../../../builder/attest/sbom/package-dbs.js';
 import { goPackages } from '../../../builder/attest/sbom/scan.js';
 import { spdxDocument } from '../../../builder/attest/sbom/spdx.js';
@@ -21,6 +22,14 @@ describe('Go build info', () => {
     expect(info.deps).toEqual([{ path: 'example.com/greet', version: 'v0.1.0', replace: { path: './greet', version: '(devel)' } }]);
     expect(info.settings).toMatchObject({ CGO_ENABLED: '0', GOARCH: 'amd64', GOOS: 'linux', '-trimpath': 'true' });
     expect(goPackages(info, 'app').map((p) => `${p.name}@${p.version}`)).toEqual(['example.com/gohello@(devel)', 'example.com/greet@v0.1.0', 'stdlib@go1.19.8']);
+  });
+
+  it('finds the same streaming the file in small chunks, keeping none of it', async () => {
+    const bin = readFileSync(path.join(REPO, 'test/fixtures/attest/gohello'));
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < bin.length; i += 4093) chunks.push(bin.subarray(i, i + 4093));
+    expect(await scanGoBuildInfo(Readable.from(chunks))).toEqual(readGoBuildInfo(bin));
+    expect(await scanGoBuildInfo(Readable.from([Buffer.from('#!/bin/sh\n')]))).toBeUndefined();
   });
 
   it('finds nothing in what is not a Go binary', () => {
