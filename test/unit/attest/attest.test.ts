@@ -12,6 +12,7 @@ import { imagePurl, purl } from '../../../builder/attest/purl.js';
 import { provenancePredicate, type ProvenanceCapture } from '../../../builder/attest/provenance.js';
 import { parseAttestFlags } from '../../../builder/attest/spec.js';
 import { inTotoStatement } from '../../../builder/attest/attach.js';
+import { redactCredentials } from '../../../builder/attest/vcs.js';
 
 describe('Go build info', () => {
   it('reads what `go version -m` prints from a binary built by Go 1.19 (the committed fixture)', () => {
@@ -113,6 +114,14 @@ describe('provenance', () => {
     expect(p.buildDefinition.internalParameters.buildConfig.llbDefinition[1]).toEqual({ id: 'step1', op: { exec: { meta: { args: ['true'] } } }, inputs: ['step0:0'] });
     expect(p.runDetails.metadata.buildkit_metadata.layers).toEqual({ 'step1:0': [layers] });
     expect(p.runDetails.metadata.buildkit_completeness.request).toBe(true);
+  });
+
+  it('vcs: attributes go to buildkit_metadata.vcs, in both modes', () => {
+    const p = provenancePredicate({ ...capture, args: { 'vcs:source': 'https://example.invalid/r.git', 'vcs:revision': 'abc' } }, { mode: 'min', version: 'v1' }) as any;
+    expect(p.runDetails.metadata.buildkit_metadata).toEqual({ vcs: { source: 'https://example.invalid/r.git', revision: 'abc' } });
+    expect(p.buildDefinition.externalParameters.request.args).toBeUndefined();
+    expect(redactCredentials('https://u:p@h/x.git')).toBe('https://xxxxx:xxxxx@h/x.git');
+    expect(redactCredentials('git@github.com:o/r.git')).toBe('git@github.com:o/r.git');
   });
 
   it('version=v0.2 writes the older shape', () => {
