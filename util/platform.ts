@@ -43,11 +43,20 @@ export function platformString(p: TargetPlatform = targetPlatform()): string {
   return `${p.os}/${p.architecture}${p.variant ? '/' + p.variant : ''}`;
 }
 
+const KNOWN_OS = new Set(['linux', 'windows', 'darwin', 'freebsd', 'netbsd', 'openbsd', 'solaris', 'illumos', 'aix', 'android', 'ios', 'plan9', 'dragonfly', 'js', 'wasip1']);
+const KNOWN_ARCH = new Set(['386', 'amd64', 'arm', 'arm64', 'loong64', 'mips', 'mipsle', 'mips64', 'mips64le', 'ppc64', 'ppc64le', 'riscv64', 's390x', 'wasm', 'x86_64', 'x86-64', 'aarch64', 'armhf', 'armel', 'i386', 'i686', 'x86']);
+
 /** `linux/arm64/v8`, `linux/amd64`, `arm64` (os linux), `local` (the host) → a platform, normalized like containerd. */
 export function parsePlatform(s: string): TargetPlatform {
   if (s.trim() === 'local') return hostPlatform();
   const parts = s.trim().toLowerCase().split('/');
-  if (parts.length === 1) parts.unshift('linux');
+  if (parts.length === 1) {
+    // one word, as containerd reads it: a known architecture (on linux) or a known OS (this machine's architecture)
+    const w = parts[0]!;
+    if (KNOWN_OS.has(w)) parts.push(hostPlatform().architecture);
+    else if (KNOWN_ARCH.has(w)) parts.unshift('linux');
+    else throw new UsageError(`invalid platform "${s}": unknown operating system or architecture (expected os/arch[/variant], e.g. linux/arm64)`);
+  }
   if (parts.length > 3 || parts.some((p) => !/^[a-z0-9._-]+$/.test(p))) throw new UsageError(`invalid platform "${s}" (expected os/arch[/variant], e.g. linux/arm64)`);
   const [osName, archRaw, variantRaw] = parts;
   let arch = archRaw;

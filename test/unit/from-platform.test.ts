@@ -17,6 +17,8 @@ describe('FROM --platform', () => {
     expect(parsePlatform('linux/arm')).toEqual({ os: 'linux', architecture: 'arm', variant: 'v7' });
     expect(parsePlatform('local')).toEqual(host);
     expect(() => parsePlatform('linux/amd64/v1/x')).toThrow(/invalid platform/);
+    expect(() => parsePlatform('nonsense')).toThrow(/invalid platform "nonsense": unknown operating system or architecture/);
+    expect(parsePlatform('arm64')).toEqual({ os: 'linux', architecture: 'arm64' });
   });
 
   it('gives each stage its platform: FROM --platform, its base stage, else the plan target', () => {
