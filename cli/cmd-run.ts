@@ -9,6 +9,7 @@ import { Store } from '../store/store.js';
 import { Snapshotter } from '../snapshotter/snapshots.js';
 import { readUserDb, resolveUser } from '../builder/steps/users.js';
 import { rootfsOf, runSandboxed, type NetworkRequest } from '../builder/sandbox/run.js';
+import { ensureEmulation } from '../builder/sandbox/emulation.js';
 import { formatBytes, parseCpus, parseMemory, parsePidsLimit, type Limits } from '../builder/sandbox/cgroups.js';
 import { ContainerRegistry, checkContainerName, type ContainerRecord } from '../builder/sandbox/containers.js';
 import { ensureBridge, warnOnce } from '../builder/sandbox/network/index.js';
@@ -106,6 +107,8 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
   } else throw new UsageError(`--network ${netFlag} is not supported (bridge, host, none or container:NAME)`);
 
   const img = await (await import('./image-ref.js')).resolveImageArg(store, imageRef);
+  // an image of another architecture runs under qemu-user (binfmt_misc), as with docker run
+  await ensureEmulation({ os: img.config.os, architecture: img.config.architecture, variant: img.config.variant });
   const snap = new Snapshotter(store);
   await snap.init();
   const layers = await snap.fromImage(img);

@@ -23,6 +23,9 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v openssl >/dev/null || need+=(openssl)
+# RUN steps and `mbuild run` of arm64 (any foreign) images: qemu-user under binfmt_misc, which mbuild
+# registers itself from the package's /usr/lib/binfmt.d rules (builder/sandbox/emulation.ts)
+[ -x /usr/bin/qemu-aarch64-static ] || need+=(qemu-user-static)
 for extra in "$@"; do dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra"); done
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

@@ -6,6 +6,7 @@ import { readUserDb, resolveUser } from './users.js';
 import { runCommand } from '../dockerfile/heredoc.js';
 import { rootfsOf, runSandboxed, type SandboxResult } from '../sandbox/run.js';
 import { prepareMounts } from './run-mounts.js';
+import { ensureEmulation } from '../sandbox/emulation.js';
 import { formatBytes } from '../sandbox/cgroups.js';
 import { MbuildError, RunFailedError } from '../../util/errors.js';
 import type { NetworkMode } from './contract.js';
@@ -65,6 +66,10 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     if (tail.length > 20) tail.splice(0, tail.length - 20);
   };
   if (ctx.signal.aborted) throw new MbuildError('MBUILD_CANCELED', 'canceled: another stage failed', { range: ins.range });
+  // a foreign stage's binaries run under qemu-user (binfmt_misc); nothing to do for this machine's
+  await ensureEmulation(state).catch((err: unknown) => {
+    throw err instanceof MbuildError ? new MbuildError(err.code, err.message, { range: ins.range, cause: err }) : err;
+  });
   let canceled = false;
   const proxy = ctx.proxyEnv.filter((p) => !env.some((e) => e.startsWith(p.slice(0, p.indexOf('=') + 1))));
   const spec = {
