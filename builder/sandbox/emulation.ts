@@ -224,7 +224,11 @@ async function exists(p: string): Promise<boolean> {
   return fs.access(p).then(() => true, () => false);
 }
 
-async function mountBinfmt(p: EmulatedPlatform, dir: string): Promise<void> {
+/**
+ * Mounts binfmt_misc at `dir` unless it is mounted. The CLI runs in a mount namespace of its own
+ * (cli/namespace.ts), so the mount stays there; the registrations are the kernel's, for everyone.
+ */
+export async function mountBinfmtMisc(p: EmulatedPlatform, dir: string = BINFMT_DIR): Promise<void> {
   if (await exists(join(dir, 'register'))) return;
   if (!(await exists(dir))) throw emulationError(p, `the kernel has no binfmt_misc (${dir} is missing; modprobe binfmt_misc)`);
   await new Promise<void>((resolve, reject) =>
@@ -243,7 +247,7 @@ export async function handlersFor(qemuArch: string, dir: string = BINFMT_DIR): P
 
 async function checkOrRegister(p: EmulatedPlatform, qemuArch: string): Promise<void> {
   const dir = BINFMT_DIR;
-  await mountBinfmt(p, dir);
+  await mountBinfmtMisc(p, dir);
   if ((await fs.readFile(join(dir, 'status'), 'utf8')).trim() !== 'enabled') {
     throw emulationError(p, `binfmt_misc is disabled (echo 1 > ${dir}/status)`);
   }
