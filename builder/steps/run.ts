@@ -56,6 +56,10 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     state.layers.push(hit);
     return;
   }
+  // a foreign stage's binaries run under qemu-user (binfmt_misc); nothing to do for this machine's
+  await ensureEmulation(state).catch((err: unknown) => {
+    throw err instanceof MbuildError ? new MbuildError(err.code, err.message, { range: ins.range, cause: err }) : err;
+  });
   const user = userSpec === '0' || userSpec === 'root' ? { uid: 0, gid: 0, groups: [] } : resolveUser(userSpec, await ctx.snap.view(state.layers, readUserDb), ins.range);
   const tail: string[] = [];
   let partial = '';
@@ -66,10 +70,6 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     if (tail.length > 20) tail.splice(0, tail.length - 20);
   };
   if (ctx.signal.aborted) throw new MbuildError('MBUILD_CANCELED', 'canceled: another stage failed', { range: ins.range });
-  // a foreign stage's binaries run under qemu-user (binfmt_misc); nothing to do for this machine's
-  await ensureEmulation(state).catch((err: unknown) => {
-    throw err instanceof MbuildError ? new MbuildError(err.code, err.message, { range: ins.range, cause: err }) : err;
-  });
   let canceled = false;
   const proxy = ctx.proxyEnv.filter((p) => !env.some((e) => e.startsWith(p.slice(0, p.indexOf('=') + 1))));
   const spec = {
