@@ -190,8 +190,8 @@ mk_debian() { # ARCH (default: this machine's)
   need_pkgs debootstrap
   local mirror key tarball
   mirror=$(debian_mirror)
-  # keyed by the suite's date, the mirror and this script (which decides what the tarball holds)
-  key="$(release_date "$mirror")-$( (echo "$mirror"; cat "$here/build.sh") | sha256sum | cut -c1-12)"
+  # keyed by the suite's date, the mirror and the functions that decide what the tarball holds
+  key="$(release_date "$mirror")-$( (echo "$mirror"; declare -f mk_debian ensure_binfmt) | sha256sum | cut -c1-12)"
   tarball="$cache/debian-bookworm-$arch-minbase-$key.tar.gz"
   if [ ! -f "$tarball" ]; then
     mkdir -p "$cache"
@@ -232,8 +232,7 @@ EOF
     tar --sort=name --numeric-owner -C "$d" -cf - . | gzip -n >"$tarball.$$.part"
     mv "$tarball.$$.part" "$tarball"
     rm -rf "$d" "$d.log"
-    # older keys (and the names before there was one tarball per architecture)
-    find "$cache" -maxdepth 1 \( -name "debian-bookworm-$arch-minbase-*.tar.gz" -o -name 'debian-bookworm-minbase-*.tar.gz' \) ! -name "${tarball##*/}" -delete
+    find "$cache" -maxdepth 1 -name "debian-bookworm-$arch-minbase-*.tar.gz" ! -name "${tarball##*/}" -delete # older keys
     say "debootstrap and tarball took $(($(date +%s) - t0))s"
   fi
   ln -f "$tarball" "$here/debian/rootfs-$arch.tar.gz" 2>/dev/null || cp "$tarball" "$here/debian/rootfs-$arch.tar.gz"
