@@ -1,12 +1,16 @@
 /** `mbuild build`: parse flags (build-flags.ts), build, tag, write outputs, push, write metadata. */
+import { begin, span } from '../util/trace.js';
+import { isRootless } from '../util/rootless.js';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
+import { isIP } from 'node:net';
+import os from 'node:os';
 import { buildArgValues, parseArgs } from '../util/args.js';
-import { parseOutput, type OutputSpec } from '../builder/executor/output-spec.js';
+import { ociMediatypesFor, parseOutput, type OutputSpec } from '../builder/executor/output-spec.js';
 import { BUILD_FLAGS, REFUSED } from './build-flags.js';
 import { createProgress, progressMode, type Progress } from './progress.js';
-import { resolveContext } from './context-input.js';
+import { cloneGit, fetchUrl, isGitUrl, isUrl, resolveContext } from './context-input.js';
 import { Store } from '../store/store.js';
 import { build, type BuildResult } from '../builder/executor/build.js';
 import { UsageError, MbuildError } from '../util/errors.js';
@@ -41,30 +45,58 @@ function annotations(list: string[]): Record<string, string> {
   return out;
 }
 
-/** `--add-host HOST:IP` (docker also takes HOST=IP); IP may be an IPv6 address. */
-function hostLines(list: string[]): string {
-  return list
-    .map((h) => {
-      const m = /^([^:=]+)[:=](.+)$/.exec(h);
-      if (!m || !/^[0-9.]+$|^[0-9a-fA-F:]+$|^\[[0-9a-fA-F:]+\]$/.test(m[2])) throw new UsageError(`--add-host ${h}: expected HOST:IP`);
-      if (m[2] === 'host-gateway') throw new UsageError('--add-host HOST:host-gateway is not supported');
-      return `${m[2].replace(/^\[|\]$/g, '')}\t${m[1]}\n`;
-    })
-    .join('');
+/**
+ * `--add-host HOST:IP` (buildx also takes HOST=IP; an IPv6 address may be in brackets). IP
+ * `host-gateway` is Docker's name for the host as RUN steps reach it: buildx asks the builder for
+ * it (dockerd answers with docker0's address); here it is the address of mbuild's bridge, a host
+ * address whatever a step's network mode (as docker0's is with --network host).
+ */
+function parseAddHosts(list: string[]): { host: string; ip: string }[] {
+  return list.map((h) => {
+    const eq = h.indexOf('=');
+    const cut = eq > 0 ? eq : h.indexOf(':');
+    const host = cut > 0 ? h.slice(0, cut) : '';
+    const ip = cut > 0 ? h.slice(cut + 1).replace(/^\[(.*)\]$/, '$1') : '';
+    if (!host || !ip) throw new UsageError(`--add-host ${h}: expected HOST:IP`);
+    if (ip !== 'host-gateway' && !isIP(ip)) throw new UsageError(`--add-host ${h}: invalid IP address "${ip}" (expected HOST:IP or HOST:host-gateway)`);
+    return { host, ip };
+  });
 }
 
-/** `--provenance` / `--sbom` / `--attest`: only the "off" forms until attestations are made. */
-function checkAttestations(flags: Flags): void {
-  for (const f of ['provenance', 'sbom'] as const) {
-    const v = flags[f] as string | undefined;
-    if (v !== undefined && !['false', '0'].includes(v.toLowerCase()))
-      throw new UsageError(`--${f}=${v} is not supported yet: mbuild makes no attestations (use --${f}=false)`);
+/** The /etc/hosts lines, host-gateway resolved (the bridge is made when it is not there yet). */
+async function hostLines(entries: { host: string; ip: string }[]): Promise<string> {
+  let gateway: string | undefined;
+  let out = '';
+  for (const { host, ip } of entries) {
+    if (ip === 'host-gateway' && gateway === undefined) {
+      const { planNetwork } = await import('../builder/sandbox/network/index.js');
+      try {
+        gateway = (await planNetwork('bridge')).bridge!.gateway;
+      } catch (err) {
+        throw new UsageError(`--add-host ${host}:host-gateway: unable to derive the IP value for host-gateway (${(err as Error).message})`);
+      }
+    }
+    out += `${ip === 'host-gateway' ? gateway : ip}\t${host}\n`;
   }
-  for (const a of flags.attest as string[]) {
-    const kv = keyValues(a.split(','), '--attest');
-    if (!['provenance', 'sbom'].includes(kv.type ?? '') || kv.disabled !== 'true' || Object.keys(kv).length !== 2)
-      throw new UsageError(`--attest ${a} is not supported yet: mbuild makes no attestations (only type=provenance|sbom,disabled=true)`);
+  return out;
+}
+
+/**
+ * The frontend attributes buildx sends for these flags (what provenance records as the request):
+ * build-arg:K, label:K, target, context:NAME, no-cache. --platform is left out as BuildKit leaves
+ * it out (a host-specific attribute).
+ */
+function frontendArgs(flags: Flags, buildArgs: Record<string, string>, labels: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(buildArgs)) out[`build-arg:${k}`] = v;
+  for (const [k, v] of Object.entries(labels)) out[`label:${k}`] = v;
+  if (flags.target !== undefined) out.target = flags.target as string;
+  for (const c of flags.buildContext as string[]) {
+    const eq = c.indexOf('=');
+    if (eq > 0) out[`context:${c.slice(0, eq)}`] = c.slice(eq + 1);
   }
+  if (flags.noCache) out['no-cache'] = '';
+  return out;
 }
 
 export async function buildCommand(root: string, argv: string[]): Promise<number> {
@@ -75,7 +107,9 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   for (const f of BUILD_FLAGS) if (f.note && flags[f.key] !== undefined) notes.push(f.note);
   const isolation = flags.isolation as string | undefined;
   if (isolation !== undefined && isolation !== 'default' && isolation !== '') throw new UsageError(`--isolation ${isolation} is not supported on Linux (only "default")`);
-  checkAttestations(flags);
+  const { parseAttestFlags } = await import('../builder/attest/spec.js');
+  const attestReq = parseAttestFlags(flags.provenance as string | undefined, flags.sbom as string | undefined, flags.attest as string[]);
+  const attesting = Boolean(attestReq.provenance || attestReq.sbom);
 
   const buildArgs = buildArgValues(flags.buildArg as string[]);
   // the proxy variables reach RUN's environment without an ARG, and stay out of the image (as BuildKit)
@@ -92,6 +126,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     cpus: flags.cpus !== undefined ? parseCpus(flags.cpus as string) : undefined,
     pids: flags.pidsLimit !== undefined ? parsePidsLimit(flags.pidsLimit as string) : undefined,
   };
+  if (isRootless()) (await import('./rootless.js')).refuseRootlessLimits(limits, 'build');
   const mode = progressMode(flags.progress as string | undefined, Boolean(flags.quiet));
   const outputs: OutputSpec[] = (flags.output as string[]).map(parseOutput);
   if (flags.push) outputs.push(parseOutput('type=registry'));
@@ -100,11 +135,23 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const manifestAnnotations = annotations(flags.annotation as string[]);
   const noCacheFilter = (flags.noCacheFilter as string[]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
   const namedContexts = parseBuildContexts(flags.buildContext as string[]);
-  const hosts = hostLines(flags.addHost as string[]);
+  // host-gateway makes the bridge when needed: not for --check, which builds nothing
+  const addHosts = parseAddHosts(flags.addHost as string[]);
+  const hosts = flags.check ? '' : await hostLines(addHosts);
   // names: -t, plus name= of image/registry outputs (as buildx merges them)
   const tags = [...(flags.tag as string[])];
   for (const o of outputs) if (o.type === 'image' || o.type === 'registry') tags.push(...o.names.filter((n) => !tags.includes(n)));
+  // as BuildKit's push: "can't push tagged ref NAME by digest"
+  for (const o of outputs) if (o.pushByDigest) for (const t of tags) if (/[:@][^/]*$/.test(t)) throw new UsageError(`--output push-by-digest=true: can't push tagged ref ${t} by digest (name the repository only)`);
   for (const o of outputs) if (o.push && !tags.length) throw new UsageError(`${flags.push ? '--push' : `--output type=${o.type},push=true`} needs a name to push: add -t REGISTRY/NAME:TAG (or name=)`);
+  if (attesting) {
+    for (const o of outputs) {
+      if (o.type === 'local' || o.type === 'tar') throw new UsageError(`--output type=${o.type} with --provenance/--sbom is not supported yet: attestations go into an image index (type=image, registry, oci or docker)`);
+      if (o.ociMediatypes === false) throw new UsageError(`--output type=${o.type},oci-mediatypes=false cannot carry attestations (as BuildKit: they need OCI media types)`);
+    }
+    if (!outputs.some((o) => o.type === 'oci' || o.type === 'docker' || o.push))
+      throw new UsageError(`${attestReq.provenance ? '--provenance' : '--sbom'} needs an output that carries attestations: --push, -o type=registry or -o type=oci|docker (mbuild's store keeps the image without them)`);
+  }
   if (outputs.filter((o) => o.dest === '-').length > 1) throw new UsageError('only one --output can write to stdout (dest=-)');
   const { parseSecretFlag, parseSshFlag } = await import('../builder/steps/secrets.js');
   const secrets = (flags.secret as string[]).map((s) => parseSecretFlag(s));
@@ -113,10 +160,12 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const cacheFrom = (flags.cacheFrom as string[]).map(parseCacheFrom);
   const cacheTo = (flags.cacheTo as string[]).map(parseCacheTo);
 
-  const input = await resolveContext(positional[0], flags.file as string | undefined);
+  const input = await span('cli.context', () => resolveContext(positional[0], flags.file as string | undefined));
   if (flags.check) {
     try {
-      return await (await import('../builder/executor/checks.js')).checkCommand({ contextDir: input.contextDir, dockerfile: input.dockerfile, buildArgs, target: flags.target as string | undefined });
+      // base images' environments from the store when there is one (never made or pulled for a check)
+      const store = (await fs.stat(root).catch(() => null))?.isDirectory() ? await Store.open(root) : undefined;
+      return await (await import('../builder/executor/checks.js')).checkCommand({ contextDir: input.contextDir, dockerfile: input.dockerfile, buildArgs, target: flags.target as string | undefined, allow, store });
     } finally {
       for (const d of input.cleanup) await fs.rm(d, { recursive: true, force: true });
     }
@@ -125,8 +174,10 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   progress.watchInterrupt();
   for (const w of input.warnings) progress.info(w);
   for (const n of notes) progress.info(`NOTE: ${n}`);
-  const store = await Store.open(root);
+  const store = await span('cli.store-open', () => Store.open(root));
   try {
+    const contexts = await resolveNamedContexts(store, namedContexts, input.cleanup);
+    const endBuild = begin('cli.build');
     const result = await build(store, progress, {
       contextDir: input.contextDir,
       dockerfile: input.dockerfile,
@@ -145,17 +196,20 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       ssh,
       labels,
       annotations: manifestAnnotations,
-      namedContexts: await resolveNamedContexts(store, namedContexts),
+      namedContexts: contexts.images,
+      contextDirs: contexts.dirs,
       extraHosts: hosts,
       shmSizeKb: shmSizeKb(flags.shmSize as string | undefined, parseMemory),
       ulimits: (flags.ulimit as string[]).map(parseUlimit),
       cacheFrom,
       cacheTo,
     });
+    endBuild();
     const { recordImageId } = await import('./image-ref.js');
-    await recordImageId(store, result.manifest.config.digest, result.manifestDigest).catch(() => undefined);
+    await span('cli.record-id', () => recordImageId(store, result.manifest.config.digest, result.manifestDigest)).catch(() => undefined);
+    const attested = attesting ? await prepareAttestations(store, result, attestReq, frontendArgs(flags, buildArgs, labels), input.dockerfile, progress) : undefined;
     let pushed: { name: string; digest: string }[] = [];
-    for (const out of outputs) pushed = pushed.concat(await writeOutput(store, result, out, progress));
+    for (const out of outputs) pushed = pushed.concat(await writeOutput(store, result, out, progress, attested));
     const id = result.manifest.config.digest;
     if (flags.iidfile) await writeFileAtomic(path.resolve(flags.iidfile as string), id);
     if (flags.metadataFile) await writeMetadata(store, path.resolve(flags.metadataFile as string), result, pushed);
@@ -165,35 +219,73 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   } finally {
     progress.close();
     if (outputs.some((o) => o.push) || (await import('../builder/executor/build.js')).registryLoaded) await (await import('../registry/transport.js')).closeTransport();
-    await new (await import('../snapshotter/snapshots.js')).Snapshotter(store).removeOwn();
+    await span('cli.remove-own', async () => new (await import('../snapshotter/layers.js')).Layers(store).removeOwn());
     for (const d of input.cleanup) await fs.rm(d, { recursive: true, force: true });
   }
 }
 
-/** `--build-context NAME=docker-image://REF | oci-layout://PATH[:TAG|@DIGEST]`. */
-function parseBuildContexts(list: string[]): { name: string; kind: 'image' | 'oci-layout'; value: string }[] {
+type BuildContextSpec = { name: string; kind: 'image' | 'oci-layout' | 'dir' | 'git' | 'http'; value: string };
+
+/**
+ * `--build-context NAME=SRC` as buildx reads SRC: docker-image://REF, oci-layout://PATH[:TAG|@DIGEST],
+ * a git URL or an http(s) URL (given to BuildKit as they are), else a local directory.
+ */
+function parseBuildContexts(list: string[]): BuildContextSpec[] {
   return list.map((s) => {
     const eq = s.indexOf('=');
     if (eq <= 0) throw new UsageError(`--build-context ${s}: expected NAME=SOURCE`);
     const name = s.slice(0, eq);
     const src = s.slice(eq + 1);
+    // buildx sends these two names as the main context and the Dockerfile's directory
+    if (name === 'context' || name === 'dockerfile') throw new UsageError(`--build-context ${s}: replacing the main ${name === 'context' ? 'context' : "Dockerfile's directory"} this way is not supported (give it as the build context or with -f)`);
     if (src.startsWith('docker-image://')) return { name, kind: 'image' as const, value: src.slice(15) };
     if (src.startsWith('oci-layout://')) return { name, kind: 'oci-layout' as const, value: src.slice(13) };
-    throw new UsageError(`--build-context ${s}: only docker-image://REF and oci-layout://PATH are supported (a local directory or URL as a named context is not yet)`);
+    if (src.startsWith('target:')) throw new UsageError(`--build-context ${s}: target: contexts are for buildx bake (not supported)`);
+    if (isGitUrl(src)) return { name, kind: 'git' as const, value: src };
+    if (isUrl(src)) return { name, kind: 'http' as const, value: src };
+    if (!src) throw new UsageError(`--build-context ${s}: expected NAME=SOURCE`);
+    return { name, kind: 'dir' as const, value: path.resolve(src) };
   });
 }
 
-/** Named contexts → the image reference FROM / COPY --from NAME use instead (oci-layout ones are loaded first). */
-async function resolveNamedContexts(store: Store, list: ReturnType<typeof parseBuildContexts>): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
+/**
+ * Named contexts → the image references FROM / COPY --from NAME use instead (oci-layout ones are
+ * loaded first) and the directories (git sources cloned, http ones downloaded into temp dirs that
+ * `cleanup` collects).
+ */
+async function resolveNamedContexts(store: Store, list: BuildContextSpec[], cleanup: string[]): Promise<{ images: Record<string, string>; dirs: Record<string, string> }> {
+  const images: Record<string, string> = {};
+  const dirs: Record<string, string> = {};
+  const temp = async () => {
+    const d = await fs.mkdtemp(path.join(os.tmpdir(), 'mbuild-named-context-'));
+    cleanup.push(d);
+    return d;
+  };
   for (const c of list) {
-    if (c.kind === 'image') out[c.name] = c.value;
-    else {
+    if (c.kind === 'image') images[c.name] = c.value;
+    else if (c.kind === 'oci-layout') {
       const { loadOciLayoutContext } = await import('./oci-layout-context.js');
-      out[c.name] = await loadOciLayoutContext(store, c.value);
+      images[c.name] = await loadOciLayoutContext(store, c.value);
+    } else if (c.kind === 'git') dirs[c.name] = await cloneGit(c.value, await temp());
+    else if (c.kind === 'http') {
+      // BuildKit's http source: the download is one file named "context" (never unpacked)
+      const d = await temp();
+      await fs.writeFile(path.join(d, 'context'), await fetchUrl(c.value), { mode: 0o600 });
+      dirs[c.name] = d;
+    } else {
+      const st = await fs.stat(c.value).catch((err: NodeJS.ErrnoException) => {
+        throw new UsageError(`--build-context ${c.name}: failed to get build context ${c.name}: ${err.code === 'ENOENT' ? `${c.value} does not exist` : err.message}`);
+      });
+      if (!st.isDirectory()) throw new UsageError(`--build-context ${c.name}: ${c.value} is not a directory`);
+      dirs[c.name] = c.value;
     }
   }
-  return out;
+  return { images, dirs };
+}
+
+/** `reg/app:1` → `reg/app` (a normalized name always has a tag; a digest ref is kept as it is). */
+function repositoryOf(name: string): string {
+  return name.replace(/:[^/:@]*$/, '');
 }
 
 async function writeMetadata(store: Store, file: string, result: BuildResult, pushed: { name: string; digest: string }[]): Promise<void> {
@@ -209,15 +301,60 @@ async function writeMetadata(store: Store, file: string, result: BuildResult, pu
   await writeFileAtomic(file, JSON.stringify(meta, null, 2) + '\n');
 }
 
-async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, progress: Progress): Promise<{ name: string; digest: string }[]> {
+type Attested = Awaited<ReturnType<typeof import('../builder/attest/make.js').prepareAttestations>>;
+
+/** SBOM scan and provenance capture, once per build (the forms of the image differ only in their layers). */
+async function prepareAttestations(store: Store, result: BuildResult, req: import('../builder/attest/spec.js').AttestRequest, args: Record<string, string>, dockerfile: string, progress: Progress): Promise<Attested> {
+  const { prepareAttestations: prepare } = await import('../builder/attest/make.js');
+  const { sourceDateEpoch } = await import('../builder/executor/build.js');
+  const { targetPlatform } = await import('../builder/plan/platform.js');
+  const { packageVersion } = await import('./cmd-images.js');
+  const step = progress.step(req.sbom ? 'generating sbom' : 'generating provenance');
+  try {
+    const prepared = await prepare(store, result.manifest, result.record, req, {
+      frontendArgs: args,
+      dockerfile,
+      sourceDateEpoch: sourceDateEpoch(result.record.plan.buildArgs),
+      builderPlatform: targetPlatform(),
+      tool: `Tool: mbuild-${packageVersion()}`,
+    });
+    step.done();
+    return prepared;
+  } catch (err) {
+    step.fail();
+    throw err;
+  }
+}
+
+/**
+ * The image in an output's form; with attestations, the index BuildKit makes of it: the image
+ * (with its platform) and its attestation manifest (platform unknown/unknown).
+ */
+async function outputForm(store: Store, result: BuildResult, out: OutputSpec, progress: Progress, attested: Attested | undefined): Promise<{ digest: string; index: boolean }> {
   const { imageInForm } = await import('./image-form.js');
-  const form = { compression: out.compression, forceCompression: out.forceCompression, ociMediatypes: out.ociMediatypes ?? true, annotations: out.annotations };
+  const form = { compression: out.compression, compressionLevel: out.compressionLevel, forceCompression: out.forceCompression, ociMediatypes: ociMediatypesFor(out, Object.keys(result.manifest.annotations ?? {}).length > 0), annotations: out.annotations };
+  const { manifestDigest, manifest } = await imageInForm(store, result.manifestDigest, form);
+  if (!attested) return { digest: manifestDigest, index: false };
+  const { writeAttestedIndex } = await import('../builder/attest/attach.js');
+  const c = result.config;
+  const platform = { architecture: c.architecture, os: c.os, ...(c.variant ? { variant: c.variant } : {}) };
+  const size = await store.content.size(manifestDigest);
+  const index = await writeAttestedIndex(store, [{ manifest: { mediaType: manifest.mediaType ?? '', digest: manifestDigest, size }, platform, attestations: attested.forImage(manifest.layers) }], result.names);
+  progress.info(`exporting manifest list ${index.digest}`);
+  return { digest: index.digest, index: true };
+}
+
+async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, progress: Progress, attested?: Attested): Promise<{ name: string; digest: string }[]> {
   if (out.type === 'image' || out.type === 'registry') {
     if (!out.push) return [];
-    const { pushImage } = await import('../registry/push.js');
-    const { manifestDigest } = await imageInForm(store, result.manifestDigest, form);
+    const { pushImage, pushIndex } = await import('../registry/push.js');
+    const { digest, index } = await outputForm(store, result, out, progress, attested);
     const pushed: { name: string; digest: string }[] = [];
-    for (const name of result.names) pushed.push(await pushImage(store, name, { progress, manifestDigest }));
+    // push-by-digest: the manifest (or the index) goes to each repository by its digest; no tag is made or moved
+    for (const name of result.names) {
+      const ref = out.pushByDigest ? `${repositoryOf(name)}@${digest}` : name;
+      pushed.push(index ? await pushIndex(store, ref, digest, { progress }) : await pushImage(store, ref, { progress, manifestDigest: digest }));
+    }
     return pushed;
   }
   const dest = out.dest!;
@@ -225,7 +362,7 @@ async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, p
   try {
     if (out.type === 'oci' || out.type === 'docker') {
       const { exportImage } = await import('../store/archive/export.js');
-      const { manifestDigest } = await imageInForm(store, result.manifestDigest, form);
+      const { digest: manifestDigest } = await outputForm(store, result, out, progress, attested);
       const names = [...result.names, ...out.names.filter((n) => !result.names.includes(n))];
       if (out.tar) await exportImage(store, { manifestDigest, names }, { type: out.type, dest });
       else await exportLayoutDir(store, manifestDigest, names, out.type, dest);

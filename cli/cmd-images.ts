@@ -267,7 +267,7 @@ export async function historyCommand(root: string, argv: string[]): Promise<numb
   return 0;
 }
 
-function packageVersion(): string {
+export function packageVersion(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 6; i++, dir = path.dirname(dir)) {
     try {

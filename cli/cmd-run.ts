@@ -3,10 +3,11 @@
  * its layers, with a throwaway upper layer, as `docker run` does: bridge network by default, published
  * ports, signals passed on to the command, its exit code returned.
  */
+import { isRootless } from '../util/rootless.js';
 import { randomBytes } from 'node:crypto';
 import { parseArgs, type FlagSpec } from '../util/args.js';
 import { Store } from '../store/store.js';
-import { Snapshotter } from '../snapshotter/snapshots.js';
+import { Layers } from '../snapshotter/layers.js';
 import { readUserDb, resolveUser } from '../builder/steps/users.js';
 import { rootfsOf, runSandboxed, type NetworkRequest } from '../builder/sandbox/run.js';
 import { ensureEmulation } from '../builder/sandbox/emulation.js';
@@ -80,6 +81,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
     cpus: flags.cpus !== undefined ? parseCpus(flags.cpus as string) : undefined,
     pids: flags.pidsLimit !== undefined ? parsePidsLimit(flags.pidsLimit as string) : undefined,
   };
+  if (isRootless()) (await import('./rootless.js')).refuseRootlessLimits(limits, 'run');
   const name = flags.name as string | undefined;
   if (name !== undefined) checkContainerName(name);
   const stopTimeout = flags.stopTimeout !== undefined ? Number(flags.stopTimeout) : 10;
@@ -109,8 +111,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
   const img = await (await import('./image-ref.js')).resolveImageArg(store, imageRef);
   // an image of another architecture runs under qemu-user (binfmt_misc), as with docker run
   await ensureEmulation({ os: img.config.os, architecture: img.config.architecture, variant: img.config.variant });
-  const snap = new Snapshotter(store);
-  await snap.init();
+  const snap = new Layers(store);
   const layers = await snap.fromImage(img);
   const cfg = img.config.config ?? {};
   const entrypoint = flags.entrypoint !== undefined ? ((flags.entrypoint as string) === '' ? [] : [flags.entrypoint as string]) : (cfg.Entrypoint ?? []);
@@ -152,7 +153,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
     // the container's changes are thrown away with `active`
     const result = await runSandboxed({
       stateParent: store.tmpDir,
-      ...rootfsOf(active.mount),
+      ...rootfsOf(active.mounts),
       args,
       env,
       cwd: workdir ?? (cfg.WorkingDir || '/'),
@@ -161,6 +162,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
       groups: user.groups,
       hostname,
       network,
+      portForwarding: publish.length > 0,
       hosts: '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n',
       limits,
       mounts: userMounts.mounts,
@@ -169,7 +171,8 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
       onStart: async (info) => {
         signal = info.signal;
         if (received) info.signal('SIGUSR1'); // interrupted while starting
-        if (ports && info.address) await ports.connect(await ensureBridge(), info.address, ownerOf(info.pid));
+        if (ports && info.forward) await ports.connectForwarded(info.forward);
+        else if (ports && info.address) await ports.connect(await ensureBridge(), info.address, ownerOf(info.pid));
         if (rec) {
           // outside the bridge the command runs already: one that ended at once needs no record
           const owner = (() => {
@@ -197,7 +200,7 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
     if (killTimer) clearTimeout(killTimer);
     await ports?.close();
     if (rec) await registry.remove(rec.id);
-    await snap.remove(active.id);
+    await snap.discard(active.key);
     await userMounts.cleanup();
   }
 }

@@ -58,7 +58,7 @@ async function extract(bytes: Buffer, dir: string, what: string): Promise<void> 
   }
 }
 
-async function fetchUrl(url: string): Promise<Buffer> {
+export async function fetchUrl(url: string): Promise<Buffer> {
   let res: Response;
   try {
     res = await fetch(url, { redirect: 'follow' });
@@ -69,7 +69,7 @@ async function fetchUrl(url: string): Promise<Buffer> {
   return Buffer.from(await res.arrayBuffer());
 }
 
-async function cloneGit(spec: string, dir: string): Promise<string> {
+export async function cloneGit(spec: string, dir: string): Promise<string> {
   const hash = spec.indexOf('#');
   const url = hash >= 0 ? spec.slice(0, hash) : spec;
   const [ref, subdir] = hash >= 0 ? spec.slice(hash + 1).split(':') : ['', ''];

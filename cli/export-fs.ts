@@ -5,13 +5,14 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { pipeline } from 'node:stream/promises';
 import { PassThrough } from 'node:stream';
-import type { Layer, Snapshotter } from '../snapshotter/snapshots.js';
+import type { Layer } from '../snapshotter/snapshotter.js';
+import type { Layers } from '../snapshotter/layers.js';
 import { writeLayerTar } from '../snapshotter/diff/layer-tar.js';
 import { tempSibling } from '../store/fsutil.js';
 
 const run = promisify(execFile);
 
-export async function exportFilesystem(snap: Snapshotter, layers: Layer[], type: 'tar' | 'local', dest: string): Promise<void> {
+export async function exportFilesystem(snap: Layers, layers: Layer[], type: 'tar' | 'local', dest: string): Promise<void> {
   await snap.view(layers, async (root) => {
     if (type === 'local') {
       await fs.mkdir(dest, { recursive: true });

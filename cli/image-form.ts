@@ -16,6 +16,8 @@ import type { Compression } from '../builder/executor/output-spec.js';
 
 export interface ImageForm {
   compression: Compression;
+  /** compression-level=: gzip 0-9, zstd 0-22 (undefined: the default, gzip's 6 and zstd's 3) */
+  compressionLevel?: number;
   forceCompression: boolean;
   ociMediatypes: boolean;
   annotations: Record<string, string>;
@@ -37,10 +39,11 @@ async function plainLayer(store: Store, layer: Descriptor, diffId: string): Prom
   return { mediaType: MediaType.layerTar, digest: info.digest, size: info.size };
 }
 
-/** zstd at level 3 (BuildKit's default) on every core. */
-async function zstdLayer(store: Store, tar: Descriptor): Promise<Descriptor> {
+/** zstd at level 3 (BuildKit's default; level 0 means it too) or the one asked, on every core. */
+async function zstdLayer(store: Store, tar: Descriptor, level = 3): Promise<Descriptor> {
   if (!(await haveTool('zstd'))) throw new UsageError('--output compression=zstd needs the "zstd" command (apt-get install zstd)');
-  const child = spawn('zstd', ['-q', '-c', '-3', '-T0'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const n = level === 0 ? 3 : level;
+  const child = spawn('zstd', ['-q', '-c', ...(n > 19 ? ['--ultra'] : []), `-${n}`, '-T0'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const src = store.content.open(tar.digest);
@@ -70,7 +73,7 @@ export async function imageInForm(store: Store, manifestDigest: string, form: Im
     if (have !== form.compression && (have === 'uncompressed' || form.forceCompression)) {
       if (have !== 'uncompressed' && !diffIds[i]) throw new MbuildError('MBUILD_STORE', `image ${manifestDigest}: layer ${i} has no diff_id`);
       const tar = have === 'uncompressed' ? l : await plainLayer(store, l, diffIds[i]!);
-      d = form.compression === 'gzip' ? await gzipLayer(store, tar) : form.compression === 'zstd' ? await zstdLayer(store, tar) : tar;
+      d = form.compression === 'gzip' ? await gzipLayer(store, tar, form.compressionLevel) : form.compression === 'zstd' ? await zstdLayer(store, tar, form.compressionLevel) : tar;
     }
     const kind = kindOf(d.mediaType)!;
     const mediaType = form.ociMediatypes

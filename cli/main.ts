@@ -1,4 +1,5 @@
 /** `mbuild` command line: the command table, global flags, help, errors. */
+import { mark } from '../util/trace.js';
 import { MbuildError, UsageError } from '../util/errors.js';
 import { HelpRequested, formatFlags, parseArgs } from '../util/args.js';
 import path from 'node:path';
@@ -12,16 +13,15 @@ interface Command {
   usage: string;
   /** the command's options (help text) */
   options?: () => string;
-  /** needs root (mounts, namespaces) */
+  /** needs real root (rootless mode cannot run it) */
   root?: boolean;
 }
 
 export const COMMANDS: Record<string, Command> = {
-  build: { summary: 'build an image from a Dockerfile (the default: "mbuild -t x ." builds)', usage: 'build [OPTIONS] CONTEXT|-|URL', options: () => formatFlags(BUILD_FLAGS), root: true },
+  build: { summary: 'build an image from a Dockerfile (the default: "mbuild -t x ." builds)', usage: 'build [OPTIONS] CONTEXT|-|URL', options: () => formatFlags(BUILD_FLAGS) },
   run: {
     summary: "run an image's ENTRYPOINT/CMD in the sandbox (throwaway layer)",
     usage: 'run [OPTIONS] IMAGE [COMMAND] [ARG...]',
-    root: true,
     options: () =>
       '  -p, --publish [IP:]HOST:CONTAINER  publish a TCP port (repeatable)\n  --network bridge|host|none|container:NAME  (default bridge)\n  -e, --env K=V          set a variable (repeatable)\n  --name NAME            name it (for --network container:NAME)\n  -u, --user USER  -w, --workdir DIR  --entrypoint CMD  -h, --hostname NAME\n  -m, --memory SIZE  --cpus N  --pids-limit N   resource limits\n  --stop-timeout S       seconds from SIGTERM to kill (default 10)\n  --rm                   accepted: nothing is ever kept\n',
   },
@@ -48,6 +48,9 @@ export const COMMANDS: Record<string, Command> = {
   help: { summary: 'show help for a command', usage: 'help [COMMAND]' },
 };
 
+/** Commands that never open the store: they run as the user, without a user namespace. */
+const NO_STORE = new Set(['help', 'version', 'login', 'logout', 'info']);
+
 export const USAGE = `Usage: mbuild [--root DIR] [--debug] COMMAND
 
 Commands:
@@ -56,7 +59,8 @@ ${Object.entries(COMMANDS)
   .join('\n')}
 
 Global flags (before the command):
-  --root DIR                  the store (default $MBUILD_ROOT, else /var/lib/mbuild as root)
+  --root DIR                  the store (default $MBUILD_ROOT, else /var/lib/mbuild as root,
+                              ~/.local/share/mbuild as a normal user: rootless)
   --debug                     error codes and cause chains
   -H, --host ADDR[,ADDR...]   work on a server (mbuild serve): unix:///PATH or tcp://HOST:PORT (or
                               $MBUILD_HOST); build, images, inspect, system df, prune and info go there
@@ -98,6 +102,7 @@ function isContextArg(a: string): boolean {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  mark('cli.main'); // its time: node's start and the bundle's load
   let debug = argv.includes('--debug');
   let storeRoot = '';
   // `mbuild images | head -1`: a closed pipe ends the command quietly, as it does for docker
@@ -160,9 +165,12 @@ export async function main(argv: string[]): Promise<number> {
     // a command's --help is answered here, whatever the host or the user
     if (command !== 'run' && (rest.includes('--help') || (command !== 'build' && command !== 'login' && rest.includes('-h')))) throw new HelpRequested();
     if (host && command !== 'serve' && command !== 'help' && command !== 'version') return await (await import('../server/client.js')).remoteCommand(host, tls, command, rest);
-    if (COMMANDS[command].root && process.getuid?.() !== 0) {
+    if (process.platform === 'linux' && process.getuid?.() !== 0 && !NO_STORE.has(command) && !(command === 'build' && rest.includes('--check'))) {
       // a quick, clear answer instead of a raw EPERM from the first mount or chown
-      throw new MbuildError('MBUILD_NEEDS_ROOT', `mbuild ${command} needs root (mounts and namespaces): run it with sudo`);
+      if (COMMANDS[command].root) throw new MbuildError('MBUILD_NEEDS_ROOT', `mbuild ${command} needs root (mounts and namespaces): run it with sudo`);
+      // rootless (cli/rootless.ts): every command that opens the store runs in the user namespace,
+      // where the layers' files have the owners the images give them
+      return await (await import('./rootless.js')).reexecRootless(argv);
     }
     return await dispatch(command, root, rest, argv.slice(i + 1), argv);
   } catch (caught) {

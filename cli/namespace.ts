@@ -3,7 +3,7 @@
  * reading a stage) lives only there, so nothing can be left mounted on the host, even after
  * SIGKILL. Node cannot unshare itself, so the CLI re-executes itself under util-linux `unshare`.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
 
@@ -29,13 +29,23 @@ export async function reexecInMountNamespace(argv: string[]): Promise<number | u
   const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
   const cmd = [unshare, '--mount', '--propagation', 'private', process.execPath, ...process.execArgv, process.argv[1]!, ...argv];
   if (setpriv) cmd.unshift(setpriv, '--pdeathsig', 'KILL', '--');
+  const child = spawn(cmd[0]!, cmd.slice(1), { stdio: 'inherit', env: childEnv() });
+  return waitForChild(child);
+}
+
+/** The environment of the re-executed CLI: marked as inside its namespace, with its parent's pid. */
+export function childEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, [MARK]: '1', [PARENT]: String(process.pid) };
   // as bin/mbuild does: the child's node need not parse the CA file at start-up
   if (env.NODE_EXTRA_CA_CERTS) {
     env.MBUILD_EXTRA_CA_CERTS = env.NODE_EXTRA_CA_CERTS;
     delete env.NODE_EXTRA_CA_CERTS;
   }
-  const child = spawn(cmd[0]!, cmd.slice(1), { stdio: 'inherit', env });
+  return env;
+}
+
+/** Forwards SIGINT/SIGTERM/SIGHUP to the re-executed CLI and resolves with its exit code. */
+export function waitForChild(child: ChildProcess): Promise<number> {
   const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
   const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
   for (const [s, h] of handlers) process.on(s, h);

@@ -122,3 +122,17 @@ int fs_magic_is(int fd, long magic) {
   struct statfs sf;
   return fstatfs(fd, &sf) == 0 && (long)sf.f_type == magic;
 }
+
+/* The initial user namespace maps every id to itself: "0 0 4294967295". Anything else is a user
+ * namespace of ours (cli/rootless.ts), where overlay needs "userxattr" and mknod of devices fails. */
+int in_user_namespace(void) {
+  static int known = -1;
+  if (known >= 0) return known;
+  char buf[256] = "";
+  int fd = open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+  if (fd >= 0) close(fd);
+  unsigned long inner, outer, count;
+  known = !(n > 0 && sscanf(buf, "%lu %lu %lu", &inner, &outer, &count) == 3 && inner == 0 && outer == 0 && count == 4294967295UL);
+  return known;
+}

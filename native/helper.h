@@ -73,6 +73,7 @@
 #endif
 
 #define MB_FSOPEN_CLOEXEC 0x1
+#define MB_FSCONFIG_SET_FLAG 0
 #define MB_FSCONFIG_SET_STRING 1
 #define MB_FSCONFIG_CMD_CREATE 6
 #define MB_FSMOUNT_CLOEXEC 0x1
@@ -88,7 +89,11 @@
 #define SYSFS_MAGIC_ 0x62656572
 #define TMPFS_MAGIC_ 0x01021994
 
-#define OPAQUE_XATTR "trusted.overlay.opaque"
+/* Overlay's opaque mark: trusted.overlay.opaque as root; in a user namespace (rootless mbuild)
+ * trusted.* cannot be written, so overlays are mounted with "userxattr" and use user.overlay.* */
+#define OPAQUE_XATTR (in_user_namespace() ? "user.overlay.opaque" : "trusted.overlay.opaque")
+/* 1 when this process runs in a user namespace other than the initial one (rootless mbuild) */
+int in_user_namespace(void);
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define SETUP_EXIT 125
 

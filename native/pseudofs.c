@@ -1,5 +1,6 @@
 /* mbuild-helper: /proc, /sys and /dev in the sandbox, with Docker's masked and read-only paths. */
 #include "helper.h"
+#include <sys/statvfs.h>
 
 int mount_at(const char *src, int fd, const char *type, unsigned long flags, const char *data, const char *what) {
   char p[64];
@@ -65,10 +66,36 @@ int setup_proc(int rootfd, struct target *t, int devnull, int unmasked) {
   return 0;
 }
 
+static int bind_host_sys(int rootfd, int fd) {
+  char p[64];
+  if (mount("/sys", fdpath(fd, p, sizeof p), NULL, MS_BIND | MS_REC, NULL) < 0) return fail("binding the host's /sys: %s", strerror(errno));
+  int top = openat(rootfd, "sys", O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC); /* the new mount's root */
+  if (top < 0) return fail("reopening /sys: %s", strerror(errno));
+  fdpath(top, p, sizeof p);
+  /* the host's mount flags are locked in a user namespace: keep them, add read-only */
+  struct statvfs sv;
+  unsigned long keep = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+  if (statvfs("/sys", &sv) == 0) {
+    if (sv.f_flag & ST_NOATIME) keep |= MS_NOATIME;
+    if (sv.f_flag & ST_NODIRATIME) keep |= MS_NODIRATIME;
+    if (sv.f_flag & ST_RELATIME) keep |= MS_RELATIME;
+  }
+  int r = mount(NULL, p, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | keep, NULL);
+  int e = errno;
+  close(top);
+  return r < 0 ? fail("remounting /sys read-only: %s", strerror(e)) : 0;
+}
+
 int setup_sys(int rootfd, struct target *t, int devnull, int unmasked) {
   int fd = open_target(rootfd, t);
   if (fd < 0) return -1;
   int r = mount_at("sysfs", fd, "sysfs", (unmasked ? 0 : MS_RDONLY) | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, "/sys");
+  /* in a user namespace sysfs can be mounted only in a network namespace it owns: with the host's
+   * network (rootless --network host) the host's /sys is bound read-only instead, as runc does */
+  if (r < 0 && errno == EPERM && in_user_namespace()) {
+    g_err[0] = '\0';
+    r = bind_host_sys(rootfd, fd);
+  }
   close(fd);
   if (r < 0) return -1;
   int sfd = openat(rootfd, "sys", O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);

@@ -24,6 +24,10 @@ static int sb_escaped(struct sbuf *s, const char *t) {
 }
 
 #define OVL_EXTRA_OPTS "index=off,redirect_dir=off,metacopy=off"
+/* in a user namespace: user.overlay.* xattrs (userxattr), with which the kernel refuses to follow
+ * redirects ("off" means "follow" there); no layer of ours has one */
+#define OVL_USERNS_OPTS "userxattr,index=off,redirect_dir=nofollow,metacopy=off"
+#define OVL_OPTS (in_user_namespace() ? OVL_USERNS_OPTS : OVL_EXTRA_OPTS)
 
 static int overlay_opts(struct run_spec *s, struct sbuf *o) {
   o->len = 0;
@@ -36,7 +40,7 @@ static int overlay_opts(struct run_spec *s, struct sbuf *o) {
     if (sb_str(o, ",upperdir=") < 0 || sb_escaped(o, s->upper) < 0) return -1;
     if (sb_str(o, ",workdir=") < 0 || sb_escaped(o, s->work) < 0) return -1;
   }
-  return sb_str(o, "," OVL_EXTRA_OPTS);
+  return sb_str(o, ",") < 0 ? -1 : sb_str(o, OVL_OPTS);
 }
 
 /* New mount API with "lowerdir+" (Linux >= 6.8): no limit on the number of layers. */
@@ -46,9 +50,11 @@ static int overlay_newapi(struct run_spec *s, const char *target) {
   int e = 0;
   for (size_t i = 0; i < s->lowers.n && !e; i++)
     if (syscall(SYS_fsconfig, fs, MB_FSCONFIG_SET_STRING, "lowerdir+", s->lowers.v[i], 0) < 0) e = errno;
-  const char *kv[][2] = {{"upperdir", s->upper}, {"workdir", s->work}, {"index", "off"}, {"redirect_dir", "off"}, {"metacopy", "off"}};
+  int userns = in_user_namespace();
+  const char *kv[][2] = {{"upperdir", s->upper}, {"workdir", s->work}, {"index", "off"}, {"redirect_dir", userns ? "nofollow" : "off"}, {"metacopy", "off"}};
   for (size_t i = s->upper ? 0 : 2; i < sizeof kv / sizeof kv[0] && !e; i++)
     if (syscall(SYS_fsconfig, fs, MB_FSCONFIG_SET_STRING, kv[i][0], kv[i][1], 0) < 0) e = errno;
+  if (!e && userns && syscall(SYS_fsconfig, fs, MB_FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0) e = errno;
   if (!e && syscall(SYS_fsconfig, fs, MB_FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) e = errno;
   int mfd = -1;
   if (!e && (mfd = (int)syscall(SYS_fsmount, fs, MB_FSMOUNT_CLOEXEC, MB_MOUNT_ATTR_NODEV)) < 0) e = errno;
@@ -93,7 +99,7 @@ int mount_overlay(struct run_spec *s) {
   if (!bad && s->upper && (symlinkat(s->upper, lfd, "u") < 0 || symlinkat(s->work, lfd, "w") < 0))
     bad = fail("symlink in %s: %s", ldir, strerror(errno));
   close(lfd);
-  if (bad || (s->upper && sb_str(&o, ",upperdir=u,workdir=w") < 0) || sb_str(&o, "," OVL_EXTRA_OPTS) < 0) return -1;
+  if (bad || (s->upper && sb_str(&o, ",upperdir=u,workdir=w") < 0) || sb_str(&o, ",") < 0 || sb_str(&o, OVL_OPTS) < 0) return -1;
   if (o.len >= MOUNT_DATA_MAX) {
     free(o.p);
     return fail("overlay options for %zu layers exceed the mount(2) limit and the new mount API failed: %s",

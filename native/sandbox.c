@@ -55,11 +55,22 @@ void seccomp_cache_path(char *buf, size_t n) {
   else snprintf(slash + 1, 32, "seccomp-default.bpf");
 }
 
-/* The profile's rules as they apply to Docker's default capability set. */
-static int install_seccomp(void) {
+/*
+ * The profile's rules as they apply to Docker's default capability set: the program is read (from
+ * the file beside the helper) before pivot_root, when that file is still in reach (after it, every
+ * step built the program itself), and loaded after.
+ */
+static struct mb_seccomp_prog g_seccomp;
+
+static int prepare_seccomp(void) {
   char err[512], cache[PATH_MAX];
   seccomp_cache_path(cache, sizeof cache);
-  return mb_seccomp_install(default_caps(), cache[0] ? cache : NULL, err, sizeof err) < 0 ? fail("%s", err) : 0;
+  return mb_seccomp_prepare(default_caps(), cache[0] ? cache : NULL, &g_seccomp, err, sizeof err) < 0 ? fail("%s", err) : 0;
+}
+
+static int install_seccomp(void) {
+  char err[512];
+  return mb_seccomp_load(&g_seccomp, err, sizeof err) < 0 ? fail("%s", err) : 0;
 }
 
 static int drop_privileges(struct run_spec *s) {
@@ -211,6 +222,7 @@ void __attribute__((noreturn)) child_main(struct run_spec *s) {
   if (sethostname(s->hostname, strlen(s->hostname)) < 0) fail("sethostname: %s", strerror(errno)), child_fail();
   if (s->net_mode == NET_NONE && bring_up_lo() < 0) child_fail();
 
+  if (!s->insecure && prepare_seccomp() < 0) child_fail();
   if (fchdir(rootfd) < 0) fail("chdir rootfs: %s", strerror(errno)), child_fail();
   if (syscall(SYS_pivot_root, ".", ".") < 0) fail("pivot_root: %s", strerror(errno)), child_fail();
   if (umount2(".", MNT_DETACH) < 0) fail("detaching the old root: %s", strerror(errno)), child_fail();

@@ -273,14 +273,21 @@ static int load_cached(uint64_t caps, const char *path, struct sock_filter **out
   return rc;
 }
 
-int mb_seccomp_install(uint64_t caps, const char *cache, char *err, size_t errlen) {
+int mb_seccomp_prepare(uint64_t caps, const char *cache, struct mb_seccomp_prog *out, char *err, size_t errlen) {
   struct sock_filter *prog = NULL;
   size_t n = 0;
   if (load_cached(caps, cache, &prog, &n) < 0 && build_program(caps, &prog, &n, err, errlen) < 0) return -1;
-  struct sock_fprog fprog = {.len = (unsigned short)n, .filter = prog};
+  out->filter = prog;
+  out->len = n;
+  return 0;
+}
+
+int mb_seccomp_load(struct mb_seccomp_prog *p, char *err, size_t errlen) {
+  struct sock_fprog fprog = {.len = (unsigned short)p->len, .filter = p->filter};
   int rc = prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog, 0, 0);
   int e = errno;
-  free(prog);
+  free(p->filter);
+  p->filter = NULL;
   return rc < 0 ? seterr(err, errlen, "seccomp: loading the filter: %s", strerror(e)) : 0;
 }
 

@@ -138,3 +138,48 @@ export async function pushImage(store: Store, reference: string, opts: PushOptio
     throw err;
   }
 }
+
+/**
+ * Push an index (a build with attestations, or several platforms): each manifest it lists with
+ * its config and layers, put by digest, then the index under the tag (skipped when the tag
+ * already points at it). Blobs the repository has are not sent.
+ */
+export async function pushIndex(store: Store, reference: string, indexDigest: string, opts: PushOptions = {}): Promise<PushResult> {
+  const ref = parseRemote(reference);
+  const step = opts.progress?.step(`pushing ${displayRef(ref)}`);
+  const tp = new TransferProgress(step);
+  const chunkSize = opts.chunkSize ?? defaultChunkSize();
+  try {
+    const client = new RegistryClient(pushEndpoint(ref.registry), ref.repository, true);
+    const indexBytes = await store.content.readBytes(indexDigest);
+    const index = JSON.parse(indexBytes.toString('utf8')) as { mediaType?: string; manifests?: Descriptor[] };
+    const counts: Record<BlobOutcome, number> = { existing: 0, mounted: 0, uploaded: 0 };
+    const sent: string[] = [];
+    for (const d of index.manifests ?? []) {
+      const bytes = await store.content.readBytes(d.digest);
+      const manifest = JSON.parse(bytes.toString('utf8')) as { config: Descriptor; layers: Descriptor[] };
+      const blobs = [...new Map([...manifest.layers, manifest.config].map((l) => [l.digest, l])).values()];
+      const queue = new PQueue({ concurrency: opts.concurrency ?? 3 });
+      const results = await Promise.allSettled(blobs.map((l) => queue.add(() => pushBlob(client, store, l, tp, chunkSize, l === manifest.config ? 'config' : 'layer'), { throwOnTimeout: true })));
+      for (const r of results) if (r.status === 'rejected') throw r.reason;
+      for (const r of results) if (r.status === 'fulfilled') counts[r.value]++;
+      const got = await client.putManifest(d.digest, d.mediaType, bytes);
+      if (got && got !== d.digest) throw new MbuildError('MBUILD_REGISTRY', `${client.host} stored manifest ${d.digest} as ${got}`);
+      sent.push(...blobs.map((b) => b.digest));
+    }
+    const tag = ref.digest ? indexDigest : (ref.tag ?? 'latest');
+    const current = await client.headManifest(tag);
+    if (current?.digest === indexDigest) tp.note(`index ${indexDigest} already tagged ${tag}`);
+    else {
+      const got = await client.putManifest(tag, index.mediaType ?? MediaType.index, indexBytes);
+      if (got && got !== indexDigest) throw new MbuildError('MBUILD_REGISTRY', `${client.host} stored the index as ${got}, expected ${indexDigest}`);
+      tp.note(`index ${indexDigest} tagged ${tag}`);
+    }
+    await recordSources(store, client.host, ref.repository, sent).catch(() => undefined);
+    step?.done(`${counts.uploaded} pushed, ${counts.mounted} mounted, ${counts.existing} already there, ${tp.summary()}`);
+    return { name: displayRef(ref), digest: indexDigest, ...counts, bytes: tp.bytes };
+  } catch (err) {
+    step?.fail();
+    throw err;
+  }
+}

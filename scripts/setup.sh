@@ -23,6 +23,11 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v openssl >/dev/null || need+=(openssl)
+# rootless mbuild (cli/rootless.ts, test/integration/rootless.test.ts): newuidmap/newgidmap map a
+# user's /etc/subuid range into its user namespace; slirp4netns gives its RUN steps a network
+command -v newuidmap >/dev/null || [ -x /usr/bin/newuidmap ] || need+=(uidmap)
+command -v slirp4netns >/dev/null || need+=(slirp4netns)
+command -v runuser >/dev/null || need+=(util-linux)   # the rootless tests run the CLI as a test user
 # RUN steps and `mbuild run` of arm64 (any foreign) images: qemu-user under binfmt_misc, which mbuild
 # registers itself from the package's /usr/lib/binfmt.d rules (builder/sandbox/emulation.ts)
 [ -x /usr/bin/qemu-aarch64-static ] || need+=(qemu-user-static)
@@ -33,6 +38,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# slirp4netns opens /dev/net/tun as the user: Debian's udev makes it 0666, a machine without udev may not
+[ -c /dev/net/tun ] && chmod 0666 /dev/net/tun
 
 if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
   # npm install (not ci): npm 11 writes lock files whose optional platform packages `npm ci` rejects

@@ -101,7 +101,7 @@ export async function remoteBuild(argv: string[], connect: (contextDir: string) 
   const specs = (flags.output as string[]).map((raw) => ({ raw, o: parseOutput(raw) }));
   // the server writes archives in its default form and pushes only with --push: any other -o option is refused, not dropped
   for (const { raw, o } of specs)
-    if (o.type === 'registry' || o.push || o.names.length || !o.tar || o.compression !== 'gzip' || o.forceCompression || o.ociMediatypes !== undefined || Object.keys(o.annotations).length)
+    if (o.type === 'registry' || o.push || o.names.length || !o.tar || o.compression !== 'gzip' || o.compressionLevel !== undefined || o.pushByDigest || o.forceCompression || o.ociMediatypes !== undefined || Object.keys(o.annotations).length)
       throw new UsageError(`--output ${raw}: with --host / MBUILD_HOST only type=oci|docker|tar|local,dest=... (and --push) are available`);
   const outputs: OutputSpec[] = specs.map(({ o }) => o).filter((o) => o.type !== 'image');
   if ((flags.ssh as string[]).length) throw new UsageError('--ssh does not work with --host / MBUILD_HOST yet: the ssh agent is not forwarded to the server');

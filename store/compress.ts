@@ -21,10 +21,13 @@ function level(): number {
   return Number.isInteger(v) && v >= 1 && v <= 9 ? v : zc.Z_DEFAULT_COMPRESSION;
 }
 
-/** The gzip form of one layer blob (made and remembered on first use). */
-export async function gzipLayer(store: Store, layer: Descriptor): Promise<Descriptor> {
+/**
+ * The gzip form of one layer blob (made and remembered on first use). `gzipLevel` (0-9, an
+ * output's compression-level=) makes and remembers a form of its own.
+ */
+export async function gzipLayer(store: Store, layer: Descriptor, gzipLevel?: number): Promise<Descriptor> {
   if (!UNCOMPRESSED.has(layer.mediaType)) return layer;
-  const memo = path.join(layout.compressed(store.root), `${hex(layer.digest)}.json`);
+  const memo = path.join(layout.compressed(store.root), gzipLevel === undefined ? `${hex(layer.digest)}.json` : `${hex(layer.digest)}.level${gzipLevel}.json`);
   try {
     const known = JSON.parse(await fs.readFile(memo, 'utf8')) as { digest: string; size: number };
     if (await store.content.has(known.digest)) return { mediaType: MediaType.layerGzip, digest: known.digest, size: known.size };
@@ -32,7 +35,7 @@ export async function gzipLayer(store: Store, layer: Descriptor): Promise<Descri
     /* not compressed yet */
   }
   const source = store.content.open(layer.digest);
-  const gz = createParallelGzip({ level: level() });
+  const gz = createParallelGzip({ level: gzipLevel ?? level() });
   source.on('error', (err) => gz.destroy(err));
   const info = await store.content.ingest(source.pipe(gz));
   await writeFileAtomic(memo, JSON.stringify({ digest: info.digest, size: info.size }));

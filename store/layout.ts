@@ -7,7 +7,8 @@
  *   ROOT/images.json               image names (images.ts)
  *   ROOT/compressed/<hex>.json     which gzip blob a layer compressed to (compress.ts)
  *   ROOT/cache/<hex>.json          build-cache entries; file-hashes.json, last/ (builder/cache)
- *   ROOT/snapshots/<name>/fs       a snapshot's files, in overlay format (meta.json beside them)
+ *   ROOT/snapshots/<name>/fs       a snapshot's files, in overlay format; meta.json beside them once
+ *                                  committed, work/ (overlay) or merged/ (copy) while active
  *       c-<32 hex>                 an image layer, named by its chain id: shared by every image with it
  *       k-<32 hex>                 a layer kept by the build cache, named by its cache key
  *       b-<pid>-<12 hex>           a build step's layer, private to its build (removed when it ends)
@@ -51,6 +52,11 @@ export const layout = {
 
 /** The directory inside a snapshot that holds its files (the overlay lowerdir / upperdir). */
 export const SNAPSHOT_FILES = 'fs';
+/** A committed snapshot's record beside its files: { parent?: names of the stack below, blob? }. */
+export const SNAPSHOT_META = 'meta.json';
+/** An active snapshot's overlay workdir (overlay) and its copy of the parent (copy); commit removes them. */
+export const SNAPSHOT_WORK = 'work';
+export const SNAPSHOT_MERGED = 'merged';
 /** The snapshot of no files, the lowerdir of FROM scratch. */
 export const EMPTY_SNAPSHOT = 'empty';
 

@@ -7,11 +7,13 @@ import type { ImageConfig, Manifest } from './oci.js';
 import { normalizeName } from './reference.js';
 import { ImageNotFoundError } from '../util/errors.js';
 import { isDigest } from './digest.js';
+import { isRootless, rootlessDataHome } from '../util/rootless.js';
 import { layout } from './layout.js';
 import { recoverStore, registerUse, waitForPrune, type RecoveryReport } from './recovery.js';
 
+/** $MBUILD_ROOT, else /var/lib/mbuild as root, else (rootless) $XDG_DATA_HOME/mbuild or ~/.local/share/mbuild. */
 export function defaultRoot(): string {
-  return process.env.MBUILD_ROOT || (process.getuid?.() === 0 ? '/var/lib/mbuild' : path.join(process.env.HOME ?? '/tmp', '.local/share/mbuild'));
+  return process.env.MBUILD_ROOT || (isRootless() ? rootlessDataHome() : '/var/lib/mbuild');
 }
 
 /**

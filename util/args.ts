@@ -10,6 +10,8 @@ export interface FlagSpec {
   help?: string;
   arg?: string;
   hidden?: boolean;
+  /** a string flag given without "=VALUE" takes this value and leaves the next word alone (pflag's NoOptDefVal) */
+  optional?: string;
 }
 
 export interface ParsedArgs {
@@ -52,6 +54,7 @@ export function parseArgs(argv: string[], specs: FlagSpec[]): ParsedArgs {
     }
     let value: string;
     if (a.startsWith('--') && eq > 0) value = a.slice(eq + 1);
+    else if (spec.optional !== undefined) value = spec.optional;
     else {
       if (i + 1 >= argv.length) throw new UsageError(`flag needs an argument: ${name}`);
       value = argv[++i];

@@ -15,6 +15,7 @@ export const ERROR_CODES = {
   MBUILD_UNSUPPORTED: 'an instruction or option that mbuild does not implement',
   MBUILD_CANCELED: 'a step stopped because another stage of the build failed',
   MBUILD_NEEDS_ROOT: 'the command needs root (mounts and namespaces) and runs as a normal user',
+  MBUILD_ROOTLESS: 'rootless mode cannot start (no /etc/subuid range, newuidmap missing, user namespaces off) or a flag needs root',
   MBUILD_CHECK: 'a build check found something and the Dockerfile asks for errors (# check=error=true)',
   // the build context and the steps
   MBUILD_CONTEXT_READ: 'a file of the build context cannot be read',

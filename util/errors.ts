@@ -152,3 +152,15 @@ export class CacheBlobError extends MbuildError {
     super('MBUILD_CACHE_BLOB', message, { cause });
   }
 }
+/** Snapshotter.commit: the name is taken (another build committed the same layer first). */
+export class SnapshotExistsError extends MbuildError {
+  constructor(readonly snapshot: string) {
+    super('MBUILD_SNAPSHOT', `snapshot ${snapshot} already exists`);
+  }
+}
+/** Snapshotter.remove of a snapshot another one is over, or a key that is not there. */
+export class SnapshotError extends MbuildError {
+  constructor(message: string) {
+    super('MBUILD_SNAPSHOT', message);
+  }
+}

@@ -49,8 +49,12 @@ export function mbuildTool({ repo, bin, root, network, label }) {
     const kb = existsSync(rssFile) ? Number(readFileSync(rssFile, 'utf8').trim().split('\n').pop()) : NaN;
     return { ...r, rssKb: kb > 0 ? kb : null };
   };
-  // its RUN network default, from its own usage text ("--network ... (default host)")
-  const defaultNetwork = usage.match(/--network \S+\s+network for RUN steps \(default (\w+)/)?.[1] ?? 'unknown';
+  // its RUN network default, from its own usage text: the flag is in `mbuild build --help` (older
+  // versions: "(default host)"; now the modes, "default, bridge, host or none", where default is
+  // the bridge and never falls back to the host's network)
+  const buildUsage = sh(exe, argv(['build', '--help'])).out;
+  const netHelp = buildUsage.match(/--network \S+\s+network for RUN steps(.*)/)?.[1] ?? '';
+  const defaultNetwork = netHelp.match(/\(default (\w+)/)?.[1] ?? (/^: default, bridge\b/.test(netHelp) ? 'bridge' : 'unknown');
   return {
     name: 'mbuild',
     missing: null,

@@ -4,7 +4,9 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import type { Layer, LayerBlob, Snapshotter } from '../../snapshotter/snapshots.js';
+import type { Layers } from '../../snapshotter/layers.js';
+import type { CommitOptions, Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
+import { SnapshotExistsError } from '../../util/errors.js';
 import { exists, writeFileAtomic } from '../../store/fsutil.js';
 import { SNAPSHOT_FILES, cacheEntryName, cacheSnapshotName, isCacheSnapshotName, layout } from '../../store/layout.js';
 
@@ -23,7 +25,7 @@ export interface CachedLayer {
 
 export class BuildCache {
   readonly dir: string;
-  constructor(private readonly snap: Snapshotter) {
+  constructor(private readonly snap: Layers) {
     this.dir = layout.cache(snap.store.root);
   }
 
@@ -51,30 +53,33 @@ export class BuildCache {
   }
 
   /**
-   * Keep a step's freshly committed layer under its key. If another build stored the same key
-   * first, this build keeps its own private copy and leaves the cache as it is.
+   * Commit a step's active snapshot as the layer kept under its key (Snapshotter.commit(name, key)).
+   * If another build committed the same key first, this build commits its own private layer and
+   * leaves the cache as it is.
    */
-  async put(key: string, layer: Layer, created: string): Promise<Layer> {
-    const id = cacheSnapshotName(key);
-    const base = path.join(this.snap.dir, id);
-    if (!(await exists(layer.dir))) {
-      // a blob-only layer (Snapshotter.commitTar): the entry names where it would be unpacked
-      if (!layer.empty && !layer.blob) throw new Error(`layer ${layer.id} has neither files nor a blob`);
-      if (await exists(base)) return layer; // another build's files are there: ours stays private
-      const kept: Layer = { ...layer, id, dir: path.join(base, SNAPSHOT_FILES), cacheKey: key };
-      await this.write({ key, snapshot: id, empty: Boolean(layer.empty), blob: layer.blob, created });
-      return kept;
-    }
+  async commit(key: string, active: string, created: string, opts?: CommitOptions): Promise<Layer> {
+    let layer: Layer;
     try {
-      await fs.rename(path.dirname(layer.dir), base);
+      layer = await this.snap.commit(cacheSnapshotName(key), active, opts);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOTEMPTY' || code === 'EEXIST') return layer;
+      if (err instanceof SnapshotExistsError) return this.snap.commitPrivate(active, opts);
       throw err;
     }
-    const kept: Layer = { ...layer, id, dir: path.join(base, SNAPSHOT_FILES), cacheKey: key };
-    await this.write({ key, snapshot: id, empty: Boolean(kept.empty), blob: kept.blob, created });
-    return kept;
+    await this.write({ key, snapshot: layer.id, empty: Boolean(layer.empty), blob: layer.blob, created });
+    return { ...layer, cacheKey: key };
+  }
+
+  /**
+   * Keep a blob-only layer (Layers.commitTar) under its key: the entry names the snapshot it is
+   * unpacked as when something mounts it. If that snapshot is there already (another build's),
+   * this build's layer stays private.
+   */
+  async put(key: string, layer: Layer, created: string): Promise<Layer> {
+    if (!layer.empty && !layer.blob) throw new Error(`layer ${layer.id} has neither files nor a blob`);
+    const id = cacheSnapshotName(key);
+    if (await exists(path.join(this.snap.dir, id))) return layer;
+    await this.write({ key, snapshot: id, empty: Boolean(layer.empty), blob: layer.blob, created });
+    return { ...layer, id, dir: path.join(this.snap.dir, id, SNAPSHOT_FILES), cacheKey: key };
   }
 
   /** The snapshot id a key's layer is kept under. */

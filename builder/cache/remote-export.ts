@@ -12,7 +12,8 @@ import PQueue from 'p-queue';
 import type { Store } from '../../store/store.js';
 import type { ProgressReporter } from '../../util/progress.js';
 import type { CacheBackend } from '../../registry/cache-backend.js';
-import type { Layer, Snapshotter } from '../../snapshotter/snapshots.js';
+import type { Layer } from '../../snapshotter/snapshotter.js';
+import type { Layers } from '../../snapshotter/layers.js';
 import type { Manifest } from '../../store/oci.js';
 import { gzipLayer } from '../../store/compress.js';
 import { sha256 } from '../../store/digest.js';
@@ -43,7 +44,7 @@ const ATTEMPTS = 6;
 export async function exportCache(
   spec: Extract<CacheExportSpec, { type: 'registry' | 'local' }>,
   input: ExportInput,
-  deps: { store: Store; snap: Snapshotter; remote?: RemoteCaches; progress: ProgressReporter },
+  deps: { store: Store; snap: Layers; remote?: RemoteCaches; progress: ProgressReporter },
 ): Promise<void> {
   const backend = await openBackend(spec, true);
   const step = deps.progress.step(`exporting cache to ${backend.label} (mode=${spec.mode})`);
@@ -65,7 +66,7 @@ export async function exportCache(
 }
 
 /** Our steps with their compressed layers (made once per layer; remembered by the store). */
-async function prepareSteps(steps: BuiltStep[], backend: CacheBackend, deps: { store: Store; snap: Snapshotter; remote?: RemoteCaches }, now: string): Promise<(CachedStep & { upload: boolean })[]> {
+async function prepareSteps(steps: BuiltStep[], backend: CacheBackend, deps: { store: Store; snap: Layers; remote?: RemoteCaches }, now: string): Promise<(CachedStep & { upload: boolean })[]> {
   const out: (CachedStep & { upload: boolean })[] = [];
   for (const s of steps) {
     const base = { key: s.key, parent: s.parent, created: s.created, used: now };

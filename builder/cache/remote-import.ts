@@ -14,7 +14,8 @@ import type { ProgressReporter } from '../../util/progress.js';
 import type { CacheBackend } from '../../registry/cache-backend.js';
 import type { FetchedManifest } from '../../registry/client.js';
 import { MediaType, type Manifest, type Index } from '../../store/oci.js';
-import type { Layer, LayerBlob, Snapshotter } from '../../snapshotter/snapshots.js';
+import type { Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
+import type { Layers } from '../../snapshotter/layers.js';
 import { decompressStream } from '../../snapshotter/diff/decompress.js';
 import { rememberGzip } from '../../store/compress.js';
 import { CacheBlobError } from '../../util/errors.js';
@@ -53,7 +54,7 @@ export class RemoteCaches {
   private constructor(
     private readonly sources: Source[],
     private readonly store: Store,
-    private readonly snap: Snapshotter,
+    private readonly snap: Layers,
     private readonly cache: BuildCache,
     private readonly progress: ProgressReporter,
   ) {}
@@ -62,7 +63,7 @@ export class RemoteCaches {
     return this.sources.length === 0;
   }
 
-  static async load(specs: CacheImportSpec[], snap: Snapshotter, cache: BuildCache, progress: ProgressReporter, platform: { os: string; architecture: string }): Promise<RemoteCaches> {
+  static async load(specs: CacheImportSpec[], snap: Layers, cache: BuildCache, progress: ProgressReporter, platform: { os: string; architecture: string }): Promise<RemoteCaches> {
     const sources: Source[] = [];
     await Promise.all(
       specs.map(async (spec) => {

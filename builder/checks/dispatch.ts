@@ -2,7 +2,11 @@
  * The checks BuildKit makes while dispatching a stage's instructions (dockerfile2llb convert.go,
  * convert_expose.go, validations.go): UndefinedVar, LegacyKeyValueFormat, SecretsUsedInArgOrEnv,
  * WorkdirRelativePath, JSONArgsRecommended, MultipleInstructionsDisallowed, CopyIgnoredFile and
- * the EXPOSE rules, over a simulated environment (ENV, ARG and what the base gives).
+ * the EXPOSE rules, over a simulated environment (ENV, ARG and what the base gives). It also
+ * refuses what the build itself would refuse before running a step: expansion errors, COPY/ADD
+ * sources and flags (builder/steps/copy-checks.ts), blank ENV names, empty VOLUMEs, RUN --mount
+ * options, --from names that are no stage and no valid image reference, RUN --security=insecure
+ * without the entitlement.
  */
 import path from 'node:path';
 import type { Instruction } from '../dockerfile/types.js';
@@ -11,7 +15,8 @@ import { parseRunMount } from '../dockerfile/run-mount.js';
 import { Lexer, type EnvLookup } from '../expand/shell-word.js';
 import { MESSAGES, type RuleName } from './rules.js';
 import type { CheckConfig } from './config.js';
-import { suggest } from './suggest.js';
+import { suggest } from '../../util/suggest.js';
+import { checkCopySources } from '../steps/copy-checks.js';
 
 /** Args BuildKit never puts in the environment. */
 export const NON_ENV_ARGS = new Set(['BUILDKIT_SBOM_SCAN_CONTEXT', 'BUILDKIT_SBOM_SCAN_STAGE']);
@@ -67,6 +72,10 @@ export interface DispatchContext {
   buildArgs: Record<string, string>;
   globals: Env;
   ignore?: { excludes(rel: string): boolean; patterns: { text: string; exclusion: boolean }[] };
+  /** a --from value (COPY, RUN --mount) that names no stage: an error when it is no image reference either */
+  checkImageRef?(from: string): void;
+  /** --allow, when the check should refuse what needs an entitlement (undefined: not judged) */
+  allow?: string[];
 }
 
 /** An error with the instruction's lines, unless it has some already. */
@@ -83,6 +92,8 @@ export function dispatchStage(cx: DispatchContext, st: StageState, list: Instruc
     const cfg = cx.config(offset + j);
     const { start, end } = ins.range;
     const at = (e: unknown) => withRange(e, ins.range);
+    // a word that reads a variable the unknown base environment may hold: its value is not known
+    let uncertain = false;
     const expand = (word: string, lexer = cx.lex) => {
       let r;
       try {
@@ -91,6 +102,7 @@ export function dispatchStage(cx: DispatchContext, st: StageState, list: Instruc
         throw at(e);
       }
       reportUnmatched(r.unmatched);
+      if (!st.envKnown && r.unmatched.size) uncertain = true;
       return r.result;
     };
     const reportUnmatched = (unmatched: Set<string>) => {
@@ -118,6 +130,7 @@ export function dispatchStage(cx: DispatchContext, st: StageState, list: Instruc
     switch (ins.kind) {
       case 'env': {
         const pairs = ins.pairs.map((p) => ({ key: expand(p.key), value: expand(p.value) }));
+        if (!uncertain && pairs.some((p) => p.key === '')) throw at(new Error('ENV names can not be blank'));
         legacy(name);
         for (const p of pairs) {
           secret('ENV', p.key);
@@ -146,10 +159,16 @@ export function dispatchStage(cx: DispatchContext, st: StageState, list: Instruc
       case 'copy':
       case 'add': {
         if (ins.chown !== undefined) expand(ins.chown);
-        if (ins.chmod !== undefined) expand(ins.chmod);
+        const chmod = ins.chmod !== undefined ? expand(ins.chmod) : undefined;
         if (ins.checksum !== undefined) expand(ins.checksum);
         const sources = ins.sources.map((s) => expand(s));
-        expand(ins.dest);
+        const dest = expand(ins.dest);
+        try {
+          if (!uncertain) checkCopySources(ins, sources, dest, chmod);
+          if (ins.from !== undefined) cx.checkImageRef?.(ins.from);
+        } catch (e) {
+          throw at(e);
+        }
         for (const h of ins.sourceContents ?? []) {
           if (!h.expand) continue;
           try {
@@ -171,14 +190,25 @@ export function dispatchStage(cx: DispatchContext, st: StageState, list: Instruc
         expand(ins.user);
         break;
       case 'volume':
-        for (const v of ins.paths) if (expand(v) === '') throw at(new Error('VOLUME specified can not be an empty string'));
+        for (const v of ins.paths) if (expand(v) === '' && !uncertain) throw at(new Error('VOLUME specified can not be an empty string'));
         break;
       case 'stopsignal':
         expand(ins.signal);
         break;
       case 'run':
         // the mount options as the build reads them: values expanded (UndefinedVar), errors refused
-        for (const m of ins.mounts) parseRunMount(m, (w) => expand(w), ins.range);
+        for (const m of ins.mounts) {
+          const spec = parseRunMount(m, (w) => expand(w), ins.range);
+          if (spec.from !== undefined) {
+            try {
+              cx.checkImageRef?.(spec.from);
+            } catch (e) {
+              throw at(e);
+            }
+          }
+        }
+        if (ins.security === 'insecure' && cx.allow && !cx.allow.includes('security.insecure'))
+          throw at(new Error('RUN --security=insecure needs the security.insecure entitlement: build with --allow security.insecure'));
         break;
       case 'cmd':
       case 'entrypoint':

@@ -8,7 +8,7 @@
  * stage; rules found while "dispatching" instructions (UndefinedVar, JSONArgsRecommended, ...) look
  * at the stages the build needs, or at all of them for --check.
  */
-import { parseAst, type AstNode, type AstResult } from '../dockerfile/ast.js';
+import { AstError, parseAst, type AstNode, type AstResult } from '../dockerfile/ast.js';
 import { parseDockerfile } from '../dockerfile/parse.js';
 import type { Instruction, ParsedDockerfile } from '../dockerfile/types.js';
 import { Lexer, type EnvLookup } from '../expand/shell-word.js';
@@ -17,7 +17,7 @@ import { platformArgs } from '../plan/platform.js';
 import { parseReference } from '../../store/reference.js';
 import { MESSAGES, RULES, type RuleName } from './rules.js';
 import { CheckOptionError, checkDirective, configForComments, DEFAULT_CHECK_CONFIG, parseCheckOptions, ruleEnabled, type CheckConfig } from './config.js';
-import { suggest } from './suggest.js';
+import { suggest } from '../../util/suggest.js';
 import { dispatchStage, Env, withRange, type DispatchContext, type StageState } from './dispatch.js';
 
 export interface CheckWarning {
@@ -47,6 +47,8 @@ export interface CheckOptions {
   imageEnv?: (ref: string) => string[] | undefined;
   /** the context's .dockerignore, for CopyIgnoredFile */
   ignore?: { excludes(rel: string): boolean; patterns: { text: string; exclusion: boolean }[] };
+  /** --allow: RUN --security=insecure without security.insecure is an error (undefined: not judged) */
+  allow?: string[];
 }
 
 const RESERVED_STAGE_NAMES = new Set(['context', 'scratch']);
@@ -200,6 +202,7 @@ export function checkDockerfile(text: string, file: string, opts: CheckOptions =
   const declaredArgs = [...new Set([...globals.keys(), ...metaArgs.flatMap((a) => a.args.map((x) => x.name))])];
 
   // FROM arguments (buildDispatchStates): every stage
+  const stagesSoFar = new Set<string>();
   for (let i = firstFrom; i < instructions.length; i++) {
     const ins = instructions[i]!;
     if (ins.kind !== 'from') continue;
@@ -239,6 +242,16 @@ export function checkDockerfile(text: string, file: string, opts: CheckOptions =
       if (plat.result === '') return result({ message: `empty platform value from expression ${ins.platform}`, start, end }, config);
     }
     if (name.result === '') return result({ message: `base name (${ins.image}) should not be blank`, start, end }, config);
+    // the base must be an earlier stage, scratch, or an image the build can look up
+    const base = name.result;
+    if (base !== 'scratch' && !stagesSoFar.has(base.toLowerCase())) {
+      try {
+        parseReference(base);
+      } catch (e) {
+        return result(errorOf(e, ins.range), config);
+      }
+    }
+    if (ins.stageName !== undefined) stagesSoFar.add(ins.stageName);
   }
 
   let plan: Plan;
@@ -258,6 +271,12 @@ export function checkDockerfile(text: string, file: string, opts: CheckOptions =
     buildArgs,
     globals,
     ...(opts.ignore ? { ignore: opts.ignore } : {}),
+    ...(opts.allow ? { allow: opts.allow } : {}),
+    // a --from that names no stage is an image reference
+    checkImageRef: (from) => {
+      if (/^\d+$/.test(from) || plan.stages.some((s) => s.name === from.toLowerCase())) return;
+      parseReference(from);
+    },
   };
   const wanted = new Set(opts.allStages ? plan.stages.map((s) => s.index) : plan.order);
   const finals = new Map<number, StageState>();
@@ -327,7 +346,8 @@ function parsePlatform(s: string): { os: string; arch: string } | undefined {
 
 function errorOf(e: unknown, range?: { start: number; end: number }): NonNullable<CheckResult['error']> {
   const err = e as Error & { range?: { start: number; end: number } };
-  const r = err.range ?? range;
+  // the parser's AstError carries its lines as start/end
+  const r = err.range ?? (e instanceof AstError ? { start: e.start, end: e.end } : range);
   return { message: err.message, ...(r ? { start: r.start, end: r.end } : {}) };
 }
 

@@ -17,6 +17,7 @@ import {
   type AstNode,
 } from './ast.js';
 import { DurationError, parseGoDuration } from './duration.js';
+import { FlagError, Flags } from './bflag.js';
 import type {
   ArgInstruction,
   CommandForm,
@@ -35,71 +36,6 @@ class InstructionError extends Error {}
 const fail = (message: string): never => {
   throw new InstructionError(message);
 };
-
-// ---------------------------------------------------------------------------------------------
-// flags (BuildKit BFlags)
-
-type FlagType = 'bool' | 'string' | 'strings';
-interface Flag {
-  type: FlagType;
-  value: string;
-  values: string[];
-  used: boolean;
-}
-
-class Flags {
-  private readonly defs = new Map<string, Flag>();
-  constructor(private readonly args: string[]) {}
-
-  private add(name: string, type: FlagType, value: string): Flag {
-    const f: Flag = { type, value, values: [], used: false };
-    this.defs.set(name, f);
-    return f;
-  }
-  bool(name: string): Flag {
-    return this.add(name, 'bool', 'false');
-  }
-  string(name: string, def = ''): Flag {
-    return this.add(name, 'string', def);
-  }
-  strings(name: string): Flag {
-    return this.add(name, 'strings', '');
-  }
-
-  parse(): void {
-    for (const a of this.args) {
-      if (a === '--') return;
-      if (!a.startsWith('--')) fail(`arg should start with -- : ${a}`);
-      const eq = a.indexOf('=');
-      const flagName = eq < 0 ? a : a.slice(0, eq);
-      const hasValue = eq >= 0;
-      const value = hasValue ? a.slice(eq + 1) : '';
-      const name = flagName.slice(2);
-      const flag = this.defs.get(name);
-      if (!flag) return fail(`unknown flag: ${flagName}`);
-      if (flag.used && flag.type !== 'strings') fail(`duplicate flag specified: ${flagName}`);
-      flag.used = true;
-      switch (flag.type) {
-        case 'bool': {
-          if (hasValue && value === '') fail(`missing a value on flag: ${flagName}`);
-          const v = value.toLowerCase();
-          if (v === 'true' || v === '') flag.value = 'true';
-          else if (v === 'false') flag.value = 'false';
-          else fail(`expecting boolean value for flag ${flagName}, not: ${value}`);
-          break;
-        }
-        case 'string':
-          if (!hasValue) fail(`missing a value on flag: ${flagName}`);
-          flag.value = value;
-          break;
-        case 'strings':
-          if (!hasValue) fail(`missing a value on flag: ${flagName}`);
-          flag.values.push(value);
-          break;
-      }
-    }
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -153,6 +89,16 @@ const VALID_STAGE_NAME = /^[a-z][a-z0-9._-]*$/;
 
 // ---------------------------------------------------------------------------------------------
 // instructions
+
+/** One parsed line (AST node) as an instruction; its errors become ParseErrors at `range`. */
+export function parseNode(node: AstNode, range: SourceRange = { start: node.startLine, end: node.endLine }): Instruction {
+  try {
+    return parseInstruction(node, range);
+  } catch (e) {
+    if (e instanceof InstructionError || e instanceof FlagError) throw new ParseError(e.message, range);
+    throw e;
+  }
+}
 
 function parseInstruction(node: AstNode, range: SourceRange): Instruction {
   const args = nodeArgs(node);
@@ -413,13 +359,7 @@ export function parseDockerfile(text: string, file?: string): ParsedDockerfile {
   let seenFrom = false;
   for (const node of ast.nodes) {
     const range = rangeOf(node.startLine, node.endLine);
-    let ins: Instruction;
-    try {
-      ins = parseInstruction(node, range);
-    } catch (e) {
-      if (e instanceof InstructionError) throw new ParseError(e.message, range);
-      throw e;
-    }
+    const ins = parseNode(node, range);
     if (ins.kind === 'from') seenFrom = true;
     else if (!seenFrom && ins.kind !== 'arg') throw new ParseError('no build stage in current context', range);
     instructions.push(ins);

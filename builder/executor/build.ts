@@ -1,9 +1,10 @@
 /** Runs a plan: stages concurrently (each waits for the stages it reads), steps in order. */
+import { begin, span } from '../../util/trace.js';
 import path from 'node:path';
 import { parseDockerfile } from '../dockerfile/parse.js';
 import type { Instruction } from '../dockerfile/types.js';
 import { planBuild, type Plan, type Stage } from '../plan/plan.js';
-import { Snapshotter } from '../../snapshotter/snapshots.js';
+import { Layers } from '../../snapshotter/layers.js';
 import type { Store } from '../../store/store.js';
 import { loadIgnore } from '../context/dockerignore.js';
 import type { ProgressReporter } from '../../util/progress.js';
@@ -21,6 +22,7 @@ import { formatSummary } from '../checks/report.js';
 import { copyStep } from '../steps/copy.js';
 import { workdirStep } from '../steps/workdir.js';
 import { writeImage, type WrittenImage } from './image.js';
+import { dirContextCopy, namedContextOf, replacedStages, stagesNeeded, type NamedContexts } from './named-contexts.js';
 import { CacheBlobError, MbuildError, ParseError } from '../../util/errors.js';
 import { normalizeName } from '../../store/reference.js';
 import os from 'node:os';
@@ -35,9 +37,12 @@ import type { BuiltStep } from '../cache/remote-export.js';
 import type { CacheExportSpec, CacheImportSpec } from '../cache/remote-spec.js';
 import { INLINE_KEY, type InlineCache } from '../cache/remote-format.js';
 import { targetPlatform } from '../plan/platform.js';
-import type { Layer, LayerBlob } from '../../snapshotter/snapshots.js';
+import type { CommitOptions, Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
 import type { StepHandle } from '../../util/progress.js';
 import type { StepCache } from '../steps/contract.js';
+import type { BuildRecord, ImageRead } from '../attest/capture.js';
+
+export type { BuildRecord };
 
 export interface BuildOptions {
   contextDir: string;
@@ -68,6 +73,8 @@ export interface BuildOptions {
   annotations?: Record<string, string>;
   /** --build-context NAME=docker-image://REF (and oci-layout, loaded): FROM/COPY --from NAME use REF */
   namedContexts?: Record<string, string>;
+  /** --build-context NAME=DIR (a git or http(s) source fetched into one): see named-contexts.ts */
+  contextDirs?: Record<string, string>;
   /** --add-host: lines added to /etc/hosts of every RUN */
   extraHosts?: string;
   /** --shm-size in KiB, --ulimit as NAME:SOFT:HARD: for every RUN */
@@ -93,11 +100,15 @@ function explainScope(opts: BuildOptions): string {
 export interface BuildResult extends WrittenImage {
   names: string[];
   state: StageState;
-  snap: Snapshotter;
+  snap: Layers;
+  /** what an attestation needs to know about the build (builder/attest) */
+  record: BuildRecord;
 }
 
 export async function build(store: Store, progress: ProgressReporter, opts: BuildOptions): Promise<BuildResult> {
+  const startedOn = new Date();
   const names = opts.tags.map((t) => normalizeName(t));
+  const endPrepare = begin('build.prepare');
   const text = await readDockerfile(opts.dockerfile);
   const display = path.basename(opts.dockerfile);
   const df = parseDockerfile(text, display);
@@ -105,8 +116,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const plan = planBuild(df, { target: opts.target, buildArgs: opts.buildArgs });
   // SOURCE_DATE_EPOCH is for the build itself (BuildKit does not ask for an ARG)
   for (const a of plan.unusedBuildArgs.filter((n) => n !== 'SOURCE_DATE_EPOCH')) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
-  const snap = new Snapshotter(store);
-  await snap.init();
+  const snap = new Layers(store);
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
   // build checks (`# check=`): error=true stops here; warnings are shown after the build
   const checks = await checksForBuild(store, text, display, plan, { buildArgs: opts.buildArgs, target: opts.target, ignore });
@@ -123,18 +133,29 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     i = base.kind === 'stage' ? base.index : undefined;
   }
   const shared: SharedCache = { remote, imageStages, log: new Map(), scope: explainScope(opts) };
-  const named = opts.namedContexts ?? {};
-  const contextRef = (ref: string) => named[ref] ?? named[ref.toLowerCase()] ?? ref;
+  endPrepare();
+  const named: NamedContexts = { images: opts.namedContexts ?? {}, dirs: opts.contextDirs ?? {} };
+  const contextRef = (ref: string) => {
+    const c = namedContextOf(named, ref);
+    return c && 'image' in c ? c.image : ref;
+  };
+  // stages a named context replaces never run (nor what only they read)
+  const replaced = replacedStages(plan, named);
+  const dirStates = new Map<string, Promise<StageState>>();
   const noCacheStages = new Set((opts.noCacheStages ?? []).map((s) => s.toLowerCase()));
   for (const s of noCacheStages) if (!plan.stages.some((st, i) => st.name === s || String(i) === s)) throw new MbuildError('MBUILD_USAGE', `--no-cache-filter ${s}: no stage of that name`);
   const images = new Map<string, Promise<StageState>>();
+  const imagesRead = new Map<string, ImageRead>();
+  let trace: { stage: number; ins: Instruction; layer?: Layer }[] = [];
 
   const attempt = async (): Promise<StageState | undefined> => {
   let failed: unknown;
+  trace = [];
   // the first failure cancels every other stage at once (their running RUNs are killed)
   const abort = new AbortController();
   const stageRuns = new Map<number, Promise<StageState>>();
-  const makeCtx = (prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>): BuildContext => ({
+  const makeCtx = (prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>): BuildContext => {
+  const c: BuildContext = {
     store,
     snap,
     progress: prog,
@@ -164,6 +185,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     },
     stageResult,
     imageState: (asked) => {
+      const dir = namedContextOf(named, asked);
+      if (dir && 'dir' in dir) return dirContextState(c, asked, dir.dir);
       const ref = contextRef(asked);
       let p = images.get(ref);
       if (!p) {
@@ -171,6 +194,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
           // the registry code (and undici) loads only when the store lacks the image or --pull asks
           const local = opts.pull ? undefined : await store.resolveImage(ref).catch(() => undefined);
           const img = local ?? (await (await loadRegistry()).ensureImage(store, ref, { pull: opts.pull, progress }));
+          imagesRead.set(asked, { ref, digest: img.manifestDigest, platform: { architecture: img.config.architecture, os: img.config.os, ...(img.config.variant ? { variant: img.config.variant } : {}) } });
           // keyed by the config digest (the image id): the same image pulled as OCI or Docker media types, or loaded from an archive, gives the same keys on every machine
           return baseState(img.config, await snap.fromImage(img), `image:${img.manifest.config.digest}`);
         })();
@@ -178,10 +202,38 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
       }
       return p;
     },
-  });
+  };
+  return c;
+  };
+
+  /** A directory context: its files (its own .dockerignore applied) copied onto an empty filesystem, cached by content. */
+  const dirContextState = (c: BuildContext, name: string, dir: string): Promise<StageState> => {
+    let p = dirStates.get(name);
+    if (!p) {
+      p = (async () => {
+        const dc: BuildContext = { ...c, contextDir: dir, ignore: await loadIgnore(dir) };
+        const state = baseState(undefined, [], `context:${name}`);
+        const step = dc.progress.step(`[context ${name}] load from client`);
+        try {
+          const cache = new StepCacheHandle(dc, state, step, explainer, `context:${name}`, shared, false);
+          await copyStep({ ctx: dc, state, step, label: `context ${name}`, cache }, dirContextCopy(name));
+          if (cache.key) state.key = cache.key;
+          // the layer's history entry, as BuildKit's exporter adds one for a layer without any
+          state.baseHistory = [{ created: cache.created ?? state.created, created_by: `local source for ${name}`, comment: 'buildkit.exporter.image.v0' }];
+          step.done();
+        } catch (err) {
+          step.fail();
+          throw err;
+        }
+        return state;
+      })();
+      dirStates.set(name, p);
+    }
+    return p;
+  };
 
   // with a shared cache, a key-only pass first finds the stages no missing step reads: they never run
-  const probe = remote ? await probeStages(plan, makeCtx, remote).catch(() => undefined) : undefined;
+  const probe = remote && !replaced.size ? await probeStages(plan, makeCtx, remote).catch(() => undefined) : undefined;
   const ctx = makeCtx(progress, (i) => (!probe || probe.needed.has(i) ? runStage(i) : probe.states.get(i)!));
 
   const runStage = (i: number): Promise<StageState> => {
@@ -189,7 +241,11 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     if (!p) {
       const stage = plan.stages[i];
       const stageCtx = noCacheStages.has(stage.name ?? '') || noCacheStages.has(String(i)) ? { ...ctx, noCache: true } : ctx;
-      p = executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)));
+      p = replaced.has(i)
+        ? ctx.imageState(stage.name!).then(forkState)
+        : executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)), (ins, _cache, layer) => {
+            trace.push({ stage: i, ins, layer });
+          });
       p.catch((err) => {
         if (failed === undefined) {
           failed = err;
@@ -202,7 +258,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   };
 
   // start every needed stage at once; each waits for what it reads
-  for (const i of plan.order) if (!probe || probe.needed.has(i)) void runStage(i).catch(() => undefined);
+  for (const i of stagesNeeded(plan, replaced)) if (!probe || probe.needed.has(i)) void runStage(i).catch(() => undefined);
   // the first failure is the one shown (the others were cancelled by it)
   const state = await runStage(plan.target).catch(() => undefined);
   await Promise.allSettled([...stageRuns.values()]);
@@ -218,23 +274,26 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const inline = opts.cacheTo?.some((c) => c.type === 'inline');
   for (let n = 0; ; n++) {
   try {
-  const state = (await attempt().finally(() => Promise.all([fileHashes.save(), explainer.save()]).catch(() => undefined)))!;
+  const state = (await span('build.steps', () => attempt().finally(() => span('build.save-hashes', () => Promise.all([fileHashes.save(), explainer.save()])).catch(() => undefined))))!;
   if (opts.labels && Object.keys(opts.labels).length) state.config.Labels = { ...(state.config.Labels ?? {}), ...opts.labels };
 
   const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
   const step = progress.step('exporting layers');
+  const endExport = begin('build.export');
   const written = await writeImage(snap, state, {
     created: sourceDateEpoch(opts.buildArgs)?.toISOString() ?? state.created,
+    clampMtime: sourceDateEpoch(opts.buildArgs),
     author,
     annotations: opts.annotations,
     extraConfig: inline ? (blobs) => ({ [INLINE_KEY]: inlineCache(state, blobs, shared, explainer) }) : undefined,
   });
   await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
+  endExport();
   step.done(`manifest ${written.manifestDigest}`);
   showWarnings();
   if (names.length) {
     const created = new Date().toISOString();
-    await store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created })));
+    await span('build.name', () => store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created }))));
     progress.info(`naming to ${names.join(', ')}`);
   }
   for (const spec of opts.cacheTo ?? []) {
@@ -243,7 +302,18 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     const steps = spec.mode === 'max' ? [...shared.log.values()] : chainOf(state.key, shared.log);
     await exportCache(spec, { steps, scope: shared.scope, records: explainer.recorded() }, { store, snap, remote, progress });
   }
-  return { ...written, names, state, snap };
+  const imageLayers = state.layers.filter((l) => !l.empty);
+  const record: BuildRecord = {
+    startedOn,
+    plan,
+    dockerfileText: text,
+    images: imagesRead,
+    trace: trace.map((t) => {
+      const at = t.layer && !t.layer.empty ? imageLayers.indexOf(t.layer) : -1;
+      return { stage: t.stage, ins: t.ins, ...(at >= 0 ? { layerIndex: at } : {}) };
+    }),
+  };
+  return { ...written, names, state, snap, record };
   } catch (err) {
     // a cached blob that cannot be used is a miss: build again, that step runs this time
     if (err instanceof CacheBlobError && remote && n < CACHE_RETRIES) {
@@ -264,7 +334,7 @@ async function executeStage(
   failed: () => unknown,
   runStage: (i: number) => Promise<StageState>,
   makeCache: MakeCache,
-  onStep?: (ins: Instruction, cache: CacheHandle) => void,
+  onStep?: (ins: Instruction, cache: CacheHandle, layer?: Layer) => void,
 ): Promise<StageState> {
   let state: StageState;
   const label = stage.name ?? `stage-${stage.index}`;
@@ -329,7 +399,7 @@ async function executeStage(
       if (cache.key) state.key = cache.key;
       if (cache.created) state.created = cache.created;
       state.history.push({ entry: { created: ctx.sourceDateEpoch?.toISOString() ?? state.created, created_by: createdBy, comment: 'buildkit.dockerfile.v0' }, layer });
-      onStep?.(ins, cache);
+      onStep?.(ins, cache, layer);
       step.done(cache.hit ? 'CACHED' : undefined);
     } catch (err) {
       if (err instanceof MbuildError && err.code === 'MBUILD_CANCELED') step.cancel();
@@ -355,7 +425,7 @@ async function loadRegistry() {
  * SOURCE_DATE_EPOCH (reproducible builds), from --build-arg as BuildKit takes it, else from the
  * environment: every time in the image config becomes this one, and WORKDIR dates what it creates.
  */
-function sourceDateEpoch(buildArgs: Record<string, string>): Date | undefined {
+export function sourceDateEpoch(buildArgs: Record<string, string>): Date | undefined {
   const v = buildArgs.SOURCE_DATE_EPOCH ?? process.env.SOURCE_DATE_EPOCH;
   if (v === undefined || v === '') return undefined;
   if (!/^\d+$/.test(v)) throw new MbuildError('MBUILD_USAGE', `invalid SOURCE_DATE_EPOCH "${v}": expected seconds since 1970`);
@@ -470,6 +540,10 @@ class ProbeCacheHandle implements CacheHandle {
   async save(layer: Layer): Promise<Layer> {
     return layer;
   }
+
+  commit(active: string, opts?: CommitOptions): Promise<Layer> {
+    return this.ctx.snap.commitPrivate(active, opts);
+  }
 }
 
 /** The shared caches of a build (--cache-from / --cache-to) and what it ran or found. */
@@ -539,6 +613,14 @@ class StepCacheHandle implements CacheHandle {
     this.created = new Date().toISOString();
     if (!this.storeKey) return layer;
     const kept = await this.ctx.cache.put(this.storeKey, layer, this.created);
+    this.logStep(kept);
+    return kept;
+  }
+
+  async commit(active: string, opts?: CommitOptions): Promise<Layer> {
+    this.created = new Date().toISOString();
+    if (!this.storeKey) return this.ctx.snap.commitPrivate(active, opts);
+    const kept = await this.ctx.cache.commit(this.storeKey, active, this.created, opts);
     this.logStep(kept);
     return kept;
   }

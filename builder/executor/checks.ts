@@ -47,18 +47,32 @@ export async function checksForBuild(
 
 /**
  * `mbuild build --check`: prints buildx's report on stdout, the error (what the build would refuse)
- * on stderr; exit 1 when anything was found, as BuildKit's check result status.
+ * on stderr; exit 1 when anything was found, as BuildKit's check result status. Base images are
+ * looked up in the local store (`store`, when there is one: never pulled): UndefinedVar judges the
+ * stages on the images found, and a note on stderr names the images it could not judge.
  */
-export async function checkCommand(opts: { contextDir: string; dockerfile: string; buildArgs: Record<string, string>; target?: string }): Promise<number> {
+export async function checkCommand(opts: { contextDir: string; dockerfile: string; buildArgs: Record<string, string>; target?: string; allow?: string[]; store?: Store }): Promise<number> {
   const text = await readDockerfile(opts.dockerfile);
   const file = path.basename(opts.dockerfile);
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
+  const envs = new Map<string, string[] | undefined>();
+  const asked: string[] = [];
+  // the stages' base images, as the check names them (with the ARGs expanded)
+  checkDockerfile(text, file, { buildArgs: opts.buildArgs, target: opts.target, allStages: opts.target === undefined, imageEnv: (ref) => (asked.push(ref), undefined) });
+  for (const ref of new Set(asked)) {
+    const img = opts.store ? await opts.store.resolveImage(ref).catch(() => undefined) : undefined;
+    envs.set(ref, img ? (img.config.config?.Env ?? []) : undefined);
+  }
   const result = checkDockerfile(text, file, {
     buildArgs: opts.buildArgs,
     target: opts.target,
     allStages: opts.target === undefined,
     ignore: ignoreFor(ignore),
+    imageEnv: (ref) => envs.get(ref),
+    ...(opts.allow ? { allow: opts.allow } : {}),
   });
+  const unknown = [...envs].filter(([, env]) => env === undefined).map(([ref]) => ref);
+  if (unknown.length) process.stderr.write(`NOTE: UndefinedVar was not checked in the stages built on ${unknown.join(', ')}: not in the local store (mbuild pull, then --check again)\n`);
   const report = formatCheckReport({ ...result, error: undefined }, file, text);
   process.stdout.write(result.error && result.warnings.length === 0 ? '' : report);
   if (result.error) {

@@ -3,7 +3,11 @@ import PQueue from 'p-queue';
 import os from 'node:os';
 import type { ContainerConfig, HistoryEntry, ImageConfig, Manifest } from '../../store/oci.js';
 import { MediaType } from '../../store/oci.js';
-import type { LayerBlob, Snapshotter } from '../../snapshotter/snapshots.js';
+import { PassThrough } from 'node:stream';
+import type { Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
+import type { Layers } from '../../snapshotter/layers.js';
+import { compare } from '../../snapshotter/diff/differ.js';
+import { parseSnapshotName } from '../../store/layout.js';
 import type { StageState } from '../steps/state.js';
 
 export interface WrittenImage {
@@ -27,14 +31,21 @@ export interface WriteOptions {
   created: string;
   author?: string;
   annotations?: Record<string, string>;
+  /**
+   * SOURCE_DATE_EPOCH: the layers this build made are written with file times clamped to it, so
+   * the same inputs give the same layers on any machine (BuildKit's rewrite-timestamp). Base image
+   * layers, and layers another runner's shared cache supplied, are kept as they are.
+   */
+  clampMtime?: Date;
   /** top-level config fields made from the layers' blobs (the inline build cache) */
   extraConfig?: (blobs: LayerBlob[]) => Record<string, unknown>;
 }
 
-export async function writeImage(snap: Snapshotter, state: StageState, opts: WriteOptions): Promise<WrittenImage> {
+export async function writeImage(snap: Layers, state: StageState, opts: WriteOptions): Promise<WrittenImage> {
   const layers = state.layers.filter((l) => !l.empty);
   const queue = new PQueue({ concurrency: Math.max(1, Math.min(4, os.availableParallelism())) });
-  const blobs = await Promise.all(layers.map((l) => queue.add(() => snap.ensureBlob(l), { throwOnTimeout: true })));
+  const blobOf = (l: Layer) => (opts.clampMtime && !l.fetch && parseSnapshotName(l.id)?.kind !== 'image' ? clampedBlob(snap, l, opts.clampMtime) : snap.ensureBlob(l));
+  const blobs = await Promise.all(layers.map((l) => queue.add(() => blobOf(l), { throwOnTimeout: true })));
   const history: HistoryEntry[] = [
     ...state.baseHistory,
     ...state.history.map(({ entry, layer }) => (layer && !layer.empty ? { ...entry } : { ...entry, empty_layer: true })),
@@ -60,4 +71,11 @@ export async function writeImage(snap: Snapshotter, state: StageState, opts: Wri
   };
   const man = await snap.store.content.putJson(manifest);
   return { manifestDigest: man.digest, manifestSize: man.size, manifest, config };
+}
+
+/** The layer's tar with every time after `mtime` written as `mtime` (not kept as the layer's own blob). */
+async function clampedBlob(snap: Layers, layer: Layer, mtime: Date): Promise<LayerBlob> {
+  const out = new PassThrough();
+  const [, info] = await Promise.all([compare(layer, out, { mtime }), snap.store.content.ingest(out)]);
+  return { diffId: info.digest, digest: info.digest, size: info.size, mediaType: MediaType.layerTar };
 }

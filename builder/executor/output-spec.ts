@@ -20,24 +20,62 @@ export interface OutputSpec {
   compression: Compression;
   /** recompress layers that are stored in another compression (base image layers) */
   forceCompression: boolean;
-  /**
-   * undefined: true, what mbuild stores and `mbuild push` pushes, and what current BuildKit pushes
-   * (docker 20.10's BuildKit wrote Docker media types: oci-mediatypes=false gives those)
-   */
+  /** compression-level=: gzip 0-9, zstd 0-22, for the layers this output compresses */
+  compressionLevel?: number;
+  /** push-by-digest=true: push the manifest by its digest only (names without a tag), no tag moves */
+  pushByDigest: boolean;
+  /** as given; undefined: the exporter's default (ociMediatypesFor) */
   ociMediatypes?: boolean;
   /** annotation.KEY=V / annotation-manifest.KEY=V: annotations on the image manifest */
   annotations: Record<string, string>;
 }
 
-const IMAGE_KEYS = ['name', 'push', 'compression', 'force-compression', 'oci-mediatypes', 'annotation', 'store'];
+const IMAGE_KEYS = ['name', 'push', 'push-by-digest', 'compression', 'compression-level', 'force-compression', 'oci-mediatypes', 'annotation', 'store'];
 const KEYS: Record<OutputType, string[]> = {
   image: IMAGE_KEYS,
   registry: IMAGE_KEYS,
-  oci: ['dest', 'name', 'tar', 'compression', 'force-compression', 'oci-mediatypes', 'annotation'],
-  docker: ['dest', 'name', 'tar', 'compression', 'force-compression', 'oci-mediatypes', 'annotation'],
+  oci: ['dest', 'name', 'tar', 'compression', 'compression-level', 'force-compression', 'oci-mediatypes', 'annotation'],
+  docker: ['dest', 'name', 'tar', 'compression', 'compression-level', 'force-compression', 'oci-mediatypes', 'annotation'],
   local: ['dest'],
   tar: ['dest'],
 };
+
+/**
+ * The other keys BuildKit's exporters take (exporter/containerimage/exptypes/keys.go, the oci and
+ * local exporters, exporter/util/epoch), each refused with why: none can be applied as asked.
+ */
+const REFUSED_KEYS: Record<string, string> = {
+  unpack: 'mbuild has no containerd image store to unpack into (an image it builds is already unpacked in its snapshots, ready for mbuild run)',
+  'registry.insecure': 'use mbuild --insecure-registry HOST (or insecureRegistries in $MBUILD_CONFIG)',
+  insecure: 'use mbuild --insecure-registry HOST (or insecureRegistries in $MBUILD_CONFIG)',
+  'dangling-name-prefix': 'mbuild names no dangling images (an unnamed build is listed as <none>)',
+  'danging-name-empty-only': 'mbuild names no dangling images (an unnamed build is listed as <none>)',
+  'name-canonical': 'mbuild names images by tag only (pull or run by digest instead)',
+  'oci-artifact': 'mbuild writes no attestation manifests',
+  'attestation-inline': 'mbuild writes no attestation manifests',
+  'prefer-nondist-layers': 'mbuild writes only distributable layers',
+  'source-date-epoch': 'use --build-arg SOURCE_DATE_EPOCH=N',
+  'rewrite-timestamp': 'layer file times are not rewritten (use --build-arg SOURCE_DATE_EPOCH=N for the config and history times)',
+  'platform-split': 'mbuild builds one platform at a time',
+  buildinfo: 'BuildKit removed build info; mbuild writes none',
+  'buildinfo-attrs': 'BuildKit removed build info; mbuild writes none',
+};
+
+/**
+ * oci-mediatypes when not given, per exporter, as BuildKit v0.12-v0.31 decides it
+ * (exporter/oci/export.go, containerimage/opts.go EnableOCITypes):
+ * - `oci`: OCI media types;
+ * - `docker`: Docker media types, unless something needs OCI ones: zstd layers (BuildKit turns
+ *   OCI types on for them) or manifest annotations (-o annotation.K=V or --annotation; Docker's manifest schema has no field for them);
+ * - `image`/`registry`: OCI media types, what mbuild stores and `mbuild push` pushes and what
+ *   buildx pushes today (its default provenance attestation turns OCI types on, and BuildKit
+ *   v0.32 made them the default); oci-mediatypes=false gives docker 20.10's Docker types.
+ */
+export function ociMediatypesFor(out: OutputSpec, imageHasAnnotations = false): boolean {
+  if (out.ociMediatypes !== undefined) return out.ociMediatypes;
+  if (out.type === 'docker') return out.compression === 'zstd' || imageHasAnnotations || Object.keys(out.annotations).length > 0;
+  return true;
+}
 
 /** Split on commas outside double quotes (`name="a,b"` is one field, as in BuildKit's CSV form). */
 function fields(spec: string): string[] {
@@ -63,7 +101,7 @@ function bool(key: string, v: string): boolean {
 }
 
 export function parseOutput(spec: string): OutputSpec {
-  const base: OutputSpec = { type: 'local', names: [], push: false, tar: true, compression: 'gzip', forceCompression: false, annotations: {} };
+  const base: OutputSpec = { type: 'local', names: [], push: false, pushByDigest: false, tar: true, compression: 'gzip', forceCompression: false, annotations: {} };
   if (!spec.includes('=')) return { ...base, type: spec === '-' ? 'tar' : 'local', dest: spec };
   const kv: [string, string][] = [];
   for (const part of fields(spec)) {
@@ -77,8 +115,9 @@ export function parseOutput(spec: string): OutputSpec {
   for (const [key, v] of kv) {
     if (key === 'type') continue;
     const root = key.startsWith('annotation.') || key.startsWith('annotation-manifest.') ? 'annotation' : key;
-    if (key === 'compression-level' || key === 'push-by-digest' || key === 'unpack' || key === 'dangling-name-prefix' || key === 'name-canonical' || key === 'buildinfo' || key === 'platform-split' || key === 'insecure' || key.startsWith('annotation-index'))
-      throw new UsageError(`--output ${key}= is not supported by mbuild`);
+    if (Object.hasOwn(REFUSED_KEYS, key)) throw new UsageError(`--output ${key}= is not supported: ${REFUSED_KEYS[key]}`);
+    if (key.startsWith('annotation-index') || key.startsWith('annotation-manifest-descriptor'))
+      throw new UsageError(`--output ${key.split('.')[0]}.*= is not supported: mbuild writes no index of its own (only manifest annotations)`);
     if (!KEYS[type].includes(root)) throw new UsageError(`--output type=${type} does not take ${key}= (it takes ${KEYS[type].join(', ')})`);
     switch (root) {
       case 'dest':
@@ -102,6 +141,13 @@ export function parseOutput(spec: string): OutputSpec {
         if (v !== 'gzip' && v !== 'uncompressed' && v !== 'zstd') throw new UsageError(`--output compression=${v}: use gzip, zstd or uncompressed`);
         out.compression = v;
         break;
+      case 'push-by-digest':
+        out.pushByDigest = bool(key, v);
+        break;
+      case 'compression-level':
+        if (!/^\d+$/.test(v)) throw new UsageError(`--output compression-level=${v}: give a whole number (gzip 0-9, zstd 0-22)`);
+        out.compressionLevel = Number(v);
+        break;
       case 'force-compression':
         out.forceCompression = bool(key, v);
         break;
@@ -113,6 +159,12 @@ export function parseOutput(spec: string): OutputSpec {
         break;
     }
   }
+  if (out.compressionLevel !== undefined) {
+    const max = { gzip: 9, zstd: 22, uncompressed: -1 }[out.compression];
+    if (max < 0) throw new UsageError('--output compression-level= needs compression=gzip or zstd (uncompressed layers have no level)');
+    if (out.compressionLevel > max) throw new UsageError(`--output compression-level=${out.compressionLevel}: ${out.compression} takes 0-${max}`);
+  }
+  if (out.pushByDigest && !out.push) throw new UsageError('--output push-by-digest=true needs push=true (or type=registry)');
   if ((type === 'local' || type === 'tar' || type === 'oci' || type === 'docker') && !out.dest) {
     if (type === 'local' || !out.tar) throw new UsageError(`--output type=${type} needs dest=PATH`);
     throw new UsageError(`--output type=${type} needs dest=FILE (or dest=- for stdout)`);

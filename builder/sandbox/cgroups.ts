@@ -21,6 +21,7 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SandboxError, UsageError } from '../../util/errors.js';
 import { pidAlive } from '../../util/process.js';
+import { isRootless } from '../../util/rootless.js';
 
 export interface Limits {
   /** bytes */
@@ -125,7 +126,8 @@ let layoutCache: CgroupLayout | null | undefined;
 const swept = new Set<string>();
 
 function layout(): CgroupLayout | undefined {
-  if (layoutCache === undefined) layoutCache = process.getuid?.() === 0 ? detectCgroups() ?? null : null;
+  // rootless: no cgroup is ours to write (limits are refused by the CLI; no usage figures)
+  if (layoutCache === undefined) layoutCache = process.getuid?.() === 0 && !isRootless() ? detectCgroups() ?? null : null;
   return layoutCache ?? undefined;
 }
 
@@ -156,22 +158,27 @@ export class StepCgroup {
       await enableV2Controllers(lay.root, limits);
       dirs.set('unified', path.join(lay.root, name));
     } else {
-      for (const [c, parent] of lay.v1!) {
-        await sweepParent(parent);
-        dirs.set(c, path.join(parent, name));
-      }
+      for (const [c, parent] of lay.v1!) dirs.set(c, path.join(parent, name));
+      await Promise.all([...new Set(lay.v1!.values())].map((parent) => sweepParent(parent)));
       if (limits.memory !== undefined && !dirs.has('memory')) throw new SandboxError('--memory needs the memory cgroup controller, which is not mounted');
       if (limits.cpus !== undefined && !dirs.has('cpu')) throw new SandboxError('--cpus needs the cpu cgroup controller, which is not mounted');
       if (limits.pids !== undefined && !dirs.has('pids')) throw new SandboxError('--pids-limit needs the pids cgroup controller, which is not mounted');
     }
     const cg = new StepCgroup(lay, dirs, limits, opts.allDevices ?? false);
     try {
-      // comounted controllers (cpu,cpuacct) share one directory
+      // comounted controllers (cpu,cpuacct) share one directory. The hierarchies are independent, so
+      // they are set up at the same time (a v1 host has ten: one after the other cost ~10 ms a step)
       const parents = [...new Set(dirs.values())];
-      for (const d of parents) await mkdirCgroup(d, cg.isCpuset(d));
-      // limits (and the device list, which a child copies when it is made) before the leaf exists
-      await cg.apply();
-      for (const d of parents) await mkdirCgroup(path.join(d, LEAF), cg.isCpuset(d));
+      const settled = await Promise.allSettled(
+        parents.map(async (d) => {
+          await mkdirCgroup(d, cg.isCpuset(d));
+          // limits (and the device list, which a child copies when it is made) before the leaf exists
+          await cg.apply(d);
+          await mkdirCgroup(path.join(d, LEAF), cg.isCpuset(d));
+        }),
+      );
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
     } catch (err) {
       await cg.destroy().catch(() => undefined);
       if (err instanceof SandboxError) throw err;
@@ -195,11 +202,12 @@ export class StepCgroup {
     return d && path.join(d, name);
   }
 
-  private async apply(): Promise<void> {
+  /** Writes the limits that live in the parent cgroup directory `dir` (one hierarchy's), in order. */
+  private async apply(dir: string): Promise<void> {
     const { memory, cpus, pids } = this.limits;
     const w = async (ctrl: string, name: string, value: string, optional = false) => {
       const f = this.file(ctrl, name);
-      if (!f) return;
+      if (!f || path.dirname(f) !== dir) return;
       try {
         await fs.writeFile(f, value);
       } catch (err) {
@@ -256,7 +264,9 @@ export class StepCgroup {
 
   /** Kills what is left in the cgroup and removes it. */
   async destroy(): Promise<void> {
-    for (const d of new Set(this.dirs.values())) await removeCgroup(d);
+    const settled = await Promise.allSettled([...new Set(this.dirs.values())].map((d) => removeCgroup(d)));
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 
   /** Synchronous best effort for signal handlers: the processes must already be dying. */

@@ -13,12 +13,15 @@ import { SandboxError } from '../../util/errors.js';
 import { StepCgroup, type Limits, type UsageStats } from './cgroups.js';
 import { onInterrupt } from './interrupt.js';
 import { encodeFields, helperPath, spawnError } from '../../util/native-helper.js';
-import { attachToBridge, planNetwork, resolvConfFor, type Attachment, type NetworkPlan, type NetworkRequest } from './network/index.js';
+import { attachSlirp, attachToBridge, planNetwork, resolvConfFor, type Attachment, type NetworkPlan, type NetworkRequest, type SlirpAttachment } from './network/index.js';
 import { StatusFilter } from './status.js';
-import type { Mount } from '../../snapshotter/snapshots.js';
+import { begin, mark, span } from '../../util/trace.js';
+import type { Mount } from '../../snapshotter/snapshotter.js';
+import { overlayDirs, single } from '../../snapshotter/mount.js';
 
 export type { Limits, UsageStats } from './cgroups.js';
 export type { NetworkRequest } from './network/index.js';
+export { warmNetwork } from './network/index.js';
 
 export interface SandboxSpec {
   /** overlay lowerdirs, top-most first; empty = scratch (an empty dir is used as the single lower) */
@@ -76,6 +79,8 @@ export interface SandboxSpec {
   mounts?: SandboxMount[];
   /** called once the sandbox's network is ready, just before the command starts */
   onStart?: (info: StartInfo) => void | Promise<void>;
+  /** rootless (slirp network): open slirp4netns's API so that onStart can use StartInfo.forward */
+  portForwarding?: boolean;
 }
 
 /**
@@ -98,6 +103,8 @@ export interface StartInfo {
   address?: string;
   /** sends a signal to the helper: forwarded to the command in forward mode; SIGUSR1 kills it */
   signal(sig: NodeJS.Signals): void;
+  /** slirp network with portForwarding: forwards a host TCP port to the sandbox's port */
+  forward?: (hostIp: string, hostPort: number, containerPort: number) => Promise<void>;
 }
 
 export interface SandboxResult {
@@ -118,9 +125,16 @@ export interface SandboxResult {
   opaqueDirs?: string[];
 }
 
-/** The sandbox's root from a snapshot's mount description (Snapshotter.prepare). */
-export function rootfsOf(m: Mount): Pick<SandboxSpec, 'lowerDirs' | 'upperDir' | 'workDir' | 'rootfsDir'> {
-  return m.type === 'bind' ? { lowerDirs: [], rootfsDir: m.source } : { lowerDirs: m.lowerDirs, upperDir: m.upperDir, workDir: m.workDir };
+/**
+ * The sandbox's root from a snapshot's mount description (Snapshotter.prepare): the helper mounts
+ * it with the one overlay mounter (native/rootfs.c), or binds the directory.
+ */
+export function rootfsOf(mounts: Mount[]): Pick<SandboxSpec, 'lowerDirs' | 'upperDir' | 'workDir' | 'rootfsDir'> {
+  const m = single(mounts);
+  if (m.type === 'bind') return { lowerDirs: [], rootfsDir: m.source };
+  const d = overlayDirs(m);
+  if (!d.upperDir) throw new SandboxError('the sandbox needs a writable snapshot');
+  return { lowerDirs: d.lowerDirs, upperDir: d.upperDir, workDir: d.workDir };
 }
 
 function signalName(n: number): string | undefined {
@@ -168,15 +182,28 @@ function validate(spec: SandboxSpec): void {
 export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
   validate(spec);
   const bin = helperPath();
-  const plan = await planNetwork(spec.network);
-  const cgroup = await StepCgroup.create(spec.limits ?? {}, undefined, { allDevices: spec.security === 'insecure' });
+  // independent: made at the same time (the network's first use in a process checks the bridge)
+  const [planned, made] = await Promise.allSettled([
+    span('sandbox.network-plan', () => planNetwork(spec.network)),
+    span('sandbox.cgroup-create', () => StepCgroup.create(spec.limits ?? {}, undefined, { allDevices: spec.security === 'insecure' })),
+  ]);
+  if (planned.status === 'rejected') {
+    if (made.status === 'fulfilled') await made.value?.destroy().catch(() => undefined);
+    throw planned.reason;
+  }
+  if (made.status === 'rejected') throw made.reason;
+  const plan = planned.value;
+  const cgroup = made.value;
   let state: string | undefined;
   let helper: Helper | undefined;
   let attachment: Attachment | undefined;
+  let slirp: SlirpAttachment | undefined;
   let starting: Promise<void> | undefined;
   let setupError: unknown;
   let stopTracking: (() => void) | undefined;
+  let apiDir: string | undefined;
   try {
+    const endState = begin('sandbox.state-dir');
     state = await mkdtemp(spec.stateParent ? join(spec.stateParent, `run-${process.pid}-`) : join(tmpdir(), 'mbuild-run-'));
     const stateDir = state;
     await Promise.all([
@@ -186,6 +213,7 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       mkdir(join(state, 'rootfs')),
       mkdir(join(state, 'empty')),
     ]);
+    endState();
     const nonce = randomBytes(16).toString('hex');
     const fields: string[] = [
       'nonce', nonce,
@@ -195,7 +223,9 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       'uid', String(spec.uid),
       'gid', String(spec.gid),
       'hostname', spec.hostname,
-      'network', plan.mode,
+      // slirp: to the helper the same as bridge (a namespace of its own, whose interface the caller
+      // plugs in and whose address comes on fd 3)
+      'network', plan.mode === 'slirp' ? 'bridge' : plan.mode,
       'signals', spec.signals ?? 'kill',
       'security', spec.security ?? 'sandbox',
     ];
@@ -234,14 +264,21 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
     const onNetns = (payload: string): void => {
       const pid = Number(payload);
       const h = helper!;
+      mark('sandbox.helper-netns');
       starting = (async () => {
         let release: string[] | undefined;
-        if (plan.mode === 'bridge') {
+        if (plan.mode === 'bridge' || plan.mode === 'slirp') {
           try {
-            attachment = await attachToBridge(plan.bridge!, pid);
-            await writeFile(join(stateDir, 'hosts'), `${spec.hosts}${spec.hosts && !spec.hosts.endsWith('\n') ? '\n' : ''}${attachment.address}\t${spec.hostname}\n`);
-            const a = attachment;
-            release = ['addr', a.address, 'prefix', String(a.prefix), 'gw', a.gateway, 'ifname', 'eth0'];
+            let a: { address: string; prefix: number; gateway: string };
+            let ifname = 'eth0';
+            if (plan.mode === 'slirp') {
+              // the API socket's path must stay under 108 bytes: a short private dir of its own
+              if (spec.portForwarding) apiDir = await mkdtemp(join(tmpdir(), 'mbuild-slirp-'));
+              a = slirp = await span('sandbox.slirp-attach', () => attachSlirp(pid, apiDir ? join(apiDir, 'api.sock') : undefined));
+              ifname = slirp.ifname;
+            } else a = attachment = await span('sandbox.bridge-attach', () => attachToBridge(plan.bridge!, pid));
+            await writeFile(join(stateDir, 'hosts'), `${spec.hosts}${spec.hosts && !spec.hosts.endsWith('\n') ? '\n' : ''}${a.address}\t${spec.hostname}\n`);
+            release = ['addr', a.address, 'prefix', String(a.prefix), 'gw', a.gateway, 'ifname', ifname];
           } catch (err) {
             setupError ??= err;
             h.control!.end(encodeFields(['abort', `network setup failed: ${(err as Error).message}`]));
@@ -251,7 +288,15 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
         try {
           // before the command starts (on the bridge it waits for its address): published ports and
           // a container's record exist even for a command that ends at once (`mbuild run -p … true`)
-          await spec.onStart?.({ pid, netns: `/proc/${pid}/ns/net`, network: plan.mode, address: attachment?.address, signal: (sig) => h.kill(sig) });
+          const sl = slirp;
+          await spec.onStart?.({
+            pid,
+            netns: `/proc/${pid}/ns/net`,
+            network: plan.mode,
+            address: attachment?.address ?? sl?.address,
+            signal: (sig) => h.kill(sig),
+            forward: sl && apiDir ? (ip, hostPort, port) => sl.forward(ip, hostPort, port) : undefined,
+          });
         } catch (err) {
           setupError ??= err;
           if (release) h.control!.end(encodeFields(['abort', `start failed: ${(err as Error).message}`]));
@@ -265,11 +310,12 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
     const onOpaque = (hex: string): void => {
       opaqueDirs = Buffer.from(hex, 'hex').toString('utf8').split('\0').filter((p) => p !== '');
     };
+    const endHelper = begin('sandbox.helper');
     helper = startHelper(bin, encodeFields(fields), nonce, {
       onOutput: spec.onOutput,
       onNetns,
       onOpaque,
-      control: plan.mode === 'bridge',
+      control: plan.mode === 'bridge' || plan.mode === 'slirp',
       // mbuild run forwards the terminal's signals itself
       detached: spec.signals === 'forward',
     });
@@ -278,26 +324,38 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       stopTracking = onInterrupt(() => {
         h.kill('SIGKILL');
         attachment?.releaseSync();
+        slirp?.releaseSync();
         cgroup?.destroySync();
       });
     }
     let outcome: { exitCode: number; signal?: string };
     try {
       outcome = await helper.done;
+      endHelper();
     } catch (err) {
       await starting?.catch(() => undefined);
       throw setupError ?? err;
     }
     await starting;
     if (setupError) throw setupError;
-    const usage = cgroup ? await cgroup.stats() : undefined;
-    return { ...outcome, network: plan.mode, address: attachment?.address, usage, opaqueDirs };
+    const usage = cgroup ? await span('sandbox.cgroup-stats', () => cgroup.stats()) : undefined;
+    return { ...outcome, network: plan.mode, address: attachment?.address ?? slirp?.address, usage, opaqueDirs };
   } finally {
     stopTracking?.();
     await starting?.catch(() => undefined);
-    await attachment?.release().catch(() => undefined);
-    await cgroup?.destroy();
-    if (state) await rm(state, { recursive: true, force: true });
+    // independent of each other: at the same time
+    const stateDir = state;
+    const [, , destroyed, removed] = await Promise.allSettled([
+      span('sandbox.bridge-release', async () => attachment?.release().catch(() => undefined)),
+      (async () => {
+        await slirp?.release().catch(() => undefined);
+        if (apiDir) await rm(apiDir, { recursive: true, force: true });
+      })(),
+      span('sandbox.cgroup-destroy', async () => cgroup?.destroy()),
+      stateDir ? span('sandbox.state-rm', () => rm(stateDir, { recursive: true, force: true })) : undefined,
+    ]);
+    if (destroyed.status === 'rejected') throw destroyed.reason;
+    if (removed.status === 'rejected') throw removed.reason;
   }
 }
 

@@ -1,12 +1,12 @@
 /** What every step can reach while a build runs. */
 import type { Store } from '../../store/store.js';
-import type { Snapshotter } from '../../snapshotter/snapshots.js';
+import type { Layers } from '../../snapshotter/layers.js';
 import type { ProgressReporter, StepHandle } from '../../util/progress.js';
 import type { IgnoreMatcher } from '../context/dockerignore.js';
 import type { StageState } from './state.js';
 import type { BuildCache } from '../cache/cache.js';
 import type { FileHashCache } from '../cache/file-hashes.js';
-import type { Layer } from '../../snapshotter/snapshots.js';
+import type { CommitOptions, Layer } from '../../snapshotter/snapshotter.js';
 import type PQueue from 'p-queue';
 import type { Limits } from '../sandbox/cgroups.js';
 import type { SecretSource, SshSource } from './secrets.js';
@@ -16,7 +16,7 @@ export type NetworkMode = 'default' | 'bridge' | 'host' | 'none';
 
 export interface BuildContext {
   store: Store;
-  snap: Snapshotter;
+  snap: Layers;
   progress: ProgressReporter;
   contextDir: string;
   ignore: IgnoreMatcher;
@@ -71,6 +71,21 @@ export interface StepRun {
 export interface StepCache {
   /** The cached layer for these inputs (fixing the step's key), or undefined on a miss. */
   lookup(inputs: Record<string, unknown>, files?: Record<string, string>, opts?: { independent?: boolean }): Promise<Layer | undefined>;
-  /** Keep the layer the step made under the key of the last lookup; returns the kept layer. */
+  /** Keep a blob-only layer the step made (Layers.commitTar) under the key of the last lookup; returns the kept layer. */
   save(layer: Layer): Promise<Layer>;
+  /**
+   * Commit the step's active snapshot (Layers.prepare / change) as its layer, kept under the key of
+   * the last lookup; returns the committed layer. On failure the active snapshot is left to the caller.
+   */
+  commit(active: string, opts?: CommitOptions): Promise<Layer>;
+}
+
+/** The step's active snapshot committed through the cache, or removed if that fails. */
+export async function commitOrDiscard(ctx: BuildContext, cache: StepCache, active: string, opts?: CommitOptions): Promise<Layer> {
+  try {
+    return await cache.commit(active, opts);
+  } catch (err) {
+    await ctx.snap.discard(active);
+    throw err;
+  }
 }

@@ -9,7 +9,7 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import type { CopyInstruction } from '../dockerfile/types.js';
-import type { StepRun } from './contract.js';
+import { commitOrDiscard, type StepRun } from './contract.js';
 import { lookupFor, type StageState } from './state.js';
 import { expandHeredocContent } from '../dockerfile/heredoc.js';
 import { expandWord } from '../expand/shell-word.js';
@@ -21,11 +21,12 @@ import { readUserDb, resolveChown } from './users.js';
 import { extractArchive } from '../../snapshotter/diff/apply.js';
 import { decompressStream, isArchive } from '../../snapshotter/diff/decompress.js';
 import { CopySourceMissingError, MbuildError } from '../../util/errors.js';
-import { fetchUrl, parseChecksum, resolveUrl, type Downloaded } from './download.js';
+import { fetchUrl, resolveUrl, type Downloaded } from './download.js';
 import { digestSources } from '../cache/context-hash.js';
 import { CopyNeedsFiles, CopyTarPlanner } from './copy-tar.js';
-import { parseChmod, type Chmod } from './chmod.js';
-import { checkoutGit, parseGitSource, resolveGitCommit, type GitSource } from './git.js';
+import type { Chmod } from './chmod.js';
+import { checkCopySources } from './copy-checks.js';
+import { checkoutGit, resolveGitCommit } from './git.js';
 
 interface Owner { uid: number; gid: number }
 
@@ -50,24 +51,10 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
   const sources = ins.sources.map(x);
   const rawDest = x(ins.dest);
   const workdir = state.config.WorkingDir || '/';
-  const destIsDir = rawDest.endsWith('/') || rawDest === '.' || rawDest.endsWith('/.') || rawDest === '';
   const dest = path.posix.isAbsolute(rawDest) ? path.posix.normalize(rawDest) : path.posix.join('/', workdir, rawDest);
-  if (sources.length > 1 && !destIsDir) {
-    throw new MbuildError('MBUILD_COPY_DEST', `When using ${ins.kind.toUpperCase()} with more than one source file, the destination must be a directory and end with a /`, { range: ins.range });
-  }
-  const plan: CopyPlan = { dest, destIsDir, chmod: ins.chmod !== undefined ? parseChmod(x(ins.chmod), `${ins.kind.toUpperCase()} --chmod`, ins.range) : undefined, isAdd: ins.kind === 'add',
+  const { gits, urls, local, checksum, chmod, destIsDir } = checkCopySources(ins, sources, rawDest, ins.chmod !== undefined ? x(ins.chmod) : undefined);
+  const plan: CopyPlan = { dest, destIsDir, chmod, isAdd: ins.kind === 'add',
     unpack: ins.kind === 'add' && ins.unpack !== false, unpackUrls: ins.kind === 'add' && ins.unpack === true };
-
-  const gits = ins.from === undefined ? sources.flatMap((s) => parseGitSource(s, ins.range) ?? []) : [];
-  const urls = ins.from === undefined ? sources.filter((s) => /^https?:\/\//.test(s) && !gits.some((g) => g.src === s)) : [];
-  if (ins.kind === 'copy' && gits.length) throw new MbuildError('MBUILD_PARSE', "COPY: source can't be a git ref for COPY (use ADD)", { range: ins.range });
-  if (ins.kind === 'copy' && urls.length) throw new MbuildError('MBUILD_PARSE', "COPY: source can't be a URL for COPY (use ADD)", { range: ins.range });
-  const local = sources.filter((s) => !urls.includes(s) && !gits.some((g) => g.src === s));
-  const checksum = checksumFor(ins, sources, urls, gits);
-  for (const g of gits) {
-    if (ins.keepGitDir !== undefined && g.keepGitDir !== undefined && ins.keepGitDir !== g.keepGitDir) throw new MbuildError('MBUILD_PARSE', `ADD ${g.src}: inconsistent keep-git-dir configuration`, { range: ins.range });
-    g.keepGitDir ??= ins.keepGitDir;
-  }
 
   const exclude = excludeMatcher(ins);
   // COPY --link: the files are copied into an empty tree, so the layer does not depend on the
@@ -121,7 +108,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
     const checkouts: { dir: string; tmp: string }[] = [];
     try {
       for (const [i, g] of gits.entries()) checkouts.push(await checkoutGit(ctx.store, g, commits[i]!, ins.range));
-      const layer = await ctx.snap.mutate(below, async (root) => {
+      const active = await ctx.snap.change(below, async (root) => {
         plan.fromImage = fromImage;
         if (ins.chown) plan.owner = resolveChown(x(ins.chown), await readUserDb(root), ins.range);
         for (const e of entries) await copyEntry(root, srcRoot, e, plan, fromImage ? undefined : ignore);
@@ -129,7 +116,7 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
         // a checkout's files go into the destination like a directory's (--exclude applies)
         for (const c of checkouts) await copyEntry(root, c.dir, { hostPath: c.dir, rel: '.', isDir: true, ...(exclude ? { filter: excludeFilter(exclude) } : {}) }, plan, undefined);
       });
-      state.layers.push(await cache.save(layer));
+      state.layers.push(await commitOrDiscard(ctx, cache, active));
     } finally {
       for (const d of downloads) await fs.rm(path.dirname(d.file), { recursive: true, force: true });
       for (const c of checkouts) await fs.rm(c.tmp, { recursive: true, force: true });
@@ -164,15 +151,6 @@ export async function copyStep({ ctx, state, cache, lastFsChange }: StepRun, ins
       await ctx.jobs.add(() => ctx.snap.view(src.layers, async (srcRoot) => copyFrom(srcRoot, undefined, true, await resolve(srcRoot, undefined, true))), { throwOnTimeout: true });
     }
   }
-}
-
-/** ADD --checksum: only for one http(s) (or git) source, as BuildKit allows it. */
-function checksumFor(ins: CopyInstruction, sources: string[], urls: string[], gits: GitSource[]): string | undefined {
-  if (ins.checksum === undefined) return undefined;
-  if (sources.length + (ins.sourceContents?.length ?? 0) !== 1) throw new MbuildError('MBUILD_PARSE', 'ADD --checksum can\'t be specified for multiple sources', { range: ins.range });
-  if (urls.length + gits.length !== 1) throw new MbuildError('MBUILD_PARSE', 'ADD --checksum requires HTTP(S) or Git sources', { range: ins.range });
-  // for git: a commit hash (or a prefix), checked by resolveGitCommit
-  return urls.length ? parseChecksum(ins.checksum, ins.range) : ins.checksum;
 }
 
 async function lstatOrNull(p: string): Promise<Stats | null> {

@@ -4,11 +4,12 @@ import type { StepRun } from './contract.js';
 import { DEFAULT_SHELL, runEnv } from './state.js';
 import { readUserDb, resolveUser } from './users.js';
 import { runCommand } from '../dockerfile/heredoc.js';
-import { rootfsOf, runSandboxed, type SandboxResult } from '../sandbox/run.js';
+import { rootfsOf, runSandboxed, warmNetwork, type SandboxResult } from '../sandbox/run.js';
 import { prepareMounts } from './run-mounts.js';
 import { ensureEmulation } from '../sandbox/emulation.js';
 import { formatBytes } from '../sandbox/cgroups.js';
 import { MbuildError, RunFailedError } from '../../util/errors.js';
+import { span } from '../../util/trace.js';
 import type { NetworkMode } from './contract.js';
 
 const HOSTNAME = 'mbuild';
@@ -51,11 +52,12 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
   const cwd = state.config.WorkingDir || '/';
   const mounts = await prepareMounts(run, ins, files);
   // an insecure step's result is its own (the key of a sandboxed step stays as it was)
-  const hit = await cache.lookup({ op: 'run', args, env, user: userSpec, cwd, network, mounts: mounts.key, ...(security === 'insecure' ? { security } : {}) });
+  const hit = await span('run.cache-lookup', () => cache.lookup({ op: 'run', args, env, user: userSpec, cwd, network, mounts: mounts.key, ...(security === 'insecure' ? { security } : {}) }));
   if (hit) {
     state.layers.push(hit);
     return;
   }
+  warmNetwork(network);
   // a foreign stage's binaries run under qemu-user (binfmt_misc); nothing to do for this machine's
   await ensureEmulation(state).catch((err: unknown) => {
     throw err instanceof MbuildError ? new MbuildError(err.code, err.message, { range: ins.range, cause: err }) : err;
@@ -114,20 +116,21 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     }
     return result;
   };
-  // whichever snapshotter is in use, the sandbox mounts what prepare describes
+  // whichever snapshotter is in use, the sandbox mounts what prepare describes; the build cache
+  // commits the active snapshot under the step's key
   const layer = await ctx.jobs.add(async () => {
-    const active = await ctx.snap.prepare(state.layers);
+    const active = await span('run.snapshot-prepare', () => ctx.snap.prepare(state.layers));
     try {
       const result = check(
-        await mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(spec.env, extra), mounts: m, ...rootfsOf(active.mount) })),
+        await span('run.sandbox', () => mounts.use((m, extra) => runSandboxed({ ...spec, env: withMountEnv(spec.env, extra), mounts: m, ...rootfsOf(active.mounts) }))),
       );
-      return await ctx.snap.commit(active, result.opaqueDirs);
+      return await span('run.snapshot-commit', () => cache.commit(active.key, { opaqueDirs: result.opaqueDirs }));
     } catch (err) {
-      await ctx.snap.remove(active.id);
+      await ctx.snap.discard(active.key);
       throw err;
     }
   }, { throwOnTimeout: true });
-  state.layers.push(await cache.save(layer));
+  state.layers.push(layer);
 }
 
 /**

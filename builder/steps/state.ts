@@ -1,7 +1,7 @@
 /** The state of a stage as its instructions run: layers, config, history, variables in scope. */
 import { configPlatform } from '../../util/platform.js';
 import type { ContainerConfig, HistoryEntry, ImageConfig } from '../../store/oci.js';
-import type { Layer } from '../../snapshotter/snapshots.js';
+import type { Layer } from '../../snapshotter/snapshotter.js';
 import type { EnvLookup } from '../expand/shell-word.js';
 
 export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';

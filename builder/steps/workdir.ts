@@ -6,6 +6,7 @@ import { lookupFor } from './state.js';
 import { expandWord } from '../expand/shell-word.js';
 import { readUserDb, resolveUser } from './users.js';
 import { ensureDir } from './copy.js';
+import { commitOrDiscard } from './contract.js';
 
 export async function workdirStep({ ctx, state, cache }: StepRun, ins: WorkdirInstruction): Promise<void> {
   const p = expandWord(ins.path, lookupFor(state), ctx.escape);
@@ -18,11 +19,11 @@ export async function workdirStep({ ctx, state, cache }: StepRun, ins: WorkdirIn
     state.layers.push(hit);
     return;
   }
-  const layer = await ctx.snap.mutate(state.layers, async (root) => {
+  const active = await ctx.snap.change(state.layers, async (root) => {
     const userSpec = state.config.User;
     const owner = userSpec && userSpec !== 'root' && userSpec !== '0' ? resolveUser(userSpec, await readUserDb(root), ins.range) : undefined;
     // under SOURCE_DATE_EPOCH the directories made get that time, as BuildKit's Mkdir does
     await ensureDir(root, wd, owner, undefined, epoch);
   });
-  state.layers.push(await cache.save(layer));
+  state.layers.push(await commitOrDiscard(ctx, cache, active));
 }

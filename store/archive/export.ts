@@ -60,8 +60,21 @@ export async function exportImage(store: Store, image: ExportImage, opts: Export
   } catch (err) {
     throw new MbuildError('MBUILD_STORE', `manifest ${manifestDigest} in the store is not valid JSON`, { cause: err });
   }
-  const manifest = checkManifest(parsed, `manifest ${manifestDigest}`);
-  const manifestMediaType = manifest.mediaType ?? MediaType.manifest;
+  // an index (a build with attestations): every manifest it lists goes in, the index is what names point at
+  const top = parsed as { mediaType?: string; manifests?: Descriptor[] };
+  const isIndex = top.mediaType === MediaType.index || (top.mediaType === undefined && Array.isArray(top.manifests));
+  const children: { digest: string; bytes: Buffer; mediaType: string; platform?: Descriptor['platform'] }[] = [];
+  if (isIndex) {
+    for (const d of top.manifests ?? []) {
+      const bytes = await store.content.readBytes(assertDigest(d.digest, 'manifest digest'));
+      if (sha256(bytes) !== d.digest) throw new DigestMismatchError(`manifest ${d.digest} in the store does not match its digest`);
+      children.push({ digest: d.digest, bytes, mediaType: d.mediaType, platform: d.platform });
+    }
+  } else children.push({ digest: manifestDigest, bytes: manifestBytes, mediaType: (top.mediaType as string | undefined) ?? MediaType.manifest });
+  const images = children.map((c) => ({ ...c, manifest: checkManifest(JSON.parse(c.bytes.toString('utf8')), `manifest ${c.digest}`) }));
+  // the image `docker load` reads: the first one that is not an attestation manifest
+  const manifest = (images.find((i) => i.platform?.architecture !== 'unknown') ?? images[0]!).manifest;
+  const manifestMediaType = isIndex ? MediaType.index : images[0]!.mediaType;
 
   const names: { full: string; tag: string }[] = [];
   for (const n of image.names) {
@@ -71,7 +84,12 @@ export async function exportImage(store: Store, image: ExportImage, opts: Export
 
   // every blob once, with the size its descriptor promises
   const blobs = new Map<string, BlobEntry>();
-  for (const d of [{ mediaType: manifestMediaType, digest: manifestDigest, size: manifestBytes.length }, manifest.config, ...manifest.layers]) {
+  const all: Descriptor[] = [{ mediaType: manifestMediaType, digest: manifestDigest, size: manifestBytes.length }];
+  for (const i of images) {
+    if (isIndex) all.push({ mediaType: i.mediaType, digest: i.digest, size: i.bytes.length });
+    all.push(i.manifest.config, ...i.manifest.layers);
+  }
+  for (const d of all) {
     const prev = blobs.get(d.digest);
     if (prev && prev.size !== d.size) throw new MbuildError('MBUILD_STORE', `blob ${d.digest} is listed with two sizes in manifest ${manifestDigest}`);
     blobs.set(d.digest, { digest: d.digest, size: d.size });

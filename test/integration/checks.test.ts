@@ -87,6 +87,33 @@ describe('mbuild build --check', () => {
     expect(r.stderr).toContain('error: Dockerfile:3: invalid containerPort: 70000');
   });
 
+  it('judges UndefinedVar on a base image in the store, and names the base images it could not judge', async () => {
+    const ctx = await context({ Dockerfile: 'FROM busybox\nENV A=$NOPE B=$PATH\nFROM registry.invalid/absent:1\nENV C=$ALSO_NOPE\n' });
+    const r = await mbuild(['--root', root, 'build', '--check', ctx]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain("Usage of undefined variable '$NOPE'");
+    expect(r.stdout).not.toContain("variable '$PATH'");
+    expect(r.stdout).not.toContain("variable '$ALSO_NOPE'");
+    expect(r.stderr).toBe('NOTE: UndefinedVar was not checked in the stages built on registry.invalid/absent:1: not in the local store (mbuild pull, then --check again)\n');
+  });
+
+  it('reports what a build refuses before any step runs: COPY/ADD rules, --from references, entitlements', async () => {
+    const cases: [string, string, string[]?][] = [
+      ['FROM busybox\nCOPY a b /c\n', 'error: Dockerfile:2: When using COPY with more than one source file, the destination must be a directory and end with a /'],
+      ['FROM busybox\nCOPY --chmod=8000 a /c\n', "error: Dockerfile:2: COPY --chmod: invalid chmod parameter: '8000'. it should be octal string and between 0 and 07777"],
+      ['FROM busybox\nCOPY --from=Not:Valid /a /c\n', 'error: Dockerfile:2: invalid reference format: "Not:Valid" (repository names must be lowercase)'],
+      ['FROM Busy:Box\n', 'error: Dockerfile:1: invalid reference format: "Busy:Box" (repository names must be lowercase)'],
+      ['FROM busybox\nRUN --security=insecure true\n', 'error: Dockerfile:2: RUN --security=insecure needs the security.insecure entitlement: build with --allow security.insecure'],
+    ];
+    for (const [df, want] of cases) {
+      const r = await mbuild(['--root', root, 'build', '--check', await context({ Dockerfile: df })]);
+      expect(r.code, df).toBe(1);
+      expect(r.stderr.split('\n')[0], df).toBe(want);
+    }
+    const allowed = await mbuild(['--root', root, 'build', '--check', '--allow', 'security.insecure', await context({ Dockerfile: 'FROM busybox\nRUN --security=insecure true\n' })]);
+    expect(allowed.code, allowed.stderr).toBe(0);
+  });
+
   it('checks only the stages --target needs', async () => {
     const ctx = await context({ Dockerfile: 'FROM busybox AS a\nCMD echo a\nFROM busybox AS b\nCMD ["b"]\n' });
     expect((await mbuild(['--root', root, 'build', '--check', ctx])).code).toBe(1);

@@ -144,12 +144,17 @@ describe('listing and inspecting', () => {
 });
 
 describe('as a normal user', () => {
-  it('build and run say in one line that root is needed', async () => {
+  // rootless mode itself: test/integration/rootless.test.ts (a user with a range)
+  it('build and run without a /etc/subuid range say in one line what to add; serve says root is needed', async () => {
+    const asNobody = (cmd: string[]) => run('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', 'node', path.join(REPO, 'bin/mbuild.js'), '--root', '/tmp/nonexistent-mbuild', ...cmd], { cwd: '/tmp' });
     for (const cmd of [['build', '.'], ['run', 'busybox']]) {
-      const r = await run('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', 'node', path.join(REPO, 'bin/mbuild.js'), '--root', '/tmp/nonexistent-mbuild', ...cmd], { cwd: '/tmp' });
+      const r = await asNobody(cmd);
       expect(r.code).toBe(1);
-      expect(r.stderr).toBe(`error: mbuild ${cmd[0]} needs root (mounts and namespaces): run it with sudo\n`);
+      expect(r.stderr).toBe('error: mbuild without root needs a range of nobody in /etc/subuid (as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 nobody)\n');
     }
+    const r = await asNobody(['serve']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('error: mbuild serve needs root (mounts and namespaces): run it with sudo\n');
   });
 });
 

@@ -81,7 +81,45 @@ const CASES: Record<string, () => Promise<void> | void> = {
     const o = await build('FROM base\nRUN echo ok-layout\n', ['--build-context', `base=oci-layout://${layout}`]);
     expect(o.code, o.stderr).toBe(0);
     expect(o.stderr).toContain('ok-layout');
-    await refused(['--build-context', 'x=./dir'], /only docker-image:\/\/REF and oci-layout:\/\/PATH are supported/);
+    // a directory: its own .dockerignore applies, owners are 0:0; COPY --from, RUN --mount from= and
+    // FROM read it; a stage of that name is replaced (its failing RUN never runs)
+    const proj = await writeContext(work, { 'a.txt': 'dir-context\n', 'skip.log': 'ignored\n', 'sub/b.txt': 'deep\n', '.dockerignore': '*.log\n' });
+    await fs.chown(path.join(proj, 'a.txt'), 1234, 1234);
+    const d = await build(
+      'FROM busybox AS proj\nRUN echo replaced-stage-ran && false\nFROM proj AS files\nFROM busybox\nCOPY --from=proj / /p/\nCOPY --from=files /sub/b.txt /b.txt\n' +
+        'RUN --mount=from=proj,target=/m echo "m=$(cat /m/a.txt) p=$(ls /p | tr "\\n" " ")b=$(cat /b.txt) own=$(stat -c %u:%g /p/a.txt)"\n',
+      ['--no-cache', '--build-context', `proj=${proj}`],
+    );
+    expect(d.code, d.stderr).toBe(0);
+    expect(d.stderr).toContain('[context proj] load from client');
+    expect(d.stderr).toContain('m=dir-context p=a.txt sub b=deep own=0:0');
+    expect(d.stderr).not.toContain('replaced-stage-ran');
+    // git and http(s) sources: a repository checked out, a download as one file named "context" (BuildKit's)
+    const site = path.join(work, 'ctx-site');
+    const wt = path.join(work, 'ctx-git');
+    await fs.mkdir(path.join(wt, 'sub'), { recursive: true });
+    await fs.mkdir(site, { recursive: true });
+    await fs.writeFile(path.join(wt, 'sub', 'g.txt'), 'from-git\n');
+    await fs.writeFile(path.join(site, 'blob.bin'), 'from-http\n');
+    const git = (args: string[], cwd = wt) => run('git', ['-c', 'user.email=t@e', '-c', 'user.name=t', ...args], { cwd });
+    for (const a of [['init', '-q', '-b', 'main'], ['add', '.'], ['commit', '-qm', 'ctx']]) expect((await git(a)).code).toBe(0);
+    expect((await git(['clone', '-q', '--bare', wt, path.join(site, 'repo.git')], work)).code).toBe(0);
+    expect((await git(['update-server-info'], path.join(site, 'repo.git'))).code).toBe(0);
+    const { createServer } = await import('node:http');
+    const srv = createServer((req, res) => {
+      fs.readFile(path.join(site, decodeURIComponent(new URL(req.url!, 'http://x').pathname))).then((b) => res.writeHead(200).end(b), () => res.writeHead(404).end());
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const base = `http://127.0.0.1:${(srv.address() as import('node:net').AddressInfo).port}`;
+    try {
+      const u = await build('FROM busybox\nCOPY --from=g /g.txt /g.txt\nCOPY --from=h /context /h.txt\nRUN cat /g.txt /h.txt\n', ['--no-cache', '--build-context', `g=${base}/repo.git#main:sub`, '--build-context', `h=${base}/blob.bin`]);
+      expect(u.code, u.stderr).toBe(0);
+      expect(u.stderr).toMatch(/from-git\n.*from-http/s);
+    } finally {
+      await new Promise((r) => srv.close(r));
+    }
+    await refused(['--build-context', `x=${path.join(work, 'no-such-dir')}`], /--build-context x: failed to get build context x: .* does not exist/);
+    await refused(['--build-context', 'context=/tmp'], /--build-context context=\/tmp: replacing the main context this way is not supported/);
   },
   async target() {
     const r = await build('FROM busybox AS a\nRUN echo in-a\nFROM busybox AS b\nRUN echo in-b\n', ['--target', 'a']);
@@ -114,6 +152,13 @@ const CASES: Record<string, () => Promise<void> | void> = {
     expect(r.stderr).toMatch(/10\.1\.2\.3\tdb\.internal/);
     expect(r.stderr).toMatch(/::1\tv6/);
     await refused(['--add-host', 'nohost'], /--add-host nohost: expected HOST:IP/);
+    await refused(['--add-host', 'db:10.1.2'], /--add-host db:10.1.2: invalid IP address "10.1.2"/);
+    // host-gateway: the host as the step reaches it, the gateway of its bridge network
+    const g = await build('FROM busybox\nRUN grep gw.internal /etc/hosts; ip route | grep default\n', ['--no-cache', '--add-host', 'gw.internal:host-gateway', '--add-host', 'b6=[::1]']);
+    expect(g.code, g.stderr).toBe(0);
+    const gw = /default via ([\d.]+)/.exec(g.stderr)?.[1];
+    expect(gw).toBeDefined();
+    expect(g.stderr).toContain(`${gw}\tgw.internal`);
   },
   memory: coveredBy('test/integration/sandbox-limits.test.ts', "'--memory'"),
   cpus: coveredBy('test/integration/sandbox-limits.test.ts', '--cpus'),
@@ -165,15 +210,27 @@ const CASES: Record<string, () => Promise<void> | void> = {
   },
   async provenance() {
     expect((await build('FROM busybox\n', ['--provenance=false'])).code).toBe(0);
-    await refused(['--provenance=mode=max'], /--provenance=mode=max is not supported yet: mbuild makes no attestations/);
+    // alone it takes no value (buildx's --provenance): the context after it stays the context
+    const out = path.join(work, 'prov.tar');
+    const r = await build('FROM busybox\n', ['-o', `type=oci,dest=${out}`, '--provenance']);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await run('tar', ['-xOf', out, 'index.json'])).stdout).toContain('application/vnd.oci.image.index.v1+json');
+    await refused(['--provenance=mode=max'], /^error: --provenance needs an output that carries attestations: --push, -o type=registry or -o type=oci\|docker/);
+    await refused(['--provenance=mode=most', '--push'], /--provenance=mode=most: mode=most is not one of min, max/);
+    await refused(['--provenance=filename=p.json', '--push'], /the key filename= is not supported/);
+    await refused(['--provenance', '-o', 'type=local,dest=/tmp/x'], /--output type=local with --provenance\/--sbom is not supported yet/);
+    coveredBy('test/integration/attest.test.ts', "'--provenance=mode=max'")();
   },
   async sbom() {
     expect((await build('FROM busybox\n', ['--sbom=false'])).code).toBe(0);
-    await refused(['--sbom=true'], /--sbom=true is not supported yet/);
+    await refused(['--sbom=generator=docker/buildkit-syft-scanner', '--push'], /--sbom=generator=docker\/buildkit-syft-scanner: the key generator= is not supported/);
+    await refused(['--sbom', '-o', 'type=oci,dest=/tmp/x.tar,oci-mediatypes=false'], /oci-mediatypes=false cannot carry attestations/);
+    coveredBy('test/integration/attest.test.ts', "'--sbom'")();
   },
   async attest() {
     expect((await build('FROM busybox\n', ['--attest', 'type=provenance,disabled=true'])).code).toBe(0);
-    await refused(['--attest', 'type=sbom'], /--attest type=sbom is not supported yet/);
+    await refused(['--attest', 'type=vuln', '--push'], /--attest type=vuln: type=vuln is not supported \(provenance or sbom\)/);
+    coveredBy('test/integration/attest.test.ts', "'type=provenance,mode=min'")();
   },
   async progress() {
     const dir = await ctxWith('FROM busybox\nRUN echo raw-json\n');

@@ -107,6 +107,44 @@ describe('-o type=image / type=registry', () => {
   });
 });
 
+describe('push-by-digest and compression-level', () => {
+  it('push-by-digest=true pushes the manifest by digest only: no tag in the registry, --metadata-file names it', async () => {
+    const meta = path.join(work, 'bydigest.json');
+    const r = await mb(['build', '-q', '-o', `type=image,name=${reg.host}/app/bydigest,push=true,push-by-digest=true`, '--metadata-file', meta, ctx]);
+    expect(r.code, r.stderr).toBe(0);
+    const digest = JSON.parse(await fs.readFile(meta, 'utf8'))['containerimage.digest'];
+    const got = await remote(`app/bydigest@${digest}`);
+    expect(got.digest).toBe(digest);
+    const tags = await run('skopeo', ['list-tags', '--tls-verify=false', `docker://${reg.host}/app/bydigest`]);
+    expect(JSON.parse(tags.stdout || '{"Tags":[]}').Tags ?? []).toEqual([]);
+    const tagged = await mb(['build', '-q', '-t', `${reg.host}/app/bydigest:1`, '-o', 'type=registry,push-by-digest=true', ctx]);
+    expect(tagged.stderr.trim()).toBe(`error: --output push-by-digest=true: can't push tagged ref ${reg.host}/app/bydigest:1 by digest (name the repository only)`);
+  });
+
+  it('compression-level sets the gzip and zstd level of the layers the output compresses', async () => {
+    const sizes: Record<string, number> = {};
+    const big = path.join(work, 'ctx-big');
+    await fs.mkdir(big, { recursive: true });
+    // text that compresses differently at level 1 and 9
+    await fs.writeFile(path.join(big, 'Dockerfile'), 'FROM busybox\nRUN i=0; while [ $i -lt 20000 ]; do echo "line $i $((i * 7919 % 10007))"; i=$((i+1)); done > /data\n');
+    for (const [name, opts] of [['g1', 'compression-level=1'], ['g9', 'compression-level=9'], ['z1', 'compression=zstd,compression-level=1'], ['z19', 'compression=zstd,compression-level=19']]) {
+      const out = path.join(work, `level-${name}`);
+      const r = await mb(['build', '-q', '-o', `type=oci,dest=${out},tar=false,${opts}`, big]);
+      expect(r.code, r.stderr).toBe(0);
+      const index = JSON.parse(await fs.readFile(path.join(out, 'index.json'), 'utf8'));
+      const manifest = JSON.parse(await fs.readFile(path.join(out, 'blobs/sha256', index.manifests[0].digest.slice(7)), 'utf8'));
+      const config = JSON.parse(await fs.readFile(path.join(out, 'blobs/sha256', manifest.config.digest.slice(7)), 'utf8'));
+      const layer = manifest.layers[1];
+      const blob = path.join(out, 'blobs/sha256', layer.digest.slice(7));
+      const plain = await run('sh', ['-c', `${name.startsWith('z') ? 'zstd -dcq' : 'gzip -dc'} "${blob}" | sha256sum`]);
+      expect('sha256:' + plain.stdout.split(' ')[0]).toBe(config.rootfs.diff_ids[1]);
+      sizes[name] = layer.size;
+    }
+    expect(sizes.g9).toBeLessThan(sizes.g1);
+    expect(sizes.z19).toBeLessThan(sizes.z1);
+  });
+});
+
 describe('compression=zstd', () => {
   it('writes zstd layers (force-compression: the base layer too) that decompress to their diff_ids; a registry takes them', async () => {
     const out = path.join(work, 'zstd');
@@ -142,5 +180,41 @@ describe('-o type=oci / type=docker', () => {
     expect(d.code, d.stderr).toBe(0);
     const list = await run('tar', ['-xOf', tar, 'index.json']);
     expect(JSON.parse(list.stdout).manifests[0].mediaType).toBe('application/vnd.docker.distribution.manifest.v2+json');
+  });
+
+  /** The manifest an archive holds: its media type, its config's and its layers'. */
+  async function archiveTypes(tar: string): Promise<string[]> {
+    const index = JSON.parse((await run('tar', ['-xOf', tar, 'index.json'])).stdout);
+    const m = JSON.parse((await run('tar', ['-xOf', tar, `blobs/sha256/${index.manifests[0].digest.slice(7)}`])).stdout);
+    expect(index.manifests[0].mediaType).toBe(m.mediaType);
+    return [m.mediaType, m.config.mediaType, ...m.layers.map((l: { mediaType: string }) => l.mediaType)];
+  }
+
+  it('type=docker defaults to Docker media types, type=oci to OCI ones (as BuildKit); zstd or annotations turn OCI on for docker', async () => {
+    const docker = path.join(work, 'default-docker.tar');
+    expect((await mb(['build', '-q', '-o', `type=docker,dest=${docker}`, ctx])).code).toBe(0);
+    expect(await archiveTypes(docker)).toEqual([
+      'application/vnd.docker.distribution.manifest.v2+json',
+      'application/vnd.docker.container.image.v1+json',
+      'application/vnd.docker.image.rootfs.diff.tar.gzip',
+      'application/vnd.docker.image.rootfs.diff.tar.gzip',
+    ]);
+    const oci = path.join(work, 'default-oci.tar');
+    expect((await mb(['build', '-q', '-o', `type=oci,dest=${oci}`, ctx])).code).toBe(0);
+    expect(await archiveTypes(oci)).toEqual([
+      'application/vnd.oci.image.manifest.v1+json',
+      'application/vnd.oci.image.config.v1+json',
+      'application/vnd.oci.image.layer.v1.tar+gzip',
+      'application/vnd.oci.image.layer.v1.tar+gzip',
+    ]);
+    const dockerOci = path.join(work, 'docker-oci.tar');
+    expect((await mb(['build', '-q', '-o', `type=docker,dest=${dockerOci},oci-mediatypes=true`, ctx])).code).toBe(0);
+    expect((await archiveTypes(dockerOci))[0]).toBe('application/vnd.oci.image.manifest.v1+json');
+    const zstd = path.join(work, 'docker-zstd.tar');
+    expect((await mb(['build', '-q', '-o', `type=docker,dest=${zstd},compression=zstd`, ctx])).code).toBe(0);
+    expect((await archiveTypes(zstd)).slice(0, 1)).toEqual(['application/vnd.oci.image.manifest.v1+json']);
+    const annotated = path.join(work, 'docker-annotated.tar');
+    expect((await mb(['build', '-q', '--annotation', 'a=b', '-o', `type=docker,dest=${annotated}`, ctx])).code).toBe(0);
+    expect((await archiveTypes(annotated))[0]).toBe('application/vnd.oci.image.manifest.v1+json');
   });
 });

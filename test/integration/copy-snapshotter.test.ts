@@ -1,5 +1,5 @@
 /**
- * The copy snapshotter (snapshotter/copy-fallback.ts, MBUILD_SNAPSHOTTER=copy): the conformance
+ * The copy snapshotter (snapshotter/copy.ts, MBUILD_SNAPSHOTTER=copy): the conformance
  * suite passes with it, diffTree writes overlay-format layers that become the right `.wh.` entries,
  * and a RUN that deletes and replaces lower files gives the same image as the overlay snapshotter.
  */
@@ -9,7 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { extract as tarExtract } from 'tar-stream';
-import { chooseSnapshotter, diffTree, materialize, recordTree } from '../../snapshotter/copy-fallback.js';
+import { diffTree, materialize, recordTree } from '../../snapshotter/copy-tree.js';
+import { chooseSnapshotter } from '../../snapshotter/probe.js';
 import { writeLayerTar } from '../../snapshotter/diff/layer-tar.js';
 import { fsOps } from '../../util/native-helper.js';
 import { BUSYBOX_TAR, imageTree, mbuild, mountsUnder } from '../helpers/cli.js';

@@ -54,6 +54,21 @@ describe('--output', () => {
     expect(() => parseOutput('type=image,unpack=true')).toThrow(/unpack= is not supported/);
     expect(() => parseOutput('type=image,store=false')).toThrow(/store=false is not supported/);
   });
+  it('takes compression-level for gzip (0-9) and zstd (0-22), push-by-digest with a push', () => {
+    expect(parseOutput('type=oci,dest=x,compression-level=9')).toMatchObject({ compression: 'gzip', compressionLevel: 9 });
+    expect(parseOutput('type=oci,dest=x,compression=zstd,compression-level=22')).toMatchObject({ compression: 'zstd', compressionLevel: 22 });
+    expect(() => parseOutput('type=oci,dest=x,compression-level=10')).toThrow(/compression-level=10: gzip takes 0-9/);
+    expect(() => parseOutput('type=oci,dest=x,compression=uncompressed,compression-level=1')).toThrow(/needs compression=gzip or zstd/);
+    expect(() => parseOutput('type=oci,dest=x,compression-level=fast')).toThrow(/give a whole number/);
+    expect(parseOutput('type=registry,push-by-digest=true')).toMatchObject({ push: true, pushByDigest: true });
+    expect(() => parseOutput('type=image,push-by-digest=true')).toThrow(/push-by-digest=true needs push=true/);
+  });
+  it('refuses every other key of BuildKit\'s exporters with the reason', () => {
+    const keys = ['unpack', 'registry.insecure', 'dangling-name-prefix', 'danging-name-empty-only', 'name-canonical', 'oci-artifact', 'attestation-inline', 'prefer-nondist-layers', 'source-date-epoch', 'rewrite-timestamp'];
+    for (const k of keys) expect(() => parseOutput(`type=image,${k}=true`), k).toThrow(new RegExp(`--output ${k.replace('.', '\\.')}= is not supported: \\w`));
+    expect(() => parseOutput('type=image,annotation-index.a=b')).toThrow(/annotation-index\.\*= is not supported: mbuild writes no index/);
+    expect(() => parseOutput('type=local,dest=x,platform-split=true')).toThrow(/platform-split= is not supported/);
+  });
 });
 
 describe('inspect --format templates', () => {

@@ -3,15 +3,18 @@
  * moby/buildkit 73ed6825 frontend/dockerfile: parser/parser_test.go, parser/parser_heredoc_test.go,
  * instructions/parse_heredoc_test.go, instructions/parse_test.go, parser/json_test.go,
  * parser/line_parsers_test.go, parser/directives_test.go, dockerfile2llb/convert_expose_test.go,
- * shell/lex_test.go (its TestProcessWithMatches table is in fixtures/buildkit-lex-matches.json).
+ * instructions/bflag_test.go, shell/lex_test.go (its TestProcessWithMatches table is in fixtures/buildkit-lex-matches.json).
  * Each vector returns undefined when mbuild agrees, else why not.
  */
 import { chompHeredocContent, heredocsFromLine, parseAst, parseHeredocWord, parseWords } from '../../builder/dockerfile/ast.js';
-import { parseDockerfile } from '../../builder/dockerfile/parse.js';
+import { parseDockerfile, parseNode } from '../../builder/dockerfile/parse.js';
+import type { AstNode } from '../../builder/dockerfile/ast.js';
+import { ParseError } from '../../util/errors.js';
 import { exposedPorts, parsePortSpec, parsePorts } from '../../builder/dockerfile/expose.js';
 import { envLookupFrom, expandWord, Lexer, reversePattern, shellPatternToRegex } from '../../builder/expand/shell-word.js';
 import { checkDirective } from '../../builder/checks/config.js';
 import { dumpNode } from '../../builder/dockerfile/ast.js';
+import { Flags } from '../../builder/dockerfile/bflag.js';
 import { readFileSync } from 'node:fs';
 import type { CopyInstruction, RunInstruction } from '../../builder/dockerfile/types.js';
 
@@ -564,12 +567,125 @@ function instructionVectors(): Vector[] {
   for (const [df, want] of cases) {
     out.push({ name: `parse_test TestErrorCases ${JSON.stringify(df)}`, run: () => (err(df)?.includes(want) ? undefined : `error ${err(df)}, want ${want}`) });
   }
+  // hand-made nodes, as the Go test builds parser.Node chains that no text parses to
+  const node = (value: string, args: string[]): AstNode => ({
+    value, flags: [], args: args.map((a) => ({ value: a })), json: false, original: `${value} ${args.join(' ')}`, startLine: 1, endLine: 1, heredocs: [], comments: [],
+  });
+  for (const cmd of ['ENV', 'LABEL']) {
+    out.push(
+      { name: `parse_test TestCommandsTooManyArguments ${cmd}`, run: () => same(errorOf(() => parseNode(node(cmd.toLowerCase(), ['arg1', 'arg2', 'arg3', '']))), `Bad input to ${cmd}, too many arguments`) },
+      { name: `parse_test TestCommandsBlankNames ${cmd}`, run: () => same(errorOf(() => parseNode(node(cmd.toLowerCase(), ['', 'arg2', '=']))), `${cmd} names can not be blank`) },
+    );
+  }
+  // FlagsUsed is ["mount"]: the RUN carries its mount and neither --network nor --security
+  out.push({
+    name: 'parse_test TestRunCmdFlagsUsed',
+    run: () => {
+      const run = parseDockerfile('FROM scratch\nRUN --mount=type=tmpfs,target=/foo/ echo hello').instructions[1] as RunInstruction;
+      return same([run.mounts, 'network' in run, 'security' in run], [['type=tmpfs,target=/foo/'], false, false]);
+    },
+  });
+  // TestNilLinter: every instruction with odd arguments parses or is refused, never crashes
+  const commands = ['add', 'arg', 'cmd', 'copy', 'entrypoint', 'env', 'expose', 'from', 'healthcheck', 'label', 'maintainer', 'onbuild', 'run', 'shell', 'stopsignal', 'user', 'volume', 'workdir'];
+  for (const cmd of commands) {
+    out.push({
+      name: `parse_test TestNilLinter ${cmd}`,
+      run: () => {
+        for (const tc of [' foo=bar', ' a', ' a b', ' a b c', ' 0 0']) {
+          try {
+            parseDockerfile('FROM busybox\n' + cmd + tc);
+          } catch (e) {
+            if (!(e instanceof ParseError)) return `${cmd}${tc}: ${(e as Error).message}`;
+          }
+        }
+        return undefined;
+      },
+    });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// instructions/bflag_test.go (TestBuilderFlags: one vector per "---" block, in its order)
+
+function bflagVectors(): Vector[] {
+  const out: Vector[] = [];
+  const add = (what: string, fn: () => string | undefined) => out.push({ name: `bflag_test TestBuilderFlags #${out.length + 1} ${what}`, run: fn });
+  const works = (f: Flags) => errorOf(() => f.parse());
+  const fails = (f: Flags) => (errorOf(() => f.parse()) === undefined ? 'parsed without an error' : undefined);
+  const all = (...checks: (string | undefined)[]) => checks.find((c) => c !== undefined);
+
+  add('[]', () => works(new Flags([])));
+  add('["--"]', () => works(new Flags(['--'])));
+  add('str1,bool1 unused', () => {
+    const f = new Flags([]);
+    const str1 = f.string('str1', '');
+    const bool1 = f.bool('bool1', false);
+    return all(works(f), same(str1.used, false), same(bool1.used, false));
+  });
+  add('defaults', () => {
+    const f = new Flags([]);
+    const str1 = f.string('str1', 'HI');
+    const bool1 = f.bool('bool1', false);
+    return all(works(f), same(str1.value, 'HI'), same(bool1.value, 'false'), same(str1.used, false), same(bool1.used, false));
+  });
+  add('["--str1"] fails', () => {
+    const f = new Flags(['--str1']);
+    f.string('str1', 'HI');
+    return fails(f);
+  });
+  add('["--str1="]', () => {
+    const f = new Flags(['--str1=']);
+    const str1 = f.string('str1', 'HI');
+    return all(works(f), same(str1.value, ''));
+  });
+  add('["--str1=BYE"]', () => {
+    const f = new Flags(['--str1=BYE']);
+    const str1 = f.string('str1', 'HI');
+    return all(works(f), same(str1.value, 'BYE'));
+  });
+  for (const [arg, want] of [['--bool1', 'true'], ['--bool1=true', 'true'], ['--bool1=false', 'false']] as const) {
+    add(`["${arg}"]`, () => {
+      const f = new Flags([arg]);
+      const bool1 = f.bool('bool1', false);
+      return all(works(f), same(bool1.value, want));
+    });
+  }
+  add('["--bool1=false1"] fails', () => {
+    const f = new Flags(['--bool1=false1']);
+    f.bool('bool1', false);
+    return fails(f);
+  });
+  add('["--bool2"] fails', () => {
+    const f = new Flags(['--bool2']);
+    f.bool('bool1', false);
+    return fails(f);
+  });
+  add('["--bool1","--str1=BYE"]', () => {
+    const f = new Flags(['--bool1', '--str1=BYE']);
+    const str1 = f.string('str1', 'HI');
+    const bool1 = f.bool('bool1', false);
+    return all(works(f), same(str1.value, 'BYE'), same(bool1.value, 'true'));
+  });
+  add('Used()', () => {
+    const f = new Flags(['--bool2=false', '--bool3', '--bool4=true', '--bool5', '--str2= ', '--str3=def3', '--str4=my-val']);
+    f.bool('bool1', false);
+    f.bool('bool2', false);
+    f.bool('bool3', false);
+    f.bool('bool4', true);
+    f.bool('bool5', true);
+    f.string('str1', '');
+    f.string('str2', '');
+    f.string('str3', 'def3');
+    f.string('str4', 'def4');
+    return all(works(f), same(f.used().sort().join(', '), 'bool2, bool3, bool4, bool5, str2, str3, str4'));
+  });
   return out;
 }
 
 export function tableVectors(): Vector[] {
   return [
     ...parserVectors(), ...parserHeredocVectors(), ...instructionHeredocVectors(), ...exposeVectors(), ...lexVectors(),
-    ...lexMatchVectors(), ...parserTableVectors(), ...instructionVectors(),
+    ...lexMatchVectors(), ...parserTableVectors(), ...instructionVectors(), ...bflagVectors(),
   ];
 }

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { checkDockerfile, type CheckOptions } from '../../builder/checks/lint.js';
 import { parseCheckOptions } from '../../builder/checks/config.js';
 import { formatCheckReport, formatSummary, violationMessage } from '../../builder/checks/report.js';
-import { suggest } from '../../builder/checks/suggest.js';
+import { suggest } from '../../util/suggest.js';
 import { IgnoreMatcher } from '../../builder/context/dockerignore.js';
 
 const PATH_ENV = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];
@@ -243,6 +243,24 @@ describe('check configuration', () => {
     expect(checkDockerfile('FROM scratch\nCOPY --from=nope /a /b\nFROM scratch\n', 'Dockerfile', { allStages: true }).error).toBeUndefined();
     expect(checkDockerfile('FROM scratch\nENV A="${B:?must be set}"\n', 'Dockerfile').error?.message).toContain('B: must be set');
     expect(checkDockerfile('FROM scratch\nRUN --mount=type=nope true\n', 'Dockerfile').error).toMatchObject({ start: 2 });
+    // what COPY/ADD, ENV and --from refuse before a step runs
+    const err = (df: string, opts = {}) => checkDockerfile(df, 'Dockerfile', opts).error;
+    expect(err('FROM scratch\nCOPY a b /c\n')).toMatchObject({ message: 'When using COPY with more than one source file, the destination must be a directory and end with a /', start: 2 });
+    expect(err('FROM scratch\nARG M=0999\nCOPY --chmod=$M a /c\n')?.message).toMatch(/invalid chmod parameter: '0999'/);
+    expect(err('FROM scratch\nCOPY https://example.com/x.tar /c\n')?.message).toBe("COPY: source can't be a URL for COPY (use ADD)");
+    expect(err('FROM scratch\nADD --checksum=sha256:00 https://example.com/x /c\n')?.message).toMatch(/invalid ADD --checksum "sha256:00"/);
+    expect(err('FROM scratch\nADD --checksum=sha256:00 a b /c/\n')?.message).toBe("ADD --checksum can't be specified for multiple sources");
+    expect(err('FROM scratch\nENV ${E}=x\n')).toMatchObject({ message: 'ENV names can not be blank', start: 2 });
+    expect(err('FROM scratch AS a\nFROM scratch\nCOPY --from=a /x /y\nCOPY --from=0 /x /y\nCOPY --from=busybox:1 /x /y\n')).toBeUndefined();
+    expect(err('FROM scratch\nRUN --mount=from=UPPER:x,target=/m true\n')?.message).toMatch(/invalid reference format/);
+    expect(err('FROM scratch AS base\nFROM base\nFROM Bad\n')).toMatchObject({ message: expect.stringMatching(/invalid reference format/), start: 3 });
+    expect(err('FROM scratch\nRUN --security=insecure true\n')).toBeUndefined();
+    // a word that may take its value from an unknown base image environment is not judged
+    expect(err('FROM busybox\nCOPY --chmod=$MODE a /b\nENV ${K}=v\nVOLUME $V\n', { allStages: true })).toBeUndefined();
+    expect(err('FROM busybox\nCOPY --chmod=$MODE a /b\n', { allStages: true, imageEnv: () => ['MODE=0644'] })).toBeUndefined();
+    expect(err('FROM busybox\nCOPY --chmod=$MODE a /b\n', { allStages: true, imageEnv: () => ['MODE=99999'] })?.message).toMatch(/invalid chmod parameter: '99999'/);
+    expect(err('FROM scratch\nRUN --security=insecure true\n', { allow: [] })?.message).toMatch(/needs the security.insecure entitlement/);
+    expect(checkDockerfile(`FROM scratch\nLABEL a=b\nLABEL x=${'a'.repeat(70000)}\n`, 'Dockerfile').error).toEqual({ message: 'dockerfile line greater than max allowed size of 65535', start: 3, end: 3 });
     expect(lint('FROM scratch\nRUN --mount=type=cache,target=/$CACHE_DIR true\n')).toEqual([['UndefinedVar', "Usage of undefined variable '$CACHE_DIR'", 2]]);
   });
 });

@@ -506,6 +506,19 @@ describe('structure errors', () => {
   it('reports the first error in file order', () => {
     expect(parseError('FROM a\nCOPY x\nFROBNICATE').range?.start).toBe(2);
   });
+  it('names the closest flag when one is unknown, as BuildKit', () => {
+    expect(bodyError('COPY --chwon=1 a b\n').message).toBe('unknown flag: --chwon (did you mean chown?)');
+    expect(bodyError('RUN --mnt=type=cache true\n').message).toBe('unknown flag: --mnt (did you mean mount?)');
+    expect(bodyError('RUN --frobnicate true\n').message).toBe('unknown flag: --frobnicate');
+  });
+  it('names the line over 64 KiB itself (BuildKit names none: its scanner stops before it)', () => {
+    const long = 'LABEL x=' + 'a'.repeat(70000);
+    const e = parseError(`FROM scratch\nLABEL a=b\n${long}\nLABEL c=d\n`);
+    expect(String(e)).toBe('Dockerfile:3: dockerfile line greater than max allowed size of 65535');
+    // inside a continuation, and as the last line without a newline
+    expect(parseError(`FROM scratch\nRUN a \\\n  b \\\n${long}\n`).range?.start).toBe(4);
+    expect(parseError(`FROM scratch\n\n${long}`).range?.start).toBe(3);
+  });
 });
 
 describe('robustness', () => {

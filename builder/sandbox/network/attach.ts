@@ -10,6 +10,7 @@ import { ip, runToolSync } from './cmd.js';
 import type { Bridge } from './bridge.js';
 import { ownerAlive, ownerOf, readState, withNetLock, writeState, type Owner } from './state.js';
 import { lastPortIndex, macFor, vethFor } from './isolation.js';
+import { span } from '../../../util/trace.js';
 
 export interface Attachment {
   address: string;
@@ -66,17 +67,17 @@ export async function attachToBridge(bridge: Bridge, pid: number): Promise<Attac
   } catch {
     throw new NetworkError('the sandbox ended before its network was set up');
   }
-  const address = await allocate(bridge, owner);
+  const address = await span('net.allocate', () => allocate(bridge, owner));
   const veth = vethFor(address);
   const mac = macFor(address);
   try {
     // a dead owner's veth can outlive it while something holds its namespace: the address is ours now
     if (existsSync(`/sys/class/net/${veth}`)) await ip([`link del ${veth}`], `removing ${veth}`).catch(() => undefined);
     // an isolated port: frames go between it and the bridge (the host), never to another sandbox
-    await ip(
+    await span('net.veth', () => ip(
       [`link add ${veth} master ${bridge.name} type veth peer name eth0 address ${mac} netns ${pid}`, `link set dev ${veth} type bridge_slave isolated on`, `link set dev ${veth} up`],
       `connecting the sandbox to ${bridge.name}`,
-    );
+    ));
   } catch (err) {
     if (existsSync(`/sys/class/net/${veth}`)) await ip([`link del ${veth}`], `removing ${veth}`).catch(() => undefined);
     await free(bridge, address, owner);

@@ -14,6 +14,7 @@ import { CANDIDATE_SUBNETS, formatSubnet, gatewayOf, intToIp, ipToInt, overlaps,
 import { findTool, ip, ipJson, iptables, runTool } from './cmd.js';
 import { ownerAlive, readState, removeState, stateDir, withNetLock, writeState, type NetState } from './state.js';
 import { addPorts, ensureAntiSpoofing, lastPortIndex, removeAntiSpoofing } from './isolation.js';
+import { span } from '../../../util/trace.js';
 
 export const VETH_PREFIX = 'mbv';
 
@@ -99,11 +100,27 @@ async function chooseSubnet(cfg: BridgeConfig): Promise<Subnet> {
   throw new NetworkError(`every candidate subnet for ${cfg.name} clashes with a host route: set one with MBUILD_SUBNET`);
 }
 
+/** `p`, with a rejection counted as handled until someone awaits it (it may never be, on an early throw). */
+function early<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
+
+/**
+ * Once per process, so once per build: each check is a tool run (10-100 ms each under load, nft
+ * and iptables-nft the slowest), so the independent ones run at the same time, and one
+ * iptables-save stands for the per-rule `iptables -C` and `-S` runs.
+ */
 async function setUp(cfg: BridgeConfig): Promise<Bridge> {
   const name = cfg.name;
   if (!findTool('ip')) throw new NetworkError('ip (iproute2) is not installed: it is needed for the bridge network');
-  const st: NetState = (await readState(name)) ?? { subnet: '', gateway: '', allocs: {} };
-  const link = (await ipJson<IpAddr[]>(['-4', 'addr', 'show', 'dev', name]))?.[0];
+  // the nft table does not need the bridge; the port entries (which need the subnet) come later
+  const spoofP = early(span('net.anti-spoofing', () => ensureAntiSpoofing(name)));
+  const rulesP = early(findTool('iptables') ? span('net.iptables-save', () => ruleSnapshot()) : Promise.resolve(undefined));
+  const portsP = early(span('net.ports', () => ipJson<{ ifname: string }[]>(['link', 'show', 'master', name])));
+  const [stored, links] = await Promise.all([readState(name), span('net.addr', () => ipJson<IpAddr[]>(['-4', 'addr', 'show', 'dev', name]))]);
+  const st: NetState = stored ?? { subnet: '', gateway: '', allocs: {} };
+  const link = links?.[0];
   let subnet: Subnet;
   let gw: number;
   const inet = link?.addr_info?.find((a) => a.family === 'inet' && a.local);
@@ -129,8 +146,8 @@ async function setUp(cfg: BridgeConfig): Promise<Bridge> {
   }
   st.subnet = formatSubnet(subnet);
   st.gateway = intToIp(gw);
-  const nat = await setUpNat(name, subnet, st);
-  const spoof = await ensureAntiSpoofing(name);
+  const nat = await span('net.nat', async () => setUpNat(name, subnet, st, await rulesP));
+  const spoof = await spoofP;
   let spoofError = spoof.error;
   if (!spoofError && (spoof.created || st.portsUpTo === undefined)) {
     // every port the allocation can hand out, once (a step then adds nothing)
@@ -141,7 +158,7 @@ async function setUp(cfg: BridgeConfig): Promise<Bridge> {
     st.portsUpTo = spoofError ? undefined : last;
   }
   if (spoofError) warnOnce('anti-spoofing', `cannot filter ARP/IP spoofing on the ${name} bridge (${spoofError}): a sandbox could pose as another on it (install nftables)`);
-  await sweep(name, st);
+  await span('net.sweep', async () => sweep(name, st, (await portsP) ?? [], await rulesP));
   await writeState(name, st);
   return { name, subnet, gateway: intToIp(gw), nat };
 }
@@ -164,10 +181,34 @@ function bridgeRules(name: string, subnet: Subnet): Rule[] {
   ];
 }
 
-/** Tables that exist now (iptables-save lists only those; -S would not tell). */
-async function existingTables(): Promise<Set<string>> {
+/**
+ * The iptables rules now, from one iptables-save: the tables that exist (it lists only those; -S
+ * would not tell) and each table's rules as `-A CHAIN ...` lines, quotes removed. Undefined when it
+ * cannot be run.
+ */
+interface RuleSnapshot {
+  tables: Set<string>;
+  rules: Map<string, string[]>;
+}
+
+async function ruleSnapshot(): Promise<RuleSnapshot | undefined> {
   const r = await runTool('iptables-save', []).catch(() => undefined);
-  return new Set((r?.stdout ?? '').split('\n').filter((l) => l.startsWith('*')).map((l) => l.slice(1).trim()));
+  if (!r) return undefined;
+  const snap: RuleSnapshot = { tables: new Set(), rules: new Map() };
+  let table: string[] | undefined;
+  for (const line of r.stdout.split('\n')) {
+    if (line.startsWith('*')) {
+      const t = line.slice(1).trim();
+      snap.tables.add(t);
+      snap.rules.set(t, (table = []));
+    } else if (line.startsWith('-A ') && table) table.push(line.replace(/"/g, ''));
+  }
+  return snap;
+}
+
+/** A rule as iptables-save prints it (quotes removed). */
+function savedForm(r: Rule): string {
+  return ['-A', r.chain, ...r.spec].join(' ');
 }
 
 async function isNftBackend(): Promise<boolean> {
@@ -175,15 +216,20 @@ async function isNftBackend(): Promise<boolean> {
   return Boolean(r?.stdout.includes('nf_tables'));
 }
 
-/** Adds a rule unless it is there; returns false (with iptables' message) when it cannot. */
-export async function ensureRule(r: Rule, st?: NetState, before?: Set<string>): Promise<string | undefined> {
+/**
+ * Adds a rule unless it is there; returns false (with iptables' message) when it cannot. A rule
+ * found in `snap` (exactly as iptables-save prints it) needs no `iptables -C`; one not found there
+ * is checked with -C all the same (iptables may print it differently).
+ */
+export async function ensureRule(r: Rule, st?: NetState, snap?: RuleSnapshot): Promise<string | undefined> {
+  if (snap?.rules.get(r.table)?.includes(savedForm(r))) return undefined;
   const check = await iptables(['-t', r.table, '-C', r.chain, ...r.spec]);
   if (check.code === 0) return undefined;
   const add = await iptables(['-t', r.table, r.insert ? '-I' : '-A', r.chain, ...r.spec]);
   if (add.code !== 0) return add.stderr.trim() || `iptables exited with ${add.code}`;
-  if (st && before && !before.has(r.table) && (await isNftBackend())) {
+  if (st && snap && !snap.tables.has(r.table) && (await isNftBackend())) {
     st.tablesCreated = [...new Set([...(st.tablesCreated ?? []), r.table])];
-    before.add(r.table);
+    snap.tables.add(r.table);
   }
   return undefined;
 }
@@ -192,14 +238,14 @@ export async function deleteRule(r: Rule): Promise<void> {
   await iptables(['-t', r.table, '-D', r.chain, ...r.spec]).catch(() => undefined);
 }
 
-async function setUpNat(name: string, subnet: Subnet, st: NetState): Promise<boolean> {
+async function setUpNat(name: string, subnet: Subnet, st: NetState, snap: RuleSnapshot | undefined): Promise<boolean> {
   if (!findTool('iptables')) {
     warnOnce('no-iptables', `iptables is not installed: the ${name} bridge has no NAT, so sandboxes on it cannot reach beyond this host (install iptables)`);
     return false;
   }
-  const before = await existingTables();
+  const known = snap ?? { tables: new Set<string>(), rules: new Map<string, string[]>() };
   for (const r of bridgeRules(name, subnet)) {
-    const err = await ensureRule(r, st, before);
+    const err = await ensureRule(r, st, known);
     if (err) {
       warnOnce('iptables-failed', `cannot add the iptables rules of the ${name} bridge (${err}): sandboxes on it cannot reach beyond this host`);
       return false;
@@ -213,22 +259,25 @@ async function setUpNat(name: string, subnet: Subnet, st: NetState): Promise<boo
   return true;
 }
 
-/** Our rules in a table as `iptables -S` prints them, with the comment that tags them. */
-async function taggedRules(table: 'nat' | 'filter'): Promise<{ args: string[]; comment: string }[]> {
-  const r = await iptables(['-t', table, '-S']).catch(() => undefined);
+/** Our rules in a table as `iptables -S` (or iptables-save) prints them, with the comment that tags them. */
+async function taggedRules(table: 'nat' | 'filter', snap?: RuleSnapshot): Promise<{ args: string[]; comment: string }[]> {
+  const lines = snap ? snap.rules.get(table) ?? [] : ((await iptables(['-t', table, '-S']).catch(() => undefined))?.stdout ?? '').split('\n');
   const out: { args: string[]; comment: string }[] = [];
-  for (const line of (r?.stdout ?? '').split('\n')) {
+  for (const line of lines) {
     const m = / --comment "?(mbuild[^ "]*)"?/.exec(line);
     if (line.startsWith('-A ') && m) out.push({ args: line.slice(3).replace(/"/g, '').split(' '), comment: m[1] });
   }
   return out;
 }
 
-/** Port rules carry `mbuild-port:<bridge>:<pid>:<start>`: the owner is the `mbuild run` helper. */
-async function sweepPortRules(name: string, all: boolean): Promise<void> {
+/**
+ * Port rules carry `mbuild-port:<bridge>:<pid>:<start>`: the owner is the `mbuild run` helper. `snap`:
+ * the rules as they were a moment ago (a dead owner's rules were there already).
+ */
+async function sweepPortRules(name: string, all: boolean, snap?: RuleSnapshot): Promise<void> {
   if (!findTool('iptables')) return;
   for (const table of ['nat', 'filter'] as const) {
-    for (const r of await taggedRules(table)) {
+    for (const r of await taggedRules(table, snap)) {
       const m = /^mbuild-port:([^:]+):(\d+):(\d+)$/.exec(r.comment);
       const mine = r.comment === `mbuild:${name}`;
       if (m && m[1] === name && (all || !ownerAlive({ pid: Number(m[2]), start: m[3] }))) await iptables(['-t', table, '-D', ...r.args]);
@@ -238,13 +287,12 @@ async function sweepPortRules(name: string, all: boolean): Promise<void> {
 }
 
 /** Under the lock: forget dead owners' addresses, delete veths nobody owns, drop dead owners' port rules. */
-async function sweep(name: string, st: NetState): Promise<void> {
+async function sweep(name: string, st: NetState, links: { ifname: string }[], snap: RuleSnapshot | undefined): Promise<void> {
   for (const [addr, a] of Object.entries(st.allocs)) if (!ownerAlive(a)) delete st.allocs[addr];
   const live = new Set(Object.values(st.allocs).map((a) => a.veth));
-  const links = (await ipJson<{ ifname: string }[]>(['link', 'show', 'master', name])) ?? [];
   const stale = links.map((l) => l.ifname).filter((n) => n.startsWith(VETH_PREFIX) && !live.has(n));
   for (const n of stale) await ip([`link del ${n}`], `removing ${n}`).catch(() => undefined);
-  await sweepPortRules(name, false);
+  await sweepPortRules(name, false, snap);
 }
 
 /**

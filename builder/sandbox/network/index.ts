@@ -7,22 +7,34 @@
 import { readFile } from 'node:fs/promises';
 import { ensureBridge, type Bridge } from './bridge.js';
 import { NetworkError } from '../../../util/errors.js';
+import { isRootless } from '../../../util/rootless.js';
+import { checkSlirp, SLIRP } from './slirp.js';
+import { readlinkSync } from 'node:fs';
 
 export { attachToBridge, type Attachment } from './attach.js';
+export { attachSlirp, type SlirpAttachment } from './slirp.js';
 export { ensureBridge, teardownBridge, bridgeConfig, warnOnce, type Bridge } from './bridge.js';
 
 export type NetworkRequest = 'default' | 'bridge' | 'host' | 'none' | { join: string };
 
 export interface NetworkPlan {
-  mode: 'bridge' | 'host' | 'none' | 'join';
+  /** slirp: rootless, in place of bridge (slirp.ts) */
+  mode: 'bridge' | 'slirp' | 'host' | 'none' | 'join';
   bridge?: Bridge;
   /** join: the namespace file, e.g. /proc/123/ns/net */
   netns?: string;
 }
 
 export async function planNetwork(req: NetworkRequest): Promise<NetworkPlan> {
-  if (typeof req === 'object') return { mode: 'join', netns: req.join };
+  if (typeof req === 'object') {
+    if (isRootless()) checkSameUserNamespace(req.join);
+    return { mode: 'join', netns: req.join };
+  }
   if (req === 'host' || req === 'none') return { mode: req };
+  if (isRootless()) {
+    await checkSlirp();
+    return { mode: 'slirp' };
+  }
   // never the host's network in place of the bridge: that would hand a step the host's loopback
   // services and addresses without anyone asking for them. Without NAT the bridge still isolates
   // (ensureBridge has warned that it reaches only this host).
@@ -31,6 +43,20 @@ export async function planNetwork(req: NetworkRequest): Promise<NetworkPlan> {
   } catch (err) {
     const why = (err as Error).message;
     throw new NetworkError(`cannot set up the bridge network for RUN steps (${why}); fix that, or choose --network none (no network) or --network host (the host's) explicitly`, err);
+  }
+}
+
+/**
+ * Starts what planNetwork(req) will need (the bridge's first check in this process, ~0.1-0.9 s)
+ * without waiting for it, so a step that is about to run overlaps it with its own set-up. A failure
+ * is reported by the planNetwork call that follows, which tries again.
+ */
+export function warmNetwork(req: NetworkRequest): void {
+  if (typeof req === 'object' || req === 'host' || req === 'none') return;
+  try {
+    ensureBridge().catch(() => undefined);
+  } catch {
+    // a bad MBUILD_BRIDGE: planNetwork says so
   }
 }
 
@@ -43,6 +69,12 @@ let hostResolv: Promise<string> | undefined;
  */
 export async function resolvConfFor(mode: NetworkPlan['mode']): Promise<string> {
   if (mode === 'none') return '';
+  if (mode === 'slirp') {
+    // slirp4netns's DNS forwarder, with the host's search and options lines
+    hostResolv ??= readFile('/etc/resolv.conf', 'utf8').catch(() => '');
+    const rest = (await hostResolv).split('\n').filter((l) => /^\s*(search|domain|options)\s/.test(l));
+    return [...rest, `nameserver ${SLIRP.dns}`, ''].join('\n');
+  }
   hostResolv ??= readFile('/etc/resolv.conf', 'utf8').catch(() => '');
   const text = await hostResolv;
   if (mode === 'host') return text;
@@ -54,4 +86,20 @@ export async function resolvConfFor(mode: NetworkPlan['mode']): Promise<string> 
     return `${rest ? rest + '\n' : ''}nameserver 8.8.8.8\nnameserver 8.8.4.4\n`;
   }
   return kept.join('\n');
+}
+
+/**
+ * Rootless: every mbuild command has a user namespace of its own, and a network namespace made in
+ * another one cannot be joined (setns needs CAP_SYS_ADMIN over its owner).
+ */
+function checkSameUserNamespace(netns: string): void {
+  const m = /^\/proc\/(\d+)\/ns\/net$/.exec(netns);
+  let theirs: string | undefined;
+  try {
+    theirs = m ? readlinkSync(`/proc/${m[1]}/ns/user`) : undefined;
+  } catch {
+    theirs = undefined;
+  }
+  if (theirs !== undefined && theirs === readlinkSync('/proc/self/ns/user')) return;
+  throw new NetworkError('--network container:NAME does not work without root: each mbuild command runs in a user namespace of its own, and one cannot join the network of another');
 }

@@ -40,7 +40,10 @@ async function nft(script: string): Promise<string | undefined> {
 export async function ensureAntiSpoofing(bridge: string): Promise<{ error?: string; created: boolean }> {
   if (!nftAvailable()) return { error: 'nft (nftables) is not installed', created: false };
   const t = tableName(bridge);
-  const now = await runTool('nft', ['list', 'table', 'bridge', t]);
+  // terse (-t): without the sets' 2,000 entries, which take nft most of its time to print; an nft
+  // without -t fails and is asked again without it
+  let now = await runTool('nft', ['-t', 'list', 'table', 'bridge', t]);
+  if (now.code !== 0) now = await runTool('nft', ['list', 'table', 'bridge', t]);
   if (now.code === 0 && /set ifaces/.test(now.stdout) && /set ports/.test(now.stdout) && /^\s*drop$/m.test(now.stdout)) return { created: false };
   await nft(`delete table bridge ${t}`); // a partial one (its entries cannot be trusted)
   const error = await nft(

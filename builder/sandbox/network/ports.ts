@@ -50,7 +50,8 @@ interface Listener {
 }
 
 export class PublishedPorts {
-  private target?: { address: string };
+  /** where a connection to a listener's port goes */
+  private target?: (spec: PortSpec) => { host: string; port: number };
   private rules: Parameters<typeof ensureRule>[0][] = [];
 
   private constructor(private readonly listeners: Listener[]) {}
@@ -86,7 +87,7 @@ export class PublishedPorts {
       client.destroy();
       return;
     }
-    const upstream = net.connect({ host: this.target.address, port: spec.containerPort });
+    const upstream = net.connect(this.target(spec));
     for (const s of [client, upstream]) {
       sockets.add(s);
       s.on('close', () => sockets.delete(s));
@@ -106,7 +107,7 @@ export class PublishedPorts {
 
   /** Points the ports at the container: proxy target, plus DNAT for other hosts when iptables works. */
   async connect(bridge: Bridge, address: string, owner: Owner): Promise<void> {
-    this.target = { address };
+    this.target = (spec) => ({ host: address, port: spec.containerPort });
     if (!bridge.nat) return;
     const tag = ['-m', 'comment', '--comment', `mbuild-port:${bridge.name}:${owner.pid}:${owner.start}`];
     for (const { spec } of this.listeners) {
@@ -128,6 +129,21 @@ export class PublishedPorts {
     }
   }
 
+  /**
+   * Rootless (slirp network): the sandbox's address is not reachable from here, so each port is
+   * forwarded by slirp4netns from a free port on 127.0.0.1 (`forward`), where the proxy sends it.
+   */
+  async connectForwarded(forward: (hostIp: string, hostPort: number, containerPort: number) => Promise<void>): Promise<void> {
+    const local = new Map<number, number>();
+    for (const { spec } of this.listeners) {
+      if (local.has(spec.containerPort)) continue;
+      const port = await freeLoopbackPort();
+      await forward('127.0.0.1', port, spec.containerPort);
+      local.set(spec.containerPort, port);
+    }
+    this.target = (spec) => ({ host: '127.0.0.1', port: local.get(spec.containerPort)! });
+  }
+
   async close(): Promise<void> {
     this.target = undefined;
     for (const r of this.rules.splice(0)) await deleteRule(r);
@@ -141,4 +157,16 @@ export class PublishedPorts {
       ),
     );
   }
+}
+
+/** A TCP port on 127.0.0.1 that is free now (the system's choice). */
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen({ host: '127.0.0.1', port: 0 }, () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
 }

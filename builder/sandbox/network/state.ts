@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { withLock } from '../../../store/lock.js';
-import { writeFileAtomic } from '../../../store/fsutil.js';
+import { randomBytes } from 'node:crypto';
 
 export interface Owner {
   pid: number;
@@ -54,9 +54,23 @@ export async function readState(bridge: string): Promise<NetState | undefined> {
   }
 }
 
+/**
+ * Replaced whole (write + rename: a reader never sees half a record) but not fsynced: the record
+ * describes what lives until the next boot (veths, addresses of live processes), and every RUN step
+ * writes it twice, where an fsync costs 5-100 ms when /run is not a tmpfs. After a crash an empty
+ * or old record reads as "no live owners", which is what it is then.
+ */
 export async function writeState(bridge: string, st: NetState): Promise<void> {
   await fs.mkdir(stateDir(), { recursive: true, mode: 0o755 });
-  await writeFileAtomic(statePath(bridge), JSON.stringify(st, null, 1) + '\n');
+  const dest = statePath(bridge);
+  const tmp = `${dest}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  try {
+    await fs.writeFile(tmp, JSON.stringify(st, null, 1) + '\n', { mode: 0o644 });
+    await fs.rename(tmp, dest);
+  } catch (err) {
+    await fs.rm(tmp, { force: true });
+    throw err;
+  }
 }
 
 export async function removeState(bridge: string): Promise<void> {

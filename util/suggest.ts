@@ -29,3 +29,9 @@ export function levenshtein(a: string, b: string): number {
   }
   return prev[y.length]!;
 }
+
+/** BuildKit's suggest.WrapError: `MESSAGE (did you mean MATCH?)` when a close option exists. */
+export function withSuggestion(message: string, value: string, options: readonly string[], caseSensitive: boolean): string {
+  const match = suggest(value, options, caseSensitive);
+  return match ? `${message} (did you mean ${match}?)` : message;
+}

@@ -1,27 +1,18 @@
 /**
- * The copy snapshotter, for hosts without overlayfs (or MBUILD_SNAPSHOTTER=copy): the layers, still
- * overlay-format dirs, are applied one after another into a plain directory (`materialize`); a step
- * changes that directory; the change is found by comparing it with a record taken before the step
- * (`recordTree` / `diffTree`) and written as an overlay-format layer dir, like an upperdir would be.
+ * The copy snapshotter's trees (copy.ts): the layers, overlay-format dirs, are applied one after
+ * another into a plain directory (`materialize`); a step changes that directory; the change is found
+ * by comparing it with a record taken before the step (`recordTree` / `diffTree`) and written as an
+ * overlay-format layer dir, like an upperdir would be.
  *
  * A change is what continuity's diff (BuildKit without overlay) counts: a non-directory whose inode,
  * type, mode, owner, size, mtime, ctime or link target moved; a directory whose type, mode or owner
  * did (a directory's mtime alone is not a change, so mount stubs made and removed leave no trace).
  * Symlinks are never followed: every call is lstat/lchown/lutimes or acts on the link itself.
  */
-import { promises as fs, constants as C, existsSync, type BigIntStats } from 'node:fs';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
+import { promises as fs, constants as C, type BigIntStats } from 'node:fs';
 import path from 'node:path';
-import { tempSnapshotName } from '../store/layout.js';
 import { findOpaqueDirs, fsOps, type FsOp } from '../util/native-helper.js';
 import { devMajor, devMinor, isWhiteoutDevice } from './diff/layer-tar.js';
-import { OVERLAY_SAFE_OPTIONS, unmount } from './mount.js';
-import { MbuildError } from '../util/errors.js';
-
-const run = promisify(execFile);
-
-export type SnapshotterKind = 'overlay' | 'copy';
 export type EntryType = 'dir' | 'file' | 'symlink' | 'char' | 'block' | 'fifo' | 'socket';
 
 export interface TreeEntry {
@@ -101,13 +92,13 @@ async function emptyDir(dir: string): Promise<void> {
 }
 
 /** Applies overlay-format layer dirs (bottom-most first) into `target`, a plain directory. */
-export async function materialize(layerDirs: string[], target: string): Promise<void> {
+export async function materialize(layerDirs: string[], target: string, opaqueDirs: (layerDir: string) => Promise<string[]> = findOpaqueDirs): Promise<void> {
   await fs.mkdir(target, { recursive: true, mode: 0o755 });
-  for (const dir of layerDirs) await applyLayerDir(path.resolve(dir), target);
+  for (const dir of layerDirs) await applyLayerDir(path.resolve(dir), target, await opaqueDirs(path.resolve(dir)));
 }
 
-async function applyLayerDir(layer: string, target: string): Promise<void> {
-  const opaque = new Set(await findOpaqueDirs(layer));
+async function applyLayerDir(layer: string, target: string, opaqueDirs: string[]): Promise<void> {
+  const opaque = new Set(opaqueDirs);
   if (opaque.has('.')) await emptyDir(target);
   const links = new Map<string, string>(); // layer inode → its first path in target
   const walk = async (rel: string): Promise<void> => {
@@ -266,41 +257,4 @@ export async function hasWhiteouts(layerDir: string): Promise<boolean> {
     return false;
   };
   return walk(layerDir);
-}
-
-/** MBUILD_SNAPSHOTTER: overlay, copy, or unset/empty (undefined: choose); anything else is an error. */
-export function forcedSnapshotter(env: NodeJS.ProcessEnv = process.env): SnapshotterKind | undefined {
-  const v = env.MBUILD_SNAPSHOTTER;
-  if (v === 'overlay' || v === 'copy') return v;
-  if (v !== undefined && v !== '') throw new MbuildError('MBUILD_USAGE', `MBUILD_SNAPSHOTTER=${v}: expected overlay or copy`);
-  return undefined;
-}
-
-/**
- * Which snapshotter to use: MBUILD_SNAPSHOTTER=overlay|copy forces one; otherwise overlay when the
- * kernel lists it in /proc/filesystems and a probe mount (with an upper dir) works, else copy.
- */
-export async function chooseSnapshotter(probeParent: string, env: NodeJS.ProcessEnv = process.env, filesystems = '/proc/filesystems'): Promise<{ kind: SnapshotterKind; why?: string }> {
-  const forced = forcedSnapshotter(env);
-  if (forced) return { kind: forced };
-  const list = await fs.readFile(filesystems, 'utf8').catch(() => '');
-  if (!/^\S*\toverlay$/m.test(list)) return { kind: 'copy', why: 'overlayfs is not in /proc/filesystems' };
-  const probe = path.join(probeParent, tempSnapshotName('probe'));
-  try {
-    for (const d of ['l', 'u', 'w', 'm']) await fs.mkdir(path.join(probe, d), { recursive: true });
-    // in a mount namespace of its own: the probe mount dies with `mount`, whatever happens to us
-    const unshare = ['/usr/bin/unshare', '/bin/unshare'].find((p) => existsSync(p));
-    const mountArgs = ['-t', 'overlay', 'overlay', '-o', `lowerdir=l,upperdir=u,workdir=w,${OVERLAY_SAFE_OPTIONS}`, 'm'];
-    if (unshare) await run(unshare, ['--mount', '--propagation', 'private', 'mount', ...mountArgs], { cwd: probe });
-    else {
-      await run('mount', mountArgs, { cwd: probe });
-      await unmount(path.join(probe, 'm'));
-    }
-    return { kind: 'overlay' };
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    return { kind: 'copy', why: `an overlay mount failed (${(e.stderr || e.message).trim()})` };
-  } finally {
-    await fs.rm(probe, { recursive: true, force: true }).catch(() => undefined);
-  }
 }

@@ -1,0 +1,97 @@
+/**
+ * The files of an image's final filesystem that a scanner asks for, read from its layer blobs
+ * without unpacking: layers are walked from the top down, and a path counts only in the highest
+ * layer that has it, unless a whiteout (`.wh.NAME`), an opaque directory (`.wh..wh..opq`) or a
+ * non-directory above hides it. Regular files only; links are not followed.
+ */
+import type { Readable } from 'node:stream';
+import { extract as tarExtract } from 'tar-stream';
+import type { Store } from '../../../store/store.js';
+import type { Descriptor } from '../../../store/oci.js';
+import { decompressStream } from '../../../snapshotter/diff/decompress.js';
+import { MbuildError } from '../../../util/errors.js';
+
+export interface FileRequest {
+  /** true: read this path's bytes (up to maxBytes) */
+  wants(path: string, mode: number, size: number): boolean;
+  /** only files whose first bytes start with this are kept (others are skipped unread) */
+  prefix?(path: string): Buffer | undefined;
+}
+
+export interface ImageFile {
+  path: string;
+  mode: number;
+  data: Buffer;
+}
+
+/** Larger files are not read (no package database or Go binary a scanner reads is this big). */
+const MAX_FILE = 512 << 20;
+
+function clean(name: string): string {
+  return name.replace(/^(\.\/|\/)+/, '').replace(/\/+$/, '');
+}
+
+function ancestors(p: string): string[] {
+  const out: string[] = [];
+  for (let i = p.indexOf('/'); i > 0; i = p.indexOf('/', i + 1)) out.push(p.slice(0, i));
+  return out;
+}
+
+async function readEntry(entry: Readable, prefix: Buffer | undefined): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let have = 0;
+  let checked = !prefix;
+  for await (const chunk of entry) {
+    if (checked && !chunks.length && prefix) continue; // not wanted: drained
+    chunks.push(chunk as Buffer);
+    have += (chunk as Buffer).length;
+    if (!checked && have >= prefix!.length) {
+      checked = true;
+      if (!Buffer.concat(chunks).subarray(0, prefix!.length).equals(prefix!)) chunks.length = 0;
+    }
+  }
+  return checked && chunks.length ? Buffer.concat(chunks) : undefined;
+}
+
+/** Every file `req` wants, from the image's layers (bottom first in `layers`), as the image shows it. */
+export async function readImageFiles(store: Store, layers: Descriptor[], req: FileRequest, onFile: (f: ImageFile) => void | Promise<void>): Promise<void> {
+  const seen = new Set<string>();
+  const blocked = new Set<string>(); // whiteouts and non-directories of upper layers
+  const opaque = new Set<string>(); // directories whose lower contents are gone
+  const hidden = (p: string) => seen.has(p) || blocked.has(p) || ancestors(p).some((a) => blocked.has(a) || opaque.has(a));
+  for (const layer of [...layers].reverse()) {
+    const newBlocked: string[] = [];
+    const newOpaque: string[] = [];
+    const ex = tarExtract({ allowUnknownFormat: true } as Parameters<typeof tarExtract>[0]);
+    const input = await decompressStream(store.content.open(layer.digest));
+    input.on('error', (err) => ex.destroy(err));
+    input.pipe(ex);
+    try {
+      for await (const entry of ex) {
+        const h = entry.header;
+        const p = clean(h.name);
+        const base = p.slice(p.lastIndexOf('/') + 1);
+        const dir = p.includes('/') ? p.slice(0, p.lastIndexOf('/')) : '';
+        if (base === '.wh..wh..opq') newOpaque.push(dir);
+        else if (base.startsWith('.wh.')) newBlocked.push(dir ? `${dir}/${base.slice(4)}` : base.slice(4));
+        else if (p && !hidden(p)) {
+          seen.add(p);
+          if (h.type !== 'directory') newBlocked.push(p);
+          const mode = h.mode ?? 0;
+          const size = h.size ?? 0;
+          if (h.type === 'file' && size <= MAX_FILE && req.wants(p, mode, size)) {
+            const data = await readEntry(entry as unknown as Readable, req.prefix?.(p));
+            if (data) await onFile({ path: p, mode, data });
+            continue;
+          }
+        }
+        entry.resume();
+      }
+    } catch (err) {
+      input.destroy();
+      throw new MbuildError('MBUILD_STORE', `cannot read layer ${layer.digest} for the SBOM: ${(err as Error).message}`, { cause: err });
+    }
+    for (const b of newBlocked) blocked.add(b);
+    for (const o of newOpaque) opaque.add(o);
+  }
+}
