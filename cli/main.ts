@@ -23,7 +23,7 @@ export const COMMANDS: Record<string, Command> = {
     summary: "run an image's ENTRYPOINT/CMD in the sandbox (throwaway layer)",
     usage: 'run [OPTIONS] IMAGE [COMMAND] [ARG...]',
     options: () =>
-      '  -p, --publish [IP:]HOST:CONTAINER  publish a TCP port (repeatable)\n  --network bridge|host|none|container:NAME  (default bridge)\n  -e, --env K=V          set a variable (repeatable)\n  --name NAME            name it (for --network container:NAME)\n  -u, --user USER  -w, --workdir DIR  --entrypoint CMD  -h, --hostname NAME\n  -m, --memory SIZE  --cpus N  --pids-limit N   resource limits\n  --stop-timeout S       seconds from SIGTERM to kill (default 10)\n  --rm                   accepted: nothing is ever kept\n',
+      '  -p, --publish [IP:]HOST:CONTAINER  publish a TCP port (repeatable)\n  --network bridge|host|none|container:NAME  (default bridge)\n  -e, --env K=V          set a variable (repeatable)\n  --name NAME            name it (for --network container:NAME)\n  -u, --user USER  -w, --workdir DIR  --entrypoint CMD  -h, --hostname NAME\n  -m, --memory SIZE  --cpus N  --pids-limit N   resource limits\n  --stop-timeout S       seconds from SIGTERM to kill (default 10)\n  --platform P           the image of this platform from a multi-platform image (another one runs under qemu-user)\n  --rm                   accepted: nothing is ever kept\n',
   },
   images: { summary: 'list images', usage: 'images [OPTIONS] [REPOSITORY[:TAG]]', options: () => '  -q, --quiet     only image IDs\n  --digests       show manifest digests\n  --no-trunc      full image IDs\n  -a, --all       all images (mbuild keeps no intermediate images: the same list)\n' },
   tag: { summary: 'give an image another name', usage: 'tag SOURCE_IMAGE TARGET_IMAGE' },
@@ -118,7 +118,7 @@ export async function main(argv: string[]): Promise<number> {
     let i = 0;
     const mirrors: string[] = [];
     const insecure: string[] = [];
-    // a server to work on (server/client.ts): docker's -H/--host and TLS flag names
+    // a server to work on (cli/remote.ts): docker's -H/--host and TLS flag names
     let host = process.env.MBUILD_HOST || '';
     const tls: Record<'cacert' | 'cert' | 'key', string | undefined> = { cacert: undefined, cert: undefined, key: undefined };
     for (; i < argv.length; i++) {
@@ -164,13 +164,13 @@ export async function main(argv: string[]): Promise<number> {
     rest = rest.filter((a) => a !== '--debug');
     // a command's --help is answered here, whatever the host or the user
     if (command !== 'run' && (rest.includes('--help') || (command !== 'build' && command !== 'login' && rest.includes('-h')))) throw new HelpRequested();
-    if (host && command !== 'serve' && command !== 'help' && command !== 'version') return await (await import('../server/client.js')).remoteCommand(host, tls, command, rest);
+    if (host && command !== 'serve' && command !== 'help' && command !== 'version') return await (await import('./remote.js')).remoteCommand(host, tls, command, rest);
     if (process.platform === 'linux' && process.getuid?.() !== 0 && !NO_STORE.has(command) && !(command === 'build' && rest.includes('--check'))) {
       // a quick, clear answer instead of a raw EPERM from the first mount or chown
       if (COMMANDS[command].root) throw new MbuildError('MBUILD_NEEDS_ROOT', `mbuild ${command} needs root (mounts and namespaces): run it with sudo`);
       // rootless (cli/rootless.ts): every command that opens the store runs in the user namespace,
       // where the layers' files have the owners the images give them
-      return await (await import('./rootless.js')).reexecRootless(argv);
+      return await (await import('./rootless.js')).reexecRootless(argv, storeRoot);
     }
     return await dispatch(command, root, rest, argv.slice(i + 1), argv);
   } catch (caught) {

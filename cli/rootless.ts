@@ -52,7 +52,7 @@ export function mapArgs(ownId: number, range: SubIdRange): string[] {
  * Runs this command again in a user namespace of its own (see above) and returns its exit code. Throws
  * a one-line MBUILD_ROOTLESS error when the namespace cannot be made, naming what to fix.
  */
-export async function reexecRootless(argv: string[]): Promise<number> {
+export async function reexecRootless(argv: string[], storeRoot: string): Promise<number> {
   const me = userInfo();
   const ranges = (['/etc/subuid', '/etc/subgid'] as const).map((file) => {
     let text = '';
@@ -78,7 +78,8 @@ export async function reexecRootless(argv: string[]): Promise<number> {
   const cmd = [unshare, '--user', '--mount', '--propagation', 'private', '--', '/bin/sh', '-c', script, 'mbuild', process.execPath, ...process.execArgv, process.argv[1]!, ...argv];
   const setpriv = findTool('setpriv');
   if (setpriv) cmd.unshift(setpriv, '--pdeathsig', 'KILL', '--');
-  const env = { ...childEnv(), [ROOTLESS_ENV]: '1' };
+  // the store this process chose (inside, uid 0's passwd entry would name root's home)
+  const env = { ...childEnv(), [ROOTLESS_ENV]: '1', MBUILD_ROOT: process.env.MBUILD_ROOT || storeRoot };
   const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['inherit', 'inherit', 'inherit', 'pipe'], env });
   const control = child.stdio[3] as unknown as Readable & Writable;
   const exited = waitForChild(child);

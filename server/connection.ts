@@ -13,7 +13,8 @@ export class Connection {
     private readonly client: grpc.Client,
   ) {}
 
-  static async open(address: Address, tls: TlsMaterial | undefined): Promise<Connection> {
+  /** compress: gzip every message (--compress: a context sent over a slow link) */
+  static async open(address: Address, tls: TlsMaterial | undefined, opts: { compress?: boolean } = {}): Promise<Connection> {
     const g = await loadGrpc();
     let creds: grpc.ChannelCredentials;
     if (address.kind === 'unix') creds = g.credentials.createInsecure();
@@ -23,6 +24,7 @@ export class Connection {
     const client = new g.Client(grpcTarget(address), creds, {
       'grpc.max_receive_message_length': MAX_MESSAGE,
       'grpc.max_send_message_length': MAX_MESSAGE,
+      ...(opts.compress ? { 'grpc.default_compression_algorithm': 2 /* gzip */ } : {}),
     });
     return new Connection(address, g, client);
   }
@@ -54,6 +56,11 @@ export class Connection {
   serverStream<Req, Res>(name: MethodName, head: Req): grpc.ClientReadableStream<Frame<Res>> {
     const m = SERVICE_DEF[name];
     return this.client.makeServerStreamRequest<Frame<Req>, Frame<Res>>(m.path, m.requestSerialize as never, m.responseDeserialize as never, { head }, new this.grpc.Metadata());
+  }
+
+  bidi<Req, Res>(name: MethodName): grpc.ClientDuplexStream<Frame<Req>, Frame<Res>> {
+    const m = SERVICE_DEF[name];
+    return this.client.makeBidiStreamRequest<Frame<Req>, Frame<Res>>(m.path, m.requestSerialize as never, m.responseDeserialize as never, new this.grpc.Metadata());
   }
 
   /** A failed call as one line naming the server. */

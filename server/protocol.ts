@@ -52,14 +52,16 @@ function method(name: string, requestStream: boolean, responseStream: boolean): 
   };
 }
 
-/** The service: unary calls answer one frame; Upload streams in, Build streams out. */
+/** The service: unary calls answer one frame; Upload streams in, Build and Exec stream both ways. */
 export const SERVICE_DEF = {
   /** which of these sha256 digests the server's context store lacks */
   Missing: method('Missing', false, false),
   /** file content, one frame per chunk: head {sha256} (a frame with head {end: true} closes a file) */
   Upload: method('Upload', true, false),
-  /** a build of an uploaded context: progress, output archives and the exit code stream back */
-  Build: method('Build', false, true),
+  /** a build of an uploaded context: the request, then ssh agent traffic, go in; progress, output archives and the exit code stream back */
+  Build: method('Build', true, true),
+  /** another command on the server's store: the request, then stdin, go in; stdout, stderr and the exit code stream back */
+  Exec: method('Exec', true, true),
   Images: method('Images', false, false),
   Inspect: method('Inspect', false, false),
   DiskUsage: method('DiskUsage', false, false),
@@ -92,29 +94,24 @@ export interface BuildRequest {
   dockerfileName: string;
   dockerfile: string;
   dockerfileIgnore?: string;
-  tags: string[];
   buildArgs: Record<string, string>;
-  target?: string;
-  network?: string;
-  memory?: string;
-  cpus?: string;
-  pidsLimit?: string;
-  noCache: boolean;
-  pull: boolean;
-  push: boolean;
-  platform?: string;
-  jobs?: string;
-  /** --cache-from / --cache-to specs, registry and inline only (a local directory would be the server's) */
-  cacheFrom?: string[];
-  cacheTo?: string[];
+  /** the flags the server applies (cli/build-flags.ts REMOTE `server`), `[--name, value]`, checked by server/remote-flags.ts */
+  flags: [string, string | boolean][];
   quiet: boolean;
+  /** plain, or rawjson (relayed as it is) */
+  progress: 'plain' | 'rawjson';
   /** --secret values, read on the client (the server keeps them in the build's private folder, never in its store) */
   secrets?: { id: string; value: string /* base64 */ }[];
+  /** --ssh ids: each agent stays on the client; the server's socket for it forwards every connection over this call */
+  ssh?: string[];
   /** the client's SOURCE_DATE_EPOCH: it pins the image's times, as in a local build */
   sourceDateEpoch?: string;
-  /** archives the server writes and streams back (a `local` output travels as a `tar`) */
-  outputs: { type: 'oci' | 'docker' | 'tar' }[];
+  /** archives the server writes and streams back: the -o spec without dest= and tar= (a `local` output travels as a `tar`) */
+  outputs: { type: 'oci' | 'docker' | 'tar'; spec: string }[];
 }
+
+/** What the client sends on the Build call after the request: its ssh agents' side of each connection. */
+export type BuildInput = { kind: 'ssh-data'; conn: number } | { kind: 'ssh-close'; conn: number };
 
 /** One message of the Build stream. */
 export type BuildEvent =
@@ -124,7 +121,12 @@ export type BuildEvent =
   | { kind: 'stderr' } // data: bytes the build wrote to its stderr (progress)
   | { kind: 'stdout' } // data: bytes for the client's stdout (the image id with -q)
   | { kind: 'output'; index: number; end?: boolean } // data: a chunk of output archive `index`
-  | { kind: 'exit'; code: number };
+  /** a RUN connected to the agent of --ssh id `ssh` (an index into the request's ssh list) */
+  | { kind: 'ssh-open'; conn: number; ssh: number }
+  | { kind: 'ssh-data'; conn: number } // data: bytes from the RUN to the agent
+  | { kind: 'ssh-close'; conn: number }
+  /** iid and metadata: what --iidfile and --metadata-file hold, written by the client */
+  | { kind: 'exit'; code: number; iid?: string; metadata?: string };
 
 /** Images, Inspect, DiskUsage and Prune run the CLI's own command on the server's store. */
 export interface CommandRequest {
@@ -145,3 +147,14 @@ export interface InfoReply {
   queued: number;
   draining: boolean;
 }
+
+/** Exec: load, save, push, pull, rmi, tag, history on the server (cli/remote.ts). */
+export interface ExecRequest {
+  command: string;
+  args: string[];
+}
+/** after the request: stdin chunks, then `{ end: true }` */
+export interface ExecInput {
+  end?: boolean;
+}
+export type ExecEvent = { kind: 'stdout' } | { kind: 'stderr' } | { kind: 'exit'; code: number };

@@ -22,6 +22,7 @@ const FLAGS = [
   { names: ['--tlskey'], key: 'tlskey', kind: 'string' as const },
   { names: ['--insecure'], key: 'insecure', kind: 'bool' as const },
   { names: ['--max-builds'], key: 'maxBuilds', kind: 'string' as const },
+  { names: ['--allow-insecure-entitlement'], key: 'allowInsecure', kind: 'list' as const },
 ];
 
 export function packageVersion(): string {
@@ -48,9 +49,13 @@ export async function serveCommand(root: string, argv: string[]): Promise<number
     maxBuilds = Number(flags.maxBuilds);
   }
 
+  // buildkitd's flag: a client's --allow security.insecure needs the server's consent
+  for (const e of flags.allowInsecure as string[]) if (e !== 'security.insecure') throw new UsageError(`--allow-insecure-entitlement ${e}: only security.insecure (network.host is always granted)`);
+  const allowInsecure = (flags.allowInsecure as string[]).length > 0;
+
   const grpc = await loadGrpc();
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
-  const service = new BuilderService({ root: path.resolve(root), maxBuilds, version: packageVersion(), log }, grpc.status);
+  const service = new BuilderService({ root: path.resolve(root), maxBuilds, allowInsecure, version: packageVersion(), log }, grpc.status);
   await service.init();
   const server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_MESSAGE, 'grpc.max_send_message_length': MAX_MESSAGE });
   server.addService(SERVICE_DEF as unknown as import('@grpc/grpc-js').ServiceDefinition, service.handlers());

@@ -12,16 +12,18 @@ import type * as grpc from '@grpc/grpc-js';
 import PQueue from 'p-queue';
 import { MbuildError, UsageError } from '../util/errors.js';
 import { layout } from '../store/layout.js';
-import { remoteCacheSpecs } from '../builder/cache/remote-spec.js';
+import { parseOutput } from '../builder/executor/output-spec.js';
 import { ContextStore, syncContext } from './context-store.js';
+import { forwardedArgs, type ServerPolicy } from './remote-flags.js';
+import { ServerAgents } from './ssh-forward.js';
 import { spawnWorker, runCommand, exitCode } from './worker.js';
-import type { BuildEvent, BuildRequest, CommandReply, CommandRequest, Frame, InfoReply, MissingReply, MissingRequest, UploadChunk } from './protocol.js';
+import type { BuildEvent, BuildInput, BuildRequest, CommandReply, CommandRequest, ExecEvent, ExecInput, ExecRequest, Frame, InfoReply, MissingReply, MissingRequest, UploadChunk } from './protocol.js';
 import type { ManifestEntry } from './manifest.js';
 
 type Call<Req, Res> = grpc.ServerUnaryCall<Frame<Req>, Frame<Res>>;
 type Done<Res> = grpc.sendUnaryData<Frame<Res>>;
 
-export interface ServiceOptions {
+export interface ServiceOptions extends ServerPolicy {
   root: string;
   maxBuilds: number;
   version: string;
@@ -89,11 +91,14 @@ export class BuilderService {
           (err) => done(this.toStatus(err)),
         );
       },
-      Build: (call: grpc.ServerWritableStream<Frame<BuildRequest>, Frame<BuildEvent>>) => {
+      Build: (call: BuildCall) => {
         this.build(call).catch((err) => {
           this.opts.log(`build failed to run: ${(err as Error).message}`);
           call.emit('error', this.toStatus(err));
         });
+      },
+      Exec: (call: grpc.ServerDuplexStream<Frame<ExecRequest | ExecInput>, Frame<ExecEvent>>) => {
+        this.exec(call).catch((err) => call.emit('error', this.toStatus(err)));
       },
       Images: unary<CommandRequest, CommandReply>(({ head }) => this.command('images', head)),
       Inspect: unary<CommandRequest, CommandReply>(({ head }) => this.command('inspect', head)),
@@ -172,7 +177,35 @@ export class BuilderService {
     }
   }
 
-  private async build(call: grpc.ServerWritableStream<Frame<BuildRequest>, Frame<BuildEvent>>): Promise<void> {
+  /**
+   * The worker's COPY steps key context files by their sha256, remembered by stat in the store's
+   * file-hash cache: the server wrote every file from content verified by the digest the manifest
+   * names, so it records those digests for the files as they are now, and a fresh runner's copy
+   * (new mtimes) is never read again on the server.
+   */
+  private async rememberHashes(contextDir: string, manifest: ManifestEntry[]): Promise<void> {
+    const { FileHashCache } = await import('../builder/cache/file-hashes.js');
+    const cache = await FileHashCache.load(path.join(layout.cache(this.opts.root), 'file-hashes.json'));
+    for (const e of manifest) {
+      if (e.t !== 'f' || !e.h) continue;
+      const file = path.join(contextDir, e.p);
+      const st = await fs.lstat(file).catch(() => undefined);
+      if (st?.isFile()) cache.remember(file, st, e.h);
+    }
+    await cache.save();
+  }
+
+  /** The first message of a Build call is the request; what follows is the client's side of ssh connections. */
+  private async build(call: BuildCall): Promise<void> {
+    let agents: ServerAgents | undefined;
+    const first = new Promise<Frame<BuildRequest>>((resolve, reject) => {
+      call.once('data', (f: Frame<BuildRequest | BuildInput>) => {
+        resolve(f as Frame<BuildRequest>);
+        call.on('data', (g: Frame<BuildRequest | BuildInput>) => agents?.input(g.head as BuildInput, g.data));
+      });
+      call.once('end', () => reject(new UsageError('build request: the call ended before the request')));
+      call.once('error', reject);
+    });
     const send = async (head: BuildEvent, data?: Buffer) => {
       if (cancelled) return;
       if (!call.write({ head, data })) await Promise.race([once(call, 'drain'), once(call, 'cancelled')]);
@@ -187,7 +220,8 @@ export class BuilderService {
       call.emit('error', { code: this.grpcStatus.UNAVAILABLE, details: 'the server is shutting down' });
       return;
     }
-    const req = checkBuildRequest(call.request.head);
+    const req = checkBuildRequest((await first).head);
+    const workerArgs = forwardedArgs(req.flags, this.opts);
     const id = randomBytes(6).toString('hex');
     const queuedAt = this.queue.size + this.queue.pending;
     if (queuedAt >= this.opts.maxBuilds) await send({ kind: 'queued', position: queuedAt - this.opts.maxBuilds + 1 });
@@ -201,19 +235,69 @@ export class BuilderService {
     await this.queue.add(async () => {
       this.waiting.delete(drop);
       if (cancelled || dropped) return;
-      await this.runBuild(id, req, send, (k) => (kill = k), () => cancelled);
+      await this.runBuild(id, req, workerArgs, send, (k) => (kill = k), () => cancelled, (a) => (agents = a));
     });
     this.waiting.delete(drop);
     if (!cancelled && !dropped) call.end();
   }
 
+  /** load, save, push, pull, rmi, tag, history: the CLI's command on the server's store, stdin and stdout streamed. */
+  private async exec(call: grpc.ServerDuplexStream<Frame<ExecRequest | ExecInput>, Frame<ExecEvent>>): Promise<void> {
+    let child: ReturnType<typeof spawnWorker> | undefined;
+    const pending: Frame<ExecInput>[] = [];
+    let stdinDone = false;
+    const feed = (f: Frame<ExecInput>) => {
+      if (!child) return void pending.push(f);
+      if (f.data?.length && !stdinDone) child.stdin!.write(f.data);
+      if (f.head?.end && !stdinDone) {
+        stdinDone = true;
+        child.stdin!.end();
+      }
+    };
+    const first = await new Promise<Frame<ExecRequest>>((resolve, reject) => {
+      call.once('data', (f: Frame<ExecRequest | ExecInput>) => {
+        resolve(f as Frame<ExecRequest>);
+        call.on('data', (g: Frame<ExecRequest | ExecInput>) => feed(g as Frame<ExecInput>));
+      });
+      call.once('end', () => reject(new UsageError('exec: the call ended before the request')));
+    });
+    const { command, args } = checkExec(first.head);
+    let cancelled = false;
+    call.on('cancelled', () => {
+      cancelled = true;
+      child?.kill('SIGINT');
+    });
+    child = spawnWorker(this.opts.root, [command, ...args], undefined, { stdin: true });
+    child.stdin!.on('error', () => undefined); // a command that does not read its stdin
+    for (const f of pending.splice(0)) feed(f);
+    const send = async (head: ExecEvent, data?: Buffer) => {
+      if (cancelled) return;
+      if (!call.write({ head, data })) await Promise.race([once(call, 'drain'), once(call, 'cancelled')]);
+    };
+    const writes: Promise<void>[] = [];
+    for (const kind of ['stdout', 'stderr'] as const) {
+      const stream = child[kind]!;
+      stream.on('data', (d: Buffer) => {
+        stream.pause();
+        writes.push(send({ kind }, d).finally(() => stream.resume()));
+      });
+    }
+    const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
+    await Promise.all(writes);
+    await send({ kind: 'exit', code: exitCode(code, signal) });
+    if (!cancelled) call.end();
+  }
+
   private async runBuild(
     id: string,
     req: BuildRequest,
+    workerArgs: string[],
     send: (head: BuildEvent, data?: Buffer) => Promise<void>,
     setKill: (k: (sig: NodeJS.Signals) => void) => void,
     cancelled: () => boolean,
+    setAgents: (a: ServerAgents) => void,
   ): Promise<number> {
+    let agents: ServerAgents | undefined;
     const work = path.join(layout.serverBuilds(this.opts.root), id);
     const digests = new Set(req.manifest.filter((e) => e.t === 'f').map((e) => e.h!));
     const entry = { kill: (_: NodeJS.Signals) => undefined as void, digests };
@@ -223,7 +307,7 @@ export class BuilderService {
     this.opts.log(`build ${id}: started (${req.manifest.length} context entries)`);
     try {
       const contextDir = key ? path.join(layout.serverContexts(this.opts.root), key) : path.join(work, 'context');
-      const outputs = req.outputs.map((o, i) => ({ type: o.type, dest: path.join(work, `output-${i}`) }));
+      const outputs = req.outputs.map((o, i) => ({ spec: o.spec, dest: path.join(work, `output-${i}`) }));
       const secretFiles: { id: string; file: string }[] = [];
       await send({ kind: 'started', context: contextDir, outputs: outputs.map((o) => o.dest) });
       await fs.mkdir(work, { mode: 0o700 });
@@ -233,6 +317,7 @@ export class BuilderService {
         await fs.chmod(contextDir, req.contextRoot.m & 0o7777);
         await fs.utimes(contextDir, req.contextRoot.mt / 1000, req.contextRoot.mt / 1000);
       }
+      await this.rememberHashes(contextDir, req.manifest);
       // secrets live in the build's own folder (0700, removed when it ends), read-only to the worker
       for (const [i, sec] of (req.secrets ?? []).entries()) {
         if (i === 0) await fs.mkdir(path.join(work, 'secrets'), { mode: 0o700 });
@@ -245,10 +330,30 @@ export class BuilderService {
       const dockerfile = path.join(dfDir, req.dockerfileName);
       await fs.writeFile(dockerfile, req.dockerfile);
       if (req.dockerfileIgnore !== undefined) await fs.writeFile(dockerfile + '.dockerignore', req.dockerfileIgnore);
+      // --ssh: a socket per id in the build's folder; each connection is relayed to the client's agent
+      if (req.ssh?.length) {
+        agents = await ServerAgents.listen(path.join(work, 'ssh'), req.ssh, send);
+        setAgents(agents);
+      }
       // the build's SOURCE_DATE_EPOCH is the client's, never the server's own
       const env = { SOURCE_DATE_EPOCH: req.sourceDateEpoch ?? '' };
       const secretArgs = secretFiles.map((f) => `--secret=id=${f.id},src=${f.file}`);
-      const child = spawnWorker(this.opts.root, ['build', ...buildArgs(req, dockerfile, outputs), ...secretArgs, '--', contextDir], env);
+      const sshArgs = (agents?.sockets ?? []).map(([sshId, sock]) => `--ssh=${sshId}=${sock}`);
+      const iidFile = path.join(work, 'iid');
+      const metadataFile = path.join(work, 'metadata.json');
+      const args = [
+        `--progress=${req.progress === 'rawjson' ? 'rawjson' : 'plain'}`,
+        `--file=${dockerfile}`,
+        ...Object.entries(req.buildArgs).map(([k, v]) => `--build-arg=${k}=${v}`),
+        ...workerArgs,
+        ...(req.quiet ? ['--quiet'] : []),
+        ...outputs.map((o) => `--output=${o.spec},dest=${o.dest}`),
+        ...secretArgs,
+        ...sshArgs,
+        `--iidfile=${iidFile}`,
+        `--metadata-file=${metadataFile}`,
+      ];
+      const child = spawnWorker(this.opts.root, ['build', ...args, '--', contextDir], env);
       const kill = (sig: NodeJS.Signals) => {
         if (child.exitCode === null && child.signalCode === null) child.kill(sig);
       };
@@ -278,7 +383,9 @@ export class BuilderService {
           await send({ kind: 'output', index: i, end: true });
         }
       }
-      await send({ kind: 'exit', code: rc });
+      const iid = await fs.readFile(iidFile, 'utf8').catch(() => undefined);
+      const metadata = await fs.readFile(metadataFile, 'utf8').catch(() => undefined);
+      await send({ kind: 'exit', code: rc, ...(iid !== undefined ? { iid } : {}), ...(metadata !== undefined ? { metadata } : {}) });
       this.opts.log(`build ${id}: finished, exit ${rc}`);
       return rc;
     } catch (err) {
@@ -288,6 +395,7 @@ export class BuilderService {
       await send({ kind: 'exit', code: err instanceof UsageError ? 2 : 1 });
       return 1;
     } finally {
+      await agents?.close();
       if (key) this.busyContexts.delete(key);
       this.running.delete(id);
       await fs.rm(work, { recursive: true, force: true }).catch(() => undefined);
@@ -313,40 +421,37 @@ function checkBuildRequest(r: BuildRequest): BuildRequest {
   if (typeof r.dockerfile !== 'string' || typeof r.dockerfileName !== 'string' || !/^[^/\0]+$/.test(r.dockerfileName) || r.dockerfileName.startsWith('.')) {
     throw new UsageError('build request: invalid Dockerfile');
   }
-  for (const k of ['target', 'network', 'memory', 'cpus', 'pidsLimit', 'platform', 'jobs', 'dockerfileIgnore', 'contextKey', 'sourceDateEpoch'] as const) str(r[k], k);
+  for (const k of ['dockerfileIgnore', 'contextKey', 'sourceDateEpoch'] as const) str(r[k], k);
   if (r.contextRoot !== undefined && (typeof r.contextRoot?.m !== 'number' || typeof r.contextRoot?.mt !== 'number')) throw new UsageError('build request: invalid context root');
   if (r.secrets !== undefined && (!Array.isArray(r.secrets) || !r.secrets.every((x) => typeof x?.id === 'string' && /^[A-Za-z0-9_.\/-]+$/.test(x.id) && typeof x.value === 'string'))) {
     throw new UsageError('build request: invalid secrets');
   }
-  if (!Array.isArray(r.tags) || !r.tags.every((t) => typeof t === 'string')) throw new UsageError('build request: tags must be strings');
-  for (const k of ['cacheFrom', 'cacheTo'] as const) {
-    if (r[k] !== undefined && (!Array.isArray(r[k]) || !r[k]!.every((t) => typeof t === 'string'))) throw new UsageError(`build request: ${k} must be strings`);
+  if (r.ssh !== undefined && (!Array.isArray(r.ssh) || !r.ssh.every((x) => typeof x === 'string' && /^[A-Za-z0-9_.-]+$/.test(x)) || new Set(r.ssh).size !== r.ssh.length)) {
+    throw new UsageError('build request: invalid ssh ids');
   }
-  remoteCacheSpecs(r.cacheFrom ?? [], r.cacheTo ?? []);
   if (!r.buildArgs || typeof r.buildArgs !== 'object' || !Object.values(r.buildArgs).every((v) => typeof v === 'string')) throw new UsageError('build request: invalid build args');
-  if (!Array.isArray(r.outputs) || !r.outputs.every((o) => ['oci', 'docker', 'tar'].includes(o?.type))) throw new UsageError('build request: invalid outputs');
+  if (!Array.isArray(r.outputs)) throw new UsageError('build request: invalid outputs');
+  for (const o of r.outputs) {
+    // archives only, and never a dest or tar= of the client's choosing: the server picks the file
+    if (!['oci', 'docker', 'tar'].includes(o?.type) || typeof o.spec !== 'string' || /(^|,)\s*"?\s*(dest|tar)\s*=/i.test(o.spec)) throw new UsageError('build request: invalid outputs');
+    const parsed = parseOutput(`${o.spec},dest=/x`);
+    if (parsed.type !== o.type) throw new UsageError('build request: invalid outputs');
+  }
   for (const e of r.manifest as ManifestEntry[]) if (e.t === 'f' && (typeof e.h !== 'string' || !/^[0-9a-f]{64}$/.test(e.h))) throw new UsageError(`build request: ${e.p} has no valid digest`);
   return r;
 }
 
-/** The worker's command line: every value in `--flag=value` form, so no value can read as a flag. */
-function buildArgs(r: BuildRequest, dockerfile: string, outputs: { type: string; dest: string }[]): string[] {
-  const a = ['--progress=plain', `--file=${dockerfile}`];
-  for (const t of r.tags) a.push(`--tag=${t}`);
-  for (const [k, v] of Object.entries(r.buildArgs)) a.push(`--build-arg=${k}=${v}`);
-  if (r.target !== undefined) a.push(`--target=${r.target}`);
-  if (r.network !== undefined) a.push(`--network=${r.network}`);
-  if (r.memory !== undefined) a.push(`--memory=${r.memory}`);
-  if (r.cpus !== undefined) a.push(`--cpus=${r.cpus}`);
-  if (r.pidsLimit !== undefined) a.push(`--pids-limit=${r.pidsLimit}`);
-  if (r.platform !== undefined) a.push(`--platform=${r.platform}`);
-  if (r.jobs !== undefined) a.push(`--jobs=${r.jobs}`);
-  for (const c of r.cacheFrom ?? []) a.push(`--cache-from=${c}`);
-  for (const c of r.cacheTo ?? []) a.push(`--cache-to=${c}`);
-  if (r.noCache) a.push('--no-cache');
-  if (r.pull) a.push('--pull');
-  if (r.push) a.push('--push');
-  if (r.quiet) a.push('--quiet');
-  for (const o of outputs) a.push(`--output=type=${o.type},dest=${o.dest}`);
-  return a;
+/** Exec: the commands a client may run on the server's store, with none of their options that name a server file. */
+function checkExec(r: ExecRequest): { command: string; args: string[] } {
+  const allowed = ['load', 'save', 'push', 'pull', 'rmi', 'tag', 'history'];
+  if (!r || typeof r.command !== 'string' || !allowed.includes(r.command)) throw new UsageError(`exec: only ${allowed.join(', ')}`);
+  const args = checkArgs(r.args);
+  const fileFlag = r.command === 'load' ? /^(-i|--input)(=|$)/ : r.command === 'save' ? /^(-o|--output)(=|$)/ : undefined;
+  if (fileFlag) {
+    const end = args.indexOf('--');
+    if (args.slice(0, end < 0 ? args.length : end).some((a) => fileFlag.test(a))) throw new UsageError(`exec: ${r.command} reads and writes through the call, not a server file`);
+  }
+  return { command: r.command, args };
 }
+
+type BuildCall = grpc.ServerDuplexStream<Frame<BuildRequest | BuildInput>, Frame<BuildEvent>>;

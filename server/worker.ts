@@ -25,10 +25,10 @@ function workerEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return env;
 }
 
-export function spawnWorker(root: string, args: string[], env?: NodeJS.ProcessEnv): ChildProcess {
+export function spawnWorker(root: string, args: string[], env?: NodeJS.ProcessEnv, opts: { stdin?: boolean } = {}): ChildProcess {
   const argv = [mbuildCommand(), '--root', root, ...args];
   const cmd = SETPRIV ? [SETPRIV, '--pdeathsig', 'TERM', '--', ...argv] : argv;
-  return spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: workerEnv(env) });
+  return spawn(cmd[0]!, cmd.slice(1), { stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'], env: workerEnv(env) });
 }
 
 export function exitCode(code: number | null, signal: NodeJS.Signals | null): number {

@@ -13,7 +13,7 @@ import { BaseSnapshotter, type Live } from './base.js';
 import { diffTree, hasWhiteouts, materialize, recordTree, type Tree } from './copy-tree.js';
 import { bindMount } from './mount.js';
 import { findOpaqueDirs } from '../util/native-helper.js';
-import type { Layer, Mount } from './snapshotter.js';
+import type { CommitOptions, Layer, Mount } from './snapshotter.js';
 
 export class CopySnapshotter extends BaseSnapshotter {
   readonly kind = 'copy';
@@ -96,6 +96,14 @@ export class CopySnapshotter extends BaseSnapshotter {
     this.before.delete(key);
     void live;
     return {}; // the sandbox's opaque-dir report is about an upperdir: here xattrs are read later
+  }
+
+  /** A name committed again (after a remove) is new content: forget what was read of the old one. */
+  override async commit(name: string, key: string, opts?: CommitOptions): Promise<Layer> {
+    const layer = await super.commit(name, key, opts);
+    this.opaque.delete(path.resolve(layer.dir));
+    this.whiteoutFree.delete(path.resolve(layer.dir));
+    return layer;
   }
 
   protected async discard(key: string): Promise<void> {

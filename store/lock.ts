@@ -38,3 +38,46 @@ export async function withLock<T>(lockFile: string, fn: () => Promise<T>, timeou
     await fs.rm(lockFile, { force: true });
   }
 }
+
+/**
+ * A lock held for as long as the caller wants, with no deadline: a step that two builds share
+ * (builder/executor/build.ts) is run by the one that takes it; the other waits, however long the
+ * step runs, and finds the result in the cache. A holder that dies (kill -9) leaves a lock of a
+ * dead pid, which the waiter breaks. `waited` says whether someone else held it first.
+ */
+export async function holdLock(lockFile: string, signal?: AbortSignal): Promise<{ waited: boolean; release: () => Promise<void> }> {
+  await fs.mkdir(path.dirname(lockFile), { recursive: true });
+  let waited = false;
+  for (let delay = 5; ; delay = Math.min(delay * 2, 200)) {
+    signal?.throwIfAborted();
+    try {
+      const fh = await fs.open(lockFile, 'wx');
+      try {
+        await fh.writeFile(String(process.pid));
+      } finally {
+        await fh.close();
+      }
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const owner = Number.parseInt(await fs.readFile(lockFile, 'utf8').catch(() => ''), 10);
+      // a dead owner, or a file left empty by one that died between creating and writing it
+      const stale = Number.isFinite(owner) && owner > 0 ? !pidAlive(owner) : Date.now() - ((await fs.stat(lockFile).catch(() => undefined))?.mtimeMs ?? 0) > 10_000;
+      if (stale) {
+        await fs.rm(lockFile, { force: true });
+        continue;
+      }
+      waited = true;
+      await sleep(delay);
+    }
+  }
+  let released = false;
+  return {
+    waited,
+    release: async () => {
+      if (released) return;
+      released = true;
+      await fs.rm(lockFile, { force: true });
+    },
+  };
+}

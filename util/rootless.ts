@@ -5,6 +5,7 @@
  * namespace: the bridge (slirp4netns instead), cgroups (limits refused) and device nodes.
  */
 import { readFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import path from 'node:path';
 
 /** Set by cli/rootless.ts for the process it starts inside the user namespace. */
@@ -41,5 +42,6 @@ export function isRootless(): boolean {
 export function rootlessDataHome(env: NodeJS.ProcessEnv = process.env): string {
   const xdg = env.XDG_DATA_HOME;
   if (xdg && path.isAbsolute(xdg)) return path.join(xdg, 'mbuild');
-  return path.join(env.HOME || '/tmp', '.local', 'share', 'mbuild');
+  // never a shared place such as /tmp: without $HOME, the passwd entry's home
+  return path.join(env.HOME && path.isAbsolute(env.HOME) ? env.HOME : userInfo().homedir, '.local', 'share', 'mbuild');
 }

@@ -146,6 +146,12 @@ export async function runScenario(sc, tools, env) {
     return rows;
   }
 
+  if (sc.kind === 'server' || sc.kind === 'concurrent') {
+    const { serverScenario } = await import('./server-runs.mjs');
+    await serverScenario({ sc, prep, active, variants, runs, work, logs, env, row, record, settle, rotate, tagFor });
+    return rows;
+  }
+
   if (sc.kind === 'cachefrom') {
     // runner A builds once and exports its cache to the registry (untimed); each timed run is a
     // fresh runner B: no build cache, the base images loaded, the same context

@@ -180,6 +180,45 @@ export const SCENARIOS = [
     },
   },
   {
+    // a fresh runner's checkout (new mtimes, no client hash cache) built on a server that has
+    // built this repository before: mbuild --host sends the manifest and no content; BuildKit
+    // (dockerd) re-sends every file whose stat changed, i.e. all of them (issue 16)
+    id: 'serverctx',
+    title: "server: a fresh runner's copy of the 100 MB / 5,000-file context",
+    kind: 'server',
+    tools: ['mbuild', 'buildkit'],
+    variants: ['fresh'],
+    labels: { fresh: 'fresh copy, new mtimes' },
+    prepare({ work }) {
+      const src = join(work, 'serverctx-src');
+      mkdirSync(src, { recursive: true });
+      makeFileTree(src, { files: 5000, dirs: 50, total: 100_000_000 });
+      const dockerfile = join(work, 'serverctx.Dockerfile');
+      writeFileSync(dockerfile, 'FROM busybox\nCOPY . /app\n');
+      return { src, ctx: join(work, 'serverctx'), dockerfile, images: ['busybox'] };
+    },
+  },
+  {
+    // eight builds at once on one server (mbuild serve --max-builds 8; dockerd): eight contexts,
+    // each a COPY of its own 4 MB file and a RUN hashing it (issue 16)
+    id: 'conc8',
+    title: 'server: 8 concurrent builds (COPY 4 MB + RUN each)',
+    kind: 'concurrent',
+    tools: ['mbuild', 'buildkit'],
+    variants: ['cold'],
+    prepare({ work }) {
+      const ctxs = [];
+      for (let i = 0; i < 8; i++) {
+        const ctx = join(work, `conc8-${i}`);
+        mkdirSync(ctx, { recursive: true });
+        writeRandomFile(join(ctx, 'data.bin'), 4 * 1024 * 1024, `conc8-${i}`);
+        writeFileSync(join(ctx, 'Dockerfile'), `FROM busybox\nCOPY data.bin /src/\nRUN sha256sum /src/data.bin > /sum && echo build-${i}\n`);
+        ctxs.push(ctx);
+      }
+      return { ctxs, ctx: ctxs[0], dockerfile: join(ctxs[0], 'Dockerfile'), images: ['busybox'] };
+    },
+  },
+  {
     id: 'layer1g',
     title: '1 GB layer, build + OCI export (mbuild RSS)',
     optIn: true, // only with --only layer1g: it measures mbuild's memory, not a comparison

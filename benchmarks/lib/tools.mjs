@@ -95,6 +95,13 @@ export function mbuildTool({ repo, bin, root, network, label }) {
     },
     importCache: ({ ctx, dockerfile, ref, tag, log }) =>
       withRss(['build', '--progress', 'plain', ...(network ? ['--network', network] : []), '--cache-from', ref, '-f', dockerfile, '-t', tag, ctx], log),
+    // `mbuild serve` on the bench store (benchmarks/lib/server-runs.mjs): builds go to it with --host
+    async serve({ dir, maxBuilds, log }) {
+      const { startServer } = await import('./server-runs.mjs');
+      return startServer({ exe, argv: argv(mb(['serve', '--addr', `unix://${join(dir, 's.sock')}`, '--max-builds', String(maxBuilds)])), host: `unix://${join(dir, 's.sock')}`, log });
+    },
+    remoteBuild: ({ host, ctx, dockerfile, tag, noCache, log, env }) =>
+      timed(exe, argv(['--host', host, 'build', '--progress', 'plain', ...(noCache ? ['--no-cache'] : []), ...(network ? ['--network', network] : []), '-f', dockerfile, '-t', tag, ctx]), { log, env: { ...process.env, ...env } }),
   };
 }
 

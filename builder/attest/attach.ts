@@ -45,6 +45,18 @@ export function inTotoStatement(att: Attestation, image: { digest: string; platf
   };
 }
 
+/** File names of the statements a local export writes beside the files (BuildKit's attestation paths). */
+export const STATEMENT_FILES: Record<string, string> = {
+  'https://spdx.dev/Document': 'sbom.spdx.json',
+  'https://slsa.dev/provenance/v1': 'provenance.json',
+  'https://slsa.dev/provenance/v0.2': 'provenance.json',
+};
+
+/** A statement about files (a local export): each regular file is a subject, by path and sha256. */
+export function fileStatement(att: Attestation, files: { path: string; sha256: string }[]): InTotoStatement {
+  return { _type: IN_TOTO_STATEMENT_V1, predicateType: att.predicateType, subject: files.map((f) => ({ name: f.path, digest: { sha256: f.sha256 } })), predicate: att.predicate };
+}
+
 /** Go's json.MarshalIndent(v, "", "  "): BuildKit writes manifests and indexes this way. */
 function indented(v: unknown): Buffer {
   return Buffer.from(JSON.stringify(v, null, 2));

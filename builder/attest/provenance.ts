@@ -61,7 +61,13 @@ function digestSet(d: string): Record<string, string> {
 
 /** The SLSA v1 predicate (BuildKit's ProvenancePredicateSLSA1), or its v0.2 form; imageLayers: the image's layers as exported. */
 export function provenancePredicate(c: ProvenanceCapture, opts: ProvenanceOptions, imageLayers: Descriptor[] = []): Record<string, unknown> {
-  let args: Record<string, string> = { ...c.args };
+  let args: Record<string, string> = {};
+  // vcs: attributes are metadata, not request (BuildKit's NewPredicate moves them, in both modes)
+  const vcs: Record<string, string> = {};
+  for (const [k, v] of Object.entries(c.args)) {
+    if (!k.startsWith('vcs:')) args[k] = v;
+    else if (v) vcs[k.slice(4)] = v;
+  }
   let requestComplete = true;
   if (opts.mode === 'min') {
     // BuildKit's scrubMinRequest: build args and labels may hold what the user would not publish
@@ -85,7 +91,7 @@ export function provenancePredicate(c: ProvenanceCapture, opts: ProvenanceOption
   const incomplete = c.locals.length > 0;
 
   let buildConfig: Record<string, unknown> | undefined;
-  const buildkitMetadata: Record<string, unknown> = {};
+  const buildkitMetadata: Record<string, unknown> = Object.keys(vcs).length ? { vcs } : {};
   if (opts.mode === 'max') {
     buildConfig = {
       llbDefinition: c.steps.map((s, i) => drop({ id: `step${i}`, op: s.op, inputs: s.inputs.length ? s.inputs.map((n) => `step${n}:0`) : undefined })),

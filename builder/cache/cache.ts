@@ -2,7 +2,7 @@
  * The build cache: ROOT/cache/<key>.json → the layer a step produced, kept as a snapshot named by
  * the key (store/layout.ts) so a later build with the same key reuses it without running anything.
  */
-import { promises as fs } from 'node:fs';
+import { accessSync, promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Layers } from '../../snapshotter/layers.js';
 import type { CommitOptions, Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
@@ -35,15 +35,17 @@ export class BuildCache {
 
   async get(key: string): Promise<CachedLayer | undefined> {
     let entry: CacheEntry;
+    // synchronous: a small file and a stat, done for every step of every build; through the thread
+    // pool each is several round trips, which a rebuild of many cached steps waits for in turn
     try {
-      entry = JSON.parse(await fs.readFile(this.entryPath(key), 'utf8')) as CacheEntry;
+      entry = JSON.parse(readFileSync(this.entryPath(key), 'utf8')) as CacheEntry;
     } catch {
       return undefined;
     }
     if (entry.key !== key || !isCacheSnapshotName(entry.snapshot)) return undefined;
     const dir = path.join(this.snap.dir, entry.snapshot, SNAPSHOT_FILES);
     try {
-      await fs.access(dir);
+      accessSync(dir);
     } catch {
       // a layer kept as a blob only (a COPY written as a tar) is unpacked when something mounts it
       const blobOnly = entry.empty || (entry.blob !== undefined && (await this.snap.store.content.has(entry.blob.digest)));
@@ -99,7 +101,8 @@ export class BuildCache {
   async saveBlob(layer: Layer): Promise<void> {
     if (!layer.cacheKey || !layer.blob) return;
     try {
-      const entry = JSON.parse(await fs.readFile(this.entryPath(layer.cacheKey), 'utf8')) as CacheEntry;
+      // synchronous, as in get(): called for every layer of the image, and it rarely writes
+      const entry = JSON.parse(readFileSync(this.entryPath(layer.cacheKey), 'utf8')) as CacheEntry;
       if (entry.snapshot !== layer.id || entry.blob?.digest === layer.blob.digest) return;
       entry.blob = layer.blob;
       await this.write(entry);

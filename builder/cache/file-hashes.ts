@@ -75,6 +75,15 @@ export class FileHashCache {
     return digest;
   }
 
+  /**
+   * A hash known without reading the file: the server (server/service.ts) wrote the file itself
+   * from content it verified by this digest, so its worker's COPY does not hash it again.
+   */
+  remember(file: string, st: Stats, sha256hex: string): void {
+    this.map.set(path.resolve(file), [st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs, sha256hex]);
+    this.dirty = true;
+  }
+
   async save(): Promise<void> {
     if (!this.dirty) return;
     const entries = [...this.map.entries()].slice(-MAX_ENTRIES);

@@ -3,7 +3,7 @@
  * mode=max: every stage's) are merged into what the cache already holds and written back.
  * Concurrent exports to one ref merge instead of clobbering: read, merge, upload, check that the
  * manifest did not move meanwhile (else merge again), write, and read back to see our steps
- * survived (else merge again). A local directory is changed under a lock. Steps not exported for
+ * survived, at once and again after a few times the registry's latency (else merge again). A local directory is changed under a lock. Steps not exported for
  * `max-age` are dropped; a local directory is also trimmed to `max-size`, least recent first.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -158,21 +158,32 @@ export async function mergeAndWrite(
       await backend.putBlob(d, () => streamOf(enc.explain!));
     }
     // someone else wrote meanwhile: merge with theirs again
+    const checked = Date.now();
     if ((await backend.readManifest())?.digest !== cur.digest) {
       await sleep(50 * attempt * Math.random());
       continue;
     }
     await backend.putManifest(enc.manifest);
+    // how long this registry takes from a check to a written tag: another writer whose check came
+    // before our write may land its own write up to about that long after ours
+    const latency = Date.now() - checked;
     const digest = sha256(enc.manifest);
     if (backend instanceof LocalCacheBackend) {
       // under the lock: the blobs no step names any more go
       await backend.removeUnreferenced(new Set([digest, cfgDesc.config.digest, ...cfgDesc.layers.map((l) => l.digest)]));
       return { digest, steps: steps.length };
     }
-    // a registry has no compare-and-swap: read back (twice, a moment apart) that our steps are there
-    if ((await survived(backend, ours)) && (await sleep(150 + Math.random() * 150), await survived(backend, ours))) return { digest, steps: steps.length };
+    // a registry has no compare-and-swap: read back that our steps are there, at once and again
+    // after a few times the registry's latency (a write that replaced ours without them is seen,
+    // and merged again), else merge and write again
+    if ((await survived(backend, ours)) && (await sleep(readBackDelay(latency)), await survived(backend, ours))) return { digest, steps: steps.length };
   }
   throw new MbuildError('MBUILD_CACHE_EXPORT', `the cache kept changing under ${ATTEMPTS} concurrent writes`);
+}
+
+/** The wait before the second read-back: three times the check-to-write latency, at least 150 ms, jittered. */
+export function readBackDelay(latencyMs: number): number {
+  return Math.max(150, 3 * latencyMs) + Math.random() * 150;
 }
 
 async function survived(backend: CacheBackend, ours: CachedStep[]): Promise<boolean> {

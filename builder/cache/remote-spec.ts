@@ -124,7 +124,7 @@ export function parseCacheFrom(spec: string): CacheImportSpec {
 /**
  * --cache-from / --cache-to as a server takes them: checked with the local parser, and no
  * type=local (the directory would be on the server, where a client must not choose paths).
- * Both the client (server/remote-build.ts) and the server (server/service.ts) check.
+ * Both the client (cli/remote-build.ts) and the server (server/service.ts) check.
  */
 export function remoteCacheSpecs(cacheFrom: string[], cacheTo: string[]): void {
   for (const [flag, specs, parse] of [['--cache-from', cacheFrom, parseCacheFrom], ['--cache-to', cacheTo, parseCacheTo]] as const) {

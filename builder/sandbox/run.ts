@@ -13,7 +13,7 @@ import { SandboxError } from '../../util/errors.js';
 import { StepCgroup, type Limits, type UsageStats } from './cgroups.js';
 import { onInterrupt } from './interrupt.js';
 import { encodeFields, helperPath, spawnError } from '../../util/native-helper.js';
-import { attachSlirp, attachToBridge, planNetwork, resolvConfFor, type Attachment, type NetworkPlan, type NetworkRequest, type SlirpAttachment } from './network/index.js';
+import { attachSlirp, attachToBridge, planNetwork, resolvConfFor, warnOnce, type Attachment, type NetworkPlan, type NetworkRequest, type SlirpAttachment } from './network/index.js';
 import { StatusFilter } from './status.js';
 import { begin, mark, span } from '../../util/trace.js';
 import type { Mount } from '../../snapshotter/snapshotter.js';
@@ -81,6 +81,12 @@ export interface SandboxSpec {
   onStart?: (info: StartInfo) => void | Promise<void>;
   /** rootless (slirp network): open slirp4netns's API so that onStart can use StartInfo.forward */
   portForwarding?: boolean;
+  /**
+   * wait (default): runSandboxed returns once the veth, cgroups and state dir are gone. background
+   * (signals 'kill' only): it returns when the command has ended; they go meanwhile, and
+   * settleSandboxes() waits for them
+   */
+  cleanup?: 'wait' | 'background';
 }
 
 /**
@@ -341,22 +347,55 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
     const usage = cgroup ? await span('sandbox.cgroup-stats', () => cgroup.stats()) : undefined;
     return { ...outcome, network: plan.mode, address: attachment?.address ?? slirp?.address, usage, opaqueDirs };
   } finally {
-    stopTracking?.();
     await starting?.catch(() => undefined);
-    // independent of each other: at the same time
-    const stateDir = state;
-    const [, , destroyed, removed] = await Promise.allSettled([
-      span('sandbox.bridge-release', async () => attachment?.release().catch(() => undefined)),
-      (async () => {
-        await slirp?.release().catch(() => undefined);
-        if (apiDir) await rm(apiDir, { recursive: true, force: true });
-      })(),
-      span('sandbox.cgroup-destroy', async () => cgroup?.destroy()),
-      stateDir ? span('sandbox.state-rm', () => rm(stateDir, { recursive: true, force: true })) : undefined,
-    ]);
-    if (destroyed.status === 'rejected') throw destroyed.reason;
-    if (removed.status === 'rejected') throw removed.reason;
+    const slirpGone = slirp || apiDir
+      ? async (): Promise<void> => {
+          await slirp?.release().catch(() => undefined);
+          if (apiDir) await rm(apiDir, { recursive: true, force: true });
+        }
+      : undefined;
+    const cleanup = cleanUp(attachment, cgroup, state, slirpGone);
+    if (spec.cleanup === 'background' && stopTracking) {
+      // the command has ended and what it used is read: the next step need not wait for the veth,
+      // the cgroups and the state dir to go. Until they are gone an interruption still undoes them,
+      // and settleSandboxes() (the end of the build) waits for them.
+      const stop = stopTracking;
+      const tracked = cleanup
+        .catch((err: unknown) => warnOnce('sandbox-cleanup', `a RUN step's sandbox was not removed completely: ${(err as Error).message}`))
+        .finally(() => {
+          stop();
+          pendingCleanups.delete(tracked);
+        });
+      pendingCleanups.add(tracked);
+    } else {
+      stopTracking?.();
+      await cleanup;
+    }
   }
+}
+
+const pendingCleanups = new Set<Promise<void>>();
+
+/** Waits until every sandbox that ended with cleanup 'background' is removed (the end of a build). */
+export async function settleSandboxes(): Promise<void> {
+  while (pendingCleanups.size) await Promise.allSettled([...pendingCleanups]);
+}
+
+/** Undoes what a sandbox held on the host; the three are independent, so at the same time. */
+async function cleanUp(
+  attachment: Attachment | undefined,
+  cgroup: StepCgroup | undefined,
+  state: string | undefined,
+  slirpGone?: () => Promise<void>,
+): Promise<void> {
+  const [, , destroyed, removed] = await Promise.allSettled([
+    span('sandbox.bridge-release', async () => attachment?.release().catch(() => undefined)),
+    slirpGone?.(),
+    span('sandbox.cgroup-destroy', async () => cgroup?.destroy()),
+    state ? span('sandbox.state-rm', () => rm(state, { recursive: true, force: true })) : undefined,
+  ]);
+  if (destroyed.status === 'rejected') throw destroyed.reason;
+  if (removed.status === 'rejected') throw removed.reason;
 }
 
 interface Helper {

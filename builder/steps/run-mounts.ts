@@ -318,12 +318,8 @@ class AgentForward {
     const sockets = paths.filter((p) => statSync(p).isSocket());
     if (sockets.length) return new AgentForward(sockets[0]!);
     const sock = path.join(dir, 'keys.sock');
-    const pid = await startAgent(sock, ins);
+    const pid = await startKeyAgent(sock, paths, (msg) => mountErr(ins, msg));
     const f = new AgentForward(sock, pid);
-    for (const key of paths) await sshAdd(sock, key, ins).catch(async (err) => {
-      await f.close();
-      throw err;
-    });
     return f;
   }
 
@@ -363,25 +359,37 @@ class AgentForward {
   }
 }
 
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, ins: RunInstruction): Promise<string> {
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, fail: (msg: string) => Error): Promise<string> {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     p.stdout.on('data', (c: Buffer) => (out += c.toString()));
     p.stderr.on('data', (c: Buffer) => (err += c.toString()));
-    p.on('error', (e: NodeJS.ErrnoException) => reject(mountErr(ins, e.code === 'ENOENT' ? `--ssh with a key file needs ${cmd} (apt-get install openssh-client)` : `${cmd}: ${e.message}`)));
-    p.on('close', (code) => (code === 0 ? resolve(out) : reject(mountErr(ins, `${cmd} failed: ${err.trim().split('\n')[0] ?? code}`))));
+    p.on('error', (e: NodeJS.ErrnoException) => reject(fail(e.code === 'ENOENT' ? `--ssh with a key file needs ${cmd} (apt-get install openssh-client)` : `${cmd}: ${e.message}`)));
+    p.on('close', (code) => (code === 0 ? resolve(out) : reject(fail(`${cmd} failed: ${err.trim().split('\n')[0] ?? code}`))));
   });
 }
 
-async function startAgent(sock: string, ins: RunInstruction): Promise<number> {
-  const out = await run('ssh-agent', ['-s', '-a', sock], { PATH: process.env.PATH ?? '/usr/bin:/bin' }, ins);
-  const pid = /SSH_AGENT_PID=(\d+)/.exec(out);
-  if (!pid) throw mountErr(ins, 'ssh-agent did not report its pid');
-  return Number(pid[1]);
-}
-
-async function sshAdd(sock: string, key: string, ins: RunInstruction): Promise<void> {
-  await run('ssh-add', ['-q', key], { PATH: process.env.PATH ?? '/usr/bin:/bin', SSH_AUTH_SOCK: sock, SSH_ASKPASS_REQUIRE: 'never', DISPLAY: '' }, ins);
+/**
+ * An ssh-agent of mbuild's own on `sock` holding the --ssh key files (a build's RUN, or the
+ * client of a remote build: cli/remote-ssh.ts); returns its pid. The keys never leave this machine.
+ */
+export async function startKeyAgent(sock: string, keys: string[], fail: (msg: string) => Error): Promise<number> {
+  const PATH = process.env.PATH ?? '/usr/bin:/bin';
+  const out = await run('ssh-agent', ['-s', '-a', sock], { PATH }, fail);
+  const m = /SSH_AGENT_PID=(\d+)/.exec(out);
+  if (!m) throw fail('ssh-agent did not report its pid');
+  const pid = Number(m[1]);
+  try {
+    for (const key of keys) await run('ssh-add', ['-q', key], { PATH, SSH_AUTH_SOCK: sock, SSH_ASKPASS_REQUIRE: 'never', DISPLAY: '' }, fail);
+  } catch (err) {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+    throw err;
+  }
+  return pid;
 }

@@ -95,6 +95,8 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     security,
     hosts: `127.0.0.1\tlocalhost ${HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n${ctx.extraHosts}`,
     limits: ctx.limits,
+    // the build waits for it at its end (settleSandboxes in executor/build.ts)
+    cleanup: 'background' as const,
     shmSizeKb: ctx.shmSizeKb,
     ulimits: ctx.ulimits,
     onOutput: (chunk: Buffer) => {

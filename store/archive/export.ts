@@ -14,7 +14,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pack as tarPack, type Pack } from 'tar-stream';
 import type { Store } from '../store.js';
-import { MediaType, type Descriptor, type Index } from '../oci.js';
+import { MediaType, type Descriptor, type Index, type Manifest } from '../oci.js';
 import { assertDigest, hex, sha256 } from '../digest.js';
 import { familiarName, formatReference, parseReference } from '../reference.js';
 import { syncDir, tempSibling } from '../fsutil.js';
@@ -194,6 +194,8 @@ async function writeOutput(dest: string, fill: (pack: Pack) => Promise<void>): P
   if (dest === '-') {
     const out = process.stdout;
     await run(out, false);
+    // Node 20's pipeline ends a piped stdout despite end: false (then it is flushed already)
+    if (out.writableEnded) return;
     // stdout is not ended (it belongs to the process): wait until what was written is flushed
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => reject(err);

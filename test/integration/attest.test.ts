@@ -219,6 +219,50 @@ describe('--sbom and --provenance', () => {
     expect(Date.now() - Date.parse(pred.runDetails.metadata.finishedOn)).toBeLessThan(3_600_000);
   }, 300_000);
 
+  it('-o type=local: the statements beside the files, every exported file a subject', async () => {
+    const root = await store('local');
+    const dest = path.join(work, 'local-out');
+    await build(root, ['--sbom', '--provenance', '-o', `type=local,dest=${dest}`]);
+    const sbom = JSON.parse(await fs.readFile(path.join(dest, 'sbom.spdx.json'), 'utf8'));
+    const prov = JSON.parse(await fs.readFile(path.join(dest, 'provenance.json'), 'utf8'));
+    expect(sbom.predicateType).toBe('https://spdx.dev/Document');
+    expect(prov.predicateType).toBe('https://slsa.dev/provenance/v1');
+    expect((await fs.stat(path.join(dest, 'provenance.json'))).mode & 0o777).toBe(0o600);
+    const built = sbom.subject.find((x: { name: string }) => x.name === 'built');
+    expect(built).toEqual({ name: 'built', digest: { sha256: createHash('sha256').update('built\n').digest('hex') } });
+    expect(sbom.subject.map((x: { name: string }) => x.name)).toContain('usr/local/bin/gohello');
+    expect((sbom.predicate.packages as { name: string }[]).map((p) => p.name)).toContain('libc6');
+  }, 300_000);
+
+  it('a context in a git work tree: buildx\'s git facts land in buildkit_metadata.vcs, credentials redacted', async () => {
+    const root = await store('vcs');
+    const repo = path.join(work, 'repo');
+    await fs.mkdir(path.join(repo, 'app'), { recursive: true });
+    await fs.writeFile(path.join(repo, 'app/Dockerfile'), 'FROM busybox\nRUN echo vcs > /v\n');
+    const git = async (...args: string[]) => {
+      const r = await run('git', ['-C', repo, '-c', 'user.email=t@example.invalid', '-c', 'user.name=t', ...args]);
+      expect(r.code, r.stderr).toBe(0);
+      return r.stdout.trim();
+    };
+    await git('init', '-q');
+    await git('remote', 'add', 'origin', 'https://user:token@example.invalid/org/repo.git');
+    await git('add', '.');
+    await git('commit', '-q', '-m', 'one');
+    const head = await git('rev-parse', 'HEAD');
+    const out = path.join(work, 'vcs.tar');
+    const r = await mbuild(['--root', root, 'build', '--provenance', '-o', `type=oci,dest=${out}`, path.join(repo, 'app')], { env: env() });
+    expect(r.code, r.stderr).toBe(0);
+    const l = await untar(out);
+    const a = await attestations(l, JSON.parse(await fs.readFile(path.join(l.dir, 'index.json'), 'utf8')).manifests[0].digest);
+    expect(a.provenance!.predicate.runDetails.metadata.buildkit_metadata.vcs).toEqual({
+      source: 'https://xxxxx:xxxxx@example.invalid/org/repo.git',
+      revision: head,
+      'localdir:context': 'app',
+      'localdir:dockerfile': 'app',
+    });
+    expect(a.provenance!.predicate.buildDefinition.externalParameters.request.args).toBeUndefined();
+  }, 300_000);
+
   it('a push sends the index; skopeo copies every manifest and the SBOM reads back', async () => {
     const root = await store('push');
     const name = `${reg.host}/attest/app:1`;

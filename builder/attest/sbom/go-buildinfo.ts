@@ -124,3 +124,46 @@ export function parseModInfo(text: string): Omit<GoBuildInfo, 'goVersion'> {
   }
   return out;
 }
+
+/** How much follows the magic that the build info can take (the version and module strings). */
+const WINDOW = 256 << 10;
+const ELF_MAGIC = Buffer.from([0x7f, 0x45, 0x4c, 0x46]);
+
+/**
+ * The build info of an ELF file read as a stream, without keeping the file: every 16-byte-aligned
+ * occurrence of the magic opens a window of the bytes after it, and the first window that parses
+ * as build info wins (the magic can also sit in a Go program's read-only data, e.g. the `go`
+ * command's own). Non-ELF files are drained at once.
+ */
+export async function scanGoBuildInfo(input: AsyncIterable<Buffer>): Promise<GoBuildInfo | undefined> {
+  let head = Buffer.alloc(0);
+  let elf: boolean | undefined;
+  let offset = 0; // file offset of carry[0]
+  let carry = Buffer.alloc(0);
+  const windows: { parts: Buffer[]; size: number }[] = [];
+  for await (const chunk of input) {
+    if (elf === false) continue;
+    if (elf === undefined) {
+      head = Buffer.concat([head, chunk]);
+      if (head.length < 4) continue;
+      elf = head.subarray(0, 4).equals(ELF_MAGIC);
+      if (!elf) continue;
+    }
+    for (const w of windows) if (w.size < WINDOW) (w.parts.push(chunk), (w.size += chunk.length));
+    const buf = carry.length ? Buffer.concat([carry, chunk]) : chunk;
+    // a magic that starts in the carried tail is found here (and its window gets the whole chunk)
+    for (let at = buf.indexOf(MAGIC); at >= 0; at = buf.indexOf(MAGIC, at + 1)) {
+      if ((offset + at) % 16 !== 0 || at + MAGIC.length <= carry.length) continue;
+      const start = Buffer.from(buf.subarray(at));
+      windows.push({ parts: [start], size: start.length });
+    }
+    const keep = Math.min(buf.length, MAGIC.length - 1);
+    offset += buf.length - keep;
+    carry = Buffer.from(buf.subarray(buf.length - keep));
+  }
+  for (const w of windows) {
+    const info = readGoBuildInfo(Buffer.concat(w.parts).subarray(0, WINDOW));
+    if (info) return info;
+  }
+  return undefined;
+}

@@ -11,18 +11,8 @@ import type { Descriptor } from '../../../store/oci.js';
 import { decompressStream } from '../../../snapshotter/diff/decompress.js';
 import { MbuildError } from '../../../util/errors.js';
 
-export interface FileRequest {
-  /** true: read this path's bytes (up to maxBytes) */
-  wants(path: string, mode: number, size: number): boolean;
-  /** only files whose first bytes start with this are kept (others are skipped unread) */
-  prefix?(path: string): Buffer | undefined;
-}
-
-export interface ImageFile {
-  path: string;
-  mode: number;
-  data: Buffer;
-}
+/** How to read a file the scanner wants (given its path, mode and size), or undefined: skipped unread. */
+export type FileReader<T> = (path: string, mode: number, size: number) => ((data: Readable) => Promise<T | undefined>) | undefined;
 
 /** Larger files are not read (no package database or Go binary a scanner reads is this big). */
 const MAX_FILE = 512 << 20;
@@ -37,24 +27,15 @@ function ancestors(p: string): string[] {
   return out;
 }
 
-async function readEntry(entry: Readable, prefix: Buffer | undefined): Promise<Buffer | undefined> {
+/** A reader that keeps the whole file. */
+export async function wholeFile(data: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  let have = 0;
-  let checked = !prefix;
-  for await (const chunk of entry) {
-    if (checked && !chunks.length && prefix) continue; // not wanted: drained
-    chunks.push(chunk as Buffer);
-    have += (chunk as Buffer).length;
-    if (!checked && have >= prefix!.length) {
-      checked = true;
-      if (!Buffer.concat(chunks).subarray(0, prefix!.length).equals(prefix!)) chunks.length = 0;
-    }
-  }
-  return checked && chunks.length ? Buffer.concat(chunks) : undefined;
+  for await (const chunk of data) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
 }
 
 /** Every file `req` wants, from the image's layers (bottom first in `layers`), as the image shows it. */
-export async function readImageFiles(store: Store, layers: Descriptor[], req: FileRequest, onFile: (f: ImageFile) => void | Promise<void>): Promise<void> {
+export async function readImageFiles<T>(store: Store, layers: Descriptor[], reader: FileReader<T>, onFile: (path: string, value: T) => void | Promise<void>): Promise<void> {
   const seen = new Set<string>();
   const blocked = new Set<string>(); // whiteouts and non-directories of upper layers
   const opaque = new Set<string>(); // directories whose lower contents are gone
@@ -79,9 +60,11 @@ export async function readImageFiles(store: Store, layers: Descriptor[], req: Fi
           if (h.type !== 'directory') newBlocked.push(p);
           const mode = h.mode ?? 0;
           const size = h.size ?? 0;
-          if (h.type === 'file' && size <= MAX_FILE && req.wants(p, mode, size)) {
-            const data = await readEntry(entry as unknown as Readable, req.prefix?.(p));
-            if (data) await onFile({ path: p, mode, data });
+          const read = h.type === 'file' && size <= MAX_FILE ? reader(p, mode, size) : undefined;
+          if (read) {
+            const value = await read(entry as unknown as Readable);
+            entry.resume(); // a reader that stopped early: the rest is skipped
+            if (value !== undefined) await onFile(p, value);
             continue;
           }
         }

@@ -5,16 +5,14 @@
  */
 import type { Store } from '../../../store/store.js';
 import type { Descriptor } from '../../../store/oci.js';
-import { readImageFiles } from './image-files.js';
+import { readImageFiles, wholeFile } from './image-files.js';
 import { isNodeModulePackageJson, parseApkInstalled, parseDpkgStatus, parseOsRelease, parsePackageJson, type Distro, type FoundPackage } from './package-dbs.js';
-import { readGoBuildInfo, type GoBuildInfo } from './go-buildinfo.js';
+import { scanGoBuildInfo, type GoBuildInfo } from './go-buildinfo.js';
 
 export interface ScanResult {
   packages: FoundPackage[];
   distro?: Distro;
 }
-
-const ELF = Buffer.from([0x7f, 0x45, 0x4c, 0x46]);
 
 function isDpkg(p: string): boolean {
   return p === 'var/lib/dpkg/status' || (p.startsWith('var/lib/dpkg/status.d/') && !p.endsWith('.md5sums'));
@@ -35,28 +33,32 @@ export function goPackages(info: GoBuildInfo, location: string): FoundPackage[] 
   return out;
 }
 
+type Found = { kind: 'text'; text: string } | { kind: 'go'; info: GoBuildInfo };
+
 export async function scanImage(store: Store, layers: Descriptor[]): Promise<ScanResult> {
   const packages: FoundPackage[] = [];
   const osRelease: Record<string, string> = {};
-  await readImageFiles(
+  const isText = (p: string) => isDpkg(p) || p === 'lib/apk/db/installed' || p === 'etc/os-release' || p === 'usr/lib/os-release' || isNodeModulePackageJson(p);
+  await readImageFiles<Found>(
     store,
     layers,
-    {
-      wants: (p, mode, size) =>
-        isDpkg(p) || p === 'lib/apk/db/installed' || p === 'etc/os-release' || p === 'usr/lib/os-release' || isNodeModulePackageJson(p) || ((mode & 0o111) !== 0 && size > 64),
-      prefix: (p) => (isDpkg(p) || p === 'lib/apk/db/installed' || p.endsWith('os-release') || p.endsWith('package.json') ? undefined : ELF),
+    (p, mode, size) => {
+      if (isText(p)) return async (data) => ({ kind: 'text', text: (await wholeFile(data)).toString('utf8') });
+      // executables: ELF files are streamed through the Go build info scanner, nothing is kept
+      if ((mode & 0o111) !== 0 && size > 64) return async (data) => {
+        const info = await scanGoBuildInfo(data);
+        return info ? { kind: 'go', info } : undefined;
+      };
+      return undefined;
     },
-    (f) => {
-      const text = () => f.data.toString('utf8');
-      if (isDpkg(f.path)) packages.push(...parseDpkgStatus(text(), f.path));
-      else if (f.path === 'lib/apk/db/installed') packages.push(...parseApkInstalled(text(), f.path));
-      else if (f.path.endsWith('os-release') && !f.data.subarray(0, 4).equals(ELF)) osRelease[f.path] = text();
-      else if (isNodeModulePackageJson(f.path) && !f.data.subarray(0, 4).equals(ELF)) {
-        const p = parsePackageJson(text(), f.path);
+    (path, f) => {
+      if (f.kind === 'go') packages.push(...goPackages(f.info, path));
+      else if (isDpkg(path)) packages.push(...parseDpkgStatus(f.text, path));
+      else if (path === 'lib/apk/db/installed') packages.push(...parseApkInstalled(f.text, path));
+      else if (path.endsWith('os-release')) osRelease[path] = f.text;
+      else {
+        const p = parsePackageJson(f.text, path);
         if (p) packages.push(p);
-      } else if (f.data.subarray(0, 4).equals(ELF)) {
-        const info = readGoBuildInfo(f.data);
-        if (info) packages.push(...goPackages(info, f.path));
       }
     },
   );

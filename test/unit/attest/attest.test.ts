@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { REPO } from '../../helpers/cli.js';
-import { readGoBuildInfo } from '../../../builder/attest/sbom/go-buildinfo.js';
+import { Readable } from 'node:stream';
+import { readGoBuildInfo, scanGoBuildInfo } from '../../../builder/attest/sbom/go-buildinfo.js';
 import { isNodeModulePackageJson, parseApkInstalled, parseDpkgStatus, parseOsRelease, parsePackageJson } from '../../../builder/attest/sbom/package-dbs.js';
 import { goPackages } from '../../../builder/attest/sbom/scan.js';
 import { spdxDocument } from '../../../builder/attest/sbom/spdx.js';
@@ -11,6 +12,7 @@ import { imagePurl, purl } from '../../../builder/attest/purl.js';
 import { provenancePredicate, type ProvenanceCapture } from '../../../builder/attest/provenance.js';
 import { parseAttestFlags } from '../../../builder/attest/spec.js';
 import { inTotoStatement } from '../../../builder/attest/attach.js';
+import { redactCredentials } from '../../../builder/attest/vcs.js';
 
 describe('Go build info', () => {
   it('reads what `go version -m` prints from a binary built by Go 1.19 (the committed fixture)', () => {
@@ -21,6 +23,14 @@ describe('Go build info', () => {
     expect(info.deps).toEqual([{ path: 'example.com/greet', version: 'v0.1.0', replace: { path: './greet', version: '(devel)' } }]);
     expect(info.settings).toMatchObject({ CGO_ENABLED: '0', GOARCH: 'amd64', GOOS: 'linux', '-trimpath': 'true' });
     expect(goPackages(info, 'app').map((p) => `${p.name}@${p.version}`)).toEqual(['example.com/gohello@(devel)', 'example.com/greet@v0.1.0', 'stdlib@go1.19.8']);
+  });
+
+  it('finds the same streaming the file in small chunks, keeping none of it', async () => {
+    const bin = readFileSync(path.join(REPO, 'test/fixtures/attest/gohello'));
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < bin.length; i += 4093) chunks.push(bin.subarray(i, i + 4093));
+    expect(await scanGoBuildInfo(Readable.from(chunks))).toEqual(readGoBuildInfo(bin));
+    expect(await scanGoBuildInfo(Readable.from([Buffer.from('#!/bin/sh\n')]))).toBeUndefined();
   });
 
   it('finds nothing in what is not a Go binary', () => {
@@ -104,6 +114,14 @@ describe('provenance', () => {
     expect(p.buildDefinition.internalParameters.buildConfig.llbDefinition[1]).toEqual({ id: 'step1', op: { exec: { meta: { args: ['true'] } } }, inputs: ['step0:0'] });
     expect(p.runDetails.metadata.buildkit_metadata.layers).toEqual({ 'step1:0': [layers] });
     expect(p.runDetails.metadata.buildkit_completeness.request).toBe(true);
+  });
+
+  it('vcs: attributes go to buildkit_metadata.vcs, in both modes', () => {
+    const p = provenancePredicate({ ...capture, args: { 'vcs:source': 'https://example.invalid/r.git', 'vcs:revision': 'abc' } }, { mode: 'min', version: 'v1' }) as any;
+    expect(p.runDetails.metadata.buildkit_metadata).toEqual({ vcs: { source: 'https://example.invalid/r.git', revision: 'abc' } });
+    expect(p.buildDefinition.externalParameters.request.args).toBeUndefined();
+    expect(redactCredentials('https://u:p@h/x.git')).toBe('https://xxxxx:xxxxx@h/x.git');
+    expect(redactCredentials('git@github.com:o/r.git')).toBe('git@github.com:o/r.git');
   });
 
   it('version=v0.2 writes the older shape', () => {

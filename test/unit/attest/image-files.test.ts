@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { pack } from 'tar-stream';
-import { readImageFiles } from '../../../builder/attest/sbom/image-files.js';
+import { readImageFiles, wholeFile } from '../../../builder/attest/sbom/image-files.js';
 import type { Store } from '../../../store/store.js';
 
 async function tar(entries: { name: string; data?: string; type?: 'file' | 'directory' | 'symlink'; linkname?: string }[]): Promise<Buffer> {
@@ -36,8 +36,8 @@ describe('readImageFiles', () => {
     ];
     const store = { content: { open: (d: string) => Readable.from([layers[Number(d)]!]) } } as unknown as Store;
     const got: Record<string, string> = {};
-    await readImageFiles(store, layers.map((_, i) => ({ mediaType: 'x', digest: String(i), size: 0 })), { wants: () => true }, (f) => {
-      got[f.path] = f.data.toString();
+    await readImageFiles(store, layers.map((_, i) => ({ mediaType: 'x', digest: String(i), size: 0 })), () => wholeFile, (p, data) => {
+      got[p] = data.toString();
     });
     expect(got).toEqual({ 'var/lib/dpkg/status': 'upper', 'opt/app/new': 'y' });
   });

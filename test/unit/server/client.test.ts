@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseAddress, parseHostList, pickAddress, repositoryKey, grpcTarget } from '../../../server/address.js';
 import { decodeFrame, encodeFrame } from '../../../server/protocol.js';
-import { buildkitBytes } from '../../../server/remote-build.js';
+import { buildkitBytes } from '../../../cli/remote-build.js';
 import { ContextStore, syncContext } from '../../../server/context-store.js';
 import { contextManifest } from '../../../server/manifest.js';
 
