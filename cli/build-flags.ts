@@ -39,7 +39,7 @@ export const BUILD_FLAGS: BuildFlag[] = [
   { names: ['--cache-from'], key: 'cacheFrom', kind: 'list', arg: 'SPEC', help: 'read a shared build cache: IMAGE, type=registry,ref=R or type=local,src=DIR (repeatable)' },
   { names: ['--cache-to'], key: 'cacheTo', kind: 'list', arg: 'SPEC', help: 'write one: type=registry,ref=R[,mode=min|max], type=local,dest=DIR or type=inline (repeatable)' },
   { names: ['--pull'], key: 'pull', kind: 'bool', help: 'check the registry for newer base images' },
-  { names: ['--platform'], key: 'platform', kind: 'string', arg: 'P', help: "target platform (only this machine's platform)" },
+  { names: ['--platform'], key: 'platform', kind: 'list', arg: 'P[,P...]', help: 'target platforms, e.g. linux/amd64,linux/arm64 (repeatable; several make an image index; "local" is this machine)' },
   { names: ['--provenance'], key: 'provenance', kind: 'string', arg: 'true|false|mode=min|max', optional: 'true', help: 'attach SLSA provenance (alone or =true: mode=min; also version=v1|v0.2, builder-id=, reproducible=)' },
   { names: ['--sbom'], key: 'sbom', kind: 'string', arg: 'true|false', optional: 'true', help: 'attach an SPDX SBOM of the packages in the image (dpkg, apk, Go binaries, node_modules)' },
   { names: ['--attest'], key: 'attest', kind: 'list', arg: 'SPEC', help: 'type=provenance[,mode=min|max,...] or type=sbom (disabled=true turns one off; repeatable)' },

@@ -131,7 +131,11 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const mode = progressMode(flags.progress as string | undefined, Boolean(flags.quiet));
   const outputs: OutputSpec[] = (flags.output as string[]).map(parseOutput);
   if (flags.push) outputs.push(parseOutput('type=registry'));
-  if (flags.platform !== undefined) (await import('../builder/plan/platform.js')).checkTargetPlatform(String(flags.platform));
+  const { parsePlatformList } = await import('../util/platform.js');
+  const platforms = parsePlatformList(flags.platform as string[]);
+  if (attesting && platforms.length > 1) throw new UsageError('--provenance/--sbom with several --platform values: not yet (attest one platform per build)');
+  // buildx: "docker exporter does not currently support exporting manifest lists"
+  for (const o of outputs) if (o.type === 'docker' && platforms.length > 1) throw new UsageError(`--output type=docker cannot hold an image for several platforms (${platforms.length} asked with --platform): use type=oci, or one --platform`);
   const labels = keyValues(flags.label as string[], '--label');
   const manifestAnnotations = annotations(flags.annotation as string[]);
   const noCacheFilter = (flags.noCacheFilter as string[]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
@@ -204,16 +208,18 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       ulimits: (flags.ulimit as string[]).map(parseUlimit),
       cacheFrom,
       cacheTo,
+      platforms,
     });
     endBuild();
     const { recordImageId } = await import('./image-ref.js');
-    await span('cli.record-id', () => recordImageId(store, result.manifest.config.digest, result.manifestDigest)).catch(() => undefined);
+    // the ID of a multi-platform build is its index digest (as BuildKit's image exporter gives it)
+    const id = result.index?.digest ?? result.manifest.config.digest;
+    await span('cli.record-id', () => recordImageId(store, id, result.index?.digest ?? result.manifestDigest)).catch(() => undefined);
     // a local directory: buildx's git facts (a context from a URL or stdin is mbuild's own temp copy)
     const vcs = attestReq.provenance && !input.cleanup.length ? await (await import('../builder/attest/vcs.js')).gitVcsArgs(input.contextDir, input.dockerfile) : {};
     const attested = attesting ? await prepareAttestations(store, result, attestReq, { ...frontendArgs(flags, buildArgs, labels), ...vcs }, input.dockerfile, progress) : undefined;
     let pushed: { name: string; digest: string }[] = [];
     for (const out of outputs) pushed = pushed.concat(await writeOutput(store, result, out, progress, attested));
-    const id = result.manifest.config.digest;
     if (flags.iidfile) await writeFileAtomic(path.resolve(flags.iidfile as string), id);
     if (flags.metadataFile) await writeMetadata(store, path.resolve(flags.metadataFile as string), result, pushed);
     if (mode === 'quiet') process.stdout.write(id + '\n');
@@ -293,10 +299,11 @@ function repositoryOf(name: string): string {
 
 async function writeMetadata(store: Store, file: string, result: BuildResult, pushed: { name: string; digest: string }[]): Promise<void> {
   // as buildx writes it for the image exporter: the digest is the pushed manifest's when pushed
-  const digest = pushed[0]?.digest ?? result.manifestDigest;
+  const digest = pushed[0]?.digest ?? result.index?.digest ?? result.manifestDigest;
   const manifest = await store.content.readJson<{ mediaType?: string }>(digest);
   const meta: Record<string, unknown> = {
-    'containerimage.config.digest': result.manifest.config.digest,
+    // a multi-platform build has no one config: buildx leaves the key out
+    ...(result.index ? {} : { 'containerimage.config.digest': result.manifest.config.digest }),
     'containerimage.descriptor': { mediaType: manifest.mediaType, digest, size: await store.content.size(digest) },
     'containerimage.digest': digest,
     ...(result.names.length ? { 'image.name': result.names.join(',') } : {}),
@@ -336,6 +343,17 @@ async function prepareAttestations(store: Store, result: BuildResult, req: impor
 async function outputForm(store: Store, result: BuildResult, out: OutputSpec, progress: Progress, attested: Attested | undefined): Promise<{ digest: string; index: boolean }> {
   const { imageInForm } = await import('./image-form.js');
   const form = { compression: out.compression, compressionLevel: out.compressionLevel, forceCompression: out.forceCompression, ociMediatypes: ociMediatypesFor(out, Object.keys(result.manifest.annotations ?? {}).length > 0), annotations: out.annotations };
+  if (result.index) {
+    // several platforms: each image in the form asked for, under a new index of those (the stored index stays as built)
+    const { platformDescriptor, writeIndex } = await import('../builder/executor/index.js');
+    const entries = [];
+    for (const img of result.images) {
+      const f = await imageInForm(store, img.manifestDigest, form);
+      entries.push(platformDescriptor({ manifestDigest: f.manifestDigest, manifestSize: await store.content.size(f.manifestDigest), config: img.config, mediaType: f.manifest.mediaType }));
+    }
+    const idx = await writeIndex(store, entries, { mediaType: form.ociMediatypes ? undefined : 'application/vnd.docker.distribution.manifest.list.v2+json' });
+    return { digest: idx.digest, index: true };
+  }
   const { manifestDigest, manifest } = await imageInForm(store, result.manifestDigest, form);
   if (!attested) return { digest: manifestDigest, index: false };
   const { writeAttestedIndex } = await import('../builder/attest/attach.js');
@@ -370,8 +388,11 @@ async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, p
       if (out.tar) await exportImage(store, { manifestDigest, names }, { type: out.type, dest });
       else await exportLayoutDir(store, manifestDigest, names, out.type, dest);
     } else {
-      const { exportFilesystem } = await import('./export-fs.js');
-      await exportFilesystem(result.snap, result.state.layers, out.type, dest);
+      const { exportFilesystem, exportFilesystems } = await import('./export-fs.js');
+      // several platforms: a folder per platform (linux_amd64/, linux_arm64/), as BuildKit writes them
+      // (attestations with several platforms are refused before the build)
+      if (result.index) await exportFilesystems(result.snap, result.images.map((i) => ({ platform: i.platform, layers: i.state.layers })), out.type, dest);
+      else await exportFilesystem(result.snap, result.state.layers, out.type, dest);
       if (attested && out.type === 'local') await writeStatementFiles(dest, attested.forImage(result.manifest.layers));
     }
     step.done();

@@ -7,7 +7,7 @@ import { Store } from '../store/store.js';
 import { familiarName, normalizeName, parseReference } from '../store/reference.js';
 import { UsageError, ImageNotFoundError, MbuildError } from '../util/errors.js';
 import { humanBytes } from '../util/format.js';
-import { forgetImageId, knownImages, resolveImageArg } from './image-ref.js';
+import { forgetImageId, knownImages, resolveImageArg, resolvePlatform } from './image-ref.js';
 import { platformString, targetPlatform } from '../util/platform.js';
 
 export async function loadCommand(root: string, argv: string[]): Promise<number> {
@@ -57,7 +57,11 @@ export async function saveCommand(root: string, argv: string[]): Promise<number>
   const names = byName ? [byName] : img.names;
   const { exportImage } = await import('../store/archive/export.js');
   const { distributable } = await import('../store/compress.js');
-  const { manifestDigest } = await distributable(store, img.manifestDigest);
+  const { distributableIndex } = await import('../store/compress.js');
+  // a multi-platform image saves whole as OCI (a docker archive holds one platform: this machine's)
+  const complete = img.indexDigest ? (await Promise.all((await store.content.readJson<{ manifests: { digest: string }[] }>(img.indexDigest)).manifests.map((d) => store.content.has(d.digest)))).every(Boolean) : false;
+  const whole = img.indexDigest && complete && format === 'oci' ? await distributableIndex(store, img.indexDigest) : undefined;
+  const { manifestDigest } = whole ? { manifestDigest: whole.digest } : await distributable(store, img.manifestDigest);
   await exportImage(store, { manifestDigest, names }, { type: format, dest });
   return 0;
 }
@@ -127,9 +131,17 @@ export async function imagesCommand(root: string, argv: string[]): Promise<numbe
   for (const [id, e] of await knownImages(store)) {
     const names = e.names.length ? e.names.filter(match) : positional[0] ? [] : [undefined];
     if (!names.length) continue;
-    const img = await store.resolveImage(e.manifest).catch(() => undefined);
+    const img = await resolvePlatform(store, e.manifest).catch(() => undefined);
     if (!img) continue;
-    const size = img.manifest.layers.reduce((a, l) => a + l.size, 0);
+    let size = img.manifest.layers.reduce((a, l) => a + l.size, 0);
+    if (img.indexDigest) {
+      // a multi-platform image: what its platforms in the store hold together
+      size = 0;
+      for (const d of await store.indexEntries(img.indexDigest)) {
+        const m = await store.content.readJson<{ layers: { size: number }[] }>(d.digest).catch(() => undefined);
+        size += m?.layers.reduce((a, l) => a + l.size, 0) ?? 0;
+      }
+    }
     const shown = flags.noTrunc ? id : id.slice(7, 19);
     if (flags.quiet) {
       if (!seenIds.has(id)) process.stdout.write(shown + '\n');
@@ -219,6 +231,8 @@ export async function inspectCommand(root: string, argv: string[]): Promise<numb
         RootFS: img.config.rootfs,
         History: img.config.history ?? [],
         Manifest: img.manifest,
+        // a multi-platform image: its index and the platforms it holds (the fields above are one platform's)
+        ...(img.indexDigest ? { Index: img.indexDigest, Platforms: (await store.indexEntries(img.indexDigest)).map((e) => platformString(e.platform!)) } : {}),
       });
     } catch (err) {
       if (!(err instanceof MbuildError)) throw err;

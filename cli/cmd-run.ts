@@ -33,6 +33,7 @@ const RUN_FLAGS: FlagSpec[] = [
   { names: ['--stop-timeout'], key: 'stopTimeout', kind: 'string' },
   { names: ['--debug'], key: 'debug', kind: 'bool' },
   { names: ['--mount'], key: 'mount', kind: 'list' },
+  { names: ['--platform'], key: 'platform', kind: 'string' },
 ];
 
 const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -107,7 +108,12 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
     if (publish.length) warnOnce('publish-ignored', `published ports are discarded when using the ${netFlag} network`);
   } else throw new UsageError(`--network ${netFlag} is not supported (bridge, host, none or container:NAME)`);
 
-  const img = await (await import('./image-ref.js')).resolveImageArg(store, imageRef);
+  const { parsePlatform, isHostPlatform } = await import('../util/platform.js');
+  const platform = flags.platform !== undefined ? parsePlatform(flags.platform as string) : undefined;
+  const img = await (await import('./image-ref.js')).resolveImageArg(store, imageRef, platform);
+  // another platform's image runs under qemu-user (binfmt_misc), as docker run --platform does
+  const imgPlatform = { os: img.config.os, architecture: img.config.architecture, ...(img.config.variant ? { variant: img.config.variant } : {}) };
+  if (!isHostPlatform(imgPlatform)) await (await import('../builder/sandbox/emulation.js')).ensureEmulation(imgPlatform);
   const snap = new Layers(store);
   const layers = await snap.fromImage(img);
   const cfg = img.config.config ?? {};

@@ -10,7 +10,10 @@ import type { ResolvedImage, Store } from '../store/store.js';
 import { writeFileAtomic } from '../store/fsutil.js';
 import { withLock } from '../store/lock.js';
 import { isDigest } from '../store/digest.js';
-import { ImageNotFoundError, UsageError } from '../util/errors.js';
+import { normalizeName } from '../store/reference.js';
+import { ImageNotFoundError, MbuildError, UsageError } from '../util/errors.js';
+import { isIndexJson } from '../store/store.js';
+import { platformString, type TargetPlatform } from '../util/platform.js';
 
 interface IdRecord {
   id: string; // config digest
@@ -50,8 +53,9 @@ export async function forgetImageId(store: Store, id: string): Promise<void> {
 export async function knownImages(store: Store): Promise<Map<string, { manifest: string; names: string[] }>> {
   const out = new Map<string, { manifest: string; names: string[] }>();
   for (const rec of await store.images.list()) {
-    const m = await store.content.readJson<{ config?: { digest?: string } }>(rec.digest).catch(() => undefined);
-    const id = m?.config?.digest;
+    const m = await store.content.readJson<{ config?: { digest?: string }; manifests?: unknown[] }>(rec.digest).catch(() => undefined);
+    // a multi-platform image's ID is its index digest (as with containerd's image store)
+    const id = isIndexJson(m) ? rec.digest : m?.config?.digest;
     if (!id) continue;
     const e = out.get(id) ?? { manifest: rec.digest, names: [] };
     e.names.push(rec.name);
@@ -63,14 +67,49 @@ export async function knownImages(store: Store): Promise<Map<string, { manifest:
 
 const ID_LIKE = /^(sha256:)?[a-f0-9]{1,64}$/;
 
-/** The image an argument names (name first, as docker does, then an ID or a unique ID prefix). */
-export async function resolveImageArg(store: Store, arg: string): Promise<ResolvedImage & { id: string; names: string[] }> {
+/**
+ * A name or digest in the store, through a multi-platform index: the `platform` asked for (an
+ * error naming the platforms there when the store has no such image), else this machine's, else
+ * the first platform the store has.
+ */
+export async function resolvePlatform(store: Store, ref: string, platform?: TargetPlatform): Promise<ResolvedImage | undefined> {
+  const img = await store.resolveImage(ref, platform).catch(() => undefined);
+  if (img) return img;
+  const digest = /^sha256:[a-f0-9]{64}$/.test(ref) ? ref : await store.images.get(normalizeSafe(ref)).then((r) => r?.digest);
+  if (!digest) return undefined;
+  const top = await store.content.readJson<unknown>(digest).catch(() => undefined);
+  if (!isIndexJson(top)) {
+    const single = platform ? await store.resolveImage(digest).catch(() => undefined) : undefined;
+    if (single && platform) throw new MbuildError('MBUILD_NO_MATCHING_PLATFORM', `${ref} is a ${platformString({ os: single.config.os, architecture: single.config.architecture, variant: single.config.variant })} image, not ${platformString(platform)}`);
+    return undefined;
+  }
+  const entries = await store.indexEntries(digest);
+  const present = [];
+  for (const e of entries) if (await store.content.has(e.digest)) present.push(e);
+  if (platform || !present.length) {
+    const have = present.map((e) => platformString(e.platform!)).join(', ');
+    throw new MbuildError('MBUILD_NO_MATCHING_PLATFORM', `${ref} has no ${platform ? platformString(platform) : 'platform'} image in the store (it has: ${have || 'nothing'}; mbuild pull --platform P fetches another)`);
+  }
+  return store.resolveImage(ref, present[0]!.platform);
+}
+
+function normalizeSafe(ref: string): string {
+  try {
+    return normalizeName(ref);
+  } catch {
+    return ref;
+  }
+}
+
+/** The image an argument names (name first, as docker does, then an ID or a unique ID prefix); `platform` picks from a multi-platform image. */
+export async function resolveImageArg(store: Store, arg: string, platform?: TargetPlatform): Promise<ResolvedImage & { id: string; names: string[] }> {
   const full = /^sha256:[a-f0-9]{64}$/.test(arg) || /^[a-f0-9]{64}$/.test(arg);
   if (!full) {
-    const byName = await store.resolveImage(arg).catch(() => undefined);
+    const byName = await resolvePlatform(store, arg, platform);
     if (byName && byName.name) {
-      const names = (await store.images.list()).filter((r) => r.digest === byName.manifestDigest).map((r) => r.name);
-      return { ...byName, id: byName.configDigest, names };
+      const top = byName.indexDigest ?? byName.manifestDigest;
+      const names = (await store.images.list()).filter((r) => r.digest === top).map((r) => r.name);
+      return { ...byName, id: byName.indexDigest ?? byName.configDigest, names };
     }
   }
   if (ID_LIKE.test(arg)) {
@@ -82,7 +121,8 @@ export async function resolveImageArg(store: Store, arg: string): Promise<Resolv
     if (hits.length > 1) throw new UsageError(`${arg} is ambiguous: it is the start of ${hits.length} image IDs (give more of it)`);
     if (hits.length === 1) {
       const [id, e] = hits[0];
-      const img = await store.requireImage(e.manifest);
+      const img = await resolvePlatform(store, e.manifest, platform);
+      if (!img) throw new ImageNotFoundError(arg);
       return { ...img, name: e.names[0], id, names: e.names };
     }
   }

@@ -23,7 +23,7 @@ export const COMMANDS: Record<string, Command> = {
     summary: "run an image's ENTRYPOINT/CMD in the sandbox (throwaway layer)",
     usage: 'run [OPTIONS] IMAGE [COMMAND] [ARG...]',
     options: () =>
-      '  -p, --publish [IP:]HOST:CONTAINER  publish a TCP port (repeatable)\n  --network bridge|host|none|container:NAME  (default bridge)\n  -e, --env K=V          set a variable (repeatable)\n  --name NAME            name it (for --network container:NAME)\n  -u, --user USER  -w, --workdir DIR  --entrypoint CMD  -h, --hostname NAME\n  -m, --memory SIZE  --cpus N  --pids-limit N   resource limits\n  --stop-timeout S       seconds from SIGTERM to kill (default 10)\n  --rm                   accepted: nothing is ever kept\n',
+      '  -p, --publish [IP:]HOST:CONTAINER  publish a TCP port (repeatable)\n  --network bridge|host|none|container:NAME  (default bridge)\n  -e, --env K=V          set a variable (repeatable)\n  --name NAME            name it (for --network container:NAME)\n  -u, --user USER  -w, --workdir DIR  --entrypoint CMD  -h, --hostname NAME\n  -m, --memory SIZE  --cpus N  --pids-limit N   resource limits\n  --stop-timeout S       seconds from SIGTERM to kill (default 10)\n  --platform P           the image of this platform from a multi-platform image (another one runs under qemu-user)\n  --rm                   accepted: nothing is ever kept\n',
   },
   images: { summary: 'list images', usage: 'images [OPTIONS] [REPOSITORY[:TAG]]', options: () => '  -q, --quiet     only image IDs\n  --digests       show manifest digests\n  --no-trunc      full image IDs\n  -a, --all       all images (mbuild keeps no intermediate images: the same list)\n' },
   tag: { summary: 'give an image another name', usage: 'tag SOURCE_IMAGE TARGET_IMAGE' },

@@ -15,6 +15,11 @@ export interface EnsureOptions {
   pull?: boolean;
   progress?: ProgressReporter;
   platform?: Platform;
+  /**
+   * a single-platform image of another platform is an error (`mbuild pull --platform`); a build
+   * takes it with a warning instead, as BuildKit does (InvalidBaseImagePlatform)
+   */
+  strictPlatform?: boolean;
 }
 
 const inflight = new Map<string, Promise<ResolvedImage>>();
@@ -22,7 +27,7 @@ const inflight = new Map<string, Promise<ResolvedImage>>();
 export async function ensureImage(store: Store, ref: string, opts: EnsureOptions = {}): Promise<ResolvedImage> {
   // an image id or digest names local content only
   if (isDigest(ref) || /^[a-f0-9]{12,64}$/.test(ref)) {
-    const local = await store.resolveImage(ref);
+    const local = await store.resolveImage(ref, opts.platform);
     if (local) return local;
     if (isDigest(ref)) throw new ImageNotFoundError(ref);
   }
@@ -33,21 +38,21 @@ export async function ensureImage(store: Store, ref: string, opts: EnsureOptions
     name = storeName(remote);
     pinned = remote.digest !== undefined;
   } catch (err) {
-    const local = await store.resolveImage(ref).catch(() => undefined);
+    const local = await store.resolveImage(ref, opts.platform).catch(() => undefined);
     if (local) return local;
     throw err;
   }
   // content-addressed: a pinned image found locally needs no check
   if (!opts.pull || pinned) {
-    const local = (await store.resolveImage(ref).catch(() => undefined)) ?? (await store.resolveImage(name));
+    const local = (await store.resolveImage(ref, opts.platform).catch(() => undefined)) ?? (await store.resolveImage(name, opts.platform));
     if (local) return local;
   }
   const key = `${store.root}|${name}|${opts.platform ? JSON.stringify(opts.platform) : ''}`;
   let p = inflight.get(key);
   if (!p) {
     p = (async () => {
-      const res = await pullImage(store, ref, { progress: opts.progress, platform: opts.platform, explicitPlatform: opts.platform !== undefined });
-      return { ...(await store.requireImage(res.manifestDigest)), name: res.name };
+      const res = await pullImage(store, ref, { progress: opts.progress, platform: opts.platform, explicitPlatform: opts.strictPlatform ?? opts.platform !== undefined });
+      return { ...(await store.requireImage(res.manifestDigest)), name: res.name, ...(res.indexDigest ? { indexDigest: res.indexDigest } : {}) };
     })();
     inflight.set(key, p);
     p.then(

@@ -156,7 +156,10 @@ export async function pullImage(store: Store, reference: string, opts: PullOptio
     for (const s of settled) if (s.status === 'rejected') throw s.reason;
 
     await store.content.ingest(picked.bytes, { digest: picked.digest, size: picked.bytes.length });
-    await store.images.put({ name, digest: picked.digest, created: new Date().toISOString() });
+    // a multi-platform image keeps its index under the name (the store picks each platform's
+    // manifest from it, so pulling a second platform adds to the name instead of replacing it)
+    if (indexDigest) await store.content.ingest(top.bytes, { digest: top.digest, size: top.bytes.length });
+    await store.images.put({ name, digest: indexDigest ?? picked.digest, created: new Date().toISOString() });
     await recordSources(store, client.host, ref.repository, [cfg.digest, ...layers.map((l) => l.digest)]).catch(() => undefined);
     step?.done(`${layers.length} layer${layers.length === 1 ? '' : 's'}, ${tp.summary()}`);
     return { name, manifestDigest: picked.digest, indexDigest, layers: layers.length, bytes: tp.bytes };

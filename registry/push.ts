@@ -10,13 +10,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Store } from '../store/store.js';
 import type { ProgressReporter } from '../util/progress.js';
 import { MediaType, type Descriptor } from '../store/oci.js';
+import { isIndexJson } from '../store/store.js';
+import { normalizeName } from '../store/reference.js';
 import { RegistryClient, backoffMs, isRetryable, manifestMediaType } from './client.js';
 import { pushEndpoint } from './mirrors.js';
 import { displayRef, parseRemote } from './reference.js';
 import { TransferProgress, humanBytes, type BlobProgress } from './progress.js';
 import { knownSources, recordSources } from './sources.js';
 import { MbuildError } from '../util/errors.js';
-import { distributable } from '../store/compress.js';
+import { distributable, distributableIndex } from '../store/compress.js';
 
 export interface PushOptions {
   progress?: ProgressReporter;
@@ -102,6 +104,15 @@ async function pushBlob(client: RegistryClient, store: Store, d: Descriptor, tp:
 
 export async function pushImage(store: Store, reference: string, opts: PushOptions = {}): Promise<PushResult> {
   const ref = parseRemote(reference);
+  // the name (or the digest given) may hold a multi-platform index: then every manifest, then the index
+  const topDigest = opts.manifestDigest ?? (await store.images.get(normalizeName(reference)))?.digest;
+  const top = topDigest ? await store.content.readJson<Record<string, unknown>>(topDigest).catch(() => undefined) : undefined;
+  if (topDigest && top && isIndexJson(top)) {
+    if (ref.digest && ref.digest !== topDigest) throw new MbuildError('MBUILD_USAGE', `${reference}: the local image index has digest ${topDigest}`);
+    if (opts.manifestDigest || ref.digest) return pushIndex(store, reference, topDigest, opts);
+    // by name: each platform's layers leave compressed, under an index of those manifests
+    return pushIndex(store, reference, (await distributableIndex(store, topDigest)).digest, opts);
+  }
   const img = opts.manifestDigest ? await store.requireImage(opts.manifestDigest) : await store.requireImage(reference);
   if (ref.digest && ref.digest !== img.manifestDigest) throw new MbuildError('MBUILD_USAGE', `${reference}: the local image has digest ${img.manifestDigest}`);
   const step = opts.progress?.step(`pushing ${displayRef(ref)}`);

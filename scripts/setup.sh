@@ -23,6 +23,10 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v openssl >/dev/null || need+=(openssl)
+# multi-platform builds: RUN steps of a foreign platform run under qemu-user (F-flag binfmt handlers);
+# the multiarch tests make an arm64 busybox from Debian's busybox-static:arm64 (test/helpers/multiarch.ts)
+[ -x /usr/bin/qemu-aarch64-static ] || need+=(qemu-user-static binfmt-support)
+dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
 # rootless mbuild (cli/rootless.ts, test/integration/rootless.test.ts): newuidmap/newgidmap map a
 # user's /etc/subuid range into its user namespace; slirp4netns gives its RUN steps a network
 command -v newuidmap >/dev/null || [ -x /usr/bin/newuidmap ] || need+=(uidmap)

@@ -31,7 +31,7 @@ export const FORWARDED: Record<string, Kind> = {
   '--cache-from': 'list',
   '--cache-to': 'list',
   '--pull': 'bool',
-  '--platform': 'string',
+  '--platform': 'list',
   '--provenance': 'string',
   '--sbom': 'string',
   '--attest': 'list',

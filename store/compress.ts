@@ -8,7 +8,7 @@ import path from 'node:path';
 import { constants as zc } from 'node:zlib';
 import PQueue from 'p-queue';
 import type { Store } from './store.js';
-import { MediaType, type Descriptor, type Manifest } from './oci.js';
+import { MediaType, type Descriptor, type Index, type Manifest } from './oci.js';
 import { hex } from './digest.js';
 import { writeFileAtomic } from './fsutil.js';
 import { layout } from './layout.js';
@@ -59,4 +59,26 @@ export async function distributable(store: Store, manifestDigest: string): Promi
   const converted: Manifest = { ...manifest, layers };
   const put = await store.content.putJson(converted);
   return { manifestDigest: put.digest, manifest: converted };
+}
+
+/**
+ * A multi-platform index in its distributable form: each platform's manifest with compressed
+ * layers (distributable above), under an index of those; entries the store lacks stay as they are.
+ */
+export async function distributableIndex(store: Store, indexDigest: string): Promise<{ digest: string; index: Index }> {
+  const top = await store.content.readJson<Index>(indexDigest);
+  const manifests: Descriptor[] = [];
+  let changed = false;
+  for (const d of top.manifests) {
+    if (!(await store.content.has(d.digest)) || !d.platform || d.platform.os === 'unknown') {
+      manifests.push(d);
+      continue;
+    }
+    const dist = await distributable(store, d.digest);
+    if (dist.manifestDigest !== d.digest) changed = true;
+    manifests.push({ ...d, digest: dist.manifestDigest, size: await store.content.size(dist.manifestDigest) });
+  }
+  if (!changed) return { digest: indexDigest, index: top };
+  const index = { ...top, manifests };
+  return { digest: (await store.content.putJson(index)).digest, index };
 }

@@ -3,7 +3,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { ContentStore } from './content.js';
 import { ImageIndex } from './images.js';
-import type { ImageConfig, Manifest } from './oci.js';
+import type { Descriptor, ImageConfig, Index, Manifest } from './oci.js';
+import { isHostPlatform, pickPlatformEntry, platformMatches, targetPlatform, type TargetPlatform } from '../util/platform.js';
 import { normalizeName } from './reference.js';
 import { ImageNotFoundError } from '../util/errors.js';
 import { isDigest } from './digest.js';
@@ -37,6 +38,13 @@ export interface ResolvedImage {
   manifest: Manifest;
   config: ImageConfig;
   configDigest: string;
+  /** the image index (multi-platform image) the manifest was picked from, when the name holds one */
+  indexDigest?: string;
+}
+
+/** Is this parsed blob an image index / manifest list (rather than a manifest)? */
+export function isIndexJson(json: unknown): json is Index {
+  return typeof json === 'object' && json !== null && Array.isArray((json as Index).manifests);
 }
 
 export class Store {
@@ -68,8 +76,13 @@ export class Store {
     return fs.mkdtemp(path.join(this.tmpDir, `${prefix}-${process.pid}-`));
   }
 
-  /** Find an image by name (any docker-style spelling) or by manifest digest. */
-  async resolveImage(nameOrDigest: string): Promise<ResolvedImage | undefined> {
+  /**
+   * Find an image by name (any docker-style spelling) or by manifest digest. A name (or digest) of
+   * a multi-platform image index gives its manifest for `platform` (default: this machine's), when
+   * the store has that one.
+   */
+  async resolveImage(nameOrDigest: string, wanted?: TargetPlatform): Promise<ResolvedImage | undefined> {
+    const platform = wanted ?? targetPlatform();
     let digest: string | undefined;
     let name: string | undefined;
     if (isDigest(nameOrDigest)) {
@@ -85,13 +98,32 @@ export class Store {
       }
     }
     if (!digest || !(await this.content.has(digest))) return undefined;
-    const manifest = await this.content.readJson<Manifest>(digest);
+    let indexDigest: string | undefined;
+    let top = await this.content.readJson<Manifest | Index>(digest);
+    for (let depth = 0; isIndexJson(top); depth++) {
+      const entry = depth < 2 ? pickPlatformEntry(top.manifests, platform) : undefined;
+      if (!entry || !(await this.content.has(entry.digest))) return undefined;
+      indexDigest ??= digest;
+      digest = entry.digest;
+      top = await this.content.readJson<Manifest | Index>(digest);
+    }
+    const manifest = top;
     const config = await this.content.readJson<ImageConfig>(manifest.config.digest);
-    return { name, manifestDigest: digest, manifest, config, configDigest: manifest.config.digest };
+    // a single-platform image of another platform than a foreign one asked for is not it (a build
+    // for linux/arm64 pulls the arm64 image rather than take the amd64 one it has); for this
+    // machine's platform any single image is taken, as before (with the pull's warning, if any)
+    if (wanted && !indexDigest && !isHostPlatform(wanted) && !platformMatches({ os: config.os, architecture: config.architecture, variant: config.variant }, wanted)) return undefined;
+    return { name, manifestDigest: digest, manifest, config, configDigest: manifest.config.digest, ...(indexDigest ? { indexDigest } : {}) };
   }
 
-  async requireImage(nameOrDigest: string): Promise<ResolvedImage> {
-    const img = await this.resolveImage(nameOrDigest);
+  /** The platform entries of an image index in the store (attestation manifests left out). */
+  async indexEntries(indexDigest: string): Promise<Descriptor[]> {
+    const idx = await this.content.readJson<Index>(indexDigest);
+    return (idx.manifests ?? []).filter((d) => d.platform && d.platform.os !== 'unknown');
+  }
+
+  async requireImage(nameOrDigest: string, platform?: TargetPlatform): Promise<ResolvedImage> {
+    const img = await this.resolveImage(nameOrDigest, platform);
     if (!img) throw new ImageNotFoundError(nameOrDigest);
     return img;
   }

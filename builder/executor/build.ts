@@ -38,7 +38,8 @@ import { claimStep, type StepClaim } from '../cache/step-claim.js';
 import type { BuiltStep } from '../cache/remote-export.js';
 import type { CacheExportSpec, CacheImportSpec } from '../cache/remote-spec.js';
 import { INLINE_KEY, type InlineCache } from '../cache/remote-format.js';
-import { targetPlatform } from '../plan/platform.js';
+import { platformString, targetPlatform, type TargetPlatform } from '../plan/platform.js';
+import { platformDescriptor, writeIndex, type WrittenIndex } from './index.js';
 import type { CommitOptions, Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
 import type { StepHandle } from '../../util/progress.js';
 import type { StepCache } from '../steps/contract.js';
@@ -85,6 +86,8 @@ export interface BuildOptions {
   /** shared build caches to read (--cache-from) and to write (--cache-to) */
   cacheFrom?: CacheImportSpec[];
   cacheTo?: CacheExportSpec[];
+  /** --platform: the target platforms (default: this machine's); several make an image index */
+  platforms?: TargetPlatform[];
 }
 
 /** How often a build starts again after a cached blob turned out unusable (each time without it). */
@@ -99,11 +102,24 @@ function explainScope(opts: BuildOptions): string {
   return `${rel.startsWith('..') || path.isAbsolute(rel) ? path.basename(opts.dockerfile) : rel}|${opts.target ?? ''}`;
 }
 
+/** One platform's image of a build. */
+export interface PlatformImage extends WrittenImage {
+  platform: TargetPlatform;
+  state: StageState;
+}
+
+/**
+ * What a build made. With one platform, the image itself (manifestDigest, manifest, config); with
+ * several, `index` is the result (the name holds it) and `images` its platforms' images; the
+ * top-level image fields are then the first platform's.
+ */
 export interface BuildResult extends WrittenImage {
   names: string[];
   state: StageState;
   snap: Layers;
-  /** what an attestation needs to know about the build (builder/attest) */
+  images: PlatformImage[];
+  index?: WrittenIndex;
+  /** what an attestation needs to know about the build (builder/attest; the first platform's plan) */
   record: BuildRecord;
 }
 
@@ -115,7 +131,12 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const display = path.basename(opts.dockerfile);
   const df = parseDockerfile(text, display);
   for (const w of df.warnings) progress.info(`WARNING: ${w}`);
-  const plan = planBuild(df, { target: opts.target, buildArgs: opts.buildArgs });
+  const platforms = opts.platforms?.length ? opts.platforms : [targetPlatform()];
+  const multi = platforms.length > 1;
+  // one plan per target platform (TARGET* ARGs and each stage's platform differ; BUILD* do not)
+  const plans = platforms.map((platform) => planBuild(df, { target: opts.target, buildArgs: opts.buildArgs, platform }));
+  const plan = plans[0]!;
+  if (multi) for (const p of plans) p.label = platformString(p.platform);
   // SOURCE_DATE_EPOCH is for the build itself (BuildKit does not ask for an ARG)
   for (const a of plan.unusedBuildArgs.filter((n) => n !== 'SOURCE_DATE_EPOCH')) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
   const snap = new Layers(store);
@@ -144,7 +165,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     const c = namedContextOf(named, ref);
     return c && 'image' in c ? c.image : ref;
   };
-  // stages a named context replaces never run (nor what only they read)
+  // stages a named context replaces never run (nor what only they read); the same in every plan
   const replaced = replacedStages(plan, named);
   const dirStates = new Map<string, Promise<StageState>>();
   const noCacheStages = new Set((opts.noCacheStages ?? []).map((s) => s.toLowerCase()));
@@ -153,13 +174,37 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const imagesRead = new Map<string, ImageRead>();
   let trace: { stage: number; ins: Instruction; layer?: Layer }[] = [];
 
-  const attempt = async (): Promise<StageState | undefined> => {
+  const imageState = (asked: string, platform: TargetPlatform): Promise<StageState> => {
+    const ref = contextRef(asked);
+    const key = `${ref}|${platformString(platform)}`;
+    let p = images.get(key);
+    if (!p) {
+      p = (async () => {
+        // the registry code (and undici) loads only when the store lacks the image or --pull asks
+        const local = opts.pull ? undefined : await store.resolveImage(ref, platform).catch(() => undefined);
+        const img = local ?? (await (await loadRegistry()).ensureImage(store, ref, { pull: opts.pull, progress, platform, strictPlatform: false }));
+        // keyed by the config digest (the image id): the same image pulled as OCI or Docker media types, or loaded from an archive, gives the same keys on every machine
+        return baseState(img.config, await snap.fromImage(img), `image:${img.manifest.config.digest}`);
+      })();
+      images.set(key, p);
+    }
+    return p;
+  };
+
+  // every platform's plan at once, sharing one step queue; the first failure anywhere cancels all
+  const attempt = async (): Promise<StageState[]> => {
   let failed: unknown;
   trace = [];
-  // the first failure cancels every other stage at once (their running RUNs are killed)
   const abort = new AbortController();
-  const stageRuns = new Map<number, Promise<StageState>>();
-  const makeCtx = (prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>): BuildContext => {
+  // steps often wait (sleep, network, disk) rather than compute: by default allow twice the cores, at least 4
+  const jobs = new PQueue({ concurrency: Math.max(1, opts.jobs ?? Math.max(4, 2 * os.availableParallelism())) });
+  const onFail = (err: unknown) => {
+    if (failed === undefined) {
+      failed = err;
+      abort.abort(err);
+    }
+  };
+  const makeCtx = (plan: Plan, prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>, platform: TargetPlatform = plan.platform): BuildContext => {
   const c: BuildContext = {
     store,
     snap,
@@ -181,8 +226,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     shmSizeKb: opts.shmSizeKb,
     ulimits: opts.ulimits ?? [],
     signal: abort.signal,
-    // steps often wait (sleep, network, disk) rather than compute: by default allow twice the cores, at least 4
-    jobs: new PQueue({ concurrency: Math.max(1, opts.jobs ?? Math.max(4, 2 * os.availableParallelism())) }),
+    jobs,
     stageIndexOf: (from) => {
       if (/^\d+$/.test(from)) return Number(from);
       const i = plan.stages.findIndex((s) => s.name === from.toLowerCase());
@@ -192,20 +236,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     imageState: (asked) => {
       const dir = namedContextOf(named, asked);
       if (dir && 'dir' in dir) return dirContextState(c, asked, dir.dir);
-      const ref = contextRef(asked);
-      let p = images.get(ref);
-      if (!p) {
-        p = (async () => {
-          // the registry code (and undici) loads only when the store lacks the image or --pull asks
-          const local = opts.pull ? undefined : await store.resolveImage(ref).catch(() => undefined);
-          const img = local ?? (await (await loadRegistry()).ensureImage(store, ref, { pull: opts.pull, progress }));
-          imagesRead.set(asked, { ref, digest: img.manifestDigest, platform: { architecture: img.config.architecture, os: img.config.os, ...(img.config.variant ? { variant: img.config.variant } : {}) } });
-          // keyed by the config digest (the image id): the same image pulled as OCI or Docker media types, or loaded from an archive, gives the same keys on every machine
-          return baseState(img.config, await snap.fromImage(img), `image:${img.manifest.config.digest}`);
-        })();
-        images.set(ref, p);
-      }
-      return p;
+      return imageState(asked, platform);
     },
   };
   return c;
@@ -219,8 +250,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
         const dc: BuildContext = { ...c, contextDir: dir, ignore: await loadIgnore(dir) };
         const state = baseState(undefined, [], `context:${name}`);
         const step = dc.progress.step(`[context ${name}] load from client`);
+        const cache = new StepCacheHandle(dc, state, step, explainer, `context:${name}`, shared, false);
         try {
-          const cache = new StepCacheHandle(dc, state, step, explainer, `context:${name}`, shared, false);
           await copyStep({ ctx: dc, state, step, label: `context ${name}`, cache }, dirContextCopy(name));
           if (cache.key) state.key = cache.key;
           // the layer's history entry, as BuildKit's exporter adds one for a layer without any
@@ -237,26 +268,25 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     return p;
   };
 
+  const runPlan = async (plan: Plan): Promise<StageState> => {
+  const stageRuns = new Map<number, Promise<StageState>>();
   // with a shared cache, a key-only pass first finds the stages no missing step reads: they never run
-  const probe = remote && !replaced.size ? await probeStages(plan, makeCtx, remote).catch(() => undefined) : undefined;
-  const ctx = makeCtx(progress, (i) => (!probe || probe.needed.has(i) ? runStage(i) : probe.states.get(i)!));
+  const probe = remote && !replaced.size ? await probeStages(plan, (prog, res, platform) => makeCtx(plan, prog, res, platform), remote).catch(() => undefined) : undefined;
+  const ctx = makeCtx(plan, progress, (i) => (!probe || probe.needed.has(i) ? runStage(i) : probe.states.get(i)!));
 
   const runStage = (i: number): Promise<StageState> => {
     let p = stageRuns.get(i);
     if (!p) {
       const stage = plan.stages[i];
-      const stageCtx = noCacheStages.has(stage.name ?? '') || noCacheStages.has(String(i)) ? { ...ctx, noCache: true } : ctx;
+      // a stage's images (FROM, COPY --from, RUN --mount=from) are for its own platform (FROM --platform)
+      const stageCtx: BuildContext = { ...makeCtx(plan, progress, ctx.stageResult, stage.platform), ...(noCacheStages.has(stage.name ?? '') || noCacheStages.has(String(i)) ? { noCache: true } : {}) };
       p = replaced.has(i)
         ? ctx.imageState(stage.name!).then(forkState)
         : executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)), (ins, _cache, layer) => {
-            trace.push({ stage: i, ins, layer });
+            // the provenance's steps: the first platform's plan (attestations of several platforms are refused)
+            if (plan === plans[0]) trace.push({ stage: i, ins, layer });
           });
-      p.catch((err) => {
-        if (failed === undefined) {
-          failed = err;
-          abort.abort(err);
-        }
-      });
+      p.catch(onFail);
       stageRuns.set(i, p);
     }
     return p;
@@ -264,11 +294,18 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
 
   // start every needed stage at once; each waits for what it reads
   for (const i of stagesNeeded(plan, replaced)) if (!probe || probe.needed.has(i)) void runStage(i).catch(() => undefined);
-  // the first failure is the one shown (the others were cancelled by it)
   const state = await runStage(plan.target).catch(() => undefined);
   await Promise.allSettled([...stageRuns.values()]);
   if (failed || !state) throw failed;
   return state;
+  };
+
+  const runs = plans.map((p) => runPlan(p));
+  for (const r of runs) r.catch(onFail);
+  await Promise.allSettled(runs);
+  // the first failure is the one shown (the others were cancelled by it)
+  if (failed) throw failed;
+  return Promise.all(runs);
   };
 
   // the check warnings end the output, whether the build worked or not (as buildx shows them)
@@ -280,35 +317,44 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   for (let n = 0; ; n++) {
   try {
   // every RUN step's sandbox removed (they go in the background: runSandboxed's cleanup option)
-  const state = (await span('build.steps', () => attempt().finally(() => span('build.save-hashes', () => Promise.all([fileHashes.save(), explainer.save(), settleSandboxes()])).catch(() => undefined))))!;
-  if (opts.labels && Object.keys(opts.labels).length) state.config.Labels = { ...(state.config.Labels ?? {}), ...opts.labels };
-
-  const author = plan.stages[plan.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
+  const states = await span('build.steps', () => attempt().finally(() => span('build.save-hashes', () => Promise.all([fileHashes.save(), explainer.save(), settleSandboxes()])).catch(() => undefined)));
   const step = progress.step('exporting layers');
   const endExport = begin('build.export');
-  const written = await writeImage(snap, state, {
-    created: sourceDateEpoch(opts.buildArgs)?.toISOString() ?? state.created,
-    clampMtime: sourceDateEpoch(opts.buildArgs),
-    author,
-    annotations: opts.annotations,
-    extraConfig: inline ? (blobs) => ({ [INLINE_KEY]: inlineCache(state, blobs, shared, explainer) }) : undefined,
-  });
-  await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
+  const written: PlatformImage[] = [];
+  for (const [k, state] of states.entries()) {
+    const p = plans[k]!;
+    if (opts.labels && Object.keys(opts.labels).length) state.config.Labels = { ...(state.config.Labels ?? {}), ...opts.labels };
+    const author = p.stages[p.target].instructions.filter((x) => x.kind === 'maintainer').map((x) => (x as { name: string }).name).pop();
+    const img = await writeImage(snap, state, {
+      created: sourceDateEpoch(opts.buildArgs)?.toISOString() ?? state.created,
+      clampMtime: sourceDateEpoch(opts.buildArgs),
+      author,
+      annotations: opts.annotations,
+      extraConfig: inline ? (blobs) => ({ [INLINE_KEY]: inlineCache(state, blobs, shared, explainer) }) : undefined,
+    });
+    await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
+    written.push({ ...img, platform: p.platform, state });
+    if (multi) step.note(`${platformString(p.platform)}: manifest ${img.manifestDigest}`);
+  }
+  // several platforms: the result is an image index of their manifests
+  const index = multi ? await writeIndex(store, written.map((w) => platformDescriptor(w))) : undefined;
+  const top = index?.digest ?? written[0]!.manifestDigest;
   endExport();
-  step.done(`manifest ${written.manifestDigest}`);
+  step.done(index ? `index ${index.digest}` : `manifest ${top}`);
   showWarnings();
   if (names.length) {
     const created = new Date().toISOString();
-    await span('build.name', () => store.images.put(names.map((name) => ({ name, digest: written.manifestDigest, created }))));
+    await span('build.name', () => store.images.put(names.map((name) => ({ name, digest: top, created }))));
     progress.info(`naming to ${names.join(', ')}`);
   }
   for (const spec of opts.cacheTo ?? []) {
     if (spec.type === 'inline') continue;
     const { exportCache } = await import('../cache/remote-export.js');
-    const steps = spec.mode === 'max' ? [...shared.log.values()] : chainOf(state.key, shared.log);
+    const steps = spec.mode === 'max' ? [...shared.log.values()] : [...new Map(states.flatMap((st) => chainOf(st.key, shared.log)).map((e) => [e.key, e])).values()];
     await exportCache(spec, { steps, scope: shared.scope, records: explainer.recorded() }, { store, snap, remote, progress });
   }
-  const imageLayers = state.layers.filter((l) => !l.empty);
+  const first = written[0]!;
+  const imageLayers = first.state.layers.filter((l) => !l.empty);
   const record: BuildRecord = {
     startedOn,
     plan,
@@ -319,7 +365,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
       return { stage: t.stage, ins: t.ins, ...(at >= 0 ? { layerIndex: at } : {}) };
     }),
   };
-  return { ...written, names, state, snap, record };
+  return { manifestDigest: first.manifestDigest, manifestSize: first.manifestSize, manifest: first.manifest, config: first.config, names, state: first.state, snap, images: written, ...(index ? { index } : {}), record };
   } catch (err) {
     // a cached blob that cannot be used is a miss: build again, that step runs this time
     if (err instanceof CacheBlobError && remote && n < CACHE_RETRIES) {
@@ -343,12 +389,13 @@ async function executeStage(
   onStep?: (ins: Instruction, cache: CacheHandle, layer?: Layer) => void,
 ): Promise<StageState> {
   let state: StageState;
-  const label = stage.name ?? `stage-${stage.index}`;
+  // several platforms: each step says which one, as BuildKit's `[linux/arm64 build 2/3]`
+  const label = `${plan.label ? plan.label + ' ' : ''}${stage.name ?? `stage-${stage.index}`}`;
   const total = stage.instructions.length + 1;
   const fromStep = ctx.progress.step(`[${label} 1/${total}] ${stage.from.raw}`);
   try {
     if (ctx.signal.aborted) throw canceled();
-    if (stage.base.kind === 'scratch') state = baseState(undefined, [], 'scratch');
+    if (stage.base.kind === 'scratch') state = baseState(undefined, [], 'scratch', stage.platform);
     else if (stage.base.kind === 'stage') state = forkState(await runStage(stage.base.index));
     else state = forkState(await ctx.imageState(stage.base.ref));
     fromStep.done();
@@ -391,7 +438,7 @@ async function executeStage(
     }
     const step = ctx.progress.step(`[${label} ${n}] ${stepName(ins)}`);
     const before = state.layers.length;
-    const position = `${stage.index}/${n}`;
+    const position = `${plan.label ? plan.label + ':' : ''}${stage.index}/${n}`;
     const cache = makeCache(state, step, position);
     try {
       const createdBy = ins.kind === 'run' ? describeRun(ins, state.config.Shell) : `${ins.raw} # buildkit`;
@@ -486,7 +533,7 @@ const SILENT: ProgressReporter = {
  */
 async function probeStages(
   plan: Plan,
-  makeCtx: (prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>) => BuildContext,
+  makeCtx: (prog: ProgressReporter, stageResult: (i: number) => Promise<StageState>, platform?: TargetPlatform) => BuildContext,
   remote: RemoteCaches,
 ): Promise<{ needed: Set<number>; states: Map<number, Promise<StageState>> }> {
   const states = new Map<number, Promise<StageState>>();
@@ -503,7 +550,9 @@ async function probeStages(
     let p = states.get(i);
     if (!p) {
       const stage = plan.stages[i]!;
-      p = executeStage(ctx, plan, stage, () => undefined, probe, (state) => new ProbeCacheHandle(ctx, state, remote, imageStages.has(i)), (ins, cache) => {
+      // the stage's images are its platform's (FROM --platform), as in the real pass
+      const sctx: BuildContext = makeCtx(SILENT, (j) => probe(j), stage.platform);
+      p = executeStage(sctx, plan, stage, () => undefined, probe, (state) => new ProbeCacheHandle(sctx, state, remote, imageStages.has(i)), (ins, cache) => {
         const dep = (ins.kind === 'copy' || ins.kind === 'add') && ins.from !== undefined ? ctx.stageIndexOf(ins.from) : undefined;
         if (dep !== undefined) copyFrom.set(i, [...(copyFrom.get(i) ?? []), { dep, hit: cache.hit }]);
       });
@@ -628,6 +677,7 @@ class StepCacheHandle implements CacheHandle {
     }
     return undefined;
   }
+
 
   /** Compared with this store's last build, else with the inputs another runner recorded in a shared cache. */
   private async whyMissed(rec: StepRecord): Promise<string> {

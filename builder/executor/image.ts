@@ -75,6 +75,8 @@ export async function writeImage(snap: Layers, state: StageState, opts: WriteOpt
 
 /** The layer's tar with every time after `mtime` written as `mtime` (not kept as the layer's own blob). */
 async function clampedBlob(snap: Layers, layer: Layer, mtime: Date): Promise<LayerBlob> {
+  // a layer made as a tar only (COPY) has no directory yet: unpack it from its blob first
+  await snap.ready([layer]);
   const out = new PassThrough();
   const [, info] = await Promise.all([compare(layer, out, { mtime }), snap.store.content.ingest(out)]);
   return { diffId: info.digest, digest: info.digest, size: info.size, mediaType: MediaType.layerTar };

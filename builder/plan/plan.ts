@@ -5,7 +5,7 @@
 import type { ArgInstruction, FromInstruction, Instruction, ParsedDockerfile } from '../dockerfile/types.js';
 import { expandWord } from '../expand/shell-word.js';
 import { PlanError } from '../../util/errors.js';
-import { isHostPlatform, platformArgs } from './platform.js';
+import { platformArgs, platformOf, targetPlatform, type TargetPlatform } from './platform.js';
 import { mountFrom } from '../dockerfile/run-mount.js';
 
 export type StageBase = { kind: 'scratch' } | { kind: 'stage'; index: number } | { kind: 'image'; ref: string };
@@ -20,6 +20,8 @@ export interface Stage {
   deps: number[];
   /** COPY --from values naming images (resolved by the executor) */
   imageDeps: string[];
+  /** the platform this stage is built for: FROM --platform, else its base stage's, else the plan's target */
+  platform: TargetPlatform;
 }
 
 export interface Plan {
@@ -33,16 +35,23 @@ export interface Plan {
   escape: '\\' | '`';
   /** --build-arg names no ARG declared (Docker warns about them) */
   unusedBuildArgs: string[];
+  /** the target platform of this plan (one plan per --platform entry) */
+  platform: TargetPlatform;
+  /** set by the executor when a build has several plans: the platform, shown before each step */
+  label?: string;
 }
 
 export interface PlanOptions {
   target?: string;
   buildArgs?: Record<string, string>;
+  /** the target platform (default: this machine's); TARGET* ARGs name it, BUILD* name this machine */
+  platform?: TargetPlatform;
 }
 
 export function planBuild(df: ParsedDockerfile, opts: PlanOptions = {}): Plan {
   const buildArgs = opts.buildArgs ?? {};
-  const globalArgs = new Map<string, string | undefined>(Object.entries(platformArgs()));
+  const target = opts.platform ?? targetPlatform();
+  const globalArgs = new Map<string, string | undefined>(Object.entries(platformArgs(target)));
   const declared = new Set<string>();
   const stages: Stage[] = [];
   const byName = new Map<string, number>();
@@ -55,12 +64,13 @@ export function planBuild(df: ParsedDockerfile, opts: PlanOptions = {}): Plan {
     if (ins.kind === 'from') {
       const image = expandWord(ins.image, globalLookup, df.escape);
       if (!image) throw new PlanError('MBUILD_PLAN', 'base name (FROM) cannot be empty', ins.range);
+      let platform: TargetPlatform | undefined;
       if (ins.platform !== undefined) {
-        // one platform per build for now: the host's (BUILDPLATFORM/TARGETPLATFORM are the host's)
-        const platform = expandWord(ins.platform, globalLookup, df.escape);
-        if (platform !== '' && !isHostPlatform(platform)) {
-          const h = platformArgs().TARGETPLATFORM;
-          throw new PlanError('MBUILD_UNSUPPORTED', `FROM --platform=${platform}: building for a platform other than this machine's (${h}) is not supported yet`, ins.range);
+        // FROM --platform=$BUILDPLATFORM (the cross-compile pattern), a constant, or any ARG
+        const spec = expandWord(ins.platform, globalLookup, df.escape);
+        if (spec !== '') {
+          platform = platformOf(spec);
+          if (!platform) throw new PlanError('MBUILD_PARSE', `FROM --platform=${spec}: not a platform (expected os/arch[/variant], e.g. linux/arm64)`, ins.range);
         }
       }
       const lower = image.toLowerCase();
@@ -68,7 +78,8 @@ export function planBuild(df: ParsedDockerfile, opts: PlanOptions = {}): Plan {
       if (lower === 'scratch') base = { kind: 'scratch' };
       else if (byName.has(lower)) base = { kind: 'stage', index: byName.get(lower)! };
       else base = { kind: 'image', ref: image };
-      current = { index: stages.length, name: ins.stageName, from: ins, base, instructions: [], deps: [], imageDeps: [] };
+      platform ??= base.kind === 'stage' ? stages[base.index]!.platform : target;
+      current = { index: stages.length, name: ins.stageName, from: ins, base, instructions: [], deps: [], imageDeps: [], platform };
       if (base.kind === 'stage') current.deps.push(base.index);
       if (ins.stageName) {
         if (byName.has(ins.stageName)) throw new PlanError('MBUILD_PLAN', `duplicate stage name "${ins.stageName}"`, ins.range);
@@ -113,13 +124,13 @@ export function planBuild(df: ParsedDockerfile, opts: PlanOptions = {}): Plan {
   }
   if (stages.length === 0) throw new PlanError('MBUILD_PLAN', 'the Dockerfile has no FROM instruction');
 
-  let target = stages.length - 1;
+  let targetStage = stages.length - 1;
   if (opts.target !== undefined) {
     const t = byName.get(opts.target.toLowerCase());
     if (t === undefined) {
       throw new PlanError('MBUILD_UNKNOWN_STAGE', `target stage "${opts.target}" could not be found (stages: ${[...byName.keys()].join(', ') || 'none named'})`);
     }
-    target = t;
+    targetStage = t;
   }
 
   // dependencies first; stages the target does not need are left out
@@ -134,10 +145,10 @@ export function planBuild(df: ParsedDockerfile, opts: PlanOptions = {}): Plan {
     state.set(i, 'done');
     order.push(i);
   };
-  visit(target);
+  visit(targetStage);
 
   const unusedBuildArgs = Object.keys(buildArgs).filter((k) => !declared.has(k) && !PREDEFINED_ARGS.has(k));
-  return { stages, target, order, globalArgs, buildArgs, escape: df.escape, unusedBuildArgs };
+  return { stages, target: targetStage, order, globalArgs, buildArgs, escape: df.escape, unusedBuildArgs, platform: target };
 }
 
 /** ARGs Docker passes without a declaration (proxy settings); never recorded in the image. */

@@ -1,40 +1,21 @@
-/** The build and target platform (mbuild builds for the machine it runs on: util/platform.ts decides). */
+/**
+ * Platforms as the plan sees them (util/platform.ts decides them): the predefined platform ARGs of
+ * a plan's target, and the platform a FROM --platform value names.
+ */
 import { UsageError } from '../../util/errors.js';
-import { configPlatform, platformString, targetPlatform } from '../../util/platform.js';
+import { configPlatform, hostPlatform, isHostPlatform, parsePlatform, platformArgs, platformString, targetPlatform, type TargetPlatform } from '../../util/platform.js';
 
-export { configPlatform, targetPlatform };
-
-/** BuildKit's predefined platform ARGs (global scope). */
-export function platformArgs(): Record<string, string> {
-  const p = targetPlatform();
-  const plat = platformString(p);
-  return {
-    TARGETPLATFORM: plat, TARGETOS: p.os, TARGETARCH: p.architecture, TARGETVARIANT: p.variant ?? '',
-    BUILDPLATFORM: plat, BUILDOS: p.os, BUILDARCH: p.architecture, BUILDVARIANT: p.variant ?? '',
-  };
-}
-
-const ARCH_ALIASES: Record<string, string> = { x86_64: 'amd64', x86: '386', i386: '386', aarch64: 'arm64', armhf: 'arm', armel: 'arm' };
+export { configPlatform, hostPlatform, isHostPlatform, platformArgs, platformString, targetPlatform, type TargetPlatform };
 
 /**
- * Is a platform string (`os/arch[/variant]` as FROM --platform and --platform take it, or a bare
- * architecture) this machine's? Architecture aliases and the default variants count as the same.
+ * A platform string (`os/arch[/variant]` as FROM --platform and --platform take it, or a bare
+ * architecture), or undefined when it is not one.
  */
-export function isHostPlatform(spec: string): boolean {
-  const parts = spec.trim().toLowerCase().split('/');
-  if (parts.length === 1) parts.unshift('linux');
-  const [os = '', arch = '', variant, ...rest] = parts;
-  if (rest.length > 0) return false;
-  const host = targetPlatform();
-  const a = ARCH_ALIASES[arch] ?? arch;
-  if (os !== host.os || a !== host.architecture) return false;
-  const defaultVariant = a === 'arm64' ? 'v8' : a === 'amd64' ? 'v1' : undefined;
-  return (variant ?? defaultVariant) === (host.variant ?? defaultVariant);
-}
-
-/** `--platform`: only this machine's (building for another one is not done yet). */
-export function checkTargetPlatform(want: string): void {
-  const here = platformString(targetPlatform());
-  if (want.includes(',')) throw new UsageError(`--platform ${want}: building for several platforms is not supported yet (only ${here})`);
-  if (!isHostPlatform(want)) throw new UsageError(`--platform ${want}: mbuild builds only for this machine's platform (${here})`);
+export function platformOf(spec: string): TargetPlatform | undefined {
+  try {
+    return parsePlatform(spec);
+  } catch (err) {
+    if (err instanceof UsageError) return undefined;
+    throw err;
+  }
 }

@@ -10,6 +10,7 @@ import { formatBytes } from '../sandbox/cgroups.js';
 import { MbuildError, RunFailedError } from '../../util/errors.js';
 import { span } from '../../util/trace.js';
 import type { NetworkMode } from './contract.js';
+import { isHostPlatform } from '../../util/platform.js';
 
 const HOSTNAME = 'mbuild';
 
@@ -57,6 +58,12 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     return;
   }
   warmNetwork(network);
+  // a foreign platform's binaries run under qemu-user (binfmt_misc, registered when missing)
+  const platform = { os: state.os, architecture: state.architecture, ...(state.variant ? { variant: state.variant } : {}) };
+  if (!isHostPlatform(platform)) {
+    const { ensureEmulation } = await import('../sandbox/emulation.js');
+    await ensureEmulation(platform);
+  }
   const user = userSpec === '0' || userSpec === 'root' ? { uid: 0, gid: 0, groups: [] } : resolveUser(userSpec, await ctx.snap.view(state.layers, readUserDb), ins.range);
   const tail: string[] = [];
   let partial = '';

@@ -1,5 +1,5 @@
 /** The state of a stage as its instructions run: layers, config, history, variables in scope. */
-import { configPlatform } from '../../util/platform.js';
+import { configPlatform, type TargetPlatform } from '../../util/platform.js';
 import type { ContainerConfig, HistoryEntry, ImageConfig } from '../../store/oci.js';
 import type { Layer } from '../../snapshotter/snapshotter.js';
 import type { EnvLookup } from '../expand/shell-word.js';
@@ -27,7 +27,9 @@ export interface StageState {
   created: string;
 }
 
-export function baseState(config: ImageConfig | undefined, layers: Layer[], key: string): StageState {
+/** `platform`: the stage's platform, for a stage with no image (FROM scratch); an image's config says its own. */
+export function baseState(config: ImageConfig | undefined, layers: Layer[], key: string, platform?: TargetPlatform): StageState {
+  const plat = configPlatform(platform);
   const c: ContainerConfig = structuredClone(config?.config ?? {});
   if (!(c.Env ?? []).some((e) => e.startsWith('PATH='))) c.Env = [DEFAULT_PATH, ...(c.Env ?? [])];
   return {
@@ -35,9 +37,9 @@ export function baseState(config: ImageConfig | undefined, layers: Layer[], key:
     config: c,
     history: [],
     baseHistory: structuredClone(config?.history ?? []),
-    os: config?.os ?? 'linux',
-    architecture: config?.architecture ?? configPlatform().architecture,
-    variant: config ? config.variant : configPlatform().variant,
+    os: config?.os ?? plat.os,
+    architecture: config?.architecture ?? plat.architecture,
+    variant: config ? config.variant : plat.variant,
     args: new Map(),
     cmdSetHere: false,
     key,

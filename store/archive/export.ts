@@ -14,7 +14,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pack as tarPack, type Pack } from 'tar-stream';
 import type { Store } from '../store.js';
-import { MediaType, type Descriptor, type Index } from '../oci.js';
+import { MediaType, type Descriptor, type Index, type Manifest } from '../oci.js';
 import { assertDigest, hex, sha256 } from '../digest.js';
 import { familiarName, formatReference, parseReference } from '../reference.js';
 import { syncDir, tempSibling } from '../fsutil.js';

@@ -105,6 +105,31 @@ async function planManifest(sp: SpooledArchive, d: Descriptor): Promise<{ manife
   return { manifest: { digest: d.digest, size: d.size, file: manifestFile.file }, blobs };
 }
 
+/**
+ * An index whose archive holds two or more complete platform images is kept whole (the index, its
+ * complete manifests, their configs and layers; attestation manifests too when complete). With
+ * fewer, undefined: the platform's manifest is picked as before (a single image in an index).
+ */
+async function planWholeIndex(sp: SpooledArchive, d: Descriptor): Promise<Omit<PlannedImage, 'names'> | undefined> {
+  const json = await readBlobJson(sp, d, 'index');
+  if (!isObject(json) || !Array.isArray(json.manifests)) return undefined;
+  const blobs: BlobFile[] = [];
+  let platforms = 0;
+  for (const [i, raw] of json.manifests.entries()) {
+    const m = checkDescriptor(raw, `entry ${i + 1} of index ${d.digest}`);
+    if (!sp.blob(m.digest) || (await kindOf(sp, m, 'manifest')) !== 'manifest') continue;
+    const planned = await planManifest(sp, m).catch((err: unknown) => {
+      if (err instanceof MbuildError && err.code === 'MBUILD_BAD_ARCHIVE') return undefined; // incomplete: left out
+      throw err;
+    });
+    if (!planned) continue;
+    if (m.platform && m.platform.os !== 'unknown') platforms++;
+    blobs.push(...planned.blobs, planned.manifest);
+  }
+  if (platforms < 2) return undefined;
+  return { blobs, manifest: { kind: 'file', ...blobFor(sp, d, 'index'), digest: d.digest, size: d.size } };
+}
+
 export async function planOciLayout(sp: SpooledArchive, opts: PlanOptions): Promise<PlannedImage[]> {
   const layoutFile = sp.get('oci-layout');
   if (layoutFile) {
@@ -124,6 +149,19 @@ export async function planOciLayout(sp: SpooledArchive, opts: PlanOptions): Prom
     const top = checkDescriptor(raw, `entry ${i + 1} of index.json`);
     const kind = await kindOf(sp, top, 'manifest');
     let target: Descriptor;
+    const whole = kind === 'index' ? await planWholeIndex(sp, top) : undefined;
+    if (whole) {
+      // a multi-platform image: the index itself is what the name holds (every platform it has)
+      const name = nameFromAnnotations(top.annotations, opts.onProgress);
+      let plan = byDigest.get(top.digest);
+      if (!plan) {
+        plan = { names: [], ...whole };
+        byDigest.set(top.digest, plan);
+        order.push(top.digest);
+      }
+      if (name && !plan.names.includes(name)) plan.names.push(name);
+      continue;
+    }
     if (kind === 'manifest') target = top;
     else if (kind === 'index') target = await pickPlatform(sp, top, opts.platform, 1);
     else {

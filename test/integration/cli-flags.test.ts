@@ -205,8 +205,18 @@ const CASES: Record<string, () => Promise<void> | void> = {
   cacheFrom: coveredBy('test/integration/shared-cache.test.ts', "'--cache-from'"),
   cacheTo: coveredBy('test/integration/shared-cache.test.ts', "'--cache-to'"),
   async platform() {
-    expect((await build('FROM busybox\n', ['--platform', `linux/${os.arch() === 'arm64' ? 'arm64' : 'amd64'}`])).code).toBe(0);
-    await refused(['--platform', os.arch() === 'arm64' ? 'linux/amd64' : 'linux/arm64'], /builds only for this machine's platform/);
+    const here = os.arch() === 'arm64' ? 'arm64' : 'amd64';
+    expect((await build('FROM busybox\n', ['--platform', `linux/${here}`])).code).toBe(0);
+    // another platform (no RUN, so no emulation): the image says it; TARGETARCH names it
+    const r = await build('FROM scratch\nARG TARGETARCH\nCOPY --chmod=644 <<EOF /arch\n$TARGETARCH\nEOF\n', ['-t', 'flags/platform', '--platform', 'linux/arm64,linux/riscv64', '--platform', 'linux/riscv64', '-o', `type=local,dest=${path.join(work, 'plat')}`]);
+    expect(r.code, r.stderr).toBe(0);
+    // several platforms: the name holds an index of both (each once)
+    expect((await inspect('flags/platform')).Platforms).toEqual(['linux/arm64/v8', 'linux/riscv64']);
+    expect(await fs.readFile(path.join(work, 'plat/linux_riscv64/arch'), 'utf8')).toBe('riscv64\n');
+    expect(await fs.readFile(path.join(work, 'plat/linux_arm64/arch'), 'utf8')).toBe('arm64\n');
+    await refused(['--platform', 'linux/amd64,'], /--platform linux\/amd64,: an empty platform/);
+    await refused(['--platform', 'linux/amd64,linux/arm64', '-o', `type=docker,dest=${path.join(work, 'x.tar')}`], /--output type=docker cannot hold an image for several platforms/);
+    await refused(['--platform', 'linux/a/b/c'], /invalid platform "linux\/a\/b\/c"/);
   },
   async provenance() {
     expect((await build('FROM busybox\n', ['--provenance=false'])).code).toBe(0);

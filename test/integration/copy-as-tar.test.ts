@@ -10,7 +10,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BUSYBOX_TAR, imageTree, mbuild } from '../helpers/cli.js';
+import { BUSYBOX_TAR, imageTree, mbuild, run } from '../helpers/cli.js';
 import { readTar } from '../helpers/tar.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -182,5 +182,23 @@ describe.skipIf(!isRoot)('COPY written as a tar', () => {
     expect(b2.code, b2.stderr).toBe(0);
     expect(b2.stderr).toMatch(/COPY msg \/msg\n#\d+ CACHED/);
     expect((await imageTree(out)).tree['copy']).toMatchObject({ type: 'file', size: 32 });
+  });
+  it('is clamped by SOURCE_DATE_EPOCH like any layer the build makes (unpacked from its blob first)', async () => {
+    const ctx = await makeContext('sde', 'FROM busybox\nCOPY a.txt /data/\n', { 'a.txt': 'a\n' });
+    const out = path.join(tmp, 'sde.tar');
+    const b = await mbuild(['--root', root, 'build', '-q', '--output', `type=oci,dest=${out}`, ctx], { env: { SOURCE_DATE_EPOCH: '1700000000' } });
+    expect(b.code, b.stderr).toBe(0);
+    const dir = path.join(tmp, 'sde-oci');
+    await fs.mkdir(dir, { recursive: true });
+    const x = await run('tar', ['-xf', out, '-C', dir]);
+    expect(x.code, x.stderr).toBe(0);
+    const blob = async (d: string) => fs.readFile(path.join(dir, 'blobs/sha256', d.slice('sha256:'.length)));
+    const index = JSON.parse(await fs.readFile(path.join(dir, 'index.json'), 'utf8'));
+    const manifest = JSON.parse((await blob(index.manifests[0].digest)).toString());
+    const top = manifest.layers[manifest.layers.length - 1];
+    const raw = await blob(top.digest);
+    const entries = await readTar(top.mediaType.endsWith('gzip') ? gunzipSync(raw) : raw);
+    const file = entries.find((e) => e.header.name === 'data/a.txt');
+    expect(file?.header.mtime?.getTime()).toBe(1700000000 * 1000);
   });
 });

@@ -17,13 +17,24 @@ describe('one platform for pulls, ARGs and the config', () => {
     // FROM scratch takes the machine's platform too
     expect(baseState(undefined, [], 'scratch')).toMatchObject({ architecture: 'arm64', variant: 'v8' });
   });
-  it('--platform accepts only this machine (and says which that is)', async () => {
+  it('--platform lists: each platform once, in order; an empty one is refused', async () => {
+    const { parsePlatformList } = await import('../../util/platform.js');
+    expect(parsePlatformList(['linux/amd64,linux/arm64', 'linux/arm64/v8', 'linux/arm/v7'])).toEqual([
+      { os: 'linux', architecture: 'amd64' },
+      { os: 'linux', architecture: 'arm64' },
+      { os: 'linux', architecture: 'arm', variant: 'v7' },
+    ]);
+    expect(() => parsePlatformList(['linux/amd64,'])).toThrow(/an empty platform/);
+    expect(() => parsePlatformList(['linux/amd64/v1/x'])).toThrow(/invalid platform/);
+  });
+  it('BuildKit-style args for a foreign target: TARGET* the target, BUILD* the machine', async () => {
     process.env.MBUILD_TEST_ARCH = 'amd64';
     vi.resetModules();
-    const { checkTargetPlatform } = await import('../../builder/plan/platform.js');
-    expect(() => checkTargetPlatform('linux/amd64')).not.toThrow();
-    expect(() => checkTargetPlatform('amd64')).not.toThrow();
-    expect(() => checkTargetPlatform('linux/arm64')).toThrow(/only for this machine's platform \(linux\/amd64\)/);
-    expect(() => checkTargetPlatform('linux/amd64,linux/arm64')).toThrow(/several platforms/);
+    const { platformArgs, configPlatform } = await import('../../util/platform.js');
+    expect(platformArgs({ os: 'linux', architecture: 'arm', variant: 'v7' })).toEqual({
+      TARGETPLATFORM: 'linux/arm/v7', TARGETOS: 'linux', TARGETARCH: 'arm', TARGETVARIANT: 'v7',
+      BUILDPLATFORM: 'linux/amd64', BUILDOS: 'linux', BUILDARCH: 'amd64', BUILDVARIANT: '',
+    });
+    expect(configPlatform({ os: 'linux', architecture: 'arm64' })).toEqual({ os: 'linux', architecture: 'arm64', variant: 'v8' });
   });
 });
