@@ -50,7 +50,8 @@ function annotations(list: string[]): Record<string, string> {
  * `--add-host HOST:IP` (buildx also takes HOST=IP; an IPv6 address may be in brackets). IP
  * `host-gateway` is Docker's name for the host as RUN steps reach it: buildx asks the builder for
  * it (dockerd answers with docker0's address); here it is the address of mbuild's bridge, a host
- * address whatever a step's network mode (as docker0's is with --network host).
+ * address whatever a step's network mode (as docker0's is with --network host); rootless, the
+ * slirp4netns gateway.
  */
 function parseAddHosts(list: string[]): { host: string; ip: string }[] {
   return list.map((h) => {
@@ -72,7 +73,10 @@ async function hostLines(entries: { host: string; ip: string }[]): Promise<strin
     if (ip === 'host-gateway' && gateway === undefined) {
       const { planNetwork } = await import('../builder/sandbox/network/index.js');
       try {
-        gateway = (await planNetwork('bridge')).bridge!.gateway;
+        // rootless: slirp4netns's gateway, the host as a step reaches it there
+        const net = await planNetwork('bridge');
+        gateway = net.bridge?.gateway ?? (net.mode === 'slirp' ? (await import('../builder/sandbox/network/slirp.js')).SLIRP.gateway : undefined);
+        if (!gateway) throw new Error(`no gateway in network mode ${net.mode}`);
       } catch (err) {
         throw new UsageError(`--add-host ${host}:host-gateway: unable to derive the IP value for host-gateway (${(err as Error).message})`);
       }
@@ -342,7 +346,7 @@ async function prepareAttestations(store: Store, result: BuildResult, req: impor
  */
 async function outputForm(store: Store, result: BuildResult, out: OutputSpec, progress: Progress, attested: Attested | undefined): Promise<{ digest: string; index: boolean }> {
   const { imageInForm } = await import('./image-form.js');
-  const form = { compression: out.compression, compressionLevel: out.compressionLevel, forceCompression: out.forceCompression, ociMediatypes: ociMediatypesFor(out, Object.keys(result.manifest.annotations ?? {}).length > 0), annotations: out.annotations };
+  const form = { compression: out.compression, compressionLevel: out.compressionLevel, forceCompression: out.forceCompression, ociMediatypes: ociMediatypesFor(out, Object.keys(result.manifest.annotations ?? {}).length > 0, attested !== undefined), annotations: out.annotations };
   if (result.index) {
     // several platforms: each image in the form asked for, under a new index of those (the stored index stays as built)
     const { platformDescriptor, writeIndex } = await import('../builder/executor/index.js');

@@ -66,14 +66,14 @@ const REFUSED_KEYS: Record<string, string> = {
  * (exporter/oci/export.go, containerimage/opts.go EnableOCITypes):
  * - `oci`: OCI media types;
  * - `docker`: Docker media types, unless something needs OCI ones: zstd layers (BuildKit turns
- *   OCI types on for them) or manifest annotations (-o annotation.K=V or --annotation; Docker's manifest schema has no field for them);
+ *   OCI types on for them), attestations (so does BuildKit) or manifest annotations (-o annotation.K=V or --annotation; Docker's manifest schema has no field for them);
  * - `image`/`registry`: OCI media types, what mbuild stores and `mbuild push` pushes and what
  *   buildx pushes today (its default provenance attestation turns OCI types on, and BuildKit
  *   v0.32 made them the default); oci-mediatypes=false gives docker 20.10's Docker types.
  */
-export function ociMediatypesFor(out: OutputSpec, imageHasAnnotations = false): boolean {
+export function ociMediatypesFor(out: OutputSpec, imageHasAnnotations = false, attested = false): boolean {
   if (out.ociMediatypes !== undefined) return out.ociMediatypes;
-  if (out.type === 'docker') return out.compression === 'zstd' || imageHasAnnotations || Object.keys(out.annotations).length > 0;
+  if (out.type === 'docker') return out.compression === 'zstd' || attested || imageHasAnnotations || Object.keys(out.annotations).length > 0;
   return true;
 }
 

@@ -216,5 +216,11 @@ describe('-o type=oci / type=docker', () => {
     const annotated = path.join(work, 'docker-annotated.tar');
     expect((await mb(['build', '-q', '--annotation', 'a=b', '-o', `type=docker,dest=${annotated}`, ctx])).code).toBe(0);
     expect((await archiveTypes(annotated))[0]).toBe('application/vnd.oci.image.manifest.v1+json');
+    // attestations need OCI media types: the image in the index is an OCI manifest
+    const attested = path.join(work, 'docker-attested.tar');
+    expect((await mb(['build', '-q', '--provenance=mode=min', '-o', `type=docker,dest=${attested}`, ctx])).code).toBe(0);
+    const top = JSON.parse((await run('tar', ['-xOf', attested, 'index.json'])).stdout);
+    const inner = JSON.parse((await run('tar', ['-xOf', attested, `blobs/sha256/${top.manifests[0].digest.slice(7)}`])).stdout);
+    expect(inner.manifests.map((m: { mediaType: string }) => m.mediaType)).toEqual(['application/vnd.oci.image.manifest.v1+json', 'application/vnd.oci.image.manifest.v1+json']);
   });
 });

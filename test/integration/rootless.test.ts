@@ -114,13 +114,15 @@ describe('rootless build', () => {
         'COPY --chown=123:456 a.txt /a.txt',
         `RUN wget -q -O /got http://${hostAddress}:${port}/ && cat /got`,
         `RUN wget -q -T 5 -O - http://10.0.2.2:${loopbackPort}/ || echo loopback-refused-$((40 + 2))`, // (the step's name shows the command, not 42)
+        'RUN grep gw.internal /etc/hosts', // --add-host HOST:host-gateway: slirp4netns's gateway
         '',
       ].join('\n'),
       'a.txt': 'a\n',
     });
     const out = path.join(home, 'owners.tar');
-    const r = await asUser(['build', '--progress', 'plain', '-o', `type=oci,dest=${out}`, ctx]);
+    const r = await asUser(['build', '--progress', 'plain', '--add-host', 'gw.internal:host-gateway', '-o', `type=oci,dest=${out}`, ctx]);
     expect(r.stderr).toContain('hello from the host');
+    expect(r.stderr).toContain('10.0.2.2\tgw.internal');
     expect(r.stderr).toContain('loopback-refused-42');
     expect(r.stderr).not.toContain('for loopback only');
     expect(r.code).toBe(0);
