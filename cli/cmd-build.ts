@@ -112,6 +112,15 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   for (const f of BUILD_FLAGS) if (f.note && flags[f.key] !== undefined) notes.push(f.note);
   const isolation = flags.isolation as string | undefined;
   if (isolation !== undefined && isolation !== 'default' && isolation !== '') throw new UsageError(`--isolation ${isolation} is not supported on Linux (only "default")`);
+  // --call: buildx's frontend methods; check is --check, build the default
+  const call = flags.call as string | undefined;
+  if (call !== undefined) {
+    const method = call.trim();
+    if (method.includes(',')) throw new UsageError(`--call ${call}: options of a method are not supported (--call check, or # check=error=true in the Dockerfile)`);
+    if (method === 'check') flags.check = true;
+    else if (method !== 'build') throw new UsageError(`--call ${call} is not supported (build or check; outline, targets and subrequests.describe are not made by mbuild)`);
+    else if (flags.check) throw new UsageError('--call build and --check ask for different things: give one');
+  }
   const { parseAttestFlags } = await import('../builder/attest/spec.js');
   const attestReq = parseAttestFlags(flags.provenance as string | undefined, flags.sbom as string | undefined, flags.attest as string[]);
   const attesting = Boolean(attestReq.provenance || attestReq.sbom);

@@ -10,6 +10,7 @@ import { Store } from '../store/store.js';
 import { Layers } from '../snapshotter/layers.js';
 import { readUserDb, resolveUser } from '../builder/steps/users.js';
 import { rootfsOf, runSandboxed, type NetworkRequest } from '../builder/sandbox/run.js';
+import { ensureEmulation } from '../builder/sandbox/emulation.js';
 import { formatBytes, parseCpus, parseMemory, parsePidsLimit, type Limits } from '../builder/sandbox/cgroups.js';
 import { ContainerRegistry, checkContainerName, type ContainerRecord } from '../builder/sandbox/containers.js';
 import { ensureBridge, warnOnce } from '../builder/sandbox/network/index.js';
@@ -108,12 +109,11 @@ export async function runCommand(root: string, argv: string[]): Promise<number> 
     if (publish.length) warnOnce('publish-ignored', `published ports are discarded when using the ${netFlag} network`);
   } else throw new UsageError(`--network ${netFlag} is not supported (bridge, host, none or container:NAME)`);
 
-  const { parsePlatform, isHostPlatform } = await import('../util/platform.js');
+  const { parsePlatform } = await import('../util/platform.js');
   const platform = flags.platform !== undefined ? parsePlatform(flags.platform as string) : undefined;
   const img = await (await import('./image-ref.js')).resolveImageArg(store, imageRef, platform);
   // another platform's image runs under qemu-user (binfmt_misc), as docker run --platform does
-  const imgPlatform = { os: img.config.os, architecture: img.config.architecture, ...(img.config.variant ? { variant: img.config.variant } : {}) };
-  if (!isHostPlatform(imgPlatform)) await (await import('../builder/sandbox/emulation.js')).ensureEmulation(imgPlatform);
+  await ensureEmulation({ os: img.config.os, architecture: img.config.architecture, variant: img.config.variant });
   const snap = new Layers(store);
   const layers = await snap.fromImage(img);
   const cfg = img.config.config ?? {};

@@ -32,6 +32,9 @@ dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture a
 command -v newuidmap >/dev/null || [ -x /usr/bin/newuidmap ] || need+=(uidmap)
 command -v slirp4netns >/dev/null || need+=(slirp4netns)
 command -v runuser >/dev/null || need+=(util-linux)   # the rootless tests run the CLI as a test user
+# RUN steps and `mbuild run` of arm64 (any foreign) images: qemu-user under binfmt_misc, which mbuild
+# registers itself from the package's /usr/lib/binfmt.d rules (builder/sandbox/emulation.ts)
+[ -x /usr/bin/qemu-aarch64-static ] || need+=(qemu-user-static)
 for extra in "$@"; do dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra"); done
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

@@ -38,6 +38,7 @@ export const FORWARDED: Record<string, Kind> = {
   '--jobs': 'string',
   '--allow': 'list',
   '--check': 'bool',
+  '--call': 'string',
   '--rm': 'bool',
   '--force-rm': 'bool',
   '--disable-content-trust': 'bool',

@@ -72,7 +72,8 @@ export function formatFlags(specs: FlagSpec[]): string {
     .map((s) => {
       const short = s.names.find((n) => /^-[^-]/.test(n));
       const long = s.names.filter((n) => n.startsWith('--'));
-      const names = (short ? `${short}, ` : '    ') + long.join(', ') + (s.kind === 'bool' ? '' : ` ${s.arg ?? 'VALUE'}`);
+      const value = s.kind === 'bool' ? '' : s.optional !== undefined ? `[=${s.arg ?? 'VALUE'}]` : ` ${s.arg ?? 'VALUE'}`;
+      const names = (short ? `${short}, ` : '    ') + long.join(', ') + value;
       return [names, s.help!];
     });
   const w = Math.max(0, ...rows.map((r) => r[0].length)) + 2;

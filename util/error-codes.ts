@@ -33,6 +33,7 @@ export const ERROR_CODES = {
   MBUILD_RUN_FAILED: 'a RUN command exited non-zero or was killed',
   MBUILD_RUN_MOUNT: 'a RUN --mount cannot be provided (a required secret or ssh agent not given, a source missing)',
   MBUILD_SANDBOX: 'the RUN sandbox could not be set up',
+  MBUILD_EMULATION: 'a foreign platform\'s binaries cannot run here (qemu-user-static missing, binfmt_misc handler without the F flag)',
   MBUILD_ENTITLEMENT: 'a RUN option needs an entitlement the build did not grant (--allow security.insecure)',
   MBUILD_NETWORK: 'the RUN network (bridge, veth, address) could not be set up',
   MBUILD_FSOP: 'mbuild-helper could not make a whiteout, an opaque directory or a device node',

@@ -183,6 +183,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
         // the registry code (and undici) loads only when the store lacks the image or --pull asks
         const local = opts.pull ? undefined : await store.resolveImage(ref, platform).catch(() => undefined);
         const img = local ?? (await (await loadRegistry()).ensureImage(store, ref, { pull: opts.pull, progress, platform, strictPlatform: false }));
+        // provenance's resolvedDependencies (the first platform's, while attestations take one platform)
+        if (!imagesRead.has(asked)) imagesRead.set(asked, { ref, digest: img.manifestDigest, platform: { architecture: img.config.architecture, os: img.config.os, ...(img.config.variant ? { variant: img.config.variant } : {}) } });
         // keyed by the config digest (the image id): the same image pulled as OCI or Docker media types, or loaded from an archive, gives the same keys on every machine
         return baseState(img.config, await snap.fromImage(img), `image:${img.manifest.config.digest}`);
       })();

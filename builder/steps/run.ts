@@ -6,11 +6,11 @@ import { readUserDb, resolveUser } from './users.js';
 import { runCommand } from '../dockerfile/heredoc.js';
 import { rootfsOf, runSandboxed, warmNetwork, type SandboxResult } from '../sandbox/run.js';
 import { prepareMounts } from './run-mounts.js';
+import { ensureEmulation } from '../sandbox/emulation.js';
 import { formatBytes } from '../sandbox/cgroups.js';
 import { MbuildError, RunFailedError } from '../../util/errors.js';
 import { span } from '../../util/trace.js';
 import type { NetworkMode } from './contract.js';
-import { isHostPlatform } from '../../util/platform.js';
 
 const HOSTNAME = 'mbuild';
 
@@ -58,12 +58,10 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     return;
   }
   warmNetwork(network);
-  // a foreign platform's binaries run under qemu-user (binfmt_misc, registered when missing)
-  const platform = { os: state.os, architecture: state.architecture, ...(state.variant ? { variant: state.variant } : {}) };
-  if (!isHostPlatform(platform)) {
-    const { ensureEmulation } = await import('../sandbox/emulation.js');
-    await ensureEmulation(platform);
-  }
+  // a foreign stage's binaries run under qemu-user (binfmt_misc); nothing to do for this machine's
+  await ensureEmulation(state).catch((err: unknown) => {
+    throw err instanceof MbuildError ? new MbuildError(err.code, err.message, { range: ins.range, cause: err }) : err;
+  });
   const user = userSpec === '0' || userSpec === 'root' ? { uid: 0, gid: 0, groups: [] } : resolveUser(userSpec, await ctx.snap.view(state.layers, readUserDb), ins.range);
   const tail: string[] = [];
   let partial = '';

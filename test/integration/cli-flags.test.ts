@@ -273,6 +273,17 @@ const CASES: Record<string, () => Promise<void> | void> = {
     await refused(['--jobs', '0'], /--jobs 0: give a positive whole number/);
   },
   check: coveredBy('test/integration/checks.test.ts', "'--check'"),
+  async call() {
+    // --call check is --check (the report on stdout, exit 1 when something is found); build is the default
+    const dir = await ctxWith('FROM busybox\nMAINTAINER me\n');
+    const c = await mb(['build', '--call', 'check', dir]);
+    expect(c.code).toBe(1);
+    expect(c.stdout).toContain('WARNING: MaintainerDeprecated');
+    const b = await build('FROM busybox\n', ['--call', 'build']);
+    expect(b.code, b.stderr).toBe(0);
+    await refused(['--call', 'outline'], /--call outline is not supported \(build or check/);
+    await refused(['--call', 'check,error=true'], /--call check,error=true: options of a method are not supported/);
+  },
   secret: coveredBy('test/integration/run-mount.test.ts', "'--secret'"),
   ssh: coveredBy('test/integration/run-mount.test.ts', "'--ssh'"),
   allow: coveredBy('test/hostile/privileges.test.ts', "'--allow', 'security.insecure'"),

@@ -154,8 +154,8 @@ async function stop(r: ReturnType<typeof startRun>): Promise<number | null> {
   return code;
 }
 
-async function serves(image: string, port: number): Promise<{ page: string; output: string }> {
-  const r = startRun(['--rm', '-p', `${port}:1111`, image]);
+async function serves(image: string, port: number, flags: string[] = []): Promise<{ page: string; output: string }> {
+  const r = startRun(['--rm', ...flags, '-p', `${port}:1111`, image]);
   try {
     await r.waitFor(/Webserver start/, 30_000);
     const page = await fetchPage(port);
@@ -235,4 +235,23 @@ describe('examples/myhttpserver (the seed\'s journey)', () => {
     expect(output).toContain('Webserver start');
     expect(page).toContain('Welcome to this website!');
   }, 10 * 60_000);
+
+  // issue 17: the alpine base for amd64 and arm64 (build.sh --platform: Debian's arm64 busybox and
+  // musl, seconds), golang only for this machine. The builder stage (FROM --platform=$BUILDPLATFORM)
+  // can only run natively, since golang has no arm64 image here; Go cross-compiles for each target.
+  it('builds for linux/amd64 and linux/arm64: each binary cross-compiled for its platform, and the arm64 image serves the page under qemu', async () => {
+    const bases = await run('bash', [path.join(BASES_DIR, 'build.sh'), '--platform', 'linux/arm64', 'alpine'], { env: { MBUILD_ROOT: root, MBUILD_BASES_CACHE: CACHE } });
+    expect(bases.code, bases.stderr.slice(-3000)).toBe(0);
+    const out = path.join(tmp, 'multi');
+    const b = await mbuild(['--root', root, 'build', '--progress', 'plain', '--platform', 'linux/amd64,linux/arm64', '-t', 'myhttpserver-multi', '-o', `type=local,dest=${out}`, EXAMPLE]);
+    expect(b.code, b.stderr.slice(-3000)).toBe(0);
+    // the binary of each platform is an ELF for that machine (e_machine: x86-64 62, aarch64 183)
+    const machine = async (p: string) => (await fs.readFile(path.join(out, p, 'root/myhttpserver'))).readUInt16LE(18);
+    expect([await machine('linux_amd64'), await machine('linux_arm64')]).toEqual([62, 183]);
+    const arch = await mbuild(['--root', root, 'run', '--rm', '--platform', 'linux/arm64', '--network', 'none', '--entrypoint', 'uname', 'myhttpserver-multi', '-m']);
+    expect([arch.code, arch.stdout]).toEqual([0, 'aarch64\n']);
+    const { page, output } = await serves('myhttpserver-multi', 18131, ['--platform', 'linux/arm64']);
+    expect(output).toContain('Webserver start');
+    expect(page).toContain('Welcome to this website!');
+  }, 15 * 60_000);
 });

@@ -329,6 +329,12 @@ const CASES: Record<string, () => Promise<void> | void> = {
     expect(r.code).toBe(1);
     expect(r.stdout + r.stderr).toMatch(/StageNameCasing|FromAsCasing/);
   },
+  async call() {
+    const r = await build('from busybox as Base\n', ['--call', 'check']);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stdout + r.stderr).toMatch(/StageNameCasing|FromAsCasing/);
+    await refused(['--call', 'targets'], /--call targets is not supported/);
+  },
   async rm() {
     expect((await build('FROM busybox\n', ['--rm', '--force-rm'])).code).toBe(0);
   },
