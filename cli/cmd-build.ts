@@ -146,7 +146,6 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   if (flags.push) outputs.push(parseOutput('type=registry'));
   const { parsePlatformList } = await import('../util/platform.js');
   const platforms = parsePlatformList(flags.platform as string[]);
-  if (attesting && platforms.length > 1) throw new UsageError('--provenance/--sbom with several --platform values: not yet (attest one platform per build)');
   // buildx: "docker exporter does not currently support exporting manifest lists"
   for (const o of outputs) if (o.type === 'docker' && platforms.length > 1) throw new UsageError(`--output type=docker cannot hold an image for several platforms (${platforms.length} asked with --platform): use type=oci, or one --platform`);
   const labels = keyValues(flags.label as string[], '--label');
@@ -324,9 +323,13 @@ async function writeMetadata(store: Store, file: string, result: BuildResult, pu
   await writeFileAtomic(file, JSON.stringify(meta, null, 2) + '\n');
 }
 
-type Attested = Awaited<ReturnType<typeof import('../builder/attest/make.js').prepareAttestations>>;
+/** Per platform image of the build (in result.images' order), its prepared attestations. */
+type Attested = Awaited<ReturnType<typeof import('../builder/attest/make.js').prepareAttestations>>[];
 
-/** SBOM scan and provenance capture, once per build (the forms of the image differ only in their layers). */
+/**
+ * SBOM scan and provenance capture, once per platform image (the forms of an image differ only in
+ * their layers): each platform's SBOM from its own layers, its provenance from its own plan's steps.
+ */
 async function prepareAttestations(store: Store, result: BuildResult, req: import('../builder/attest/spec.js').AttestRequest, args: Record<string, string>, dockerfile: string, progress: Progress): Promise<Attested> {
   const { prepareAttestations: prepare } = await import('../builder/attest/make.js');
   const { sourceDateEpoch } = await import('../builder/executor/build.js');
@@ -334,13 +337,17 @@ async function prepareAttestations(store: Store, result: BuildResult, req: impor
   const { packageVersion } = await import('./cmd-images.js');
   const step = progress.step(req.sbom ? 'generating sbom' : 'generating provenance');
   try {
-    const prepared = await prepare(store, result.manifest, result.record, req, {
-      frontendArgs: args,
-      dockerfile,
-      sourceDateEpoch: sourceDateEpoch(result.record.plan.buildArgs),
-      builderPlatform: targetPlatform(),
-      tool: `Tool: mbuild-${packageVersion()}`,
-    });
+    const prepared: Attested = [];
+    for (const img of result.images)
+      prepared.push(
+        await prepare(store, img.manifest, img.record, req, {
+          frontendArgs: args,
+          dockerfile,
+          sourceDateEpoch: sourceDateEpoch(img.record.plan.buildArgs),
+          builderPlatform: targetPlatform(),
+          tool: `Tool: mbuild-${packageVersion()}`,
+        }),
+      );
     step.done();
     return prepared;
   } catch (err) {
@@ -351,7 +358,8 @@ async function prepareAttestations(store: Store, result: BuildResult, req: impor
 
 /**
  * The image in an output's form; with attestations, the index BuildKit makes of it: the image
- * (with its platform) and its attestation manifest (platform unknown/unknown).
+ * (with its platform) and its attestation manifest (platform unknown/unknown). Several platforms:
+ * every image, then every image's attestation manifest (each naming its image's digest).
  */
 async function outputForm(store: Store, result: BuildResult, out: OutputSpec, progress: Progress, attested: Attested | undefined): Promise<{ digest: string; index: boolean }> {
   const { imageInForm } = await import('./image-form.js');
@@ -360,11 +368,19 @@ async function outputForm(store: Store, result: BuildResult, out: OutputSpec, pr
     // several platforms: each image in the form asked for, under a new index of those (the stored index stays as built)
     const { platformDescriptor, writeIndex } = await import('../builder/executor/index.js');
     const entries = [];
+    const layers: import('../store/oci.js').Descriptor[][] = [];
     for (const img of result.images) {
       const f = await imageInForm(store, img.manifestDigest, form);
       entries.push(platformDescriptor({ manifestDigest: f.manifestDigest, manifestSize: await store.content.size(f.manifestDigest), config: img.config, mediaType: f.manifest.mediaType }));
+      layers.push(f.manifest.layers);
     }
-    const idx = await writeIndex(store, entries, { mediaType: form.ociMediatypes ? undefined : 'application/vnd.docker.distribution.manifest.list.v2+json' });
+    let extra: import('../store/oci.js').Descriptor[] | undefined;
+    if (attested) {
+      const { attestationEntries } = await import('../builder/attest/attach.js');
+      extra = await attestationEntries(store, entries.map((e, k) => ({ manifest: e, platform: e.platform!, attestations: attested[k]!.forImage(layers[k]!) })), result.names);
+    }
+    const idx = await writeIndex(store, entries, { ...(extra ? { extra } : {}), mediaType: form.ociMediatypes ? undefined : 'application/vnd.docker.distribution.manifest.list.v2+json' });
+    if (attested) progress.info(`exporting manifest list ${idx.digest}`);
     return { digest: idx.digest, index: true };
   }
   const { manifestDigest, manifest } = await imageInForm(store, result.manifestDigest, form);
@@ -373,7 +389,7 @@ async function outputForm(store: Store, result: BuildResult, out: OutputSpec, pr
   const c = result.config;
   const platform = { architecture: c.architecture, os: c.os, ...(c.variant ? { variant: c.variant } : {}) };
   const size = await store.content.size(manifestDigest);
-  const index = await writeAttestedIndex(store, [{ manifest: { mediaType: manifest.mediaType ?? '', digest: manifestDigest, size }, platform, attestations: attested.forImage(manifest.layers) }], result.names);
+  const index = await writeAttestedIndex(store, [{ manifest: { mediaType: manifest.mediaType ?? '', digest: manifestDigest, size }, platform, attestations: attested[0]!.forImage(manifest.layers) }], result.names);
   progress.info(`exporting manifest list ${index.digest}`);
   return { digest: index.digest, index: true };
 }
@@ -402,11 +418,14 @@ async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, p
       else await exportLayoutDir(store, manifestDigest, names, out.type, dest);
     } else {
       const { exportFilesystem, exportFilesystems } = await import('./export-fs.js');
-      // several platforms: a folder per platform (linux_amd64/, linux_arm64/), as BuildKit writes them
-      // (attestations with several platforms are refused before the build)
+      // several platforms: a folder per platform (linux_amd64/, linux_arm64/), as BuildKit writes them,
+      // each with its platform's statements (about the files of that folder)
       if (result.index) await exportFilesystems(result.snap, result.images.map((i) => ({ platform: i.platform, layers: i.state.layers })), out.type, dest);
       else await exportFilesystem(result.snap, result.state.layers, out.type, dest);
-      if (attested && out.type === 'local') await writeStatementFiles(dest, attested.forImage(result.manifest.layers));
+      if (attested && out.type === 'local') {
+        const { platformFolder } = await import('../util/platform.js');
+        for (const [k, img] of result.images.entries()) await writeStatementFiles(result.index ? path.join(dest, platformFolder(img.platform)) : dest, attested[k]!.forImage(img.manifest.layers));
+      }
     }
     step.done();
     return [];

@@ -106,6 +106,8 @@ function explainScope(opts: BuildOptions): string {
 export interface PlatformImage extends WrittenImage {
   platform: TargetPlatform;
   state: StageState;
+  /** what this platform's attestations need to know about its build (its plan, steps and images) */
+  record: BuildRecord;
 }
 
 /**
@@ -119,7 +121,7 @@ export interface BuildResult extends WrittenImage {
   snap: Layers;
   images: PlatformImage[];
   index?: WrittenIndex;
-  /** what an attestation needs to know about the build (builder/attest; the first platform's plan) */
+  /** what an attestation needs to know about the build (the first platform's; `images[k].record` per platform) */
   record: BuildRecord;
 }
 
@@ -171,8 +173,10 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const noCacheStages = new Set((opts.noCacheStages ?? []).map((s) => s.toLowerCase()));
   for (const s of noCacheStages) if (!plan.stages.some((st, i) => st.name === s || String(i) === s)) throw new MbuildError('MBUILD_USAGE', `--no-cache-filter ${s}: no stage of that name`);
   const images = new Map<string, Promise<StageState>>();
-  const imagesRead = new Map<string, ImageRead>();
-  let trace: { stage: number; ins: Instruction; layer?: Layer }[] = [];
+  // per plan (platform): the images its stages read and the steps it ran, for its provenance
+  const imagesRead = plans.map(() => new Map<string, ImageRead>());
+  const readOf = new Map<string, ImageRead>();
+  let traces: { stage: number; ins: Instruction; layer?: Layer }[][] = [];
 
   const imageState = (asked: string, platform: TargetPlatform): Promise<StageState> => {
     const ref = contextRef(asked);
@@ -183,8 +187,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
         // the registry code (and undici) loads only when the store lacks the image or --pull asks
         const local = opts.pull ? undefined : await store.resolveImage(ref, platform).catch(() => undefined);
         const img = local ?? (await (await loadRegistry()).ensureImage(store, ref, { pull: opts.pull, progress, platform, strictPlatform: false }));
-        // provenance's resolvedDependencies (the first platform's, while attestations take one platform)
-        if (!imagesRead.has(asked)) imagesRead.set(asked, { ref, digest: img.manifestDigest, platform: { architecture: img.config.architecture, os: img.config.os, ...(img.config.variant ? { variant: img.config.variant } : {}) } });
+        // provenance's resolvedDependencies (each plan records what it read: makeCtx)
+        readOf.set(key, { ref, digest: img.manifestDigest, platform: { architecture: img.config.architecture, os: img.config.os, ...(img.config.variant ? { variant: img.config.variant } : {}) } });
         // keyed by the config digest (the image id): the same image pulled as OCI or Docker media types, or loaded from an archive, gives the same keys on every machine
         return baseState(img.config, await snap.fromImage(img), `image:${img.manifest.config.digest}`);
       })();
@@ -196,7 +200,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   // every platform's plan at once, sharing one step queue; the first failure anywhere cancels all
   const attempt = async (): Promise<StageState[]> => {
   let failed: unknown;
-  trace = [];
+  traces = plans.map(() => []);
   const abort = new AbortController();
   // steps often wait (sleep, network, disk) rather than compute: by default allow twice the cores, at least 4
   const jobs = new PQueue({ concurrency: Math.max(1, opts.jobs ?? Math.max(4, 2 * os.availableParallelism())) });
@@ -238,7 +242,12 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     imageState: (asked) => {
       const dir = namedContextOf(named, asked);
       if (dir && 'dir' in dir) return dirContextState(c, asked, dir.dir);
-      return imageState(asked, platform);
+      const read = imagesRead[plans.indexOf(plan)];
+      return imageState(asked, platform).then((s) => {
+        const r = readOf.get(`${contextRef(asked)}|${platformString(platform)}`);
+        if (read && r && !read.has(asked)) read.set(asked, r);
+        return s;
+      });
     },
   };
   return c;
@@ -285,8 +294,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
       p = replaced.has(i)
         ? ctx.imageState(stage.name!).then(forkState)
         : executeStage(stageCtx, plan, stage, () => failed, runStage, (state, step, position) => new StepCacheHandle(stageCtx, state, step, explainer, position, shared, imageStages.has(i)), (ins, _cache, layer) => {
-            // the provenance's steps: the first platform's plan (attestations of several platforms are refused)
-            if (plan === plans[0]) trace.push({ stage: i, ins, layer });
+            // the provenance's steps, per platform
+            traces[plans.indexOf(plan)]?.push({ stage: i, ins, layer });
           });
       p.catch(onFail);
       stageRuns.set(i, p);
@@ -335,7 +344,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
       extraConfig: inline ? (blobs) => ({ [INLINE_KEY]: inlineCache(state, blobs, shared, explainer) }) : undefined,
     });
     await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
-    written.push({ ...img, platform: p.platform, state });
+    written.push({ ...img, platform: p.platform, state, record: buildRecord(startedOn, p, text, imagesRead[k]!, traces[k]!, state) });
     if (multi) step.note(`${platformString(p.platform)}: manifest ${img.manifestDigest}`);
   }
   // several platforms: the result is an image index of their manifests
@@ -356,18 +365,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     await exportCache(spec, { steps, scope: shared.scope, records: explainer.recorded() }, { store, snap, remote, progress });
   }
   const first = written[0]!;
-  const imageLayers = first.state.layers.filter((l) => !l.empty);
-  const record: BuildRecord = {
-    startedOn,
-    plan,
-    dockerfileText: text,
-    images: imagesRead,
-    trace: trace.map((t) => {
-      const at = t.layer && !t.layer.empty ? imageLayers.indexOf(t.layer) : -1;
-      return { stage: t.stage, ins: t.ins, ...(at >= 0 ? { layerIndex: at } : {}) };
-    }),
-  };
-  return { manifestDigest: first.manifestDigest, manifestSize: first.manifestSize, manifest: first.manifest, config: first.config, names, state: first.state, snap, images: written, ...(index ? { index } : {}), record };
+  return { manifestDigest: first.manifestDigest, manifestSize: first.manifestSize, manifest: first.manifest, config: first.config, names, state: first.state, snap, images: written, ...(index ? { index } : {}), record: first.record };
   } catch (err) {
     // a cached blob that cannot be used is a miss: build again, that step runs this time
     if (err instanceof CacheBlobError && remote && n < CACHE_RETRIES) {
@@ -734,4 +732,19 @@ function withRange(err: unknown, range: Instruction['range']): unknown {
     (err as { range?: Instruction['range'] }).range = range;
   }
   return err;
+}
+
+/** One platform's build as its provenance tells it: the steps it ran, each with the layer it gave that platform's image. */
+function buildRecord(startedOn: Date, plan: Plan, dockerfileText: string, images: Map<string, ImageRead>, trace: { stage: number; ins: Instruction; layer?: Layer }[], state: StageState): BuildRecord {
+  const imageLayers = state.layers.filter((l) => !l.empty);
+  return {
+    startedOn,
+    plan,
+    dockerfileText,
+    images,
+    trace: trace.map((t) => {
+      const at = t.layer && !t.layer.empty ? imageLayers.indexOf(t.layer) : -1;
+      return { stage: t.stage, ins: t.ins, ...(at >= 0 ? { layerIndex: at } : {}) };
+    }),
+  };
 }

@@ -149,6 +149,63 @@ describe('multi-platform builds', () => {
     await expect(fs.access(path.join(work, 'd.tar'))).rejects.toThrow();
   }, 600_000);
 
+  it('--sbom --provenance for two platforms: per platform its image and its attestation manifest, each about its own build', async () => {
+    // a package only each platform's layers hold, and a step only the arm64 plan has
+    const ctx = await writeContext(work, {
+      Dockerfile: [
+        `FROM ${MULTI_BUSYBOX}`,
+        'ARG TARGETARCH',
+        'RUN mkdir -p /app/node_modules/pkg-$TARGETARCH && echo "{\\"name\\":\\"pkg-$TARGETARCH\\",\\"version\\":\\"1.0.0\\"}" > /app/node_modules/pkg-$TARGETARCH/package.json',
+        'RUN uname -m > /arch',
+        '',
+      ].join('\n'),
+    });
+    const out = path.join(work, 'attested.tar');
+    const local = path.join(work, 'attested-fs');
+    await ok(['build', '--platform', 'linux/amd64,linux/arm64', '--sbom', '--provenance=mode=max', '-t', 'attested:1', '-o', `type=oci,dest=${out}`, '-o', `type=local,dest=${local}`, ctx]);
+    const dir = path.join(work, 'attested-layout');
+    await fs.mkdir(dir);
+    expect((await run('tar', ['-xf', out, '-C', dir])).code).toBe(0);
+    const { index, blob } = await readIndex(dir);
+    // BuildKit's order: the images, then their attestation manifests
+    expect(index.manifests).toHaveLength(4);
+    const [amd, arm, ...atts] = index.manifests as { digest: string; platform: Record<string, string>; annotations?: Record<string, string> }[];
+    expect([amd!.platform.architecture, arm!.platform.architecture]).toEqual(['amd64', 'arm64']);
+    for (const [k, img] of [amd!, arm!].entries()) {
+      const att = atts[k]!;
+      expect(att.platform).toEqual({ architecture: 'unknown', os: 'unknown' });
+      expect(att.annotations).toEqual({ 'vnd.docker.reference.type': 'attestation-manifest', 'vnd.docker.reference.digest': img.digest });
+      const arch = img.platform.architecture!;
+      const purl = `pkg:docker/attested@1?platform=linux%2F${arch}${img.platform.variant ? `%2F${img.platform.variant}` : ''}`;
+      const manifest = JSON.parse(await blob(att.digest));
+      const statements = await Promise.all(manifest.layers.map(async (l: { digest: string }) => JSON.parse(await blob(l.digest))));
+      expect(statements.map((s) => s.predicateType)).toEqual(['https://spdx.dev/Document', 'https://slsa.dev/provenance/v1']);
+      // each statement is about its own platform's image
+      for (const s of statements) expect(s.subject).toEqual([{ name: purl, digest: { sha256: img.digest.slice(7) } }]);
+      // the SBOM is from that platform's layers
+      const names = (statements[0].predicate.packages as { name: string }[]).map((p) => p.name);
+      expect(names).toContain(`pkg-${arch}`);
+      expect(names).not.toContain(`pkg-${arch === 'amd64' ? 'arm64' : 'amd64'}`);
+      // the provenance is that platform's build: its base image's platform, its steps' layers
+      const pred = statements[1].predicate;
+      const deps = pred.buildDefinition.resolvedDependencies as { uri: string; digest: { sha256: string } }[];
+      expect(deps).toHaveLength(1);
+      expect(deps[0]!.uri).toContain(`platform=linux%2F${arch}`);
+      const image = JSON.parse(await blob(img.digest));
+      const layers = pred.runDetails.metadata.buildkit_metadata.layers as Record<string, { digest: string }[][]>;
+      const last = Object.keys(layers).sort().pop()!;
+      expect(layers[last]![0]!.map((d) => d.digest)).toEqual(image.layers.map((x: { digest: string }) => x.digest));
+    }
+    // -o type=local: each platform's folder has its statements, about the files of that folder
+    for (const arch of ['amd64', 'arm64']) {
+      const sbom = JSON.parse(await fs.readFile(path.join(local, `linux_${arch}`, 'sbom.spdx.json'), 'utf8'));
+      expect(sbom.subject.map((x: { name: string }) => x.name)).toContain(`app/node_modules/pkg-${arch}/package.json`);
+      expect((sbom.predicate.packages as { name: string }[]).map((p) => p.name)).toContain(`pkg-${arch}`);
+      const prov = JSON.parse(await fs.readFile(path.join(local, `linux_${arch}`, 'provenance.json'), 'utf8'));
+      expect(prov.predicate.buildDefinition.resolvedDependencies[0].uri).toContain(`platform=linux%2F${arch}`);
+    }
+  }, 600_000);
+
   it('pushes every manifest and the index; skopeo reads and copies them; pull and run take a platform back', async () => {
     const ctx = await writeContext(work, { Dockerfile: `FROM ${MULTI_BUSYBOX}\nRUN uname -m > /arch\n` });
     const name = `${reg.host}/multi/app:1`;
