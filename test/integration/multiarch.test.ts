@@ -3,7 +3,8 @@
  * whose arm64 image ran its RUN steps under qemu-user (uname -m says aarch64) and whose amd64 image
  * ran natively; a `FROM --platform=$BUILDPLATFORM` stage runs once for both; the index is stored
  * under the name, exported (oci, local per platform; docker refused), pushed to a real registry
- * (skopeo reads and copies every platform), pulled back, and `mbuild run --platform` picks a platform.
+ * (skopeo reads and copies every platform), pulled back, and `mbuild run --platform` picks a platform;
+ * with --sbom/--provenance each platform gets its own attestation manifest about its own build.
  * The base is a two-platform busybox made offline from Debian's packages (test/helpers/multiarch.ts).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -204,6 +205,18 @@ describe('multi-platform builds', () => {
       const prov = JSON.parse(await fs.readFile(path.join(local, `linux_${arch}`, 'provenance.json'), 'utf8'));
       expect(prov.predicate.buildDefinition.resolvedDependencies[0].uri).toContain(`platform=linux%2F${arch}`);
     }
+    // --push: the registry gets the same four manifests; skopeo copies them all
+    const name = `${reg.host}/multi/attested:1`;
+    await ok(['build', '--platform', 'linux/amd64,linux/arm64', '--sbom', '--provenance=mode=max', '-t', name, '--push', ctx]);
+    const raw = await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${name}`]);
+    expect(raw.code, raw.stderr).toBe(0);
+    const pushed = JSON.parse(raw.stdout);
+    expect(pushed.manifests.map((m: { platform: { architecture: string } }) => m.platform.architecture)).toEqual(['amd64', 'arm64', 'unknown', 'unknown']);
+    expect(pushed.manifests.slice(2).map((m: { annotations: Record<string, string> }) => m.annotations['vnd.docker.reference.digest'])).toEqual(pushed.manifests.slice(0, 2).map((m: { digest: string }) => m.digest));
+    const copied = path.join(work, 'attested-copied');
+    const cp = await run('skopeo', ['copy', '--all', '--src-tls-verify=false', `docker://${name}`, `oci:${copied}:x`]);
+    expect(cp.code, cp.stderr).toBe(0);
+    for (const m of pushed.manifests) await fs.access(path.join(copied, 'blobs', 'sha256', m.digest.slice(7)));
   }, 600_000);
 
   it('pushes every manifest and the index; skopeo reads and copies them; pull and run take a platform back', async () => {
