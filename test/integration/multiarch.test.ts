@@ -217,6 +217,18 @@ describe('multi-platform builds', () => {
     const cp = await run('skopeo', ['copy', '--all', '--src-tls-verify=false', `docker://${name}`, `oci:${copied}:x`]);
     expect(cp.code, cp.stderr).toBe(0);
     for (const m of pushed.manifests) await fs.access(path.join(copied, 'blobs', 'sha256', m.digest.slice(7)));
+
+    // SOURCE_DATE_EPOCH: the same inputs on two stores give the same attested index
+    const indexDigest = async (r: string, tar: string) => {
+      await ok(['build', '--platform', 'linux/amd64,linux/arm64', '--sbom', '--provenance=mode=max', '--build-arg', 'SOURCE_DATE_EPOCH=1700000000', '-t', 'attested:1', '-o', `type=oci,dest=${tar}`, ctx], r);
+      const d = path.join(work, `${path.basename(tar)}-layout`);
+      await fs.mkdir(d);
+      expect((await run('tar', ['-xf', tar, '-C', d])).code).toBe(0);
+      return (await readIndex(d)).top.manifests[0].digest as string;
+    };
+    const second = path.join(work, 'attested-second');
+    await ok(['load', '-i', await multiBusyboxTar()], second);
+    expect(await indexDigest(second, path.join(work, 'repro-b.tar'))).toBe(await indexDigest(root, path.join(work, 'repro-a.tar')));
   }, 600_000);
 
   it('pushes every manifest and the index; skopeo reads and copies them; pull and run take a platform back', async () => {
