@@ -222,7 +222,8 @@ describe.skipIf(!isRoot)('faults: interrupted builds and loads', () => {
     const run = await startBuild('FROM busybox\nRUN echo started-$((20+8)) && sleep 30\n');
     await interrupt(run, () => run.stderr().includes('started-28'), 'SIGINT');
     expect(await run.exited).not.toBe(0);
-    // SIGKILL while the builder itself has an overlay mounted (a large COPY): the mount lived only
+    // SIGKILL while the builder itself has an overlay mounted (a large COPY; snapshotter/mount.ts
+    // withMounted mounts it at snapshots/tmp-PID-mnt-*): the mount lived only
     // in the build's private mount namespace, so it is gone with the process
     const ctx = await fs.mkdtemp(path.join(tmp, 'ctx-'));
     // (a RUN after it: a COPY that is the stage's last change is written as a tar, with no mount)
@@ -231,7 +232,7 @@ describe.skipIf(!isRoot)('faults: interrupted builds and loads', () => {
     await big.truncate(768 << 20); // sparse: instant to make, slow enough to copy
     await big.close();
     const copying = start(['build', '--no-cache', ctx]);
-    await interrupt(copying, () => mountsAnywhere(root).some((l) => l.includes('/merged ')));
+    await interrupt(copying, () => mountsAnywhere(root).some((l) => l.includes('-mnt-')));
     await expectRecovered();
   });
 });
