@@ -14,7 +14,7 @@ import { SNAPSHOT_FILES, buildSnapshotName, imageSnapshotNames, layout, parseSna
 import { DigestMismatchError } from '../util/errors.js';
 import { mountsAt } from '../store/recovery.js';
 import { deleteDetached, moveToTrash } from '../store/trash.js';
-import { compare } from './diff/differ.js';
+import { compare } from './differ.js';
 import { writeTar, type TarEntry } from './diff/layer-tar.js';
 import { withMounted } from './mount.js';
 import { openSnapshotter, type CommitOptions, type Layer, type LayerBlob, type Mount, type Snapshotter } from './snapshotter.js';

@@ -11,7 +11,7 @@
  *
  * Both keep a committed snapshot the same way: ROOT/snapshots/<name>/fs, a directory in overlay
  * format (whiteouts as 0:0 char devices, opaque dirs by xattr) holding that layer's own changes, and
- * meta.json beside it. The differ (diff/differ.ts) reads and writes that format; the names are
+ * meta.json beside it. The differ (differ.ts) reads and writes that format; the names are
  * store/layout.ts's.
  *
  * One difference from containerd: `parent` is the whole stack of layers, not one name. A layer here

@@ -13,7 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import type { ContentStore } from '../store/content.js';
 import { SNAPSHOT_FILES, SNAPSHOT_META, tempSnapshotName } from '../store/layout.js';
 import { DigestMismatchError, MbuildError, SnapshotExistsError } from '../util/errors.js';
-import { apply } from './diff/differ.js';
+import { apply } from './differ.js';
 import { decompressStream } from './diff/decompress.js';
 import type { Layer, LayerBlob, Snapshotter } from './snapshotter.js';
 

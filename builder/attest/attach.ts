@@ -8,7 +8,7 @@
  */
 import type { Store } from '../../store/store.js';
 import { MediaType, type Descriptor, type Index, type Platform } from '../../store/oci.js';
-import { imagePurl } from './purl.js';
+import { imagePurl } from './sbom/purl.js';
 
 export const IN_TOTO_MEDIA_TYPE = 'application/vnd.in-toto+json';
 export const IN_TOTO_STATEMENT_V1 = 'https://in-toto.io/Statement/v1';

@@ -6,7 +6,7 @@
  * each step comes from in it, and the layers each step of the image made.
  */
 import type { Descriptor, Platform } from '../../store/oci.js';
-import { formatPlatform, imagePurl } from './purl.js';
+import { formatPlatform, imagePurl } from './sbom/purl.js';
 
 export const SLSA1_PREDICATE_TYPE = 'https://slsa.dev/provenance/v1';
 export const SLSA02_PREDICATE_TYPE = 'https://slsa.dev/provenance/v0.2';

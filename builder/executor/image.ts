@@ -6,7 +6,7 @@ import { MediaType } from '../../store/oci.js';
 import { PassThrough } from 'node:stream';
 import type { Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
 import type { Layers } from '../../snapshotter/layers.js';
-import { compare } from '../../snapshotter/diff/differ.js';
+import { compare } from '../../snapshotter/differ.js';
 import { parseSnapshotName } from '../../store/layout.js';
 import type { StageState } from '../steps/state.js';
 

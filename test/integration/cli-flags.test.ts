@@ -4,42 +4,18 @@
  * table without a case here. Flags whose effect is pinned by another test file name that file.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { promises as fs, readFileSync } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BUSYBOX_TAR, REPO, mbuild, run, type CliResult, writeContext } from '../helpers/cli.js';
+import { BUSYBOX_TAR, mbuild, run, type CliResult, writeContext } from '../helpers/cli.js';
+import { flagCases } from '../helpers/flag-cases.js';
 import { BUILD_FLAGS } from '../../cli/build-flags.js';
 
 let work: string;
 let root: string;
 const mb = (args: string[], input?: string): Promise<CliResult> => mbuild(['--root', root, ...args], { input });
 
-const ctxWith = (dockerfile: string, files: Record<string, string> = {}): Promise<string> => writeContext(work, { Dockerfile: dockerfile, ...files });
-
-async function build(dockerfile: string, args: string[] = []): Promise<CliResult & { dir: string }> {
-  const dir = await ctxWith(dockerfile);
-  const r = await mb(['build', '--progress', 'plain', ...args, dir]);
-  return { ...r, dir };
-}
-
-async function inspect(name: string): Promise<Record<string, any>> {
-  const r = await mb(['inspect', name]);
-  expect(r.code, r.stderr).toBe(0);
-  return JSON.parse(r.stdout)[0];
-}
-
-/** a refusal: non-zero exit, one line on stderr matching re */
-async function refused(args: string[], re: RegExp): Promise<void> {
-  const r = await build('FROM busybox\n', args);
-  expect(r.code, r.stderr).not.toBe(0);
-  expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
-  expect(r.stderr).toMatch(re);
-}
-
-/** a flag whose effect another test file pins: that file must use it */
-function coveredBy(file: string, needle: string): () => void {
-  return () => expect(readFileSync(path.join(REPO, file), 'utf8')).toContain(needle);
-}
+const { ctxWith, build, inspect, refused, coveredBy } = flagCases(mb, () => work);
 
 beforeAll(async () => {
   work = await fs.mkdtemp(path.join(os.tmpdir(), 'mbuild-cli-flags-'));

@@ -7,11 +7,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { promises as fs, readFileSync } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BUSYBOX_TAR, REPO, mbuild, mountsUnder, run, writeContext, type CliResult } from '../helpers/cli.js';
+import { BUSYBOX_TAR, REPO, mbuild, mountsUnder, run, type CliResult } from '../helpers/cli.js';
 import { startRegistry, type RunningRegistry } from '../helpers/registry.js';
+import { flagCases } from '../helpers/flag-cases.js';
 import { BUILD_FLAGS, REMOTE } from '../../cli/build-flags.js';
 
 let tmp: string;
@@ -23,32 +24,7 @@ let reg: RunningRegistry;
 let env: NodeJS.ProcessEnv;
 
 const remote = (args: string[], input?: string): Promise<CliResult> => mbuild(['--host', host, ...args], { input, env });
-const ctxWith = (dockerfile: string, files: Record<string, string> = {}): Promise<string> => writeContext(tmp, { Dockerfile: dockerfile, ...files });
-
-async function build(dockerfile: string, args: string[] = [], files: Record<string, string> = {}): Promise<CliResult & { dir: string }> {
-  const dir = await ctxWith(dockerfile, files);
-  const r = await remote(['build', '--progress', 'plain', ...args, dir]);
-  return { ...r, dir };
-}
-
-async function inspect(name: string): Promise<Record<string, any>> {
-  const r = await remote(['inspect', name]);
-  expect(r.code, r.stderr).toBe(0);
-  return JSON.parse(r.stdout)[0];
-}
-
-/** a refusal: non-zero exit, one line on stderr matching re */
-async function refused(args: string[], re: RegExp): Promise<void> {
-  const r = await build('FROM busybox\n', args);
-  expect(r.code, r.stderr).not.toBe(0);
-  expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
-  expect(r.stderr).toMatch(re);
-}
-
-/** a flag whose remote effect another test file pins: that file must use it */
-function coveredBy(file: string, needle: string): () => void {
-  return () => expect(readFileSync(path.join(REPO, file), 'utf8')).toContain(needle);
-}
+const { ctxWith, build, inspect, refused, coveredBy } = flagCases(remote, () => tmp);
 
 async function until(cond: () => boolean, ms: number): Promise<void> {
   const end = Date.now() + ms;

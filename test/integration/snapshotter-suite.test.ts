@@ -12,7 +12,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { OverlaySnapshotter } from '../../snapshotter/overlay.js';
 import { CopySnapshotter } from '../../snapshotter/copy.js';
 import { withMounted } from '../../snapshotter/mount.js';
-import { apply, compare } from '../../snapshotter/diff/differ.js';
+import { apply, compare } from '../../snapshotter/differ.js';
 import type { Layer, Snapshotter, SnapshotInfo } from '../../snapshotter/snapshotter.js';
 import { SnapshotError, SnapshotExistsError } from '../../util/errors.js';
 import { mountsUnder } from '../helpers/cli.js';

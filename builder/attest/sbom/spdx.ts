@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Distro, FoundPackage } from './package-dbs.js';
-import { purl } from '../purl.js';
+import { purl } from './purl.js';
 
 export const SPDX_PREDICATE_TYPE = 'https://spdx.dev/Document';
 

@@ -8,7 +8,7 @@ import { readGoBuildInfo, scanGoBuildInfo } from '../../../builder/attest/sbom/g
 import { isNodeModulePackageJson, parseApkInstalled, parseDpkgStatus, parseOsRelease, parsePackageJson } from '../../../builder/attest/sbom/package-dbs.js';
 import { goPackages } from '../../../builder/attest/sbom/scan.js';
 import { spdxDocument } from '../../../builder/attest/sbom/spdx.js';
-import { imagePurl, purl } from '../../../builder/attest/purl.js';
+import { imagePurl, purl } from '../../../builder/attest/sbom/purl.js';
 import { provenancePredicate, type ProvenanceCapture } from '../../../builder/attest/provenance.js';
 import { parseAttestFlags } from '../../../builder/attest/spec.js';
 import { inTotoStatement } from '../../../builder/attest/attach.js';

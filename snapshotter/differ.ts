@@ -9,11 +9,11 @@
  *            `.wh.` entries, opaque dirs `.wh..wh..opq`.
  */
 import type { Readable, Writable } from 'node:stream';
-import { MbuildError } from '../../util/errors.js';
-import { overlayDirs, single } from '../mount.js';
-import type { Layer, Mount } from '../snapshotter.js';
-import { applyLayerTar, type ApplyOptions, type ApplyResult } from './apply.js';
-import { writeLayerTar } from './layer-tar.js';
+import { MbuildError } from '../util/errors.js';
+import { overlayDirs, single } from './mount.js';
+import type { Layer, Mount } from './snapshotter.js';
+import { applyLayerTar, type ApplyOptions, type ApplyResult } from './diff/apply.js';
+import { writeLayerTar } from './diff/layer-tar.js';
 
 /** Write a layer tar into a snapshot prepared over no parent (its mounts, as prepare returned them). */
 export function apply(mounts: Mount[], tar: Readable, opts: ApplyOptions = {}): Promise<ApplyResult> {

@@ -2,8 +2,8 @@
  * Package URLs (https://github.com/package-url/purl-spec) as BuildKit and syft spell them: Go's
  * url.QueryEscape for the namespace and name, url.PathEscape for the version and qualifier values.
  */
-import type { Platform } from '../../store/oci.js';
-import { parseReference } from '../../store/reference.js';
+import type { Platform } from '../../../store/oci.js';
+import { parseReference } from '../../../store/reference.js';
 
 const UNRESERVED = /[A-Za-z0-9\-_.~]/;
 
