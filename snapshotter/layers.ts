@@ -28,7 +28,7 @@ export class Layers {
   constructor(readonly store: Store) {
     this.dir = layout.snapshots(store.root);
     this.snapshotter = openSnapshotter(store);
-    this.unpacker = new Unpacker(this.snapshotter, store.content, this.dir);
+    this.unpacker = new Unpacker(this.snapshotter, store, this.dir);
   }
 
   /** The layers of an image, unpacked on first use (each named by its chain id). */

@@ -10,7 +10,8 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { PassThrough, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ContentStore } from '../store/content.js';
+import type { Store } from '../store/store.js';
+import { openLayerBlob } from '../store/layer-blobs.js';
 import { SNAPSHOT_FILES, SNAPSHOT_META, tempSnapshotName } from '../store/layout.js';
 import { DigestMismatchError, MbuildError, SnapshotExistsError } from '../util/errors.js';
 import { apply } from './differ.js';
@@ -38,7 +39,7 @@ export class Unpacker {
 
   constructor(
     private readonly snap: Snapshotter,
-    private readonly content: ContentStore,
+    private readonly store: Store,
     /** ROOT/snapshots: where a committed snapshot's files are (store/layout.ts) */
     private readonly dir: string,
   ) {}
@@ -88,7 +89,8 @@ export class Unpacker {
           cb(null, chunk);
         },
       });
-      const raw = await decompressStream(this.content.open(blob.digest));
+      // the blob, or the gzip twin a layer from a shared cache is kept as (store/layer-blobs.ts)
+      const raw = await decompressStream(await openLayerBlob(this.store, blob.digest));
       const tar = new PassThrough();
       await Promise.all([pipeline(raw, tap, tar), apply(mounts, tar, layerBudgets())]);
       const got = 'sha256:' + hash.digest('hex');
