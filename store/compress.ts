@@ -40,7 +40,7 @@ export async function gzipLayer(store: Store, layer: Descriptor, gzipLevel?: num
  * shared build cache keeps the cache's bytes, so a push of it sends the very same blob; without
  * its tar, store/layer-blobs.ts reads the layer from this twin).
  */
-export async function rememberGzip(store: Store, diffId: string, gz: { digest: string; size: number }): Promise<void> {
+export async function rememberGzip(store: Pick<Store, 'root' | 'content'>, diffId: string, gz: { digest: string; size: number }): Promise<void> {
   await writeFileAtomic(gzipMemoPath(store, diffId), JSON.stringify({ digest: gz.digest, size: gz.size }));
 }
 

@@ -20,6 +20,9 @@ import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { Store } from './store.js';
+
+/** what these functions use of a store */
+type Blobs = Pick<Store, 'root' | 'content'>;
 import { hex } from './digest.js';
 import { layout } from './layout.js';
 import { DigestMismatchError, MbuildError } from '../util/errors.js';
@@ -30,12 +33,12 @@ export interface GzipTwin {
 }
 
 /** The memo file that names the gzip twin of the uncompressed blob `diffId`. */
-export function gzipMemoPath(store: Store, diffId: string, gzipLevel?: number): string {
+export function gzipMemoPath(store: Blobs, diffId: string, gzipLevel?: number): string {
   return path.join(layout.compressed(store.root), gzipLevel === undefined ? `${hex(diffId)}.json` : `${hex(diffId)}.level${gzipLevel}.json`);
 }
 
 /** The gzip twin recorded for `diffId`, when its blob is in the store. */
-export async function gzipTwin(store: Store, diffId: string, gzipLevel?: number): Promise<GzipTwin | undefined> {
+export async function gzipTwin(store: Blobs, diffId: string, gzipLevel?: number): Promise<GzipTwin | undefined> {
   try {
     const known = JSON.parse(await fs.readFile(gzipMemoPath(store, diffId, gzipLevel), 'utf8')) as GzipTwin;
     if (typeof known.digest === 'string' && typeof known.size === 'number' && (await store.content.has(known.digest))) return { digest: known.digest, size: known.size };
@@ -46,7 +49,7 @@ export async function gzipTwin(store: Store, diffId: string, gzipLevel?: number)
 }
 
 /** Is the layer blob `digest` there, as itself or (an uncompressed one) as its gzip twin? */
-export async function hasLayerBlob(store: Store, digest: string): Promise<boolean> {
+export async function hasLayerBlob(store: Blobs, digest: string): Promise<boolean> {
   return (await store.content.has(digest)) || (await gzipTwin(store, digest)) !== undefined;
 }
 
@@ -54,7 +57,7 @@ export async function hasLayerBlob(store: Store, digest: string): Promise<boolea
  * The blob `digest` as stored: itself, or the gzip twin of a lazily kept tar. The caller
  * decompresses by content (both forms are layer tars, one of them gzipped) and checks the diff_id.
  */
-export async function openLayerBlob(store: Store, digest: string): Promise<Readable> {
+export async function openLayerBlob(store: Blobs, digest: string): Promise<Readable> {
   if (await store.content.has(digest)) return store.content.open(digest);
   const twin = await gzipTwin(store, digest);
   if (!twin) throw missing(digest);
@@ -65,7 +68,7 @@ export async function openLayerBlob(store: Store, digest: string): Promise<Reada
  * The uncompressed layer tar `diffId`, byte for byte: its blob, or its gzip twin decompressed.
  * A decompressed stream ends in an error unless its digest (and `size`, when given) match.
  */
-export async function openLayerTar(store: Store, diffId: string, size?: number): Promise<Readable> {
+export async function openLayerTar(store: Blobs, diffId: string, size?: number): Promise<Readable> {
   if (await store.content.has(diffId)) return store.content.open(diffId);
   const twin = await gzipTwin(store, diffId);
   if (!twin) throw missing(diffId);
@@ -93,7 +96,7 @@ export async function openLayerTar(store: Store, diffId: string, size?: number):
 }
 
 /** Make sure the tar blob `diffId` itself is in the store (written from its gzip twin if need be). */
-export async function keepLayerTar(store: Store, diffId: string): Promise<void> {
+export async function keepLayerTar(store: Blobs, diffId: string): Promise<void> {
   if (await store.content.has(diffId)) return;
   await store.content.ingest(await openLayerTar(store, diffId), { digest: diffId });
 }
