@@ -1,8 +1,8 @@
 /**
  * Unpacking (containerd's core/unpack): an image layer's blob becomes a committed snapshot named by
- * its chain id (store/layout.ts), once per store however many builds want it at the same time;
- * a blob-only layer (a COPY written as a tar, a layer from a shared cache) is unpacked under its
- * own name the first time something mounts it. Each unpack prepares a snapshot over nothing, lets
+ * its chain id (store/layout.ts), once per store however many builds want it at the same time,
+ * and a blob-only layer (a COPY written as a tar, a layer from a shared cache) under its own name;
+ * both the first time something mounts them (ready()). Each unpack prepares a snapshot over nothing, lets
  * the differ apply the tar, checks the diff_id and commits.
  */
 import { promises as fs } from 'node:fs';
@@ -43,12 +43,6 @@ export class Unpacker {
     /** ROOT/snapshots: where a committed snapshot's files are (store/layout.ts) */
     private readonly dir: string,
   ) {}
-
-  /** The layer `name` holding the blob, unpacked unless it is already. */
-  async layer(name: string, blob: LayerBlob): Promise<Layer> {
-    await this.unpackOnce(name, blob);
-    return { id: name, dir: path.join(this.dir, name, SNAPSHOT_FILES), blob };
-  }
 
   /** Unpack the layers that exist only as blobs, so that they can be mounted. */
   async ready(layers: readonly Layer[]): Promise<void> {

@@ -21,6 +21,7 @@ import { rememberGzip } from '../../store/compress.js';
 import { hasLayerBlob } from '../../store/layer-blobs.js';
 import { recordSources } from '../../registry/sources.js';
 import { CacheBlobError } from '../../util/errors.js';
+import { begin, span } from '../../util/trace.js';
 import { BuildCache } from './cache.js';
 import { SNAPSHOT_FILES } from '../../store/layout.js';
 import type { StepRecord } from './explain.js';
@@ -72,7 +73,7 @@ export class RemoteCaches {
         const backend = await openBackend(spec, false);
         const step = progress.step(`importing cache manifest from ${backend.label}`);
         try {
-          const source = await readSource(backend, platform);
+          const source = await span('cache.import-manifest', () => readSource(backend, platform));
           if (source) sources.push(source);
           else warn(progress, `${backend.label} holds no build cache`);
           step.done(source ? `${source.steps.size} steps` : undefined);
@@ -173,6 +174,15 @@ export class RemoteCaches {
    * or mounts it from the cache's repository. Another compression is also kept uncompressed.
    */
   private async download(source: Source, step: CachedStep): Promise<void> {
+    const end = begin('cache.fetch-layer');
+    try {
+      await this.downloadOnce(source, step);
+    } finally {
+      end();
+    }
+  }
+
+  private async downloadOnce(source: Source, step: CachedStep): Promise<void> {
     const l = step.layer!;
     const content = this.store.content;
     const lazy = GZIP_LAYER.has(l.desc.mediaType);
