@@ -218,14 +218,16 @@ export class RemoteCaches {
     }
     const blob: LayerBlob = { diffId: l.diffId, digest: l.diffId, size: l.size, mediaType: MediaType.layerTar };
     const where = source.backend.blobSource;
+    // three small records at once (each is fsynced): one killed half-way leaves a cache entry
+    // whose layer is not found (a miss next time), never a wrong one
     await Promise.all([
-      // the twin record first of all for a lazy layer: it is how the store finds the layer at all
+      // the twin record: for a lazy layer it is how the store finds the layer at all
       content.has(l.desc.digest).then((gzHere) => (gzHere && GZIP_LAYER.has(l.desc.mediaType) ? rememberGzip(this.store, l.diffId, l.desc) : undefined)),
       // a push to the cache's registry mounts the blob from there instead of uploading it
       where ? recordSources(this.store, where.host, where.repository, [l.desc.digest]).catch(() => undefined) : undefined,
+      this.cache.adopt(step.key, blob, step.created),
     ]);
     this.lazy.delete(step.key);
-    await this.cache.adopt(step.key, blob, step.created);
   }
 }
 
