@@ -205,7 +205,9 @@ function bucket(count: number, bytes: number, reclaimableCount: number, reclaima
 export async function storeUsage(store: Store): Promise<Usage> {
   const a = await analyzeStore(store);
   const sum = (ds: Iterable<string>) => [...ds].reduce((t, d) => t + (a.blobs.get(d) ?? 0), 0);
-  const present = [...a.imageBlobs].filter((d) => a.blobs.has(d));
+  // a lazily kept layer (store/layer-blobs.ts) is there as its gzip twin
+  const lazyTwins = a.gzipMemos.filter((m) => m.gzip && a.imageBlobs.has(m.source) && !a.blobs.has(m.source) && a.blobs.has(m.gzip)).map((m) => m.gzip!);
+  const present = [...new Set([...a.imageBlobs, ...lazyTwins])].filter((d) => a.blobs.has(d));
   const unused = unusedBlobs(a, false);
 
   const snapDir = layout.snapshots(store.root);
