@@ -119,6 +119,18 @@ describe('layers from a shared cache are kept compressed only', () => {
     await checkRuns(c, image);
   });
 
+  it('build --push from a fresh runner to the cache\'s registry mounts the cached layers too', async () => {
+    const target = `${proxy.host}/app/pushed:lazy`;
+    const before = proxy.requests.length;
+    const out = await ok(['--root', await runner(), 'build', '--progress', 'plain', '--cache-from', cacheRef(), '--push', '-t', target, await checkout()]);
+    expect(out).toMatch(/2 mounted/);
+    const reqs = proxy.requests.slice(before);
+    for (const gz of twins.values()) {
+      expect(reqs.some((r) => r.method === 'POST' && r.path.includes(`mount=${encodeURIComponent(gz)}`) && r.path.includes('from=app%2Fcache'))).toBe(true);
+      expect(reqs.filter((r) => ['PUT', 'PATCH'].includes(r.method) && r.path.includes(encodeURIComponent(gz)))).toEqual([]);
+    }
+  });
+
   it('a registry that refuses the mount (202) gets a normal upload', async () => {
     // the proxy forwards the mount request without its mount: the registry opens an upload session
     proxy.hooks = { forwardPath: (r) => (r.method === 'POST' && r.path.includes('mount=') ? r.path.replace(/\?.*$/, '') : undefined) };
