@@ -166,8 +166,8 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       if (o.type === 'tar' || (o.type === 'local' && o.dest === '-')) throw new UsageError(`--output type=tar with --provenance/--sbom is not supported yet (type=local writes them beside the files; type=oci, docker, image and registry into an index)`);
       if (o.ociMediatypes === false) throw new UsageError(`--output type=${o.type},oci-mediatypes=false cannot carry attestations (as BuildKit: they need OCI media types)`);
     }
-    if (!outputs.some((o) => o.type === 'oci' || o.type === 'docker' || o.type === 'local' || o.push))
-      throw new UsageError(`${attestReq.provenance ? '--provenance' : '--sbom'} needs an output that carries attestations: --push, -o type=registry, -o type=oci|docker or -o type=local (mbuild's store keeps the image without them)`);
+    if (!tags.length && !outputs.some((o) => o.type === 'oci' || o.type === 'docker' || o.type === 'local' || o.push))
+      throw new UsageError(`${attestReq.provenance ? '--provenance' : '--sbom'} needs a name or an output that carries attestations: -t NAME (the store keeps them under it), --push, -o type=registry, -o type=oci|docker or -o type=local`);
   }
   if (outputs.filter((o) => o.dest === '-').length > 1) throw new UsageError('only one --output can write to stdout (dest=-)');
   const { parseSecretFlag, parseSshFlag } = await import('../builder/steps/secrets.js');
@@ -225,15 +225,30 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     endBuild();
     const { recordImageId } = await import('./image-ref.js');
     // the ID of a multi-platform build is its index digest (as BuildKit's image exporter gives it)
-    const id = result.index?.digest ?? result.manifest.config.digest;
+    let id = result.index?.digest ?? result.manifest.config.digest;
     await span('cli.record-id', () => recordImageId(store, id, result.index?.digest ?? result.manifestDigest)).catch(() => undefined);
     // a local directory: buildx's git facts (a context from a URL or stdin is mbuild's own temp copy)
     const vcs = attestReq.provenance && !input.cleanup.length ? await (await import('../builder/attest/vcs.js')).gitVcsArgs(input.contextDir, input.dockerfile) : {};
     const attested = attesting ? await prepareAttestations(store, result, attestReq, { ...frontendArgs(flags, buildArgs, labels), ...vcs }, input.dockerfile, progress) : undefined;
+    let stored: string | undefined;
+    if (attested && result.names.length) {
+      // the store keeps the attested index under the names (as BuildKit's image store keeps
+      // attestations with the image), in the form a push sends: push, save and -o of the name carry them
+      const imageOut = outputs.find((o) => o.type === 'image' || o.type === 'registry') ?? parseOutput('type=image');
+      const digest = (await outputForm(store, result, imageOut, progress, attested)).digest;
+      stored = digest;
+      const created = new Date().toISOString();
+      await store.images.put(result.names.map((name) => ({ name, digest, created })));
+      // several platforms: the image is that index (its ID, as the stored names show it)
+      if (result.index) {
+        id = stored;
+        await recordImageId(store, id, stored).catch(() => undefined);
+      }
+    }
     let pushed: { name: string; digest: string }[] = [];
     for (const out of outputs) pushed = pushed.concat(await writeOutput(store, result, out, progress, attested));
     if (flags.iidfile) await writeFileAtomic(path.resolve(flags.iidfile as string), id);
-    if (flags.metadataFile) await writeMetadata(store, path.resolve(flags.metadataFile as string), result, pushed);
+    if (flags.metadataFile) await writeMetadata(store, path.resolve(flags.metadataFile as string), result, pushed, stored);
     if (mode === 'quiet') process.stdout.write(id + '\n');
     else progress.info(`built ${id}${result.names.length ? ' as ' + result.names.join(', ') : ''} in ${progress.total()}`);
     return 0;
@@ -309,9 +324,10 @@ function repositoryOf(name: string): string {
   return name.replace(/:[^/:@]*$/, '');
 }
 
-async function writeMetadata(store: Store, file: string, result: BuildResult, pushed: { name: string; digest: string }[]): Promise<void> {
+/** stored: the attested index the names hold (the image exporter's result then) */
+async function writeMetadata(store: Store, file: string, result: BuildResult, pushed: { name: string; digest: string }[], stored?: string): Promise<void> {
   // as buildx writes it for the image exporter: the digest is the pushed manifest's when pushed
-  const digest = pushed[0]?.digest ?? result.index?.digest ?? result.manifestDigest;
+  const digest = pushed[0]?.digest ?? stored ?? result.index?.digest ?? result.manifestDigest;
   const manifest = await store.content.readJson<{ mediaType?: string }>(digest);
   const meta: Record<string, unknown> = {
     // a multi-platform build has no one config: buildx leaves the key out
