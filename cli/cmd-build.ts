@@ -163,11 +163,11 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   for (const o of outputs) if (o.push && !tags.length) throw new UsageError(`${flags.push ? '--push' : `--output type=${o.type},push=true`} needs a name to push: add -t REGISTRY/NAME:TAG (or name=)`);
   if (attesting) {
     for (const o of outputs) {
-      if (o.type === 'tar' || (o.type === 'local' && o.dest === '-')) throw new UsageError(`--output type=tar with --provenance/--sbom is not supported yet (type=local writes them beside the files; type=oci, docker, image and registry into an index)`);
+      if (o.type === 'local' && o.dest === '-') throw new UsageError(`--output type=local,dest=- with --provenance/--sbom: use type=tar for a stream (it holds the statement files)`);
       if (o.ociMediatypes === false) throw new UsageError(`--output type=${o.type},oci-mediatypes=false cannot carry attestations (as BuildKit: they need OCI media types)`);
     }
-    if (!tags.length && !outputs.some((o) => o.type === 'oci' || o.type === 'docker' || o.type === 'local' || o.push))
-      throw new UsageError(`${attestReq.provenance ? '--provenance' : '--sbom'} needs a name or an output that carries attestations: -t NAME (the store keeps them under it), --push, -o type=registry, -o type=oci|docker or -o type=local`);
+    if (!tags.length && !outputs.some((o) => o.type === 'oci' || o.type === 'docker' || o.type === 'local' || o.type === 'tar' || o.push))
+      throw new UsageError(`${attestReq.provenance ? '--provenance' : '--sbom'} needs a name or an output that carries attestations: -t NAME (the store keeps them under it), --push, -o type=registry, -o type=oci|docker or -o type=local|tar`);
   }
   if (outputs.filter((o) => o.dest === '-').length > 1) throw new UsageError('only one --output can write to stdout (dest=-)');
   const { parseSecretFlag, parseSshFlag } = await import('../builder/steps/secrets.js');
@@ -434,14 +434,11 @@ async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, p
       else await exportLayoutDir(store, manifestDigest, names, out.type, dest);
     } else {
       const { exportFilesystem, exportFilesystems } = await import('./export-fs.js');
-      // several platforms: a folder per platform (linux_amd64/, linux_arm64/), as BuildKit writes them,
-      // each with its platform's statements (about the files of that folder)
-      if (result.index) await exportFilesystems(result.snap, result.images.map((i) => ({ platform: i.platform, layers: i.state.layers })), out.type, dest);
-      else await exportFilesystem(result.snap, result.state.layers, out.type, dest);
-      if (attested && out.type === 'local') {
-        const { platformFolder } = await import('../util/platform.js');
-        for (const [k, img] of result.images.entries()) await writeStatementFiles(result.index ? path.join(dest, platformFolder(img.platform)) : dest, attested[k]!.forImage(img.manifest.layers));
-      }
+      // the statement files beside the files (in the tar too), each about the files of its folder
+      const statements = attested ? (dir: string, k: number) => writeStatementFiles(dir, attested[k]!.forImage(result.images[k]!.manifest.layers)) : undefined;
+      // several platforms: a folder per platform (linux_amd64/, linux_arm64/), as BuildKit writes them
+      if (result.index) await exportFilesystems(result.snap, result.images.map((i) => ({ platform: i.platform, layers: i.state.layers })), out.type, dest, statements);
+      else await exportFilesystem(result.snap, result.state.layers, out.type, dest, statements && ((dir) => statements(dir, 0)));
     }
     step.done();
     return [];

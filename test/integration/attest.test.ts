@@ -234,6 +234,33 @@ describe('--sbom and --provenance', () => {
     expect((sbom.predicate.packages as { name: string }[]).map((p) => p.name)).toContain('libc6');
   }, 300_000);
 
+  it('-o type=tar: the statement files in the tar beside the files, as type=local writes them; several platforms in each folder', async () => {
+    const root = await store('tar');
+    const out = path.join(work, 'attested.tar');
+    await build(root, ['--sbom', '--provenance', '-o', `type=tar,dest=${out}`]);
+    const list = (await run('tar', ['-tvf', out])).stdout;
+    expect(list).toMatch(/^-rw------- \S+ +\d+ .* provenance\.json$/m);
+    expect(list).toMatch(/ sbom\.spdx\.json$/m);
+    expect(list).toMatch(/ usr\/local\/bin\/gohello$/m);
+    const prov = JSON.parse((await run('tar', ['-xOf', out, 'provenance.json'])).stdout);
+    expect(prov.predicateType).toBe('https://slsa.dev/provenance/v1');
+    expect(prov.subject.find((x: { name: string }) => x.name === 'built')).toEqual({ name: 'built', digest: { sha256: createHash('sha256').update('built\n').digest('hex') } });
+    // the statements are about the exported files, not about themselves
+    expect(prov.subject.map((x: { name: string }) => x.name)).not.toContain('provenance.json');
+
+    const dir = path.join(work, 'tar-multi-ctx');
+    await fs.mkdir(dir, { recursive: true });
+    await fs.writeFile(path.join(dir, 'Dockerfile'), 'FROM scratch\nARG TARGETARCH\nCOPY a /a\n');
+    await fs.writeFile(path.join(dir, 'a'), 'a\n');
+    const multi = path.join(work, 'attested-multi.tar');
+    const r = await mbuild(['--root', root, 'build', '--progress', 'plain', '--provenance', '--platform', 'linux/amd64,linux/arm64', '-o', `type=tar,dest=${multi}`, dir], { env: env() });
+    expect(r.code, r.stderr).toBe(0);
+    const names = (await run('tar', ['-tf', multi])).stdout.split('\n').filter((n) => n && !n.endsWith('/')).map((n) => n.replace(/^\.\//, '')).sort();
+    expect(names).toEqual(['linux_amd64/a', 'linux_amd64/provenance.json', 'linux_arm64/a', 'linux_arm64/provenance.json']);
+    const arm = JSON.parse((await run('tar', ['-xOf', multi, 'linux_arm64/provenance.json'])).stdout);
+    expect(arm.subject).toEqual([{ name: 'a', digest: { sha256: createHash('sha256').update('a\n').digest('hex') } }]);
+  }, 300_000);
+
   it('a context in a git work tree: buildx\'s git facts land in buildkit_metadata.vcs, credentials redacted', async () => {
     const root = await store('vcs');
     const repo = path.join(work, 'repo');

@@ -201,10 +201,10 @@ const CASES: Record<string, () => Promise<void> | void> = {
     const r = await build('FROM busybox\n', ['-o', `type=oci,dest=${out}`, '--provenance']);
     expect(r.code, r.stderr).toBe(0);
     expect((await run('tar', ['-xOf', out, 'index.json'])).stdout).toContain('application/vnd.oci.image.index.v1+json');
-    await refused(['--provenance=mode=max'], /^error: --provenance needs a name or an output that carries attestations: -t NAME \(the store keeps them under it\), --push, -o type=registry, -o type=oci\|docker or -o type=local/);
+    await refused(['--provenance=mode=max'], /^error: --provenance needs a name or an output that carries attestations: -t NAME \(the store keeps them under it\), --push, -o type=registry, -o type=oci\|docker or -o type=local\|tar/);
     await refused(['--provenance=mode=most', '--push'], /--provenance=mode=most: mode=most is not one of min, max/);
     await refused(['--provenance=filename=p.json', '--push'], /the key filename= is not supported/);
-    await refused(['--provenance', '-o', 'type=tar,dest=/tmp/x.tar'], /--output type=tar with --provenance\/--sbom is not supported yet/);
+    await refused(['--provenance', '-o', 'type=local,dest=-'], /--output type=local,dest=- with --provenance\/--sbom: use type=tar/);
     coveredBy('test/integration/attest.test.ts', "'--provenance=mode=max'")();
   },
   async sbom() {
