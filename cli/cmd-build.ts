@@ -113,14 +113,9 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const isolation = flags.isolation as string | undefined;
   if (isolation !== undefined && isolation !== 'default' && isolation !== '') throw new UsageError(`--isolation ${isolation} is not supported on Linux (only "default")`);
   // --call: buildx's frontend methods; check is --check, build the default
-  const call = flags.call as string | undefined;
-  if (call !== undefined) {
-    const method = call.trim();
-    if (method.includes(',')) throw new UsageError(`--call ${call}: options of a method are not supported (--call check, or # check=error=true in the Dockerfile)`);
-    if (method === 'check') flags.check = true;
-    else if (method !== 'build') throw new UsageError(`--call ${call} is not supported (build or check; outline, targets and subrequests.describe are not made by mbuild)`);
-    else if (flags.check) throw new UsageError('--call build and --check ask for different things: give one');
-  }
+  const call = flags.call !== undefined ? (await import('../builder/executor/call.js')).parseCall(flags.call as string) : undefined;
+  if (call?.method === 'check') flags.check = true;
+  else if (call && flags.check) throw new UsageError(`--call ${call.method} and --check ask for different things: give one`);
   const { parseAttestFlags } = await import('../builder/attest/spec.js');
   const attestReq = parseAttestFlags(flags.provenance as string | undefined, flags.sbom as string | undefined, flags.attest as string[]);
   const attesting = Boolean(attestReq.provenance || attestReq.sbom);
@@ -154,7 +149,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const namedContexts = parseBuildContexts(flags.buildContext as string[]);
   // host-gateway makes the bridge when needed: not for --check, which builds nothing
   const addHosts = parseAddHosts(flags.addHost as string[]);
-  const hosts = flags.check ? '' : await hostLines(addHosts);
+  const hosts = flags.check || call?.method === 'outline' || call?.method === 'targets' ? '' : await hostLines(addHosts);
   // names: -t, plus name= of image/registry outputs (as buildx merges them)
   const tags = [...(flags.tag as string[])];
   for (const o of outputs) if (o.type === 'image' || o.type === 'registry') tags.push(...o.names.filter((n) => !tags.includes(n)));
@@ -178,6 +173,13 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const cacheTo = (flags.cacheTo as string[]).map(parseCacheTo);
 
   const input = await span('cli.context', () => resolveContext(positional[0], flags.file as string | undefined));
+  if (call?.method === 'outline' || call?.method === 'targets') {
+    try {
+      return await (await import('../builder/executor/call.js')).callCommand(call, { dockerfile: input.dockerfile, buildArgs, target: flags.target as string | undefined });
+    } finally {
+      for (const d of input.cleanup) await fs.rm(d, { recursive: true, force: true });
+    }
+  }
   if (flags.check) {
     try {
       // base images' environments from the store when there is one (never made or pulled for a check)

@@ -309,7 +309,13 @@ const CASES: Record<string, () => Promise<void> | void> = {
     const r = await build('from busybox as Base\n', ['--call', 'check']);
     expect(r.code, r.stderr).toBe(1);
     expect(r.stdout + r.stderr).toMatch(/StageNameCasing|FromAsCasing/);
-    await refused(['--call', 'targets'], /--call targets is not supported/);
+    // outline and targets come back on stdout as locally
+    const t = await build('# app the app\nFROM busybox AS app\nARG V=1\nFROM app\n', ['--call', 'targets']);
+    expect(t.code, t.stderr).toBe(0);
+    expect(t.stdout).toBe('TARGET    DESCRIPTION\napp       the app\n(default) \n');
+    const o = await build('FROM busybox AS app\n# V the version\nARG V=1\n', ['--call', 'outline,format=json', '--build-arg', 'V=2']);
+    expect(JSON.parse(o.stdout).args).toEqual([{ name: 'V', description: 'the version', value: '2', location: { ranges: [{ start: { line: 3 }, end: { line: 3 } }] } }]);
+    await refused(['--call', 'subrequests.describe'], /subrequests.describe is not supported/);
   },
   async rm() {
     expect((await build('FROM busybox\n', ['--rm', '--force-rm'])).code).toBe(0);
