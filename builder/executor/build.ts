@@ -146,7 +146,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   if ([...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])].some((c) => c.type === 'registry')) registryLoaded = true;
   // the shared caches' manifests are read while the store and the checks get ready (a fresh
   // runner's first round trips to the registry overlap its own start-up)
-  const remoteLoad = opts.cacheFrom?.length ? RemoteCaches.load(opts.cacheFrom, snap, cache, progress, targetPlatform()) : undefined;
+  const remoteLoad = opts.cacheFrom?.length ? RemoteCaches.load(opts.cacheFrom, snap, cache, progress, platforms) : undefined;
   remoteLoad?.catch(() => undefined);
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
   // build checks (`# check=`): error=true stops here; warnings are shown after the build

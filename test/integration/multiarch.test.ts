@@ -231,6 +231,22 @@ describe('multi-platform builds', () => {
     expect(await indexDigest(second, path.join(work, 'repro-b.tar'))).toBe(await indexDigest(root, path.join(work, 'repro-a.tar')));
   }, 600_000);
 
+  it('--cache-from a multi-platform image (inline cache): each platform reads its own entry, no step runs', async () => {
+    const df = `FROM ${MULTI_BUSYBOX}\nARG TARGETARCH\nRUN echo "built-for-$TARGETARCH" > /which\n`;
+    const ctx = await writeContext(work, { Dockerfile: df });
+    const name = `${reg.host}/multi/cached:1`;
+    await ok(['build', '--platform', 'linux/amd64,linux/arm64', '--cache-to', 'type=inline', '-t', name, '--push', ctx]);
+    // a fresh runner: an empty store with only the base, a fresh copy of the context
+    const fresh = path.join(work, 'cache-fresh');
+    await ok(['load', '-i', await multiBusyboxTar()], fresh);
+    const ctx2 = await writeContext(work, { Dockerfile: df });
+    const r = await ok(['build', '--progress', 'plain', '--platform', 'linux/amd64,linux/arm64', '--cache-from', name, '-t', 'cached:2', ctx2], fresh);
+    for (const arch of ['amd64', 'arm64']) expect(r.stderr).toMatch(new RegExp(`#(\\d+) \\[linux/${arch} stage-0 3/3\\] RUN echo[^\\n]*\\n#\\1 CACHED`));
+    expect(r.stderr).not.toMatch(/#\d+ [\d.]+ built-for/);
+    expect(r.stderr).toMatch(/^#1 2 steps of 2 platforms DONE/m);
+    expect((await ok(['run', '--rm', '--platform', 'linux/arm64', 'cached:2', 'cat', '/which'], fresh)).stdout).toBe('built-for-arm64\n');
+  }, 600_000);
+
   it('pushes every manifest and the index; skopeo reads and copies them; pull and run take a platform back', async () => {
     const ctx = await writeContext(work, { Dockerfile: `FROM ${MULTI_BUSYBOX}\nRUN uname -m > /arch\n` });
     const name = `${reg.host}/multi/app:1`;
