@@ -132,6 +132,20 @@ describe('multi-platform builds', () => {
     expect(ran).toHaveLength(1);
     expect(r.stderr).toContain(`${ran[0]} peak memory`);
     expect(r.stderr).toMatch(new RegExp(`^${ids.find((id) => id !== ran[0])} CACHED`, 'm'));
+
+    // --no-cache: the shared step runs again (nothing from the build above is taken), still once
+    const before = await read('linux_amd64', 'rand');
+    const n = await ok(['build', '--progress', 'plain', '--no-cache', '--platform', 'linux/amd64', '--platform', 'linux/arm64', '-o', `type=local,dest=${path.join(work, 'cross-nc')}`, ctx]);
+    const readNc = (p: string, f: string) => fs.readFile(path.join(work, 'cross-nc', p, f), 'utf8');
+    expect(await readNc('linux_amd64', 'rand')).not.toBe(before);
+    expect(await readNc('linux_arm64', 'rand')).toBe(await readNc('linux_amd64', 'rand'));
+    expect(await readNc('linux_arm64', 'out')).toBe(`built on ${host.uname} for arm64\n`);
+    const ncIds = [...n.stderr.matchAll(/^(#\d+) \[linux\/(?:amd64|arm64) build 2\/4\] RUN uname -m > \/buildarch/gm)].map((m) => m[1]);
+    expect(ncIds).toHaveLength(2);
+    expect(ncIds.filter((id) => n.stderr.includes(`${id} peak memory`))).toHaveLength(1);
+    expect(n.stderr).toMatch(new RegExp(`^(${ncIds.join('|')}) CACHED: built by another build at the same time`, 'm'));
+    // the steps that are not shared all ran, for each platform
+    expect(n.stderr.match(/^#\d+ CACHED DONE/gm)).toHaveLength(1);
   }, 600_000);
 
   it('builds for one foreign platform (FROM --platform or --platform) and refuses a docker archive of several', async () => {
