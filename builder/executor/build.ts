@@ -39,7 +39,9 @@ import type { BuiltStep } from '../cache/remote-export.js';
 import type { CacheExportSpec, CacheImportSpec } from '../cache/remote-spec.js';
 import { INLINE_KEY, type InlineCache } from '../cache/remote-format.js';
 import { platformString, targetPlatform, type TargetPlatform } from '../plan/platform.js';
+import { checkFrontend } from '../dockerfile/syntax.js';
 import { platformDescriptor, writeIndex, type WrittenIndex } from './index.js';
+import { indexAnnotations, manifestAnnotations, manifestDescriptorAnnotations, type Annotations } from './annotations.js';
 import type { CommitOptions, Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
 import type { StepHandle } from '../../util/progress.js';
 import type { StepCache } from '../steps/contract.js';
@@ -73,7 +75,8 @@ export interface BuildOptions {
   /** --label: added to the final image's config */
   labels?: Record<string, string>;
   /** --annotation: on the image manifest */
-  annotations?: Record<string, string>;
+  /** --annotation: every kind (annotations.ts); the manifest kinds per platform */
+  annotations?: Annotations;
   /** --build-context NAME=docker-image://REF (and oci-layout, loaded): FROM/COPY --from NAME use REF */
   namedContexts?: Record<string, string>;
   /** --build-context NAME=DIR (a git or http(s) source fetched into one): see named-contexts.ts */
@@ -132,6 +135,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const text = await readDockerfile(opts.dockerfile);
   const display = path.basename(opts.dockerfile);
   const df = parseDockerfile(text, display);
+  checkFrontend(df, opts.buildArgs);
   for (const w of df.warnings) progress.info(`WARNING: ${w}`);
   const platforms = opts.platforms?.length ? opts.platforms : [targetPlatform()];
   const multi = platforms.length > 1;
@@ -140,7 +144,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const plan = plans[0]!;
   if (multi) for (const p of plans) p.label = platformString(p.platform);
   // SOURCE_DATE_EPOCH is for the build itself (BuildKit does not ask for an ARG)
-  for (const a of plan.unusedBuildArgs.filter((n) => n !== 'SOURCE_DATE_EPOCH')) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
+  for (const a of plan.unusedBuildArgs.filter((n) => n !== 'SOURCE_DATE_EPOCH' && n !== 'BUILDKIT_SYNTAX')) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
   const snap = new Layers(store);
   const cache = new BuildCache(snap);
   if ([...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])].some((c) => c.type === 'registry')) registryLoaded = true;
@@ -340,7 +344,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
       created: sourceDateEpoch(opts.buildArgs)?.toISOString() ?? state.created,
       clampMtime: sourceDateEpoch(opts.buildArgs),
       author,
-      annotations: opts.annotations,
+      annotations: manifestAnnotations(opts.annotations ?? [], p.platform),
       extraConfig: inline ? (blobs) => ({ [INLINE_KEY]: inlineCache(state, blobs, shared, explainer) }) : undefined,
     });
     await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
@@ -348,7 +352,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     if (multi) step.note(`${platformString(p.platform)}: manifest ${img.manifestDigest}`);
   }
   // several platforms: the result is an image index of their manifests
-  const index = multi ? await writeIndex(store, written.map((w) => platformDescriptor(w))) : undefined;
+  const ann = opts.annotations ?? [];
+  const index = multi ? await writeIndex(store, written.map((w) => platformDescriptor(w, manifestDescriptorAnnotations(ann, w.platform))), { annotations: indexAnnotations(ann) }) : undefined;
   const top = index?.digest ?? written[0]!.manifestDigest;
   endExport();
   step.done(index ? `index ${index.digest}` : `manifest ${top}`);
