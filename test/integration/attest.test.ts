@@ -313,7 +313,7 @@ describe('--sbom and --provenance', () => {
   it('the store keeps the attested index under the name: a later push, save and load carry the attestations', async () => {
     const root = await store('stored');
     const name = `${reg.host}/attest/stored:1`;
-    await build(root, ['--sbom', '--provenance', '-t', name]);
+    await build(root, ['--sbom', '--provenance', '--annotation', 'index:org.example.kept=yes', '-t', name]);
     // images, inspect and run pick the platform image, never the attestation manifest
     const ins = JSON.parse((await mbuild(['--root', root, 'inspect', name])).stdout)[0];
     expect(ins.Architecture).toBe('amd64');
@@ -327,6 +327,7 @@ describe('--sbom and --provenance', () => {
     const index = JSON.parse(raw.stdout);
     expect(index.manifests.map((m: { platform: { os: string; architecture: string } }) => `${m.platform.os}/${m.platform.architecture}`)).toEqual(['linux/amd64', 'unknown/unknown']);
     expect(index.manifests[1].annotations).toEqual({ 'vnd.docker.reference.digest': index.manifests[0].digest, 'vnd.docker.reference.type': 'attestation-manifest' });
+    expect(index.annotations).toEqual({ 'org.example.kept': 'yes' });
     expect(p.stdout).toBe(`${name}: digest: ${sha(Buffer.from(raw.stdout))}\n`);
     // save (OCI) keeps them; loaded into another store and pushed again, the same index
     const saved = path.join(work, 'stored.tar');
