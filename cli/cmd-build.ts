@@ -155,7 +155,6 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   for (const o of outputs) if (o.push && !tags.length) throw new UsageError(`${flags.push ? '--push' : `--output type=${o.type},push=true`} needs a name to push: add -t REGISTRY/NAME:TAG (or name=)`);
   if (attesting) {
     for (const o of outputs) {
-      if (o.type === 'local' && o.dest === '-') throw new UsageError(`--output type=local,dest=- with --provenance/--sbom: use type=tar for a stream (it holds the statement files)`);
       if (o.ociMediatypes === false) throw new UsageError(`--output type=${o.type},oci-mediatypes=false cannot carry attestations (as BuildKit: they need OCI media types)`);
     }
     if (!tags.length && !outputs.some((o) => o.type === 'oci' || o.type === 'docker' || o.type === 'local' || o.type === 'tar' || o.push))

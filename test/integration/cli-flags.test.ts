@@ -205,7 +205,7 @@ const CASES: Record<string, () => Promise<void> | void> = {
     await refused(['--provenance=mode=max'], /^error: --provenance needs a name or an output that carries attestations: -t NAME \(the store keeps them under it\), --push, -o type=registry, -o type=oci\|docker or -o type=local\|tar/);
     await refused(['--provenance=mode=most', '--push'], /--provenance=mode=most: mode=most is not one of min, max/);
     await refused(['--provenance=filename=p.json', '--push'], /the key filename= is not supported/);
-    await refused(['--provenance', '-o', 'type=local,dest=-'], /--output type=local,dest=- with --provenance\/--sbom: use type=tar/);
+    await refused(['--provenance', '-o', 'type=local,dest=-'], /--output type=local,dest=-: a directory cannot be written to stdout \(use type=tar/);
     coveredBy('test/integration/attest.test.ts', "'--provenance=mode=max'")();
   },
   async sbom() {
