@@ -334,7 +334,7 @@ async function prepareAttestations(store: Store, result: BuildResult, req: impor
   const { prepareAttestations: prepare } = await import('../builder/attest/make.js');
   const { sourceDateEpoch } = await import('../builder/executor/build.js');
   const { targetPlatform } = await import('../builder/plan/platform.js');
-  const { packageVersion } = await import('./cmd-images.js');
+  const { packageVersion } = await import('./cmd-version.js');
   const step = progress.step(req.sbom ? 'generating sbom' : 'generating provenance');
   try {
     const prepared: Attested = [];
