@@ -65,6 +65,11 @@ try {
     banner: { js: 'const __mbuildModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
     define: { 'import.meta.url': '__mbuildModuleUrl' },
   });
+  // a dynamic import of a CommonJS package gets only `default` in split ES module output (node's
+  // own loader would offer its named exports too): import an ES module that re-exports it instead
+  for (const [from, meta] of Object.entries(cli.metafile.inputs))
+    for (const imp of meta.imports)
+      if (imp.kind === 'dynamic-import' && cli.metafile.inputs[imp.path]?.format === 'cjs') throw new Error(`${from}: import('${imp.original}') of a CommonJS module: re-export it from a small ES module and import that`);
   for (const file of cli.outputFiles) {
     const cjs = await transform(file.text, { format: 'cjs', loader: 'js', platform: 'node', target: 'node20', logLevel: 'warning' });
     // a dynamic import of a sibling chunk: require it when the promise runs, as import() would
