@@ -21,7 +21,7 @@ export const BUILD_FLAGS: BuildFlag[] = [
   { names: ['--build-context'], key: 'buildContext', kind: 'list', arg: 'NAME=SRC', help: 'a named context for FROM / COPY --from / RUN --mount from=: DIR, docker-image://REF, oci-layout://PATH[:TAG|@DIGEST], a git or http(s) URL (repeatable)' },
   { names: ['--target'], key: 'target', kind: 'string', arg: 'STAGE', help: 'build up to this stage' },
   { names: ['--label'], key: 'label', kind: 'list', arg: 'K=V', help: 'add a label to the image config (repeatable)' },
-  { names: ['--annotation'], key: 'annotation', kind: 'list', arg: 'K=V', help: 'add an annotation to the image manifest ([manifest:]KEY=VALUE, repeatable)' },
+  { names: ['--annotation'], key: 'annotation', kind: 'list', arg: 'K=V', help: 'add an OCI annotation ([TYPE[PLATFORM],...:]KEY=VALUE; manifest, manifest-descriptor, index, index-descriptor; repeatable)' },
   { names: ['--network'], key: 'network', kind: 'string', arg: 'MODE', help: 'network for RUN steps: default, bridge, host or none' },
   { names: ['--add-host'], key: 'addHost', kind: 'list', arg: 'HOST:IP', help: 'add a line to /etc/hosts of every RUN (repeatable; IP host-gateway: the host, as the bridge gateway)' },
   { names: ['--shm-size'], key: 'shmSize', kind: 'string', arg: 'SIZE', help: 'size of /dev/shm in every RUN (default 64m)' },

@@ -33,19 +33,6 @@ function keyValues(list: string[], flag: string): Record<string, string> {
   return out;
 }
 
-/** `--annotation [manifest:]KEY=VALUE` (index / descriptor annotations need an index: refused). */
-function annotations(list: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const a of list) {
-    const m = /^(?:([a-z-]+)(\[[^\]]*\])?:)?([^=:]+)=(.*)$/s.exec(a);
-    if (!m) throw new UsageError(`--annotation ${a}: expected [TYPE:]KEY=VALUE`);
-    if (m[1] !== undefined && m[1] !== 'manifest') throw new UsageError(`--annotation ${a}: only manifest annotations are supported (mbuild writes no index of its own)`);
-    if (m[2] !== undefined) throw new UsageError(`--annotation ${a}: platform-scoped annotations are not supported`);
-    out[m[3]] = m[4];
-  }
-  return out;
-}
-
 /**
  * `--add-host HOST:IP` (buildx also takes HOST=IP; an IPv6 address may be in brackets). IP
  * `host-gateway` is Docker's name for the host as RUN steps reach it: buildx asks the builder for
@@ -150,7 +137,17 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   // buildx: "docker exporter does not currently support exporting manifest lists"
   for (const o of outputs) if (o.type === 'docker' && platforms.length > 1) throw new UsageError(`--output type=docker cannot hold an image for several platforms (${platforms.length} asked with --platform): use type=oci, or one --platform`);
   const labels = keyValues(flags.label as string[], '--label');
-  const manifestAnnotations = annotations(flags.annotation as string[]);
+  // --annotation goes to the build (the stored image) and to every output, as buildx sends it to each exporter
+  const { parseAnnotationFlag, checkAnnotations } = await import('../builder/executor/annotations.js');
+  const buildAnnotations = (flags.annotation as string[]).flatMap(parseAnnotationFlag);
+  for (const o of outputs) if (o.type !== 'local' && o.type !== 'tar') o.annotations = [...buildAnnotations, ...o.annotations];
+  {
+    const { targetPlatform } = await import('../util/platform.js');
+    const made = platforms.length ? platforms : [targetPlatform()];
+    const index = made.length > 1 || attesting;
+    checkAnnotations(buildAnnotations, { platforms: made, index, ociMediatypes: true });
+    for (const o of outputs) checkAnnotations(o.annotations, { platforms: made, index, ociMediatypes: ociMediatypesFor(o, buildAnnotations.length > 0, attesting) });
+  }
   const noCacheFilter = (flags.noCacheFilter as string[]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
   const namedContexts = parseBuildContexts(flags.buildContext as string[]);
   // host-gateway makes the bridge when needed: not for --check, which builds nothing
@@ -213,7 +210,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       secrets,
       ssh,
       labels,
-      annotations: manifestAnnotations,
+      annotations: buildAnnotations,
       namedContexts: contexts.images,
       contextDirs: contexts.dirs,
       extraHosts: hosts,
@@ -362,17 +359,19 @@ async function prepareAttestations(store: Store, result: BuildResult, req: impor
  * (with its platform) and its attestation manifest (platform unknown/unknown). Several platforms:
  * every image, then every image's attestation manifest (each naming its image's digest).
  */
-async function outputForm(store: Store, result: BuildResult, out: OutputSpec, progress: Progress, attested: Attested | undefined): Promise<{ digest: string; index: boolean }> {
+async function outputForm(store: Store, result: BuildResult, out: OutputSpec, progress: Progress, attested: Attested | undefined): Promise<{ digest: string; index: boolean; descriptorAnnotations: Record<string, string> }> {
   const { imageInForm } = await import('./image-form.js');
-  const form = { compression: out.compression, compressionLevel: out.compressionLevel, forceCompression: out.forceCompression, ociMediatypes: ociMediatypesFor(out, Object.keys(result.manifest.annotations ?? {}).length > 0, attested !== undefined), annotations: out.annotations };
+  const ann = await import('../builder/executor/annotations.js');
+  const base = { compression: out.compression, compressionLevel: out.compressionLevel, forceCompression: out.forceCompression, ociMediatypes: ociMediatypesFor(out, Object.keys(result.manifest.annotations ?? {}).length > 0, attested !== undefined) };
+  const form = (platform: import('../util/platform.js').TargetPlatform) => ({ ...base, annotations: ann.manifestAnnotations(out.annotations, platform) });
   if (result.index) {
     // several platforms: each image in the form asked for, under a new index of those (the stored index stays as built)
     const { platformDescriptor, writeIndex } = await import('../builder/executor/index.js');
     const entries = [];
     const layers: import('../store/oci.js').Descriptor[][] = [];
     for (const img of result.images) {
-      const f = await imageInForm(store, img.manifestDigest, form);
-      entries.push(platformDescriptor({ manifestDigest: f.manifestDigest, manifestSize: await store.content.size(f.manifestDigest), config: img.config, mediaType: f.manifest.mediaType }));
+      const f = await imageInForm(store, img.manifestDigest, form(img.platform));
+      entries.push(platformDescriptor({ manifestDigest: f.manifestDigest, manifestSize: await store.content.size(f.manifestDigest), config: img.config, mediaType: f.manifest.mediaType }, ann.manifestDescriptorAnnotations(out.annotations, img.platform)));
       layers.push(f.manifest.layers);
     }
     let extra: import('../store/oci.js').Descriptor[] | undefined;
@@ -380,19 +379,23 @@ async function outputForm(store: Store, result: BuildResult, out: OutputSpec, pr
       const { attestationEntries } = await import('../builder/attest/attach.js');
       extra = await attestationEntries(store, entries.map((e, k) => ({ manifest: e, platform: e.platform!, attestations: attested[k]!.forImage(layers[k]!) })), result.names);
     }
-    const idx = await writeIndex(store, entries, { ...(extra ? { extra } : {}), mediaType: form.ociMediatypes ? undefined : 'application/vnd.docker.distribution.manifest.list.v2+json' });
+    const idx = await writeIndex(store, entries, { ...(extra ? { extra } : {}), annotations: ann.indexAnnotations(out.annotations), mediaType: base.ociMediatypes ? undefined : 'application/vnd.docker.distribution.manifest.list.v2+json' });
     if (attested) progress.info(`exporting manifest list ${idx.digest}`);
-    return { digest: idx.digest, index: true };
+    return { digest: idx.digest, index: true, descriptorAnnotations: ann.indexDescriptorAnnotations(out.annotations) };
   }
-  const { manifestDigest, manifest } = await imageInForm(store, result.manifestDigest, form);
-  if (!attested) return { digest: manifestDigest, index: false };
+  const only = result.images[0]!.platform;
+  const { manifestDigest, manifest } = await imageInForm(store, result.manifestDigest, form(only));
+  const onManifest = ann.manifestDescriptorAnnotations(out.annotations, only);
+  // no index: the manifest's descriptor is the OCI layout's (index.json), where BuildKit puts manifest-descriptor annotations
+  if (!attested) return { digest: manifestDigest, index: false, descriptorAnnotations: onManifest };
   const { writeAttestedIndex } = await import('../builder/attest/attach.js');
   const c = result.config;
   const platform = { architecture: c.architecture, os: c.os, ...(c.variant ? { variant: c.variant } : {}) };
   const size = await store.content.size(manifestDigest);
-  const index = await writeAttestedIndex(store, [{ manifest: { mediaType: manifest.mediaType ?? '', digest: manifestDigest, size }, platform, attestations: attested[0]!.forImage(manifest.layers) }], result.names);
+  const descriptor = { mediaType: manifest.mediaType ?? '', digest: manifestDigest, size, ...(Object.keys(onManifest).length ? { annotations: onManifest } : {}) };
+  const index = await writeAttestedIndex(store, [{ manifest: descriptor, platform, attestations: attested[0]!.forImage(manifest.layers) }], result.names, ann.indexAnnotations(out.annotations));
   progress.info(`exporting manifest list ${index.digest}`);
-  return { digest: index.digest, index: true };
+  return { digest: index.digest, index: true, descriptorAnnotations: ann.indexDescriptorAnnotations(out.annotations) };
 }
 
 async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, progress: Progress, attested?: Attested): Promise<{ name: string; digest: string }[]> {
@@ -413,10 +416,10 @@ async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, p
   try {
     if (out.type === 'oci' || out.type === 'docker') {
       const { exportImage } = await import('../store/archive/export.js');
-      const { digest: manifestDigest } = await outputForm(store, result, out, progress, attested);
+      const { digest: manifestDigest, descriptorAnnotations } = await outputForm(store, result, out, progress, attested);
       const names = [...result.names, ...out.names.filter((n) => !result.names.includes(n))];
-      if (out.tar) await exportImage(store, { manifestDigest, names }, { type: out.type, dest });
-      else await exportLayoutDir(store, manifestDigest, names, out.type, dest);
+      if (out.tar) await exportImage(store, { manifestDigest, names, annotations: descriptorAnnotations }, { type: out.type, dest });
+      else await exportLayoutDir(store, { manifestDigest, names, annotations: descriptorAnnotations }, out.type, dest);
     } else {
       const { exportFilesystem, exportFilesystems } = await import('./export-fs.js');
       // several platforms: a folder per platform (linux_amd64/, linux_arm64/), as BuildKit writes them,
@@ -465,12 +468,12 @@ async function writeStatementFiles(dest: string, atts: import('../builder/attest
 }
 
 /** tar=false: the same layout as the tar, unpacked into the directory dest. */
-async function exportLayoutDir(store: Store, manifestDigest: string, names: string[], type: 'oci' | 'docker', dest: string): Promise<void> {
+async function exportLayoutDir(store: Store, image: import('../store/archive/export.js').ExportImage, type: 'oci' | 'docker', dest: string): Promise<void> {
   const { exportImage } = await import('../store/archive/export.js');
   const tmp = await store.mkTemp('layout');
   try {
     const tarFile = path.join(tmp, 'image.tar');
-    await exportImage(store, { manifestDigest, names }, { type, dest: tarFile });
+    await exportImage(store, image, { type, dest: tarFile });
     await fs.mkdir(dest, { recursive: true });
     await new Promise<void>((resolve, reject) => execFile('tar', ['-x', '--no-same-owner', '-f', tarFile, '-C', dest], (err) => (err ? reject(err) : resolve())));
   } finally {

@@ -17,6 +17,7 @@ import { ContextStore, syncContext } from './context-store.js';
 import { forwardedArgs, type ServerPolicy } from './remote-flags.js';
 import { ServerAgents } from './ssh-forward.js';
 import { spawnWorker, runCommand, exitCode } from './worker.js';
+import { WorkerFacts } from './worker-facts.js';
 import type { BuildEvent, BuildInput, BuildRequest, CommandReply, CommandRequest, ExecEvent, ExecInput, ExecRequest, Frame, InfoReply, MissingReply, MissingRequest, UploadChunk } from './protocol.js';
 import type { ManifestEntry } from './manifest.js';
 
@@ -40,9 +41,11 @@ export class BuilderService {
   /** context folders a running build reads (a second build of the same one gets a folder of its own) */
   private readonly busyContexts = new Set<string>();
   draining = false;
+  private readonly facts: WorkerFacts;
 
   constructor(private readonly opts: ServiceOptions, private readonly grpcStatus: typeof grpc.status) {
     this.contexts = new ContextStore(opts.root);
+    this.facts = new WorkerFacts(opts.root, opts.log);
     this.queue = new PQueue({ concurrency: opts.maxBuilds });
   }
 
@@ -305,6 +308,8 @@ export class BuilderService {
     const key = req.contextKey !== undefined && /^[0-9a-f]{64}$/.test(req.contextKey) && !this.busyContexts.has(req.contextKey) ? req.contextKey : undefined;
     if (key) this.busyContexts.add(key);
     this.opts.log(`build ${id}: started (${req.manifest.length} context entries)`);
+    // checked while the context arrives (a failure hands nothing down: never rejects)
+    const facts = this.facts.env();
     try {
       const contextDir = key ? path.join(layout.serverContexts(this.opts.root), key) : path.join(work, 'context');
       const outputs = req.outputs.map((o, i) => ({ spec: o.spec, dest: path.join(work, `output-${i}`) }));
@@ -336,7 +341,7 @@ export class BuilderService {
         setAgents(agents);
       }
       // the build's SOURCE_DATE_EPOCH is the client's, never the server's own
-      const env = { SOURCE_DATE_EPOCH: req.sourceDateEpoch ?? '' };
+      const env = { ...(await facts), SOURCE_DATE_EPOCH: req.sourceDateEpoch ?? '' };
       const secretArgs = secretFiles.map((f) => `--secret=id=${f.id},src=${f.file}`);
       const sshArgs = (agents?.sockets ?? []).map(([sshId, sock]) => `--ssh=${sshId}=${sock}`);
       const iidFile = path.join(work, 'iid');

@@ -116,12 +116,17 @@ export async function attestationEntries(store: Store, images: PlatformImage[], 
  * The index of a build with attestations: the images (with their platforms), then the
  * attestation manifests. (A single-platform build gets one too, as BuildKit makes it.)
  */
-export async function writeAttestedIndex(store: Store, images: PlatformImage[], names: string[]): Promise<Descriptor> {
+export async function writeAttestedIndex(store: Store, images: PlatformImage[], names: string[], annotations: Record<string, string> = {}): Promise<Descriptor> {
   const entries = await attestationEntries(store, images, names);
+  // field order as BuildKit's JSON (the descriptor's annotations before its platform; the index's last)
   const index: Index = {
     schemaVersion: 2,
     mediaType: MediaType.index,
-    manifests: [...images.map((i) => ({ mediaType: i.manifest.mediaType, digest: i.manifest.digest, size: i.manifest.size, platform: platformJson(i.platform) })), ...entries],
+    manifests: [
+      ...images.map((i) => ({ mediaType: i.manifest.mediaType, digest: i.manifest.digest, size: i.manifest.size, ...(i.manifest.annotations ? { annotations: i.manifest.annotations } : {}), platform: platformJson(i.platform) })),
+      ...entries,
+    ],
+    ...(Object.keys(annotations).length ? { annotations } : {}),
   };
   const info = await store.content.ingest(indented(index));
   return { mediaType: MediaType.index, digest: info.digest, size: info.size };

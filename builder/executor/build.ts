@@ -40,6 +40,7 @@ import type { CacheExportSpec, CacheImportSpec } from '../cache/remote-spec.js';
 import { INLINE_KEY, type InlineCache } from '../cache/remote-format.js';
 import { platformString, targetPlatform, type TargetPlatform } from '../plan/platform.js';
 import { platformDescriptor, writeIndex, type WrittenIndex } from './index.js';
+import { indexAnnotations, manifestAnnotations, manifestDescriptorAnnotations, type Annotations } from './annotations.js';
 import type { CommitOptions, Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
 import type { StepHandle } from '../../util/progress.js';
 import type { StepCache } from '../steps/contract.js';
@@ -73,7 +74,8 @@ export interface BuildOptions {
   /** --label: added to the final image's config */
   labels?: Record<string, string>;
   /** --annotation: on the image manifest */
-  annotations?: Record<string, string>;
+  /** --annotation: every kind (annotations.ts); the manifest kinds per platform */
+  annotations?: Annotations;
   /** --build-context NAME=docker-image://REF (and oci-layout, loaded): FROM/COPY --from NAME use REF */
   namedContexts?: Record<string, string>;
   /** --build-context NAME=DIR (a git or http(s) source fetched into one): see named-contexts.ts */
@@ -340,7 +342,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
       created: sourceDateEpoch(opts.buildArgs)?.toISOString() ?? state.created,
       clampMtime: sourceDateEpoch(opts.buildArgs),
       author,
-      annotations: opts.annotations,
+      annotations: manifestAnnotations(opts.annotations ?? [], p.platform),
       extraConfig: inline ? (blobs) => ({ [INLINE_KEY]: inlineCache(state, blobs, shared, explainer) }) : undefined,
     });
     await Promise.all(state.layers.map((l) => cache.saveBlob(l)));
@@ -348,7 +350,8 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     if (multi) step.note(`${platformString(p.platform)}: manifest ${img.manifestDigest}`);
   }
   // several platforms: the result is an image index of their manifests
-  const index = multi ? await writeIndex(store, written.map((w) => platformDescriptor(w))) : undefined;
+  const ann = opts.annotations ?? [];
+  const index = multi ? await writeIndex(store, written.map((w) => platformDescriptor(w, manifestDescriptorAnnotations(ann, w.platform))), { annotations: indexAnnotations(ann) }) : undefined;
   const top = index?.digest ?? written[0]!.manifestDigest;
   endExport();
   step.done(index ? `index ${index.digest}` : `manifest ${top}`);

@@ -13,12 +13,14 @@ export interface WrittenIndex {
 }
 
 /** A platform image's manifest as an index entry: its platform is what its config says. */
-export function platformDescriptor(image: { manifestDigest: string; manifestSize: number; config: ImageConfig; mediaType?: string }): Descriptor {
+export function platformDescriptor(image: { manifestDigest: string; manifestSize: number; config: ImageConfig; mediaType?: string }, annotations: Record<string, string> = {}): Descriptor {
   const c = image.config;
   return {
     mediaType: image.mediaType ?? MediaType.manifest,
     digest: image.manifestDigest,
     size: image.manifestSize,
+    // --annotation manifest-descriptor: (the OCI descriptor's field order: annotations before platform)
+    ...(Object.keys(annotations).length ? { annotations } : {}),
     platform: { architecture: c.architecture, os: c.os, ...(c.variant ? { variant: c.variant } : {}) },
   };
 }

@@ -5,6 +5,7 @@
  * such as `pushh=true` must not build and skip the push).
  */
 import { UsageError } from '../../util/errors.js';
+import { parseAnnotationOutputKey, type Annotation } from './annotations.js';
 
 export type OutputType = 'oci' | 'docker' | 'tar' | 'local' | 'image' | 'registry';
 export type Compression = 'gzip' | 'uncompressed' | 'zstd';
@@ -26,8 +27,8 @@ export interface OutputSpec {
   pushByDigest: boolean;
   /** as given; undefined: the exporter's default (ociMediatypesFor) */
   ociMediatypes?: boolean;
-  /** annotation.KEY=V / annotation-manifest.KEY=V: annotations on the image manifest */
-  annotations: Record<string, string>;
+  /** annotation[-TYPE][[PLATFORM]].KEY=V: for this output's manifests, index and descriptors (annotations.ts) */
+  annotations: Annotation[];
 }
 
 const IMAGE_KEYS = ['name', 'push', 'push-by-digest', 'compression', 'compression-level', 'force-compression', 'oci-mediatypes', 'annotation', 'store'];
@@ -73,7 +74,7 @@ const REFUSED_KEYS: Record<string, string> = {
  */
 export function ociMediatypesFor(out: OutputSpec, imageHasAnnotations = false, attested = false): boolean {
   if (out.ociMediatypes !== undefined) return out.ociMediatypes;
-  if (out.type === 'docker') return out.compression === 'zstd' || attested || imageHasAnnotations || Object.keys(out.annotations).length > 0;
+  if (out.type === 'docker') return out.compression === 'zstd' || attested || imageHasAnnotations || out.annotations.length > 0;
   return true;
 }
 
@@ -101,7 +102,7 @@ function bool(key: string, v: string): boolean {
 }
 
 export function parseOutput(spec: string): OutputSpec {
-  const base: OutputSpec = { type: 'local', names: [], push: false, pushByDigest: false, tar: true, compression: 'gzip', forceCompression: false, annotations: {} };
+  const base: OutputSpec = { type: 'local', names: [], push: false, pushByDigest: false, tar: true, compression: 'gzip', forceCompression: false, annotations: [] };
   if (!spec.includes('=')) return { ...base, type: spec === '-' ? 'tar' : 'local', dest: spec };
   const kv: [string, string][] = [];
   for (const part of fields(spec)) {
@@ -114,10 +115,8 @@ export function parseOutput(spec: string): OutputSpec {
   const out: OutputSpec = { ...base, type, push: type === 'registry' };
   for (const [key, v] of kv) {
     if (key === 'type') continue;
-    const root = key.startsWith('annotation.') || key.startsWith('annotation-manifest.') ? 'annotation' : key;
+    const root = /^annotation[-.[]/.test(key) ? 'annotation' : key;
     if (Object.hasOwn(REFUSED_KEYS, key)) throw new UsageError(`--output ${key}= is not supported: ${REFUSED_KEYS[key]}`);
-    if (key.startsWith('annotation-index') || key.startsWith('annotation-manifest-descriptor'))
-      throw new UsageError(`--output ${key.split('.')[0]}.*= is not supported: mbuild writes no index of its own (only manifest annotations)`);
     if (!KEYS[type].includes(root)) throw new UsageError(`--output type=${type} does not take ${key}= (it takes ${KEYS[type].join(', ')})`);
     switch (root) {
       case 'dest':
@@ -155,7 +154,7 @@ export function parseOutput(spec: string): OutputSpec {
         out.ociMediatypes = bool(key, v);
         break;
       case 'annotation':
-        out.annotations[key.slice(key.indexOf('.') + 1)] = v;
+        out.annotations.push(parseAnnotationOutputKey(key, v)!);
         break;
     }
   }

@@ -33,6 +33,8 @@ export interface ExportImage {
   manifestDigest: string;
   /** names to record in the archive (any docker spelling); may be empty */
   names: string[];
+  /** on index.json's descriptor of the image (BuildKit's index-descriptor / manifest-descriptor annotations) */
+  annotations?: Record<string, string>;
 }
 
 const EPOCH = new Date(0);
@@ -105,12 +107,13 @@ export async function exportImage(store: Store, image: ExportImage, opts: Export
   }
 
   const target: Descriptor = { mediaType: manifestMediaType, digest: manifestDigest, size: manifestBytes.length };
+  const own = image.annotations ?? {};
   const index: Index = {
     schemaVersion: 2,
     mediaType: MediaType.index,
     manifests: names.length
-      ? names.map((n) => ({ ...target, annotations: { [ANNOTATION_IMAGE_NAME]: n.full, [ANNOTATION_REF_NAME]: n.tag } }))
-      : [target],
+      ? names.map((n) => ({ ...target, annotations: { ...own, [ANNOTATION_IMAGE_NAME]: n.full, [ANNOTATION_REF_NAME]: n.tag } }))
+      : [Object.keys(own).length ? { ...target, annotations: own } : target],
   };
   const files = new Map<string, Buffer>();
   files.set('oci-layout', Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })));

@@ -116,7 +116,8 @@ const CASES: Record<string, () => Promise<void> | void> = {
     const r = await build('FROM busybox\n', ['-t', 'remote/ann', '--annotation', 'org.opencontainers.image.source=https://example.com/x']);
     expect(r.code, r.stderr).toBe(0);
     expect((await inspect('remote/ann')).Manifest.annotations).toEqual({ 'org.opencontainers.image.source': 'https://example.com/x' });
-    await refused(['--annotation', 'index:a=b'], /only manifest annotations/);
+    await refused(['--annotation', 'index:a=b'], /index annotations need an index/);
+    await refused(['--annotation', 'manifest[linux/s390x]:a=b'], /this build makes no linux\/s390x image/);
   },
   async network() {
     const r = await build('FROM busybox\nRUN ls /sys/class/net\n', ['--network', 'none', '--no-cache']);

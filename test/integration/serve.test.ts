@@ -21,8 +21,8 @@ interface Server {
   exited: Promise<number | null>;
 }
 
-async function startServer(args: string[], storeRoot = root): Promise<Server> {
-  const child = spawn(path.join(REPO, 'bin/mbuild'), ['--root', storeRoot, 'serve', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+async function startServer(args: string[], storeRoot = root, extraEnv: NodeJS.ProcessEnv = {}): Promise<Server> {
+  const child = spawn(path.join(REPO, 'bin/mbuild'), ['--root', storeRoot, 'serve', ...args], { env: { ...process.env, ...env, ...extraEnv }, stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr!.on('data', (d) => (log += d));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
@@ -219,6 +219,57 @@ describe('mbuild serve on a unix socket', () => {
     const run1 = await remote(['run', 'busybox']);
     expect(run1.code).toBe(2);
     expect(run1.stderr).toMatch(/^error: "mbuild run" does not work with a server/m);
+  });
+});
+
+describe('what the server finds out once for its build workers', () => {
+  const bridge = process.env.MBUILD_BRIDGE || 'mbuild0';
+  let server: Server;
+  let tsock: string;
+  beforeAll(async () => {
+    tsock = path.join(tmp, 'facts.sock');
+    // MBUILD_TRACE: each worker prints its phases, so the test sees which checks a worker ran
+    server = await startServer(['--addr', `unix://${tsock}`], root, { MBUILD_TRACE: '1' });
+  });
+  afterAll(async () => {
+    server.child.kill('SIGTERM');
+    expect(await server.exited).toBe(0);
+  });
+  const gatewayOf = (out: string) => /^#\d+ [\d.]+ gw=(\S+)$/m.exec(out)?.[1];
+
+  it('a worker uses the bridge the server checked (no bridge check of its own) and reaches the gateway', async () => {
+    const dir = await context('facts-gw', 'FROM busybox\nRUN ip route | awk \'/default/ {print "gw=" $3}\'\n');
+    const first = await remote(['build', '--progress', 'plain', '--no-cache', dir], `unix://${tsock}`);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).toMatch(/mbuild-trace .* sandbox\.network-plan /);
+    expect(first.stderr).not.toMatch(/mbuild-trace .* net\.(iptables-save|anti-spoofing|addr) /);
+    const gw = gatewayOf(first.stderr);
+    expect(gw).toBeDefined();
+    let data = '';
+    const srv = net.createServer((c) => {
+      c.on('data', (d) => (data += d));
+      c.on('end', () => c.end());
+    });
+    await new Promise<void>((r) => srv.listen(0, gw, r));
+    try {
+      const port = (srv.address() as net.AddressInfo).port;
+      const second = await remote(['build', '--progress', 'plain', '--no-cache', await context('facts-nc', `FROM busybox\nRUN echo hello-gateway | nc ${gw} ${port}\n`)], `unix://${tsock}`);
+      expect(second.code, second.stderr).toBe(0);
+      expect(second.stderr).not.toMatch(/mbuild-trace .* net\.(iptables-save|anti-spoofing|addr) /);
+      expect(data.trim()).toBe('hello-gateway');
+    } finally {
+      srv.close();
+    }
+  });
+
+  it('a worker checks and makes the bridge itself when it was deleted after the server\'s check', async () => {
+    execFileSync('ip', ['link', 'del', bridge]);
+    const dir = await context('facts-gone', 'FROM busybox\nRUN ip route | awk \'/default/ {print "gw=" $3}\'\n');
+    const r = await remote(['build', '--progress', 'plain', '--no-cache', dir], `unix://${tsock}`);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/mbuild-trace .* net\.addr /);
+    expect(gatewayOf(r.stderr)).toBeDefined();
+    expect(await fs.stat(`/sys/class/net/${bridge}/bridge`).then(() => true, () => false)).toBe(true);
   });
 });
 

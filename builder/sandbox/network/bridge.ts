@@ -8,7 +8,7 @@
  * MBUILD_BRIDGE and MBUILD_SUBNET choose another bridge name / subnet (tests use their own).
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import { NetworkError, UsageError } from '../../../util/errors.js';
 import { CANDIDATE_SUBNETS, formatSubnet, gatewayOf, intToIp, ipToInt, overlaps, parseSubnet, size, tryParseCidr, type Subnet } from './cidr.js';
 import { findTool, ip, ipJson, iptables, runTool } from './cmd.js';
@@ -55,10 +55,47 @@ interface IpAddr {
 
 const ensured = new Map<string, Promise<Bridge>>();
 
+/**
+ * A bridge `mbuild serve` has just checked, handed to its build workers in the environment
+ * (server/worker-facts.ts): a worker trusts it instead of checking the bridge again.
+ */
+export const BRIDGE_READY_ENV = 'MBUILD_BRIDGE_READY';
+
+export function serializeBridge(b: Bridge): string {
+  return JSON.stringify({ name: b.name, subnet: formatSubnet(b.subnet), gateway: b.gateway, nat: b.nat });
+}
+
+function handedDown(cfg: BridgeConfig): Bridge | undefined {
+  const raw = process.env[BRIDGE_READY_ENV];
+  if (!raw) return undefined;
+  try {
+    const v = JSON.parse(raw) as { name?: unknown; subnet?: unknown; gateway?: unknown; nat?: unknown };
+    if (v.name !== cfg.name || typeof v.subnet !== 'string' || typeof v.gateway !== 'string' || typeof v.nat !== 'boolean') return undefined;
+    const subnet = tryParseCidr(v.subnet);
+    if (!subnet || (cfg.subnet && formatSubnet(parseSubnet(cfg.subnet)) !== v.subnet)) return undefined;
+    // deleted since the server's check (a stat, not a tool run): check and make it again here
+    if (!existsSync(`/sys/class/net/${cfg.name}/bridge`)) return undefined;
+    return { name: v.name, subnet, gateway: v.gateway, nat: v.nat };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Forget this process's check of a bridge: the next ensureBridge checks it again. */
+export function forgetBridge(name: string): void {
+  ensured.delete(name);
+}
+
 /** The bridge, created (or checked) once per process. */
 export function ensureBridge(cfg: BridgeConfig = bridgeConfig()): Promise<Bridge> {
   let p = ensured.get(cfg.name);
   if (!p) {
+    const given = handedDown(cfg);
+    if (given) {
+      p = Promise.resolve(given);
+      ensured.set(cfg.name, p);
+      return p;
+    }
     p = withNetLock(cfg.name, () => setUp(cfg));
     ensured.set(cfg.name, p);
     p.catch(() => ensured.delete(cfg.name));
