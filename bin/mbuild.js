@@ -58,7 +58,12 @@ function load(name) {
  * instead of loading a newer chunk beside older ones, or missing one.
  */
 function holdBundle() {
+  const start = trace?.now();
   for (const name of readdirSync(dir)) if (name.endsWith('.cjs') && !loaded.has(name) && !held.has(name)) held.set(name, read(name));
+  if (trace) {
+    const end = trace.now();
+    process.stderr.write(`mbuild-trace ${end.toFixed(1)} ms hold ${held.size} files ${(end - start).toFixed(1)} ms\n`);
+  }
 }
 
 Promise.resolve()

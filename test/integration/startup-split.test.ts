@@ -78,6 +78,24 @@ describe('what a command loads', () => {
       await exited;
     });
 
+    it('a server reads the whole bundle when it starts (an upgrade under it cannot mix versions)', async () => {
+      // a server of its own: with MBUILD_TRACE=1 its workers' lines would reach the other test's client
+      const traced = spawn(path.join(REPO, 'bin/mbuild'), ['--root', path.join(tmp, 'traced-root'), 'serve', '--addr', `unix://${path.join(tmp, 't.sock')}`], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+        env: { ...process.env, MBUILD_TRACE: '1' },
+      });
+      let tlog = '';
+      traced.stderr!.on('data', (d) => (tlog += d));
+      const end = Date.now() + 30_000;
+      while (!tlog.includes('listening on') && traced.exitCode === null && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+      const exited = new Promise((r) => traced.once('exit', r));
+      traced.kill('SIGTERM');
+      await exited;
+      const held = /^mbuild-trace [\d.]+ ms hold (\d+) files /m.exec(tlog);
+      expect(held, tlog).not.toBe(null);
+      expect(Number(held![1])).toBeGreaterThan(50);
+    }, 60_000);
+
     it('loads grpc-js and the client, not the store, the builder or the registry client', async () => {
       const r = await mbuild(['--host', host, 'images'], { env: { MBUILD_TRACE: '1' } });
       expect(r.code, r.stderr).toBe(0);
