@@ -30,7 +30,16 @@ function read(name) {
   } catch {
     cachedData = undefined;
   }
-  return { source: readFileSync(file, 'utf8'), cachedData };
+  let source;
+  try {
+    source = readFileSync(file, 'utf8');
+  } catch (err) {
+    // chunk names carry their content's hash: a rebuild or upgrade since this command started
+    // removed the one it needs now
+    if (err.code === 'ENOENT' && loaded.size) throw new Error(`${file} is gone: mbuild was rebuilt or upgraded while this command ran; run it again`);
+    throw err;
+  }
+  return { source, cachedData };
 }
 
 /** Loads a file of dist/bundle as require() would, compiled with its code cache. */

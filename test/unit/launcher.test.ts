@@ -49,6 +49,18 @@ describe('the launcher and its code caches', () => {
     expect(r.stdout).toMatch(/^Usage: mbuild/);
   });
 
+  it('a chunk removed under a command (a rebuild or upgrade meanwhile) is one clear error line', () => {
+    const dir = path.join(copy, 'dist/bundle');
+    const version = readdirSync(dir).find((f) => /^cmd-version-\w+\.cjs$/.test(f));
+    expect(version).toBeDefined();
+    rmSync(path.join(dir, version!));
+    const r = spawnSync(process.execPath, [path.join(copy, 'bin', 'mbuild.js'), '--version'], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^error: .*cmd-version-\w+\.cjs is gone: mbuild was rebuilt or upgraded while this command ran; run it again$/m);
+    cpSync(path.join(REPO, 'dist/bundle', version!), path.join(dir, version!));
+  });
+
   it('a failing command still exits with its own code and one error line', () => {
     const r = spawnSync(process.execPath, [path.join(copy, 'bin', 'mbuild.js'), 'no-such-command'], { encoding: 'utf8' });
     expect(r.status).not.toBe(0);
