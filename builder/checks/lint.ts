@@ -10,6 +10,7 @@
  */
 import { AstError, parseAst, type AstNode, type AstResult } from '../dockerfile/ast.js';
 import { parseDockerfile } from '../dockerfile/parse.js';
+import { checkFrontend } from '../dockerfile/syntax.js';
 import type { Instruction, ParsedDockerfile } from '../dockerfile/types.js';
 import { Lexer, type EnvLookup } from '../expand/shell-word.js';
 import { planBuild, type Plan } from '../plan/plan.js';
@@ -99,6 +100,7 @@ export function checkDockerfile(text: string, file: string, opts: CheckOptions =
   let parseError: CheckResult['error'];
   try {
     df = parseDockerfile(text, file);
+    checkFrontend(df, buildArgs);
   } catch (e) {
     parseError = errorOf(e);
   }

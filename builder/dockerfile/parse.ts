@@ -352,8 +352,8 @@ export function parseDockerfile(text: string, file?: string): ParsedDockerfile {
   }
 
   const warnings = [...ast.warnings];
-  const syntax = ast.directives.find((d) => d.name === 'syntax')?.value;
-  if (syntax !== undefined) warnings.unshift('syntax directive ignored');
+  const syntaxDirective = ast.directives.find((d) => d.name === 'syntax');
+  const syntax = syntaxDirective?.value;
 
   const instructions: Instruction[] = [];
   let seenFrom = false;
@@ -367,6 +367,9 @@ export function parseDockerfile(text: string, file?: string): ParsedDockerfile {
   if (!seenFrom) throw new ParseError('dockerfile contains no stages to build');
 
   const out: ParsedDockerfile = { escape: ast.escape, instructions, warnings };
-  if (syntax !== undefined) out.syntax = syntax;
+  if (syntaxDirective) {
+    out.syntax = syntaxDirective.value;
+    out.syntaxRange = rangeOf(syntaxDirective.line, syntaxDirective.line);
+  }
   return out;
 }

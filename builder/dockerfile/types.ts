@@ -123,6 +123,8 @@ export type Instruction =
 export interface ParsedDockerfile {
   escape: '\\' | '`';
   syntax?: string;
+  /** the `# syntax=` line */
+  syntaxRange?: SourceRange;
   instructions: Instruction[];
   warnings: string[];
 }

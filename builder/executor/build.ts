@@ -39,6 +39,7 @@ import type { BuiltStep } from '../cache/remote-export.js';
 import type { CacheExportSpec, CacheImportSpec } from '../cache/remote-spec.js';
 import { INLINE_KEY, type InlineCache } from '../cache/remote-format.js';
 import { platformString, targetPlatform, type TargetPlatform } from '../plan/platform.js';
+import { checkFrontend } from '../dockerfile/syntax.js';
 import { platformDescriptor, writeIndex, type WrittenIndex } from './index.js';
 import { indexAnnotations, manifestAnnotations, manifestDescriptorAnnotations, type Annotations } from './annotations.js';
 import type { CommitOptions, Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
@@ -134,6 +135,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const text = await readDockerfile(opts.dockerfile);
   const display = path.basename(opts.dockerfile);
   const df = parseDockerfile(text, display);
+  checkFrontend(df, opts.buildArgs);
   for (const w of df.warnings) progress.info(`WARNING: ${w}`);
   const platforms = opts.platforms?.length ? opts.platforms : [targetPlatform()];
   const multi = platforms.length > 1;
@@ -142,7 +144,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   const plan = plans[0]!;
   if (multi) for (const p of plans) p.label = platformString(p.platform);
   // SOURCE_DATE_EPOCH is for the build itself (BuildKit does not ask for an ARG)
-  for (const a of plan.unusedBuildArgs.filter((n) => n !== 'SOURCE_DATE_EPOCH')) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
+  for (const a of plan.unusedBuildArgs.filter((n) => n !== 'SOURCE_DATE_EPOCH' && n !== 'BUILDKIT_SYNTAX')) progress.info(`WARNING: build-arg ${a} was not consumed by any ARG`);
   const snap = new Layers(store);
   const cache = new BuildCache(snap);
   if ([...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])].some((c) => c.type === 'registry')) registryLoaded = true;

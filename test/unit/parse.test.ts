@@ -87,10 +87,11 @@ describe('parser directives', () => {
     // COPY splits on whitespace only; escapes stay for the later expansion
     expect(df.instructions[2]).toMatchObject({ kind: 'copy', sources: ['a`', 'b'], dest: 'c\\d' });
   });
-  it('ignores the syntax directive with a warning, and accepts spacing and case', () => {
+  it('reads the syntax directive (its frontend is judged by syntax.ts), and accepts spacing and case', () => {
     const df = parseDockerfile('  # Syntax = docker/dockerfile:1.7\n#ESCAPE= \\\nFROM x');
     expect(df.syntax).toBe('docker/dockerfile:1.7');
-    expect(df.warnings).toContain('syntax directive ignored');
+    expect(df.warnings).not.toContain('syntax directive ignored');
+    expect(df.syntaxRange).toMatchObject({ start: 1, end: 1 });
     expect(df.escape).toBe('\\');
   });
   it('recognises directives only before anything else', () => {

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { gunzipSync } from 'node:zlib';
-import { createParallelGzip, GZIP_BLOCK } from '../../store/pgzip.js';
+import { compresses, createParallelGzip, GZIP_BLOCK } from '../../store/pgzip.js';
 
 /** `data` fed in chunks of the given sizes (cycled), compressed. */
 async function compress(data: Buffer, chunkSizes: number[], opts = {}): Promise<Buffer> {
@@ -49,6 +49,18 @@ describe('parallel gzip', () => {
     const members = await compress(data, [65536]);
     const single = (await import('node:zlib')).gzipSync(data);
     expect(members.length).toBeLessThan(single.length * 1.05 + 200);
+  });
+
+  it('stores blocks that do not compress (no bigger than their input), and still compresses the others', async () => {
+    expect(compresses(randomBytes(GZIP_BLOCK))).toBe(false);
+    expect(compresses(text(GZIP_BLOCK))).toBe(true);
+    // one compressible quarter is enough to compress the block
+    expect(compresses(Buffer.concat([randomBytes(GZIP_BLOCK - 100_000), text(100_000)]))).toBe(true);
+    const data = Buffer.concat([randomBytes(2 * GZIP_BLOCK), text(GZIP_BLOCK)]);
+    const gz = await compress(data, [65536]);
+    expect(gunzipSync(gz).equals(data)).toBe(true);
+    // stored: 5 bytes per 64 KiB deflate block plus the member headers; the text block still shrinks
+    expect(gz.length).toBeLessThan(2 * GZIP_BLOCK + 1024 + GZIP_BLOCK / 10);
   });
 
   it('passes a source error on', async () => {
