@@ -50,7 +50,7 @@ export const BUILD_FLAGS: BuildFlag[] = [
   { names: ['--secret'], key: 'secret', kind: 'list', arg: 'id=ID,src=FILE|env=VAR', help: 'a secret for RUN --mount=type=secret (repeatable; never stored)' },
   { names: ['--ssh'], key: 'ssh', kind: 'list', arg: 'default|ID=SOCKET|KEY', help: 'an SSH agent for RUN --mount=type=ssh (repeatable)' },
   { names: ['--check'], key: 'check', kind: 'bool', help: 'run the build checks only and report what they find (no build)' },
-  { names: ['--call'], key: 'call', kind: 'string', arg: 'METHOD', help: 'build (the default) or check (as --check); outline, targets and subrequests are not supported' },
+  { names: ['--call'], key: 'call', kind: 'string', arg: 'METHOD', help: 'build (the default), check (as --check), outline or targets (what the target takes, the stages); ,format=json' },
   // hidden compatibility flags (docker build / buildx accept them for old pipelines)
   { names: ['--rm'], key: 'rm', kind: 'bool', hidden: true, note: '' },
   { names: ['--force-rm'], key: 'forceRm', kind: 'bool', hidden: true, note: '' },

@@ -100,14 +100,9 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const isolation = flags.isolation as string | undefined;
   if (isolation !== undefined && isolation !== 'default' && isolation !== '') throw new UsageError(`--isolation ${isolation} is not supported on Linux (only "default")`);
   // --call: buildx's frontend methods; check is --check, build the default
-  const call = flags.call as string | undefined;
-  if (call !== undefined) {
-    const method = call.trim();
-    if (method.includes(',')) throw new UsageError(`--call ${call}: options of a method are not supported (--call check, or # check=error=true in the Dockerfile)`);
-    if (method === 'check') flags.check = true;
-    else if (method !== 'build') throw new UsageError(`--call ${call} is not supported (build or check; outline, targets and subrequests.describe are not made by mbuild)`);
-    else if (flags.check) throw new UsageError('--call build and --check ask for different things: give one');
-  }
+  const call = flags.call !== undefined ? (await import('../builder/executor/call.js')).parseCall(flags.call as string) : undefined;
+  if (call?.method === 'check') flags.check = true;
+  else if (call && flags.check) throw new UsageError(`--call ${call.method} and --check ask for different things: give one`);
   const { parseAttestFlags } = await import('../builder/attest/spec.js');
   const attestReq = parseAttestFlags(flags.provenance as string | undefined, flags.sbom as string | undefined, flags.attest as string[]);
   const attesting = Boolean(attestReq.provenance || attestReq.sbom);
@@ -152,7 +147,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const namedContexts = parseBuildContexts(flags.buildContext as string[]);
   // host-gateway makes the bridge when needed: not for --check, which builds nothing
   const addHosts = parseAddHosts(flags.addHost as string[]);
-  const hosts = flags.check ? '' : await hostLines(addHosts);
+  const hosts = flags.check || call?.method === 'outline' || call?.method === 'targets' ? '' : await hostLines(addHosts);
   // names: -t, plus name= of image/registry outputs (as buildx merges them)
   const tags = [...(flags.tag as string[])];
   for (const o of outputs) if (o.type === 'image' || o.type === 'registry') tags.push(...o.names.filter((n) => !tags.includes(n)));
@@ -161,11 +156,10 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   for (const o of outputs) if (o.push && !tags.length) throw new UsageError(`${flags.push ? '--push' : `--output type=${o.type},push=true`} needs a name to push: add -t REGISTRY/NAME:TAG (or name=)`);
   if (attesting) {
     for (const o of outputs) {
-      if (o.type === 'tar' || (o.type === 'local' && o.dest === '-')) throw new UsageError(`--output type=tar with --provenance/--sbom is not supported yet (type=local writes them beside the files; type=oci, docker, image and registry into an index)`);
       if (o.ociMediatypes === false) throw new UsageError(`--output type=${o.type},oci-mediatypes=false cannot carry attestations (as BuildKit: they need OCI media types)`);
     }
-    if (!outputs.some((o) => o.type === 'oci' || o.type === 'docker' || o.type === 'local' || o.push))
-      throw new UsageError(`${attestReq.provenance ? '--provenance' : '--sbom'} needs an output that carries attestations: --push, -o type=registry, -o type=oci|docker or -o type=local (mbuild's store keeps the image without them)`);
+    if (!tags.length && !outputs.some((o) => o.type === 'oci' || o.type === 'docker' || o.type === 'local' || o.type === 'tar' || o.push))
+      throw new UsageError(`${attestReq.provenance ? '--provenance' : '--sbom'} needs a name or an output that carries attestations: -t NAME (the store keeps them under it), --push, -o type=registry, -o type=oci|docker or -o type=local|tar`);
   }
   if (outputs.filter((o) => o.dest === '-').length > 1) throw new UsageError('only one --output can write to stdout (dest=-)');
   const { parseSecretFlag, parseSshFlag } = await import('../builder/steps/secrets.js');
@@ -176,6 +170,13 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   const cacheTo = (flags.cacheTo as string[]).map(parseCacheTo);
 
   const input = await span('cli.context', () => resolveContext(positional[0], flags.file as string | undefined));
+  if (call?.method === 'outline' || call?.method === 'targets') {
+    try {
+      return await (await import('../builder/executor/call.js')).callCommand(call, { dockerfile: input.dockerfile, buildArgs, target: flags.target as string | undefined });
+    } finally {
+      for (const d of input.cleanup) await fs.rm(d, { recursive: true, force: true });
+    }
+  }
   if (flags.check) {
     try {
       // base images' environments from the store when there is one (never made or pulled for a check)
@@ -223,15 +224,30 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
     endBuild();
     const { recordImageId } = await import('./image-ref.js');
     // the ID of a multi-platform build is its index digest (as BuildKit's image exporter gives it)
-    const id = result.index?.digest ?? result.manifest.config.digest;
+    let id = result.index?.digest ?? result.manifest.config.digest;
     await span('cli.record-id', () => recordImageId(store, id, result.index?.digest ?? result.manifestDigest)).catch(() => undefined);
     // a local directory: buildx's git facts (a context from a URL or stdin is mbuild's own temp copy)
     const vcs = attestReq.provenance && !input.cleanup.length ? await (await import('../builder/attest/vcs.js')).gitVcsArgs(input.contextDir, input.dockerfile) : {};
     const attested = attesting ? await prepareAttestations(store, result, attestReq, { ...frontendArgs(flags, buildArgs, labels), ...vcs }, input.dockerfile, progress) : undefined;
+    let stored: string | undefined;
+    if (attested && result.names.length) {
+      // the store keeps the attested index under the names (as BuildKit's image store keeps
+      // attestations with the image), in the form a push sends: push, save and -o of the name carry them
+      const imageOut = outputs.find((o) => o.type === 'image' || o.type === 'registry') ?? { ...parseOutput('type=image'), annotations: buildAnnotations };
+      const digest = (await outputForm(store, result, imageOut, progress, attested)).digest;
+      stored = digest;
+      const created = new Date().toISOString();
+      await store.images.put(result.names.map((name) => ({ name, digest, created })));
+      // several platforms: the image is that index (its ID, as the stored names show it)
+      if (result.index) {
+        id = stored;
+        await recordImageId(store, id, stored).catch(() => undefined);
+      }
+    }
     let pushed: { name: string; digest: string }[] = [];
     for (const out of outputs) pushed = pushed.concat(await writeOutput(store, result, out, progress, attested));
     if (flags.iidfile) await writeFileAtomic(path.resolve(flags.iidfile as string), id);
-    if (flags.metadataFile) await writeMetadata(store, path.resolve(flags.metadataFile as string), result, pushed);
+    if (flags.metadataFile) await writeMetadata(store, path.resolve(flags.metadataFile as string), result, pushed, stored);
     if (mode === 'quiet') process.stdout.write(id + '\n');
     else progress.info(`built ${id}${result.names.length ? ' as ' + result.names.join(', ') : ''} in ${progress.total()}`);
     return 0;
@@ -307,9 +323,10 @@ function repositoryOf(name: string): string {
   return name.replace(/:[^/:@]*$/, '');
 }
 
-async function writeMetadata(store: Store, file: string, result: BuildResult, pushed: { name: string; digest: string }[]): Promise<void> {
+/** stored: the attested index the names hold (the image exporter's result then) */
+async function writeMetadata(store: Store, file: string, result: BuildResult, pushed: { name: string; digest: string }[], stored?: string): Promise<void> {
   // as buildx writes it for the image exporter: the digest is the pushed manifest's when pushed
-  const digest = pushed[0]?.digest ?? result.index?.digest ?? result.manifestDigest;
+  const digest = pushed[0]?.digest ?? stored ?? result.index?.digest ?? result.manifestDigest;
   const manifest = await store.content.readJson<{ mediaType?: string }>(digest);
   const meta: Record<string, unknown> = {
     // a multi-platform build has no one config: buildx leaves the key out
@@ -422,14 +439,11 @@ async function writeOutput(store: Store, result: BuildResult, out: OutputSpec, p
       else await exportLayoutDir(store, { manifestDigest, names, annotations: descriptorAnnotations }, out.type, dest);
     } else {
       const { exportFilesystem, exportFilesystems } = await import('./export-fs.js');
-      // several platforms: a folder per platform (linux_amd64/, linux_arm64/), as BuildKit writes them,
-      // each with its platform's statements (about the files of that folder)
-      if (result.index) await exportFilesystems(result.snap, result.images.map((i) => ({ platform: i.platform, layers: i.state.layers })), out.type, dest);
-      else await exportFilesystem(result.snap, result.state.layers, out.type, dest);
-      if (attested && out.type === 'local') {
-        const { platformFolder } = await import('../util/platform.js');
-        for (const [k, img] of result.images.entries()) await writeStatementFiles(result.index ? path.join(dest, platformFolder(img.platform)) : dest, attested[k]!.forImage(img.manifest.layers));
-      }
+      // the statement files beside the files (in the tar too), each about the files of its folder
+      const statements = attested ? (dir: string, k: number) => writeStatementFiles(dir, attested[k]!.forImage(result.images[k]!.manifest.layers)) : undefined;
+      // several platforms: a folder per platform (linux_amd64/, linux_arm64/), as BuildKit writes them
+      if (result.index) await exportFilesystems(result.snap, result.images.map((i) => ({ platform: i.platform, layers: i.state.layers })), out.type, dest, statements);
+      else await exportFilesystem(result.snap, result.state.layers, out.type, dest, statements && ((dir) => statements(dir, 0)));
     }
     step.done();
     return [];

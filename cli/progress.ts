@@ -63,9 +63,10 @@ export class Progress implements ProgressReporter {
     this.write(text);
   }
 
-  step(label: string): StepHandle {
+  /** startedAt: when the step began, if before now (a remote build's context transfer) */
+  step(label: string, startedAt?: number): StepHandle {
     const n = this.next++;
-    const t0 = Date.now();
+    const t0 = startedAt ?? Date.now();
     this.write(`#${n} ${label}`);
     let partial = '';
     const elapsed = () => ((Date.now() - t0) / 1000).toFixed(3);
@@ -138,7 +139,12 @@ class RawJsonProgress extends Progress {
       output: (chunk) => log(1, chunk),
       // notes (peak memory, transfer counts) are statuses of the vertex
       note: (text) => this.emit({ statuses: [{ id: text.split(' ').slice(0, 2).join(' '), vertex: digest, name: text, timestamp: new Date().toISOString() }] }),
-      done: (extra) => this.emit({ vertexes: [{ ...vertex, completed: new Date().toISOString(), ...(extra === 'CACHED' ? { cached: true } : {}) }] }),
+      done: (extra) => {
+        // what the step ends with (an index digest, a cache's step count) is its last status, so a
+        // display replaying this stream (a remote --progress tty) shows it as a local one does
+        if (extra && extra !== 'CACHED') this.emit({ statuses: [{ id: extra.split(' ').slice(0, 2).join(' '), vertex: digest, name: extra, timestamp: new Date().toISOString() }] });
+        this.emit({ vertexes: [{ ...vertex, completed: new Date().toISOString(), ...(extra === 'CACHED' ? { cached: true } : {}) }] });
+      },
       fail: () => this.emit({ vertexes: [{ ...vertex, completed: new Date().toISOString(), error: 'failed' }] }),
       cancel: () => this.emit({ vertexes: [{ ...vertex, completed: new Date().toISOString(), error: 'context canceled: canceled' }] }),
     };
@@ -242,8 +248,8 @@ export class TtyProgress extends Progress {
     this.schedule();
   }
 
-  override step(label: string): StepHandle {
-    const s: TtyStep = { n: this.next++, label, t0: Date.now(), state: 'running', lines: [], partial: '', notes: [] };
+  override step(label: string, startedAt?: number): StepHandle {
+    const s: TtyStep = { n: this.next++, label, t0: startedAt ?? Date.now(), state: 'running', lines: [], partial: '', notes: [] };
     this.steps.push(s);
     this.schedule();
     if (!this.timer) this.schedule();

@@ -19,7 +19,8 @@ import { contextManifest } from '../server/manifest.js';
 import { contextKey } from '../server/address.js';
 import type { BuildEvent, BuildInput, BuildRequest, Frame, MissingReply, UploadChunk } from '../server/protocol.js';
 import { BUILD_FLAGS, REFUSED, REMOTE } from './build-flags.js';
-import { progressMode } from './progress.js';
+import { createProgress, progressMode } from './progress.js';
+import { ProgressReplay } from './remote-progress.js';
 import { writeFileAtomic } from '../store/fsutil.js';
 
 /** BuildKit's limit on one secret (session/secrets: MaxSecretSize). */
@@ -154,6 +155,7 @@ export async function remoteBuild(argv: string[], opts: RemoteBuildOptions): Pro
     const sent = await uploadMissing(conn, sources);
     const took = ((Date.now() - t0) / 1000).toFixed(1);
     const compressed = flags.compress ? ' (gzip)' : '';
+    const contextNotes = [...skipped.map((s) => `WARNING: ${s} is not a file, folder or symlink: not sent`), `transferring context: ${buildkitBytes(sent)} done${compressed}`];
     const intro =
       mode === 'rawjson'
         ? rawjsonStep('[internal] load build context', t0, `transferring context: ${buildkitBytes(sent)} done${compressed}`)
@@ -171,13 +173,15 @@ export async function remoteBuild(argv: string[], opts: RemoteBuildOptions): Pro
       buildArgs,
       flags: forwarded,
       quiet,
-      progress: mode === 'rawjson' ? 'rawjson' : 'plain',
+      // tty: the server sends its events (rawjson) and the display is drawn here
+      progress: mode === 'rawjson' || mode === 'tty' ? 'rawjson' : 'plain',
       ...(secrets.length ? { secrets } : {}),
       ...(ssh.length ? { ssh: ssh.map((s) => s.id) } : {}),
       ...(process.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: process.env.SOURCE_DATE_EPOCH } : {}),
       outputs: archives.map((a) => ({ type: a.type, spec: a.serverSpec })),
     };
-    const r = await runBuild(conn, request, archives, contextDir, err, intro, mode === 'rawjson', agents);
+    const tty = mode === 'tty' ? { t0, notes: contextNotes } : undefined;
+    const r = await runBuild(conn, request, archives, contextDir, err, intro, mode === 'rawjson', agents, tty);
     if (r.code === 0 && r.iid !== undefined && flags.iidfile) await writeFileAtomic(path.resolve(flags.iidfile as string), r.iid);
     if (r.code === 0 && r.metadata !== undefined && flags.metadataFile) await writeFileAtomic(path.resolve(flags.metadataFile as string), r.metadata);
     return r.code;
@@ -256,6 +260,8 @@ async function runBuild(
   intro: string,
   rawjson: boolean,
   agents: import('./remote-ssh.js').ClientAgents,
+  /** --progress tty: the live display, drawn from the server's events; t0 and notes: the context transfer's */
+  tty?: { t0: number; notes: string[] },
 ): Promise<BuildOutcome> {
   const call = conn.bidi<BuildRequest | BuildInput, BuildEvent>('Build');
   call.write({ head: request });
@@ -275,10 +281,21 @@ async function runBuild(
     for (const [from, to] of paths) l = l.split(from).join(to);
     return l;
   };
+  const replay = tty ? new ProgressReplay(createProgress('tty'), local) : undefined;
+  const showIntro = () => {
+    introShown = true;
+    if (replay) replay.clientStep('[internal] load build context', tty!.t0, tty!.notes);
+    else err(intro);
+  };
   const relayProgress = (text: string) => {
     const lines = (partial + text).split('\n');
     partial = lines.pop() ?? '';
     for (const l of lines) {
+      if (replay) {
+        if (!introShown && !/^error: /.test(l)) showIntro();
+        replay.line(l);
+        continue;
+      }
       // a flag the worker refuses is its one line, without the context transfer before it
       if (!introShown && !/^error: /.test(l)) {
         err(intro);
@@ -320,16 +337,20 @@ async function runBuild(
     }
   } catch (e) {
     if (cancelled) {
+      replay?.cancel();
       process.stderr.write('canceled\n');
       return { code: 130 };
     }
+    replay?.close();
     throw conn.error(e as import('@grpc/grpc-js').ServiceError);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     if (partial) relayProgress('\n');
-    if (!introShown && exit?.code === 0) err(intro);
+    if (!introShown && exit?.code === 0) showIntro();
   }
+  if (cancelled) replay?.cancel();
+  else replay?.close();
   if (cancelled) {
     process.stderr.write('canceled\n');
     return { code: 130 };

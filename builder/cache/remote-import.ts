@@ -24,6 +24,7 @@ import { SNAPSHOT_FILES } from '../../store/layout.js';
 import type { StepRecord } from './explain.js';
 import { CACHE_CONFIG_MEDIA_TYPE, decodeCache, decodeExplain, decodeInline, type CachedStep, type ExplainData, type InlineCache, INLINE_KEY } from './remote-format.js';
 import type { CacheImportSpec } from './remote-spec.js';
+import { pickPlatformEntry, type TargetPlatform } from '../../util/platform.js';
 import { LocalCacheBackend } from './local-backend.js';
 
 
@@ -63,17 +64,19 @@ export class RemoteCaches {
     return this.sources.length === 0;
   }
 
-  static async load(specs: CacheImportSpec[], snap: Layers, cache: BuildCache, progress: ProgressReporter, platform: { os: string; architecture: string }): Promise<RemoteCaches> {
+  /** platforms: the build's (an image index given as a cache is read at each one's entry) */
+  static async load(specs: CacheImportSpec[], snap: Layers, cache: BuildCache, progress: ProgressReporter, platforms: TargetPlatform[]): Promise<RemoteCaches> {
     const sources: Source[] = [];
     await Promise.all(
       specs.map(async (spec) => {
         const backend = await openBackend(spec, false);
         const step = progress.step(`importing cache manifest from ${backend.label}`);
         try {
-          const source = await readSource(backend, platform);
-          if (source) sources.push(source);
-          else warn(progress, `${backend.label} holds no build cache`);
-          step.done(source ? `${source.steps.size} steps` : undefined);
+          const found = await readSources(backend, platforms);
+          sources.push(...found);
+          if (!found.length) warn(progress, `${backend.label} holds no build cache`);
+          const steps = found.reduce((n, f) => n + f.steps.size, 0);
+          step.done(found.length ? `${steps} steps${found.length > 1 ? ` of ${found.length} platforms` : ''}` : undefined);
         } catch (err) {
           // a cache that cannot be read is not used: the build goes on without it
           step.done();
@@ -198,19 +201,28 @@ export class RemoteCaches {
   }
 }
 
-/** Read one --cache-from: a cache manifest (registry, local) or an image with an inline cache. */
-async function readSource(backend: CacheBackend, platform: { os: string; architecture: string }): Promise<Source | undefined> {
-  let top: FetchedManifest | undefined = await backend.readManifest();
-  if (!top) return undefined;
-  let json = JSON.parse(top.bytes.toString('utf8')) as Manifest & Index;
-  if (Array.isArray(json.manifests)) {
-    // an image index (--cache-from of a multi-platform image): its entry for this platform
-    const pick = json.manifests.find((m) => m.platform?.os === platform.os && m.platform?.architecture === platform.architecture);
-    if (!pick) return undefined;
-    top = await backend.readManifest(pick.digest);
-    if (!top) return undefined;
-    json = JSON.parse(top.bytes.toString('utf8')) as Manifest & Index;
+/**
+ * Read one --cache-from: a cache manifest (registry, local) or an image with an inline cache; an
+ * image index (a multi-platform image) at its entry for each of the build's platforms, a source
+ * each (a step's key names its platform's inputs, so each plan finds its own platform's steps).
+ */
+async function readSources(backend: CacheBackend, platforms: TargetPlatform[]): Promise<Source[]> {
+  const top: FetchedManifest | undefined = await backend.readManifest();
+  if (!top) return [];
+  const json = JSON.parse(top.bytes.toString('utf8')) as Manifest & Index;
+  if (!Array.isArray(json.manifests)) return [await readSource(backend, json)].filter((s): s is Source => s !== undefined);
+  const picks = new Set(platforms.map((p) => pickPlatformEntry(json.manifests, p)?.digest).filter((d): d is string => d !== undefined));
+  const out: Source[] = [];
+  for (const digest of picks) {
+    const entry = await backend.readManifest(digest);
+    const source = entry ? await readSource(backend, JSON.parse(entry.bytes.toString('utf8')) as Manifest & Index) : undefined;
+    if (source) out.push(source);
   }
+  return out;
+}
+
+/** One manifest: a cache manifest, or an image whose config holds an inline cache. */
+async function readSource(backend: CacheBackend, json: Manifest & Index): Promise<Source | undefined> {
   if (!json.config || !Array.isArray(json.layers)) return undefined;
   const config = await backend.readSmallBlob(json.config);
   if (json.config.mediaType === CACHE_CONFIG_MEDIA_TYPE) {

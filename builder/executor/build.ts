@@ -150,7 +150,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   if ([...(opts.cacheFrom ?? []), ...(opts.cacheTo ?? [])].some((c) => c.type === 'registry')) registryLoaded = true;
   // the shared caches' manifests are read while the store and the checks get ready (a fresh
   // runner's first round trips to the registry overlap its own start-up)
-  const remoteLoad = opts.cacheFrom?.length ? RemoteCaches.load(opts.cacheFrom, snap, cache, progress, targetPlatform()) : undefined;
+  const remoteLoad = opts.cacheFrom?.length ? RemoteCaches.load(opts.cacheFrom, snap, cache, progress, platforms) : undefined;
   remoteLoad?.catch(() => undefined);
   const ignore = await loadIgnore(opts.contextDir, opts.dockerfile);
   // build checks (`# check=`): error=true stops here; warnings are shown after the build
@@ -164,7 +164,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
     const base: Stage['base'] = plan.stages[i]!.base;
     i = base.kind === 'stage' ? base.index : undefined;
   }
-  const shared: SharedCache = { remote, imageStages, log: new Map(), scope: explainScope(opts) };
+  const shared: SharedCache = { remote, imageStages, log: new Map(), scope: explainScope(opts), made: new Map() };
   endPrepare();
   const named: NamedContexts = { images: opts.namedContexts ?? {}, dirs: opts.contextDirs ?? {} };
   const contextRef = (ref: string) => {
@@ -624,6 +624,8 @@ interface SharedCache {
   imageStages: Set<number>;
   log: StepLog;
   scope: string;
+  /** the layers this build made, by their store key (--no-cache shares these and nothing older) */
+  made: Map<string, { layer: Layer; created: string }>;
 }
 
 /** One step's view of the build cache: lookup fixes the step's key; save keeps the layer under it. */
@@ -655,16 +657,18 @@ class StepCacheHandle implements CacheHandle {
     this.key = key;
     this.record = { inputs: { parent: this.state.key.slice(-16), ...inputDigests(inputs) }, ...(files ? { files } : {}) };
     this.explainer.record(this.position, this.record);
-    if (!this.ctx.noCache) {
+    // --no-cache: nothing made before this build started is taken, but a step another platform's
+    // plan of this build (or a build alongside) runs at the same time is still run once
+    {
       // this store first, then the shared caches (their layers are fetched when first needed)
-      let found = (await this.ctx.cache.get(own)) ?? (await this.shared.remote?.lookup(own));
+      let found = this.ctx.noCache ? undefined : ((await this.ctx.cache.get(own)) ?? (await this.shared.remote?.lookup(own)));
       if (!found) {
         // a miss: claim the step, so a build of this store that needs it too waits for our layer
         this.claim = await claimStep(this.ctx.store.root, own, this.ctx.signal).catch((err) => {
           throw this.ctx.signal.aborted ? canceled() : err;
         });
         if (this.claim.waited) {
-          found = await this.ctx.cache.get(own);
+          found = this.ctx.noCache ? this.shared.made.get(own) : await this.ctx.cache.get(own);
           if (found) {
             await this.release();
             this.step.note('CACHED: built by another build at the same time');
@@ -678,7 +682,7 @@ class StepCacheHandle implements CacheHandle {
         this.logStep(found.layer);
         return found.layer;
       }
-      this.step.note(`cache miss: ${await this.whyMissed(this.record)}`);
+      if (!this.ctx.noCache) this.step.note(`cache miss: ${await this.whyMissed(this.record)}`);
     }
     return undefined;
   }
@@ -699,6 +703,7 @@ class StepCacheHandle implements CacheHandle {
     this.created = new Date().toISOString();
     if (!this.storeKey) return layer;
     const kept = await this.ctx.cache.put(this.storeKey, layer, this.created);
+    this.shared.made.set(this.storeKey, { layer: kept, created: this.created });
     await this.release();
     this.logStep(kept);
     return kept;
@@ -708,6 +713,7 @@ class StepCacheHandle implements CacheHandle {
     this.created = new Date().toISOString();
     if (!this.storeKey) return this.ctx.snap.commitPrivate(active, opts);
     const kept = await this.ctx.cache.commit(this.storeKey, active, this.created, opts);
+    this.shared.made.set(this.storeKey, { layer: kept, created: this.created });
     await this.release();
     this.logStep(kept);
     return kept;

@@ -168,5 +168,7 @@ export function parseOutput(spec: string): OutputSpec {
     if (type === 'local' || !out.tar) throw new UsageError(`--output type=${type} needs dest=PATH`);
     throw new UsageError(`--output type=${type} needs dest=FILE (or dest=- for stdout)`);
   }
+  // a directory cannot go to stdout (buildx: "dest cannot be stdout for local exporter")
+  if ((type === 'local' || ((type === 'oci' || type === 'docker') && !out.tar)) && out.dest === '-') throw new UsageError(`--output type=${type}${type === 'local' ? '' : ',tar=false'},dest=-: a directory cannot be written to stdout (use type=tar, or a tar archive)`);
   return out;
 }

@@ -106,15 +106,17 @@ async function planManifest(sp: SpooledArchive, d: Descriptor): Promise<{ manife
 }
 
 /**
- * An index whose archive holds two or more complete platform images is kept whole (the index, its
- * complete manifests, their configs and layers; attestation manifests too when complete). With
- * fewer, undefined: the platform's manifest is picked as before (a single image in an index).
+ * An index whose archive holds two or more complete platform images, or one with its complete
+ * attestation manifest, is kept whole (the index, its complete manifests, their configs and layers;
+ * attestation manifests too when complete): a name keeps its attestations, as the build's does.
+ * Otherwise undefined: the platform's manifest is picked as before (a single image in an index).
  */
 async function planWholeIndex(sp: SpooledArchive, d: Descriptor): Promise<Omit<PlannedImage, 'names'> | undefined> {
   const json = await readBlobJson(sp, d, 'index');
   if (!isObject(json) || !Array.isArray(json.manifests)) return undefined;
   const blobs: BlobFile[] = [];
   let platforms = 0;
+  let attestations = 0;
   for (const [i, raw] of json.manifests.entries()) {
     const m = checkDescriptor(raw, `entry ${i + 1} of index ${d.digest}`);
     if (!sp.blob(m.digest) || (await kindOf(sp, m, 'manifest')) !== 'manifest') continue;
@@ -124,9 +126,10 @@ async function planWholeIndex(sp: SpooledArchive, d: Descriptor): Promise<Omit<P
     });
     if (!planned) continue;
     if (m.platform && m.platform.os !== 'unknown') platforms++;
+    else if (m.annotations?.['vnd.docker.reference.type'] === 'attestation-manifest') attestations++;
     blobs.push(...planned.blobs, planned.manifest);
   }
-  if (platforms < 2) return undefined;
+  if (platforms < 2 && !(platforms === 1 && attestations > 0)) return undefined;
   return { blobs, manifest: { kind: 'file', ...blobFor(sp, d, 'index'), digest: d.digest, size: d.size } };
 }
 

@@ -234,6 +234,33 @@ describe('--sbom and --provenance', () => {
     expect((sbom.predicate.packages as { name: string }[]).map((p) => p.name)).toContain('libc6');
   }, 300_000);
 
+  it('-o type=tar: the statement files in the tar beside the files, as type=local writes them; several platforms in each folder', async () => {
+    const root = await store('tar');
+    const out = path.join(work, 'attested.tar');
+    await build(root, ['--sbom', '--provenance', '-o', `type=tar,dest=${out}`]);
+    const list = (await run('tar', ['-tvf', out])).stdout;
+    expect(list).toMatch(/^-rw------- \S+ +\d+ .* provenance\.json$/m);
+    expect(list).toMatch(/ sbom\.spdx\.json$/m);
+    expect(list).toMatch(/ usr\/local\/bin\/gohello$/m);
+    const prov = JSON.parse((await run('tar', ['-xOf', out, 'provenance.json'])).stdout);
+    expect(prov.predicateType).toBe('https://slsa.dev/provenance/v1');
+    expect(prov.subject.find((x: { name: string }) => x.name === 'built')).toEqual({ name: 'built', digest: { sha256: createHash('sha256').update('built\n').digest('hex') } });
+    // the statements are about the exported files, not about themselves
+    expect(prov.subject.map((x: { name: string }) => x.name)).not.toContain('provenance.json');
+
+    const dir = path.join(work, 'tar-multi-ctx');
+    await fs.mkdir(dir, { recursive: true });
+    await fs.writeFile(path.join(dir, 'Dockerfile'), 'FROM scratch\nARG TARGETARCH\nCOPY a /a\n');
+    await fs.writeFile(path.join(dir, 'a'), 'a\n');
+    const multi = path.join(work, 'attested-multi.tar');
+    const r = await mbuild(['--root', root, 'build', '--progress', 'plain', '--provenance', '--platform', 'linux/amd64,linux/arm64', '-o', `type=tar,dest=${multi}`, dir], { env: env() });
+    expect(r.code, r.stderr).toBe(0);
+    const names = (await run('tar', ['-tf', multi])).stdout.split('\n').filter((n) => n && !n.endsWith('/')).map((n) => n.replace(/^\.\//, '')).sort();
+    expect(names).toEqual(['linux_amd64/a', 'linux_amd64/provenance.json', 'linux_arm64/a', 'linux_arm64/provenance.json']);
+    const arm = JSON.parse((await run('tar', ['-xOf', multi, 'linux_arm64/provenance.json'])).stdout);
+    expect(arm.subject).toEqual([{ name: 'a', digest: { sha256: createHash('sha256').update('a\n').digest('hex') } }]);
+  }, 300_000);
+
   it('a context in a git work tree: buildx\'s git facts land in buildkit_metadata.vcs, credentials redacted', async () => {
     const root = await store('vcs');
     const repo = path.join(work, 'repo');
@@ -281,6 +308,64 @@ describe('--sbom and --provenance', () => {
     const names = (a.sbom!.predicate.packages as { name: string }[]).map((p) => p.name);
     expect(names).toEqual(expect.arrayContaining(['libc6', 'musl', 'example.com/gohello', 'stdlib', 'left-pad', '@scope/pkg']));
     expect(a.provenance!.subject[0].name).toBe(`pkg:docker/${reg.host.replace(':', '%3A')}/attest/app@1?platform=linux%2Famd64`);
+  }, 300_000);
+
+  it('the store keeps the attested index under the name: a later push, save and load carry the attestations', async () => {
+    const root = await store('stored');
+    const name = `${reg.host}/attest/stored:1`;
+    await build(root, ['--sbom', '--provenance', '--annotation', 'index:org.example.kept=yes', '-t', name]);
+    // images, inspect and run pick the platform image, never the attestation manifest
+    const ins = JSON.parse((await mbuild(['--root', root, 'inspect', name])).stdout)[0];
+    expect(ins.Architecture).toBe('amd64');
+    expect(ins.Platforms).toEqual(['linux/amd64']);
+    expect((await mbuild(['--root', root, 'images', name])).stdout).toMatch(/attest\/stored +1 +[a-f0-9]{12} /);
+    expect((await mbuild(['--root', root, 'run', '--rm', name, 'cat', '/built'])).stdout).toBe('built\n');
+    const p = await mbuild(['--root', root, 'push', name], { env: env() });
+    expect(p.code, p.stderr).toBe(0);
+    const raw = await run('skopeo', ['inspect', '--tls-verify=false', '--raw', `docker://${name}`]);
+    expect(raw.code, raw.stderr).toBe(0);
+    const index = JSON.parse(raw.stdout);
+    expect(index.manifests.map((m: { platform: { os: string; architecture: string } }) => `${m.platform.os}/${m.platform.architecture}`)).toEqual(['linux/amd64', 'unknown/unknown']);
+    expect(index.manifests[1].annotations).toEqual({ 'vnd.docker.reference.digest': index.manifests[0].digest, 'vnd.docker.reference.type': 'attestation-manifest' });
+    expect(index.annotations).toEqual({ 'org.example.kept': 'yes' });
+    expect(p.stdout).toBe(`${name}: digest: ${sha(Buffer.from(raw.stdout))}\n`);
+    // save (OCI) keeps them; loaded into another store and pushed again, the same index
+    const saved = path.join(work, 'stored.tar');
+    expect((await mbuild(['--root', root, 'save', '--format', 'oci', '-o', saved, name])).code).toBe(0);
+    const l = await untar(saved);
+    const top = JSON.parse(await fs.readFile(path.join(l.dir, 'index.json'), 'utf8'));
+    const a = await attestations(l, top.manifests[0].digest);
+    expect(a.provenance!.subject[0].digest.sha256).toBe(a.image.digest.slice(7));
+    expect((a.sbom!.predicate.packages as { name: string }[]).map((x) => x.name)).toEqual(expect.arrayContaining(['libc6', 'musl']));
+    const other = path.join(work, 'stored-other');
+    expect((await mbuild(['--root', other, 'load', '-i', saved])).code).toBe(0);
+    const name2 = `${reg.host}/attest/stored:2`;
+    expect((await mbuild(['--root', other, 'tag', name, name2])).code).toBe(0);
+    expect((await mbuild(['--root', other, 'push', name2], { env: env() })).code).toBe(0);
+    const raw2 = await run('skopeo', ['inspect', '--tls-verify=false', '--raw', `docker://${name2}`]);
+    expect(raw2.stdout).toBe(raw.stdout);
+  }, 300_000);
+
+  it('several platforms: the stored index holds each platform and its attestation manifest', async () => {
+    const root = await store('stored-multi');
+    const dir = path.join(work, 'multi-ctx');
+    await fs.mkdir(dir, { recursive: true });
+    await fs.writeFile(path.join(dir, 'Dockerfile'), 'FROM scratch\nARG TARGETARCH\nCOPY a /a\n');
+    await fs.writeFile(path.join(dir, 'a'), 'a\n');
+    const name = `${reg.host}/attest/multi:1`;
+    const iid = path.join(work, 'multi.iid');
+    const r = await mbuild(['--root', root, 'build', '--progress', 'plain', '--provenance', '--platform', 'linux/amd64,linux/arm64', '-t', name, '--iidfile', iid, dir], { env: env() });
+    expect(r.code, r.stderr).toBe(0);
+    const ins = JSON.parse((await mbuild(['--root', root, 'inspect', name])).stdout)[0];
+    expect(ins.Platforms).toEqual(['linux/amd64', 'linux/arm64/v8']);
+    // the image's ID is the index the name holds
+    expect(ins.Index).toBe(await fs.readFile(iid, 'utf8'));
+    expect((await mbuild(['--root', root, 'push', name], { env: env() })).code).toBe(0);
+    const raw = await run('skopeo', ['inspect', '--tls-verify=false', '--raw', `docker://${name}`]);
+    const index = JSON.parse(raw.stdout);
+    expect(sha(Buffer.from(raw.stdout))).toBe(ins.Index);
+    expect(index.manifests.map((m: { platform: { os: string; architecture: string } }) => `${m.platform.os}/${m.platform.architecture}`)).toEqual(['linux/amd64', 'linux/arm64', 'unknown/unknown', 'unknown/unknown']);
+    expect(index.manifests.slice(2).map((m: { annotations: Record<string, string> }) => m.annotations['vnd.docker.reference.digest'])).toEqual(index.manifests.slice(0, 2).map((m: { digest: string }) => m.digest));
   }, 300_000);
 
   it('the same inputs on two stores give the same index digest (SOURCE_DATE_EPOCH), and the same image without attestations', async () => {

@@ -202,10 +202,10 @@ const CASES: Record<string, () => Promise<void> | void> = {
     const r = await build('FROM busybox\n', ['-o', `type=oci,dest=${out}`, '--provenance']);
     expect(r.code, r.stderr).toBe(0);
     expect((await run('tar', ['-xOf', out, 'index.json'])).stdout).toContain('application/vnd.oci.image.index.v1+json');
-    await refused(['--provenance=mode=max'], /^error: --provenance needs an output that carries attestations: --push, -o type=registry, -o type=oci\|docker or -o type=local/);
+    await refused(['--provenance=mode=max'], /^error: --provenance needs a name or an output that carries attestations: -t NAME \(the store keeps them under it\), --push, -o type=registry, -o type=oci\|docker or -o type=local\|tar/);
     await refused(['--provenance=mode=most', '--push'], /--provenance=mode=most: mode=most is not one of min, max/);
     await refused(['--provenance=filename=p.json', '--push'], /the key filename= is not supported/);
-    await refused(['--provenance', '-o', 'type=tar,dest=/tmp/x.tar'], /--output type=tar with --provenance\/--sbom is not supported yet/);
+    await refused(['--provenance', '-o', 'type=local,dest=-'], /--output type=local,dest=-: a directory cannot be written to stdout \(use type=tar/);
     coveredBy('test/integration/attest.test.ts', "'--provenance=mode=max'")();
   },
   async sbom() {
@@ -258,8 +258,21 @@ const CASES: Record<string, () => Promise<void> | void> = {
     expect(c.stdout).toContain('WARNING: MaintainerDeprecated');
     const b = await build('FROM busybox\n', ['--call', 'build']);
     expect(b.code, b.stderr).toBe(0);
-    await refused(['--call', 'outline'], /--call outline is not supported \(build or check/);
-    await refused(['--call', 'check,error=true'], /--call check,error=true: options of a method are not supported/);
+    // outline and targets: from the Dockerfile alone, on stdout, as buildx prints them
+    const df = await ctxWith('ARG BASE=busybox\n# app the served app\nFROM $BASE AS app\n# PORT where it listens\nARG PORT=80\nRUN --mount=type=secret,id=token,required true\nFROM app AS test\n');
+    const o = await mb(['build', '--call', 'outline', '--target', 'app', '--build-arg', 'PORT=8080', df]);
+    expect(o.code, o.stderr).toBe(0);
+    expect(o.stdout).toBe('TARGET:      app\nDESCRIPTION: the served app\n\nBUILD ARG   VALUE     DESCRIPTION\nBASE        busybox   \nPORT        8080      where it listens\n\nSECRET   REQUIRED\ntoken    true\n\n');
+    expect(o.stderr).toBe('');
+    const t = await mb(['build', '--call', 'targets', df]);
+    expect(t.stdout).toBe('TARGET         DESCRIPTION\napp            the served app\ntest (default) \n');
+    const j = await mb(['build', '--call', 'targets,format=json', df]);
+    expect(JSON.parse(j.stdout).targets.map((x: { name: string }) => x.name)).toEqual(['app', 'test']);
+    expect(JSON.parse((await mb(['build', '--call', 'outline,format=json', df])).stdout).args.map((a: { name: string; value: string }) => `${a.name}=${a.value}`)).toEqual(['BASE=busybox', 'PORT=80']);
+    await refused(['--call', 'subrequests.describe'], /--call subrequests.describe: subrequests.describe is not supported \(build, check, outline or targets/);
+    await refused(['--call', 'outline,format=yaml'], /--call outline,format=yaml: format=yaml is not json or text/);
+    await refused(['--call', 'check,error=true'], /--call check,error=true: the option error= is not supported for check/);
+    await refused(['--call', 'outline', '--target', 'nope'], /target stage "nope" could not be found/);
   },
   secret: coveredBy('test/integration/run-mount.test.ts', "'--secret'"),
   ssh: coveredBy('test/integration/run-mount.test.ts', "'--ssh'"),

@@ -132,6 +132,20 @@ describe('multi-platform builds', () => {
     expect(ran).toHaveLength(1);
     expect(r.stderr).toContain(`${ran[0]} peak memory`);
     expect(r.stderr).toMatch(new RegExp(`^${ids.find((id) => id !== ran[0])} CACHED`, 'm'));
+
+    // --no-cache: the shared step runs again (nothing from the build above is taken), still once
+    const before = await read('linux_amd64', 'rand');
+    const n = await ok(['build', '--progress', 'plain', '--no-cache', '--platform', 'linux/amd64', '--platform', 'linux/arm64', '-o', `type=local,dest=${path.join(work, 'cross-nc')}`, ctx]);
+    const readNc = (p: string, f: string) => fs.readFile(path.join(work, 'cross-nc', p, f), 'utf8');
+    expect(await readNc('linux_amd64', 'rand')).not.toBe(before);
+    expect(await readNc('linux_arm64', 'rand')).toBe(await readNc('linux_amd64', 'rand'));
+    expect(await readNc('linux_arm64', 'out')).toBe(`built on ${host.uname} for arm64\n`);
+    const ncIds = [...n.stderr.matchAll(/^(#\d+) \[linux\/(?:amd64|arm64) build 2\/4\] RUN uname -m > \/buildarch/gm)].map((m) => m[1]);
+    expect(ncIds).toHaveLength(2);
+    expect(ncIds.filter((id) => n.stderr.includes(`${id} peak memory`))).toHaveLength(1);
+    expect(n.stderr).toMatch(new RegExp(`^(${ncIds.join('|')}) CACHED: built by another build at the same time`, 'm'));
+    // the steps that are not shared all ran, for each platform
+    expect(n.stderr.match(/^#\d+ CACHED DONE/gm)).toHaveLength(1);
   }, 600_000);
 
   it('builds for one foreign platform (FROM --platform or --platform) and refuses a docker archive of several', async () => {
@@ -229,6 +243,22 @@ describe('multi-platform builds', () => {
     const second = path.join(work, 'attested-second');
     await ok(['load', '-i', await multiBusyboxTar()], second);
     expect(await indexDigest(second, path.join(work, 'repro-b.tar'))).toBe(await indexDigest(root, path.join(work, 'repro-a.tar')));
+  }, 600_000);
+
+  it('--cache-from a multi-platform image (inline cache): each platform reads its own entry, no step runs', async () => {
+    const df = `FROM ${MULTI_BUSYBOX}\nARG TARGETARCH\nRUN echo "built-for-$TARGETARCH" > /which\n`;
+    const ctx = await writeContext(work, { Dockerfile: df });
+    const name = `${reg.host}/multi/cached:1`;
+    await ok(['build', '--platform', 'linux/amd64,linux/arm64', '--cache-to', 'type=inline', '-t', name, '--push', ctx]);
+    // a fresh runner: an empty store with only the base, a fresh copy of the context
+    const fresh = path.join(work, 'cache-fresh');
+    await ok(['load', '-i', await multiBusyboxTar()], fresh);
+    const ctx2 = await writeContext(work, { Dockerfile: df });
+    const r = await ok(['build', '--progress', 'plain', '--platform', 'linux/amd64,linux/arm64', '--cache-from', name, '-t', 'cached:2', ctx2], fresh);
+    for (const arch of ['amd64', 'arm64']) expect(r.stderr).toMatch(new RegExp(`#(\\d+) \\[linux/${arch} stage-0 3/3\\] RUN echo[^\\n]*\\n#\\1 CACHED`));
+    expect(r.stderr).not.toMatch(/#\d+ [\d.]+ built-for/);
+    expect(r.stderr).toMatch(/^#1 2 steps of 2 platforms DONE/m);
+    expect((await ok(['run', '--rm', '--platform', 'linux/arm64', 'cached:2', 'cat', '/which'], fresh)).stdout).toBe('built-for-arm64\n');
   }, 600_000);
 
   it('pushes every manifest and the index; skopeo reads and copies them; pull and run take a platform back', async () => {

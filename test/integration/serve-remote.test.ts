@@ -310,7 +310,13 @@ const CASES: Record<string, () => Promise<void> | void> = {
     const r = await build('from busybox as Base\n', ['--call', 'check']);
     expect(r.code, r.stderr).toBe(1);
     expect(r.stdout + r.stderr).toMatch(/StageNameCasing|FromAsCasing/);
-    await refused(['--call', 'targets'], /--call targets is not supported/);
+    // outline and targets come back on stdout as locally
+    const t = await build('# app the app\nFROM busybox AS app\nARG V=1\nFROM app\n', ['--call', 'targets']);
+    expect(t.code, t.stderr).toBe(0);
+    expect(t.stdout).toBe('TARGET    DESCRIPTION\napp       the app\n(default) \n');
+    const o = await build('FROM busybox AS app\n# V the version\nARG V=1\n', ['--call', 'outline,format=json', '--build-arg', 'V=2']);
+    expect(JSON.parse(o.stdout).args).toEqual([{ name: 'V', description: 'the version', value: '2', location: { ranges: [{ start: { line: 3 }, end: { line: 3 } }] } }]);
+    await refused(['--call', 'subrequests.describe'], /subrequests.describe is not supported/);
   },
   async rm() {
     expect((await build('FROM busybox\n', ['--rm', '--force-rm'])).code).toBe(0);
@@ -376,6 +382,57 @@ describe('every build flag through a server: an effect or a refusal in one line'
   it('an unknown flag is refused in one line naming it', async () => {
     await refused(['--no-such-flag'], /unknown flag: --no-such-flag/);
   });
+});
+
+/** The client on a pseudo-terminal (test/helpers/pty-drive.py): its last frame, escapes removed, and all it wrote. */
+async function remoteOnTty(args: string[], extraEnv: Record<string, string> = {}): Promise<{ screen: string; raw: string; code: number }> {
+  const r = await run('python3', [path.join(REPO, 'test/helpers/pty-drive.py'), path.join(REPO, 'bin/mbuild'), '--host', host, ...args], { env: { ...env, COLUMNS: '100', ...extraEnv } });
+  const code = Number(/EXIT (-?\d+)/.exec(r.stderr)?.[1]);
+  const last = r.stdout.split(/\x1b\[\d+A/).pop() ?? '';
+  return { screen: last.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').replace(/\r/g, ''), raw: r.stdout, code };
+}
+
+describe('--progress tty through a server: the live display a local build draws', () => {
+  it('auto on a terminal draws it from the server\'s events: running lines, then steps collapsed, CACHED, the transfer', async () => {
+    const dir = await ctxWith('FROM busybox\nRUN for i in 1 2 3 4 5; do echo tty-line $i; sleep 0.3; done\n', { 'a.txt': 'hello\n' });
+    const r = await remoteOnTty(['build', '-t', 'remote/tty:1', dir]);
+    expect(r.code, r.raw).toBe(0);
+    expect(r.raw).not.toMatch(/^#\d+ /m); // not the plain form
+    // while it ran: the step's latest lines under it
+    expect(r.raw.split(/\x1b\[\d+A/).some((f) => f.includes('RUN for i in') && f.includes(' => => # tty-line 2'))).toBe(true);
+    const lines = r.screen.trim().split('\n');
+    expect(lines[0]).toMatch(/^\[\+\] Building \d+\.\ds \(\d+\/\d+\) FINISHED$/);
+    expect(r.screen).toMatch(/ => \[internal\] load build context +\d+\.\ds\n => => transferring context: [\d.]+k?B done\n/);
+    expect(r.screen).toMatch(/ => \[stage-0 2\/2\] RUN for i in 1 2 3 4 5; do echo tty-line \$i; sleep 0\.3\.\.\. +\d+\.\ds\n => => peak memory [\d.]+[kMG]?B, cpu [\d.]+s\n/);
+    expect(r.screen).not.toContain('=> => # tty-line');
+    expect(lines.every((l) => l.length <= 100)).toBe(true);
+    const again = await remoteOnTty(['build', '--progress', 'tty', dir]);
+    expect(again.code).toBe(0);
+    expect(again.screen).toMatch(/ => CACHED \[stage-0 2\/2\] RUN for i in/);
+  }, 180_000);
+  it('a failed step keeps its last lines, and the error follows the last frame', async () => {
+    const dir = await ctxWith('FROM busybox\nRUN echo tty-before-fail; exit 3\n');
+    const r = await remoteOnTty(['build', dir]);
+    expect(r.code).toBe(1);
+    expect(r.screen).toMatch(/ => ERROR \[stage-0 2\/2\] RUN echo tty-before-fail; exit 3 +\d+\.\ds\n(.*\n)* => => # tty-before-fail\n/);
+    expect(r.screen).toMatch(/\nerror: Dockerfile:2: RUN echo tty-before-fail; exit 3 exited with code 3\n/);
+  }, 180_000);
+  it('Ctrl-C cancels the build and the display shows the step it cancelled', async () => {
+    const dir = await ctxWith('FROM busybox\nRUN echo tty-$((2+2))-started; sleep 30\n');
+    const r = await remoteOnTty(['build', '--no-cache', dir], { INTERRUPT_ON: 'tty-4-started' });
+    expect(r.code).not.toBe(0);
+    expect(r.screen).toMatch(/ => CANCELED \[stage-0 2\/2\] RUN echo tty-\$\(\(2\+2\)\)-started; sleep 30/);
+  }, 180_000);
+  it('plain stays plain: on a terminal when asked, and auto when stderr is not one', async () => {
+    const dir = await ctxWith('FROM busybox\nRUN echo plain-here\n');
+    const r = await remoteOnTty(['build', '--progress', 'plain', '--no-cache', dir]);
+    expect(r.code).toBe(0);
+    expect(r.raw).toMatch(/^#1 \[internal\] load build context\r?$/m);
+    expect(r.raw).not.toContain('[+] Building');
+    const piped = await remote(['build', '--no-cache', dir]);
+    expect(piped.stderr).toMatch(/^#1 \[internal\] load build context$/m);
+    expect(piped.stderr).toMatch(/^#\d+ [\d.]+ plain-here$/m);
+  }, 180_000);
 });
 
 describe('the other commands on a server', () => {

@@ -45,6 +45,9 @@ describe('--output', () => {
   it('refuses unknown keys and values with one line naming them', () => {
     expect(() => parseOutput('type=zip,dest=x')).toThrow(/type=zip is not supported/);
     expect(() => parseOutput('type=oci')).toThrow(/needs dest/);
+    // as buildx: "dest cannot be stdout for local exporter" (a directory)
+    expect(() => parseOutput('type=local,dest=-')).toThrow(/--output type=local,dest=-: a directory cannot be written to stdout/);
+    expect(() => parseOutput('type=oci,tar=false,dest=-')).toThrow(/--output type=oci,tar=false,dest=-: a directory cannot be written to stdout/);
     expect(() => parseOutput('type=image,pushh=true')).toThrow(/does not take pushh=/);
     expect(() => parseOutput('type=local,dest=x,compression=gzip')).toThrow(/type=local does not take compression=/);
     expect(() => parseOutput('type=image,push=yes')).toThrow(/push=yes: use true or false/);
