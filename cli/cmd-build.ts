@@ -116,11 +116,12 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
   // needs no grant here (docker build allows it too), so network.host is accepted as already granted
   const allow = flags.allow as string[];
   for (const a of allow) if (a !== 'security.insecure' && a !== 'network.host') throw new UsageError(`--allow ${a}: unknown entitlement (security.insecure or network.host)`);
-  const { parseMemory, parseCpus, parsePidsLimit } = await import('../builder/sandbox/cgroups.js');
+  // the cgroup code (its size parser too) only for a build that sets a limit or --shm-size
+  const cgroups = [flags.memory, flags.cpus, flags.pidsLimit, flags.shmSize].some((v) => v !== undefined) ? await import('../builder/sandbox/cgroups.js') : undefined;
   const limits = {
-    memory: flags.memory !== undefined ? parseMemory(flags.memory as string) : undefined,
-    cpus: flags.cpus !== undefined ? parseCpus(flags.cpus as string) : undefined,
-    pids: flags.pidsLimit !== undefined ? parsePidsLimit(flags.pidsLimit as string) : undefined,
+    memory: flags.memory !== undefined ? cgroups!.parseMemory(flags.memory as string) : undefined,
+    cpus: flags.cpus !== undefined ? cgroups!.parseCpus(flags.cpus as string) : undefined,
+    pids: flags.pidsLimit !== undefined ? cgroups!.parsePidsLimit(flags.pidsLimit as string) : undefined,
   };
   if (isRootless()) (await import('./rootless.js')).refuseRootlessLimits(limits, 'build');
   const mode = progressMode(flags.progress as string | undefined, Boolean(flags.quiet));
@@ -214,7 +215,7 @@ export async function buildCommand(root: string, argv: string[]): Promise<number
       namedContexts: contexts.images,
       contextDirs: contexts.dirs,
       extraHosts: hosts,
-      shmSizeKb: shmSizeKb(flags.shmSize as string | undefined, parseMemory),
+      shmSizeKb: shmSizeKb(flags.shmSize as string | undefined, (v) => cgroups!.parseMemory(v)),
       ulimits: (flags.ulimit as string[]).map(parseUlimit),
       cacheFrom,
       cacheTo,
@@ -348,7 +349,7 @@ async function prepareAttestations(store: Store, result: BuildResult, req: impor
   const { prepareAttestations: prepare } = await import('../builder/attest/make.js');
   const { sourceDateEpoch } = await import('../builder/executor/build.js');
   const { targetPlatform } = await import('../builder/plan/platform.js');
-  const { packageVersion } = await import('./cmd-images.js');
+  const { packageVersion } = await import('./cmd-version.js');
   const step = progress.step(req.sbom ? 'generating sbom' : 'generating provenance');
   try {
     const prepared: Attested = [];

@@ -1,14 +1,13 @@
-/** Image commands on the local store: load, save, images, tag, rmi, inspect, history, version. */
-import { createWriteStream, promises as fs, readFileSync } from 'node:fs';
+/** Image commands on the local store: load, save, images, tag, rmi, inspect, history. */
+import { createWriteStream, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from '../util/args.js';
 import { Store } from '../store/store.js';
 import { familiarName, normalizeName, parseReference } from '../store/reference.js';
 import { UsageError, ImageNotFoundError, MbuildError } from '../util/errors.js';
 import { humanBytes } from '../util/format.js';
 import { forgetImageId, knownImages, resolveImageArg, resolvePlatform } from './image-ref.js';
-import { platformString, targetPlatform } from '../util/platform.js';
+import { platformString } from '../util/platform.js';
 
 export async function loadCommand(root: string, argv: string[]): Promise<number> {
   const { flags, positional } = parseArgs(argv, [{ names: ['-i', '--input'], key: 'input', kind: 'string' }, { names: ['-q', '--quiet'], key: 'quiet', kind: 'bool' }]);
@@ -278,30 +277,5 @@ export async function historyCommand(root: string, argv: string[]): Promise<numb
       h.comment ?? '',
     ]),
   ]);
-  return 0;
-}
-
-export function packageVersion(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++, dir = path.dirname(dir)) {
-    try {
-      const pkg = JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'mbuild' && pkg.version) return pkg.version;
-    } catch {
-      /* not here: one level up */
-    }
-  }
-  return 'unknown';
-}
-
-export async function versionCommand(argv: string[]): Promise<number> {
-  const { flags } = parseArgs(argv, [{ names: ['-f', '--format'], key: 'format', kind: 'string' }]);
-  const info = { Version: packageVersion(), NodeVersion: process.version, Os: 'linux', Arch: targetPlatform().architecture, Platform: platformString() };
-  if (flags.format !== undefined) {
-    const { renderTemplate } = await import('./go-template.js');
-    process.stdout.write(renderTemplate(flags.format as string, { Client: info, ...info }) + '\n');
-    return 0;
-  }
-  process.stdout.write(`mbuild version ${info.Version}\n Node:      ${info.NodeVersion}\n Platform:  ${info.Platform}\n`);
   return 0;
 }

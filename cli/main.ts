@@ -4,7 +4,7 @@ import { MbuildError, UsageError } from '../util/errors.js';
 import { HelpRequested, formatFlags, parseArgs } from '../util/args.js';
 import path from 'node:path';
 import { existsSync } from 'node:fs';
-import { defaultRoot } from '../store/store.js';
+import { defaultRoot } from '../store/default-root.js';
 import { BUILD_FLAGS } from './build-flags.js';
 
 interface Command {
@@ -101,7 +101,13 @@ function isContextArg(a: string): boolean {
   return a === '-' || /^(https?|git):\/\//.test(a) || a.startsWith('git@') || a.startsWith('github.com/') || existsSync(a);
 }
 
-export async function main(argv: string[]): Promise<number> {
+/** What bin/mbuild.js offers the CLI beyond loading it. */
+export interface Launcher {
+  /** read every chunk of the bundle now (a long-running server keeps the code it started with) */
+  holdBundle?(): void;
+}
+
+export async function main(argv: string[], launcher: Launcher = {}): Promise<number> {
   mark('cli.main'); // its time: node's start and the bundle's load
   let debug = argv.includes('--debug');
   let storeRoot = '';
@@ -172,23 +178,25 @@ export async function main(argv: string[]): Promise<number> {
       // where the layers' files have the owners the images give them
       return await (await import('./rootless.js')).reexecRootless(argv, storeRoot);
     }
-    return await dispatch(command, root, rest, argv.slice(i + 1), argv);
+    return await dispatch(command, root, rest, argv.slice(i + 1), argv, launcher);
   } catch (caught) {
     if (caught instanceof HelpRequested && command) {
       process.stdout.write(commandHelp(command in COMMANDS ? command : 'build'));
       return 0;
     }
-    // a full disk anywhere underneath is one clear line (store/recovery.ts)
-    const err = storeRoot ? (await import('../store/recovery.js')).asNoSpace(caught, storeRoot) : caught;
+    // a full disk anywhere underneath is one clear line (store/recovery.ts; a usage error never
+    // comes from a disk: `mbuild typo` does not load the store's code)
+    const err = storeRoot && !(caught instanceof UsageError) ? (await import('../store/recovery.js')).asNoSpace(caught, storeRoot) : caught;
     printError(err, debug);
     return err instanceof UsageError ? 2 : 1;
   }
 }
 
-async function dispatch(command: string, root: string, rest: string[], raw: string[], argv: string[]): Promise<number> {
+async function dispatch(command: string, root: string, rest: string[], raw: string[], argv: string[], launcher: Launcher): Promise<number> {
   const images = () => import('./cmd-images.js');
   switch (command) {
     case 'serve':
+      launcher.holdBundle?.();
       return await (await import('../server/serve.js')).serveCommand(root, rest);
     case 'info':
       throw new UsageError('"mbuild info" describes a server: give --host ADDR or set MBUILD_HOST');
@@ -199,7 +207,7 @@ async function dispatch(command: string, root: string, rest: string[], raw: stri
       return 0;
     }
     case 'version':
-      return (await images()).versionCommand(rest);
+      return await (await import('./cmd-version.js')).versionCommand(rest);
     case 'build': {
       const { reexecInMountNamespace } = await import('./namespace.js');
       if (rest.includes('-h')) throw new HelpRequested();

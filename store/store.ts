@@ -8,14 +8,11 @@ import { isHostPlatform, pickPlatformEntry, platformMatches, targetPlatform, typ
 import { normalizeName } from './reference.js';
 import { ImageNotFoundError } from '../util/errors.js';
 import { isDigest } from './digest.js';
-import { isRootless, rootlessDataHome } from '../util/rootless.js';
 import { layout } from './layout.js';
+import { defaultRoot } from './default-root.js';
 import { recoverStore, registerUse, waitForPrune, type RecoveryReport } from './recovery.js';
 
-/** $MBUILD_ROOT, else /var/lib/mbuild as root, else (rootless) $XDG_DATA_HOME/mbuild or ~/.local/share/mbuild. */
-export function defaultRoot(): string {
-  return process.env.MBUILD_ROOT || (isRootless() ? rootlessDataHome() : '/var/lib/mbuild');
-}
+export { defaultRoot };
 
 /**
  * ROOT is its owner's alone (0700), also when an older mbuild made it 0755: layers hold whatever RUN

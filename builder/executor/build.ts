@@ -1,5 +1,5 @@
 /** Runs a plan: stages concurrently (each waits for the stages it reads), steps in order. */
-import { settleSandboxes } from '../sandbox/run.js';
+import { settleSandboxes } from '../sandbox/cleanups.js';
 import { begin, span } from '../../util/trace.js';
 import path from 'node:path';
 import { parseDockerfile } from '../dockerfile/parse.js';

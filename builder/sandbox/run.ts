@@ -15,6 +15,7 @@ import { onInterrupt } from './interrupt.js';
 import { encodeFields, helperPath, spawnError } from '../../util/native-helper.js';
 import { attachSlirp, attachToBridge, planNetwork, resolvConfFor, warnOnce, type Attachment, type NetworkPlan, type NetworkRequest, type SlirpAttachment } from './network/index.js';
 import { StatusFilter } from './status.js';
+import { trackCleanup } from './cleanups.js';
 import { begin, mark, span } from '../../util/trace.js';
 import type { Mount } from '../../snapshotter/snapshotter.js';
 import { overlayDirs, single } from '../../snapshotter/mount.js';
@@ -84,7 +85,7 @@ export interface SandboxSpec {
   /**
    * wait (default): runSandboxed returns once the veth, cgroups and state dir are gone. background
    * (signals 'kill' only): it returns when the command has ended; they go meanwhile, and
-   * settleSandboxes() waits for them
+   * settleSandboxes() (cleanups.ts) waits for them
    */
   cleanup?: 'wait' | 'background';
 }
@@ -360,13 +361,7 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
       // the cgroups and the state dir to go. Until they are gone an interruption still undoes them,
       // and settleSandboxes() (the end of the build) waits for them.
       const stop = stopTracking;
-      const tracked = cleanup
-        .catch((err: unknown) => warnOnce('sandbox-cleanup', `a RUN step's sandbox was not removed completely: ${(err as Error).message}`))
-        .finally(() => {
-          stop();
-          pendingCleanups.delete(tracked);
-        });
-      pendingCleanups.add(tracked);
+      trackCleanup(cleanup.catch((err: unknown) => warnOnce('sandbox-cleanup', `a RUN step's sandbox was not removed completely: ${(err as Error).message}`)).finally(stop));
     } else {
       stopTracking?.();
       await cleanup;
@@ -374,12 +369,6 @@ export async function runSandboxed(spec: SandboxSpec): Promise<SandboxResult> {
   }
 }
 
-const pendingCleanups = new Set<Promise<void>>();
-
-/** Waits until every sandbox that ended with cleanup 'background' is removed (the end of a build). */
-export async function settleSandboxes(): Promise<void> {
-  while (pendingCleanups.size) await Promise.allSettled([...pendingCleanups]);
-}
 
 /** Undoes what a sandbox held on the host; the three are independent, so at the same time. */
 async function cleanUp(

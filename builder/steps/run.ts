@@ -4,10 +4,8 @@ import type { StepRun } from './contract.js';
 import { DEFAULT_SHELL, runEnv } from './state.js';
 import { readUserDb, resolveUser } from './users.js';
 import { runCommand } from '../dockerfile/heredoc.js';
-import { rootfsOf, runSandboxed, warmNetwork, type SandboxResult } from '../sandbox/run.js';
+import type { SandboxResult } from '../sandbox/run.js';
 import { prepareMounts } from './run-mounts.js';
-import { ensureEmulation } from '../sandbox/emulation.js';
-import { formatBytes } from '../sandbox/cgroups.js';
 import { MbuildError, RunFailedError } from '../../util/errors.js';
 import { span } from '../../util/trace.js';
 import type { NetworkMode } from './contract.js';
@@ -57,6 +55,13 @@ export async function runStep(run: StepRun, ins: RunInstruction): Promise<void> 
     state.layers.push(hit);
     return;
   }
+  // the sandbox's code is loaded by the first step that runs: a build whose steps are all cached
+  // never loads it (the CLI bundle is split at imports, scripts/bundle.mjs)
+  const [{ rootfsOf, runSandboxed, warmNetwork }, { ensureEmulation }, { formatBytes }] = await Promise.all([
+    import('../sandbox/run.js'),
+    import('../sandbox/emulation.js'),
+    import('../sandbox/cgroups.js'),
+  ]);
   warmNetwork(network);
   // a foreign stage's binaries run under qemu-user (binfmt_misc); nothing to do for this machine's
   await ensureEmulation(state).catch((err: unknown) => {

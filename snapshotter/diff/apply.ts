@@ -47,7 +47,7 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { extract as tarExtract } from 'tar-stream';
+import type { extract as tarExtract } from 'tar-stream';
 import { fsOps, type FsOp } from '../../util/native-helper.js';
 import { MbuildError, UnsafeArchiveError } from '../../util/errors.js';
 
@@ -607,7 +607,9 @@ async function feed(input: Readable, ex: ReturnType<typeof tarExtract>): Promise
 
 async function runUnpack(input: Readable, u: Unpacker, code: 'MBUILD_LAYER_APPLY' | 'MBUILD_EXTRACT', what: string): Promise<ApplyResult> {
   // allowUnknownFormat: old v7 headers (no ustar magic) are valid tar, as in Go's archive/tar.
-  const ex = tarExtract({ allowUnknownFormat: true } as Parameters<typeof tarExtract>[0]);
+  // tar-stream is loaded by the first tar read (layer-tar.ts says why)
+  const { extract } = await import('./tar-stream.js');
+  const ex = extract({ allowUnknownFormat: true } as Parameters<typeof tarExtract>[0]);
   const feeding = feed(input, ex);
   let current = '';
   try {

@@ -19,7 +19,9 @@ import { promises as fs, constants as C, closeSync, fstatSync, lstatSync, openSy
 import path from 'node:path';
 import { PassThrough, Readable, Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { pack as tarPack, type Pack } from 'tar-stream';
+// tar-stream is loaded by the first tar written or read: a build whose steps are all cached
+// writes none (the CLI bundle is split at imports, scripts/bundle.mjs)
+import type { Pack } from 'tar-stream';
 import { findOpaqueDirs } from '../../util/native-helper.js';
 import { MbuildError } from '../../util/errors.js';
 
@@ -386,7 +388,7 @@ function readSmall(abs: string, st: { ino: bigint; dev: bigint }, size: number):
  * complete (unless `end` is false) and destroyed on error.
  */
 export async function writeTar(out: NodeJS.WritableStream | Writable, produce: (w: TarEntryWriter) => Promise<void>, end = true): Promise<void> {
-  const pack = tarPack();
+  const pack = (await import('./tar-stream.js')).pack();
   const flow = new Flow();
   const src = Readable.from(pack as AsyncIterable<Buffer>, { objectMode: false });
   const piping = pipeline(src, flow.counter, coalesce(COALESCE_BYTES), out as NodeJS.WritableStream, { end });

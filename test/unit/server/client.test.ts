@@ -53,16 +53,6 @@ describe('addresses', () => {
   });
 });
 
-describe('start-up', () => {
-  it('keeps grpc-js out of the CLI bundle: serve and --host load dist/bundle/grpc.cjs when they run', async () => {
-    const dist = path.join(path.dirname(new URL(import.meta.url).pathname), '../../../dist/bundle');
-    const main = await fs.readFile(path.join(dist, 'main.cjs'), 'utf8');
-    expect(main).toContain('require("./grpc.cjs")');
-    expect(main).not.toContain('class Http2SubchannelConnector');
-    expect(await fs.readFile(path.join(dist, 'grpc.cjs'), 'utf8')).toContain('Http2SubchannelConnector');
-  });
-});
-
 describe('wire format', () => {
   it('carries a JSON header and raw bytes in one frame', () => {
     const data = Buffer.from([0, 1, 2, 255]);
