@@ -10,6 +10,7 @@ import type { Readable } from 'node:stream';
 import type { Store } from '../store/store.js';
 import { MediaType, type Descriptor, type Manifest } from '../store/oci.js';
 import { gzipLayer } from '../store/compress.js';
+import { openLayerTar } from '../store/layer-blobs.js';
 import { decompressStream, haveTool } from '../snapshotter/diff/decompress.js';
 import { MbuildError, UsageError } from '../util/errors.js';
 import type { Compression } from '../builder/executor/output-spec.js';
@@ -46,7 +47,7 @@ async function zstdLayer(store: Store, tar: Descriptor, level = 3): Promise<Desc
   const child = spawn('zstd', ['-q', '-c', ...(n > 19 ? ['--ultra'] : []), `-${n}`, '-T0'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
-  const src = store.content.open(tar.digest);
+  const src = await openLayerTar(store, tar.digest, tar.size);
   src.on('error', (err) => child.stdin.destroy(err));
   child.stdin.on('error', () => undefined); // zstd ended early: its exit status tells
   src.pipe(child.stdin);

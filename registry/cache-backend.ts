@@ -17,6 +17,8 @@ export interface CacheBackend {
   readonly id: string;
   /** for messages: the ref or the directory */
   readonly label: string;
+  /** a registry's host and repository (a push to that host can mount the cache's blobs from there) */
+  readonly blobSource?: { host: string; repository: string };
   /** The manifest under the cache's tag (or the digest given), undefined when there is none. */
   readManifest(reference?: string): Promise<FetchedManifest | undefined>;
   /** A small blob (a config), read whole and verified. */
@@ -43,6 +45,10 @@ export class RegistryCacheBackend implements CacheBackend {
     this.id = `registry:${this.ref.registry}/${this.ref.repository}`;
     // a cache ref is read and written where it is named: mirrors serve images, not caches
     this.client = new RegistryClient(pushEndpoint(this.ref.registry), this.ref.repository, push);
+  }
+
+  get blobSource(): { host: string; repository: string } {
+    return { host: this.client.host, repository: this.ref.repository };
   }
 
   private get tag(): string {

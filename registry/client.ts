@@ -265,7 +265,7 @@ export class RegistryClient {
       } else if (res.status === 200) skip = received;
       else await this.fail(res, what);
       try {
-        for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        for await (const chunk of chunksOf(res.body as unknown as Readable)) {
           let c = chunk;
           if (skip > 0) {
             const n = Math.min(skip, c.length);
@@ -357,4 +357,50 @@ export function manifestMediaType(bytes: Buffer, contentType: string | undefined
   if (ct && ct !== 'application/json' && ct !== 'text/plain') return ct;
   if (Array.isArray(json.manifests)) return MediaType.index;
   return MediaType.manifest;
+}
+
+/**
+ * A body's chunks as they arrive. Readable's own async iterator reads with read(), which joins
+ * every chunk buffered meanwhile into one new buffer: for a 20 MB blob that copying was ~10% of a
+ * cache import's CPU. 'data' events hand each chunk over as it is; the body is paused while a
+ * few wait, so a slow consumer still holds back the connection.
+ */
+async function* chunksOf(body: Readable): AsyncGenerator<Buffer> {
+  const queue: Buffer[] = [];
+  let ended = false;
+  let failed: { err: unknown } | undefined;
+  let wake: (() => void) | undefined;
+  const signal = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  body.on('data', (c: Buffer) => {
+    queue.push(c);
+    if (queue.length >= 16) body.pause();
+    signal();
+  });
+  body.on('end', () => {
+    ended = true;
+    signal();
+  });
+  body.on('close', () => {
+    ended = true; // closed without 'end': the caller's byte count tells a cut-short body
+    signal();
+  });
+  body.on('error', (err) => {
+    failed = { err };
+    signal();
+  });
+  for (;;) {
+    const c = queue.shift();
+    if (c) {
+      if (queue.length < 4 && body.isPaused()) body.resume();
+      yield c;
+      continue;
+    }
+    if (failed) throw failed.err;
+    if (ended) return;
+    await new Promise<void>((resolve) => (wake = resolve));
+  }
 }

@@ -19,6 +19,7 @@ import { TransferProgress, humanBytes, type BlobProgress } from './progress.js';
 import { knownSources, recordSources } from './sources.js';
 import { MbuildError } from '../util/errors.js';
 import { distributable, distributableIndex } from '../store/compress.js';
+import { hasLayerBlob, keepLayerTar } from '../store/layer-blobs.js';
 
 export interface PushOptions {
   progress?: ProgressReporter;
@@ -66,7 +67,8 @@ async function uploadChunked(client: RegistryClient, store: Store, location: URL
 
 async function pushBlob(client: RegistryClient, store: Store, d: Descriptor, tp: TransferProgress, chunkSize: number, label: string): Promise<BlobOutcome> {
   const bp = tp.blob(d.digest, d.size, label);
-  if (!(await store.content.has(d.digest))) throw new MbuildError('MBUILD_STORE', `blob ${d.digest} is missing from the local store`);
+  // an uncompressed layer may be kept only as its gzip twin (store/layer-blobs.ts): written out if it has to be sent
+  if (!(await hasLayerBlob(store, d.digest))) throw new MbuildError('MBUILD_STORE', `blob ${d.digest} is missing from the local store`);
   if (await client.blobExists(d.digest)) {
     bp.done('already in the repository');
     return 'existing';
@@ -83,6 +85,7 @@ async function pushBlob(client: RegistryClient, store: Store, d: Descriptor, tp:
       break;
     }
   }
+  await keepLayerTar(store, d.digest);
   for (let attempt = 1; ; attempt++) {
     try {
       location ??= ((await client.startUpload()) as { location: URL }).location;

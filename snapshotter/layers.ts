@@ -28,10 +28,13 @@ export class Layers {
   constructor(readonly store: Store) {
     this.dir = layout.snapshots(store.root);
     this.snapshotter = openSnapshotter(store);
-    this.unpacker = new Unpacker(this.snapshotter, store.content, this.dir);
+    this.unpacker = new Unpacker(this.snapshotter, store, this.dir);
   }
 
-  /** The layers of an image, unpacked on first use (each named by its chain id). */
+  /**
+   * The layers of an image (each named by its chain id), unpacked when something first mounts them
+   * (ready()): a build whose steps all come from a cache never unpacks its base image.
+   */
   async fromImage(img: ResolvedImage): Promise<Layer[]> {
     const diffIds = img.config.rootfs?.diff_ids ?? [];
     if (diffIds.length !== img.manifest.layers.length) {
@@ -41,7 +44,7 @@ export class Layers {
     const layers: Layer[] = [];
     for (let i = 0; i < diffIds.length; i++) {
       const desc = img.manifest.layers[i]!;
-      layers.push(await this.unpacker.layer(names[i]!, { diffId: diffIds[i]!, digest: desc.digest, size: desc.size, mediaType: desc.mediaType }));
+      layers.push({ id: names[i]!, dir: path.join(this.dir, names[i]!, SNAPSHOT_FILES), blob: { diffId: diffIds[i]!, digest: desc.digest, size: desc.size, mediaType: desc.mediaType } });
     }
     return layers;
   }

@@ -1,8 +1,8 @@
 /**
  * Unpacking (containerd's core/unpack): an image layer's blob becomes a committed snapshot named by
- * its chain id (store/layout.ts), once per store however many builds want it at the same time;
- * a blob-only layer (a COPY written as a tar, a layer from a shared cache) is unpacked under its
- * own name the first time something mounts it. Each unpack prepares a snapshot over nothing, lets
+ * its chain id (store/layout.ts), once per store however many builds want it at the same time,
+ * and a blob-only layer (a COPY written as a tar, a layer from a shared cache) under its own name;
+ * both the first time something mounts them (ready()). Each unpack prepares a snapshot over nothing, lets
  * the differ apply the tar, checks the diff_id and commits.
  */
 import { promises as fs } from 'node:fs';
@@ -10,7 +10,8 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { PassThrough, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ContentStore } from '../store/content.js';
+import type { Store } from '../store/store.js';
+import { openLayerBlob } from '../store/layer-blobs.js';
 import { SNAPSHOT_FILES, SNAPSHOT_META, tempSnapshotName } from '../store/layout.js';
 import { DigestMismatchError, MbuildError, SnapshotExistsError } from '../util/errors.js';
 import { apply } from './differ.js';
@@ -38,16 +39,10 @@ export class Unpacker {
 
   constructor(
     private readonly snap: Snapshotter,
-    private readonly content: ContentStore,
+    private readonly store: Store,
     /** ROOT/snapshots: where a committed snapshot's files are (store/layout.ts) */
     private readonly dir: string,
   ) {}
-
-  /** The layer `name` holding the blob, unpacked unless it is already. */
-  async layer(name: string, blob: LayerBlob): Promise<Layer> {
-    await this.unpackOnce(name, blob);
-    return { id: name, dir: path.join(this.dir, name, SNAPSHOT_FILES), blob };
-  }
 
   /** Unpack the layers that exist only as blobs, so that they can be mounted. */
   async ready(layers: readonly Layer[]): Promise<void> {
@@ -88,7 +83,8 @@ export class Unpacker {
           cb(null, chunk);
         },
       });
-      const raw = await decompressStream(this.content.open(blob.digest));
+      // the blob, or the gzip twin a layer from a shared cache is kept as (store/layer-blobs.ts)
+      const raw = await decompressStream(await openLayerBlob(this.store, blob.digest));
       const tar = new PassThrough();
       await Promise.all([pipeline(raw, tap, tar), apply(mounts, tar, layerBudgets())]);
       const got = 'sha256:' + hash.digest('hex');

@@ -3,15 +3,12 @@
  * mbuild's builds make them) gets a gzip twin manifest for exports and pushes. Each layer is
  * compressed once; ROOT/compressed/<diff_id>.json remembers the result.
  */
-import { promises as fs } from 'node:fs';
-import path from 'node:path';
 import { constants as zc } from 'node:zlib';
 import PQueue from 'p-queue';
 import type { Store } from './store.js';
 import { MediaType, type Descriptor, type Index, type Manifest } from './oci.js';
-import { hex } from './digest.js';
 import { writeFileAtomic } from './fsutil.js';
-import { layout } from './layout.js';
+import { gzipMemoPath, gzipTwin, openLayerTar } from './layer-blobs.js';
 import { createParallelGzip } from './pgzip.js';
 
 const UNCOMPRESSED = new Set<string>([MediaType.layerTar, 'application/vnd.docker.image.rootfs.diff.tar']);
@@ -27,27 +24,24 @@ function level(): number {
  */
 export async function gzipLayer(store: Store, layer: Descriptor, gzipLevel?: number): Promise<Descriptor> {
   if (!UNCOMPRESSED.has(layer.mediaType)) return layer;
-  const memo = path.join(layout.compressed(store.root), gzipLevel === undefined ? `${hex(layer.digest)}.json` : `${hex(layer.digest)}.level${gzipLevel}.json`);
-  try {
-    const known = JSON.parse(await fs.readFile(memo, 'utf8')) as { digest: string; size: number };
-    if (await store.content.has(known.digest)) return { mediaType: MediaType.layerGzip, digest: known.digest, size: known.size };
-  } catch {
-    /* not compressed yet */
-  }
-  const source = store.content.open(layer.digest);
+  const known = await gzipTwin(store, layer.digest, gzipLevel);
+  if (known) return { mediaType: MediaType.layerGzip, digest: known.digest, size: known.size };
+  // a lazily kept layer (only its default twin is stored) is decompressed, verified, for another level
+  const source = await openLayerTar(store, layer.digest);
   const gz = createParallelGzip({ level: gzipLevel ?? level() });
   source.on('error', (err) => gz.destroy(err));
   const info = await store.content.ingest(source.pipe(gz));
-  await writeFileAtomic(memo, JSON.stringify({ digest: info.digest, size: info.size }));
+  await writeFileAtomic(gzipMemoPath(store, layer.digest, gzipLevel), JSON.stringify({ digest: info.digest, size: info.size }));
   return { mediaType: MediaType.layerGzip, digest: info.digest, size: info.size };
 }
 
 /**
  * Remember that `gz` is the gzip form of the uncompressed blob `diffId` (a layer fetched from a
- * shared build cache keeps the cache's bytes, so a push of it sends the very same blob).
+ * shared build cache keeps the cache's bytes, so a push of it sends the very same blob; without
+ * its tar, store/layer-blobs.ts reads the layer from this twin).
  */
-export async function rememberGzip(store: Store, diffId: string, gz: { digest: string; size: number }): Promise<void> {
-  await writeFileAtomic(path.join(store.root, 'compressed', `${hex(diffId)}.json`), JSON.stringify({ digest: gz.digest, size: gz.size }));
+export async function rememberGzip(store: Pick<Store, 'root' | 'content'>, diffId: string, gz: { digest: string; size: number }): Promise<void> {
+  await writeFileAtomic(gzipMemoPath(store, diffId), JSON.stringify({ digest: gz.digest, size: gz.size }));
 }
 
 /** A manifest whose layers are all compressed: the same manifest when they are already. */

@@ -10,6 +10,8 @@
  *   cache mounts ROOT/cache-mounts/* (RUN --mount=type=cache, store/cache-mounts.ts; go with --all)
  *   gzip twins ROOT/compressed/<hex>.json memos (store/compress.ts): the gzip form of an
  *              uncompressed layer blob; kept while a named image has that layer (not with --all)
+ *              or a build-cache entry names it; a layer from a shared cache may be kept as its
+ *              twin alone (store/layer-blobs.ts), which --all keeps too while an image has it
  *   temp       work in progress of running builds and loads (what killed runs left is swept by
  *              every Store.open, store/recovery.ts)
  */
@@ -159,11 +161,20 @@ export async function analyzeStore(store: Store): Promise<StoreAnalysis> {
   };
 }
 
-/** Blobs kept for a named image although no manifest of it names them: gzip twins of its layers. */
+/**
+ * Blobs kept although no manifest names them: the gzip twins of a named image's layers (unless
+ * --all), and, as long as the build cache is kept, of the layers its entries name. A layer kept
+ * lazily (store/layer-blobs.ts: its twin and no tar) is reachable only this way.
+ */
 function keptTwins(a: StoreAnalysis, all: boolean): Set<string> {
   const out = new Set<string>();
-  if (all) return out;
-  for (const m of a.gzipMemos) if (m.gzip && a.imageBlobs.has(m.source)) out.add(m.gzip);
+  for (const m of a.gzipMemos) {
+    if (!m.gzip) continue;
+    const lazy = !a.blobs.has(m.source);
+    // --all keeps an image's layers but not their twins; a lazy layer's twin is the layer itself
+    if (a.imageBlobs.has(m.source) && (!all || lazy)) out.add(m.gzip);
+    else if (!all && a.cacheBlobs.has(m.source)) out.add(m.gzip);
+  }
   return out;
 }
 
@@ -173,9 +184,13 @@ export function unusedBlobs(a: StoreAnalysis, all: boolean): string[] {
   return [...a.blobs.keys()].filter((d) => !a.imageBlobs.has(d) && !twins.has(d) && (all || !a.cacheBlobs.has(d))).sort();
 }
 
-/** gzip memos whose twin or source blob will be gone after prune. */
+/**
+ * gzip memos whose twin will be gone after prune, or whose source goes while the twin stays. A
+ * memo of a source that was never there is a lazy layer's record (store/layer-blobs.ts): it stays
+ * with its twin.
+ */
 export function staleMemos(a: StoreAnalysis, removedBlobs: Set<string>): string[] {
-  return a.gzipMemos.filter((m) => !m.gzip || removedBlobs.has(m.gzip) || removedBlobs.has(m.source) || !a.blobs.has(m.gzip) || !a.blobs.has(m.source)).map((m) => m.file);
+  return a.gzipMemos.filter((m) => !m.gzip || removedBlobs.has(m.gzip) || !a.blobs.has(m.gzip) || removedBlobs.has(m.source)).map((m) => m.file);
 }
 
 /** c-* snapshots `mbuild prune` removes: no named image has that layer chain, and (unless --all) no cache entry names it. */
@@ -190,7 +205,9 @@ function bucket(count: number, bytes: number, reclaimableCount: number, reclaima
 export async function storeUsage(store: Store): Promise<Usage> {
   const a = await analyzeStore(store);
   const sum = (ds: Iterable<string>) => [...ds].reduce((t, d) => t + (a.blobs.get(d) ?? 0), 0);
-  const present = [...a.imageBlobs].filter((d) => a.blobs.has(d));
+  // a lazily kept layer (store/layer-blobs.ts) is there as its gzip twin
+  const lazyTwins = a.gzipMemos.filter((m) => m.gzip && a.imageBlobs.has(m.source) && !a.blobs.has(m.source) && a.blobs.has(m.gzip)).map((m) => m.gzip!);
+  const present = [...new Set([...a.imageBlobs, ...lazyTwins])].filter((d) => a.blobs.has(d));
   const unused = unusedBlobs(a, false);
 
   const snapDir = layout.snapshots(store.root);

@@ -8,6 +8,7 @@ import type { Layers } from '../../snapshotter/layers.js';
 import type { CommitOptions, Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
 import { SnapshotExistsError } from '../../util/errors.js';
 import { exists, writeFileAtomic } from '../../store/fsutil.js';
+import { hasLayerBlob } from '../../store/layer-blobs.js';
 import { SNAPSHOT_FILES, cacheEntryName, cacheSnapshotName, isCacheSnapshotName, layout } from '../../store/layout.js';
 
 export interface CacheEntry {
@@ -48,7 +49,7 @@ export class BuildCache {
       accessSync(dir);
     } catch {
       // a layer kept as a blob only (a COPY written as a tar) is unpacked when something mounts it
-      const blobOnly = entry.empty || (entry.blob !== undefined && (await this.snap.store.content.has(entry.blob.digest)));
+      const blobOnly = entry.empty || (entry.blob !== undefined && (await hasLayerBlob(this.snap.store, entry.blob.digest)));
       if (!blobOnly) return undefined; // pruned or half-written: a miss
     }
     return { layer: { id: entry.snapshot, dir, empty: entry.empty, blob: entry.blob, cacheKey: key }, created: entry.created };

@@ -94,10 +94,13 @@ export class MissExplainer {
     // the files are part of the inputs (the content digest): same inputs, same files
     const text = JSON.stringify(inputs);
     if (text === this.lastText) return; // a rebuild that changed nothing
-    await writeFileAtomic(`${this.base}.files.json`, JSON.stringify(files));
-    await writeFileAtomic(`${this.base}.inputs.json`, text);
-    // the one-file record of earlier versions (per-file digests inline) is replaced
-    await rm(`${this.base}.json`, { force: true });
+    // at once (each waits for its fsync): a pair half-written only blurs a later miss's explanation
+    await Promise.all([
+      writeFileAtomic(`${this.base}.files.json`, JSON.stringify(files)),
+      writeFileAtomic(`${this.base}.inputs.json`, text),
+      // the one-file record of earlier versions (per-file digests inline) is replaced
+      rm(`${this.base}.json`, { force: true }),
+    ]);
   }
 }
 

@@ -18,7 +18,10 @@ import type { Layer, LayerBlob } from '../../snapshotter/snapshotter.js';
 import type { Layers } from '../../snapshotter/layers.js';
 import { decompressStream } from '../../snapshotter/diff/decompress.js';
 import { rememberGzip } from '../../store/compress.js';
+import { hasLayerBlob } from '../../store/layer-blobs.js';
+import { recordSources } from '../../registry/sources.js';
 import { CacheBlobError } from '../../util/errors.js';
+import { begin, span } from '../../util/trace.js';
 import { BuildCache } from './cache.js';
 import { SNAPSHOT_FILES } from '../../store/layout.js';
 import type { StepRecord } from './explain.js';
@@ -72,7 +75,7 @@ export class RemoteCaches {
         const backend = await openBackend(spec, false);
         const step = progress.step(`importing cache manifest from ${backend.label}`);
         try {
-          const found = await readSources(backend, platforms);
+          const found = await span('cache.import-manifest', () => readSources(backend, platforms));
           sources.push(...found);
           if (!found.length) warn(progress, `${backend.label} holds no build cache`);
           const steps = found.reduce((n, f) => n + f.steps.size, 0);
@@ -115,7 +118,7 @@ export class RemoteCaches {
       }
       const l = step.layer;
       const blob: LayerBlob = { diffId: l.diffId, digest: l.diffId, size: l.size, mediaType: MediaType.layerTar };
-      if (!(await this.store.content.has(l.diffId))) {
+      if (!(await hasLayerBlob(this.store, l.diffId))) {
         // a blob deleted from the cache is a miss now rather than a failure later
         const present = await source.backend.hasBlob(l.desc.digest).catch(() => false);
         if (!present) {
@@ -166,26 +169,47 @@ export class RemoteCaches {
     if (layer.fetch) layer.fetch().catch(() => undefined);
   }
 
-  /** Download the compressed blob: keep it (a push sends the same bytes) and its uncompressed form, both verified. */
+  /**
+   * Download the compressed blob, verified against its digest as it streams to disk. A gzip layer
+   * is kept as that blob only, with the record naming it the twin of its diff_id (a "lazy" layer,
+   * store/layer-blobs.ts): nothing is decompressed until something reads the files (an unpack, which
+   * checks the diff_id then, a save, an uncompressed output), and a push sends the very same blob,
+   * or mounts it from the cache's repository. Another compression is also kept uncompressed.
+   */
   private async download(source: Source, step: CachedStep): Promise<void> {
+    const end = begin('cache.fetch-layer');
+    try {
+      await this.downloadOnce(source, step);
+    } finally {
+      end();
+    }
+  }
+
+  private async downloadOnce(source: Source, step: CachedStep): Promise<void> {
     const l = step.layer!;
     const content = this.store.content;
-    if (!(await content.has(l.diffId))) {
+    const lazy = GZIP_LAYER.has(l.desc.mediaType);
+    const have = lazy ? (await content.has(l.desc.digest)) || (await content.has(l.diffId)) : await content.has(l.diffId);
+    if (!have) {
       const fetchStep = this.progress.step(`fetching cached layer ${l.desc.digest.slice(0, 19)} from ${source.backend.label}`);
       let input: Readable | undefined;
       const gz = new PassThrough();
       const raw = new PassThrough();
       try {
         input = source.backend.openBlob(l.desc);
-        input.pipe(gz);
-        input.pipe(raw);
-        input.on('error', (e) => {
-          gz.destroy(e);
-          raw.destroy(e);
-        });
-        const keepCompressed = content.has(l.desc.digest).then((have) => (have ? void gz.resume() : content.ingest(gz, { digest: l.desc.digest, size: l.desc.size })));
-        const unpacked = decompressStream(raw).then((s) => content.ingest(s, { digest: l.diffId, size: l.size }));
-        await Promise.all([keepCompressed, unpacked]);
+        if (lazy) {
+          await content.ingest(input, { digest: l.desc.digest, size: l.desc.size });
+        } else {
+          input.pipe(gz);
+          input.pipe(raw);
+          input.on('error', (e) => {
+            gz.destroy(e);
+            raw.destroy(e);
+          });
+          const keepCompressed = content.has(l.desc.digest).then((have) => (have ? void gz.resume() : content.ingest(gz, { digest: l.desc.digest, size: l.desc.size })));
+          const unpacked = decompressStream(raw).then((s) => content.ingest(s, { digest: l.diffId, size: l.size }));
+          await Promise.all([keepCompressed, unpacked]);
+        }
         fetchStep.done();
       } catch (err) {
         input?.destroy();
@@ -195,11 +219,22 @@ export class RemoteCaches {
         throw new CacheBlobError(step.key, `the cached layer ${l.desc.digest} from ${source.backend.label} cannot be used: ${(err as Error).message}`, err);
       }
     }
-    if (await content.has(l.desc.digest)) await rememberGzip(this.store, l.diffId, l.desc);
+    const blob: LayerBlob = { diffId: l.diffId, digest: l.diffId, size: l.size, mediaType: MediaType.layerTar };
+    const where = source.backend.blobSource;
+    // three small records at once (each is fsynced): one killed half-way leaves a cache entry
+    // whose layer is not found (a miss next time), never a wrong one
+    await Promise.all([
+      // the twin record: for a lazy layer it is how the store finds the layer at all
+      content.has(l.desc.digest).then((gzHere) => (gzHere && GZIP_LAYER.has(l.desc.mediaType) ? rememberGzip(this.store, l.diffId, l.desc) : undefined)),
+      // a push to the cache's registry mounts the blob from there instead of uploading it
+      where ? recordSources(this.store, where.host, where.repository, [l.desc.digest]).catch(() => undefined) : undefined,
+      this.cache.adopt(step.key, blob, step.created),
+    ]);
     this.lazy.delete(step.key);
-    await this.cache.adopt(step.key, { diffId: l.diffId, digest: l.diffId, size: l.size, mediaType: MediaType.layerTar }, step.created);
   }
 }
+
+const GZIP_LAYER = new Set<string>([MediaType.layerGzip, MediaType.dockerLayerGzip]);
 
 /**
  * Read one --cache-from: a cache manifest (registry, local) or an image with an inline cache; an

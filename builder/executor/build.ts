@@ -332,7 +332,7 @@ export async function build(store: Store, progress: ProgressReporter, opts: Buil
   for (let n = 0; ; n++) {
   try {
   // every RUN step's sandbox removed (they go in the background: runSandboxed's cleanup option)
-  const states = await span('build.steps', () => attempt().finally(() => span('build.save-hashes', () => Promise.all([fileHashes.save(), explainer.save(), settleSandboxes()])).catch(() => undefined)));
+  const states = await span('build.steps', () => attempt().finally(() => span('build.save-hashes', () => Promise.all([span('build.save-file-hashes', () => fileHashes.save()), span('build.save-explain', () => explainer.save()), settleSandboxes()])).catch(() => undefined)));
   const step = progress.step('exporting layers');
   const endExport = begin('build.export');
   const written: PlatformImage[] = [];

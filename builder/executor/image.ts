@@ -44,8 +44,19 @@ export interface WriteOptions {
 export async function writeImage(snap: Layers, state: StageState, opts: WriteOptions): Promise<WrittenImage> {
   const layers = state.layers.filter((l) => !l.empty);
   const queue = new PQueue({ concurrency: Math.max(1, Math.min(4, os.availableParallelism())) });
-  const blobOf = (l: Layer) => (opts.clampMtime && !l.fetch && parseSnapshotName(l.id)?.kind !== 'image' ? clampedBlob(snap, l, opts.clampMtime) : snap.ensureBlob(l));
+  // a layer from a shared cache has its descriptor already: the config and manifest are written
+  // while its blob downloads, and the image is complete when the downloads are (the end of this)
+  const fetches: Promise<void>[] = [];
+  const blobOf = (l: Layer): Promise<LayerBlob> => {
+    if (l.fetch && l.blob) {
+      fetches.push(l.fetch());
+      return Promise.resolve(l.blob);
+    }
+    return opts.clampMtime && !l.fetch && parseSnapshotName(l.id)?.kind !== 'image' ? clampedBlob(snap, l, opts.clampMtime) : snap.ensureBlob(l);
+  };
   const blobs = await Promise.all(layers.map((l) => queue.add(() => blobOf(l), { throwOnTimeout: true })));
+  const fetched = Promise.all(fetches);
+  fetched.catch(() => undefined); // awaited below, after the writes it overlaps
   const history: HistoryEntry[] = [
     ...state.baseHistory,
     ...state.history.map(({ entry, layer }) => (layer && !layer.empty ? { ...entry } : { ...entry, empty_layer: true })),
@@ -70,6 +81,7 @@ export async function writeImage(snap: Layers, state: StageState, opts: WriteOpt
     ...(opts.annotations && Object.keys(opts.annotations).length ? { annotations: opts.annotations } : {}),
   };
   const man = await snap.store.content.putJson(manifest);
+  await fetched;
   return { manifestDigest: man.digest, manifestSize: man.size, manifest, config };
 }
 

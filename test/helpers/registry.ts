@@ -151,6 +151,8 @@ export interface ProxyHooks {
   intercept?: (req: ProxyRequest) => { status: number; body?: string } | undefined;
   /** change a forwarded response body (the whole body, buffered) */
   rewrite?: (req: ProxyRequest, body: Buffer) => Buffer;
+  /** forward the request under another path (e.g. a mount request without its mount, as a registry that refuses it) */
+  forwardPath?: (req: ProxyRequest) => string | undefined;
 }
 
 export interface RecordingProxy {
@@ -175,7 +177,7 @@ export async function startProxy(target: string, hooks: ProxyHooks = {}): Promis
       return;
     }
     const [thost, tport] = target.split(':');
-    const up = http.request({ host: thost, port: Number(tport), method: req.method, path: req.url, headers: req.headers }, (ur) => {
+    const up = http.request({ host: thost, port: Number(tport), method: req.method, path: state.hooks.forwardPath?.(r) ?? req.url, headers: req.headers }, (ur) => {
       const rewrite = state.hooks.rewrite;
       if (!rewrite || req.method === 'HEAD') {
         res.writeHead(ur.statusCode ?? 502, ur.headers);

@@ -9,6 +9,7 @@ import { extract as tarExtract } from 'tar-stream';
 import type { Store } from '../../../store/store.js';
 import type { Descriptor } from '../../../store/oci.js';
 import { decompressStream } from '../../../snapshotter/diff/decompress.js';
+import { openLayerBlob } from '../../../store/layer-blobs.js';
 import { MbuildError } from '../../../util/errors.js';
 
 /** How to read a file the scanner wants (given its path, mode and size), or undefined: skipped unread. */
@@ -44,7 +45,7 @@ export async function readImageFiles<T>(store: Store, layers: Descriptor[], read
     const newBlocked: string[] = [];
     const newOpaque: string[] = [];
     const ex = tarExtract({ allowUnknownFormat: true } as Parameters<typeof tarExtract>[0]);
-    const input = await decompressStream(store.content.open(layer.digest));
+    const input = await decompressStream(await openLayerBlob(store, layer.digest));
     input.on('error', (err) => ex.destroy(err));
     input.pipe(ex);
     try {

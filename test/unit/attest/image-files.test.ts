@@ -34,7 +34,7 @@ describe('readImageFiles', () => {
         ]),
       ),
     ];
-    const store = { content: { open: (d: string) => Readable.from([layers[Number(d)]!]) } } as unknown as Store;
+    const store = { content: { has: async () => true, open: (d: string) => Readable.from([layers[Number(d)]!]) } } as unknown as Store;
     const got: Record<string, string> = {};
     await readImageFiles(store, layers.map((_, i) => ({ mediaType: 'x', digest: String(i), size: 0 })), () => wholeFile, (p, data) => {
       got[p] = data.toString();
