@@ -95,7 +95,7 @@ describe('-o type=image / type=registry', () => {
       [['-o', `type=image,name=${reg.host}/x:1,pushh=true`], /--output type=image does not take pushh=/],
       [['-o', 'type=oci,dest=x.tar,compression=estargz'], /compression=estargz is not supported/],
       [['-o', 'type=oci,dest=x.tar,compression=zstd,oci-mediatypes=false'], /compression=zstd needs OCI media types/],
-      [['--annotation', 'index:a=b'], /only manifest annotations are supported/],
+      [['--annotation', 'index:a=b'], /index annotations need an index/],
       [['-o', 'type=oci,dest=x.tar,oci-mediatypes=false,annotation.a=b'], /annotations need OCI media types/],
     ];
     for (const [args, re] of cases) {
