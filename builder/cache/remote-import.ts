@@ -19,7 +19,6 @@ import type { Layers } from '../../snapshotter/layers.js';
 import { decompressStream } from '../../snapshotter/diff/decompress.js';
 import { rememberGzip } from '../../store/compress.js';
 import { hasLayerBlob } from '../../store/layer-blobs.js';
-import { recordSources } from '../../registry/sources.js';
 import { CacheBlobError } from '../../util/errors.js';
 import { begin, span } from '../../util/trace.js';
 import { BuildCache } from './cache.js';
@@ -227,7 +226,8 @@ export class RemoteCaches {
       // the twin record: for a lazy layer it is how the store finds the layer at all
       content.has(l.desc.digest).then((gzHere) => (gzHere && GZIP_LAYER.has(l.desc.mediaType) ? rememberGzip(this.store, l.diffId, l.desc) : undefined)),
       // a push to the cache's registry mounts the blob from there instead of uploading it
-      where ? recordSources(this.store, where.host, where.repository, [l.desc.digest]).catch(() => undefined) : undefined,
+      // imported here: this module shares a chunk with the build cache every build loads (bundle split)
+      where ? import('../../registry/sources.js').then((m) => m.recordSources(this.store, where.host, where.repository, [l.desc.digest])).catch(() => undefined) : undefined,
       this.cache.adopt(step.key, blob, step.created),
     ]);
     this.lazy.delete(step.key);
