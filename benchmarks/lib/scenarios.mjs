@@ -83,8 +83,9 @@ export const SCENARIOS = [
       cpSync(join(repo, 'examples/myhttpserver'), ctx, { recursive: true });
       const dockerfile = join(ctx, 'Dockerfile');
       const text = readFileSync(dockerfile, 'utf8');
-      const withMount = text.replace(/^RUN (CGO_ENABLED=0 go build .*)$/m, 'RUN --mount=type=cache,target=/tmp/go-build $1');
-      if (withMount === text) throw new Error('examples/myhttpserver/Dockerfile: no "RUN CGO_ENABLED=0 go build" line to give a cache mount');
+      // the go build line (since the seed cross-compiles: RUN CGO_ENABLED=0 GOOS=... GOARCH=... go build)
+      const withMount = text.replace(/^RUN (CGO_ENABLED=0 (?:\S+=\S+ )*go build .*)$/m, 'RUN --mount=type=cache,target=/tmp/go-build $1');
+      if (withMount === text) throw new Error('examples/myhttpserver/Dockerfile: no "RUN CGO_ENABLED=0 ... go build" line to give a cache mount');
       writeFileSync(dockerfile, withMount);
       const goFiles = readdirSync(ctx).filter((f) => f.endsWith('.go'));
       const src = join(ctx, goFiles.includes('httpserver.go') ? 'httpserver.go' : goFiles[0]);
