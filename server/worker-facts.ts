@@ -27,7 +27,10 @@ export class WorkerFacts {
 
   /** Environment entries for a build worker (each fact only when the server could establish it). */
   async env(): Promise<NodeJS.ProcessEnv> {
-    const [snapshotter, bridge] = await Promise.all([this.snapshotterKind(), this.bridgeReady()]).catch(() => [undefined, undefined]);
+    // never rejects (a failure hands nothing down): the service starts it unawaited, early
+    const [snapshotter, bridge] = await Promise.resolve()
+      .then(() => Promise.all([this.snapshotterKind(), this.bridgeReady()]))
+      .catch(() => [undefined, undefined]);
     return { ...(snapshotter ? { MBUILD_SNAPSHOTTER: snapshotter } : {}), ...(bridge ? { [BRIDGE_READY_ENV]: bridge } : {}) };
   }
 

@@ -31,7 +31,7 @@ export async function gzipLayer(store: Store, layer: Descriptor, gzipLevel?: num
   const gz = createParallelGzip({ level: gzipLevel ?? level() });
   source.on('error', (err) => gz.destroy(err));
   const info = await store.content.ingest(source.pipe(gz));
-  await writeFileAtomic(gzipMemoPath(store, layer.digest, gzipLevel), JSON.stringify({ digest: info.digest, size: info.size }));
+  await rememberGzip(store, layer.digest, info, gzipLevel);
   return { mediaType: MediaType.layerGzip, digest: info.digest, size: info.size };
 }
 
@@ -40,8 +40,8 @@ export async function gzipLayer(store: Store, layer: Descriptor, gzipLevel?: num
  * shared build cache keeps the cache's bytes, so a push of it sends the very same blob; without
  * its tar, store/layer-blobs.ts reads the layer from this twin).
  */
-export async function rememberGzip(store: Pick<Store, 'root' | 'content'>, diffId: string, gz: { digest: string; size: number }): Promise<void> {
-  await writeFileAtomic(gzipMemoPath(store, diffId), JSON.stringify({ digest: gz.digest, size: gz.size }));
+export async function rememberGzip(store: Pick<Store, 'root' | 'content'>, diffId: string, gz: { digest: string; size: number }, gzipLevel?: number): Promise<void> {
+  await writeFileAtomic(gzipMemoPath(store, diffId, gzipLevel), JSON.stringify({ digest: gz.digest, size: gz.size }));
 }
 
 /** A manifest whose layers are all compressed: the same manifest when they are already. */
